@@ -1,0 +1,116 @@
+"""The policy protocol and the executor that composes policies into one chain (first = outermost)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from .clock import SYSTEM_CLOCK, Clock
+from .execution import PLAIN, Execution, Semantics
+
+__all__ = ["AsyncLink", "Executor", "Link", "Policy"]
+
+T = TypeVar("T")
+Link = Callable[[Execution], Any]
+"""One step of a sync chain: runs the rest of the chain for an execution."""
+AsyncLink = Callable[[Execution], Awaitable[Any]]
+"""One step of an async chain."""
+
+
+class Policy(abc.ABC):
+    """A resilience policy: read-only configuration that wraps the rest of a chain.
+
+    Like failsafe-go's policy executors, ``wrap`` and ``wrap_async`` are called once, when a chain is built,
+    and return the function that runs per call; per-call state lives on the :class:`Execution` or in locals.
+    """
+
+    __slots__ = ("clock",)
+    clock: Clock
+
+    @abc.abstractmethod
+    def wrap(self, inner: Link) -> Link:
+        """The sync step that applies this policy around ``inner``."""
+
+    @abc.abstractmethod
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        """The async step that applies this policy around ``inner``."""
+
+    def _init(self, **options: Any) -> None:
+        for name, value in options.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only; create a new policy instead")
+
+    def __repr__(self) -> str:
+        names = [n for cls in type(self).__mro__ for n in getattr(cls, "__slots__", ()) if not n.startswith("_")]
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+
+def _invoke(execution: Execution) -> Any:
+    return execution._fn(execution)
+
+
+class Executor:
+    """Runs callables through ``policies``, the first outermost (failsafe-go's order).
+
+    One executor, like its policies, serves sync and async callers and any number of threads and tasks at once.
+    All policies must share one clock, so deadlines and delays are measured on the same time line.
+    """
+
+    __slots__ = ("_async_chain", "_chain", "clock", "policies")
+
+    def __init__(self, *policies: Policy) -> None:
+        for p in policies:
+            if not isinstance(p, Policy):
+                raise ValueError(f"policies must be Policy instances, got {p!r}")
+        clocks = {id(p.clock): p.clock for p in policies}
+        if len(clocks) > 1:
+            raise ValueError(f"policies must share one clock, got {list(clocks.values())!r}")
+        self.policies = policies
+        self.clock: Clock = next(iter(clocks.values()), SYSTEM_CLOCK)
+        chain: Link = _invoke
+        async_chain: AsyncLink = _invoke
+        for p in reversed(policies):
+            chain, async_chain = p.wrap(chain), p.wrap_async(async_chain)
+        self._chain, self._async_chain = chain, async_chain
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` through the policies."""
+        return self.call_with_execution(lambda _: fn(*args, **kwargs))
+
+    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` through the policies."""
+        return await self.acall_with_execution(lambda _: fn(*args, **kwargs))
+
+    def call_with_execution(
+        self,
+        fn: Callable[[Execution], T],
+        *,
+        deadline: float | None = None,
+        request: Any = None,
+        semantics: Semantics = PLAIN,
+    ) -> T:
+        """Run ``fn(execution)``; ``deadline`` is absolute on ``self.clock``, ``request`` goes to fallbacks."""
+        result: T = self._chain(
+            Execution(fn, clock=self.clock, semantics=semantics, request=request, deadline=deadline)
+        )
+        return result
+
+    async def acall_with_execution(
+        self,
+        fn: Callable[[Execution], Awaitable[T]],
+        *,
+        deadline: float | None = None,
+        request: Any = None,
+        semantics: Semantics = PLAIN,
+    ) -> T:
+        """Await ``fn(execution)``; options as for :meth:`call_with_execution`."""
+        result: T = await self._async_chain(
+            Execution(fn, clock=self.clock, semantics=semantics, request=request, deadline=deadline)
+        )
+        return result
+
+    def __repr__(self) -> str:
+        return f"Executor{self.policies!r}"

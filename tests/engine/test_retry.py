@@ -1,0 +1,217 @@
+from __future__ import annotations
+
+import pytest
+
+from interceptors import (
+    Backoff,
+    Executor,
+    RandomDelay,
+    RetriesExceededError,
+    RetryPolicy,
+    TimeoutExceededError,
+)
+from interceptors.events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
+from interceptors.testing import FakeClock
+
+from .helpers import Boom, CallerMistake, Calls
+
+
+def test_default_retry_makes_three_attempts_and_chains_the_last_failure(clock: FakeClock) -> None:
+    calls = Calls(error=lambda: Boom(f"failure {calls.count}"))
+    with pytest.raises(RetriesExceededError) as raised:
+        Executor(RetryPolicy(clock=clock)).call(calls)
+    assert calls.count == 3
+    assert raised.value.attempts == 3
+    assert raised.value.__cause__ is raised.value.last_failure
+    assert str(raised.value.last_failure) == "failure 3"
+
+
+def test_reraise_gives_the_last_failure_itself(clock: FakeClock) -> None:
+    calls = Calls()
+    with pytest.raises(Boom):
+        Executor(RetryPolicy(max_attempts=2, reraise=True, clock=clock)).call(calls)
+    assert calls.count == 2
+
+
+def test_success_after_failures_returns_the_result(clock: FakeClock) -> None:
+    calls = Calls(failures=2, result=42)
+    assert Executor(RetryPolicy(clock=clock)).call(calls) == 42
+    assert calls.count == 3
+
+
+def test_unlimited_attempts_five_failures_then_success_makes_six_attempts(clock: FakeClock) -> None:
+    calls = Calls(failures=5)
+    assert Executor(RetryPolicy(max_attempts=None, clock=clock)).call(calls) == "ok"
+    assert calls.count == 6
+
+
+def test_backoff_initial_1_maximum_10(clock: FakeClock) -> None:
+    calls = Calls()
+    with pytest.raises(RetriesExceededError):
+        Executor(RetryPolicy(max_attempts=7, delay=Backoff(1, 10), clock=clock)).call(calls)
+    assert clock.sleeps == [1, 2, 4, 8, 10, 10]
+
+
+def test_backoff_with_multiplier_and_huge_attempt_counts() -> None:
+    backoff = Backoff(0.5, 30, multiplier=3)
+    assert [backoff.delay(n) for n in (1, 2, 3, 4, 5)] == [0.5, 1.5, 4.5, 13.5, 30]
+    assert backoff.delay(100_000) == 30
+
+
+def test_fixed_delay(clock: FakeClock) -> None:
+    with pytest.raises(RetriesExceededError):
+        Executor(RetryPolicy(max_attempts=4, delay=0.25, clock=clock)).call(Calls())
+    assert clock.sleeps == [0.25, 0.25, 0.25]
+
+
+def test_random_delay_stays_in_range(clock: FakeClock) -> None:
+    with pytest.raises(RetriesExceededError):
+        Executor(RetryPolicy(max_attempts=200, delay=RandomDelay(0.1, 0.3), clock=clock)).call(Calls())
+    assert all(0.1 <= d <= 0.3 for d in clock.sleeps)
+    assert len(set(clock.sleeps)) > 100
+
+
+@pytest.mark.parametrize("jitter", [{"jitter_factor": 0.5}, {"jitter": 3.0}])
+def test_jitter_never_exceeds_the_backoff_maximum(clock: FakeClock, jitter: dict[str, float]) -> None:
+    policy = RetryPolicy(max_attempts=300, delay=Backoff(1, 8), clock=clock, **jitter)
+    with pytest.raises(RetriesExceededError):
+        Executor(policy).call(Calls())
+    assert all(0 <= d <= 8 for d in clock.sleeps)
+    late = clock.sleeps[10:]
+    assert min(late) < 8 and max(late) == 8  # jitter moves delays, and caps them at the maximum
+    assert min(clock.sleeps[:1]) >= 0
+
+
+def test_fixed_delay_jitter_factor_spreads_around_the_delay(clock: FakeClock) -> None:
+    with pytest.raises(RetriesExceededError):
+        Executor(RetryPolicy(max_attempts=300, delay=1.0, jitter_factor=0.2, clock=clock)).call(Calls())
+    assert all(0.8 <= d <= 1.2 for d in clock.sleeps)
+    assert min(clock.sleeps) < 0.95 and max(clock.sleeps) > 1.05
+
+
+def test_handle_selects_which_failures_are_retried(clock: FakeClock) -> None:
+    retry = RetryPolicy(handle=Boom, clock=clock)
+    mistakes = Calls(error=CallerMistake)
+    with pytest.raises(CallerMistake):
+        Executor(retry).call(mistakes)
+    assert mistakes.count == 1
+    by_predicate = RetryPolicy(handle=lambda e: "transient" in str(e), clock=clock)
+    transient = Calls(failures=1, error=lambda: Boom("transient"))
+    assert Executor(by_predicate).call(transient) == "ok"
+    assert transient.count == 2
+
+
+def test_abort_on_stops_at_once_and_reports(clock: FakeClock) -> None:
+    aborted: list[RetryAborted] = []
+    retry = RetryPolicy(max_attempts=5, abort_on=(CallerMistake,), on_abort=aborted.append, clock=clock)
+    outcomes = iter([Boom(), CallerMistake(), Boom()])
+
+    def fn() -> None:
+        raise next(outcomes)
+
+    with pytest.raises(CallerMistake):
+        Executor(retry).call(fn)
+    assert [(e.attempts, type(e.failure)) for e in aborted] == [(2, CallerMistake)]
+
+
+def test_events_in_order(clock: FakeClock) -> None:
+    events: list[object] = []
+    retry = RetryPolicy(
+        delay=Backoff(1, 10),
+        on_retry_scheduled=events.append,
+        on_retry=events.append,
+        on_retries_exceeded=events.append,
+        clock=clock,
+    )
+    with pytest.raises(RetriesExceededError):
+        Executor(retry).call(Calls())
+    assert [type(e) for e in events] == [
+        RetryScheduled,
+        RetryStarted,
+        RetryScheduled,
+        RetryStarted,
+        RetriesExceeded,
+    ]
+    scheduled = [e for e in events if isinstance(e, RetryScheduled)]
+    assert [(e.attempt, e.delay) for e in scheduled] == [(1, 1.0), (2, 2.0)]
+    assert [e.attempt for e in events if isinstance(e, RetryStarted)] == [2, 3]
+
+
+def test_a_failing_listener_does_not_break_the_call(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("listener bug")
+
+    assert Executor(RetryPolicy(on_retry_scheduled=broken, clock=clock)).call(Calls(failures=1)) == "ok"
+    assert "listener" in caplog.text
+
+
+def test_pushback_drives_the_delay_and_is_capped(clock: FakeClock) -> None:
+    asked = iter([2.5, 500.0, None])
+    retry = RetryPolicy(max_attempts=4, delay=0.1, pushback=lambda _: next(asked), max_pushback=30, clock=clock)
+    assert Executor(retry).call(Calls(failures=3)) == "ok"
+    assert clock.sleeps == [2.5, 30, 0.1]
+
+
+def test_negative_pushback_means_do_not_retry(clock: FakeClock) -> None:
+    aborted: list[RetryAborted] = []
+    retry = RetryPolicy(pushback=lambda _: -1, on_abort=aborted.append, clock=clock)
+    calls = Calls()
+    with pytest.raises(Boom):
+        Executor(retry).call(calls)
+    assert calls.count == 1 and len(aborted) == 1
+
+
+def test_max_duration_stops_retrying(clock: FakeClock) -> None:
+    calls = Calls()
+
+    def slow_failure() -> None:
+        clock.sleep(1)
+        calls()
+
+    with pytest.raises(RetriesExceededError) as raised:
+        Executor(RetryPolicy(max_attempts=None, max_duration=3.5, delay=0.5, clock=clock)).call(slow_failure)
+    # attempts end at 1, 2.5, 4 (the retry after 2.5 would start at 3.0 < 3.5; after 4 it would pass 3.5)
+    assert calls.count == 3 and raised.value.attempts == 3
+
+
+def test_a_retry_that_would_pass_the_deadline_fails_now(clock: FakeClock) -> None:
+    calls = Calls()
+    retry = RetryPolicy(max_attempts=10, delay=Backoff(1, 10), clock=clock)
+    with pytest.raises(TimeoutExceededError) as raised:
+        Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 5)
+    # delays 1 and 2 fit (t=1, t=3); the next (4) would end at 7 > 5: fail at t=3 without sleeping
+    assert calls.count == 3
+    assert clock.now() == 3
+    assert isinstance(raised.value.__cause__, Boom)
+
+
+def test_execution_data_per_attempt(clock: FakeClock) -> None:
+    seen: list[tuple[int, float, object]] = []
+
+    def fn(execution):  # type: ignore[no-untyped-def]
+        seen.append((execution.attempts, execution.attempt_start_time, execution.last_failure))
+        clock.sleep(0.5)
+        if execution.attempts < 3:
+            raise Boom(execution.attempts)
+        return execution.elapsed
+
+    elapsed = Executor(RetryPolicy(delay=1, clock=clock)).call_with_execution(fn)
+    assert [(a, t) for a, t, _ in seen] == [(1, 0.0), (2, 1.5), (3, 3.0)]
+    assert seen[0][2] is None and isinstance(seen[2][2], Boom)
+    assert elapsed == 3.5
+
+
+async def test_async_retry_same_policy_object(clock: FakeClock) -> None:
+    retry = RetryPolicy(delay=Backoff(1, 10), clock=clock)
+    calls = Calls(failures=2)
+    assert await Executor(retry).acall(calls.async_call) == "ok"
+    assert calls.count == 3 and clock.sleeps == [1, 2]
+    sync_calls = Calls(failures=2)
+    assert Executor(retry).call(sync_calls) == "ok"
+
+
+async def test_async_retries_exceeded(clock: FakeClock) -> None:
+    calls = Calls()
+    with pytest.raises(RetriesExceededError):
+        await Executor(RetryPolicy(clock=clock)).acall(calls.async_call)
+    assert calls.count == 3
