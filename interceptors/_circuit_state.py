@@ -38,8 +38,6 @@ class CircuitStateMachine:
         self._open_until = 0.0
         self._trials = 0  # half-open trial calls in flight
 
-    # -- admission and outcomes ---------------------------------------------------------------------------------
-
     def acquire(self) -> int:
         """Admit a call and return its generation, or raise CircuitOpenError."""
         state = self.state
@@ -69,28 +67,26 @@ class CircuitStateMachine:
         with self._lock:
             if generation != self.generation:
                 return
-            now = config.clock.now()
             window = self._window
             if self.state is CLOSED:
-                window.record(now, failed or (slow and config.slow_call_rate is None), slow)
+                window.record(failed or (slow and config.slow_call_rate is None), slow)
                 if config._trips(window):
-                    self._open(now, config._open_delay(failure, semantics))
+                    self._open(config._open_delay(failure, semantics))
             elif self.state is HALF_OPEN:
                 self._trials -= 1
-                window.record(now, failed or slow, slow)
+                window.record(failed or slow, slow)
                 if window.executions - window.failures >= config.success_threshold:
                     self._transition(CLOSED)
                 elif window.failures > config._trial_capacity - config.success_threshold:
-                    self._open(now, config._open_delay(failure, semantics))
-        self._publish()
+                    self._open(config._open_delay(failure, semantics))
+        if self._changes:
+            self._publish()
 
     def release(self, generation: int) -> None:
         """Forget a call that ended without an outcome (cancelled), freeing its half-open trial slot."""
         with self._lock:
             if generation == self.generation and self.state is HALF_OPEN:
                 self._trials -= 1
-
-    # -- reading ---------------------------------------------------------------------------------------------------
 
     def current_state(self) -> CircuitState:
         if self.state is OPEN and self._config.clock.now() >= self._open_until:
@@ -104,30 +100,29 @@ class CircuitStateMachine:
 
     def metrics(self) -> CircuitMetrics:
         with self._lock:
-            self._window.roll(self._config.clock.now())
-            return self._window.metrics()
-
-    # -- manual control --------------------------------------------------------------------------------------------
+            self._half_open_if_due(self._config.clock.now())
+            self._window.roll()
+            metrics = self._window.metrics()
+        self._publish()
+        return metrics
 
     def move_to(self, state: CircuitState) -> None:
         """Enter ``state`` by hand; OPEN starts the configured delay; CLOSED also clears the window."""
         with self._lock:
             if state is OPEN:
-                self._open(self._config.clock.now(), self._config._open_delay(None, None))
+                self._open(self._config._open_delay(None, None))
             elif state is not self.state:
                 self._transition(state)
             elif state is CLOSED:
                 self._window = self._config._failure_window()
         self._publish()
 
-    # -- transitions (lock held) -------------------------------------------------------------------------------------
-
     def _half_open_if_due(self, now: float) -> None:
         if self.state is OPEN and now >= self._open_until:
             self._transition(HALF_OPEN)
 
-    def _open(self, now: float, delay: float) -> None:
-        self._open_until = now + delay
+    def _open(self, delay: float) -> None:
+        self._open_until = self._config.clock.now() + delay
         self._transition(OPEN)
 
     def _transition(self, new: CircuitState) -> None:

@@ -77,12 +77,12 @@ def handles(value: object, option: str) -> FailurePredicate | None:
         return None
     if isinstance(value, type) and issubclass(value, BaseException):
         types: tuple[type[BaseException], ...] = (value,)
-    elif isinstance(value, tuple) and value and all(
-        isinstance(t, type) and issubclass(t, BaseException) for t in value
+    elif (
+        isinstance(value, tuple) and value and all(isinstance(t, type) and issubclass(t, BaseException) for t in value)
     ):
         types = value
     elif callable(value):
-        return value  # type: ignore[no-any-return]
+        return value
     else:
         raise ValueError(f"{option} must be an exception type, a tuple of them, or a predicate, got {value!r}")
     return lambda failure: isinstance(failure, types)
@@ -91,7 +91,7 @@ def handles(value: object, option: str) -> FailurePredicate | None:
 def listener(value: object, option: str) -> Callable[[E], object] | None:
     if value is not None and not callable(value):
         raise ValueError(f"{option} must be callable, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def emit(listen: Callable[[E], object], event: E) -> None:
@@ -105,12 +105,10 @@ def emit(listen: Callable[[E], object], event: E) -> None:
 def pushback(value: object) -> Pushback | bool:
     if not (isinstance(value, bool) or callable(value)):
         raise ValueError(f"pushback must be True, False or a callable, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
-def pushback_delay(
-    source: Pushback | bool, failure: BaseException, semantics: Semantics, cap: float
-) -> float | None:
+def pushback_delay(source: Pushback | bool, failure: BaseException, semantics: Semantics, cap: float) -> float | None:
     """The delay ``failure`` asks for, capped at ``cap``: read by ``semantics`` when ``source`` is True, by
     ``source`` itself when callable; None when it asks none, negative when it says "do not retry"."""
     if source is False:
@@ -122,5 +120,5 @@ def pushback_delay(
         if raw is None:
             return None
         negative = isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw < 0
-        asked = float(raw) if negative else seconds(raw, "pushback result")  # type: ignore[arg-type]
+        asked = -1.0 if negative else seconds(raw, "pushback result")
     return asked if asked is None or asked < 0 else min(asked, cap)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+from .clock import Clock
 from .events import CircuitMetrics
 
-_SUCCESS, _FAILURE, _SLOW = 1, 2, 4
+# A recorded outcome: bit 0 set (a call), bit 1 failed, bit 2 slow.
+_CALL, _FAILED, _SLOW = 1, 2, 4
 
 
 class _Counts:
@@ -20,7 +22,7 @@ class _Counts:
 
 
 class CountWindow(_Counts):
-    """Outcomes of the last ``size`` calls."""
+    """Outcomes of the last ``size`` calls, in a ring."""
 
     __slots__ = ("_next", "_ring")
 
@@ -29,41 +31,34 @@ class CountWindow(_Counts):
         self._ring = [0] * size
         self._next = 0
 
-    def record(self, now: float, failed: bool, slow: bool) -> None:
-        outcome = (_FAILURE if failed else _SUCCESS) | (_SLOW if slow else 0)
+    def record(self, failed: bool, slow: bool) -> None:
+        outcome = _CALL | (_FAILED if failed else 0) | (_SLOW if slow else 0)
         ring, i = self._ring, self._next
-        old = ring[i]
-        if old:
-            self._count(old, -1)
-        ring[i] = outcome
-        self._next = (i + 1) % len(ring)
-        self._count(outcome, 1)
+        old, ring[i] = ring[i], outcome
+        self._next = i + 1 if i + 1 < len(ring) else 0
+        self.executions += old == 0
+        self.failures += (outcome >> 1 & 1) - (old >> 1 & 1)
+        self.slow_calls += (outcome >> 2) - (old >> 2)
 
-    def _count(self, outcome: int, step: int) -> None:
-        self.executions += step
-        if outcome & _FAILURE:
-            self.failures += step
-        if outcome & _SLOW:
-            self.slow_calls += step
-
-    def roll(self, now: float) -> None:
+    def roll(self) -> None:
         """Count windows do not age."""
 
 
 class TimeWindow(_Counts):
-    """Outcomes of the calls in the last ``period`` seconds, kept in ``buckets`` slices that expire in turn."""
+    """Outcomes of the calls in the last ``period`` seconds, in ``buckets`` slices that expire in turn."""
 
-    __slots__ = ("_buckets", "_head", "_span")
+    __slots__ = ("_buckets", "_clock", "_head", "_span")
 
-    def __init__(self, period: float, now: float, buckets: int = 10) -> None:
+    def __init__(self, period: float, clock: Clock, buckets: int = 10) -> None:
         super().__init__()
+        self._clock = clock
         self._span = period / buckets
         self._buckets = [[0, 0, 0] for _ in range(buckets)]  # executions, failures, slow calls
-        self._head = math.floor(now / self._span)
+        self._head = math.floor(clock.now() / self._span)
 
-    def roll(self, now: float) -> None:
-        """Expire the slices that fell out of the period by ``now``."""
-        head = math.floor(now / self._span)
+    def roll(self) -> None:
+        """Expire the slices that fell out of the period by now."""
+        head = math.floor(self._clock.now() / self._span)
         buckets = self._buckets
         for index in range(self._head + 1, min(head, self._head + len(buckets)) + 1):
             bucket = buckets[index % len(buckets)]
@@ -73,17 +68,15 @@ class TimeWindow(_Counts):
             bucket[0] = bucket[1] = bucket[2] = 0
         self._head = max(head, self._head)
 
-    def record(self, now: float, failed: bool, slow: bool) -> None:
-        self.roll(now)
+    def record(self, failed: bool, slow: bool) -> None:
+        self.roll()
         bucket = self._buckets[self._head % len(self._buckets)]
         bucket[0] += 1
+        bucket[1] += failed
+        bucket[2] += slow
         self.executions += 1
-        if failed:
-            bucket[1] += 1
-            self.failures += 1
-        if slow:
-            bucket[2] += 1
-            self.slow_calls += 1
+        self.failures += failed
+        self.slow_calls += slow
 
 
 Window = CountWindow | TimeWindow

@@ -40,6 +40,7 @@ class CircuitBreaker(Policy):
     __slots__ = (
         "_machine",
         "_trial_capacity",
+        "clock",
         "delay",
         "failure_period",
         "failure_rate",
@@ -56,6 +57,7 @@ class CircuitBreaker(Policy):
         "success_threshold",
         "success_window",
     )
+    clock: Clock
     failure_threshold: int | None
     failure_rate: float | None
     failure_window: int | None
@@ -101,8 +103,9 @@ class CircuitBreaker(Policy):
         if failure_rate is not None:
             rate, threshold = _options.ratio(failure_rate, "failure_rate"), None
         else:
-            rate, threshold = None, _options.count(
-                5 if failure_threshold is None else failure_threshold, "failure_threshold"
+            rate, threshold = (
+                None,
+                _options.count(5 if failure_threshold is None else failure_threshold, "failure_threshold"),
             )
         window = None if failure_window is None else _options.count(failure_window, "failure_window")
         period = _options.optional_seconds(failure_period, "failure_period", positive=True)
@@ -148,8 +151,6 @@ class CircuitBreaker(Policy):
         )
         self._init(_machine=CircuitStateMachine(self))
 
-    # -- state -------------------------------------------------------------------------------------------------------
-
     @property
     def state(self) -> CircuitState:
         """The current state; OPEN becomes HALF_OPEN here as soon as the delay has passed."""
@@ -188,11 +189,9 @@ class CircuitBreaker(Policy):
         """Admit one call by hand (raises CircuitOpenError); report its outcome on the permit."""
         return Permit(self, self._machine.acquire())
 
-    # -- configuration used by the state machine -------------------------------------------------------------------
-
     def _failure_window(self) -> Window:
         if self.failure_period is not None:
-            return TimeWindow(self.failure_period, self.clock.now())
+            return TimeWindow(self.failure_period, self.clock)
         assert self.failure_window is not None
         return CountWindow(self.failure_window)
 
@@ -214,19 +213,17 @@ class CircuitBreaker(Policy):
                 return asked
         return jittered(self.delay, factor=self.jitter_factor, absolute=0.0, maximum=None)
 
-    # -- the policy ------------------------------------------------------------------------------------------------
-
     def _record(self, generation: int, start: float, failure: BaseException | None, semantics: Semantics) -> None:
         failed = failure is not None and (self.handle or semantics.is_failure)(failure)
         slow = self.slow_call_duration is not None and self.clock.now() - start >= self.slow_call_duration
         self._machine.record(generation, failed, slow, failure, semantics)
 
     def wrap(self, inner: Link) -> Link:
-        machine, record, now = self._machine, self._record, self.clock.now
+        machine, record, now, timed = self._machine, self._record, self.clock.now, self.slow_call_duration is not None
 
         def run(execution: Execution) -> Any:
             generation = machine.acquire()
-            start = now()
+            start = now() if timed else 0.0
             try:
                 result = inner(execution)
             except Exception as failure:
@@ -241,11 +238,11 @@ class CircuitBreaker(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        machine, record, now = self._machine, self._record, self.clock.now
+        machine, record, now, timed = self._machine, self._record, self.clock.now, self.slow_call_duration is not None
 
         async def run(execution: Execution) -> Any:
             generation = machine.acquire()
-            start = now()
+            start = now() if timed else 0.0
             try:
                 result = await inner(execution)
             except Exception as failure:

@@ -18,9 +18,7 @@ class Backoff:
     maximum: float
     multiplier: float
 
-    def __init__(
-        self, initial: _options.Duration, maximum: _options.Duration, *, multiplier: float = 2.0
-    ) -> None:
+    def __init__(self, initial: _options.Duration, maximum: _options.Duration, *, multiplier: float = 2.0) -> None:
         lo = _options.seconds(initial, "Backoff initial", positive=True)
         hi = _options.seconds(maximum, "Backoff maximum", positive=True)
         if hi < lo:

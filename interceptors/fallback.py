@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _options
-from .clock import Clock
 from .events import FallbackExecuted
 from .execution import Execution
 from .policy import AsyncLink, Link, Policy
@@ -42,7 +41,6 @@ class Fallback(Policy):
         message: Mapping[str, Any] | None = None,
         handle: _options.Handles | None = None,
         on_fallback: Callable[[FallbackExecuted], object] | None = None,
-        clock: Clock | None = None,
     ) -> None:
         if sum((fn is not None, value is not _UNSET, message is not None)) > 1:
             raise ValueError("give one of a fallback function, value= or message=")
@@ -56,7 +54,6 @@ class Fallback(Policy):
             message=message,
             handle=_options.handles(handle, "handle"),
             on_fallback=_options.listener(on_fallback, "on_fallback"),
-            clock=_options.clock(clock),
         )
 
     def _handles(self, execution: Execution, failure: BaseException) -> bool:
@@ -85,6 +82,8 @@ class Fallback(Policy):
                     raise
                 result = self._answer(execution, failure)
                 if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result):
+                        result.close()
                     raise TypeError("a sync call's fallback function returned an awaitable") from failure
                 return self._report(failure, result)
 

@@ -35,6 +35,7 @@ class RetryPolicy(Policy):
 
     __slots__ = (
         "abort_on",
+        "clock",
         "delay",
         "handle",
         "jitter",
@@ -49,6 +50,7 @@ class RetryPolicy(Policy):
         "pushback",
         "reraise",
     )
+    clock: Clock
     max_attempts: int | None
     max_duration: float | None
     delay: float | Backoff | RandomDelay

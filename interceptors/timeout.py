@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _options
+from ._alarms import Alarms
 from .clock import Clock
 from .errors import TimeoutExceededError
 from .events import TimeoutExceeded
@@ -17,32 +18,6 @@ from .policy import AsyncLink, Link, Policy
 __all__ = ["Timeout"]
 
 T = TypeVar("T")
-
-
-class _Expired(Exception):
-    """The inner work was cancelled because its time ran out."""
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-        """Await ``awaitable``, cancelling it after ``seconds``; raises _Expired if that happened."""
-        scope = asyncio.timeout(seconds)
-        try:
-            async with scope:
-                return await awaitable
-        except TimeoutError:
-            if scope.expired():
-                raise _Expired from None
-            raise
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
-        try:
-            return await asyncio.wait_for(awaitable, seconds)
-        except asyncio.TimeoutError:
-            raise _Expired from None
 
 
 class Timeout(Policy):
@@ -55,8 +30,10 @@ class Timeout(Policy):
     failure, if any) and ``on_timeout_exceeded`` hears of it; an outer deadline passing is left to its owner.
     """
 
-    __slots__ = ("on_timeout_exceeded", "seconds")
+    __slots__ = ("_alarms", "clock", "on_timeout_exceeded", "seconds")
+    clock: Clock
     seconds: float
+    _alarms: Alarms
     on_timeout_exceeded: Callable[[TimeoutExceeded], object] | None
 
     def __init__(
@@ -71,6 +48,7 @@ class Timeout(Policy):
             seconds=_options.seconds(seconds, "Timeout seconds", positive=True),
             on_timeout_exceeded=_options.listener(on_timeout_exceeded, "on_timeout_exceeded"),
             clock=_options.clock(clock),
+            _alarms=Alarms(),
         )
 
     def _enter(self, execution: Execution) -> tuple[float | None, float | None]:
@@ -109,21 +87,27 @@ class Timeout(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        now = self.clock.now
+        now, arm = self.clock.now, self._alarms.arm
 
         async def run(execution: Execution) -> Any:
             outer, own = self._enter(execution)
             if own is None:
                 return await inner(execution)
+            alarm = arm(own - now())
             try:
-                result = await _within(inner(execution), own - now())
-            except _Expired:
+                result = await inner(execution)
+            except asyncio.CancelledError:
+                if not alarm.fired:
+                    raise
+                if sys.version_info >= (3, 11):
+                    alarm.task.uncancel()
                 raise self._exceeded(execution) from None
             except Exception as failure:
                 if now() >= own:
                     raise self._exceeded(execution) from failure
                 raise
             finally:
+                alarm.disarm()
                 execution.deadline = outer
             if now() >= own:
                 raise self._exceeded(execution)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -143,3 +144,57 @@ async def test_async_caller_cancellation_is_not_a_timeout() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_many_concurrent_async_timeouts_fire_only_for_the_slow_calls() -> None:
+    executor = Executor(Timeout(0.1))
+
+    async def work(seconds: float) -> float:
+        await asyncio.sleep(seconds)
+        return seconds
+
+    durations = [0.0, 0.01, 0.4, 0.005, 0.5, 0.0, 0.01, 0.3] * 8
+    outcomes = await asyncio.gather(*(executor.acall(work, d) for d in durations), return_exceptions=True)
+    for duration, outcome in zip(durations, outcomes, strict=True):
+        if duration >= 0.3:
+            assert isinstance(outcome, TimeoutExceededError), duration
+        else:
+            assert outcome == duration
+    # the policy keeps working for later calls after its alarms fired
+    assert await executor.acall(work, 0) == 0
+    with pytest.raises(TimeoutExceededError):
+        await executor.acall(work, 1)
+
+
+def test_one_async_timeout_serves_several_event_loops_in_threads() -> None:
+    executor = Executor(Timeout(0.05))
+    results: list[str] = []
+
+    async def hangs() -> None:
+        await asyncio.sleep(5)
+
+    async def fast() -> str:
+        return "fast"
+
+    async def main() -> None:
+        results.append(await executor.acall(fast))
+        try:
+            await executor.acall(hangs)
+        except TimeoutExceededError:
+            results.append("timeout")
+
+    threads = [threading.Thread(target=asyncio.run, args=(main(),)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=5)
+    asyncio.run(main())  # and again in a fresh loop on this thread
+    assert sorted(results) == ["fast"] * 5 + ["timeout"] * 5
+
+
+async def test_inner_timeout_error_is_not_mistaken_for_ours() -> None:
+    async def raises_timeout_error() -> None:
+        raise TimeoutError("from the call itself")
+
+    with pytest.raises(TimeoutError, match="from the call itself"):
+        await Executor(Timeout(5)).acall(raises_timeout_error)

@@ -1,0 +1,94 @@
+"""Engine overhead: one successful call through fallback -> retry -> breaker -> timeout, versus calling directly.
+
+Runs the two side by side in interleaved rounds (A B A B ...) so machine drift cancels, and reports the median
+cost per call and its spread. Usage: python bench/engine.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from interceptors import CircuitBreaker, Executor, Fallback, RetryPolicy, Timeout
+
+
+def composed() -> Executor:
+    return Executor(Fallback(value=None), RetryPolicy(), CircuitBreaker(failure_threshold=5), Timeout(1.0))
+
+
+def work() -> int:
+    return 1
+
+
+async def async_work() -> int:
+    return 1
+
+
+def time_sync(fn: Callable[[], object], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+async def time_async(fn: Callable[[], Awaitable[object]], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await fn()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    q = statistics.quantiles(samples, n=4)
+    return {"median_us": statistics.median(samples), "q1_us": q[0], "q3_us": q[2]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    rounds, n = (5, 20_000) if args.quick else (15, 50_000)
+    executor = composed()
+    sync_direct: list[float] = []
+    sync_chain: list[float] = []
+    for _ in range(rounds):
+        sync_direct.append(time_sync(work, n))
+        sync_chain.append(time_sync(lambda: executor.call(work), n))
+
+    async def run_async() -> tuple[list[float], list[float]]:
+        direct: list[float] = []
+        chain: list[float] = []
+        for _ in range(rounds):
+            direct.append(await time_async(async_work, n))
+            chain.append(await time_async(lambda: executor.acall(async_work), n))
+        return direct, chain
+
+    async_direct, async_chain = asyncio.run(run_async())
+    results = {
+        "python": sys.version.split()[0],
+        "calls_per_round": n,
+        "rounds": rounds,
+        "sync": {"direct": summary(sync_direct), "composed": summary(sync_chain)},
+        "async": {"direct": summary(async_direct), "composed": summary(async_chain)},
+    }
+    print("Engine overhead, fallback -> retry -> breaker -> timeout, successful call (median of rounds)")
+    for kind in ("sync", "async"):
+        d, c = results[kind]["direct"], results[kind]["composed"]  # type: ignore[index]
+        print(
+            f"  {kind:5}  direct {d['median_us']:6.3f} us   composed {c['median_us']:6.3f} us "
+            f"(IQR {c['q1_us']:.3f}..{c['q3_us']:.3f})   overhead {c['median_us'] - d['median_us']:6.3f} us/call"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from interceptors import Executor, Fallback, Semantics
+from interceptors.events import FallbackExecuted
+
+from .helpers import Boom, CallerMistake, Calls
+
+
+def test_value_answers_a_failure() -> None:
+    events: list[FallbackExecuted] = []
+    failure = Boom()
+
+    def fails() -> None:
+        raise failure
+
+    assert Executor(Fallback(value="cached", on_fallback=events.append)).call(fails) == "cached"
+    assert events == [FallbackExecuted(failure=failure, result="cached")]
+
+
+def test_success_is_untouched() -> None:
+    events: list[FallbackExecuted] = []
+    assert Executor(Fallback(value="cached", on_fallback=events.append)).call(lambda: "real") == "real"
+    assert events == []
+
+
+def test_function_of_request_and_failure() -> None:
+    fallback = Fallback(lambda request, failure: f"{request}: {type(failure).__name__}")
+    result = Executor(fallback).call_with_execution(lambda _: Calls()(), request="GET /")
+    assert result == "GET /: Boom"
+
+
+def test_unhandled_failures_pass_through() -> None:
+    with pytest.raises(CallerMistake):
+        Executor(Fallback(value=0, handle=Boom)).call(Calls(error=CallerMistake))
+
+
+def test_base_exceptions_are_never_answered() -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Executor(Fallback(value=0)).call(interrupted)
+
+
+def test_default_and_message_come_from_the_transport() -> None:
+    class Responses(Semantics):
+        def default_response(self) -> Any:
+            return {"message": ""}
+
+        def response_from_fields(self, fields: Any) -> Any:
+            return {"message": "", **fields}
+
+    def fails(_: object) -> None:
+        raise Boom
+
+    semantics = Responses()
+    assert Executor(Fallback()).call_with_execution(fails, semantics=semantics) == {"message": ""}
+    built = Executor(Fallback(message={"message": "b is down"})).call_with_execution(fails, semantics=semantics)
+    assert built == {"message": "b is down"}
+    assert Executor(Fallback()).call(Calls()) is None  # plain calls: None
+
+
+def test_failing_fallback_function_raises_its_error_chained() -> None:
+    def broken(request: object, failure: BaseException) -> None:
+        raise ValueError("no fallback either")
+
+    with pytest.raises(ValueError, match="no fallback either") as raised:
+        Executor(Fallback(broken)).call(Calls())
+    assert isinstance(raised.value.__context__, Boom)
+
+
+def test_sync_fallback_function_must_not_be_async() -> None:
+    async def answer(request: object, failure: BaseException) -> str:
+        return "x"
+
+    with pytest.raises(TypeError, match="awaitable"):
+        Executor(Fallback(answer)).call(Calls())
+
+
+async def test_async_fallback_function_is_awaited() -> None:
+    async def answer(request: object, failure: BaseException) -> str:
+        return "from cache"
+
+    assert await Executor(Fallback(answer)).acall(Calls().async_call) == "from cache"
+    assert await Executor(Fallback(lambda r, f: "plain")).acall(Calls().async_call) == "plain"
+
+
+def test_only_one_source_of_answer() -> None:
+    with pytest.raises(ValueError, match="one of"):
+        Fallback(lambda r, f: 1, value=2)
+    with pytest.raises(ValueError, match="one of"):
+        Fallback(value=1, message={"a": 1})
+    with pytest.raises(ValueError, match="message"):
+        Fallback(message=[("a", 1)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="callable"):
+        Fallback("not callable")  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""Every invalid option raises ValueError naming the option."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from interceptors import Backoff, CircuitBreaker, Fallback, RandomDelay, RetryPolicy, Timeout
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (lambda: Timeout(0), "seconds"),
+        (lambda: Timeout(-1), "seconds"),
+        (lambda: Timeout(float("nan")), "seconds"),
+        (lambda: Timeout("1s"), "seconds"),
+        (lambda: Timeout(True), "seconds"),
+        (lambda: RetryPolicy(max_attempts=0), "max_attempts"),
+        (lambda: RetryPolicy(max_attempts=2.5), "max_attempts"),
+        (lambda: RetryPolicy(delay=-0.1), "delay"),
+        (lambda: RetryPolicy(max_duration=0), "max_duration"),
+        (lambda: RetryPolicy(jitter_factor=1.5), "jitter_factor"),
+        (lambda: RetryPolicy(jitter=-1), "jitter"),
+        (lambda: RetryPolicy(jitter=1, jitter_factor=0.1), "jitter"),
+        (lambda: RetryPolicy(max_pushback=-5), "max_pushback"),
+        (lambda: RetryPolicy(pushback="yes"), "pushback"),
+        (lambda: RetryPolicy(handle=42), "handle"),
+        (lambda: RetryPolicy(abort_on=(ValueError, 3)), "abort_on"),
+        (lambda: RetryPolicy(on_retry="log"), "on_retry"),
+        (lambda: RetryPolicy(clock=object()), "clock"),
+        (lambda: Backoff(0, 10), "initial"),
+        (lambda: Backoff(5, 1), "maximum"),
+        (lambda: Backoff(1, 10, multiplier=0.5), "multiplier"),
+        (lambda: RandomDelay(-1, 1), "minimum"),
+        (lambda: RandomDelay(2, 1), "maximum"),
+        (lambda: CircuitBreaker(failure_threshold=0), "failure_threshold"),
+        (lambda: CircuitBreaker(failure_threshold=3, failure_rate=0.5), "failure_rate"),
+        (lambda: CircuitBreaker(failure_rate=1.5, failure_window=10), "failure_rate"),
+        (lambda: CircuitBreaker(failure_rate=0, failure_window=10), "failure_rate"),
+        (lambda: CircuitBreaker(failure_rate=0.5), "failure_window"),
+        (lambda: CircuitBreaker(failure_window=0), "failure_window"),
+        (lambda: CircuitBreaker(failure_threshold=5, failure_window=3), "failure_window"),
+        (lambda: CircuitBreaker(failure_window=5, failure_period=10), "failure_period"),
+        (lambda: CircuitBreaker(failure_period=0), "failure_period"),
+        (lambda: CircuitBreaker(minimum_calls=0), "minimum_calls"),
+        (lambda: CircuitBreaker(failure_threshold=2, failure_window=4, minimum_calls=5), "minimum_calls"),
+        (lambda: CircuitBreaker(slow_call_duration=-1), "slow_call_duration"),
+        (lambda: CircuitBreaker(slow_call_rate=0.5), "slow_call_duration"),
+        (lambda: CircuitBreaker(slow_call_duration=1, slow_call_rate=2), "slow_call_rate"),
+        (lambda: CircuitBreaker(success_threshold=0), "success_threshold"),
+        (lambda: CircuitBreaker(success_threshold=3, success_window=2), "success_window"),
+        (lambda: CircuitBreaker(delay=-1), "delay"),
+        (lambda: CircuitBreaker(jitter_factor=-0.1), "jitter_factor"),
+        (lambda: CircuitBreaker(on_state_change=1), "on_state_change"),
+        (lambda: Fallback(value=1, message={}), "message"),
+    ],
+)
+def test_invalid_options_name_the_option(make: Any, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        make()
+
+
+def test_durations_accept_timedelta() -> None:
+    assert Timeout(timedelta(milliseconds=250)).seconds == 0.25
+    assert RetryPolicy(delay=timedelta(seconds=2)).delay == 2.0
+    assert Backoff(timedelta(seconds=1), timedelta(minutes=1)).maximum == 60.0
+    assert CircuitBreaker(delay=timedelta(seconds=30)).delay == 30.0
+
+
+def test_policies_are_read_only() -> None:
+    retry = RetryPolicy()
+    with pytest.raises(AttributeError, match="read-only"):
+        retry.max_attempts = 10  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        Backoff(1, 2).initial = 3  # type: ignore[misc]
+
+
+def test_defaults_are_documented_values() -> None:
+    retry = RetryPolicy()
+    assert (retry.max_attempts, retry.delay, retry.reraise) == (3, 0.0, False)
+    breaker = CircuitBreaker()
+    assert (breaker.failure_threshold, breaker.failure_window, breaker.delay) == (5, 5, 60.0)
+    assert (breaker.success_threshold, breaker.minimum_calls) == (1, 1)
+    assert CircuitBreaker(failure_rate=0.5, failure_period=60).minimum_calls == 10
+    assert CircuitBreaker(failure_rate=0.5, failure_window=20).minimum_calls == 20
+
+
+def test_repr_shows_the_configuration() -> None:
+    assert "max_attempts=5" in repr(RetryPolicy(max_attempts=5))
+    assert "Backoff(initial=1.0, maximum=10.0, multiplier=2.0)" in repr(RetryPolicy(delay=Backoff(1, 10)))
