@@ -1,0 +1,1 @@
+"""Service A of the demo pair (arrives with the demo issue)."""

@@ -1,0 +1,1 @@
+"""Service B of the demo pair (arrives with the demo issue)."""
