@@ -21,7 +21,7 @@ $(GEN)/.stamp: $(STAMP) $(PROTOS)
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	@if [ -n "$(PROTOS)" ]; then \
 		$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) \
-			--mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTOS); fi
+			--pyi_out=$(GEN) $(PROTOS); fi
 	touch $@
 
 proto: $(GEN)/.stamp

@@ -97,6 +97,14 @@ class Executor:
         )
         return result
 
+    def run(self, execution: Execution) -> Any:
+        """Run a prepared execution (adapters build their own, to read it afterwards)."""
+        return self._chain(execution)
+
+    async def arun(self, execution: Execution) -> Any:
+        """Await a prepared execution."""
+        return await self._async_chain(execution)
+
     async def acall_with_execution(
         self,
         fn: Callable[[Execution], Awaitable[T]],

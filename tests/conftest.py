@@ -1,10 +1,22 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from interceptors.testing import FakeClock
+
+from .scripted import ScriptedServer
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(params=["sync", "aio"], ids=["sync-server", "aio-server"])
+def server(request: pytest.FixtureRequest) -> Iterator[ScriptedServer]:
+    """A scripted gRPC server on 127.0.0.1, sync and aio in turn."""
+    running = ScriptedServer(request.param)
+    yield running
+    running.stop()

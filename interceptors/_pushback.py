@@ -1,0 +1,152 @@
+"""The delay a gRPC server asks for in its trailing metadata, from any of the three places it may put it.
+
+In order of precedence: ``grpc-retry-pushback-ms`` (milliseconds; negative or malformed means "do not retry", as
+in gRPC's retry design A6), ``google.rpc.RetryInfo`` inside ``grpc-status-details-bin``, and ``retry-after``
+(seconds, as in HTTP). The rich status is decoded with grpcio-status when it is installed (the ``status``
+extra), else with the protobuf runtime alone, from a minimal copy of the two message types.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
+from google.protobuf.message import DecodeError
+
+PUSHBACK_MS = "grpc-retry-pushback-ms"
+STATUS_DETAILS = "grpc-status-details-bin"
+RETRY_AFTER = "retry-after"
+DO_NOT_RETRY = -1.0
+
+_log = logging.getLogger("interceptors")
+_warned: set[tuple[str, str]] = set()
+
+
+def pushback_seconds(call: Any, method: str) -> float | None:
+    """Seconds the server asked to wait in ``call``'s trailers, ``DO_NOT_RETRY``, or None when it asked nothing."""
+    trailing_metadata: Iterable[Any] | None = call.trailing_metadata()
+    if not trailing_metadata:
+        return None
+    found: dict[str, str | bytes] = {}
+    for key, value in trailing_metadata:
+        if key in (PUSHBACK_MS, STATUS_DETAILS, RETRY_AFTER):
+            found.setdefault(key, value)
+    if not found:
+        return None
+    if PUSHBACK_MS in found:
+        return _pushback_ms(found[PUSHBACK_MS], method)
+    if STATUS_DETAILS in found:
+        delay = _retry_info_delay(call, found[STATUS_DETAILS], method)
+        if delay is not None:
+            return delay
+    if RETRY_AFTER in found:
+        return _retry_after(found[RETRY_AFTER], method)
+    return None
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _pushback_ms(value: str | bytes, method: str) -> float:
+    text = _text(value).strip()
+    try:
+        milliseconds = int(text)
+    except ValueError:
+        _warn(method, PUSHBACK_MS, f"malformed {PUSHBACK_MS} {text!r} from {method}: not retrying, as gRPC does")
+        return DO_NOT_RETRY
+    return DO_NOT_RETRY if milliseconds < 0 else milliseconds / 1000
+
+
+def _retry_after(value: str | bytes, method: str) -> float | None:
+    text = _text(value).strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not (0 <= seconds < float("inf")):
+        _warn(method, RETRY_AFTER, f"ignoring {RETRY_AFTER} {text!r} from {method}: not a number of seconds >= 0")
+        return None
+    return seconds
+
+
+def _retry_info_delay(call: Any, value: str | bytes, method: str) -> float | None:
+    if not isinstance(value, bytes):
+        _warn(method, STATUS_DETAILS, f"ignoring {STATUS_DETAILS} from {method}: not binary")
+        return None
+    try:
+        details = _read_status_details(call, value)
+    except (DecodeError, ValueError) as error:
+        _warn(method, STATUS_DETAILS, f"ignoring {STATUS_DETAILS} from {method}: {error}")
+        return None
+    for detail in details:
+        if detail.type_url.endswith("/google.rpc.RetryInfo"):
+            delay = _parse_retry_info(detail.value).retry_delay
+            seconds: float = delay.seconds + delay.nanos / 1e9
+            if seconds >= 0:
+                return seconds
+            _warn(method, STATUS_DETAILS, f"ignoring negative RetryInfo delay {seconds}s from {method}")
+    return None
+
+
+def _warn(method: str, key: str, message: str) -> None:
+    if (method, key) not in _warned and len(_warned) < 1000:  # once per method and key: a bad server is loud
+        _warned.add((method, key))
+        _log.warning(message)
+
+
+def _minimal_rpc_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
+    """google.rpc.Status and google.rpc.RetryInfo, built in a private pool from their field numbers."""
+    pool = descriptor_pool.DescriptorPool()
+    for dependency in (any_pb2, duration_pb2):
+        pool.AddSerializedFile(dependency.DESCRIPTOR.serialized_pb)
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="interceptors/google_rpc_minimal.proto",
+        package="google.rpc",
+        dependency=["google/protobuf/any.proto", "google/protobuf/duration.proto"],
+    )
+    status = file.message_type.add(name="Status")
+    status.field.add(name="code", number=1, type=f.TYPE_INT32, label=f.LABEL_OPTIONAL)
+    status.field.add(name="message", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
+    status.field.add(
+        name="details", number=3, type=f.TYPE_MESSAGE, label=f.LABEL_REPEATED, type_name=".google.protobuf.Any"
+    )
+    retry_info = file.message_type.add(name="RetryInfo")
+    retry_info.field.add(
+        name="retry_delay",
+        number=1,
+        type=f.TYPE_MESSAGE,
+        label=f.LABEL_OPTIONAL,
+        type_name=".google.protobuf.Duration",
+    )
+    pool.Add(file)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status")).FromString,
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.RetryInfo")).FromString,
+    )
+
+
+def _rich_status_types() -> tuple[Callable[[Any, bytes], Iterable[Any]], Callable[[bytes], Any]]:
+    """How to read the status details of a call, and how to parse a RetryInfo: grpcio-status's way if present."""
+    try:
+        from google.rpc import error_details_pb2  # type: ignore[import-untyped]
+        from grpc_status import rpc_status
+    except ImportError:  # without the `status` extra
+        parse_status, parse_retry_info = _minimal_rpc_types()
+
+        def details(call: Any, value: bytes) -> Iterable[Any]:
+            return parse_status(value).details  # type: ignore[no-any-return]
+
+        return details, parse_retry_info
+
+    def checked_details(call: Any, value: bytes) -> Iterable[Any]:
+        status = rpc_status.from_call(call)  # also checks the details against the call's own status
+        return () if status is None else status.details
+
+    return checked_details, error_details_pb2.RetryInfo.FromString
+
+
+_read_status_details, _parse_retry_info = _rich_status_types()

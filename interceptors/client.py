@@ -1,0 +1,411 @@
+"""Sync gRPC client interceptor: the policy engine on every sync call path.
+
+Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in the caller's thread. ``.future()``
+calls return at once: their policies run on one background event loop, so a retry waiting out its backoff holds
+no thread, and cancelling the future cancels the attempt in flight and every later one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from ._background import BACKGROUND
+from ._routing import MethodPolicies, Route, Router, attempt_metadata, channel_options
+from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from .execution import Execution
+from .policy import Policy
+from .status import FALLBACK_METADATA_KEY, Status, grpc_flavoured, status_code
+
+__all__ = ["ResilienceInterceptor", "resilient_channel"]
+
+OK = grpc.StatusCode.OK
+
+if TYPE_CHECKING:
+    _Future = grpc.Future[Any]  # generic in typeshed only
+else:
+    _Future = grpc.Future
+
+
+class ResilienceInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Runs every call of a sync channel through ``policies`` (first = outermost).
+
+    ``methods`` gives some methods or services their own chains: ``{"/pkg.Service/Method": [...],
+    "/pkg.Service/*": [...]}``; an empty chain, or no policies at all for a method, lets its calls pass untouched.
+
+    Unary-unary calls get every policy. Streaming calls, for now, get the chain's tightest Timeout as their
+    deadline and its circuit breakers (admission, and the final status recorded); they are neither retried nor
+    answered by a fallback.
+    """
+
+    def __init__(self, *policies: Policy, methods: MethodPolicies | None = None) -> None:
+        self._router = Router(policies, methods)
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        route = self._router.route(client_call_details.method)
+        if route is None:
+            return continuation(client_call_details, request)
+        if _blocks(continuation):
+            return _call(route, continuation, client_call_details, request)
+        return _ResilientFuture(
+            BACKGROUND.submit(_call_in_background(route, continuation, client_call_details, request))
+        )
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return self._stream(continuation, client_call_details, request)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._stream(continuation, client_call_details, request_iterator)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return self._stream(continuation, client_call_details, request_iterator)
+
+    def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        route = self._router.route(details.method)
+        if route is None:
+            return continuation(details, request)
+        try:
+            permits = route.admit_stream()
+        except CircuitOpenError as rejected:
+            return _finished(rejected)
+        try:
+            call = continuation(_CallDetails.of(details, timeout=route.stream_timeout_for(details.timeout)), request)
+        except Exception as failure:
+            route.record_stream(permits, failure, cancelled=False)
+            raise
+        if permits:
+            call.add_done_callback(lambda done: _record_stream(route, permits, done))
+        return call
+
+
+def resilient_channel(
+    target: str,
+    *policies: Policy,
+    methods: MethodPolicies | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    compression: grpc.Compression | None = None,
+) -> grpc.Channel:
+    """A channel to ``target`` whose calls run through ``policies``, with grpcio's built-in retries turned off.
+
+    Warns (:class:`StackedRetriesWarning`) when ``options`` ask for built-in retries, which would multiply
+    attempts under a RetryPolicy.
+    """
+    opts = channel_options(options)
+    if credentials is None:
+        channel = grpc.insecure_channel(target, options=opts, compression=compression)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=opts, compression=compression)
+    return grpc.intercept_channel(channel, ResilienceInterceptor(*policies, methods=methods))
+
+
+def _blocks(continuation: Any) -> bool:
+    """Whether grpc called us for a blocking call (its continuation then blocks too) rather than ``.future()``.
+
+    grpc gives no flag; its continuations for ``__call__``/``with_call`` are defined in ``_with_call``. Anything
+    else takes the background path, which is correct for both kinds, only slower for blocking calls.
+    """
+    return getattr(continuation, "__qualname__", "").endswith("._with_call.<locals>.continuation")
+
+
+def _call(route: Route, continuation: Any, details: Any, request: Any) -> Any:
+    """A blocking unary call through the route's policies, in the caller's thread."""
+
+    def attempt(execution: Execution) -> Any:
+        outcome = continuation(_CallDetails.for_attempt(details, route, execution), request)
+        failure = outcome.exception()  # grpc returns failed calls rather than raising them
+        if failure is not None:
+            raise failure
+        return outcome
+
+    execution = route.execution(attempt, request, details.timeout)
+    try:
+        return _answer(route.executor.run(execution), execution)
+    except Exception as failure:
+        return _finished(failure)
+
+
+async def _call_in_background(route: Route, continuation: Any, details: Any, request: Any) -> Any:
+    """A ``.future()`` call through the route's policies, on the background loop; returns the finished call."""
+
+    async def attempt(execution: Execution) -> Any:
+        call = continuation(_CallDetails.for_attempt(details, route, execution), request)
+        await _completion(call)
+        failure = call.exception()
+        if failure is not None:
+            raise failure
+        return call
+
+    execution = route.execution(attempt, request, details.timeout)
+    try:
+        return _answer(await route.executor.arun(execution), execution)
+    except Exception as failure:
+        return _finished(failure)
+
+
+async def _completion(call: Any) -> None:
+    """Wait for a grpc future on the running loop; cancelling the wait cancels the RPC."""
+    if call.done():
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    call.add_done_callback(lambda _: loop.call_soon_threadsafe(_set_done, done))
+    try:
+        await done
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _answer(result: Any, execution: Execution) -> Any:
+    """The call to hand back: the last attempt's, or a fallback's answer dressed as a successful call."""
+    if isinstance(result, grpc.Future):
+        return result
+    return _FallbackCall(result, execution.last_failure)
+
+
+def _record_stream(route: Route, permits: Any, call: Any) -> None:
+    cancelled = call.cancelled()
+    route.record_stream(permits, None if cancelled or call.code() is OK else call, cancelled)
+
+
+class _CallDetails(grpc.ClientCallDetails):
+    __slots__ = ("compression", "credentials", "metadata", "method", "timeout", "wait_for_ready")
+
+    def __init__(
+        self, method: str, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: Any, compression: Any
+    ) -> None:
+        self.method, self.timeout, self.metadata = method, timeout, metadata
+        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
+
+    @classmethod
+    def of(cls, details: Any, *, timeout: float | None = None, metadata: Any = None) -> _CallDetails:
+        return cls(
+            details.method,
+            timeout,
+            details.metadata if metadata is None else metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    @classmethod
+    def for_attempt(cls, details: Any, route: Route, execution: Execution) -> _CallDetails:
+        """The caller's details with this attempt's timeout and metadata."""
+        return cls.of(
+            details,
+            timeout=route.attempt_timeout(execution),
+            metadata=attempt_metadata(details.metadata, execution),
+        )
+
+
+class _Finished(grpc.Call, _Future):
+    """A call that has ended with ``_status``: both the grpc.Call and the grpc.Future a caller may use."""
+
+    _status: Status
+
+    def _set_status(self, status: Status) -> None:
+        self._status = status
+
+    def initial_metadata(self) -> Any:
+        return self._status.initial_metadata
+
+    def trailing_metadata(self) -> Any:
+        return self._status.trailing_metadata
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def debug_error_string(self) -> str | None:
+        return self._status.debug_error_string
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # the RPC has already terminated
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        error = self.exception()
+        return None if error is None else error.__traceback__
+
+
+class _FallbackCall(_Finished):
+    """A fallback's answer: code OK, trailing metadata naming the status it replaced."""
+
+    def __init__(self, response: Any, failure: BaseException | None) -> None:
+        code = status_code(failure) if failure is not None else None
+        reason = code.name if code is not None else "UNKNOWN"
+        self._response = response
+        self._status = Status(OK, "", (), ((FALLBACK_METADATA_KEY, reason),), None)
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._response
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return None
+
+
+class _ErrorCall(_Finished):
+    """A call that ended with an error that is not a gRPC status (e.g. raised by a fallback function)."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+        self._status = Status.of(error)
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self._error
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return self._error
+
+
+class _StatusError(grpc.RpcError, _Finished):  # type: ignore[misc]  # typeshed's RpcError and Call disagree
+    """A policy's error as a failed gRPC call: raise it, or use it as the call it ended."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return self
+
+    def __iter__(self) -> Iterator[Any]:  # a rejected stream fails when read
+        return self
+
+    def __next__(self) -> Any:
+        raise self
+
+
+class _CircuitOpenRpcError(CircuitOpenError, _StatusError):  # type: ignore[misc]
+    pass
+
+
+class _RetriesExceededRpcError(RetriesExceededError, _StatusError):  # type: ignore[misc]
+    pass
+
+
+class _TimeoutExceededRpcError(TimeoutExceededError, _StatusError):  # type: ignore[misc]
+    pass
+
+
+_FLAVOURS: dict[type[ResilienceError], type[BaseException]] = {
+    CircuitOpenError: _CircuitOpenRpcError,
+    RetriesExceededError: _RetriesExceededRpcError,
+    TimeoutExceededError: _TimeoutExceededRpcError,
+}
+
+
+def _finished(failure: BaseException) -> Any:
+    """The finished call a caller gets for ``failure``: grpc's own failed call, a policy's error dressed as
+    one, or another error wrapped so that ``result()`` raises it."""
+    error = grpc_flavoured(failure, _FLAVOURS)
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Future):
+        return error
+    return _ErrorCall(error)
+
+
+class _ResilientFuture(grpc.Call, _Future):
+    """What ``.future()`` returns while the policies run in the background; then it stands for the final call."""
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self._future = future
+
+    def _final(self, timeout: float | None = None) -> Any:
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise grpc.FutureCancelledError() from None
+        except concurrent.futures.TimeoutError:
+            raise grpc.FutureTimeoutError() from None
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._final(timeout).result()
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        error: Exception | None = self._final(timeout).exception()
+        return error
+
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        error = self.exception(timeout)
+        return None if error is None else error.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._future.add_done_callback(lambda _: fn(self))
+
+    def cancel(self) -> bool:
+        return self._future.cancel()
+
+    def cancelled(self) -> bool:
+        return self._future.cancelled()
+
+    def running(self) -> bool:
+        return not self._future.done()
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def is_active(self) -> bool:
+        return not self._future.done()
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]
+        return None
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        if self._future.done():
+            return False
+        self._future.add_done_callback(lambda _: callback())
+        return True
+
+    def initial_metadata(self) -> Any:
+        return self._final().initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._final().trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        if self._future.cancelled():
+            return grpc.StatusCode.CANCELLED
+        code: grpc.StatusCode = self._final().code()
+        return code
+
+    def details(self) -> str:
+        if self._future.cancelled():
+            return "Locally cancelled by application!"
+        details: str = self._final().details()
+        return details

@@ -1,0 +1,88 @@
+"""Deadlines: one absolute deadline per call, each attempt sent with what is left of it; future() never blocks."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+from interceptors import Backoff, RetryPolicy, Timeout, resilient_channel
+
+from ..scripted import Request, ScriptedServer
+from .paths import PATHS, Client
+
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def check_attempt_deadlines(server: ScriptedServer, id: str, per_attempt: float, total: float) -> None:
+    seen = [s for s in server.recorder.seen if s.id == id]
+    assert len(seen) == 3
+    # each attempt went out with min(per-attempt timeout, time left of the total), as the server saw it
+    for s, expected in zip(seen, [per_attempt, per_attempt, total - 2 * per_attempt], strict=True):
+        assert s.time_remaining is not None
+        assert expected - 0.15 * per_attempt < s.time_remaining <= expected + 0.01
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_attempt_timeouts_inside_retry_bounded_by_the_caller_deadline(server: ScriptedServer, path: str) -> None:
+    """The issue's scenario scaled by 1/10: 0.1 s per attempt, a server sleeping 0.5 s, 0.25 s in all."""
+    with Client(path, server.target, RetryPolicy(max_attempts=10), Timeout(0.1)) as client:
+        outcome = client.unary(Request(id="slow", sleep_ms=500), timeout=0.25)
+    assert outcome.code is DEADLINE_EXCEEDED
+    assert outcome.elapsed < 0.25 + 0.1
+    check_attempt_deadlines(server, "slow", 0.1, 0.25)
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_the_issue_scenario_at_full_scale(server: ScriptedServer, path: str) -> None:
+    """1 s per-attempt timeout inside a retry, a server that sleeps 5 s, a 2.5 s caller timeout."""
+    with Client(path, server.target, RetryPolicy(max_attempts=10), Timeout(1.0)) as client:
+        outcome = client.unary(Request(id="slow", sleep_ms=5000), timeout=2.5)
+    assert outcome.code is DEADLINE_EXCEEDED
+    assert 2.4 < outcome.elapsed < 2.5 + 0.25
+    check_attempt_deadlines(server, "slow", 1.0, 2.5)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_backoff_sleeps_past_the_deadline(server: ScriptedServer, path: str) -> None:
+    retry = RetryPolicy(max_attempts=10, delay=Backoff(0.05, 1))
+    with Client(path, server.target, retry) as client:
+        outcome = client.unary(Request(id="down", fail_first=100), timeout=0.3)
+    # attempts at 0, 0.05, 0.15; the next delay (0.2) would end past 0.3: fail now, not at the deadline
+    assert outcome.code is DEADLINE_EXCEEDED
+    assert server.attempts("down") == 3
+    assert outcome.elapsed < 0.3
+
+
+def test_future_returns_before_the_first_attempt_finishes(server: ScriptedServer) -> None:
+    channel = resilient_channel(server.target, RetryPolicy(), Timeout(5))
+    stub = pb_grpc.ScriptedStub(channel)
+    started = time.monotonic()
+    future = stub.Unary.future(Request(id="slow", sleep_ms=300))
+    returned = time.monotonic() - started
+    assert returned < 0.1
+    assert not future.done() and future.running()
+    done: list[object] = []
+    future.add_done_callback(done.append)
+    assert future.result(timeout=5).attempt == 1
+    assert done == [future] and future.code() is grpc.StatusCode.OK
+    assert time.monotonic() - started >= 0.3
+    channel.close()
+
+
+def test_future_result_timeout_and_cancel(server: ScriptedServer) -> None:
+    channel = resilient_channel(server.target, RetryPolicy(max_attempts=50, delay=0.05))
+    stub = pb_grpc.ScriptedStub(channel)
+    future = stub.Unary.future(Request(id="flaky", fail_first=1000))
+    with pytest.raises(grpc.FutureTimeoutError):
+        future.result(timeout=0.12)
+    assert future.cancel()
+    with pytest.raises(grpc.FutureCancelledError):
+        future.result()
+    assert future.cancelled() and future.code() is grpc.StatusCode.CANCELLED
+    attempts = server.attempts("flaky")
+    time.sleep(0.2)
+    assert server.attempts("flaky") == attempts  # cancelling stopped every later attempt
+    channel.close()

@@ -1,0 +1,219 @@
+"""A real gRPC server, sync or aio, on 127.0.0.1 with a free port, whose failures and delays the tests script.
+
+Each request may say how to behave (fail the first N attempts of its id, sleep); the server's ``script`` sets a
+default for every request. The server records every attempt it saw: id, attempt number, the deadline it was
+given and the metadata it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from scripted.v1 import scripted_pb2 as pb
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+Request, Reply = pb.Request, pb.Reply
+
+
+class LoopThread:
+    """One event loop on a thread of its own for every grpc.aio object of the test session.
+
+    grpc.aio binds its completion-queue poller to the loops that use it; loops that come and go in other threads
+    leave it stuck (grpc/grpc#25364, #23377), so aio servers and aio clients of all tests share this one loop.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._loop.run_forever, name="aio-tests", daemon=True).start()
+            return self._loop
+
+    def run(self, coroutine: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+AIO_LOOP = LoopThread()
+
+
+@dataclass
+class Script:
+    """What the server does with every request, beyond what the request itself asks."""
+
+    fail_first: int = 0
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    details: str = "scripted failure"
+    trailers: tuple[tuple[str, str | bytes], ...] = ()
+    sleep: float = 0.0
+
+
+@dataclass
+class Seen:
+    id: str
+    attempt: int
+    time_remaining: float | None
+    metadata: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Recorder:
+    script: Script = field(default_factory=Script)
+    seen: list[Seen] = field(default_factory=list)
+    _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def arrive(self, request: Any, context: Any) -> tuple[Seen, str | None]:
+        """Record an attempt; returns it and the failure it should answer (None: answer normally)."""
+        with self._lock:
+            self._counts[request.id] += 1
+            seen = Seen(
+                request.id,
+                self._counts[request.id],
+                context.time_remaining(),
+                dict(context.invocation_metadata() or ()),
+                time.monotonic(),
+            )
+            self.seen.append(seen)
+        fail_first = request.fail_first or self.script.fail_first
+        return seen, ("fail" if seen.attempt <= fail_first else None)
+
+    def attempts(self, id: str = "") -> int:
+        return sum(1 for s in self.seen if s.id == id)
+
+    def sleep_for(self, request: Any) -> float:
+        return request.sleep_ms / 1000 if request.sleep_ms else self.script.sleep
+
+    def reply(self, request: Any, seen: Seen, index: int = 0) -> Any:
+        return Reply(
+            id=request.id,
+            attempt=seen.attempt,
+            time_remaining=-1 if seen.time_remaining is None else seen.time_remaining,
+            text=request.text,
+            index=index,
+            previous_attempts=str(seen.metadata.get("grpc-previous-rpc-attempts", "")),
+        )
+
+
+class SyncService(pb_grpc.ScriptedServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.r = recorder
+
+    def _begin(self, request: Any, context: Any) -> Seen:
+        seen, fail = self.r.arrive(request, context)
+        pause = self.r.sleep_for(request)
+        if pause:
+            ends = time.monotonic() + pause
+            while context.is_active() and time.monotonic() < ends:
+                time.sleep(0.005)
+        if fail:
+            script = self.r.script
+            context.set_trailing_metadata(script.trailers)
+            context.abort(script.code, script.details)
+        return seen
+
+    def Unary(self, request: Any, context: Any) -> Any:
+        return self.r.reply(request, self._begin(request, context))
+
+    def ServerStream(self, request: Any, context: Any) -> Iterator[Any]:
+        seen = self._begin(request, context)
+        for i in range(request.count):
+            yield self.r.reply(request, seen, i)
+
+    def ClientStream(self, request_iterator: Iterator[Any], context: Any) -> Any:
+        requests = list(request_iterator)
+        seen = self._begin(requests[0] if requests else Request(), context)
+        return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
+
+    def BidiStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
+        for i, request in enumerate(request_iterator):
+            seen = self._begin(request, context) if i == 0 else None
+            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+
+
+class AioService(pb_grpc.ScriptedServicer):
+    def __init__(self, recorder: Recorder) -> None:
+        self.r = recorder
+
+    async def _begin(self, request: Any, context: Any) -> Seen:
+        seen, fail = self.r.arrive(request, context)
+        pause = self.r.sleep_for(request)
+        if pause:
+            await asyncio.sleep(pause)
+        if fail:
+            script = self.r.script
+            context.set_trailing_metadata(script.trailers)
+            await context.abort(script.code, script.details)
+        return seen
+
+    async def Unary(self, request: Any, context: Any) -> Any:
+        return self.r.reply(request, await self._begin(request, context))
+
+    async def ServerStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        seen = await self._begin(request, context)
+        for i in range(request.count):
+            yield self.r.reply(request, seen, i)
+
+    async def ClientStream(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
+        requests = [r async for r in request_iterator]
+        seen = await self._begin(requests[0] if requests else Request(), context)
+        return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
+
+    async def BidiStream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        i = 0
+        async for request in request_iterator:
+            seen = await self._begin(request, context) if i == 0 else None
+            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+            i += 1
+
+
+class ScriptedServer:
+    """A running server of ``kind`` ("sync" or "aio"); ``target`` to dial, ``recorder`` to script and inspect."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.recorder = Recorder()
+        self._stop: Any = None
+        if kind == "sync":
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+            pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
+            self.port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            self._stop = lambda: server.stop(grace=None)
+        else:
+            self._start_aio()
+        self.target = f"127.0.0.1:{self.port}"
+
+    def _start_aio(self) -> None:
+        async def start() -> Any:
+            server = grpc.aio.server()
+            pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
+            self.port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            return server
+
+        server = AIO_LOOP.run(start())
+        self._stop = lambda: AIO_LOOP.run(server.stop(None))
+
+    @property
+    def script(self) -> Script:
+        return self.recorder.script
+
+    def attempts(self, id: str = "") -> int:
+        return self.recorder.attempts(id)
+
+    def stop(self) -> None:
+        self._stop()
