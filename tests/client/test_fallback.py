@@ -61,9 +61,11 @@ def test_caller_errors_are_not_answered(server: ScriptedServer, path: str) -> No
 
 @paths
 def test_a_bad_fallback_message_names_the_method_and_field(server: ScriptedServer, path: str) -> None:
-    with Client(path, server.target, Fallback(message={"nonexistent": 1})) as client:
-        with pytest.raises(ValueError, match=r"/scripted.v1.Scripted/Unary.*nonexistent"):
-            client.unary(Request(id="bad", fail_first=1))
+    with (
+        Client(path, server.target, Fallback(message={"nonexistent": 1})) as client,
+        pytest.raises(ValueError, match=r"/scripted.v1.Scripted/Unary.*nonexistent"),
+    ):
+        client.unary(Request(id="bad", fail_first=1))
 
 
 def test_fallback_function_sees_the_request_and_the_grpc_failure(server: ScriptedServer) -> None:

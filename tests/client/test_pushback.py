@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from typing import Any
 
@@ -25,7 +26,7 @@ def retry_info(seconds: float, code: grpc.StatusCode = grpc.StatusCode.UNAVAILAB
 
 def gaps(server: ScriptedServer, id: str) -> list[float]:
     times = [s.at for s in server.recorder.seen if s.id == id]
-    return [b - a for a, b in zip(times, times[1:], strict=False)]
+    return [b - a for a, b in itertools.pairwise(times)]
 
 
 @pytest.mark.parametrize("path", PATHS)
