@@ -122,11 +122,7 @@ def _call(route: Route, continuation: Any, details: Any, request: Any) -> Any:
     """A blocking unary call through the route's policies, in the caller's thread."""
 
     def attempt(execution: Execution) -> Any:
-        outcome = continuation(_CallDetails.for_attempt(details, route, execution), request)
-        failure = outcome.exception()  # grpc returns failed calls rather than raising them
-        if failure is not None:
-            raise failure
-        return outcome
+        return _succeeded(continuation(_CallDetails.for_attempt(details, route, execution), request))
 
     execution = route.execution(attempt, request, details.timeout)
     try:
@@ -141,10 +137,7 @@ async def _call_in_background(route: Route, continuation: Any, details: Any, req
     async def attempt(execution: Execution) -> Any:
         call = continuation(_CallDetails.for_attempt(details, route, execution), request)
         await _completion(call)
-        failure = call.exception()
-        if failure is not None:
-            raise failure
-        return call
+        return _succeeded(call)
 
     execution = route.execution(attempt, request, details.timeout)
     try:
@@ -153,9 +146,24 @@ async def _call_in_background(route: Route, continuation: Any, details: Any, req
         return _finished(failure)
 
 
+def _succeeded(outcome: Any) -> Any:
+    """``outcome`` if the attempt succeeded; else raises its failure.
+
+    grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls, and whatever an
+    interceptor further down raised.
+    """
+    if isinstance(outcome, grpc.Future):
+        failure = outcome.exception()
+        if failure is not None:
+            raise failure
+    elif isinstance(outcome, grpc.RpcError):
+        raise outcome
+    return outcome
+
+
 async def _completion(call: Any) -> None:
     """Wait for a grpc future on the running loop; cancelling the wait cancels the RPC."""
-    if call.done():
+    if not isinstance(call, grpc.Future) or call.done():
         return
     loop = asyncio.get_running_loop()
     done = loop.create_future()

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # quiet grpc core's info lines (GOAWAY on server stop)
+
 from collections.abc import Iterator
 
 import pytest

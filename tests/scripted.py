@@ -73,6 +73,7 @@ class Seen:
 class Recorder:
     script: Script = field(default_factory=Script)
     seen: list[Seen] = field(default_factory=list)
+    cancelled: set[str] = field(default_factory=set)  # ids whose call was cancelled while the server slept
     _counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -119,6 +120,8 @@ class SyncService(pb_grpc.ScriptedServicer):
             ends = time.monotonic() + pause
             while context.is_active() and time.monotonic() < ends:
                 time.sleep(0.005)
+            if not context.is_active():
+                self.r.cancelled.add(request.id)
         if fail:
             script = self.r.script
             context.set_trailing_metadata(script.trailers)
@@ -152,7 +155,11 @@ class AioService(pb_grpc.ScriptedServicer):
         seen, fail = self.r.arrive(request, context)
         pause = self.r.sleep_for(request)
         if pause:
-            await asyncio.sleep(pause)
+            try:
+                await asyncio.sleep(pause)
+            except asyncio.CancelledError:
+                self.r.cancelled.add(request.id)
+                raise
         if fail:
             script = self.r.script
             context.set_trailing_metadata(script.trailers)

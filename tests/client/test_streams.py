@@ -13,6 +13,7 @@ import interceptors.aio
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, RetryPolicy, Timeout, resilient_channel
 
 from ..scripted import AIO_LOOP, Request, ScriptedServer
+from .test_unary import wait_until
 
 KINDS = ["server_stream", "client_stream", "bidi_stream"]
 
@@ -120,8 +121,9 @@ def test_breaker_counts_stream_failures_and_rejects_when_open(
     try:
         for _ in range(2):
             with pytest.raises(grpc.RpcError):
-                client.call(kind, 3, fail_first=100)
-        assert breaker.state is CircuitState.OPEN
+                client.call(kind, 1, fail_first=100)  # one request: no write can race the abort
+        # a stream's outcome is recorded when grpc reports the RPC done, which may trail the caller's error
+        wait_until(lambda: breaker.state is CircuitState.OPEN)
         before = len(server.recorder.seen)
         with pytest.raises(grpc.RpcError) as raised:
             client.call(kind, 3)

@@ -118,3 +118,106 @@ def client_in_thread(client: Client, request: object) -> object:
     future = pool.submit(client.unary, request)
     pool.shutdown(wait=False)
     return lambda: future.result(10)
+
+
+@paths
+def test_classification_is_configurable_per_policy(server: ScriptedServer, path: str) -> None:
+    from interceptors import on_codes
+
+    server.script.code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retry = RetryPolicy(max_attempts=3, handle=on_codes(grpc.StatusCode.RESOURCE_EXHAUSTED))
+    with Client(path, server.target, retry) as client:
+        assert client.unary(Request(id="busy", fail_first=2)).code is grpc.StatusCode.OK
+        server.script.code = UNAVAILABLE
+        assert client.unary(Request(id="down", fail_first=2)).code is UNAVAILABLE
+    assert (server.attempts("busy"), server.attempts("down")) == (3, 1)
+
+
+def test_failures_raised_below_are_treated_like_failures_returned(server: ScriptedServer) -> None:
+    """Another interceptor under ours may raise instead of returning a failed call."""
+    from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+    from interceptors import ResilienceInterceptor
+
+    class Unavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+        def code(self) -> grpc.StatusCode:
+            return UNAVAILABLE
+
+        def details(self) -> str:
+            return "raised below"
+
+        def trailing_metadata(self) -> tuple[()]:
+            return ()
+
+        initial_metadata = trailing_metadata
+
+        def is_active(self) -> bool:
+            return False
+
+        def time_remaining(self) -> None:
+            return None
+
+        def cancel(self) -> None:
+            pass
+
+        def add_callback(self, callback: object) -> None:
+            pass
+
+    raised = []
+
+    class RaisesTwice(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
+            if len(raised) < 2:
+                raised.append(1)
+                raise Unavailable()
+            return continuation(details, request)  # type: ignore[operator]
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
+        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
+        RaisesTwice(),
+    )
+    assert pb_grpc.ScriptedStub(channel).Unary(Request(id="r")).attempt == 1
+    assert len(raised) == 2 and server.attempts("r") == 1
+    channel.close()
+
+
+def test_blocking_calls_run_in_the_callers_thread(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """grpc's blocking continuation is recognised, so blocking calls never pay for the background loop."""
+    from interceptors import client as sync_client
+
+    def no_background(*_: object) -> None:
+        raise AssertionError("a blocking call went to the background loop")
+
+    monkeypatch.setattr(sync_client.BACKGROUND, "submit", no_background)
+    with Client("call", server.target, RetryPolicy()) as client:
+        assert client.unary(Request(id="b", fail_first=1)).reply.attempt == 2
+    with Client("with_call", server.target, RetryPolicy()) as client:
+        assert client.unary(Request(id="c", fail_first=1)).reply.attempt == 2
+
+
+def test_future_calls_also_see_failures_raised_below(server: ScriptedServer) -> None:
+    from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+    from interceptors import ResilienceInterceptor
+
+    class Refused(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return UNAVAILABLE
+
+    raised = []
+
+    class RaisesOnce(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
+            if not raised:
+                raised.append(1)
+                raise Refused()
+            return continuation(details, request)  # type: ignore[operator]
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
+        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
+        RaisesOnce(),
+    )
+    assert pb_grpc.ScriptedStub(channel).Unary.future(Request(id="f")).result(5).attempt == 1
+    channel.close()
