@@ -27,7 +27,7 @@ async def main(port_file: Path) -> None:
     pb_grpc.add_ScriptedServicer_to_server(Service(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    port_file.write_text(str(port))
+    port_file.write_text(str(port))  # noqa: ASYNC240 - once, before serving
     await server.wait_for_termination()
 
 

@@ -166,8 +166,12 @@ async def _completion(call: Any) -> None:
     if not isinstance(call, grpc.Future) or call.done():
         return
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    call.add_done_callback(lambda _: loop.call_soon_threadsafe(_set_done, done))
+    done: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object) -> None:
+        loop.call_soon_threadsafe(_set_done, done)
+
+    call.add_done_callback(wake)
     try:
         await done
     except asyncio.CancelledError:
