@@ -40,10 +40,12 @@ demo: proto
 	@echo "make demo: the demo pair arrives with its issue (not yet)"
 
 bench: proto
-	$(PY) bench/engine.py
+	PYTHONPATH=$(GEN) $(PY) bench/engine.py --json bench/results/engine.json
+	PYTHONPATH=$(GEN) $(PY) bench/grpc_overhead.py --json bench/results/grpc_overhead.json
 
 bench-quick: proto
-	$(PY) bench/engine.py --quick
+	PYTHONPATH=$(GEN) $(PY) bench/engine.py --quick
+	PYTHONPATH=$(GEN) $(PY) bench/grpc_overhead.py --quick
 
 clean:
 	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache

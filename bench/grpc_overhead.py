@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
-    rounds, n = (5, 500) if args.quick else (15, 2000)
+    rounds, n = (10, 250) if args.quick else (60, 500)
     with server_process() as target:
         results = {"sync": sync_suite(target, rounds, n), "aio": aio_suite(target, rounds, n)}
     print("gRPC healthy-path overhead, unary, server in another process (median of interleaved rounds)")

@@ -8,6 +8,7 @@ no thread, and cancelling the future cancels the attempt in flight and every lat
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -79,7 +80,7 @@ class ResilienceInterceptor(
         except CircuitOpenError as rejected:
             return _finished(rejected)
         try:
-            call = continuation(_CallDetails.of(details, timeout=route.stream_timeout_for(details.timeout)), request)
+            call = continuation(_CallDetails.of(details, route.stream_timeout_for(details.timeout)), request)
         except Exception as failure:
             route.record_stream(permits, failure, cancelled=False)
             raise
@@ -109,55 +110,96 @@ def resilient_channel(
     return grpc.intercept_channel(channel, ResilienceInterceptor(*policies, methods=methods))
 
 
+_BLOCKING: dict[object, bool] = {}
+
+
 def _blocks(continuation: Any) -> bool:
     """Whether grpc called us for a blocking call (its continuation then blocks too) rather than ``.future()``.
 
     grpc gives no flag; its continuations for ``__call__``/``with_call`` are defined in ``_with_call``. Anything
-    else takes the background path, which is correct for both kinds, only slower for blocking calls.
+    else takes the background path, which is correct for both kinds, only slower for blocking calls. The answer is
+    kept per code object: grpc makes a new continuation per call, all with the same code.
     """
-    return getattr(continuation, "__qualname__", "").endswith("._with_call.<locals>.continuation")
+    code = getattr(continuation, "__code__", None)
+    blocks = _BLOCKING.get(code)
+    if blocks is None:
+        qualname = getattr(continuation, "__qualname__", "")
+        blocks = _BLOCKING[code] = qualname.endswith("._with_call.<locals>.continuation")
+    return blocks
+
+
+def _sender(route: Route, continuation: Any, details: Any, request: Any) -> Callable[[Execution], Any]:
+    """Sends one attempt of the caller's call: its details with the attempt's timeout and metadata."""
+    method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
+    now = route.executor.clock.now
+
+    def send(execution: Execution) -> Any:
+        deadline = execution.deadline
+        attempt_details = _CallDetails(
+            method,
+            None if deadline is None else max(deadline - now(), 0.0),
+            metadata if execution.attempts == 1 else attempt_metadata(metadata, execution),
+            credentials,
+            wait_for_ready,
+            compression,
+        )
+        return continuation(attempt_details, request)
+
+    return send
 
 
 def _call(route: Route, continuation: Any, details: Any, request: Any) -> Any:
     """A blocking unary call through the route's policies, in the caller's thread."""
+    send = _sender(route, continuation, details, request)
+    succeeded = None
 
     def attempt(execution: Execution) -> Any:
-        return _succeeded(continuation(_CallDetails.for_attempt(details, route, execution), request))
+        nonlocal succeeded
+        succeeded = _succeeded(send(execution))
+        return succeeded
 
     execution = route.execution(attempt, request, details.timeout)
     try:
-        return _answer(route.executor.run(execution), execution)
+        result = route.executor.run(execution)
     except Exception as failure:
         return _finished(failure)
+    return result if result is succeeded else _FallbackCall(result, execution.last_failure)
 
 
 async def _call_in_background(route: Route, continuation: Any, details: Any, request: Any) -> Any:
     """A ``.future()`` call through the route's policies, on the background loop; returns the finished call."""
+    send = _sender(route, continuation, details, request)
+    succeeded = None
 
     async def attempt(execution: Execution) -> Any:
-        call = continuation(_CallDetails.for_attempt(details, route, execution), request)
+        nonlocal succeeded
+        call = send(execution)
         await _completion(call)
-        return _succeeded(call)
+        succeeded = _succeeded(call)
+        return succeeded
 
     execution = route.execution(attempt, request, details.timeout)
     try:
-        return _answer(await route.executor.arun(execution), execution)
+        result = await route.executor.arun(execution)
     except Exception as failure:
         return _finished(failure)
+    return result if result is succeeded else _FallbackCall(result, execution.last_failure)
 
 
 def _succeeded(outcome: Any) -> Any:
     """``outcome`` if the attempt succeeded; else raises its failure.
 
-    grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls, and whatever an
-    interceptor further down raised.
+    grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls (futures whose
+    ``exception()`` tells), and, as they were, errors an interceptor further down raised.
     """
-    if isinstance(outcome, grpc.Future):
-        failure = outcome.exception()
-        if failure is not None:
-            raise failure
-    elif isinstance(outcome, grpc.RpcError):
-        raise outcome
+    exception = getattr(outcome, "exception", None)
+    if exception is None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    failure = exception()
+    if failure is not None:
+        raise failure
     return outcome
 
 
@@ -184,46 +226,24 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _answer(result: Any, execution: Execution) -> Any:
-    """The call to hand back: the last attempt's, or a fallback's answer dressed as a successful call."""
-    if isinstance(result, grpc.Future):
-        return result
-    return _FallbackCall(result, execution.last_failure)
-
-
 def _record_stream(route: Route, permits: Any, call: Any) -> None:
     cancelled = call.cancelled()
     route.record_stream(permits, None if cancelled or call.code() is OK else call, cancelled)
 
 
-class _CallDetails(grpc.ClientCallDetails):
-    __slots__ = ("compression", "credentials", "metadata", "method", "timeout", "wait_for_ready")
-
-    def __init__(
-        self, method: str, timeout: float | None, metadata: Any, credentials: Any, wait_for_ready: Any, compression: Any
-    ) -> None:
-        self.method, self.timeout, self.metadata = method, timeout, metadata
-        self.credentials, self.wait_for_ready, self.compression = credentials, wait_for_ready, compression
-
-    @classmethod
-    def of(cls, details: Any, *, timeout: float | None = None, metadata: Any = None) -> _CallDetails:
-        return cls(
-            details.method,
-            timeout,
-            details.metadata if metadata is None else metadata,
-            details.credentials,
-            getattr(details, "wait_for_ready", None),
-            getattr(details, "compression", None),
-        )
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    """Call details for the continuation, shaped as grpc's own."""
 
     @classmethod
-    def for_attempt(cls, details: Any, route: Route, execution: Execution) -> _CallDetails:
-        """The caller's details with this attempt's timeout and metadata."""
-        return cls.of(
-            details,
-            timeout=route.attempt_timeout(execution),
-            metadata=attempt_metadata(details.metadata, execution),
-        )
+    def of(cls, details: Any, timeout: float | None) -> _CallDetails:
+        """The caller's ``details`` with another timeout."""
+        wait_for_ready, compression = getattr(details, "wait_for_ready", None), getattr(details, "compression", None)
+        return cls(details.method, timeout, details.metadata, details.credentials, wait_for_ready, compression)
 
 
 class _Finished(grpc.Call, _Future):
