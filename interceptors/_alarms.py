@@ -30,6 +30,11 @@ class Alarm:
         self.armed = False
 
 
+NO_ALARM: Alarm = Alarm.__new__(Alarm)
+"""Stands in where no alarm is needed: never fires."""
+NO_ALARM.armed = NO_ALARM.fired = False
+
+
 class _Queue:
     __slots__ = ("_alarms", "_timer", "loop")
 

@@ -34,7 +34,7 @@ class Route:
         """A new execution of ``attempt``, with the caller's ``timeout`` as its absolute deadline."""
         clock = self.executor.clock
         deadline = None if timeout is None else clock.now() + timeout
-        return Execution(attempt, clock=clock, semantics=self.semantics, request=request, deadline=deadline)
+        return Execution(attempt, clock, self.semantics, request, deadline)
 
     def attempt_timeout(self, execution: Execution) -> float | None:
         """The grpc timeout for the current attempt: what is left of the execution's deadline."""

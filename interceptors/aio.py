@@ -2,12 +2,14 @@
 
 grpc.aio files an interceptor under one kind only (grpc/grpc#31442), so :func:`resilience_interceptors` returns
 four single-kind adapters sharing one router; they use the very policy objects a sync channel may use too.
+:func:`resilient_channel` runs unary calls without grpc's interceptor machinery (a task per call): the policies
+run in the task that awaits the call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from functools import partial
 from typing import Any
 
@@ -45,14 +47,91 @@ def resilient_channel(
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to ``target`` whose calls run through ``policies``, with grpcio's built-in retries off."""
+    """An aio channel to ``target`` whose calls run through ``policies``, with grpcio's built-in retries off.
+
+    It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
+    machinery, which costs more per call than the policies.
+    """
     opts = channel_options(options)
-    interceptors = resilience_interceptors(*policies, methods=methods)
+    router = Router(policies, methods)
+    streams: list[grpc.aio.ClientInterceptor] = [_UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=opts, compression=compression, interceptors=interceptors)
-    return grpc.aio.secure_channel(
-        target, credentials, options=opts, compression=compression, interceptors=interceptors
-    )
+        channel = grpc.aio.insecure_channel(target, options=opts, compression=compression, interceptors=streams)
+    else:
+        channel = grpc.aio.secure_channel(
+            target, credentials, options=opts, compression=compression, interceptors=streams
+        )
+    return _ResilientChannel(channel, router)
+
+
+class _ResilientChannel(grpc.aio.Channel):
+    """An aio channel whose unary-unary calls run the policies directly; streams go through the interceptors."""
+
+    def __init__(self, channel: grpc.aio.Channel, router: Router) -> None:
+        self._channel, self._router = channel, router
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        multicallable = self._channel.unary_unary(method, *args, **kwargs)
+        route = self._router.route(method)
+        return multicallable if route is None else _UnaryUnaryMultiCallable(multicallable, route)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._channel.stream_stream(method, *args, **kwargs)
+
+    async def __aenter__(self) -> _ResilientChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._channel.close(None)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._channel.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._channel.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._channel.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._channel.channel_ready()
+
+
+class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
+    def __init__(self, multicallable: Any, route: Route) -> None:
+        self._multicallable, self._route = multicallable, route
+
+    def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        route, multicallable = self._route, self._multicallable
+
+        async def attempt(execution: Execution) -> Any:
+            call = multicallable(
+                request,
+                timeout=route.attempt_timeout(execution),
+                metadata=_metadata(metadata, execution),
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+            await call  # raises the attempt's AioRpcError
+            return call
+
+        return _ResilientCall(lambda: _unary(route, attempt, request, timeout), timeout)
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
@@ -70,16 +149,24 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
             await call  # raises the attempt's AioRpcError; awaiting call.code() instead can hang (grpc/grpc#34530)
             return call
 
-        execution = route.execution(attempt, request, client_call_details.timeout)
-        try:
-            result = await route.executor.arun(execution)
-        except Exception as failure:
-            error = grpc_flavoured(failure, _FLAVOURS)
-        else:
-            if isinstance(result, grpc.aio.Call):
-                return result
-            return _FallbackCall(result, execution.last_failure)
-        raise error
+        return await _unary(route, attempt, request, client_call_details.timeout)
+
+
+async def _unary(
+    route: Route, attempt: Callable[[Execution], Awaitable[Any]], request: Any, timeout: float | None
+) -> Any:
+    """Run a unary call's attempts through the route's policies; returns the finished call the caller gets (the
+    last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
+    execution = route.execution(attempt, request, timeout)
+    try:
+        result = await route.executor.arun(execution)
+    except Exception as failure:
+        error = grpc_flavoured(failure, _FLAVOURS)
+    else:
+        if execution.fallback_failure is None:
+            return result
+        return _FallbackCall(result, execution.fallback_failure)
+    raise error
 
 
 class _Streams:
@@ -123,10 +210,13 @@ class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
 
 
 def _details(details: Any, timeout: float | None, execution: Execution | None = None) -> ClientCallDetails:
-    metadata = details.metadata if execution is None else attempt_metadata(details.metadata, execution)
-    if metadata is not None and not isinstance(metadata, Metadata):
-        metadata = Metadata(*metadata)
+    metadata = details.metadata if execution is None else _metadata(details.metadata, execution)
     return ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
+
+
+def _metadata(metadata: Any, execution: Execution) -> Any:
+    metadata = attempt_metadata(metadata, execution)
+    return metadata if metadata is None or isinstance(metadata, Metadata) else Metadata(*metadata)
 
 
 _RECORDING: set[asyncio.Task[None]] = set()
@@ -145,6 +235,123 @@ async def _record_final_status(route: Route, permits: Any, call: Any) -> None:
     code = await call.code()  # the call is done: this returns at once
     failure = None if code is OK else AioRpcError(code, None, await call.trailing_metadata(), await call.details())
     route.record_stream(permits, failure, cancelled=False)
+
+
+class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    """A unary call of an aio :func:`resilient_channel`.
+
+    Its policies run in the task that awaits it, as a bare call's work would; if nothing awaits it by the loop's
+    next turn, or something asks it anything else first, they run in a task of their own. Either way
+    ``_finished`` resolves to the call that ended it (the last attempt's, or a fallback's) or to the error.
+    """
+
+    def __init__(self, run: Callable[[], Coroutine[Any, Any, Any]], timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._run = run
+        self._deadline = None if timeout is None else loop.time() + timeout
+        self._finished: asyncio.Future[Any] = loop.create_future()
+        self._runner: asyncio.Future[Any] | None = None
+        loop.call_soon(self._start)  # a call nobody awaits is still made, as grpc's are
+
+    def _start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._execute())
+            self._runner.add_done_callback(_retrieve)
+
+    async def _execute(self) -> Any:
+        finished = self._finished
+        try:
+            call = await self._run()
+        except asyncio.CancelledError:
+            finished.cancel()
+            raise
+        except BaseException as error:
+            finished.set_exception(error)
+            finished.exception()  # retrieved: whoever awaits the call raises it
+            raise
+        finished.set_result(call)
+        return call
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._response().__await__()
+
+    async def _response(self) -> Any:
+        if self._runner is None and not self._finished.done():  # first: run the policies in this very task
+            self._runner = asyncio.current_task()
+            call = await self._execute()
+        else:
+            call = await asyncio.shield(self._finished)
+        return await call
+
+    async def _end(self) -> Any:
+        """The finished call, or the RPC error it ended with (its methods report an error's status, as grpc's do)."""
+        self._start()
+        try:
+            return await asyncio.shield(self._finished)
+        except asyncio.CancelledError:
+            if self._finished.cancelled():
+                return _CANCELLED
+            raise
+        except AioRpcError as error:
+            return error
+        except Exception as error:
+            status = Status.of(error)
+            return AioRpcError(
+                status.code, Metadata(*status.initial_metadata), Metadata(*status.trailing_metadata), status.details
+            )
+
+    def cancel(self) -> bool:
+        if self._finished.done():
+            return False
+        if self._runner is None:
+            self._finished.cancel()
+            self._runner = self._finished  # never started, never will be
+            return True
+        return self._runner.cancel()
+
+    def cancelled(self) -> bool:
+        return self._finished.cancelled()
+
+    def done(self) -> bool:
+        return self._finished.done()
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._start()
+        self._finished.add_done_callback(lambda _: callback(self))
+
+    def time_remaining(self) -> float | None:
+        return None if self._deadline is None else max(self._deadline - asyncio.get_running_loop().time(), 0.0)
+
+    async def initial_metadata(self) -> Metadata:
+        end = await self._end()
+        return end.initial_metadata() if isinstance(end, AioRpcError) else await end.initial_metadata()
+
+    async def trailing_metadata(self) -> Metadata:
+        end = await self._end()
+        return end.trailing_metadata() if isinstance(end, AioRpcError) else await end.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        end = await self._end()
+        return end.code() if isinstance(end, AioRpcError) else await end.code()
+
+    async def details(self) -> str:
+        end = await self._end()
+        return (end.details() or "") if isinstance(end, AioRpcError) else await end.details()
+
+    async def debug_error_string(self) -> str:
+        end = await self._end()
+        return (end.debug_error_string() or "") if isinstance(end, AioRpcError) else await end.debug_error_string()
+
+    async def wait_for_connection(self) -> None:
+        await self._end()
+
+
+_CANCELLED = AioRpcError(grpc.StatusCode.CANCELLED, Metadata(), Metadata(), "Locally cancelled by application!")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the error reaches callers through the call; do not log it as unretrieved
 
 
 class _FallbackCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]

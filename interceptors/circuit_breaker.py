@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _options
-from ._circuit_state import CircuitStateMachine
+from ._circuit_state import CLOSED, CircuitStateMachine
 from ._windows import CountWindow, TimeWindow, Window
 from .clock import Clock
 from .delays import jittered
@@ -219,10 +219,11 @@ class CircuitBreaker(Policy):
         self._machine.record(generation, failed, slow, failure, semantics)
 
     def wrap(self, inner: Link) -> Link:
-        machine, record, now, timed = self._machine, self._record, self.clock.now, self.slow_call_duration is not None
+        machine, record, now = self._machine, self._record, self.clock.now
+        timed, slow = self.slow_call_duration is not None, self.slow_call_duration or 0.0
 
         def run(execution: Execution) -> Any:
-            generation = machine.acquire()
+            generation = machine.generation if machine.state is CLOSED else machine.acquire()
             start = now() if timed else 0.0
             try:
                 result = inner(execution)
@@ -232,16 +233,17 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
-            record(generation, start, None, execution.semantics)
+            machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
 
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        machine, record, now, timed = self._machine, self._record, self.clock.now, self.slow_call_duration is not None
+        machine, record, now = self._machine, self._record, self.clock.now
+        timed, slow = self.slow_call_duration is not None, self.slow_call_duration or 0.0
 
         async def run(execution: Execution) -> Any:
-            generation = machine.acquire()
+            generation = machine.generation if machine.state is CLOSED else machine.acquire()
             start = now() if timed else 0.0
             try:
                 result = await inner(execution)
@@ -251,7 +253,7 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
-            record(generation, start, None, execution.semantics)
+            machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
 
         return run

@@ -27,10 +27,12 @@ __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
 OK = grpc.StatusCode.OK
 
-if TYPE_CHECKING:
-    _Future = grpc.Future[Any]  # generic in typeshed only
+if TYPE_CHECKING:  # generic in typeshed only
+    _Future = grpc.Future[Any]
+    _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable[Any, Any]
 else:
     _Future = grpc.Future
+    _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable
 
 
 class ResilienceInterceptor(
@@ -56,11 +58,10 @@ class ResilienceInterceptor(
         route = self._router.route(client_call_details.method)
         if route is None:
             return continuation(client_call_details, request)
+        send = _via_continuation(route, continuation, client_call_details, request)
         if _blocks(continuation):
-            return _call(route, continuation, client_call_details, request)
-        return _ResilientFuture(
-            BACKGROUND.submit(_call_in_background(route, continuation, client_call_details, request))
-        )
+            return _call(route, send, request, client_call_details.timeout)
+        return _in_background(route, send, request, client_call_details.timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return self._stream(continuation, client_call_details, request)
@@ -99,15 +100,131 @@ def resilient_channel(
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies``, with grpcio's built-in retries turned off.
 
-    Warns (:class:`StackedRetriesWarning`) when ``options`` ask for built-in retries, which would multiply
-    attempts under a RetryPolicy.
+    It behaves as ``grpc.intercept_channel(channel, ResilienceInterceptor(...))`` but sends unary calls without
+    grpc's interceptor machinery, which costs more per call than the policies. Warns
+    (:class:`StackedRetriesWarning`) when ``options`` ask for built-in retries, which would multiply attempts.
     """
     opts = channel_options(options)
     if credentials is None:
         channel = grpc.insecure_channel(target, options=opts, compression=compression)
     else:
         channel = grpc.secure_channel(target, credentials, options=opts, compression=compression)
-    return grpc.intercept_channel(channel, ResilienceInterceptor(*policies, methods=methods))
+    return _ResilientChannel(channel, ResilienceInterceptor(*policies, methods=methods))
+
+
+class _ResilientChannel(grpc.Channel):
+    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor."""
+
+    def __init__(self, channel: grpc.Channel, interceptor: ResilienceInterceptor) -> None:
+        self._channel = channel
+        self._router = interceptor._router
+        self._intercepted = grpc.intercept_channel(channel, interceptor)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        multicallable = self._channel.unary_unary(method, *args, **kwargs)
+        route = self._router.route(method)
+        return multicallable if route is None else _UnaryUnary(multicallable, route)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._intercepted.unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._intercepted.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._intercepted.stream_stream(method, *args, **kwargs)
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self._channel.subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self._channel.unsubscribe(callback)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> _ResilientChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _UnaryUnary(_UnaryUnaryMultiCallable):
+    """A unary method of a :func:`resilient_channel`: the policies around grpc's own multicallable.
+
+    Attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so a
+    healthy call touches grpc's call object no more than a bare one does.
+    """
+
+    def __init__(self, multicallable: Any, route: Route) -> None:
+        self._multicallable, self._route = multicallable, route
+
+    def __call__(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        return self.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+
+    def with_call(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> tuple[Any, Any]:
+        route, with_call = self._route, self._multicallable.with_call
+
+        def attempt(execution: Execution) -> tuple[Any, Any]:
+            return with_call(  # type: ignore[no-any-return]
+                request,
+                timeout=route.attempt_timeout(execution),
+                metadata=attempt_metadata(metadata, execution),
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+
+        execution = route.execution(attempt, request, timeout)
+        try:
+            result = route.executor.run(execution)
+        except Exception as failure:
+            error = grpc_flavoured(failure, _FLAVOURS)
+        else:
+            if execution.fallback_failure is None:
+                return result  # type: ignore[no-any-return]
+            return result, _FallbackCall(result, execution.fallback_failure)
+        raise error
+
+    def future(
+        self,
+        request: Any,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        route, future = self._route, self._multicallable.future
+
+        def send(execution: Execution) -> Any:
+            return future(
+                request,
+                timeout=route.attempt_timeout(execution),
+                metadata=attempt_metadata(metadata, execution),
+                credentials=credentials,
+                wait_for_ready=wait_for_ready,
+                compression=compression,
+            )
+
+        return _in_background(route, send, request, timeout)
 
 
 _BLOCKING: dict[object, bool] = {}
@@ -128,17 +245,20 @@ def _blocks(continuation: Any) -> bool:
     return blocks
 
 
-def _sender(route: Route, continuation: Any, details: Any, request: Any) -> Callable[[Execution], Any]:
-    """Sends one attempt of the caller's call: its details with the attempt's timeout and metadata."""
+Send = Callable[[Execution], Any]
+"""Sends one attempt of a call and returns what grpc gives back for it."""
+
+
+def _via_continuation(route: Route, continuation: Any, details: Any, request: Any) -> Send:
+    """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
+    metadata."""
     method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
-    now = route.executor.clock.now
 
     def send(execution: Execution) -> Any:
-        deadline = execution.deadline
         attempt_details = _CallDetails(
             method,
-            None if deadline is None else max(deadline - now(), 0.0),
-            metadata if execution.attempts == 1 else attempt_metadata(metadata, execution),
+            route.attempt_timeout(execution),
+            attempt_metadata(metadata, execution),
             credentials,
             wait_for_ready,
             compression,
@@ -148,42 +268,40 @@ def _sender(route: Route, continuation: Any, details: Any, request: Any) -> Call
     return send
 
 
-def _call(route: Route, continuation: Any, details: Any, request: Any) -> Any:
-    """A blocking unary call through the route's policies, in the caller's thread."""
-    send = _sender(route, continuation, details, request)
-    succeeded = None
-
-    def attempt(execution: Execution) -> Any:
-        nonlocal succeeded
-        succeeded = _succeeded(send(execution))
-        return succeeded
-
-    execution = route.execution(attempt, request, details.timeout)
+def _call(route: Route, send: Send, request: Any, timeout: float | None) -> Any:
+    """A blocking unary call through the route's policies, in the caller's thread; returns the finished call."""
+    execution = route.execution(lambda execution: _succeeded(send(execution)), request, timeout)
     try:
-        result = route.executor.run(execution)
+        return _as_call(route.executor.run(execution), execution)
     except Exception as failure:
         return _finished(failure)
-    return result if result is succeeded else _FallbackCall(result, execution.last_failure)
 
 
-async def _call_in_background(route: Route, continuation: Any, details: Any, request: Any) -> Any:
-    """A ``.future()`` call through the route's policies, on the background loop; returns the finished call."""
-    send = _sender(route, continuation, details, request)
-    succeeded = None
+def _in_background(route: Route, send: Send, request: Any, timeout: float | None) -> _ResilientFuture:
+    """A ``.future()`` call: its policies run on the background loop; returns at once."""
+    return _ResilientFuture(BACKGROUND.submit(_call_in_background(route, send, request, timeout)))
+
+
+async def _call_in_background(route: Route, send: Send, request: Any, timeout: float | None) -> Any:
+    """The policies of a ``.future()`` call, on the background loop; returns the finished call."""
 
     async def attempt(execution: Execution) -> Any:
-        nonlocal succeeded
         call = send(execution)
         await _completion(call)
-        succeeded = _succeeded(call)
-        return succeeded
+        return _succeeded(call)
 
-    execution = route.execution(attempt, request, details.timeout)
+    execution = route.execution(attempt, request, timeout)
     try:
-        result = await route.executor.arun(execution)
+        return _as_call(await route.executor.arun(execution), execution)
     except Exception as failure:
         return _finished(failure)
-    return result if result is succeeded else _FallbackCall(result, execution.last_failure)
+
+
+def _as_call(result: Any, execution: Execution) -> Any:
+    """The last attempt's call, or a fallback's answer dressed as a successful call."""
+    if execution.fallback_failure is None:
+        return result
+    return _FallbackCall(result, execution.fallback_failure)
 
 
 def _succeeded(outcome: Any) -> Any:

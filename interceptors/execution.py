@@ -20,6 +20,10 @@ class Semantics:
 
     __slots__ = ()
 
+    enforces_deadline = False
+    """Whether the transport itself ends each attempt at ``execution.deadline`` (gRPC sends it as the call's
+    timeout); then an async Timeout need not set an alarm of its own."""
+
     def is_failure(self, failure: BaseException) -> bool:
         """Whether ``failure`` should be retried, counted by a breaker and answered by a fallback."""
         return isinstance(failure, Exception)
@@ -44,7 +48,8 @@ class Execution:
     """State of one call through a chain of policies, visible to every policy and to the call itself.
 
     ``attempts`` counts attempts started (1 during the first); ``deadline`` is the absolute time (on ``clock``)
-    by which the current attempt must finish, or None; ``last_failure`` is the most recent failed attempt's error.
+    by which the current attempt must finish, or None; ``last_failure`` is the most recent failure;
+    ``fallback_failure`` the failure a Fallback answered in place of, if one did.
     """
 
     __slots__ = (
@@ -53,6 +58,7 @@ class Execution:
         "attempts",
         "clock",
         "deadline",
+        "fallback_failure",
         "last_failure",
         "request",
         "semantics",
@@ -62,7 +68,6 @@ class Execution:
     def __init__(
         self,
         fn: Callable[[Execution], Any],
-        *,
         clock: Clock,
         semantics: Semantics = PLAIN,
         request: Any = None,
@@ -76,6 +81,7 @@ class Execution:
         self.start_time = self.attempt_start_time = clock.now()
         self.attempts = 1
         self.last_failure: BaseException | None = None
+        self.fallback_failure: BaseException | None = None
 
     @property
     def elapsed(self) -> float:

@@ -60,7 +60,7 @@ class Fallback(Policy):
         return (self.handle or execution.semantics.is_failure)(failure)
 
     def _answer(self, execution: Execution, failure: BaseException) -> Any:
-        execution.last_failure = failure
+        execution.last_failure = execution.fallback_failure = failure
         if self.fn is not None:
             return self.fn(execution.request, failure)
         if self.value is not _UNSET:

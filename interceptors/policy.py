@@ -101,9 +101,9 @@ class Executor:
         """Run a prepared execution (adapters build their own, to read it afterwards)."""
         return self._chain(execution)
 
-    async def arun(self, execution: Execution) -> Any:
-        """Await a prepared execution."""
-        return await self._async_chain(execution)
+    def arun(self, execution: Execution) -> Awaitable[Any]:
+        """Run a prepared execution on the async chain (await the result)."""
+        return self._async_chain(execution)
 
     async def acall_with_execution(
         self,

@@ -90,6 +90,8 @@ class GrpcSemantics(Semantics):
 
     __slots__ = ("_response_type", "method")
 
+    enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
+
     def __init__(self, method: str) -> None:
         self.method = method
         self._response_type: type[Message] | None = None

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import _options
-from ._alarms import Alarms
+from ._alarms import NO_ALARM, Alarms
 from .clock import Clock
 from .errors import TimeoutExceededError
 from .events import TimeoutExceeded
@@ -66,12 +66,13 @@ class Timeout(Policy):
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)
 
     def wrap(self, inner: Link) -> Link:
-        now = self.clock.now
+        now, seconds = self.clock.now, self.seconds
 
         def run(execution: Execution) -> Any:
-            outer, own = self._enter(execution)
-            if own is None:
-                return inner(execution)
+            outer, own = execution.deadline, now() + seconds
+            if outer is not None and outer < own:
+                return inner(execution)  # the outer deadline binds, and belongs to its owner
+            execution.deadline = own
             try:
                 result = inner(execution)
             except Exception as failure:
@@ -93,7 +94,7 @@ class Timeout(Policy):
             outer, own = self._enter(execution)
             if own is None:
                 return await inner(execution)
-            alarm = arm(own - now())
+            alarm = NO_ALARM if execution.semantics.enforces_deadline else arm(own - now())
             try:
                 result = await inner(execution)
             except asyncio.CancelledError:

@@ -15,11 +15,28 @@ import grpc
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
-from interceptors import Policy, resilient_channel
+from interceptors import Policy, ResilienceInterceptor, resilient_channel
+from interceptors._routing import channel_options
 
 from ..scripted import AIO_LOOP
 
-PATHS = ["call", "with_call", "future", "aio"]
+PATHS = [
+    "call",
+    "with_call",
+    "future",
+    "aio",
+    "intercepted-call",
+    "intercepted-with_call",
+    "intercepted-future",
+    "intercepted-aio",
+]
+"""The resilient_channel helpers' sync ways to call and aio; then the same through grpc's own interceptor hooks
+(``grpc.intercept_channel`` with ResilienceInterceptor, ``grpc.aio`` channels with resilience_interceptors)."""
+
+
+def returns_call(path: str) -> bool:
+    """Whether the path gives the caller a call object (``__call__`` gives only the response)."""
+    return path.removeprefix("intercepted-") != "call"
 
 
 @dataclass
@@ -43,6 +60,18 @@ class Client:
                 return interceptors.aio.resilient_channel(target, *policies, methods=methods, options=options)
 
             self.channel = AIO_LOOP.run(make())
+        elif path == "intercepted-aio":
+            self.path = "aio"
+
+            async def make_intercepted() -> Any:
+                chain = interceptors.aio.resilience_interceptors(*policies, methods=methods)
+                return grpc.aio.insecure_channel(target, options=channel_options(options), interceptors=chain)
+
+            self.channel = AIO_LOOP.run(make_intercepted())
+        elif path.startswith("intercepted-"):
+            self.path = path.removeprefix("intercepted-")
+            raw = grpc.insecure_channel(target, options=channel_options(options))
+            self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods))
         else:
             self.channel = resilient_channel(target, *policies, methods=methods, options=options)
         self.stub = pb_grpc.ScriptedStub(self.channel)
