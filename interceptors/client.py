@@ -180,18 +180,10 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, Any]:
-        route, with_call = self._route, self._multicallable.with_call
-
-        def attempt(execution: Execution) -> tuple[Any, Any]:
-            return with_call(  # type: ignore[no-any-return]
-                request,
-                timeout=route.attempt_timeout(execution),
-                metadata=attempt_metadata(metadata, execution),
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-
+        route = self._route
+        attempt = _directly(
+            route, self._multicallable.with_call, request, metadata, credentials, wait_for_ready, compression
+        )
         execution = route.execution(attempt, request, timeout)
         try:
             result = route.executor.run(execution)
@@ -212,18 +204,8 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        route, future = self._route, self._multicallable.future
-
-        def send(execution: Execution) -> Any:
-            return future(
-                request,
-                timeout=route.attempt_timeout(execution),
-                metadata=attempt_metadata(metadata, execution),
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
-            )
-
+        route = self._route
+        send = _directly(route, self._multicallable.future, request, metadata, credentials, wait_for_ready, compression)
         return _in_background(route, send, request, timeout)
 
 
@@ -264,6 +246,26 @@ def _via_continuation(route: Route, continuation: Any, details: Any, request: An
             compression,
         )
         return continuation(attempt_details, request)
+
+    return send
+
+
+def _directly(route: Route, invoke: Any, request: Any, metadata: Any, *options: Any) -> Send:
+    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata.
+
+    ``options`` are the caller's credentials, wait_for_ready and compression.
+    """
+    credentials, wait_for_ready, compression = options
+
+    def send(execution: Execution) -> Any:
+        return invoke(
+            request,
+            timeout=route.attempt_timeout(execution),
+            metadata=attempt_metadata(metadata, execution),
+            credentials=credentials,
+            wait_for_ready=wait_for_ready,
+            compression=compression,
+        )
 
     return send
 
