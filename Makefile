@@ -22,6 +22,8 @@ $(GEN)/.stamp: $(STAMP) $(PROTOS)
 	@if [ -n "$(PROTOS)" ]; then \
 		$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(GEN) --grpc_python_out=$(GEN) \
 			--pyi_out=$(GEN) $(PROTOS); fi
+	@# make the stubs importable by .venv's python (services, tests, benchmarks)
+	$(PY) -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'demo-stubs.pth').write_text('$(abspath $(GEN))\n')"
 	touch $@
 
 proto: $(GEN)/.stamp
@@ -37,7 +39,7 @@ pytest: proto
 	$(BIN)/pytest
 
 demo: proto
-	@echo "make demo: the demo pair arrives with its issue (not yet)"
+	$(PY) -m service_a.demo
 
 bench: proto
 	PYTHONPATH=$(GEN) $(PY) bench/engine.py --json bench/results/engine.json

@@ -28,7 +28,9 @@ class RetryPolicy(Policy):
        ``jitter_factor`` of itself, never beyond the schedule's maximum.
 
     A retry is not scheduled when its delay would reach ``max_duration`` after the first attempt (retries
-    exceeded) or the execution's deadline (:class:`TimeoutExceededError` now, rather than after waiting).
+    exceeded), or when it would leave less than ``min_attempt_time`` before the execution's deadline
+    (:class:`TimeoutExceededError` now, rather than after waiting; a deadline a server derived from its caller's
+    may run a few milliseconds long, so an attempt squeezed into the last of it can outlive the caller).
     Failures ``handle`` rejects and failures ``abort_on`` accepts are raised at once. When retries run out, raises
     :class:`RetriesExceededError` chaining the last failure, or with ``reraise=True`` the last failure itself.
     """
@@ -42,6 +44,7 @@ class RetryPolicy(Policy):
         "jitter_factor",
         "max_attempts",
         "max_duration",
+        "min_attempt_time",
         "max_pushback",
         "on_abort",
         "on_retries_exceeded",
@@ -53,6 +56,7 @@ class RetryPolicy(Policy):
     clock: Clock
     max_attempts: int | None
     max_duration: float | None
+    min_attempt_time: float
     delay: float | Backoff | RandomDelay
     jitter: float
     jitter_factor: float
@@ -71,6 +75,7 @@ class RetryPolicy(Policy):
         *,
         max_attempts: int | None = 3,
         max_duration: _options.Duration | None = None,
+        min_attempt_time: _options.Duration = 0.0,
         delay: _options.Duration | Backoff | RandomDelay = 0.0,
         jitter: _options.Duration = 0.0,
         jitter_factor: float = 0.0,
@@ -90,6 +95,7 @@ class RetryPolicy(Policy):
         self._init(
             max_attempts=None if max_attempts is None else _options.count(max_attempts, "max_attempts"),
             max_duration=_options.optional_seconds(max_duration, "max_duration", positive=True),
+            min_attempt_time=_options.seconds(min_attempt_time, "min_attempt_time"),
             delay=delay if isinstance(delay, (Backoff, RandomDelay)) else _options.seconds(delay, "delay"),
             jitter=_options.seconds(jitter, "jitter"),
             jitter_factor=_options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
@@ -131,7 +137,7 @@ class RetryPolicy(Policy):
         resume = self.clock.now() + delay
         if self.max_duration is not None and resume - execution.start_time >= self.max_duration:
             raise self._exceeded(attempt, failure)
-        if execution.deadline is not None and resume >= execution.deadline:
+        if execution.deadline is not None and resume + self.min_attempt_time >= execution.deadline:
             self._report_exceeded(attempt, failure)
             raise TimeoutExceededError(
                 f"no time left to retry: the next attempt would start {delay:g}s from now, "

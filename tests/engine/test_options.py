@@ -22,6 +22,7 @@ from interceptors import Backoff, CircuitBreaker, Fallback, RandomDelay, RetryPo
         (lambda: RetryPolicy(max_attempts=2.5), "max_attempts"),
         (lambda: RetryPolicy(delay=-0.1), "delay"),
         (lambda: RetryPolicy(max_duration=0), "max_duration"),
+        (lambda: RetryPolicy(min_attempt_time=-1), "min_attempt_time"),
         (lambda: RetryPolicy(jitter_factor=1.5), "jitter_factor"),
         (lambda: RetryPolicy(jitter=-1), "jitter"),
         (lambda: RetryPolicy(jitter=1, jitter_factor=0.1), "jitter"),

@@ -215,3 +215,12 @@ async def test_async_retries_exceeded(clock: FakeClock) -> None:
     with pytest.raises(RetriesExceededError):
         await Executor(RetryPolicy(clock=clock)).acall(calls.async_call)
     assert calls.count == 3
+
+
+def test_min_attempt_time_keeps_retries_out_of_the_last_moments(clock: FakeClock) -> None:
+    calls = Calls()
+    retry = RetryPolicy(max_attempts=10, delay=1.0, min_attempt_time=0.5, clock=clock)
+    with pytest.raises(TimeoutExceededError):
+        Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 2.4)
+    # retries at t=1 (1.4 left) fit; one at t=2 would leave 0.4 < 0.5: fail now
+    assert calls.count == 2 and clock.now() == 1

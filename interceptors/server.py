@@ -1,0 +1,254 @@
+"""Server interceptors: fault injection for demos and drills, and an access log (sync and aio servers).
+
+Both wrap the method handlers, as a server interceptor otherwise sees only the method name and metadata. Faults
+are configured in code only: nothing a client sends can turn them on. A failure is answered before any response
+metadata goes out (Trailers-Only), with pushback trailers, so clients may retry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc.experimental import wrap_server_method_handler
+
+from . import _options
+from ._pushback import PUSHBACK_MS, RETRY_AFTER
+
+__all__ = ["AccessLog", "AioAccessLog", "AioFaultInjection", "FaultInjection", "Faults"]
+
+Behavior = Callable[..., Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Faults:
+    """What a server does wrong: every call waits ``delay`` seconds; then it fails with ``code`` (always when
+    ``down``, else with probability ``fail_rate``) or, with probability ``slow_rate``, waits ``slow_delay`` more.
+
+    Failures carry ``retry-after`` and ``grpc-retry-pushback-ms`` trailers asking for ``retry_after`` seconds
+    (None: no pushback). ``seed`` makes the sequence of choices reproducible.
+    """
+
+    delay: float = 0.0
+    fail_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_delay: float = 0.0
+    down: bool = False
+    code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    details: str = "injected fault"
+    retry_after: float | None = 1.0
+    seed: int | None = None
+    _random: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delay", _options.seconds(self.delay, "delay"))
+        object.__setattr__(self, "slow_delay", _options.seconds(self.slow_delay, "slow_delay"))
+        object.__setattr__(self, "fail_rate", _options.ratio(self.fail_rate, "fail_rate", allow_zero=True))
+        object.__setattr__(self, "slow_rate", _options.ratio(self.slow_rate, "slow_rate", allow_zero=True))
+        if self.retry_after is not None:
+            object.__setattr__(self, "retry_after", _options.seconds(self.retry_after, "retry_after"))
+        if not isinstance(self.code, grpc.StatusCode) or self.code is grpc.StatusCode.OK:
+            raise ValueError(f"code must be a grpc.StatusCode other than OK, got {self.code!r}")
+        object.__setattr__(self, "_random", random.Random(self.seed))
+
+    def choose(self) -> tuple[float, bool]:
+        """For one call: how long to wait, and whether to fail afterwards."""
+        if self.down or (self.fail_rate and self._random.random() < self.fail_rate):
+            return self.delay, True
+        if self.slow_rate and self._random.random() < self.slow_rate:
+            return self.delay + self.slow_delay, False
+        return self.delay, False
+
+    def trailers(self) -> tuple[tuple[str, str], ...]:
+        if self.retry_after is None:
+            return ()
+        return ((RETRY_AFTER, f"{self.retry_after:g}"), (PUSHBACK_MS, str(round(self.retry_after * 1000))))
+
+
+class FaultInjection(grpc.ServerInterceptor):
+    """Injects ``faults`` into the calls of a sync server: all methods, or those named in ``methods``."""
+
+    def __init__(self, faults: Faults, *, methods: Collection[str] | None = None) -> None:
+        self._faults, self._methods = faults, None if methods is None else frozenset(methods)
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if handler is None or (self._methods is not None and handler_call_details.method not in self._methods):
+            return handler
+        return _wrapped(handler, self._wrap, self._wrap)
+
+    def _wrap(self, behavior: Behavior) -> Behavior:
+        def faulty(request: Any, context: grpc.ServicerContext) -> Any:
+            wait, fail = self._faults.choose()
+            if wait:
+                ended = threading.Event()  # stop waiting when the client goes away
+                context.add_callback(ended.set)
+                ended.wait(wait)
+            if fail:
+                context.set_trailing_metadata(self._faults.trailers())
+                context.abort(self._faults.code, self._faults.details)
+            return behavior(request, context)
+
+        return faulty
+
+
+class AioFaultInjection(grpc.aio.ServerInterceptor):
+    """Injects ``faults`` into the calls of a ``grpc.aio`` server: all methods, or those named in ``methods``."""
+
+    def __init__(self, faults: Faults, *, methods: Collection[str] | None = None) -> None:
+        self._faults, self._methods = faults, None if methods is None else frozenset(methods)
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or (self._methods is not None and handler_call_details.method not in self._methods):
+            return handler
+        return _wrapped(handler, self._wrap, self._wrap_streaming)
+
+    async def _inject(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        wait, fail = self._faults.choose()
+        if wait:
+            await asyncio.sleep(wait)
+        if fail:
+            context.set_trailing_metadata(self._faults.trailers())
+            await context.abort(self._faults.code, self._faults.details)
+
+    def _wrap(self, behavior: Behavior) -> Behavior:
+        async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await self._inject(context)
+            return await _result(behavior(request, context))
+
+        return faulty
+
+    def _wrap_streaming(self, behavior: Behavior) -> Behavior:
+        async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            await self._inject(context)
+            async for response in _responses(behavior(request, context)):
+                yield response
+
+        return faulty
+
+
+class AccessLog(grpc.ServerInterceptor):
+    """Logs one record per call of a sync server, when it ends: its method, status code and latency.
+
+    Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
+    ``method``, ``code`` and ``latency_ms`` as extras, for a structured (e.g. JSON) formatter to print.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("interceptors.access")
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            return None
+        return _wrapped(handler, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b))
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        def logged(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.monotonic()
+            try:
+                response = behavior(request, context)
+            except BaseException:
+                _log_call(self._log, method, context, started, failed=True)
+                raise
+            _log_call(self._log, method, context, started, failed=False)
+            return response
+
+        return logged
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        def logged(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.monotonic()
+            try:
+                yield from behavior(request, context)
+            except BaseException:
+                _log_call(self._log, method, context, started, failed=True)
+                raise
+            _log_call(self._log, method, context, started, failed=False)
+
+        return logged
+
+
+class AioAccessLog(grpc.aio.ServerInterceptor):
+    """:class:`AccessLog` for ``grpc.aio`` servers."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or logging.getLogger("interceptors.access")
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            return None
+        return _wrapped(handler, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b))
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def logged(request: Any, context: Any) -> Any:
+            started = time.monotonic()
+            try:
+                response = await _result(behavior(request, context))
+            except BaseException:
+                _log_call(self._log, method, context, started, failed=True)
+                raise
+            _log_call(self._log, method, context, started, failed=False)
+            return response
+
+        return logged
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        async def logged(request: Any, context: Any) -> AsyncIterator[Any]:
+            started = time.monotonic()
+            try:
+                async for response in _responses(behavior(request, context)):
+                    yield response
+            except BaseException:
+                _log_call(self._log, method, context, started, failed=True)
+                raise
+            _log_call(self._log, method, context, started, failed=False)
+
+        return logged
+
+
+def _wrapped(handler: Any, unary: Callable[[Behavior], Behavior], streaming: Callable[[Behavior], Behavior]) -> Any:
+    """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``."""
+    wrapper = streaming if handler.response_streaming else unary
+    return wrap_server_method_handler(wrapper, handler)  # type: ignore[no-untyped-call]
+
+
+def _log_call(log: logging.Logger, method: str, context: Any, started: float, *, failed: bool) -> None:
+    code = _final_code(context, failed)
+    latency_ms = round((time.monotonic() - started) * 1000, 3)
+    level = logging.INFO if code is grpc.StatusCode.OK else logging.ERROR
+    log.log(level, "%s %s", code.name, method, extra={"method": method, "code": code.name, "latency_ms": latency_ms})
+
+
+def _final_code(context: Any, failed: bool) -> grpc.StatusCode:
+    code = context.code() if callable(getattr(context, "code", None)) else None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # grpc.aio reports the numeric code of an abort
+        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
+
+
+async def _result(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _responses(responses: Any) -> AsyncIterator[Any]:
+    if hasattr(responses, "__aiter__"):
+        async for response in responses:
+            yield response
+    else:
+        for response in responses:
+            yield response

@@ -1,0 +1,31 @@
+"""python -m service_a [--port 3000] [--service-b HOST:PORT] [--policy NAME]: the demo's front service."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+
+from service_b.runtime import port, setup_logging
+
+from .app import POLICIES, serve
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m service_a", description="Service A of the demo pair.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=port, default=3000, help="port to listen on; 0 picks a free one")
+    parser.add_argument("--service-b", default="127.0.0.1:3001", help="where service B listens")
+    parser.add_argument("--policy", choices=POLICIES, default="composed", help="policies around calls to B")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    log = setup_logging("service_a")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(args.host, args.port, args.service_b, args.policy, log))
+
+
+if __name__ == "__main__":
+    main()

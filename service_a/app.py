@@ -1,0 +1,95 @@
+"""Service A: answers its own message and service B's, calling B through one channel with the chosen policies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import grpc
+from demo.v1 import service_a_pb2, service_a_pb2_grpc, service_b_pb2, service_b_pb2_grpc
+
+import interceptors.aio
+from interceptors import (
+    FALLBACK_METADATA_KEY,
+    Backoff,
+    CircuitBreaker,
+    Fallback,
+    Policy,
+    RetryPolicy,
+    Timeout,
+    on_codes,
+)
+from service_b.runtime import start_server
+
+SERVICE = service_a_pb2.DESCRIPTOR.services_by_name["ServiceA"].full_name
+MESSAGE = "hello from service A"
+FALLBACK_MESSAGE = "error accessing service B"
+POLICIES = ("none", "timeout", "retry", "breaker", "fallback", "composed")
+
+# A lost connection to B is noticed and retried quickly, so recovery is bounded by the breaker, not by grpc's
+# reconnect backoff (which grows to two minutes by default).
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
+
+
+def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
+    """The article's policy configurations, logging the article's event lines; ``composed`` is all four."""
+    unavailable = on_codes(grpc.StatusCode.UNAVAILABLE)
+    timeout = Timeout(1.0, on_timeout_exceeded=lambda e: log.info("Connection timed out"))
+    retry = RetryPolicy(
+        handle=unavailable,
+        delay=Backoff(1.0, 10.0),
+        min_attempt_time=0.1,  # no attempt squeezed into the last moments of the caller's deadline
+        on_retry_scheduled=lambda e: log.info(f"Retry {e.attempt} after delay of {e.delay:g}s"),
+    )
+    breaker = CircuitBreaker(
+        failure_threshold=1,  # failsafe-go's default, which the article keeps
+        handle=unavailable,
+        delay=1.0,
+        pushback=True,  # the open delay is B's retry-after when it sends one
+        on_state_change=lambda e: log.info(f"circuit breaker state changed from {e.old} to {e.new}"),
+    )
+    fallback = Fallback(
+        message={"message": FALLBACK_MESSAGE},  # UNAVAILABLE and DEADLINE_EXCEEDED: the caller always gets an answer
+        on_fallback=lambda e: log.info("Fallback executed result", extra={"failure": type(e.failure).__name__}),
+    )
+    chains: dict[str, tuple[Policy, ...]] = {
+        "none": (),
+        "timeout": (timeout,),
+        "retry": (retry,),
+        "breaker": (breaker,),
+        "fallback": (fallback,),
+        "composed": (fallback, retry, breaker, timeout),
+    }
+    return chains[name]
+
+
+class ServiceA(service_a_pb2_grpc.ServiceAServicer):
+    def __init__(self, service_b: service_b_pb2_grpc.ServiceBStub) -> None:
+        self._b = service_b
+
+    async def Hello(self, request: Any, context: Any) -> Any:
+        # Python servers do not pass deadlines on: B gets what is left of our caller's.
+        call = self._b.Hello(service_b_pb2.HelloRequest(name=request.name), timeout=context.time_remaining())
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            await context.abort(error.code(), error.details() or "")
+        replaced = dict(await call.trailing_metadata() or ()).get(FALLBACK_METADATA_KEY)
+        if replaced:
+            context.set_trailing_metadata(((FALLBACK_METADATA_KEY, replaced),))
+        return service_a_pb2.FrontReply(message_a=MESSAGE, message_b=reply.message)
+
+
+async def serve(host: str, port: int, service_b: str, policy: str, log: logging.Logger) -> None:
+    chain = policies(policy, log)
+    async with interceptors.aio.resilient_channel(service_b, *chain, options=CHANNEL_OPTIONS) as channel:
+        servicer = ServiceA(service_b_pb2_grpc.ServiceBStub(channel))
+        server, bound = await start_server(
+            host, port, [(servicer, service_a_pb2_grpc.add_ServiceAServicer_to_server, SERVICE)]
+        )
+        log.info("serving", extra={"port": bound, "policy": policy, "service_b": service_b})
+        try:
+            await server.wait_for_termination()
+        except asyncio.CancelledError:
+            await server.stop(grace=1)

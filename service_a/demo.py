@@ -1,0 +1,168 @@
+"""python -m service_a.demo: the article's five scenarios in turn, each with its own service B and service A.
+
+For each scenario it starts B with the scenario's faults and A with the matching policies (free local ports),
+drives requests at A, prints the outcome and some of A's log lines, and stops both; at the end, one table
+compares the scenarios. Exits 1 if a service fails to start; Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .client import Summary, describe, drive, summarize
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceFailed(RuntimeError):
+    """A service process exited, or did not announce its port in time."""
+
+
+class Service:
+    """A demo service in a process of its own; its JSON log lines are collected as they come."""
+
+    def __init__(self, module: str, *args: str, startup_timeout: float = 20.0) -> None:
+        self.module = module
+        self.lines: list[str] = []
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._serving = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._serving.wait(startup_timeout) or not self.port:
+            self.stop()
+            output = "\n".join(self.lines[-20:])
+            raise ServiceFailed(f"{module} did not start (exit code {self._process.poll()}):\n{output}")
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            record = _json(line)
+            if record.get("msg") == "serving":
+                self.port = int(record["port"])
+                self._serving.set()
+        self._serving.set()  # exited: stop waiting
+
+    def records(self) -> list[dict[str, Any]]:
+        """The log lines that are JSON records."""
+        return [r for r in map(_json, list(self.lines)) if r]
+
+    def events(self) -> list[str]:
+        """The messages of the policy event lines (not the access lines or the start-up line)."""
+        return [r["msg"] for r in self.records() if "method" not in r and r.get("msg") != "serving"]
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.wait(10)
+
+    def stop(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _json(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    requests: int
+    concurrency: int
+    timeout: float  # the deadline each request to A carries
+    interval: float  # seconds between request starts
+    expect: str  # what the article shows
+
+
+SCENARIOS = [
+    Scenario("timeout", 8, 4, 3.0, 0.0, "B sleeps 5 s; A gives up after 1 s: DEADLINE_EXCEEDED after ~1 s"),
+    Scenario("retry", 16, 4, 10.0, 0.0, "B fails half the calls; A retries after B's retry-after: OK, slower"),
+    Scenario("breaker", 24, 2, 3.0, 0.2, "B fails or stalls; A's breaker opens: fast UNAVAILABLE while open"),
+    Scenario("fallback", 8, 4, 3.0, 0.0, "B is down; A answers its fallback: OK with the fallback text"),
+    Scenario("composed", 20, 4, 6.0, 0.0, "random faults; fallback > retry > breaker > timeout: OK or fallback"),
+]
+
+
+def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str]]:
+    """Run one scenario; returns the summary of the requests and service A's event lines."""
+    with (
+        Service("service_b", "--port", "0", "--scenario", scenario.name, "--seed", str(seed)) as b,
+        Service("service_a", "--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", scenario.name) as a,
+    ):
+        target = f"127.0.0.1:{a.port}"
+        outcomes = asyncio.run(
+            drive(target, scenario.requests, scenario.concurrency, scenario.timeout, scenario.interval)
+        )
+        time.sleep(0.2)  # let the last log lines arrive
+        return summarize(outcomes), a.events()
+
+
+def table(rows: list[tuple[Scenario, Summary]]) -> str:
+    header = f"{'scenario':<10}{'requests':>9}{'OK':>5}{'fallback':>10}  {'errors':<28}{'p50 ms':>8}{'p99 ms':>8}"
+    lines = [header, "-" * len(header)]
+    for scenario, s in rows:
+        errors = ", ".join(f"{code} {n}" for code, n in s.errors.items()) or "-"
+        lines.append(
+            f"{scenario.name:<10}{s.requests:>9}{s.successes:>5}{s.fallbacks:>10}  {errors:<28}"
+            f"{s.p50_ms:>8.0f}{s.p99_ms:>8.0f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    rows: list[tuple[Scenario, Summary]] = []
+    try:
+        for scenario in SCENARIOS:
+            print(f"\n=== {scenario.name}: {scenario.expect}")
+            summary, events = run(scenario)
+            rows.append((scenario, summary))
+            print(describe(summary))
+            shown = events[:6]
+            for message in shown:
+                print(f"    service A: {message}")
+            if len(events) > len(shown):
+                print(f"    ... and {len(events) - len(shown)} more event lines")
+    except ServiceFailed as error:
+        print(f"demo failed: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; every service started has been stopped", file=sys.stderr)
+        return 130
+    print("\n" + table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Service B: answers "hello from service B", with the faults it is told to inject."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from demo.v1 import service_b_pb2, service_b_pb2_grpc
+
+from interceptors.server import AioFaultInjection, Faults
+
+from .runtime import start_server
+
+SERVICE = service_b_pb2.DESCRIPTOR.services_by_name["ServiceB"].full_name
+HELLO = f"/{SERVICE}/Hello"
+MESSAGE = "hello from service B"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    # the article's service B for each scenario
+    "timeout": {"delay": 5.0},
+    "retry": {"fail_rate": 0.5, "retry_after": 1.0},
+    "breaker": {"fail_rate": 0.5, "slow_rate": 0.5, "slow_delay": 1.0, "retry_after": 1.0},
+    "fallback": {"down": True},
+    "composed": {"fail_rate": 0.3, "slow_rate": 0.3, "slow_delay": 1.5, "retry_after": 1.0},
+}
+
+
+class ServiceB(service_b_pb2_grpc.ServiceBServicer):
+    async def Hello(self, request: Any, context: Any) -> Any:
+        return service_b_pb2.HelloReply(message=MESSAGE)
+
+
+def describe(faults: Faults) -> dict[str, Any]:
+    """The faults that differ from none, for the log."""
+    quiet = Faults()
+    return {
+        f.name: getattr(faults, f.name)
+        for f in dataclasses.fields(faults)
+        if f.init and f.name != "code" and getattr(faults, f.name) != getattr(quiet, f.name)
+    }
+
+
+async def serve(host: str, port: int, faults: Faults, log: logging.Logger) -> None:
+    server, bound = await start_server(
+        host,
+        port,
+        [(ServiceB(), service_b_pb2_grpc.add_ServiceBServicer_to_server, SERVICE)],
+        interceptors=[AioFaultInjection(faults, methods=[HELLO])],  # health and reflection stay healthy
+    )
+    log.info("serving", extra={"port": bound, "faults": describe(faults)})
+    try:
+        await server.wait_for_termination()
+    except asyncio.CancelledError:
+        await server.stop(grace=1)

@@ -1,0 +1,91 @@
+"""What both demo services share: JSON logs, a gRPC server with health and reflection, command-line checks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pythonjsonlogger.json import JsonFormatter
+
+from interceptors.server import AioAccessLog
+
+
+def setup_logging(service: str) -> logging.Logger:
+    """JSON lines on stdout, like the article's slog output: time, level, msg, and any extra fields."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        JsonFormatter(
+            "{levelname}{message}",
+            style="{",
+            rename_fields={"levelname": "level", "message": "msg"},
+            static_fields={"service": service},
+            timestamp="time",
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return logging.getLogger(service)
+
+
+async def start_server(
+    host: str, port: int, services: Sequence[tuple[Any, Any, str]], *, interceptors: Sequence[Any] = ()
+) -> tuple[grpc.aio.Server, int]:
+    """A started aio server with ``services`` ((servicer, add_function, full service name)), the standard health
+    service (SERVING) and reflection, and an access log line per request. Returns it and the port it bound."""
+    server = grpc.aio.server(
+        interceptors=[AioAccessLog(logging.getLogger("access")), *interceptors],
+        options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not shared with a stale process
+    )
+    health_servicer = health.aio.HealthServicer()
+    names = [name for _, _, name in services]
+    for servicer, add, _ in services:
+        add(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        logging.getLogger("startup").error(f"cannot listen on {host}:{port}")
+        raise SystemExit(1)
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 seconds")
+    return value
+
+
+def rate(text: str) -> float:
+    """An argparse type: a probability in 0..1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
+    return value
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 for any free one."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
+    return int(text)

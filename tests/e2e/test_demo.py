@@ -1,0 +1,200 @@
+"""The demo pair as real processes on free ports: the article's five scenarios, B killed and restarted, health,
+reflection, and bad command lines."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from demo.v1 import service_a_pb2_grpc, service_b_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from service_a.app import FALLBACK_MESSAGE
+from service_a.client import Outcome, drive
+from service_a.demo import ROOT, Service
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def pair(scenario: str, policy: str | None = None, *b_options: str) -> tuple[Service, Service]:
+    b = Service("service_b", "--port", "0", "--scenario", scenario, "--seed", "3", *b_options)
+    a = Service("service_a", "--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", policy or scenario)
+    return b, a
+
+
+@pytest.fixture
+def services(request: pytest.FixtureRequest) -> Iterator[tuple[Service, Service]]:
+    b, a = pair(*request.param)
+    try:
+        yield b, a
+    finally:
+        a.stop()
+        b.stop()
+
+
+def call(a: Service, requests: int, timeout: float, concurrency: int = 4, interval: float = 0.0) -> list[Outcome]:
+    outcomes = asyncio.run(drive(f"127.0.0.1:{a.port}", requests, concurrency, timeout, interval))
+    time.sleep(0.2)  # the last log lines
+    return outcomes
+
+
+def b_calls(b: Service) -> int:
+    return sum(1 for r in b.records() if r.get("method") == "/demo.v1.ServiceB/Hello")
+
+
+@pytest.mark.parametrize("services", [("timeout",)], indirect=True)
+def test_timeout_scenario(services: tuple[Service, Service]) -> None:
+    _, a = services
+    outcomes = call(a, 4, timeout=3)
+    assert {o.result for o in outcomes} == {"DEADLINE_EXCEEDED"}
+    assert all(0.95 < o.latency_ms / 1000 < 1.5 for o in outcomes)  # ~1 s, not B's 5 s nor the caller's 3 s
+    assert a.events().count("Connection timed out") == 4
+    access = [r for r in a.records() if r.get("method")]
+    assert [r["code"] for r in access] == ["DEADLINE_EXCEEDED"] * 4 and all(r["level"] == "ERROR" for r in access)
+
+
+@pytest.mark.parametrize("services", [("retry",)], indirect=True)
+def test_retry_scenario(services: tuple[Service, Service]) -> None:
+    b, a = services
+    outcomes = call(a, 12, timeout=10)
+    assert sum(o.result == "OK" for o in outcomes) >= 9  # the article's: success, slower
+    retries = [e for e in a.events() if e.startswith("Retry ")]
+    assert retries and all(e.endswith("after delay of 1s") for e in retries)  # B's retry-after
+    assert b_calls(b) == 12 + len(retries)
+    retried = [o for o in outcomes if o.result == "OK" and o.latency_ms > 900]
+    assert retried  # a retried call waited for the pushback
+
+
+@pytest.mark.parametrize("services", [("breaker",)], indirect=True)
+def test_breaker_scenario(services: tuple[Service, Service]) -> None:
+    b, a = services
+    outcomes = call(a, 20, timeout=3, concurrency=2, interval=0.15)
+    changes = [e for e in a.events() if e.startswith("circuit breaker state changed")]
+    assert "circuit breaker state changed from closed to open" in changes
+    assert "circuit breaker state changed from open to half-open" in changes
+    fast = [o for o in outcomes if o.result == "UNAVAILABLE" and o.latency_ms < 100]
+    assert fast and any("circuit breaker is open" in o.detail for o in fast)
+    assert b_calls(b) < len(outcomes)  # rejected calls never reached B
+
+
+@pytest.mark.parametrize("services", [("fallback",)], indirect=True)
+def test_fallback_scenario(services: tuple[Service, Service]) -> None:
+    _, a = services
+    outcomes = call(a, 6, timeout=3)
+    assert {o.result for o in outcomes} == {"FALLBACK"}
+    assert all(o.detail == f"hello from service A / {FALLBACK_MESSAGE}" for o in outcomes)
+    assert a.events().count("Fallback executed result") == 6
+    assert {r["code"] for r in a.records() if r.get("method")} == {"OK"}
+
+
+@pytest.mark.parametrize("services", [("composed",)], indirect=True)
+def test_composed_scenario_no_caller_waits_past_the_deadline(services: tuple[Service, Service]) -> None:
+    _, a = services
+    roomy = call(a, 12, timeout=6)
+    assert {o.result for o in roomy} <= {"OK", "FALLBACK"}
+    assert max(o.latency_ms for o in roomy) < 6000
+    tight = call(a, 12, timeout=1.5)
+    assert max(o.latency_ms for o in tight) < 1500 + 250
+    assert {o.result for o in tight} <= {"OK", "FALLBACK", "DEADLINE_EXCEEDED"}
+    events = a.events()
+    assert any(e.startswith("Retry ") for e in events) or "Connection timed out" in events
+
+
+def test_killing_b_falls_back_then_recovers_after_restart() -> None:
+    b = Service("service_b", "--port", "0")
+    port = b.port
+    a = Service("service_a", "--port", "0", "--service-b", f"127.0.0.1:{port}", "--policy", "composed")
+    try:
+        assert {o.result for o in call(a, 4, timeout=3)} == {"OK"}
+        b.kill()
+        down = call(a, 8, timeout=3, concurrency=2, interval=0.1)
+        assert {o.result for o in down} == {"FALLBACK"}  # A keeps answering
+        assert max(o.latency_ms for o in down) < 3000
+        b = Service("service_b", "--port", str(port))
+        restarted = time.monotonic()
+        while True:  # one request every 50 ms until B's real answer comes back
+            outcome = call(a, 1, timeout=3)[0]
+            if outcome.result == "OK":
+                break
+            assert time.monotonic() - restarted < 10, "A did not recover"
+            time.sleep(0.05)
+        recovery = time.monotonic() - restarted
+        # the breaker's delay (1 s), grpc's reconnect backoff (at most 1 s here) and one probe
+        assert recovery < 1.0 + 1.2 + 1.0, recovery
+    finally:
+        a.stop()
+        b.stop()
+
+
+@pytest.mark.parametrize("services", [("retry", "none")], indirect=True)
+def test_health_and_reflection(services: tuple[Service, Service]) -> None:
+    b, a = services
+    for service, name in ((a, "demo.v1.ServiceA"), (b, "demo.v1.ServiceB")):
+        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for asked in ("", name):
+                answer = health.Check(health_pb2.HealthCheckRequest(service=asked), timeout=3)
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            listed = {s.name for reply in replies for s in reply.list_services_response.service}
+            assert {name, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= listed
+
+
+@pytest.mark.parametrize("services", [("fallback", "none")], indirect=True)
+def test_without_policies_a_passes_bs_status_on(services: tuple[Service, Service]) -> None:
+    _, a = services
+    assert {o.result for o in call(a, 3, timeout=3)} == {"UNAVAILABLE"}
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("service_b", ["--delay", "-1"], "--delay: '-1' must be >= 0 seconds"),
+        ("service_b", ["--fail-rate", "1.5"], "--fail-rate: '1.5' must be between 0 and 1"),
+        ("service_b", ["--slow-rate", "x"], "--slow-rate: 'x' is not a number"),
+        ("service_b", ["--scenario", "chaos"], "invalid choice: 'chaos'"),
+        ("service_b", ["--port", "70000"], "--port: '70000' is not a port"),
+        ("service_a", ["--policy", "magic"], "invalid choice: 'magic'"),
+        ("service_a.client", ["-n", "0"], "is not a whole number >= 1"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_a_clear_message(module: str, args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert message in done.stderr
+
+
+def test_a_service_that_cannot_start_is_reported() -> None:
+    with Service("service_b", "--port", "0") as b, pytest.raises(RuntimeError, match="did not start"):
+        Service("service_b", "--port", str(b.port))  # taken
+
+
+def test_client_prints_outcomes_and_summary() -> None:
+    b, a = pair("fallback")
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "service_a.client", "--target", f"127.0.0.1:{a.port}", "-n", "3"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        a.stop()
+        b.stop()
+    lines = done.stdout.splitlines()
+    assert done.returncode == 0 and len(lines) == 4
+    assert all("FALLBACK" in line for line in lines[:3])
+    assert lines[3].startswith("3 requests: 0 OK, 3 fallback, errors: none; latency p50")
+
+
+def _unused(*_: Any) -> None:
+    service_a_pb2_grpc, service_b_pb2  # noqa: B018 - the stubs must import

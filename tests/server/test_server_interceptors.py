@@ -1,0 +1,203 @@
+"""Fault injection and access logs on real sync and aio servers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+from interceptors.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
+
+from ..scripted import AIO_LOOP, AioService, Recorder, Request, SyncService
+
+UNARY = "/scripted.v1.Scripted/Unary"
+
+
+class Server:
+    """A scripted server of ``kind`` with the given server interceptors."""
+
+    def __init__(self, kind: str, *, faults: Faults | None = None, methods: Any = None, log: Any = None) -> None:
+        self.recorder = Recorder()
+        if kind == "sync":
+            chain: list[Any] = []
+            if log is not None:
+                chain.append(AccessLog(log))
+            if faults is not None:
+                chain.append(FaultInjection(faults, methods=methods))
+            server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=chain)
+            pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
+            self.port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            self._stop = lambda: server.stop(None)
+        else:
+
+            async def start() -> Any:
+                chain: list[Any] = []
+                if log is not None:
+                    chain.append(AioAccessLog(log))
+                if faults is not None:
+                    chain.append(AioFaultInjection(faults, methods=methods))
+                server = grpc.aio.server(interceptors=chain)
+                pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
+                self.port = server.add_insecure_port("127.0.0.1:0")
+                await server.start()
+                return server
+
+            aio_server = AIO_LOOP.run(start())
+            self._stop = lambda: AIO_LOOP.run(aio_server.stop(None))
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_retries", 0)])
+        self.stub = pb_grpc.ScriptedStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+        self._stop()
+
+
+@pytest.fixture(params=["sync", "aio"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make(kind: str, **options: Any) -> Iterator[Server]:
+    server = Server(kind, **options)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_down_answers_unavailable_trailers_only_with_pushback(kind: str) -> None:
+    for server in make(kind, faults=Faults(down=True, retry_after=1.5)):
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.Unary.with_call(Request(id="x"))
+        error: Any = raised.value
+        assert error.code() is grpc.StatusCode.UNAVAILABLE and error.details() == "injected fault"
+        trailers = dict(error.trailing_metadata())
+        assert (trailers["retry-after"], trailers["grpc-retry-pushback-ms"]) == ("1.5", "1500")
+        assert not error.initial_metadata()  # Trailers-Only: nothing was sent before the status
+        assert server.recorder.attempts("x") == 0  # the service never ran
+
+
+def test_fail_rate_is_reproducible_with_a_seed(kind: str) -> None:
+    def codes() -> list[str]:
+        result = []
+        for server in make(kind, faults=Faults(fail_rate=0.5, seed=42)):
+            for i in range(40):
+                try:
+                    server.stub.Unary(Request(id=str(i)))
+                    result.append("OK")
+                except grpc.RpcError as error:
+                    result.append(error.code().name)  # type: ignore[attr-defined]
+        return result
+
+    first, second = codes(), codes()
+    assert first == second
+    assert 8 < first.count("UNAVAILABLE") < 32
+
+
+def test_delay_and_slow_calls(kind: str) -> None:
+    for server in make(kind, faults=Faults(delay=0.1)):
+        started = time.monotonic()
+        assert server.stub.Unary(Request(id="d")).attempt == 1
+        assert time.monotonic() - started >= 0.1
+    for server in make(kind, faults=Faults(slow_rate=1.0, slow_delay=0.15)):
+        started = time.monotonic()
+        server.stub.Unary(Request(id="s"))
+        assert time.monotonic() - started >= 0.15
+
+
+def test_only_the_named_methods_get_faults(kind: str) -> None:
+    for server in make(kind, faults=Faults(down=True), methods=["/scripted.v1.Scripted/ServerStream"]):
+        assert server.stub.Unary(Request(id="u")).attempt == 1
+        with pytest.raises(grpc.RpcError):
+            list(server.stub.ServerStream(Request(count=3)))
+
+
+def test_streams_fail_before_any_message(kind: str) -> None:
+    for server in make(kind, faults=Faults(down=True)):
+        call = server.stub.ServerStream(Request(count=3))
+        with pytest.raises(grpc.RpcError):
+            next(iter(call))
+        with pytest.raises(grpc.RpcError):
+            list(server.stub.BidiStream(iter([Request(text="a")])))
+
+
+def test_no_faults_unless_configured(kind: str) -> None:
+    for server in make(kind, faults=Faults()):
+        assert [server.stub.Unary(Request(id=str(i))).attempt for i in range(20)] == [1] * 20
+
+
+def test_a_client_waiting_less_than_the_delay_cancels_it(kind: str) -> None:
+    for server in make(kind, faults=Faults(delay=5)):
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as raised:
+            server.stub.Unary(Request(id="t"), timeout=0.2)
+        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize(
+    ("options", "name"),
+    [
+        ({"delay": -1}, "delay"),
+        ({"fail_rate": 1.5}, "fail_rate"),
+        ({"slow_rate": -0.1}, "slow_rate"),
+        ({"slow_delay": "x"}, "slow_delay"),
+        ({"retry_after": -2}, "retry_after"),
+        ({"code": grpc.StatusCode.OK}, "code"),
+    ],
+)
+def test_bad_fault_options(options: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        Faults(**options)
+
+
+def test_access_log_records_method_code_and_latency(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger(f"test.access.{kind}")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for server in make(kind, log=log, faults=Faults(fail_rate=0.0)):
+            server.stub.Unary(Request(id="ok", sleep_ms=20))
+            server.recorder.script.code = grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError):
+                server.stub.Unary(Request(id="missing", fail_first=1))
+            assert len(list(server.stub.ServerStream(Request(id="stream", count=2)))) == 2
+            time.sleep(0.1)
+    records = [(r.method, r.code, r.levelname) for r in caplog.records if r.name == log.name]  # type: ignore[attr-defined]
+    assert records == [
+        (UNARY, "OK", "INFO"),
+        (UNARY, "NOT_FOUND", "ERROR"),
+        ("/scripted.v1.Scripted/ServerStream", "OK", "INFO"),
+    ]
+    first = next(r for r in caplog.records if r.name == log.name)
+    assert first.latency_ms >= 20  # type: ignore[attr-defined]
+
+
+def test_access_log_reports_a_crashing_handler_as_unknown(caplog: pytest.LogCaptureFixture) -> None:
+    class Crashing(pb_grpc.ScriptedServicer):
+        async def Unary(self, request: Any, context: Any) -> Any:
+            raise RuntimeError("bug")
+
+    log = logging.getLogger("test.access.crash")
+
+    async def main() -> None:
+        server = grpc.aio.server(interceptors=[AioAccessLog(log)])
+        pb_grpc.add_ScriptedServicer_to_server(Crashing(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await pb_grpc.ScriptedStub(channel).Unary(Request())
+        await server.stop(None)
+        assert raised.value.code() is grpc.StatusCode.UNKNOWN
+        await asyncio.sleep(0)
+
+    with caplog.at_level(logging.INFO, logger=log.name):
+        AIO_LOOP.run(main())
+    assert [r.code for r in caplog.records if r.name == log.name] == ["UNKNOWN"]  # type: ignore[attr-defined]
