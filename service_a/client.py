@@ -70,7 +70,7 @@ async def drive(
 def summarize(outcomes: list[Outcome]) -> Summary:
     results = Counter(o.result for o in outcomes)
     latencies = sorted(o.latency_ms for o in outcomes) or [0.0]
-    p99 = statistics.quantiles(latencies, n=100)[98] if len(latencies) > 1 else latencies[0]
+    p99 = statistics.quantiles(latencies, n=100, method="inclusive")[98] if len(latencies) > 1 else latencies[0]
     return Summary(
         requests=len(outcomes),
         successes=results.pop("OK", 0),

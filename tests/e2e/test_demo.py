@@ -8,11 +8,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
 import pytest
-from demo.v1 import service_a_pb2_grpc, service_b_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -194,7 +192,3 @@ def test_client_prints_outcomes_and_summary() -> None:
     assert done.returncode == 0 and len(lines) == 4
     assert all("FALLBACK" in line for line in lines[:3])
     assert lines[3].startswith("3 requests: 0 OK, 3 fallback, errors: none; latency p50")
-
-
-def _unused(*_: Any) -> None:
-    service_a_pb2_grpc, service_b_pb2  # noqa: B018 - the stubs must import
