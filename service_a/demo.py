@@ -8,12 +8,15 @@ compares the scenarios. Exits 1 if a service fails to start; Ctrl-C stops everyt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,24 +37,32 @@ class Service:
         self.module = module
         self.lines: list[str] = []
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         self._serving = threading.Event()
         self.port = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._serving.wait(startup_timeout) or not self.port:
+        self._process: subprocess.Popen[str] | None = None
+        try:
+            with _ctrl_c_deferred():  # a Ctrl-C inside Popen would orphan the child: it arrives once we hold it
+                self._process = subprocess.Popen(
+                    [sys.executable, "-m", module, *args],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            threading.Thread(target=self._read, daemon=True).start()
+            started = self._serving.wait(startup_timeout) and self.port
+        except BaseException:
+            self.stop()
+            raise
+        if not started:
             self.stop()
             output = "\n".join(self.lines[-20:])
-            raise ServiceFailed(f"{module} did not start (exit code {self._process.poll()}):\n{output}")
+            code = None if self._process is None else self._process.poll()
+            raise ServiceFailed(f"{module} did not start (exit code {code}):\n{output}")
 
     def _read(self) -> None:
-        assert self._process.stdout is not None
+        assert self._process is not None and self._process.stdout is not None
         for line in self._process.stdout:
             self.lines.append(line.rstrip("\n"))
             record = _json(line)
@@ -69,11 +80,12 @@ class Service:
         return [r["msg"] for r in self.records() if "method" not in r and r.get("msg") != "serving"]
 
     def kill(self) -> None:
+        assert self._process is not None
         self._process.kill()
         self._process.wait(10)
 
     def stop(self) -> None:
-        if self._process.poll() is None:
+        if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:
                 self._process.wait(10)
@@ -85,6 +97,19 @@ class Service:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Hold SIGINT back while the block runs; it arrives as KeyboardInterrupt right after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _json(line: str) -> dict[str, Any]:

@@ -4,10 +4,12 @@ reflection, and bad command lines."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -192,3 +194,40 @@ def test_client_prints_outcomes_and_summary() -> None:
     assert done.returncode == 0 and len(lines) == 4
     assert all("FALLBACK" in line for line in lines[:3])
     assert lines[3].startswith("3 requests: 0 OK, 3 fallback, errors: none; latency p50")
+
+
+def _demo_services() -> list[str]:
+    """Command lines of running service processes started by the demo (it seeds B with 7)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"service_b" in args and b"7" in args and b"--seed" in args:
+            found.append(b" ".join(args).decode())
+    return found
+
+
+def test_demo_exits_nonzero_when_a_service_fails_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service_a import demo
+
+    monkeypatch.setattr(demo, "SCENARIOS", [demo.Scenario("no-such-scenario", 1, 1, 1.0, 0.0, "-")])
+    assert demo.main() == 1
+
+
+def test_demo_stops_its_services_on_ctrl_c() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service_a.demo"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == ""
+    assert process.stdout.readline().startswith("=== timeout")
+    deadline = time.monotonic() + 20
+    while not _demo_services():  # B (and then A) starting
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 130
+    assert "interrupted" in process.stderr.read()  # type: ignore[union-attr]
+    assert _demo_services() == []
