@@ -28,11 +28,11 @@ $(GEN)/.stamp: $(STAMP) $(PROTOS)
 
 proto: $(GEN)/.stamp
 
-lint: $(STAMP)
+lint: proto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: proto
 	$(BIN)/mypy interceptors
 
 pytest: proto
