@@ -73,52 +73,75 @@ class Faults:
         return ((RETRY_AFTER, f"{self.retry_after:g}"), (PUSHBACK_MS, str(round(self.retry_after * 1000))))
 
 
-class FaultInjection(grpc.ServerInterceptor):
+class _Injector:
+    """The faults of an injector, replaceable while it serves (``injector.faults = Faults(down=True)``)."""
+
+    def __init__(self, faults: Faults, methods: Collection[str] | None) -> None:
+        self.faults = faults
+        self._methods = None if methods is None else frozenset(methods)
+
+    @property
+    def faults(self) -> Faults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        if not isinstance(faults, Faults):
+            raise ValueError(f"faults must be a Faults, got {faults!r}")
+        self._faults = faults
+
+    def _applies(self, handler: Any, method: str) -> bool:
+        return handler is not None and (self._methods is None or method in self._methods)
+
+
+class FaultInjection(_Injector, grpc.ServerInterceptor):
     """Injects ``faults`` into the calls of a sync server: all methods, or those named in ``methods``."""
 
     def __init__(self, faults: Faults, *, methods: Collection[str] | None = None) -> None:
-        self._faults, self._methods = faults, None if methods is None else frozenset(methods)
+        super().__init__(faults, methods)
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
-        if handler is None or (self._methods is not None and handler_call_details.method not in self._methods):
+        if not self._applies(handler, handler_call_details.method):
             return handler
         return _wrapped(handler, self._wrap, self._wrap)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
         def faulty(request: Any, context: grpc.ServicerContext) -> Any:
-            wait, fail = self._faults.choose()
+            faults = self._faults
+            wait, fail = faults.choose()
             if wait:
                 ended = threading.Event()  # stop waiting when the client goes away
                 context.add_callback(ended.set)
                 ended.wait(wait)
             if fail:
-                context.set_trailing_metadata(self._faults.trailers())
-                context.abort(self._faults.code, self._faults.details)
+                context.set_trailing_metadata(faults.trailers())
+                context.abort(faults.code, faults.details)
             return behavior(request, context)
 
         return faulty
 
 
-class AioFaultInjection(grpc.aio.ServerInterceptor):
+class AioFaultInjection(_Injector, grpc.aio.ServerInterceptor):
     """Injects ``faults`` into the calls of a ``grpc.aio`` server: all methods, or those named in ``methods``."""
 
     def __init__(self, faults: Faults, *, methods: Collection[str] | None = None) -> None:
-        self._faults, self._methods = faults, None if methods is None else frozenset(methods)
+        super().__init__(faults, methods)
 
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = await continuation(handler_call_details)
-        if handler is None or (self._methods is not None and handler_call_details.method not in self._methods):
+        if not self._applies(handler, handler_call_details.method):
             return handler
         return _wrapped(handler, self._wrap, self._wrap_streaming)
 
     async def _inject(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        wait, fail = self._faults.choose()
+        faults = self._faults
+        wait, fail = faults.choose()
         if wait:
             await asyncio.sleep(wait)
         if fail:
-            context.set_trailing_metadata(self._faults.trailers())
-            await context.abort(self._faults.code, self._faults.details)
+            context.set_trailing_metadata(faults.trailers())
+            await context.abort(faults.code, faults.details)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
         async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -30,7 +30,8 @@ class Server:
             if log is not None:
                 chain.append(AccessLog(log))
             if faults is not None:
-                chain.append(FaultInjection(faults, methods=methods))
+                self.injector: Any = FaultInjection(faults, methods=methods)
+                chain.append(self.injector)
             server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=chain)
             pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
@@ -43,7 +44,8 @@ class Server:
                 if log is not None:
                     chain.append(AioAccessLog(log))
                 if faults is not None:
-                    chain.append(AioFaultInjection(faults, methods=methods))
+                    self.injector = AioFaultInjection(faults, methods=methods)
+                    chain.append(self.injector)
                 server = grpc.aio.server(interceptors=chain)
                 pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
                 self.port = server.add_insecure_port("127.0.0.1:0")
@@ -127,6 +129,19 @@ def test_streams_fail_before_any_message(kind: str) -> None:
             next(iter(call))
         with pytest.raises(grpc.RpcError):
             list(server.stub.BidiStream(iter([Request(text="a")])))
+
+
+def test_faults_can_be_switched_while_serving(kind: str) -> None:
+    for server in make(kind, faults=Faults()):
+        injector = server.injector
+        assert server.stub.Unary(Request(id="a")).attempt == 1
+        injector.faults = Faults(down=True)
+        with pytest.raises(grpc.RpcError):
+            server.stub.Unary(Request(id="b"))
+        injector.faults = Faults()
+        assert server.stub.Unary(Request(id="c")).attempt == 1
+        with pytest.raises(ValueError, match="faults"):
+            injector.faults = "down"  # type: ignore[assignment]
 
 
 def test_no_faults_unless_configured(kind: str) -> None:
