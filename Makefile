@@ -41,13 +41,17 @@ pytest: proto
 demo: proto
 	$(PY) -m service_a.demo
 
-bench: proto
-	PYTHONPATH=$(GEN) $(PY) bench/engine.py --json bench/results/engine.json
-	PYTHONPATH=$(GEN) $(PY) bench/grpc_overhead.py --json bench/results/grpc_overhead.json
+BENCH_STAMP := $(VENV)/.installed-bench
 
-bench-quick: proto
-	PYTHONPATH=$(GEN) $(PY) bench/engine.py --quick
-	PYTHONPATH=$(GEN) $(PY) bench/grpc_overhead.py --quick
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: proto $(BENCH_STAMP)
+	$(PY) -m bench.run
+
+bench-quick: proto $(BENCH_STAMP)
+	$(PY) -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache

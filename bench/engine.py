@@ -1,7 +1,7 @@
 """Engine overhead: one successful call through fallback -> retry -> breaker -> timeout, versus calling directly.
 
 Runs the two side by side in interleaved rounds (A B A B ...) so machine drift cancels, and reports the median
-cost per call and its spread. Usage: python bench/engine.py [--quick] [--json PATH]
+cost per call and its spread. Usage: python -m bench.engine [--quick] [--json PATH]
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from bench.stats import quartiles
 from interceptors import CircuitBreaker, Executor, Fallback, RetryPolicy, Timeout
 
 
@@ -44,17 +45,9 @@ async def time_async(fn: Callable[[], Awaitable[object]], n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def summary(samples: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(samples, n=4)
-    return {"median_us": statistics.median(samples), "q1_us": q[0], "q3_us": q[2]}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds")
-    parser.add_argument("--json", type=Path, help="write the results here")
-    args = parser.parse_args()
-    rounds, n = (5, 20_000) if args.quick else (15, 50_000)
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure; returns the results."""
+    rounds, n = (5, 20_000) if quick else (15, 50_000)
     executor = composed()
     sync_direct: list[float] = []
     sync_chain: list[float] = []
@@ -71,20 +64,32 @@ def main() -> None:
         return direct, chain
 
     async_direct, async_chain = asyncio.run(run_async())
-    results = {
+    return {
         "python": sys.version.split()[0],
         "calls_per_round": n,
         "rounds": rounds,
-        "sync": {"direct": summary(sync_direct), "composed": summary(sync_chain)},
-        "async": {"direct": summary(async_direct), "composed": summary(async_chain)},
+        "sync": {"direct": quartiles(sync_direct), "composed": quartiles(sync_chain)},
+        "async": {"direct": quartiles(async_direct), "composed": quartiles(async_chain)},
     }
+
+
+def report(results: dict[str, Any]) -> None:
     print("Engine overhead, fallback -> retry -> breaker -> timeout, successful call (median of rounds)")
     for kind in ("sync", "async"):
         d, c = results[kind]["direct"], results[kind]["composed"]  # type: ignore[index]
         print(
-            f"  {kind:5}  direct {d['median_us']:6.3f} us   composed {c['median_us']:6.3f} us "
-            f"(IQR {c['q1_us']:.3f}..{c['q3_us']:.3f})   overhead {c['median_us'] - d['median_us']:6.3f} us/call"
+            f"  {kind:5}  direct {d['median']:6.3f} us   composed {c['median']:6.3f} us "
+            f"(IQR {c['q1']:.3f}..{c['q3']:.3f})   overhead {c['median'] - d['median']:6.3f} us/call"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+    results = run(args.quick)
+    report(results)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,35 +1,84 @@
-"""A minimal scripted.v1 server for the benchmarks, run as its own process: python bench/server.py PORT_FILE.
+"""The benchmarks' backend: the demo's service B in a process of its own, recording every call it sees.
 
-Answers Unary at once (or after ``sleep_ms``); writes the port it bound to PORT_FILE once serving.
+python -m bench.server --port-file F --record-file R [--delay S] [--fail-rate R] [--slow-rate R]
+    [--slow-delay S] [--retry-after S] [--seed N]
+
+Faults come from the library's injector. SIGUSR1 starts an outage (every call UNAVAILABLE, no pushback: a backend
+that cannot say when to come back), SIGUSR2 ends it. On SIGTERM it writes the monotonic time of every call it saw,
+and of each switch, to the record file (CLOCK_MONOTONIC is shared by the processes of one machine).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import json
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-from scripted.v1 import scripted_pb2 as pb
-from scripted.v1 import scripted_pb2_grpc as pb_grpc
+from demo.v1 import service_b_pb2_grpc
+
+from interceptors.server import AioFaultInjection, Faults
+from service_b.app import ServiceB
 
 
-class Service(pb_grpc.ScriptedServicer):
-    async def Unary(self, request: Any, context: Any) -> Any:
-        if request.sleep_ms:
-            await asyncio.sleep(request.sleep_ms / 1000)
-        return pb.Reply(id=request.id, text=request.text)
+class Recorder(grpc.aio.ServerInterceptor):
+    """Notes the arrival time of every call, before any fault is injected."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        self.calls.append(time.monotonic())
+        return await continuation(handler_call_details)
 
 
-async def main(port_file: Path) -> None:
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ScriptedServicer_to_server(Service(), server)
+async def main(args: argparse.Namespace) -> None:
+    faults = Faults(
+        delay=args.delay,
+        fail_rate=args.fail_rate,
+        slow_rate=args.slow_rate,
+        slow_delay=args.slow_delay,
+        retry_after=args.retry_after,
+        seed=args.seed,
+    )
+    recorder, injector = Recorder(), AioFaultInjection(faults)
+    server = grpc.aio.server(interceptors=[recorder, injector], options=[("grpc.so_reuseport", 0)])
+    service_b_pb2_grpc.add_ServiceBServicer_to_server(ServiceB(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    port_file.write_text(str(port))  # noqa: ASYNC240 - once, before serving
-    await server.wait_for_termination()
+    switches: list[tuple[float, str]] = []
+    stopping = asyncio.Event()
+
+    def switch(outage: bool) -> None:
+        injector.faults = Faults(down=True, retry_after=None) if outage else faults
+        switches.append((time.monotonic(), "outage" if outage else "healthy"))
+
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, switch, True)
+    loop.add_signal_handler(signal.SIGUSR2, switch, False)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    args.port_file.write_text(str(port))
+    await stopping.wait()
+    await server.stop(grace=0)
+    args.record_file.write_text(json.dumps({"calls": recorder.calls, "switches": switches}))
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port-file", type=Path, required=True)
+    parser.add_argument("--record-file", type=Path, required=True)
+    parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--slow-rate", type=float, default=0.0)
+    parser.add_argument("--slow-delay", type=float, default=0.0)
+    parser.add_argument("--retry-after", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=None)
+    return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1])))
+    asyncio.run(main(parse()))

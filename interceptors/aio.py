@@ -9,7 +9,7 @@ run in the task that awaits the call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,6 +25,8 @@ from .status import FALLBACK_METADATA_KEY, Status, grpc_flavoured, status_code
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
 OK = grpc.StatusCode.OK
+Attempt = Callable[[Execution], Awaitable[Any]]
+"""Makes one attempt of a unary call: its finished call, or raises its failure."""
 
 
 def resilience_interceptors(
@@ -131,7 +133,7 @@ class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignor
             await call  # raises the attempt's AioRpcError
             return call
 
-        return _ResilientCall(lambda: _unary(route, attempt, request, timeout), timeout)
+        return _ResilientCall(route, attempt, request, timeout)
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
@@ -245,9 +247,9 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
     ``_finished`` resolves to the call that ended it (the last attempt's, or a fallback's) or to the error.
     """
 
-    def __init__(self, run: Callable[[], Coroutine[Any, Any, Any]], timeout: float | None) -> None:
+    def __init__(self, route: Route, attempt: Attempt, request: Any, timeout: float | None) -> None:
         loop = asyncio.get_running_loop()
-        self._run = run
+        self._route, self._attempt, self._request, self._timeout = route, attempt, request, timeout
         self._deadline = None if timeout is None else loop.time() + timeout
         self._finished: asyncio.Future[Any] = loop.create_future()
         self._runner: asyncio.Future[Any] | None = None
@@ -261,7 +263,7 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
     async def _execute(self) -> Any:
         finished = self._finished
         try:
-            call = await self._run()
+            call = await _unary(self._route, self._attempt, self._request, self._timeout)
         except asyncio.CancelledError:
             finished.cancel()
             raise
@@ -273,15 +275,14 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         return call
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._response().__await__()
-
-    async def _response(self) -> Any:
         if self._runner is None and not self._finished.done():  # first: run the policies in this very task
             self._runner = asyncio.current_task()
-            call = await self._execute()
-        else:
-            call = await asyncio.shield(self._finished)
-        return await call
+            return self._respond(self._execute()).__await__()
+        return self._respond(asyncio.shield(self._finished)).__await__()
+
+    @staticmethod
+    async def _respond(finished: Awaitable[Any]) -> Any:
+        return await (await finished)
 
     async def _end(self) -> Any:
         """The finished call, or the RPC error it ended with (its methods report an error's status, as grpc's do)."""

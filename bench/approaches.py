@@ -1,0 +1,285 @@
+"""The ways a Python gRPC user could make a unary call resilient, each set up as its closest equivalent of one
+configuration (:class:`Budget`), with a sync and (where the library has one) an async client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pybreaker
+import redress
+import tenacity
+from demo.v1 import service_b_pb2, service_b_pb2_grpc
+from redress.contrib.grpc import aio_unary_unary_client_interceptor, unary_unary_client_interceptor
+
+import interceptors.aio
+from interceptors import Backoff, CircuitBreaker, Fallback, Policy, RetryPolicy, Timeout, resilient_channel
+
+REQUEST = service_b_pb2.HelloRequest(name="bench")
+NO_RETRIES = [("grpc.enable_retries", 0)]
+METHOD = "/demo.v1.ServiceB/Hello"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The resilience every approach is asked for."""
+
+    attempts: int = 3  # in all, on UNAVAILABLE
+    backoff_initial: float = 0.1  # seconds, doubling
+    backoff_max: float = 1.0
+    breaker_failures: int = 5  # consecutive
+    breaker_delay: float = 1.0  # seconds open before a probe
+    attempt_timeout: float = 1.0
+    deadline: float = 3.0  # for the whole call
+
+
+@dataclass
+class Client:
+    """One approach's way to make the call (``call()`` raises on failure), and to read its breaker."""
+
+    call: Callable[[], Any]
+    close: Callable[[], Any]
+    breaker_state: Callable[[], str] | None = None
+
+
+@dataclass(frozen=True)
+class Approach:
+    name: str
+    describe: Callable[[Budget], str]
+    sync: Callable[[str, Budget], Client]
+    aio: Callable[[str, Budget], Awaitable[Client]] | None
+
+
+def _unavailable(error: BaseException) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+
+
+def _counts_for_breaker(error: BaseException) -> bool:
+    code = error.code() if isinstance(error, grpc.RpcError) else None  # type: ignore[attr-defined]
+    return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+# -- bare ---------------------------------------------------------------------------------------------------------
+
+
+def _bare_sync(target: str, budget: Budget) -> Client:
+    channel = grpc.insecure_channel(target, options=NO_RETRIES)
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+
+async def _bare_aio(target: str, budget: Budget) -> Client:
+    channel = grpc.aio.insecure_channel(target, options=NO_RETRIES)
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+
+# -- grpcio's own retries ---------------------------------------------------------------------------------------------
+
+
+def _service_config(budget: Budget) -> list[tuple[str, Any]]:
+    config = {
+        "methodConfig": [
+            {
+                "name": [{"service": "demo.v1.ServiceB"}],
+                "retryPolicy": {
+                    "maxAttempts": budget.attempts,
+                    "initialBackoff": f"{budget.backoff_initial}s",
+                    "maxBackoff": f"{budget.backoff_max}s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
+
+
+def _builtin_sync(target: str, budget: Budget) -> Client:
+    channel = grpc.insecure_channel(target, options=_service_config(budget))
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+
+async def _builtin_aio(target: str, budget: Budget) -> Client:
+    channel = grpc.aio.insecure_channel(target, options=_service_config(budget))
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+
+# -- tenacity + pybreaker ---------------------------------------------------------------------------------------------
+
+
+def _tenacity_options(budget: Budget) -> dict[str, Any]:
+    return {
+        "stop": tenacity.stop_after_attempt(budget.attempts) | tenacity.stop_after_delay(budget.deadline),
+        "wait": tenacity.wait_exponential(multiplier=budget.backoff_initial, max=budget.backoff_max),
+        "retry": tenacity.retry_if_exception(lambda e: _unavailable(e) or isinstance(e, pybreaker.CircuitBreakerError)),
+        "reraise": True,
+    }
+
+
+def _tenacity_sync(target: str, budget: Budget) -> Client:
+    channel = grpc.insecure_channel(target, options=NO_RETRIES)
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=budget.breaker_failures,
+        reset_timeout=budget.breaker_delay,
+        exclude=[lambda e: not _counts_for_breaker(e)],
+    )
+    retrying = tenacity.Retrying(**_tenacity_options(budget))
+    return Client(
+        lambda: retrying(breaker.call, hello, REQUEST, timeout=budget.attempt_timeout),
+        channel.close,
+        lambda: str(breaker.current_state),
+    )
+
+
+async def _tenacity_aio(target: str, budget: Budget) -> Client:
+    channel = grpc.aio.insecure_channel(target, options=NO_RETRIES)
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    retrying = tenacity.AsyncRetrying(**_tenacity_options(budget))
+
+    async def call() -> Any:
+        async for attempt in retrying:
+            with attempt:
+                return await hello(REQUEST, timeout=budget.attempt_timeout)
+        return None
+
+    return Client(call, channel.close)
+
+
+# -- redress ----------------------------------------------------------------------------------------------------------
+
+
+def _redress_retry(budget: Budget, kind: Any) -> Any:
+    return kind(
+        classifier=redress.grpc_classifier,
+        strategy=redress.retry_after_or(redress.equal_jitter(budget.backoff_initial, budget.backoff_max)),
+        max_attempts=budget.attempts,
+        deadline_s=budget.deadline,
+    )
+
+
+def _redress_breaker(budget: Budget) -> redress.CircuitBreaker:
+    return redress.CircuitBreaker(
+        failure_threshold=budget.breaker_failures, window_s=60.0, recovery_timeout_s=budget.breaker_delay
+    )
+
+
+def _redress_sync(target: str, budget: Budget) -> Client:
+    breaker = _redress_breaker(budget)
+    policy = redress.Policy(retry=_redress_retry(budget, redress.Retry), circuit_breaker=breaker)
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(target, options=NO_RETRIES), unary_unary_client_interceptor(policy)
+    )
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.attempt_timeout), channel.close, lambda: breaker.state.value)
+
+
+async def _redress_aio(target: str, budget: Budget) -> Client:
+    breaker = _redress_breaker(budget)
+    policy = redress.AsyncPolicy(retry=_redress_retry(budget, redress.AsyncRetry), circuit_breaker=breaker)
+    channel = grpc.aio.insecure_channel(
+        target, options=NO_RETRIES, interceptors=[aio_unary_unary_client_interceptor(policy)]
+    )
+    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+    return Client(lambda: hello(REQUEST, timeout=budget.attempt_timeout), channel.close, lambda: breaker.state.value)
+
+
+# -- ours -------------------------------------------------------------------------------------------------------------
+
+
+def _retry(budget: Budget) -> RetryPolicy:
+    return RetryPolicy(max_attempts=budget.attempts, delay=Backoff(budget.backoff_initial, budget.backoff_max))
+
+
+def _breaker(budget: Budget) -> CircuitBreaker:
+    return CircuitBreaker(failure_threshold=budget.breaker_failures, delay=budget.breaker_delay)
+
+
+def _ours(chain: Callable[[Budget], tuple[Policy, ...]]) -> tuple[Any, Any]:
+    def state(policies: tuple[Policy, ...]) -> Callable[[], str] | None:
+        breaker = next((p for p in policies if isinstance(p, CircuitBreaker)), None)
+        return None if breaker is None else lambda: breaker.state.value
+
+    def sync(target: str, budget: Budget) -> Client:
+        policies = chain(budget)
+        channel = resilient_channel(target, *policies)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close, state(policies))
+
+    async def aio(target: str, budget: Budget) -> Client:
+        policies = chain(budget)
+        channel = interceptors.aio.resilient_channel(target, *policies)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close, state(policies))
+
+    return sync, aio
+
+
+_ours_retry = _ours(lambda b: (_retry(b),))
+_ours_resilient = _ours(lambda b: (_retry(b), _breaker(b), Timeout(b.attempt_timeout)))
+_ours_composed = _ours(lambda b: (Fallback(), _retry(b), _breaker(b), Timeout(b.attempt_timeout)))
+
+BARE = Approach("bare channel", lambda b: f"no policies; {b.deadline:g} s deadline", _bare_sync, _bare_aio)
+BUILTIN = Approach(
+    "grpc built-in retry",
+    lambda b: (
+        f"service config retryPolicy: {b.attempts} attempts on UNAVAILABLE, backoff {b.backoff_initial:g}.."
+        f"{b.backoff_max:g} s x2 (honours grpc-retry-pushback-ms); {b.deadline:g} s deadline; no breaker"
+    ),
+    _builtin_sync,
+    _builtin_aio,
+)
+TENACITY = Approach(
+    "tenacity + pybreaker",
+    lambda b: (
+        f"tenacity: {b.attempts} attempts or {b.deadline:g} s, wait_exponential {b.backoff_initial:g}.."
+        f"{b.backoff_max:g} s, on UNAVAILABLE and open breaker; pybreaker: fail_max {b.breaker_failures}, "
+        f"reset_timeout {b.breaker_delay:g} s, UNAVAILABLE/DEADLINE_EXCEEDED count; {b.attempt_timeout:g} s per "
+        "attempt (aio: tenacity only, pybreaker has no asyncio support)"
+    ),
+    _tenacity_sync,
+    _tenacity_aio,
+)
+REDRESS = Approach(
+    "redress",
+    lambda b: (
+        f"Policy(Retry(grpc_classifier, retry_after_or(equal_jitter({b.backoff_initial:g}, {b.backoff_max:g})), "
+        f"max_attempts={b.attempts}, deadline_s={b.deadline:g}), CircuitBreaker(failure_threshold="
+        f"{b.breaker_failures}, recovery_timeout_s={b.breaker_delay:g})) via redress.contrib.grpc; "
+        f"{b.attempt_timeout:g} s per attempt"
+    ),
+    _redress_sync,
+    _redress_aio,
+)
+OURS_RETRY = Approach(
+    "ours: retry",
+    lambda b: (
+        f"RetryPolicy({b.attempts} attempts, Backoff({b.backoff_initial:g}, {b.backoff_max:g})); "
+        f"{b.deadline:g} s deadline"
+    ),
+    *_ours_retry,
+)
+OURS_RESILIENT = Approach(
+    "ours: retry > breaker > timeout",
+    lambda b: (
+        f"RetryPolicy as above, CircuitBreaker({b.breaker_failures} consecutive, {b.breaker_delay:g} s), "
+        f"Timeout({b.attempt_timeout:g}) per attempt; {b.deadline:g} s deadline"
+    ),
+    *_ours_resilient,
+)
+OURS_COMPOSED = Approach(
+    "ours: fallback > retry > breaker > timeout",
+    lambda b: "Fallback() in front of the above",
+    *_ours_composed,
+)
+
+HEALTHY = [BUILTIN, TENACITY, REDRESS, OURS_RETRY, OURS_COMPOSED]
+"""Compared with a bare channel on a healthy backend."""
+UNDER_FAULTS = [BARE, BUILTIN, TENACITY, REDRESS, OURS_RESILIENT]
+"""Compared under faults (no fallback: successes are real answers)."""

@@ -1,0 +1,375 @@
+"""make bench: every benchmark side by side, written to bench/results/ (JSON, PNG plots, REPORT.md).
+
+1. engine: the policy engine alone;  2. healthy: per-call overhead on a healthy backend;  3. concurrency: 64
+threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
+recovery, a slow backend. The backend is always bench/server.py in a process of its own.
+``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, replace
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import interceptors
+from bench import approaches, engine, report
+from bench.approaches import BARE, HEALTHY, UNDER_FAULTS, Approach, Budget, Client
+from bench.backend import Backend
+from bench.stats import percentile, quartiles
+
+RESULTS = Path(__file__).parent / "results"
+PACKAGES = ["grpcio", "protobuf", "grpc-resilience-interceptors", "tenacity", "pybreaker", "redress", "matplotlib"]
+
+
+# -- 2. healthy path --------------------------------------------------------------------------------------------------
+
+
+def _paired(batches: int, bare: Callable[[], float], others: dict[str, Callable[[], float]]) -> dict[str, Any]:
+    """Each contender timed in a batch right next to a batch of the bare channel, alternating which goes first."""
+    ratios: dict[str, list[float]] = {name: [] for name in others}
+    times: dict[str, list[float]] = {name: [] for name in [BARE.name, *others]}
+    for i in range(batches):
+        for name, run in others.items():
+            if i % 2:
+                base, ours = bare(), run()
+            else:
+                ours, base = run(), bare()
+            ratios[name].append(ours / base)
+            times[name].append(ours)
+            times[BARE.name].append(base)
+    result = {name: {"us_per_call": quartiles(values)} for name, values in times.items()}
+    for name, values in ratios.items():
+        result[name]["ratio"] = quartiles(values)
+    return result
+
+
+def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
+    budget = Budget(deadline=5.0)
+    with Backend() as backend:
+        clients = {a.name: a.sync(backend.target, budget) for a in [BARE, *HEALTHY]}
+
+        def timed(client: Client) -> Callable[[], float]:
+            def run() -> float:
+                start = time.perf_counter()
+                for _ in range(n):
+                    client.call()
+                return (time.perf_counter() - start) / n * 1e6
+
+            return run
+
+        sync = _compare(batches, {name: timed(client) for name, client in clients.items()})
+        for client in clients.values():
+            client.close()
+
+        loop = asyncio.new_event_loop()
+        aio_clients = {a.name: loop.run_until_complete(a.aio(backend.target, budget)) for a in [BARE, *HEALTHY]}
+
+        def atimed(client: Client) -> Callable[[], float]:
+            async def batch() -> float:
+                start = time.perf_counter()
+                for _ in range(n):
+                    await client.call()
+                return (time.perf_counter() - start) / n * 1e6
+
+            return lambda: loop.run_until_complete(batch())
+
+        aio = _compare(batches, {name: atimed(client) for name, client in aio_clients.items()})
+        for client in aio_clients.values():
+            loop.run_until_complete(client.close())
+        loop.close()
+        profile = _profile(approaches.OURS_COMPOSED.sync(backend.target, budget), calls=20 * n)
+    return {"batches": batches, "calls_per_batch": n, "sync": sync, "aio": aio, "profile": profile}
+
+
+def _profile(client: Client, calls: int) -> dict[str, Any]:
+    """Where a healthy sync call through the composed policies spends its time in our code (cProfile)."""
+    import cProfile
+    import pstats
+
+    package = str(Path(interceptors.__file__).parent)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        client.call()
+    profiler.disable()
+    client.close()
+    entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    total = sum(tottime for (_, _, tottime, _, _) in entries.values())
+    ours = {
+        f"{Path(file).name}:{line}({name})": tottime
+        for (file, line, name), (_, _, tottime, _, _) in entries.items()
+        if file.startswith(package)
+    }
+    top = sorted(ours.items(), key=lambda item: -item[1])[:10]
+    return {
+        "calls": calls,
+        "profiled_us_per_call": total / calls * 1e6,
+        "ours_us_per_call": sum(ours.values()) / calls * 1e6,
+        "top": [[where, seconds / calls * 1e6] for where, seconds in top],
+    }
+
+
+def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
+    for run in runs.values():
+        run()  # connect and warm up
+    return _paired(batches, runs.pop(BARE.name), runs)
+
+
+# -- 3. concurrency ---------------------------------------------------------------------------------------------------
+
+
+CONCURRENT = [BARE, approaches.TENACITY, approaches.REDRESS, approaches.OURS_COMPOSED]
+
+
+def concurrency(workers: int = 64, calls: int = 10, rounds: int = 3) -> dict[str, Any]:
+    budget = Budget(deadline=5.0)
+    results: dict[str, Any] = {"workers": workers, "calls_per_worker": calls, "server_delay_s": 0.02, "rounds": rounds}
+    with Backend(delay=0.02) as backend:
+        clients = {a.name: a.sync(backend.target, budget) for a in CONCURRENT}
+        with ThreadPoolExecutor(workers) as pool:
+
+            def threads(client: Client) -> Callable[[], None]:
+                return lambda: list(pool.map(lambda _: [client.call() for _ in range(calls)], range(workers)))
+
+            results["threads"] = _throughput(rounds, workers * calls, {n: threads(c) for n, c in clients.items()})
+        for client in clients.values():
+            client.close()
+
+        loop = asyncio.new_event_loop()
+        aio_clients = {a.name: loop.run_until_complete(a.aio(backend.target, budget)) for a in CONCURRENT}
+
+        def tasks(client: Client) -> Callable[[], None]:
+            async def worker() -> None:
+                for _ in range(calls):
+                    await client.call()
+
+            async def all_workers() -> None:
+                await asyncio.gather(*(worker() for _ in range(workers)))
+
+            return lambda: loop.run_until_complete(all_workers())
+
+        results["tasks"] = _throughput(rounds, workers * calls, {n: tasks(c) for n, c in aio_clients.items()})
+        for client in aio_clients.values():
+            loop.run_until_complete(client.close())
+        loop.close()
+    return results
+
+
+def _throughput(rounds: int, calls: int, runs: dict[str, Callable[[], None]]) -> dict[str, Any]:
+    """Calls per second of each run, interleaved over ``rounds``, and its ratio to the bare channel's."""
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            rates[name].append(calls / (time.perf_counter() - start))
+    return _relative(rates)
+
+
+def _relative(throughput: dict[str, list[float]]) -> dict[str, Any]:
+    bare = quartiles(throughput[BARE.name])["median"]
+    return {
+        name: {"calls_per_s": quartiles(values), "ratio": quartiles(values)["median"] / bare}
+        for name, values in throughput.items()
+    }
+
+
+# -- 4. under faults --------------------------------------------------------------------------------------------------
+
+
+def _outcomes(client: Client, count: int, workers: int, pace: float = 0.0) -> list[dict[str, Any]]:
+    """``count`` calls from ``workers`` threads (call ``i`` not before ``i // workers * pace`` seconds in),
+    each call's start, end and result."""
+    began = time.monotonic()
+
+    def one(i: int) -> dict[str, Any]:
+        time.sleep(max(0.0, began + i // workers * pace - time.monotonic()))
+        start = time.monotonic()
+        try:
+            client.call()
+            result = "OK"
+        except Exception as error:  # grpc.RpcError, or the approach's own error
+            code = getattr(error, "code", None)
+            result = code().name if callable(code) else type(error).__name__
+        return {"start": start, "end": time.monotonic(), "result": result}
+
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def _latency_summary(outcomes: list[dict[str, Any]], backend: Backend) -> dict[str, Any]:
+    latencies = [o["end"] - o["start"] for o in outcomes]
+    return {
+        "calls": len(outcomes),
+        "success_rate": sum(o["result"] == "OK" for o in outcomes) / len(outcomes),
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+        "max_s": max(latencies),
+        "attempts_per_call": len(backend.calls) / len(outcomes),
+        "results": {r: sum(o["result"] == r for o in outcomes) for r in sorted({o["result"] for o in outcomes})},
+        "latencies_s": sorted(latencies),
+    }
+
+
+def article_breaker(calls: int = 60, workers: int = 6) -> dict[str, Any]:
+    """The article's breaker scenario: half the calls UNAVAILABLE with retry-after 1 s, half the rest 1 s slower."""
+    results = {}
+    for approach in UNDER_FAULTS:
+        with Backend(fail_rate=0.5, slow_rate=0.5, slow_delay=1.0, retry_after=1.0, seed=11) as backend:
+            client = approach.sync(backend.target, Budget())
+            outcomes = _outcomes(client, count=calls, workers=workers)
+            client.close()
+        results[approach.name] = _latency_summary(outcomes, backend)
+    return results
+
+
+def outage(before: float = 2.0, during: float = 3.0, after: float = 3.0, workers: int = 4) -> dict[str, Any]:
+    """Healthy ``before`` s, then every call UNAVAILABLE (no pushback) ``during`` s, then healthy ``after`` s;
+    ``workers`` threads each start a call every 50 ms."""
+    return {a.name: _outage(a, before, during, after, workers) for a in UNDER_FAULTS}
+
+
+def _outage(approach: Approach, before: float, during: float, after: float, workers: int) -> dict[str, Any]:
+    pace = 0.05
+    with Backend() as backend:
+        client = approach.sync(backend.target, Budget())
+        client.call()
+        sampler = _StateSampler(client)
+        t0 = time.monotonic()
+        for delay, on in ((before, True), (before + during, False)):
+            threading.Timer(delay, backend.outage, (on,)).start()
+        count = workers * round((before + during + after) / pace)
+        outcomes = _outcomes(client, count=count, workers=workers, pace=pace)
+        states = sampler.stop()
+        client.close()
+    on, off = (t for t, _ in backend.switches)
+    settled = on + min(1.0, (off - on) / 3)  # by then a breaker tripping on 5 failures at 80 calls/s has opened
+    first_success = min((o["end"] for o in outcomes if o["result"] == "OK" and o["end"] >= off), default=None)
+    return {
+        "outage_s": [on - t0, off - t0],
+        "attempts_per_call_during_outage": _attempts_per_call(backend, outcomes, on, off),
+        "attempts_per_call_after_first_second": _attempts_per_call(backend, outcomes, settled, off),
+        "recovery_to_first_success_s": None if first_success is None else first_success - off,
+        "timeline": {
+            "backend_calls": [t - t0 for t in backend.calls],
+            "client_calls": [[o["start"] - t0, o["end"] - t0, o["result"]] for o in outcomes],
+            "breaker_states": [[t - t0, state] for t, state in states],
+        },
+    }
+
+
+def _attempts_per_call(backend: Backend, outcomes: list[dict[str, Any]], start: float, end: float) -> float:
+    made = sum(1 for o in outcomes if start <= o["start"] < end)
+    return backend.calls_between(start, end) / max(made, 1)
+
+
+class _StateSampler:
+    """Reads a client's breaker state every 20 ms on a thread of its own, until stopped."""
+
+    def __init__(self, client: Client) -> None:
+        self._client, self._stopped, self.states = client, threading.Event(), []
+        self._thread = threading.Thread(target=self._sample)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        read = self._client.breaker_state
+        while read is not None and not self._stopped.wait(0.02):
+            self.states.append((time.monotonic(), read()))
+
+    def stop(self) -> list[tuple[float, str]]:
+        self._stopped.set()
+        self._thread.join()
+        return self.states
+
+
+def slow_backend(calls: int = 16, workers: int = 8, delay: float = 5.0, allowed: float = 1.0) -> dict[str, Any]:
+    """Every call takes ``delay`` s; each approach has a budget of ``allowed`` s."""
+    budget = replace(Budget(), deadline=allowed, attempt_timeout=allowed)
+    results = {}
+    for approach in UNDER_FAULTS:
+        with Backend(delay=delay) as backend:
+            client = approach.sync(backend.target, budget)
+            outcomes = _outcomes(client, count=calls, workers=workers)
+            client.close()
+        summary = _latency_summary(outcomes, backend)
+        results[approach.name] = {k: v for k, v in summary.items() if k != "latencies_s"}
+    return {"budget_s": allowed, "server_delay_s": delay, "approaches": results}
+
+
+# -- the run ----------------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines() if "model name" in line),
+        platform.processor() or "unknown",
+    )
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": __import__("os").cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "versions": versions,
+    }
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="engine and a reduced healthy suite, under a minute")
+    args = parser.parse_args()
+    if args.quick:
+        suites = {"engine": lambda: engine.run(quick=True), "healthy": lambda: healthy(batches=15)}
+    else:
+        suites = {
+            "engine": engine.run,
+            "healthy": healthy,
+            "concurrency": concurrency,
+            "article_breaker": article_breaker,
+            "outage": outage,
+            "slow_backend": slow_backend,
+        }
+    results = run(suites, RESULTS, write_report=not args.quick)
+    print(report.console(results))
+
+
+def run(suites: dict[str, Callable[[], dict[str, Any]]], directory: Path, *, write_report: bool) -> dict[str, Any]:
+    """Run ``suites``, writing each one's JSON to ``directory``, and the report and plots when asked to."""
+    directory.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"machine": machine(), "budget": asdict(Budget())}
+    for name, suite in suites.items():
+        started = time.monotonic()
+        print(f"running {name} ...", flush=True)
+        results[name] = suite()
+        (directory / f"{name}.json").write_text(json.dumps(results[name], indent=2))
+        print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
+    if write_report:
+        report.write(results, directory)
+        print(f"wrote {directory / 'REPORT.md'}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

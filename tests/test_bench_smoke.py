@@ -1,0 +1,27 @@
+"""The benchmark code runs end to end at a tiny size and writes its report; it checks no timings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import engine, run
+
+
+def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
+    suites = {
+        "engine": lambda: engine.run(quick=True),
+        "healthy": lambda: run.healthy(batches=2, n=2),
+        "concurrency": lambda: run.concurrency(workers=4, calls=2, rounds=1),
+        "article_breaker": lambda: run.article_breaker(calls=6, workers=3),
+        "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, workers=2),
+        "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
+    }
+    results = run.run(suites, tmp_path, write_report=True)
+    report = (tmp_path / "REPORT.md").read_text()
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c."):
+        assert heading in report
+    for name in suites:
+        assert (tmp_path / f"{name}.json").exists()
+    assert (tmp_path / "article_breaker_cdf.png").stat().st_size > 0
+    assert (tmp_path / "outage_timeline.png").stat().st_size > 0
+    assert "healthy path, sync" in run.report.console(results)
