@@ -183,8 +183,9 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         "",
         "## 4b. Outage and recovery",
         "",
-        "Healthy for 2 s, then every call UNAVAILABLE without pushback for 3 s, then healthy: 4 threads, a call each "
-        "every 50 ms. Attempts per call = calls the backend saw during the outage / calls made during it.",
+        "Healthy for 2 s, then every call UNAVAILABLE without pushback for 3 s, then healthy; 80 calls a second, "
+        "started on schedule whatever earlier calls do. Attempts per call = calls the backend saw during the outage "
+        "/ calls made during it.",
         "",
         "| approach | attempts per call, whole outage | after its first second | recovery to first success |",
         "|---|---|---|---|",

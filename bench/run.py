@@ -187,13 +187,14 @@ def _relative(throughput: dict[str, list[float]]) -> dict[str, Any]:
 # -- 4. under faults --------------------------------------------------------------------------------------------------
 
 
-def _outcomes(client: Client, count: int, workers: int, pace: float = 0.0) -> list[dict[str, Any]]:
-    """``count`` calls from ``workers`` threads (call ``i`` not before ``i // workers * pace`` seconds in),
-    each call's start, end and result."""
+def _outcomes(client: Client, count: int, workers: int, rate: float = 0.0) -> list[dict[str, Any]]:
+    """``count`` calls from ``workers`` threads, call ``i`` starting at ``i / rate`` seconds (as soon as a
+    thread is free when ``rate`` is 0); each call's start, end and result."""
     began = time.monotonic()
 
     def one(i: int) -> dict[str, Any]:
-        time.sleep(max(0.0, began + i // workers * pace - time.monotonic()))
+        if rate:
+            time.sleep(max(0.0, began + i / rate - time.monotonic()))
         start = time.monotonic()
         try:
             client.call()
@@ -233,14 +234,17 @@ def article_breaker(calls: int = 60, workers: int = 6) -> dict[str, Any]:
     return results
 
 
-def outage(before: float = 2.0, during: float = 3.0, after: float = 3.0, workers: int = 4) -> dict[str, Any]:
+def outage(
+    before: float = 2.0, during: float = 3.0, after: float = 3.0, rate: float = 80, workers: int = 32
+) -> dict[str, Any]:
     """Healthy ``before`` s, then every call UNAVAILABLE (no pushback) ``during`` s, then healthy ``after`` s;
-    ``workers`` threads each start a call every 50 ms."""
-    return {a.name: _outage(a, before, during, after, workers) for a in UNDER_FAULTS}
+    calls start at ``rate`` per second, from enough ``workers`` that a slow call never delays the next ones."""
+    return {a.name: _outage(a, before, during, after, rate, workers) for a in UNDER_FAULTS}
 
 
-def _outage(approach: Approach, before: float, during: float, after: float, workers: int) -> dict[str, Any]:
-    pace = 0.05
+def _outage(
+    approach: Approach, before: float, during: float, after: float, rate: float, workers: int
+) -> dict[str, Any]:
     with Backend() as backend:
         client = approach.sync(backend.target, Budget())
         client.call()
@@ -248,12 +252,12 @@ def _outage(approach: Approach, before: float, during: float, after: float, work
         t0 = time.monotonic()
         for delay, on in ((before, True), (before + during, False)):
             threading.Timer(delay, backend.outage, (on,)).start()
-        count = workers * round((before + during + after) / pace)
-        outcomes = _outcomes(client, count=count, workers=workers, pace=pace)
+        count = round((before + during + after) * rate)
+        outcomes = _outcomes(client, count=count, workers=workers, rate=rate)
         states = sampler.stop()
         client.close()
     on, off = (t for t, _ in backend.switches)
-    settled = on + min(1.0, (off - on) / 3)  # by then a breaker tripping on 5 failures at 80 calls/s has opened
+    settled = on + min(1.0, (off - on) / 3)  # by then a breaker tripping on 5 consecutive failures has opened
     first_success = min((o["end"] for o in outcomes if o["result"] == "OK" and o["end"] >= off), default=None)
     return {
         "outage_s": [on - t0, off - t0],
@@ -336,21 +340,30 @@ def _read(path: str) -> str:
         return ""
 
 
+SUITES: dict[str, Callable[[], dict[str, Any]]] = {
+    "engine": engine.run,
+    "healthy": healthy,
+    "concurrency": concurrency,
+    "article_breaker": article_breaker,
+    "outage": outage,
+    "slow_backend": slow_backend,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="engine and a reduced healthy suite, under a minute")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SUITES),
+        help="rerun these suites; the report takes the others from bench/results/",
+    )
     args = parser.parse_args()
     if args.quick:
         suites = {"engine": lambda: engine.run(quick=True), "healthy": lambda: healthy(batches=15)}
     else:
-        suites = {
-            "engine": engine.run,
-            "healthy": healthy,
-            "concurrency": concurrency,
-            "article_breaker": article_breaker,
-            "outage": outage,
-            "slow_backend": slow_backend,
-        }
+        suites = {name: SUITES[name] for name in args.only or SUITES}
     results = run(suites, RESULTS, write_report=not args.quick)
     print(report.console(results))
 
@@ -359,6 +372,9 @@ def run(suites: dict[str, Callable[[], dict[str, Any]]], directory: Path, *, wri
     """Run ``suites``, writing each one's JSON to ``directory``, and the report and plots when asked to."""
     directory.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"machine": machine(), "budget": asdict(Budget())}
+    for name in SUITES.keys() - suites.keys():  # earlier results of the suites not run now
+        if (directory / f"{name}.json").exists():
+            results[name] = json.loads((directory / f"{name}.json").read_text())
     for name, suite in suites.items():
         started = time.monotonic()
         print(f"running {name} ...", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -9,7 +10,7 @@ import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
-from ._pushback import pushback_seconds
+from ._pushback import PUSHBACK_MS, pushback_seconds
 from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
 from .execution import Semantics
 
@@ -73,6 +74,9 @@ class Status(NamedTuple):
         if isinstance(failure, TimeoutExceededError) and cause and status_code(cause) is StatusCode.DEADLINE_EXCEEDED:
             return cls.of(cause)  # the call's own deadline status says more
         code = status_code(failure)
+        if isinstance(failure, CircuitOpenError) and failure.remaining is not None:
+            pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
+            return cls(StatusCode.UNAVAILABLE, str(failure), (), pushback, None)
         if isinstance(failure, grpc.RpcError) and code is not None:
             call: Any = failure
             return cls(
@@ -100,6 +104,9 @@ class GrpcSemantics(Semantics):
         return status_code(failure) in RETRYABLE_CODES
 
     def pushback(self, failure: BaseException) -> float | None:
+        """What the server asked for in its trailers; for an open breaker, the time until it lets a probe through."""
+        if isinstance(failure, CircuitOpenError):
+            return failure.remaining
         if isinstance(failure, grpc.RpcError) and callable(getattr(failure, "trailing_metadata", None)):
             return pushback_seconds(failure, self.method)
         return None

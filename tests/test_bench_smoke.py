@@ -13,7 +13,7 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "healthy": lambda: run.healthy(batches=2, n=2),
         "concurrency": lambda: run.concurrency(workers=4, calls=2, rounds=1),
         "article_breaker": lambda: run.article_breaker(calls=6, workers=3),
-        "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, workers=2),
+        "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, rate=20, workers=4),
         "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
     }
     results = run.run(suites, tmp_path, write_report=True)

@@ -76,6 +76,7 @@ def test_open_breaker_rejects_without_reaching_the_server_then_one_probe(server:
         assert server.attempts("e") == 2  # never sent
         assert isinstance(rejected.error, grpc.RpcError) and isinstance(rejected.error, CircuitOpenError)
         assert rejected.code is UNAVAILABLE and "circuit breaker is open" in rejected.details
+        assert 0 < int(rejected.trailing["grpc-retry-pushback-ms"]) <= 200  # when the breaker lets a probe through
         server.script.sleep = 0.3  # the probe is slow: a second call meanwhile must be rejected
 
         breaker_probe_wait(breaker)
@@ -221,3 +222,14 @@ def test_future_calls_also_see_failures_raised_below(server: ScriptedServer) -> 
     )
     assert pb_grpc.ScriptedStub(channel).Unary.future(Request(id="f")).result(5).attempt == 1
     channel.close()
+
+
+@paths
+def test_a_retry_waits_for_an_open_breaker_to_let_a_probe_through(server: ScriptedServer, path: str) -> None:
+    """An open breaker's rejection carries its remaining delay as pushback, as a server's UNAVAILABLE would."""
+    breaker = CircuitBreaker(failure_threshold=1, delay=0.2)
+    with Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
+        outcome = client.unary(Request(id="p", fail_first=1))
+    assert outcome.code is grpc.StatusCode.OK  # attempt 1 failed, 2 was rejected and waited, 3 was the probe
+    assert server.attempts("p") == 2
+    assert outcome.elapsed >= 0.2
