@@ -8,6 +8,7 @@ metadata goes out (Trailers-Only), with pushback trailers, so clients may retry 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -178,26 +179,15 @@ class AccessLog(grpc.ServerInterceptor):
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         def logged(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.monotonic()
-            try:
-                response = behavior(request, context)
-            except BaseException:
-                _log_call(self._log, method, context, started, failed=True)
-                raise
-            _log_call(self._log, method, context, started, failed=False)
-            return response
+            with _logged_call(self._log, method, context):
+                return behavior(request, context)
 
         return logged
 
     def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
         def logged(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.monotonic()
-            try:
+            with _logged_call(self._log, method, context):
                 yield from behavior(request, context)
-            except BaseException:
-                _log_call(self._log, method, context, started, failed=True)
-                raise
-            _log_call(self._log, method, context, started, failed=False)
 
         return logged
 
@@ -217,27 +207,16 @@ class AioAccessLog(grpc.aio.ServerInterceptor):
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         async def logged(request: Any, context: Any) -> Any:
-            started = time.monotonic()
-            try:
-                response = await _result(behavior(request, context))
-            except BaseException:
-                _log_call(self._log, method, context, started, failed=True)
-                raise
-            _log_call(self._log, method, context, started, failed=False)
-            return response
+            with _logged_call(self._log, method, context):
+                return await _result(behavior(request, context))
 
         return logged
 
     def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
         async def logged(request: Any, context: Any) -> AsyncIterator[Any]:
-            started = time.monotonic()
-            try:
+            with _logged_call(self._log, method, context):
                 async for response in _responses(behavior(request, context)):
                     yield response
-            except BaseException:
-                _log_call(self._log, method, context, started, failed=True)
-                raise
-            _log_call(self._log, method, context, started, failed=False)
 
         return logged
 
@@ -246,6 +225,18 @@ def _wrapped(handler: Any, unary: Callable[[Behavior], Behavior], streaming: Cal
     """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``."""
     wrapper = streaming if handler.response_streaming else unary
     return wrap_server_method_handler(wrapper, handler)  # type: ignore[no-untyped-call]
+
+
+@contextlib.contextmanager
+def _logged_call(log: logging.Logger, method: str, context: Any) -> Iterator[None]:
+    """Log the call made inside the block when it ends: its method, final status code and latency."""
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException:
+        _log_call(log, method, context, started, failed=True)
+        raise
+    _log_call(log, method, context, started, failed=False)
 
 
 def _log_call(log: logging.Logger, method: str, context: Any, started: float, *, failed: bool) -> None:
