@@ -366,24 +366,27 @@ def main() -> None:
         suites = {"engine": lambda: engine.run(quick=True), "healthy": lambda: healthy(batches=15)}
     else:
         suites = SUITES
-    results = run(suites, RESULTS, write_report=not args.quick)
+    results = run(suites, None if args.quick else RESULTS)  # a quick run only prints
     print(report.console(results))
 
 
-def run(suites: dict[str, Callable[[], dict[str, Any]]], directory: Path, *, write_report: bool) -> dict[str, Any]:
-    """Run ``suites``, writing each one's JSON to ``directory``, and the report and plots when asked to."""
-    directory.mkdir(parents=True, exist_ok=True)
+def run(suites: dict[str, Callable[[], dict[str, Any]]], directory: Path | None) -> dict[str, Any]:
+    """Run ``suites``; with a ``directory``, write each one's JSON there, then the report and plots (taking the
+    results of suites not run now from their earlier JSON)."""
     results: dict[str, Any] = {"machine": machine(), "budget": asdict(Budget())}
-    for name in SUITES.keys() - suites.keys():  # earlier results of the suites not run now
-        if (directory / f"{name}.json").exists():
-            results[name] = json.loads((directory / f"{name}.json").read_text())
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in SUITES.keys() - suites.keys():
+            if (directory / f"{name}.json").exists():
+                results[name] = json.loads((directory / f"{name}.json").read_text())
     for name, suite in suites.items():
         started = time.monotonic()
         print(f"running {name} ...", flush=True)
         results[name] = suite()
-        (directory / f"{name}.json").write_text(json.dumps(results[name], indent=2))
+        if directory is not None:
+            (directory / f"{name}.json").write_text(json.dumps(results[name], indent=2))
         print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
-    if write_report:
+    if directory is not None:
         report.write(results, directory)
         print(f"wrote {directory / 'REPORT.md'}")
     return results
