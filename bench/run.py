@@ -87,22 +87,26 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
         for client in aio_clients.values():
             loop.run_until_complete(client.close())
         loop.close()
-        profile = _profile(approaches.OURS_COMPOSED.sync(backend.target, budget), calls=20 * n)
+        profile = _profiles(backend.target, budget, calls=20 * n)
     return {"batches": batches, "calls_per_batch": n, "sync": sync, "aio": aio, "profile": profile}
 
 
-def _profile(client: Client, calls: int) -> dict[str, Any]:
-    """Where a healthy sync call through the composed policies spends its time in our code (cProfile)."""
+def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
+    for run in runs.values():
+        run()  # connect and warm up
+    return _paired(batches, runs.pop(BARE.name), runs)
+
+
+def _profile(make_calls: Callable[[], Any], calls: int) -> dict[str, Any]:
+    """Where ``calls`` healthy calls (made by ``make_calls``) spend their time in our code, by cProfile."""
     import cProfile
     import pstats
 
     package = str(Path(interceptors.__file__).parent)
     profiler = cProfile.Profile()
     profiler.enable()
-    for _ in range(calls):
-        client.call()
+    make_calls()
     profiler.disable()
-    client.close()
     entries = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     total = sum(tottime for (_, _, tottime, _, _) in entries.values())
     ours = {
@@ -119,10 +123,21 @@ def _profile(client: Client, calls: int) -> dict[str, Any]:
     }
 
 
-def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
-    for run in runs.values():
-        run()  # connect and warm up
-    return _paired(batches, runs.pop(BARE.name), runs)
+def _profiles(target: str, budget: Budget, calls: int) -> dict[str, Any]:
+    client = approaches.OURS_COMPOSED.sync(target, budget)
+    sync = _profile(lambda: [client.call() for _ in range(calls)], calls)
+    client.close()
+    loop = asyncio.new_event_loop()
+    aio_client = loop.run_until_complete(approaches.OURS_COMPOSED.aio(target, budget))
+
+    async def many() -> None:
+        for _ in range(calls):
+            await aio_client.call()
+
+    aio = _profile(lambda: loop.run_until_complete(many()), calls)
+    loop.run_until_complete(aio_client.close())
+    loop.close()
+    return {"sync": sync, "aio": aio}
 
 
 # -- 3. concurrency ---------------------------------------------------------------------------------------------------
