@@ -154,9 +154,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
         return await _unary(route, attempt, request, client_call_details.timeout)
 
 
-async def _unary(
-    route: Route, attempt: Callable[[Execution], Awaitable[Any]], request: Any, timeout: float | None
-) -> Any:
+async def _unary(route: Route, attempt: Attempt, request: Any, timeout: float | None) -> Any:
     """Run a unary call's attempts through the route's policies; returns the finished call the caller gets (the
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     execution = route.execution(attempt, request, timeout)

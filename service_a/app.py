@@ -40,7 +40,7 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
         handle=unavailable,
         delay=Backoff(1.0, 10.0),
         min_attempt_time=0.1,  # no attempt squeezed into the last moments of the caller's deadline
-        on_retry_scheduled=lambda e: log.info(f"Retry {e.attempt} after delay of {e.delay:g}s"),
+        on_retry_scheduled=lambda e: log.info(f"Retry {e.attempt} after delay of {e.delay:.3g}s"),
     )
     breaker = CircuitBreaker(
         failure_threshold=1,  # failsafe-go's default, which the article keeps
