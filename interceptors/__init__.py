@@ -26,7 +26,7 @@ from .execution import Execution, Semantics
 from .fallback import Fallback
 from .policy import Executor, Policy
 from .retry import RetryPolicy
-from .status import FALLBACK_METADATA_KEY, RETRYABLE_CODES, GrpcSemantics, on_codes, status_code
+from .status import FALLBACK_METADATA_KEY, RETRYABLE_CODES, GrpcSemantics, on_codes, replaced_by_fallback, status_code
 from .timeout import Timeout
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "TimeoutExceeded",
     "TimeoutExceededError",
     "on_codes",
+    "replaced_by_fallback",
     "resilient_channel",
     "status_code",
 ]

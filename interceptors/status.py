@@ -14,7 +14,15 @@ from ._pushback import PUSHBACK_MS, pushback_seconds
 from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
 from .execution import Semantics
 
-__all__ = ["FALLBACK_METADATA_KEY", "RETRYABLE_CODES", "GrpcSemantics", "Status", "on_codes", "status_code"]
+__all__ = [
+    "FALLBACK_METADATA_KEY",
+    "RETRYABLE_CODES",
+    "GrpcSemantics",
+    "Status",
+    "on_codes",
+    "replaced_by_fallback",
+    "status_code",
+]
 
 StatusCode = grpc.StatusCode
 
@@ -24,6 +32,12 @@ NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, ...), OK and
 
 FALLBACK_METADATA_KEY = "resilience-fallback"
 """Trailing metadata on a fallback response; its value is the status code of the failure it replaced."""
+
+
+def replaced_by_fallback(trailing_metadata: Any) -> str | None:
+    """The status code (its name) a fallback answered in place of, read from a call's trailing metadata; None
+    when the response is a real one."""
+    return next((value for key, value in trailing_metadata or () if key == FALLBACK_METADATA_KEY), None)
 
 
 def status_code(failure: BaseException) -> grpc.StatusCode | None:

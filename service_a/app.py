@@ -19,6 +19,7 @@ from interceptors import (
     RetryPolicy,
     Timeout,
     on_codes,
+    replaced_by_fallback,
 )
 from service_b.runtime import start_server
 
@@ -75,7 +76,7 @@ class ServiceA(service_a_pb2_grpc.ServiceAServicer):
             reply = await call
         except grpc.aio.AioRpcError as error:
             await context.abort(error.code(), error.details() or "")
-        replaced = dict(await call.trailing_metadata() or ()).get(FALLBACK_METADATA_KEY)
+        replaced = replaced_by_fallback(await call.trailing_metadata())
         if replaced:
             context.set_trailing_metadata(((FALLBACK_METADATA_KEY, replaced),))
         return service_a_pb2.FrontReply(message_a=MESSAGE, message_b=reply.message)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import grpc
 from demo.v1 import service_a_pb2_grpc, service_b_pb2
 
-from interceptors import FALLBACK_METADATA_KEY
+from interceptors import replaced_by_fallback
 from service_b.runtime import seconds
 
 
@@ -60,7 +60,7 @@ async def drive(
                     latency = (time.monotonic() - started) * 1000
                     return Outcome(index, error.code().name, latency, error.details() or "")
                 latency = (time.monotonic() - started) * 1000
-                replaced = dict(await call.trailing_metadata() or ()).get(FALLBACK_METADATA_KEY)
+                replaced = replaced_by_fallback(await call.trailing_metadata())
                 result = "FALLBACK" if replaced else "OK"
                 return Outcome(index, result, latency, f"{reply.message_a} / {reply.message_b}")
 

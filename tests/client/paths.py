@@ -95,7 +95,7 @@ class Client:
         if call is None:
             return Outcome(reply, None, grpc.StatusCode.OK, "", {}, elapsed)
         code, details, trailing = call.code(), call.details(), call.trailing_metadata()
-        return Outcome(reply, error, code, details or "", dict(trailing or ()), elapsed)
+        return Outcome(reply, error, code, details or "", {key: value for key, value in trailing or ()}, elapsed)
 
     async def _aio_unary(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Any]:
         call = self.stub.Unary(request, timeout=timeout, metadata=metadata)

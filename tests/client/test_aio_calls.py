@@ -10,7 +10,7 @@ import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
-from interceptors import FALLBACK_METADATA_KEY, Fallback, RetryPolicy
+from interceptors import Fallback, RetryPolicy, replaced_by_fallback
 
 from ..scripted import AIO_LOOP, Request, ScriptedServer
 from .test_unary import wait_until
@@ -56,7 +56,7 @@ def test_fallback_metadata_on_the_call(server: ScriptedServer) -> None:
 
     reply, trailing, code = run(server, body, Fallback(message={"text": "cached"}))
     assert reply.text == "cached" and code is grpc.StatusCode.OK
-    assert dict(trailing)[FALLBACK_METADATA_KEY] == "UNAVAILABLE"
+    assert replaced_by_fallback(trailing) == "UNAVAILABLE"
 
 
 def test_a_call_nobody_awaits_is_still_made(server: ScriptedServer) -> None:
