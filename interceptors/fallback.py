@@ -20,13 +20,15 @@ class Fallback(Policy):
     """Answers in place of a failure the inner chain raised, when ``handle`` (default: the transport's
     failures) accepts it; other errors pass through.
 
-    The answer is, by what is given: ``fn(request, failure)`` (may be async on async chains); ``value``;
-    the transport's response built from ``message`` (gRPC: the method's response message with these fields);
-    or, with nothing given, the transport's default response (gRPC: the response type's default instance).
+    The answer is, by what is given: ``fn(request, failure)``, or ``fn(failure)`` for a function that takes one
+    argument (either may be async on async chains); ``value``; the transport's response built from ``message``
+    (gRPC: the method's response message with these fields); or, with nothing given, the transport's default
+    response (gRPC: the response type's default instance).
     """
 
-    __slots__ = ("fn", "handle", "message", "on_fallback", "value")
-    fn: Callable[[Any, BaseException], Any] | None
+    __slots__ = ("_takes_request", "fn", "handle", "message", "on_fallback", "value")
+    fn: Callable[..., Any] | None
+    _takes_request: bool
     value: Any
     message: Mapping[str, Any] | None
     handle: _options.FailurePredicate | None
@@ -34,7 +36,7 @@ class Fallback(Policy):
 
     def __init__(
         self,
-        fn: Callable[[Any, BaseException], Any] | None = None,
+        fn: Callable[[Any, BaseException], Any] | Callable[[BaseException], Any] | None = None,
         /,
         *,
         value: Any = _UNSET,
@@ -46,6 +48,7 @@ class Fallback(Policy):
             raise ValueError("give one of a fallback function, value= or message=")
         if fn is not None and not callable(fn):
             raise ValueError(f"the fallback function must be callable as fn(request, failure), got {fn!r}")
+        takes_request = fn is not None and _positional_arity(fn) != 1
         if message is not None and not isinstance(message, Mapping):
             raise ValueError(f"message must be a mapping of response fields, got {message!r}")
         self._init(
@@ -54,6 +57,7 @@ class Fallback(Policy):
             message=message,
             handle=_options.handles(handle, "handle"),
             on_fallback=_options.listener(on_fallback, "on_fallback"),
+            _takes_request=takes_request,
         )
 
     def _handles(self, execution: Execution, failure: BaseException) -> bool:
@@ -62,7 +66,7 @@ class Fallback(Policy):
     def _answer(self, execution: Execution, failure: BaseException) -> Any:
         execution.last_failure = execution.fallback_failure = failure
         if self.fn is not None:
-            return self.fn(execution.request, failure)
+            return self.fn(execution.request, failure) if self._takes_request else self.fn(failure)
         if self.value is not _UNSET:
             return self.value
         if self.message is not None:
@@ -103,3 +107,14 @@ class Fallback(Policy):
                 return self._report(failure, result)
 
         return run
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int | None:
+    """How many positional arguments ``fn`` takes at most (None: any number, or unknown)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return None
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters)

@@ -33,6 +33,15 @@ def test_function_of_request_and_failure() -> None:
     assert result == "GET /: Boom"
 
 
+def test_function_of_the_failure_alone() -> None:
+    def answer(failure: BaseException) -> str:
+        return f"answered {type(failure).__name__}"
+
+    assert Executor(Fallback(answer)).call(Calls()) == "answered Boom"
+    assert Executor(Fallback(lambda failure: 7)).call(Calls()) == 7
+    assert Executor(Fallback(lambda *args: len(args))).call(Calls()) == 2  # takes anything: (request, failure)
+
+
 def test_unhandled_failures_pass_through() -> None:
     with pytest.raises(CallerMistake):
         Executor(Fallback(value=0, handle=Boom)).call(Calls(error=CallerMistake))
