@@ -159,7 +159,7 @@ async def _unary(route: Route, attempt: Attempt, request: Any, timeout: float | 
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     execution = route.execution(attempt, request, timeout)
     try:
-        result = await route.executor.arun(execution)
+        result = await route.executor.arun_execution(execution)
     except Exception as failure:
         error = grpc_flavoured(failure, _FLAVOURS)
     else:

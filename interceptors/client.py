@@ -186,7 +186,7 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         )
         execution = route.execution(attempt, request, timeout)
         try:
-            result = route.executor.run(execution)
+            result = route.executor.run_execution(execution)
         except Exception as failure:
             error = grpc_flavoured(failure, _FLAVOURS)
         else:
@@ -274,7 +274,7 @@ def _call(route: Route, send: Send, request: Any, timeout: float | None) -> Any:
     """A blocking unary call through the route's policies, in the caller's thread; returns the finished call."""
     execution = route.execution(lambda execution: _succeeded(send(execution)), request, timeout)
     try:
-        return _as_call(route.executor.run(execution), execution)
+        return _as_call(route.executor.run_execution(execution), execution)
     except Exception as failure:
         return _finished(failure)
 
@@ -294,7 +294,7 @@ async def _call_in_background(route: Route, send: Send, request: Any, timeout: f
 
     execution = route.execution(attempt, request, timeout)
     try:
-        return _as_call(await route.executor.arun(execution), execution)
+        return _as_call(await route.executor.arun_execution(execution), execution)
     except Exception as failure:
         return _finished(failure)
 

@@ -19,8 +19,9 @@ __all__ = [
 ]
 
 
-class CircuitState(enum.Enum):
-    """States of a circuit breaker. FORCED_OPEN and DISABLED are only entered by hand."""
+class CircuitState(str, enum.Enum):
+    """States of a circuit breaker (equal to their names in lower case, e.g. ``"half-open"``). FORCED_OPEN and
+    DISABLED are only entered by hand."""
 
     CLOSED = "closed"
     OPEN = "open"

@@ -97,11 +97,11 @@ class Executor:
         )
         return result
 
-    def run(self, execution: Execution) -> Any:
+    def run_execution(self, execution: Execution) -> Any:
         """Run a prepared execution (adapters build their own, to read it afterwards)."""
         return self._chain(execution)
 
-    def arun(self, execution: Execution) -> Awaitable[Any]:
+    def arun_execution(self, execution: Execution) -> Awaitable[Any]:
         """Run a prepared execution on the async chain (await the result)."""
         return self._async_chain(execution)
 
