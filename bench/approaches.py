@@ -10,10 +10,14 @@ from typing import Any
 
 import grpc
 import pybreaker
-import redress
 import tenacity
 from demo.v1 import service_b_pb2, service_b_pb2_grpc
-from redress.contrib.grpc import aio_unary_unary_client_interceptor, unary_unary_client_interceptor
+
+try:
+    import redress
+    from redress.contrib.grpc import aio_unary_unary_client_interceptor, unary_unary_client_interceptor
+except ImportError:  # redress needs Python 3.11
+    redress = None
 
 import interceptors.aio
 from interceptors import Backoff, CircuitBreaker, Fallback, Policy, RetryPolicy, Timeout, resilient_channel
@@ -279,7 +283,8 @@ OURS_COMPOSED = Approach(
     *_ours_composed,
 )
 
-HEALTHY = [BUILTIN, TENACITY, REDRESS, OURS_RETRY, OURS_COMPOSED]
+PEERS = [BUILTIN, TENACITY] + ([REDRESS] if redress is not None else [])
+HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED]
 """Compared with a bare channel on a healthy backend."""
-UNDER_FAULTS = [BARE, BUILTIN, TENACITY, REDRESS, OURS_RESILIENT]
+UNDER_FAULTS = [BARE, *PEERS, OURS_RESILIENT]
 """Compared under faults (no fallback: successes are real answers)."""

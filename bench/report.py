@@ -116,7 +116,7 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     for kind in ("sync", "aio"):
         suite = healthy[kind]
         composed, retry = suite[OURS_COMPOSED]["ratio"]["median"], suite[OURS_RETRY]["ratio"]["median"]
-        breaking, retrying = SAME_JOB[kind]
+        breaking, retrying = ([n for n in names if n in suite] for names in SAME_JOB[kind])
         out += [
             "",
             f"**{kind}**: composed {composed:.3f}x bare (target ≤ {HEALTHY_TARGET}: "

@@ -143,7 +143,7 @@ def _profiles(target: str, budget: Budget, calls: int) -> dict[str, Any]:
 # -- 3. concurrency ---------------------------------------------------------------------------------------------------
 
 
-CONCURRENT = [BARE, approaches.TENACITY, approaches.REDRESS, approaches.OURS_COMPOSED]
+CONCURRENT = [BARE, *approaches.PEERS[1:], approaches.OURS_COMPOSED]  # grpc's built-in retry has no breaker
 
 
 def concurrency(workers: int = 64, calls: int = 10, rounds: int = 3) -> dict[str, Any]:

@@ -20,9 +20,10 @@ def check_attempt_deadlines(server: ScriptedServer, id: str, per_attempt: float,
     seen = [s for s in server.recorder.seen if s.id == id]
     assert len(seen) == 3
     # each attempt went out with min(per-attempt timeout, time left of the total), as the server saw it
+    slack = max(0.15 * per_attempt, 0.04)  # scheduling on a busy 2-core machine
     for s, expected in zip(seen, [per_attempt, per_attempt, total - 2 * per_attempt], strict=True):
         assert s.time_remaining is not None
-        assert expected - 0.15 * per_attempt < s.time_remaining <= expected + 0.01
+        assert expected - slack < s.time_remaining <= expected + 0.01
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -94,7 +94,9 @@ def test_deadline_exceeded_is_retried_only_while_time_is_left(server: ScriptedSe
         outcome = client.unary(Request(id="f", sleep_ms=150), timeout=0.25)
     assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
     assert isinstance(outcome.error, TimeoutExceededError)
-    assert server.attempts("f") == 3  # 0.1 + 0.1 + the 0.05 left
+    # attempts at 0 and 0.1 s timed out and were retried; a third gets the 0.05 s left, unless the machine was
+    # too slow to start it in time; none goes past the caller's deadline
+    assert 2 <= server.attempts("f") <= 3
     assert outcome.elapsed < 0.25 + 0.2
 
 
