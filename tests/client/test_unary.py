@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 
@@ -140,7 +142,6 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
     """Another interceptor under ours may raise instead of returning a failed call."""
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-    from interceptors import ResilienceInterceptor
 
     class Unavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         def code(self) -> grpc.StatusCode:
@@ -166,20 +167,7 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
         def add_callback(self, callback: object) -> None:
             pass
 
-    raised = []
-
-    class RaisesTwice(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
-            if len(raised) < 2:
-                raised.append(1)
-                raise Unavailable()
-            return continuation(details, request)  # type: ignore[operator]
-
-    channel = grpc.intercept_channel(
-        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
-        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
-        RaisesTwice(),
-    )
+    channel, raised = retrying_over_raises(server, Unavailable, times=2)
     assert pb_grpc.ScriptedStub(channel).Unary(Request(id="r")).attempt == 1
     assert len(raised) == 2 and server.attempts("r") == 1
     channel.close()
@@ -202,26 +190,12 @@ def test_blocking_calls_run_in_the_callers_thread(server: ScriptedServer, monkey
 def test_future_calls_also_see_failures_raised_below(server: ScriptedServer) -> None:
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-    from interceptors import ResilienceInterceptor
 
     class Refused(grpc.RpcError):
         def code(self) -> grpc.StatusCode:
             return UNAVAILABLE
 
-    raised = []
-
-    class RaisesOnce(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
-            if not raised:
-                raised.append(1)
-                raise Refused()
-            return continuation(details, request)  # type: ignore[operator]
-
-    channel = grpc.intercept_channel(
-        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
-        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
-        RaisesOnce(),
-    )
+    channel, _ = retrying_over_raises(server, Refused, times=1)
     assert pb_grpc.ScriptedStub(channel).Unary.future(Request(id="f")).result(5).attempt == 1
     channel.close()
 
@@ -235,3 +209,24 @@ def test_a_retry_waits_for_an_open_breaker_to_let_a_probe_through(server: Script
     assert outcome.code is grpc.StatusCode.OK  # attempt 1 failed, 2 was rejected and waited, 3 was the probe
     assert server.attempts("p") == 2
     assert outcome.elapsed >= 0.2
+
+
+def retrying_over_raises(server: ScriptedServer, error: type[Exception], times: int) -> tuple[Any, list[int]]:
+    """A channel retrying 3 times over an interceptor that raises ``error`` on its first ``times`` calls."""
+    from interceptors import ResilienceInterceptor
+
+    raised: list[int] = []
+
+    class Raises(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            if len(raised) < times:
+                raised.append(1)
+                raise error()
+            return continuation(details, request)
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
+        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
+        Raises(),
+    )
+    return channel, raised
