@@ -142,7 +142,6 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
     """Another interceptor under ours may raise instead of returning a failed call."""
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-
     class Unavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc]
         def code(self) -> grpc.StatusCode:
             return UNAVAILABLE
@@ -189,7 +188,6 @@ def test_blocking_calls_run_in_the_callers_thread(server: ScriptedServer, monkey
 
 def test_future_calls_also_see_failures_raised_below(server: ScriptedServer) -> None:
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
-
 
     class Refused(grpc.RpcError):
         def code(self) -> grpc.StatusCode:
