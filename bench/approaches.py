@@ -20,7 +20,8 @@ except ImportError:  # redress needs Python 3.11
     redress = None
 
 import interceptors.aio
-from interceptors import Backoff, CircuitBreaker, Fallback, Policy, RetryPolicy, Timeout, resilient_channel
+from interceptors import Backoff, CircuitBreaker, Fallback, RetryPolicy, Timeout, resilient_channel
+from interceptors.engine import Policy
 
 REQUEST = service_b_pb2.HelloRequest(name="bench")
 NO_RETRIES = [("grpc.enable_retries", 0)]

@@ -3,64 +3,49 @@
 Policies are immutable configuration shared by every call; an :class:`Executor`, or the gRPC interceptors
 (:class:`ResilienceInterceptor`, :func:`interceptors.aio.resilience_interceptors`), run calls through them in
 order, the first outermost, as failsafe-go does.
+
+Here is what users type. Events live in :mod:`interceptors.events`, option types in :mod:`interceptors.typing`,
+what a new policy or transport extends in :mod:`interceptors.engine`, the asyncio client in
+:mod:`interceptors.aio`, server interceptors in :mod:`interceptors.server`, and a fake clock in
+:mod:`interceptors.testing`.
 """
 
-from ._routing import StackedRetriesWarning
-from .circuit_breaker import CircuitBreaker, Permit
-from .client import ResilienceInterceptor, resilient_channel
-from .clock import SYSTEM_CLOCK, Clock, SystemClock
-from .delays import Backoff, RandomDelay
-from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
-from .events import (
-    CircuitMetrics,
-    CircuitState,
-    CircuitStateChanged,
-    FallbackExecuted,
-    RetriesExceeded,
-    RetryAborted,
-    RetryScheduled,
-    RetryStarted,
-    TimeoutExceeded,
+from .engine.circuit_breaker import CircuitBreaker
+from .engine.delays import Backoff, RandomDelay
+from .engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from .engine.events import CircuitState
+from .engine.fallback import Fallback
+from .engine.policy import Executor
+from .engine.retry import RetryPolicy
+from .engine.timeout import Timeout
+from .grpc._channel import StackedRetriesWarning
+from .grpc.status import (
+    FALLBACK_METADATA_KEY,
+    FALLBACK_OUT_OF_TIME_KEY,
+    RETRYABLE_CODES,
+    on_codes,
+    replaced_by_fallback,
+    status_code,
 )
-from .execution import Execution, Semantics
-from .fallback import Fallback
-from .policy import Executor, Policy
-from .retry import RetryPolicy
-from .status import FALLBACK_METADATA_KEY, RETRYABLE_CODES, GrpcSemantics, on_codes, replaced_by_fallback, status_code
-from .timeout import Timeout
+from .grpc.sync_client import ResilienceInterceptor, resilient_channel
 
 __all__ = [
     "FALLBACK_METADATA_KEY",
+    "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
-    "SYSTEM_CLOCK",
     "Backoff",
     "CircuitBreaker",
-    "CircuitMetrics",
     "CircuitOpenError",
     "CircuitState",
-    "CircuitStateChanged",
-    "Clock",
-    "Execution",
     "Executor",
     "Fallback",
-    "FallbackExecuted",
-    "GrpcSemantics",
-    "Permit",
-    "Policy",
     "RandomDelay",
     "ResilienceError",
     "ResilienceInterceptor",
-    "RetriesExceeded",
     "RetriesExceededError",
-    "RetryAborted",
     "RetryPolicy",
-    "RetryScheduled",
-    "RetryStarted",
-    "Semantics",
     "StackedRetriesWarning",
-    "SystemClock",
     "Timeout",
-    "TimeoutExceeded",
     "TimeoutExceededError",
     "on_codes",
     "replaced_by_fallback",

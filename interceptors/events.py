@@ -1,10 +1,16 @@
-"""Typed, immutable events the policies report to their ``on_*`` listeners."""
+"""The events policies report to their ``on_*`` listeners (frozen dataclasses), and a breaker's metrics."""
 
-from __future__ import annotations
-
-import enum
-from dataclasses import dataclass
-from typing import Any
+from .engine.events import (
+    CircuitMetrics,
+    CircuitState,
+    CircuitStateChanged,
+    FallbackExecuted,
+    RetriesExceeded,
+    RetryAborted,
+    RetryScheduled,
+    RetryStarted,
+    TimeoutExceeded,
+)
 
 __all__ = [
     "CircuitMetrics",
@@ -17,91 +23,3 @@ __all__ = [
     "RetryStarted",
     "TimeoutExceeded",
 ]
-
-
-class CircuitState(str, enum.Enum):
-    """States of a circuit breaker (equal to their names in lower case, e.g. ``"half-open"``). FORCED_OPEN and
-    DISABLED are only entered by hand."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-    FORCED_OPEN = "forced-open"
-    DISABLED = "disabled"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitMetrics:
-    """Counts of the breaker's current window: the rolling window when closed, the trial calls when half-open."""
-
-    executions: int
-    failures: int
-    successes: int
-    slow_calls: int
-
-    @property
-    def failure_rate(self) -> float:
-        return self.failures / self.executions if self.executions else 0.0
-
-    @property
-    def slow_call_rate(self) -> float:
-        return self.slow_calls / self.executions if self.executions else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitStateChanged:
-    old: CircuitState
-    new: CircuitState
-    metrics: CircuitMetrics
-
-
-@dataclass(frozen=True, slots=True)
-class RetryScheduled:
-    """Attempt number ``attempt`` failed with ``failure``; the next one starts after ``delay`` seconds."""
-
-    attempt: int
-    delay: float
-    failure: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class RetryStarted:
-    """Attempt number ``attempt`` (2 for the first retry) is starting after ``failure``."""
-
-    attempt: int
-    failure: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class RetriesExceeded:
-    """The retry policy gave up after ``attempts`` attempts; ``failure`` was the last one's."""
-
-    attempts: int
-    failure: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class RetryAborted:
-    """An abort condition (or a server's "do not retry") stopped retrying after ``attempts`` attempts."""
-
-    attempts: int
-    failure: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class TimeoutExceeded:
-    """The Timeout policy's ``timeout`` (seconds) passed; ``elapsed`` is how long the call had run."""
-
-    timeout: float
-    elapsed: float
-
-
-@dataclass(frozen=True, slots=True)
-class FallbackExecuted:
-    """The fallback answered ``result`` in place of ``failure``."""
-
-    failure: BaseException
-    result: Any

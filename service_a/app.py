@@ -15,12 +15,12 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
-    Policy,
     RetryPolicy,
     Timeout,
     on_codes,
     replaced_by_fallback,
 )
+from interceptors.engine import Policy
 from service_b.runtime import start_server
 
 SERVICE = service_a_pb2.DESCRIPTOR.services_by_name["ServiceA"].full_name

@@ -15,8 +15,9 @@ import grpc
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
-from interceptors import Policy, ResilienceInterceptor, resilient_channel
-from interceptors._routing import channel_options
+from interceptors import ResilienceInterceptor, resilient_channel
+from interceptors.engine import Policy
+from interceptors.grpc._channel import channel_options
 
 from ..scripted import AIO_LOOP
 
@@ -65,12 +66,14 @@ class Client:
 
             async def make_intercepted() -> Any:
                 chain = interceptors.aio.resilience_interceptors(*policies, methods=methods)
-                return grpc.aio.insecure_channel(target, options=channel_options(options), interceptors=chain)
+                return grpc.aio.insecure_channel(
+                    target, options=channel_options(options, retries=True), interceptors=chain
+                )
 
             self.channel = AIO_LOOP.run(make_intercepted())
         elif path.startswith("intercepted-"):
             self.path = path.removeprefix("intercepted-")
-            raw = grpc.insecure_channel(target, options=channel_options(options))
+            raw = grpc.insecure_channel(target, options=channel_options(options, retries=True))
             self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods))
         else:
             self.channel = resilient_channel(target, *policies, methods=methods, options=options)

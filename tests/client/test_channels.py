@@ -19,9 +19,13 @@ from interceptors import (
     RetriesExceededError,
     RetryPolicy,
     StackedRetriesWarning,
+    Timeout,
     resilient_channel,
 )
-from interceptors._routing import Router
+from interceptors.engine import Policy
+from interceptors.grpc._channel import channel_options
+from interceptors.grpc._core import Router
+from interceptors.testing import FakeClock
 
 from ..scripted import AIO_LOOP, Request, ScriptedServer
 from .paths import Client
@@ -58,21 +62,63 @@ def test_builtin_retries_would_multiply_attempts(server: ScriptedServer) -> None
 
 
 @pytest.mark.parametrize("path", ["call", "aio"])
-def test_helpers_turn_builtin_retries_off_and_warn(server: ScriptedServer, path: str) -> None:
-    with pytest.warns(StackedRetriesWarning, match="retryPolicy"):
-        client = Client(path, server.target, RetryPolicy(max_attempts=2), options=OPTIONS)
-    with client:
-        outcome = client.unary(Request(id="x", fail_first=100))
-    assert isinstance(outcome.error, RetriesExceededError)
-    assert server.attempts("x") == 2
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        (SERVICE_CONFIG, "retryPolicy"),
+        (
+            json.dumps({"methodConfig": [{"name": [{}]}, {"name": [{}], "hedgingPolicy": {"maxAttempts": 3}}]}),
+            "hedging",
+        ),
+        (json.dumps({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}}), "retryThrottling"),
+        ("{not json", "JSON"),
+        ("[]", "JSON object"),
+    ],
+    ids=["retry", "hedging", "throttling", "not-json", "not-object"],
+)
+def test_helpers_refuse_service_configs_asking_for_builtin_retries(path: str, config: str, key: str) -> None:
+    """Built-in retries would multiply our attempts, or be dropped silently with them off: refuse, naming the key."""
+    with pytest.raises(ValueError, match=f"grpc.service_config.*{key}"):
+        Client(path, "127.0.0.1:1", RetryPolicy(), options=[("grpc.service_config", config)])
 
 
-def test_helpers_warn_when_builtin_retries_are_asked_for() -> None:
+def test_a_service_config_without_retries_is_kept() -> None:
+    config = json.dumps(
+        {"methodConfig": [{"name": [{}], "timeout": "1s"}], "loadBalancingConfig": [{"round_robin": {}}]}
+    )
+    assert ("grpc.service_config", config) in channel_options([("grpc.service_config", config)], retries=True)
+
+
+@pytest.mark.parametrize("options", ["grpc.enable_retries", [("grpc.enable_retries",)], [(1, 2)], 7])
+def test_bad_channel_options_are_named(options: object) -> None:
+    with pytest.raises(ValueError, match="options"):
+        resilient_channel("127.0.0.1:1", RetryPolicy(), options=options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+@pytest.mark.parametrize("retrying", [True, False], ids=["retry-policy", "no-retry-policy"])
+def test_builtin_retries_are_off_only_where_a_retry_policy_retries(
+    server: ScriptedServer, path: str, retrying: bool
+) -> None:
+    """grpcio's retry machinery (and with it its transparent retries) strips an application's
+    grpc-previous-rpc-attempts: a channel whose RetryPolicy sends that header turns it off; a channel without a
+    RetryPolicy keeps it, and with it transparent retries (the header a caller sends is then dropped by grpcio)."""
+    chain = (RetryPolicy(max_attempts=2),) if retrying else (CircuitBreaker(),)
+    with Client(path, server.target, *chain, methods={"/other.v1.Other/*": []}) as client:
+        client.unary(Request(id="h", fail_first=1 if retrying else 0), metadata=(("grpc-previous-rpc-attempts", "7"),))
+    seen = [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id == "h"]
+    assert seen == (["7", "1"] if retrying else [None])
+    methods_only = Router((), {UNARY: [RetryPolicy()]})
+    assert methods_only.retries and not Router((CircuitBreaker(),), {UNARY: [Timeout(1)]}).retries
+
+
+def test_helpers_warn_when_builtin_retries_are_asked_for_under_a_retry_policy() -> None:
     with pytest.warns(StackedRetriesWarning, match="enable_retries"):
         resilient_channel("127.0.0.1:1", RetryPolicy(), options=[("grpc.enable_retries", 1)]).close()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resilient_channel("127.0.0.1:1", RetryPolicy()).close()
+        resilient_channel("127.0.0.1:1", CircuitBreaker(), options=[("grpc.enable_retries", 1)]).close()
 
 
 def test_per_method_chains(server: ScriptedServer) -> None:
@@ -98,11 +144,44 @@ def test_per_method_chains(server: ScriptedServer) -> None:
 
 @pytest.mark.parametrize(
     "methods",
-    [{"Unary": [RetryPolicy()]}, {"/svc/": [RetryPolicy()]}, {"/a/b/c": [RetryPolicy()]}, {UNARY: RetryPolicy()}],
+    [
+        {"Unary": [RetryPolicy()]},
+        {"/svc/": [RetryPolicy()]},
+        {"/a/b/c": [RetryPolicy()]},
+        {UNARY: RetryPolicy()},
+        {None: [RetryPolicy()]},
+        {UNARY: 3},
+        {UNARY: "retry"},
+        {UNARY: [RetryPolicy(), "timeout"]},
+        [(UNARY, [RetryPolicy()])],
+        "methods",
+    ],
 )
-def test_bad_method_keys_and_values(methods: dict[str, object]) -> None:
+def test_bad_method_keys_and_values(methods: object) -> None:
     with pytest.raises(ValueError, match="methods"):
-        Router((), methods)  # type: ignore[arg-type]
+        ResilienceInterceptor(methods=methods)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="methods"):
+        interceptors.aio.resilience_interceptors(methods=methods)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("chain", "problem"),
+    [
+        ([RetryPolicy(clock=FakeClock()), Timeout(1)], "clock"),
+        ([CircuitBreaker()] * 2, "once"),
+        ([Timeout(1), Timeout(1)], None),  # two equal policies are two policies
+    ],
+)
+def test_per_method_chains_are_checked_when_the_interceptor_is_built(chain: list[Policy], problem: str | None) -> None:
+    if problem is None:
+        ResilienceInterceptor(methods={UNARY: chain})
+        return
+    with pytest.raises(ValueError, match=rf"methods\['{UNARY}'\].*{problem}"):
+        ResilienceInterceptor(methods={UNARY: chain})
+    with pytest.raises(ValueError, match=problem):
+        interceptors.aio.resilient_channel("127.0.0.1:1", methods={"/scripted.v1.Scripted/*": chain})
+    with pytest.raises(ValueError, match=f"policies.*{problem}"):
+        resilient_channel("127.0.0.1:1", *chain)
 
 
 def test_aio_method_names_arrive_as_bytes() -> None:

@@ -29,7 +29,7 @@ def check_attempt_deadlines(server: ScriptedServer, id: str, per_attempt: float,
 @pytest.mark.parametrize("path", PATHS)
 def test_attempt_timeouts_inside_retry_bounded_by_the_caller_deadline(server: ScriptedServer, path: str) -> None:
     """The issue's scenario scaled by 1/10: 0.1 s per attempt, a server sleeping 0.5 s, 0.25 s in all."""
-    with Client(path, server.target, RetryPolicy(max_attempts=10), Timeout(0.1)) as client:
+    with Client(path, server.target, RetryPolicy(max_attempts=10, delay=0), Timeout(0.1)) as client:
         outcome = client.unary(Request(id="slow", sleep_ms=500), timeout=0.25)
     assert outcome.code is DEADLINE_EXCEEDED
     assert outcome.elapsed < 0.25 + 0.1
@@ -39,7 +39,7 @@ def test_attempt_timeouts_inside_retry_bounded_by_the_caller_deadline(server: Sc
 @pytest.mark.parametrize("path", ["call", "aio"])
 def test_the_issue_scenario_at_full_scale(server: ScriptedServer, path: str) -> None:
     """1 s per-attempt timeout inside a retry, a server that sleeps 5 s, a 2.5 s caller timeout."""
-    with Client(path, server.target, RetryPolicy(max_attempts=10), Timeout(1.0)) as client:
+    with Client(path, server.target, RetryPolicy(max_attempts=10, delay=0), Timeout(1.0)) as client:
         outcome = client.unary(Request(id="slow", sleep_ms=5000), timeout=2.5)
     assert outcome.code is DEADLINE_EXCEEDED
     assert 2.4 < outcome.elapsed < 2.5 + 0.25

@@ -60,12 +60,27 @@ def test_caller_errors_are_not_answered(server: ScriptedServer, path: str) -> No
 
 
 @paths
-def test_a_bad_fallback_message_names_the_method_and_field(server: ScriptedServer, path: str) -> None:
+@pytest.mark.parametrize(
+    ("fallback", "problem"),
+    [
+        (Fallback(message={"nonexistent": 1}), "nonexistent"),
+        (Fallback(message={"attempt": "many"}), "attempt"),
+        (Fallback(value="a str"), "scripted.v1.Reply"),
+        (Fallback(value=None), "scripted.v1.Reply"),
+    ],
+    ids=["unknown-field", "wrong-type", "value-str", "value-none"],
+)
+def test_a_bad_fallback_fails_before_anything_is_sent(
+    server: ScriptedServer, path: str, fallback: Fallback, problem: str
+) -> None:
+    """Checked against the response type as soon as it is known: when the helper's stub is made, or at the first
+    call through grpc's own interceptor hooks; either way nothing reaches the server."""
     with (
-        Client(path, server.target, Fallback(message={"nonexistent": 1})) as client,
-        pytest.raises(ValueError, match=r"/scripted.v1.Scripted/Unary.*nonexistent"),
+        pytest.raises(ValueError, match=rf"/scripted.v1.Scripted/Unary.*{problem}"),
+        Client(path, server.target, fallback) as client,
     ):
-        client.unary(Request(id="bad", fail_first=1))
+        client.unary(Request(id="bad"))
+    assert server.attempts("bad") == 0
 
 
 def test_fallback_function_sees_the_request_and_the_grpc_failure(server: ScriptedServer) -> None:

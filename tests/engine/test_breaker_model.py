@@ -14,7 +14,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
 
-from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, Permit
+from interceptors import CircuitBreaker, CircuitOpenError, CircuitState
+from interceptors.engine import Permit
 from interceptors.testing import FakeClock
 
 from .helpers import Boom

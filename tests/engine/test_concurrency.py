@@ -6,7 +6,7 @@ import asyncio
 import threading
 
 from interceptors import CircuitBreaker, Executor, RetryPolicy, Timeout
-from interceptors.execution import Execution
+from interceptors.engine import Execution
 
 from .helpers import Boom
 

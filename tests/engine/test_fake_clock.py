@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from interceptors import SYSTEM_CLOCK, Clock
+from interceptors.engine import SYSTEM_CLOCK, Clock
 from interceptors.testing import FakeClock
 
 

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from interceptors import Executor, Fallback, Semantics
+from interceptors import Executor, Fallback
+from interceptors.engine import Semantics
 from interceptors.events import FallbackExecuted
 
 from .helpers import Boom, CallerMistake, Calls
@@ -73,21 +74,35 @@ def test_default_and_message_come_from_the_transport() -> None:
     assert Executor(Fallback()).call(Calls()) is None  # plain calls: None
 
 
-def test_failing_fallback_function_raises_its_error_chained() -> None:
+def test_a_failing_fallback_function_gives_back_the_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """The caller gets the failure it would have got without the fallback; the fallback's error is chained and
+    logged, never handed to the caller instead."""
+
     def broken(request: object, failure: BaseException) -> None:
-        raise ValueError("no fallback either")
+        raise ZeroDivisionError("no fallback either")
 
-    with pytest.raises(ValueError, match="no fallback either") as raised:
+    with pytest.raises(Boom) as raised:
         Executor(Fallback(broken)).call(Calls())
-    assert isinstance(raised.value.__context__, Boom)
+    assert isinstance(raised.value.__context__, ZeroDivisionError)
+    assert "ZeroDivisionError: no fallback either" in caplog.text
 
 
-def test_sync_fallback_function_must_not_be_async() -> None:
+async def test_a_failing_async_fallback_function_gives_back_the_failure() -> None:
+    async def broken(failure: BaseException) -> None:
+        raise ZeroDivisionError
+
+    with pytest.raises(Boom) as raised:
+        await Executor(Fallback(broken)).acall(Calls().async_call)
+    assert isinstance(raised.value.__context__, ZeroDivisionError)
+
+
+def test_sync_fallback_function_must_not_be_async(caplog: pytest.LogCaptureFixture) -> None:
     async def answer(request: object, failure: BaseException) -> str:
         return "x"
 
-    with pytest.raises(TypeError, match="awaitable"):
+    with pytest.raises(Boom) as raised:
         Executor(Fallback(answer)).call(Calls())
+    assert isinstance(raised.value.__context__, TypeError) and "awaitable" in caplog.text
 
 
 async def test_async_fallback_function_is_awaited() -> None:

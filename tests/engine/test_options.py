@@ -81,7 +81,8 @@ def test_policies_are_read_only() -> None:
 
 def test_defaults_are_documented_values() -> None:
     retry = RetryPolicy()
-    assert (retry.max_attempts, retry.delay, retry.reraise) == (3, 0.0, False)
+    assert (retry.max_attempts, retry.delay, retry.jitter_factor, retry.reraise) == (3, Backoff(0.1, 5.0), 0.2, False)
+    assert RetryPolicy(jitter=0.5).jitter_factor == 0
     breaker = CircuitBreaker()
     assert (breaker.failure_threshold, breaker.failure_window, breaker.delay) == (5, 5, 60.0)
     assert (breaker.success_threshold, breaker.minimum_calls) == (1, 1)

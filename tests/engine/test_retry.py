@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from interceptors import (
@@ -48,7 +50,7 @@ def test_unlimited_attempts_five_failures_then_success_makes_six_attempts(clock:
 def test_backoff_initial_1_maximum_10(clock: FakeClock) -> None:
     calls = Calls()
     with pytest.raises(RetriesExceededError):
-        Executor(RetryPolicy(max_attempts=7, delay=Backoff(1, 10), clock=clock)).call(calls)
+        Executor(RetryPolicy(max_attempts=7, delay=Backoff(1, 10), jitter_factor=0, clock=clock)).call(calls)
     assert clock.sleeps == [1, 2, 4, 8, 10, 10]
 
 
@@ -60,26 +62,38 @@ def test_backoff_with_multiplier_and_huge_attempt_counts() -> None:
 
 def test_fixed_delay(clock: FakeClock) -> None:
     with pytest.raises(RetriesExceededError):
-        Executor(RetryPolicy(max_attempts=4, delay=0.25, clock=clock)).call(Calls())
+        Executor(RetryPolicy(max_attempts=4, delay=0.25, jitter_factor=0, clock=clock)).call(Calls())
     assert clock.sleeps == [0.25, 0.25, 0.25]
 
 
 def test_random_delay_stays_in_range(clock: FakeClock) -> None:
     with pytest.raises(RetriesExceededError):
-        Executor(RetryPolicy(max_attempts=200, delay=RandomDelay(0.1, 0.3), clock=clock)).call(Calls())
+        Executor(RetryPolicy(max_attempts=200, delay=RandomDelay(0.1, 0.3), jitter_factor=0, clock=clock)).call(Calls())
     assert all(0.1 <= d <= 0.3 for d in clock.sleeps)
     assert len(set(clock.sleeps)) > 100
 
 
-@pytest.mark.parametrize("jitter", [{"jitter_factor": 0.5}, {"jitter": 3.0}])
-def test_jitter_never_exceeds_the_backoff_maximum(clock: FakeClock, jitter: dict[str, float]) -> None:
-    policy = RetryPolicy(max_attempts=300, delay=Backoff(1, 8), clock=clock, **jitter)
+@pytest.mark.parametrize("jitter", [{}, {"jitter_factor": 0.5}, {"jitter": 3.0}], ids=["default", "factor", "seconds"])
+def test_capped_delays_stay_spread_out(clock: FakeClock, jitter: dict[str, float]) -> None:
+    """Delays at the cap are drawn below it, not clamped to it: capped retries never fire together."""
+    policy = RetryPolicy(max_attempts=10_004, delay=Backoff(1, 8), clock=clock, **jitter)
     with pytest.raises(RetriesExceededError):
         Executor(policy).call(Calls())
+    capped = clock.sleeps[3:]  # 1, 2, 4, then 8 (the cap) 10 000 times
+    assert len(capped) == 10_000
     assert all(0 <= d <= 8 for d in clock.sleeps)
-    late = clock.sleeps[10:]
-    assert min(late) < 8 and max(late) == 8  # jitter moves delays, and caps them at the maximum
-    assert min(clock.sleeps[:1]) >= 0
+    assert max(Counter(capped).values()) <= 3
+    assert min(capped) < 7.5 and max(capped) > 7.9
+
+
+def test_the_default_schedule_is_exponential_backoff_with_jitter(clock: FakeClock) -> None:
+    """min(0.1 * 2**(n-1), 5) seconds, drawn from [0.8, 1.2] times that, never past 5."""
+    with pytest.raises(RetriesExceededError):
+        Executor(RetryPolicy(max_attempts=12, clock=clock)).call(Calls())
+    for n, delay in enumerate(clock.sleeps, start=1):
+        nominal = min(0.1 * 2 ** (n - 1), 5.0)
+        assert 0.8 * nominal <= delay <= min(1.2 * nominal, 5.0)
+    assert len(set(clock.sleeps)) == 11
 
 
 def test_fixed_delay_jitter_factor_spreads_around_the_delay(clock: FakeClock) -> None:
@@ -118,6 +132,7 @@ def test_events_in_order(clock: FakeClock) -> None:
     events: list[object] = []
     retry = RetryPolicy(
         delay=Backoff(1, 10),
+        jitter_factor=0,
         on_retry_scheduled=events.append,
         on_retry=events.append,
         on_retries_exceeded=events.append,
@@ -147,7 +162,9 @@ def test_a_failing_listener_does_not_break_the_call(clock: FakeClock, caplog: py
 
 def test_pushback_drives_the_delay_and_is_capped(clock: FakeClock) -> None:
     asked = iter([2.5, 500.0, None])
-    retry = RetryPolicy(max_attempts=4, delay=0.1, pushback=lambda _: next(asked), max_pushback=30, clock=clock)
+    retry = RetryPolicy(
+        max_attempts=4, delay=0.1, pushback=lambda _: next(asked), max_pushback=30, jitter_factor=0, clock=clock
+    )
     assert Executor(retry).call(Calls(failures=3)) == "ok"
     assert clock.sleeps == [2.5, 30, 0.1]
 
@@ -169,14 +186,16 @@ def test_max_duration_stops_retrying(clock: FakeClock) -> None:
         calls()
 
     with pytest.raises(RetriesExceededError) as raised:
-        Executor(RetryPolicy(max_attempts=None, max_duration=3.5, delay=0.5, clock=clock)).call(slow_failure)
+        Executor(RetryPolicy(max_attempts=None, max_duration=3.5, delay=0.5, jitter_factor=0, clock=clock)).call(
+            slow_failure
+        )
     # attempts end at 1, 2.5, 4 (the retry after 2.5 would start at 3.0 < 3.5; after 4 it would pass 3.5)
     assert calls.count == 3 and raised.value.attempts == 3
 
 
 def test_a_retry_that_would_pass_the_deadline_fails_now(clock: FakeClock) -> None:
     calls = Calls()
-    retry = RetryPolicy(max_attempts=10, delay=Backoff(1, 10), clock=clock)
+    retry = RetryPolicy(max_attempts=10, delay=Backoff(1, 10), jitter_factor=0, clock=clock)
     with pytest.raises(TimeoutExceededError) as raised:
         Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 5)
     # delays 1 and 2 fit (t=1, t=3); the next (4) would end at 7 > 5: fail at t=3 without sleeping
@@ -195,14 +214,14 @@ def test_execution_data_per_attempt(clock: FakeClock) -> None:
             raise Boom(execution.attempts)
         return execution.elapsed
 
-    elapsed = Executor(RetryPolicy(delay=1, clock=clock)).call_with_execution(fn)
+    elapsed = Executor(RetryPolicy(delay=1, jitter_factor=0, clock=clock)).call_with_execution(fn)
     assert [(a, t) for a, t, _ in seen] == [(1, 0.0), (2, 1.5), (3, 3.0)]
     assert seen[0][2] is None and isinstance(seen[2][2], Boom)
     assert elapsed == 3.5
 
 
 async def test_async_retry_same_policy_object(clock: FakeClock) -> None:
-    retry = RetryPolicy(delay=Backoff(1, 10), clock=clock)
+    retry = RetryPolicy(delay=Backoff(1, 10), jitter_factor=0, clock=clock)
     calls = Calls(failures=2)
     assert await Executor(retry).acall(calls.async_call) == "ok"
     assert calls.count == 3 and clock.sleeps == [1, 2]
@@ -219,7 +238,7 @@ async def test_async_retries_exceeded(clock: FakeClock) -> None:
 
 def test_min_attempt_time_keeps_retries_out_of_the_last_moments(clock: FakeClock) -> None:
     calls = Calls()
-    retry = RetryPolicy(max_attempts=10, delay=1.0, min_attempt_time=0.5, clock=clock)
+    retry = RetryPolicy(max_attempts=10, delay=1.0, min_attempt_time=0.5, jitter_factor=0, clock=clock)
     with pytest.raises(TimeoutExceededError):
         Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 2.4)
     # retries at t=1 (1.4 left) fit; one at t=2 would leave 0.4 < 0.5: fail now

@@ -7,8 +7,8 @@ import time
 import pytest
 
 from interceptors import Executor, Timeout, TimeoutExceededError
+from interceptors.engine import Execution
 from interceptors.events import TimeoutExceeded
-from interceptors.execution import Execution
 from interceptors.testing import FakeClock
 
 from .helpers import Boom

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from . import _options
+from . import options
 from ._alarms import NO_ALARM, Alarms
 from .clock import Clock
 from .errors import TimeoutExceededError
@@ -16,8 +15,6 @@ from .execution import Execution
 from .policy import AsyncLink, Link, Policy
 
 __all__ = ["Timeout"]
-
-T = TypeVar("T")
 
 
 class Timeout(Policy):
@@ -28,26 +25,30 @@ class Timeout(Policy):
     adapter sends it as the call's timeout) and a result that arrives after it is discarded. Either way, when this
     policy's deadline is the one that passed, the caller gets :class:`TimeoutExceededError` (chaining the inner
     failure, if any) and ``on_timeout_exceeded`` hears of it; an outer deadline passing is left to its owner.
+
+    :param seconds: the time allowed (> 0, at most a year), positional.
+    :param on_timeout_exceeded: hears :class:`TimeoutExceeded` when this policy's deadline passes.
+    :param clock: the clock deadlines are measured on (default the system clock).
     """
 
     __slots__ = ("_alarms", "clock", "on_timeout_exceeded", "seconds")
     clock: Clock
     seconds: float
     _alarms: Alarms
-    on_timeout_exceeded: Callable[[TimeoutExceeded], object] | None
+    on_timeout_exceeded: options.Listener[TimeoutExceeded] | None
 
     def __init__(
         self,
-        seconds: _options.Duration,
+        seconds: options.Duration,
         /,
         *,
-        on_timeout_exceeded: Callable[[TimeoutExceeded], object] | None = None,
+        on_timeout_exceeded: options.Listener[TimeoutExceeded] | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._init(
-            seconds=_options.seconds(seconds, "Timeout seconds", positive=True),
-            on_timeout_exceeded=_options.listener(on_timeout_exceeded, "on_timeout_exceeded"),
-            clock=_options.clock(clock),
+            seconds=options.seconds(seconds, "Timeout seconds", positive=True),
+            on_timeout_exceeded=options.listener(on_timeout_exceeded, "on_timeout_exceeded"),
+            clock=options.clock(clock),
             _alarms=Alarms(),
         )
 
@@ -62,7 +63,7 @@ class Timeout(Policy):
 
     def _exceeded(self, execution: Execution) -> TimeoutExceededError:
         if self.on_timeout_exceeded is not None:
-            _options.emit(self.on_timeout_exceeded, TimeoutExceeded(self.seconds, execution.elapsed))
+            options.emit(self.on_timeout_exceeded, TimeoutExceeded(self.seconds, execution.elapsed))
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)
 
     def wrap(self, inner: Link) -> Link:

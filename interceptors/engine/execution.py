@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
+
+if TYPE_CHECKING:
+    from .events import FallbackExecuted
 
 __all__ = ["Execution", "Semantics"]
 
@@ -37,8 +40,11 @@ class Semantics:
         return None
 
     def response_from_fields(self, fields: Mapping[str, Any]) -> Any:
-        """What ``Fallback(message=fields)`` answers."""
+        """What ``Fallback(message=fields)`` answers; raises ValueError when the fields do not fit."""
         return dict(fields)
+
+    def check_response(self, response: object) -> None:
+        """Raise TypeError when ``response`` cannot be the answer to a call (a fallback's, say)."""
 
 
 PLAIN = Semantics()
@@ -49,7 +55,7 @@ class Execution:
 
     ``attempts`` counts attempts started (1 during the first); ``deadline`` is the absolute time (on ``clock``)
     by which the current attempt must finish, or None; ``last_failure`` is the most recent failure;
-    ``fallback_failure`` the failure a Fallback answered in place of, if one did.
+    ``fallback`` tells what a Fallback answered and in place of what, if one did.
     """
 
     __slots__ = (
@@ -58,7 +64,7 @@ class Execution:
         "attempts",
         "clock",
         "deadline",
-        "fallback_failure",
+        "fallback",
         "last_failure",
         "request",
         "semantics",
@@ -81,7 +87,7 @@ class Execution:
         self.start_time = self.attempt_start_time = clock.now()
         self.attempts = 1
         self.last_failure: BaseException | None = None
-        self.fallback_failure: BaseException | None = None
+        self.fallback: FallbackExecuted | None = None
 
     @property
     def elapsed(self) -> float:

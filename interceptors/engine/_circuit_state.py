@@ -1,52 +1,118 @@
-"""The circuit breaker's state machine: CLOSED -> OPEN -> HALF_OPEN -> CLOSED or OPEN, plus manual modes.
+"""The circuit breaker's state machine: CLOSED -> OPEN -> HALF_OPEN -> CLOSED or OPEN, plus manual modes, and the
+frozen configuration it runs by.
 
 All state changes happen under one lock that is held only to admit or record a call, never while it runs.
 A call is admitted with the state's generation number; its outcome counts only if the state has not changed
 since (a call admitted while closed that ends after the breaker opened says nothing about the half-open trial).
-Events are reported after the lock is released.
+The lock-free fast path reads ``(state, generation)`` as one snapshot, so a call it admits was admitted by the
+closed state whose generation it carries. Events are reported after the lock is released.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-from . import _options
-from ._windows import CountWindow, Window
+from . import options
+from ._windows import CountWindow, TimeWindow, Window
+from .clock import Clock
+from .delays import jittered
 from .errors import CircuitOpenError
 from .events import CircuitMetrics, CircuitState, CircuitStateChanged
-from .execution import Semantics
-
-if TYPE_CHECKING:
-    from .circuit_breaker import CircuitBreaker
+from .execution import PLAIN, Semantics
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 FORCED_OPEN, DISABLED = CircuitState.FORCED_OPEN, CircuitState.DISABLED
 
 
-class CircuitStateMachine:
-    __slots__ = ("_changes", "_config", "_lock", "_open_until", "_trials", "_window", "generation", "state")
+@dataclass(frozen=True, slots=True)
+class CircuitConfig:
+    """A circuit breaker's validated options, and the rules they make (see :class:`CircuitBreaker`)."""
 
-    def __init__(self, config: CircuitBreaker) -> None:
+    failure_threshold: int | None
+    failure_rate: float | None
+    failure_window: int | None
+    failure_period: float | None
+    minimum_calls: int
+    slow_call_duration: float | None
+    slow_call_rate: float | None
+    success_threshold: int
+    success_window: int
+    delay: float
+    jitter_factor: float
+    pushback: options.PushbackReader | bool
+    max_pushback: float
+    handle: options.FailurePredicate | None
+    on_state_change: options.Listener[CircuitStateChanged] | None
+    clock: Clock
+
+    def failure_counter(self) -> Window:
+        """An empty window of closed-state outcomes."""
+        if self.failure_period is not None:
+            return TimeWindow(self.failure_period, self.clock)
+        assert self.failure_window is not None
+        return CountWindow(self.failure_window)
+
+    def trips(self, window: Window) -> bool:
+        """Whether the closed-state outcomes in ``window`` open the breaker."""
+        executions = window.executions
+        if executions < self.minimum_calls:
+            return False
+        if self.slow_call_rate is not None and window.slow_calls / executions >= self.slow_call_rate:
+            return True
+        if self.failure_rate is not None:
+            return window.failures / executions >= self.failure_rate
+        assert self.failure_threshold is not None
+        return window.failures >= self.failure_threshold
+
+    def open_delay(self, failure: BaseException | None, semantics: Semantics) -> tuple[float, bool]:
+        """How long to stay open after ``failure``, and whether that is what the failure asked for (pushback)."""
+        if failure is not None:
+            asked = options.pushback_delay(self.pushback, failure, semantics, self.max_pushback)
+            if asked is not None and asked >= 0:
+                return asked, True
+        return jittered(self.delay, factor=self.jitter_factor, absolute=0.0, maximum=None), False
+
+    def failed(self, failure: BaseException | None, semantics: Semantics) -> bool:
+        """Whether an outcome counts as a failure (failures ``handle`` rejects count as successes)."""
+        return failure is not None and (self.handle or semantics.is_failure)(failure)
+
+
+class CircuitStateMachine:
+    __slots__ = (
+        "_changes",
+        "_config",
+        "_lock",
+        "_open_until",
+        "_opened_by_pushback",
+        "_trials",
+        "_window",
+        "generation",
+        "snapshot",
+        "state",
+    )
+
+    def __init__(self, config: CircuitConfig) -> None:
         self._config = config
         self._lock = threading.Lock()
         self._changes: list[CircuitStateChanged] = []
         self.state = CLOSED
         self.generation = 0
-        self._window: Window = config._failure_window()
+        self.snapshot = (CLOSED, 0)  # (state, generation), replaced as one object: the fast path's one read
+        self._window: Window = config.failure_counter()
         self._open_until = 0.0
+        self._opened_by_pushback = False
         self._trials = 0  # half-open trial calls in flight
 
     def acquire(self) -> int:
         """Admit a call and return its generation, or raise CircuitOpenError."""
-        state = self.state
+        state, generation = self.snapshot
         if state is CLOSED or state is DISABLED:
-            return self.generation
+            return generation
         with self._lock:
             now = self._config.clock.now()
             self._half_open_if_due(now)
-            if self.state is HALF_OPEN and self._trials < self._config._trial_capacity:
+            if self.state is HALF_OPEN and self._trials < self._config.success_window:
                 self._trials += 1
                 admitted: int | None = self.generation
             elif self.state in (CLOSED, DISABLED):
@@ -70,15 +136,15 @@ class CircuitStateMachine:
             window = self._window
             if self.state is CLOSED:
                 window.record(failed or (slow and config.slow_call_rate is None), slow)
-                if config._trips(window):
-                    self._open(config._open_delay(failure, semantics))
+                if config.trips(window):
+                    self._open(*config.open_delay(failure, semantics))
             elif self.state is HALF_OPEN:
                 self._trials -= 1
                 window.record(failed or slow, slow)
                 if window.executions - window.failures >= config.success_threshold:
                     self._transition(CLOSED)
-                elif window.failures > config._trial_capacity - config.success_threshold:
-                    self._open(config._open_delay(failure, semantics))
+                elif window.failures > config.success_window - config.success_threshold:
+                    self._open(*config.open_delay(failure, semantics))
         if self._changes:
             self._publish()
 
@@ -110,30 +176,31 @@ class CircuitStateMachine:
         """Enter ``state`` by hand; OPEN starts the configured delay; CLOSED also clears the window."""
         with self._lock:
             if state is OPEN:
-                self._open(self._config._open_delay(None, None))
+                self._open(*self._config.open_delay(None, PLAIN))
             elif state is not self.state:
                 self._transition(state)
             elif state is CLOSED:
-                self._window = self._config._failure_window()
+                self._window = self._config.failure_counter()
         self._publish()
 
     def _half_open_if_due(self, now: float) -> None:
         if self.state is OPEN and now >= self._open_until:
             self._transition(HALF_OPEN)
 
-    def _open(self, delay: float) -> None:
+    def _open(self, delay: float, by_pushback: bool) -> None:
         self._open_until = self._config.clock.now() + delay
+        self._opened_by_pushback = by_pushback
         self._transition(OPEN)
 
     def _transition(self, new: CircuitState) -> None:
         old, metrics = self.state, self._window.metrics()
-        self.state = new
-        self.generation += 1
         if new is CLOSED:
-            self._window = self._config._failure_window()
+            self._window = self._config.failure_counter()
         elif new is HALF_OPEN:
-            self._window = CountWindow(self._config._trial_capacity)
+            self._window = CountWindow(self._config.success_window)
             self._trials = 0
+        self.state, self.generation = new, self.generation + 1
+        self.snapshot = (new, self.generation)
         if old is not new:
             self._changes.append(CircuitStateChanged(old, new, metrics))
 
@@ -143,14 +210,18 @@ class CircuitStateMachine:
         if self.state is HALF_OPEN:
             return CircuitOpenError("circuit breaker is half-open and its trial calls are all in flight")
         remaining = max(self._open_until - now, 0.0)
-        return CircuitOpenError(f"circuit breaker is open for another {remaining:.3g}s", remaining=remaining)
+        return CircuitOpenError(
+            f"circuit breaker is open for another {remaining:.3g}s",
+            remaining=remaining,
+            from_pushback=self._opened_by_pushback,
+        )
 
     def _publish(self) -> None:
         if not self._changes:
             return
         with self._lock:
             changes, self._changes = self._changes, []
-        listener: Callable[[CircuitStateChanged], object] | None = self._config.on_state_change
+        listener = self._config.on_state_change
         if listener is not None:
             for change in changes:
-                _options.emit(listener, change)
+                options.emit(listener, change)

@@ -2,43 +2,46 @@
 
 In order of precedence: ``grpc-retry-pushback-ms`` (milliseconds; negative or malformed means "do not retry", as
 in gRPC's retry design A6), ``google.rpc.RetryInfo`` inside ``grpc-status-details-bin``, and ``retry-after``
-(seconds, as in HTTP). The rich status is decoded with grpcio-status when it is installed (the ``status``
-extra), else with the protobuf runtime alone, from a minimal copy of the two message types.
+(seconds, as in HTTP). The rich status is decoded with googleapis-common-protos when it is installed (the
+``status`` extra), else with the protobuf runtime alone, from a minimal copy of the two message types. Its
+message is not compared with the call's ``grpc-message``: a proxy may rewrite one and not the other, and the
+delay a server asked for still holds. Nothing read off the wire is trusted: what cannot be parsed is ignored and
+logged once per method and header.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import any_pb2, descriptor_pb2, descriptor_pool, duration_pb2, message_factory
-from google.protobuf.message import DecodeError
 
 PUSHBACK_MS = "grpc-retry-pushback-ms"
 STATUS_DETAILS = "grpc-status-details-bin"
 RETRY_AFTER = "retry-after"
 DO_NOT_RETRY = -1.0
+RETRY_INFO = "google.rpc.RetryInfo"
 
 _log = logging.getLogger("interceptors")
 _warned: set[tuple[str, str]] = set()
 
 
 def pushback_seconds(call: Any, method: str) -> float | None:
-    """Seconds the server asked to wait in ``call``'s trailers, ``DO_NOT_RETRY``, or None when it asked nothing."""
-    trailing_metadata: Iterable[Any] | None = call.trailing_metadata()
-    if not trailing_metadata:
-        return None
-    found: dict[str, str | bytes] = {}
-    for key, value in trailing_metadata:
-        if key in (PUSHBACK_MS, STATUS_DETAILS, RETRY_AFTER):
-            found.setdefault(key, value)
-    if not found:
+    """Seconds the server asked to wait in ``call``'s trailers, ``DO_NOT_RETRY``, or None when it asked nothing
+    (or nothing that could be read). Never raises."""
+    try:
+        found: dict[str, str | bytes] = {}
+        for key, value in call.trailing_metadata() or ():
+            if key in (PUSHBACK_MS, STATUS_DETAILS, RETRY_AFTER):
+                found.setdefault(key, value)
+    except Exception as error:
+        _warn(method, "trailing metadata", f"ignoring the trailing metadata of {method}: {error!r}")
         return None
     if PUSHBACK_MS in found:
         return _pushback_ms(found[PUSHBACK_MS], method)
     if STATUS_DETAILS in found:
-        delay = _retry_info_delay(call, found[STATUS_DETAILS], method)
+        delay = _retry_info_delay(found[STATUS_DETAILS], method)
         if delay is not None:
             return delay
     if RETRY_AFTER in found:
@@ -47,7 +50,7 @@ def pushback_seconds(call: Any, method: str) -> float | None:
 
 
 def _text(value: str | bytes) -> str:
-    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _pushback_ms(value: str | bytes, method: str) -> float:
@@ -55,7 +58,7 @@ def _pushback_ms(value: str | bytes, method: str) -> float:
     try:
         milliseconds = int(text)
     except ValueError:
-        _warn(method, PUSHBACK_MS, f"malformed {PUSHBACK_MS} {text!r} from {method}: not retrying, as gRPC does")
+        _warn(method, PUSHBACK_MS, f"malformed {PUSHBACK_MS} {text[:40]!r} from {method}: not retrying, as gRPC does")
         return DO_NOT_RETRY
     return DO_NOT_RETRY if milliseconds < 0 else milliseconds / 1000
 
@@ -67,27 +70,24 @@ def _retry_after(value: str | bytes, method: str) -> float | None:
     except ValueError:
         seconds = -1.0
     if not (0 <= seconds < float("inf")):
-        _warn(method, RETRY_AFTER, f"ignoring {RETRY_AFTER} {text!r} from {method}: not a number of seconds >= 0")
+        _warn(method, RETRY_AFTER, f"ignoring {RETRY_AFTER} {text[:40]!r} from {method}: not a number of seconds >= 0")
         return None
     return seconds
 
 
-def _retry_info_delay(call: Any, value: str | bytes, method: str) -> float | None:
-    if not isinstance(value, bytes):
-        _warn(method, STATUS_DETAILS, f"ignoring {STATUS_DETAILS} from {method}: not binary")
-        return None
+def _retry_info_delay(value: str | bytes, method: str) -> float | None:
     try:
-        details = _read_status_details(call, value)
-    except (DecodeError, ValueError) as error:
-        _warn(method, STATUS_DETAILS, f"ignoring {STATUS_DETAILS} from {method}: {error}")
-        return None
-    for detail in details:
-        if detail.type_url.endswith("/google.rpc.RetryInfo"):
-            delay = _parse_retry_info(detail.value).retry_delay
-            seconds: float = delay.seconds + delay.nanos / 1e9
-            if seconds >= 0:
+        if not isinstance(value, bytes):
+            raise ValueError("not binary")
+        for detail in _parse_status(value).details:
+            if detail.type_url.rpartition("/")[2] == RETRY_INFO:
+                delay = _parse_retry_info(detail.value).retry_delay
+                seconds: float = delay.seconds + delay.nanos / 1e9
+                if seconds < 0:
+                    raise ValueError(f"negative RetryInfo delay {seconds}s")
                 return seconds
-            _warn(method, STATUS_DETAILS, f"ignoring negative RetryInfo delay {seconds}s from {method}")
+    except Exception as error:  # DecodeError, or anything else a malformed message may raise
+        _warn(method, STATUS_DETAILS, f"ignoring {STATUS_DETAILS} from {method}: {error!r}")
     return None
 
 
@@ -129,24 +129,13 @@ def _minimal_rpc_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]
     )
 
 
-def _rich_status_types() -> tuple[Callable[[Any, bytes], Iterable[Any]], Callable[[bytes], Any]]:
-    """How to read the status details of a call, and how to parse a RetryInfo: grpcio-status's way if present."""
+def _rich_status_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
+    """How to parse a google.rpc.Status and a RetryInfo: googleapis-common-protos' classes if installed."""
     try:
-        from google.rpc import error_details_pb2  # type: ignore[import-untyped]
-        from grpc_status import rpc_status
+        from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
     except ImportError:  # without the `status` extra
-        parse_status, parse_retry_info = _minimal_rpc_types()
-
-        def details(call: Any, value: bytes) -> Iterable[Any]:
-            return parse_status(value).details  # type: ignore[no-any-return]
-
-        return details, parse_retry_info
-
-    def checked_details(call: Any, value: bytes) -> Iterable[Any]:
-        status = rpc_status.from_call(call)  # also checks the details against the call's own status
-        return () if status is None else status.details
-
-    return checked_details, error_details_pb2.RetryInfo.FromString
+        return _minimal_rpc_types()
+    return status_pb2.Status.FromString, error_details_pb2.RetryInfo.FromString
 
 
-_read_status_details, _parse_retry_info = _rich_status_types()
+_parse_status, _parse_retry_info = _rich_status_types()

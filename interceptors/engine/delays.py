@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
-from . import _options
+from . import options
 
 __all__ = ["Backoff", "RandomDelay", "jittered"]
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Backoff:
-    """Exponential backoff: the delay after failed attempt ``n`` is ``min(initial * multiplier**(n-1), maximum)``."""
+    """Exponential backoff: the delay after failed attempt ``n`` is ``min(initial * multiplier**(n-1), maximum)``.
+
+    :param initial: seconds before the first retry (> 0).
+    :param maximum: the longest delay, seconds (>= ``initial``).
+    :param multiplier: growth per attempt (>= 1, finite; default 2).
+    """
 
     initial: float
     maximum: float
     multiplier: float
 
-    def __init__(self, initial: _options.Duration, maximum: _options.Duration, *, multiplier: float = 2.0) -> None:
-        lo = _options.seconds(initial, "Backoff initial", positive=True)
-        hi = _options.seconds(maximum, "Backoff maximum", positive=True)
+    def __init__(self, initial: options.Duration, maximum: options.Duration, *, multiplier: float = 2.0) -> None:
+        lo = options.seconds(initial, "Backoff initial", positive=True)
+        hi = options.seconds(maximum, "Backoff maximum", positive=True)
         if hi < lo:
             raise ValueError(f"Backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not multiplier >= 1:
-            raise ValueError(f"Backoff multiplier must be a number >= 1, got {multiplier!r}")
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 1 <= multiplier < math.inf:
+            raise ValueError(f"Backoff multiplier must be a finite number >= 1, got {multiplier!r}")
         object.__setattr__(self, "initial", lo)
         object.__setattr__(self, "maximum", hi)
         object.__setattr__(self, "multiplier", float(multiplier))
@@ -43,9 +49,9 @@ class RandomDelay:
     minimum: float
     maximum: float
 
-    def __init__(self, minimum: _options.Duration, maximum: _options.Duration) -> None:
-        lo = _options.seconds(minimum, "RandomDelay minimum")
-        hi = _options.seconds(maximum, "RandomDelay maximum", positive=True)
+    def __init__(self, minimum: options.Duration, maximum: options.Duration) -> None:
+        lo = options.seconds(minimum, "RandomDelay minimum")
+        hi = options.seconds(maximum, "RandomDelay maximum", positive=True)
         if hi <= lo:
             raise ValueError(f"RandomDelay maximum ({maximum!r}) must be > minimum ({minimum!r})")
         object.__setattr__(self, "minimum", lo)
@@ -56,10 +62,10 @@ class RandomDelay:
 
 
 def jittered(delay: float, *, factor: float, absolute: float, maximum: float | None) -> float:
-    """``delay`` moved by up to ``±factor * delay`` or ``±absolute`` seconds, kept within ``[0, maximum]``."""
+    """``delay`` moved by up to ``factor * delay`` (or ``absolute`` seconds) either way: drawn uniformly from
+    ``[delay - spread, delay + spread]`` cut to ``[0, maximum]``, so delays at the cap stay spread out too."""
     spread = factor * delay if factor else absolute
-    if spread:
-        delay += random.uniform(-spread, spread)
-    if maximum is not None and delay > maximum:
-        return maximum
-    return max(delay, 0.0)
+    if not spread:
+        return delay
+    high = delay + spread if maximum is None else min(delay + spread, maximum)
+    return random.uniform(max(delay - spread, 0.0), high)

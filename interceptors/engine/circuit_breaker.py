@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from . import _options
-from ._circuit_state import CLOSED, CircuitStateMachine
-from ._windows import CountWindow, TimeWindow, Window
+from . import options
+from ._circuit_state import CLOSED, CircuitConfig, CircuitStateMachine
 from .clock import Clock
-from .delays import jittered
 from .events import CircuitMetrics, CircuitState, CircuitStateChanged
 from .execution import PLAIN, Execution, Semantics
 from .policy import AsyncLink, Link, Policy
 
-__all__ = ["CircuitBreaker", "Permit"]
+__all__ = ["DEFAULT_DELAY", "DEFAULT_FAILURE_THRESHOLD", "DEFAULT_RATE_MINIMUM_CALLS", "CircuitBreaker", "Permit"]
+
+DEFAULT_FAILURE_THRESHOLD = 5
+DEFAULT_DELAY = 60.0
+DEFAULT_MAX_PUSHBACK = 60.0
+DEFAULT_RATE_MINIMUM_CALLS = 10
 
 
 class CircuitBreaker(Policy):
@@ -35,29 +38,32 @@ class CircuitBreaker(Policy):
     ``state`` turns HALF_OPEN as soon as the delay has passed, without waiting for a call. ``open()``,
     ``close()``, ``half_open()``, ``force_open()`` (no automatic exit) and ``disable()`` (admit all, count
     nothing) change state by hand. The lock is held only to admit and record calls, never while one runs.
+
+    :param failure_threshold: failures in the window that open the breaker (default 5; exclusive with
+        ``failure_rate``).
+    :param failure_rate: share of failures in the window that opens the breaker, in (0, 1].
+    :param failure_window: the window's size in calls (default ``failure_threshold``; at most 100 000).
+    :param failure_period: the window's length in seconds instead (exclusive with ``failure_window``).
+    :param minimum_calls: calls the window must hold before it may open the breaker (default 1; 10 or the window
+        size with a rate).
+    :param slow_call_duration: seconds from which a call is slow (default None: no call is).
+    :param slow_call_rate: share of slow calls that opens the breaker (default None: slow calls are failures).
+    :param success_threshold: half-open successes that close the breaker (default 1).
+    :param success_window: half-open trial calls allowed at once (default ``success_threshold``).
+    :param delay: seconds the breaker stays open (default 60).
+    :param jitter_factor: share of ``delay`` to move it by, at most, either way (default 0).
+    :param pushback: stay open as long as the failure that opened it asked (True: the transport's way; a function
+        of the failure: yours), capped at ``max_pushback`` (default False).
+    :param max_pushback: the longest pushback honoured, seconds (default 60).
+    :param handle: which failures count (default: the transport's failures, as for retries).
+    :param on_state_change: hears :class:`CircuitStateChanged` on every change of state.
+    :param clock: the clock for windows and delays (default the system clock).
     """
 
-    __slots__ = (
-        "_machine",
-        "_trial_capacity",
-        "clock",
-        "delay",
-        "failure_period",
-        "failure_rate",
-        "failure_threshold",
-        "failure_window",
-        "handle",
-        "jitter_factor",
-        "max_pushback",
-        "minimum_calls",
-        "on_state_change",
-        "pushback",
-        "slow_call_duration",
-        "slow_call_rate",
-        "success_threshold",
-        "success_window",
-    )
-    clock: Clock
+    __slots__ = ("_machine", "config")
+    config: CircuitConfig
+    _machine: CircuitStateMachine
+    # The options, read from ``config`` (see __getattr__).
     failure_threshold: int | None
     failure_rate: float | None
     failure_window: int | None
@@ -69,12 +75,11 @@ class CircuitBreaker(Policy):
     success_window: int
     delay: float
     jitter_factor: float
-    pushback: _options.Pushback | bool
+    pushback: options.PushbackReader | bool
     max_pushback: float
-    handle: _options.FailurePredicate | None
-    on_state_change: Callable[[CircuitStateChanged], object] | None
-    _trial_capacity: int
-    _machine: CircuitStateMachine
+    handle: options.FailurePredicate | None
+    on_state_change: options.Listener[CircuitStateChanged] | None
+    clock: Clock
 
     def __init__(
         self,
@@ -82,55 +87,54 @@ class CircuitBreaker(Policy):
         failure_threshold: int | None = None,
         failure_rate: float | None = None,
         failure_window: int | None = None,
-        failure_period: _options.Duration | None = None,
+        failure_period: options.Duration | None = None,
         minimum_calls: int | None = None,
-        slow_call_duration: _options.Duration | None = None,
+        slow_call_duration: options.Duration | None = None,
         slow_call_rate: float | None = None,
         success_threshold: int = 1,
         success_window: int | None = None,
-        delay: _options.Duration = 60.0,
+        delay: options.Duration = DEFAULT_DELAY,
         jitter_factor: float = 0.0,
-        pushback: _options.Pushback | bool = False,
-        max_pushback: _options.Duration = 60.0,
-        handle: _options.Handles | None = None,
-        on_state_change: Callable[[CircuitStateChanged], object] | None = None,
+        pushback: options.PushbackReader | bool = False,
+        max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
+        handle: options.Handles | None = None,
+        on_state_change: options.Listener[CircuitStateChanged] | None = None,
         clock: Clock | None = None,
     ) -> None:
+        calls = options.MAX_CALLS
         if failure_threshold is not None and failure_rate is not None:
             raise ValueError("give failure_threshold or failure_rate, not both")
         if failure_window is not None and failure_period is not None:
             raise ValueError("give failure_window (calls) or failure_period (seconds), not both")
         if failure_rate is not None:
-            rate, threshold = _options.ratio(failure_rate, "failure_rate"), None
+            rate, threshold = options.ratio(failure_rate, "failure_rate"), None
         else:
-            rate, threshold = (
-                None,
-                _options.count(5 if failure_threshold is None else failure_threshold, "failure_threshold"),
-            )
-        window = None if failure_window is None else _options.count(failure_window, "failure_window")
-        period = _options.optional_seconds(failure_period, "failure_period", positive=True)
+            threshold = DEFAULT_FAILURE_THRESHOLD if failure_threshold is None else failure_threshold
+            rate, threshold = None, options.count(threshold, "failure_threshold", maximum=calls)
+        window = None if failure_window is None else options.count(failure_window, "failure_window", maximum=calls)
+        period = options.optional_seconds(failure_period, "failure_period", positive=True)
         if rate is not None and window is None and period is None:
             raise ValueError("failure_rate needs failure_window or failure_period to measure the rate over")
         if threshold is not None and window is not None and threshold > window:
             raise ValueError(f"failure_threshold ({threshold}) must be <= failure_window ({window})")
-        slow_duration = _options.optional_seconds(slow_call_duration, "slow_call_duration", positive=True)
-        slow_rate = None if slow_call_rate is None else _options.ratio(slow_call_rate, "slow_call_rate")
+        slow_duration = options.optional_seconds(slow_call_duration, "slow_call_duration", positive=True)
+        slow_rate = None if slow_call_rate is None else options.ratio(slow_call_rate, "slow_call_rate")
         if slow_rate is not None and slow_duration is None:
             raise ValueError("slow_call_rate needs slow_call_duration to tell which calls are slow")
         if period is None and window is None:
             window = threshold  # consecutive failures
         if minimum_calls is None:
             uses_rate = rate is not None or slow_rate is not None
-            minimum = (window or 10) if uses_rate else 1
+            minimum = (window or DEFAULT_RATE_MINIMUM_CALLS) if uses_rate else 1
         else:
-            minimum = _options.count(minimum_calls, "minimum_calls")
+            minimum = options.count(minimum_calls, "minimum_calls", maximum=calls)
         if window is not None and minimum > window:
             raise ValueError(f"minimum_calls ({minimum}) must be <= the window of {window} calls")
-        successes = _options.count(success_threshold, "success_threshold")
-        trials = successes if success_window is None else _options.count(success_window, "success_window")
+        successes = options.count(success_threshold, "success_threshold", maximum=calls)
+        trials = successes if success_window is None else options.count(success_window, "success_window", maximum=calls)
         if trials < successes:
             raise ValueError(f"success_window ({trials}) must be >= success_threshold ({successes})")
-        self._init(
+        config = CircuitConfig(
             failure_threshold=threshold,
             failure_rate=rate,
             failure_window=window,
@@ -140,16 +144,24 @@ class CircuitBreaker(Policy):
             slow_call_rate=slow_rate,
             success_threshold=successes,
             success_window=trials,
-            delay=_options.seconds(delay, "delay"),
-            jitter_factor=_options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
-            pushback=_options.pushback(pushback),
-            max_pushback=_options.seconds(max_pushback, "max_pushback"),
-            handle=_options.handles(handle, "handle"),
-            on_state_change=_options.listener(on_state_change, "on_state_change"),
-            clock=_options.clock(clock),
-            _trial_capacity=trials,
+            delay=options.seconds(delay, "delay"),
+            jitter_factor=options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
+            pushback=options.pushback(pushback),
+            max_pushback=options.seconds(max_pushback, "max_pushback"),
+            handle=options.handles(handle, "handle"),
+            on_state_change=options.listener(on_state_change, "on_state_change"),
+            clock=options.clock(clock),
         )
-        self._init(_machine=CircuitStateMachine(self))
+        self._init(config=config, _machine=CircuitStateMachine(config))
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("config", "_machine"):  # not set yet: an error in __init__
+            raise AttributeError(name)
+        return getattr(self.config, name)
+
+    def __repr__(self) -> str:
+        settings = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
+        return f"CircuitBreaker({settings})"
 
     @property
     def state(self) -> CircuitState:
@@ -189,41 +201,19 @@ class CircuitBreaker(Policy):
         """Admit one call by hand (raises CircuitOpenError); report its outcome on the permit."""
         return Permit(self, self._machine.acquire())
 
-    def _failure_window(self) -> Window:
-        if self.failure_period is not None:
-            return TimeWindow(self.failure_period, self.clock)
-        assert self.failure_window is not None
-        return CountWindow(self.failure_window)
-
-    def _trips(self, window: Window) -> bool:
-        executions = window.executions
-        if executions < self.minimum_calls:
-            return False
-        if self.slow_call_rate is not None and window.slow_calls / executions >= self.slow_call_rate:
-            return True
-        if self.failure_rate is not None:
-            return window.failures / executions >= self.failure_rate
-        assert self.failure_threshold is not None
-        return window.failures >= self.failure_threshold
-
-    def _open_delay(self, failure: BaseException | None, semantics: Semantics | None) -> float:
-        if failure is not None:
-            asked = _options.pushback_delay(self.pushback, failure, semantics or PLAIN, self.max_pushback)
-            if asked is not None and asked >= 0:
-                return asked
-        return jittered(self.delay, factor=self.jitter_factor, absolute=0.0, maximum=None)
-
     def _record(self, generation: int, start: float, failure: BaseException | None, semantics: Semantics) -> None:
-        failed = failure is not None and (self.handle or semantics.is_failure)(failure)
-        slow = self.slow_call_duration is not None and self.clock.now() - start >= self.slow_call_duration
-        self._machine.record(generation, failed, slow, failure, semantics)
+        config = self.config
+        slow = config.slow_call_duration is not None and config.clock.now() - start >= config.slow_call_duration
+        self._machine.record(generation, config.failed(failure, semantics), slow, failure, semantics)
 
     def wrap(self, inner: Link) -> Link:
-        machine, record, now = self._machine, self._record, self.clock.now
-        timed, slow = self.slow_call_duration is not None, self.slow_call_duration or 0.0
+        machine, record, now = self._machine, self._record, self.config.clock.now
+        timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         def run(execution: Execution) -> Any:
-            generation = machine.generation if machine.state is CLOSED else machine.acquire()
+            state, generation = machine.snapshot
+            if state is not CLOSED:
+                generation = machine.acquire()
             start = now() if timed else 0.0
             try:
                 result = inner(execution)
@@ -239,11 +229,13 @@ class CircuitBreaker(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        machine, record, now = self._machine, self._record, self.clock.now
-        timed, slow = self.slow_call_duration is not None, self.slow_call_duration or 0.0
+        machine, record, now = self._machine, self._record, self.config.clock.now
+        timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         async def run(execution: Execution) -> Any:
-            generation = machine.generation if machine.state is CLOSED else machine.acquire()
+            state, generation = machine.snapshot
+            if state is not CLOSED:
+                generation = machine.acquire()
             start = now() if timed else 0.0
             try:
                 result = await inner(execution)

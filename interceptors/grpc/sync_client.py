@@ -1,8 +1,9 @@
 """Sync gRPC client interceptor: the policy engine on every sync call path.
 
 Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in the caller's thread. ``.future()``
-calls return at once: their policies run on one background event loop, so a retry waiting out its backoff holds
-no thread, and cancelling the future cancels the attempt in flight and every later one.
+calls return at once: their policies run in a worker thread of their own, so that nothing one call does (a slow
+fallback function, a listener) holds up another, and cancelling the future cancels the attempt in flight and
+every later one.
 """
 
 from __future__ import annotations
@@ -10,18 +11,30 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ._background import BACKGROUND
-from ._routing import MethodPolicies, Route, Router, attempt_metadata, channel_options
-from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
-from .execution import Execution
-from .policy import Policy
-from .status import FALLBACK_METADATA_KEY, Status, grpc_flavoured, status_code
+from ..engine.errors import CircuitOpenError
+from ..engine.execution import Execution
+from ..engine.policy import Policy
+from ._channel import channel_options
+from ._core import (
+    EndedCall,
+    Flavour,
+    MethodPolicies,
+    Route,
+    Router,
+    Status,
+    attempt_metadata,
+    attempt_timeout,
+    rpc_error,
+)
+from ._workers import FUTURES
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
@@ -34,6 +47,9 @@ else:
     _Future = grpc.Future
     _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable
 
+Send = Callable[[Execution], Any]
+"""Sends the execution's current attempt (its own timeout and metadata); returns what grpc gives back for it."""
+
 
 class ResilienceInterceptor(
     grpc.UnaryUnaryClientInterceptor,
@@ -45,6 +61,7 @@ class ResilienceInterceptor(
 
     ``methods`` gives some methods or services their own chains: ``{"/pkg.Service/Method": [...],
     "/pkg.Service/*": [...]}``; an empty chain, or no policies at all for a method, lets its calls pass untouched.
+    Every chain is checked when the interceptor is built.
 
     Unary-unary calls get every policy. Streaming calls, for now, get the chain's tightest Timeout as their
     deadline and its circuit breakers (admission, and the final status recorded); they are neither retried nor
@@ -58,10 +75,10 @@ class ResilienceInterceptor(
         route = self._router.route(client_call_details.method)
         if route is None:
             return continuation(client_call_details, request)
-        send = _via_continuation(route, continuation, client_call_details, request)
+        send = _via_continuation(continuation, client_call_details, request)
         if _blocks(continuation):
             return _call(route, send, request, client_call_details.timeout)
-        return _in_background(route, send, request, client_call_details.timeout)
+        return _ResilientFuture(route, send, request, client_call_details.timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return self._stream(continuation, client_call_details, request)
@@ -79,7 +96,7 @@ class ResilienceInterceptor(
         try:
             permits = route.admit_stream()
         except CircuitOpenError as rejected:
-            return _finished(rejected)
+            return rpc_error(rejected, SYNC)
         try:
             call = continuation(_CallDetails.of(details, route.stream_timeout_for(details.timeout)), request)
         except Exception as failure:
@@ -98,18 +115,20 @@ def resilient_channel(
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
 ) -> grpc.Channel:
-    """A channel to ``target`` whose calls run through ``policies``, with grpcio's built-in retries turned off.
+    """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
     It behaves as ``grpc.intercept_channel(channel, ResilienceInterceptor(...))`` but sends unary calls without
-    grpc's interceptor machinery, which costs more per call than the policies. Warns
-    (:class:`StackedRetriesWarning`) when ``options`` ask for built-in retries, which would multiply attempts.
+    grpc's interceptor machinery, which costs more per call than the policies. grpcio's own retries are turned
+    off where a RetryPolicy applies (see :mod:`interceptors.grpc._channel`); a service config asking for them is
+    refused with ValueError.
     """
-    opts = channel_options(options)
+    interceptor = ResilienceInterceptor(*policies, methods=methods)
+    opts = channel_options(options, retries=interceptor._router.retries)
     if credentials is None:
         channel = grpc.insecure_channel(target, options=opts, compression=compression)
     else:
         channel = grpc.secure_channel(target, credentials, options=opts, compression=compression)
-    return _ResilientChannel(channel, ResilienceInterceptor(*policies, methods=methods))
+    return _ResilientChannel(channel, interceptor)
 
 
 class _ResilientChannel(grpc.Channel):
@@ -153,8 +172,8 @@ class _ResilientChannel(grpc.Channel):
 class _UnaryUnary(_UnaryUnaryMultiCallable):
     """A unary method of a :func:`resilient_channel`: the policies around grpc's own multicallable.
 
-    Attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so a
-    healthy call touches grpc's call object no more than a bare one does.
+    Blocking attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so
+    a healthy call touches grpc's call object no more than a bare one does.
     """
 
     def __init__(self, multicallable: Any, route: Route) -> None:
@@ -180,20 +199,9 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> tuple[Any, Any]:
-        route = self._route
-        attempt = _directly(
-            route, self._multicallable.with_call, request, metadata, credentials, wait_for_ready, compression
-        )
-        execution = route.execution(attempt, request, timeout)
-        try:
-            result = route.executor.run_execution(execution)
-        except Exception as failure:
-            error = grpc_flavoured(failure, _FLAVOURS)
-        else:
-            if execution.fallback_failure is None:
-                return result  # type: ignore[no-any-return]
-            return result, _FallbackCall(result, execution.fallback_failure)
-        raise error
+        send = _directly(self._multicallable.with_call, request, metadata, credentials, wait_for_ready, compression)
+        result = _run(self._route, send, request, timeout)
+        return (result.result(), result) if isinstance(result, _AnsweredCall) else result
 
     def future(
         self,
@@ -204,9 +212,8 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        route = self._route
-        send = _directly(route, self._multicallable.future, request, metadata, credentials, wait_for_ready, compression)
-        return _in_background(route, send, request, timeout)
+        send = _directly(self._multicallable.future, request, metadata, credentials, wait_for_ready, compression)
+        return _ResilientFuture(self._route, send, request, timeout)
 
 
 _BLOCKING: dict[object, bool] = {}
@@ -216,7 +223,7 @@ def _blocks(continuation: Any) -> bool:
     """Whether grpc called us for a blocking call (its continuation then blocks too) rather than ``.future()``.
 
     grpc gives no flag; its continuations for ``__call__``/``with_call`` are defined in ``_with_call``. Anything
-    else takes the background path, which is correct for both kinds, only slower for blocking calls. The answer is
+    else takes the future's path, which is correct for both kinds, only slower for blocking calls. The answer is
     kept per code object: grpc makes a new continuation per call, all with the same code.
     """
     code = getattr(continuation, "__code__", None)
@@ -227,40 +234,27 @@ def _blocks(continuation: Any) -> bool:
     return blocks
 
 
-Send = Callable[[Execution], Any]
-"""Sends one attempt of a call and returns what grpc gives back for it."""
-
-
-def _via_continuation(route: Route, continuation: Any, details: Any, request: Any) -> Send:
+def _via_continuation(continuation: Any, details: Any, request: Any) -> Send:
     """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
     metadata."""
     method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
 
     def send(execution: Execution) -> Any:
-        attempt_details = _CallDetails(
-            method,
-            route.attempt_timeout(execution),
-            attempt_metadata(metadata, execution),
-            credentials,
-            wait_for_ready,
-            compression,
-        )
-        return continuation(attempt_details, request)
+        timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution)
+        return continuation(_CallDetails(method, timeout, attempt, credentials, wait_for_ready, compression), request)
 
     return send
 
 
-def _directly(route: Route, invoke: Any, request: Any, metadata: Any, *options: Any) -> Send:
-    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata.
-
-    ``options`` are the caller's credentials, wait_for_ready and compression.
-    """
+def _directly(invoke: Any, request: Any, metadata: Any, *options: Any) -> Send:
+    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata;
+    ``options`` are the caller's credentials, wait_for_ready and compression."""
     credentials, wait_for_ready, compression = options
 
     def send(execution: Execution) -> Any:
         return invoke(
             request,
-            timeout=route.attempt_timeout(execution),
+            timeout=attempt_timeout(execution),
             metadata=attempt_metadata(metadata, execution),
             credentials=credentials,
             wait_for_ready=wait_for_ready,
@@ -270,47 +264,29 @@ def _directly(route: Route, invoke: Any, request: Any, metadata: Any, *options: 
     return send
 
 
-def _call(route: Route, send: Send, request: Any, timeout: float | None) -> Any:
-    """A blocking unary call through the route's policies, in the caller's thread; returns the finished call."""
-    execution = route.execution(lambda execution: _succeeded(send(execution)), request, timeout)
+def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call through the route's policies, in this thread: the last attempt's outcome or a fallback's
+    answer (an ended call); raises the error the caller gets."""
     try:
-        return _as_call(route.executor.run_execution(execution), execution)
+        execution = route.execution(lambda execution: _succeeded(send(execution)), request, timeout)
+        return route.ended(execution, route.executor.run_execution(execution), SYNC)
     except Exception as failure:
-        return _finished(failure)
+        raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
 
 
-def _in_background(route: Route, send: Send, request: Any, timeout: float | None) -> _ResilientFuture:
-    """A ``.future()`` call: its policies run on the background loop; returns at once."""
-    return _ResilientFuture(BACKGROUND.submit(_call_in_background(route, send, request, timeout)))
-
-
-async def _call_in_background(route: Route, send: Send, request: Any, timeout: float | None) -> Any:
-    """The policies of a ``.future()`` call, on the background loop; returns the finished call."""
-
-    async def attempt(execution: Execution) -> Any:
-        call = send(execution)
-        await _completion(call)
-        return _succeeded(call)
-
-    execution = route.execution(attempt, request, timeout)
+def _call(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call for an interceptor, which hands grpc a finished call whether it failed or not."""
     try:
-        return _as_call(await route.executor.arun_execution(execution), execution)
-    except Exception as failure:
-        return _finished(failure)
-
-
-def _as_call(result: Any, execution: Execution) -> Any:
-    """The last attempt's call, or a fallback's answer dressed as a successful call."""
-    if execution.fallback_failure is None:
-        return result
-    return _FallbackCall(result, execution.fallback_failure)
+        return _run(route, send, request, timeout)
+    except Exception as error:
+        return _ended_call(error)
 
 
 def _succeeded(outcome: Any) -> Any:
     """``outcome`` if the attempt succeeded; else raises its failure.
 
     grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls (futures whose
-    ``exception()`` tells), and, as they were, errors an interceptor further down raised.
+    ``exception()`` tells, waiting for them to end), and, as they were, errors an interceptor further down raised.
     """
     exception = getattr(outcome, "exception", None)
     if exception is None:
@@ -321,29 +297,6 @@ def _succeeded(outcome: Any) -> Any:
     if failure is not None:
         raise failure
     return outcome
-
-
-async def _completion(call: Any) -> None:
-    """Wait for a grpc future on the running loop; cancelling the wait cancels the RPC."""
-    if not isinstance(call, grpc.Future) or call.done():
-        return
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-
-    def wake(_: object) -> None:
-        loop.call_soon_threadsafe(_set_done, done)
-
-    call.add_done_callback(wake)
-    try:
-        await done
-    except asyncio.CancelledError:
-        call.cancel()
-        raise
-
-
-def _set_done(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 def _record_stream(route: Route, permits: Any, call: Any) -> None:
@@ -366,66 +319,11 @@ class _CallDetails(
         return cls(details.method, timeout, details.metadata, details.credentials, wait_for_ready, compression)
 
 
-class _Finished(grpc.Call, _Future):
-    """A call that has ended with ``_status``: both the grpc.Call and the grpc.Future a caller may use."""
+class _AnsweredCall(EndedCall):
+    """A fallback's answer as a finished call: code OK, trailing metadata naming the failure it replaced."""
 
-    _status: Status
-
-    def _set_status(self, status: Status) -> None:
-        self._status = status
-
-    def initial_metadata(self) -> Any:
-        return self._status.initial_metadata
-
-    def trailing_metadata(self) -> Any:
-        return self._status.trailing_metadata
-
-    def code(self) -> grpc.StatusCode:
-        return self._status.code
-
-    def details(self) -> str:
-        return self._status.details
-
-    def debug_error_string(self) -> str | None:
-        return self._status.debug_error_string
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> float | None:  # type: ignore[override]
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def cancelled(self) -> bool:
-        return False
-
-    def running(self) -> bool:
-        return False
-
-    def done(self) -> bool:
-        return True
-
-    def add_callback(self, callback: Callable[[], None]) -> bool:
-        return False  # the RPC has already terminated
-
-    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        fn(self)
-
-    def traceback(self, timeout: float | None = None) -> TracebackType | None:
-        error = self.exception()
-        return None if error is None else error.__traceback__
-
-
-class _FallbackCall(_Finished):
-    """A fallback's answer: code OK, trailing metadata naming the status it replaced."""
-
-    def __init__(self, response: Any, failure: BaseException | None) -> None:
-        code = status_code(failure) if failure is not None else None
-        reason = code.name if code is not None else "UNKNOWN"
-        self._response = response
-        self._status = Status(OK, "", (), ((FALLBACK_METADATA_KEY, reason),), None)
+    def __init__(self, response: Any, status: Status) -> None:
+        self._response, self._status = response, status
 
     def result(self, timeout: float | None = None) -> Any:
         return self._response
@@ -434,8 +332,8 @@ class _FallbackCall(_Finished):
         return None
 
 
-class _ErrorCall(_Finished):
-    """A call that ended with an error that is not a gRPC status (e.g. raised by a fallback function)."""
+class _FailedCall(EndedCall):
+    """A call that ended with an error that is not a gRPC status (e.g. a caller's bad timeout)."""
 
     def __init__(self, error: Exception) -> None:
         self._error = error
@@ -448,59 +346,71 @@ class _ErrorCall(_Finished):
         return self._error
 
 
-class _StatusError(grpc.RpcError, _Finished):  # type: ignore[misc]  # typeshed's RpcError and Call disagree
-    """A policy's error as a failed gRPC call: raise it, or use it as the call it ended."""
-
-    def result(self, timeout: float | None = None) -> Any:
-        raise self
-
-    def exception(self, timeout: float | None = None) -> Exception | None:
-        return self
-
-    def __iter__(self) -> Iterator[Any]:  # a rejected stream fails when read
-        return self
-
-    def __next__(self) -> Any:
-        raise self
+SYNC = Flavour(metadata=tuple, answered=_AnsweredCall)
 
 
-class _CircuitOpenRpcError(CircuitOpenError, _StatusError):  # type: ignore[misc]
-    pass
-
-
-class _RetriesExceededRpcError(RetriesExceededError, _StatusError):  # type: ignore[misc]
-    pass
-
-
-class _TimeoutExceededRpcError(TimeoutExceededError, _StatusError):  # type: ignore[misc]
-    pass
-
-
-_FLAVOURS: dict[type[ResilienceError], type[BaseException]] = {
-    CircuitOpenError: _CircuitOpenRpcError,
-    RetriesExceededError: _RetriesExceededRpcError,
-    TimeoutExceededError: _TimeoutExceededRpcError,
-}
-
-
-def _finished(failure: BaseException) -> Any:
-    """The finished call a caller gets for ``failure``: grpc's own failed call, a policy's error dressed as
-    one, or another error wrapped so that ``result()`` raises it."""
-    error = grpc_flavoured(failure, _FLAVOURS)
+def _ended_call(error: Exception) -> Any:
+    """The ended call an interceptor hands grpc for ``error``: grpc's own failed call or our StatusError as they
+    are, anything else wrapped so that ``result()`` raises it."""
     if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Future):
         return error
-    return _ErrorCall(error)
+    return _FailedCall(error)
 
 
 class _ResilientFuture(grpc.Call, _Future):
-    """What ``.future()`` returns while the policies run in the background; then it stands for the final call."""
+    """What ``.future()`` returns: its policies run in a worker thread, each attempt a grpc future that
+    ``cancel()`` cancels; then it stands for the call that ended it."""
 
-    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
-        self._future = future
+    def __init__(self, route: Route, send: Send, request: Any, timeout: Any) -> None:
+        self._send = send
+        self._ended: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._in_flight: Any = None
+        self._clock, self._deadline = route.executor.clock, None
+        try:
+            execution = route.execution(self._attempt, request, timeout)
+        except Exception as error:
+            self._ended.set_result(_ended_call(rpc_error(error, SYNC)))
+            return
+        self._deadline = execution.deadline
+        FUTURES.submit(lambda: self._run(route, execution))
+
+    def _run(self, route: Route, execution: Execution) -> None:
+        try:
+            ended = route.ended(execution, route.executor.run_execution(execution), SYNC)
+        except asyncio.CancelledError:
+            return  # cancel() has already ended the future
+        except Exception as failure:
+            ended = _ended_call(rpc_error(failure, SYNC))
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+            self._ended.set_result(ended)
+
+    def _attempt(self, execution: Execution) -> Any:
+        with self._lock:
+            if self._cancelled:  # before this attempt was sent: it never will be
+                raise asyncio.CancelledError
+            self._in_flight = call = self._send(execution)
+        try:
+            return _succeeded(call)
+        except Exception:
+            if self._cancelled:  # ended by cancel(): breakers count nothing, retries stop
+                raise asyncio.CancelledError from None
+            raise
+
+    def cancel(self) -> bool:
+        with self._lock:
+            if self._ended.done():
+                return False
+            self._cancelled = True
+            in_flight = self._in_flight
+        if in_flight is not None:
+            in_flight.cancel()
+        return self._ended.cancel()
 
     def _final(self, timeout: float | None = None) -> Any:
         try:
-            return self._future.result(timeout)
+            return self._ended.result(timeout)
         except concurrent.futures.CancelledError:
             raise grpc.FutureCancelledError() from None
         except concurrent.futures.TimeoutError:
@@ -518,30 +428,29 @@ class _ResilientFuture(grpc.Call, _Future):
         return None if error is None else error.__traceback__
 
     def add_done_callback(self, fn: Callable[[Any], None]) -> None:
-        self._future.add_done_callback(lambda _: fn(self))
-
-    def cancel(self) -> bool:
-        return self._future.cancel()
+        self._ended.add_done_callback(lambda _: fn(self))
 
     def cancelled(self) -> bool:
-        return self._future.cancelled()
+        return self._ended.cancelled()
 
     def running(self) -> bool:
-        return not self._future.done()
+        return not self._ended.done()
 
     def done(self) -> bool:
-        return self._future.done()
+        return self._ended.done()
 
     def is_active(self) -> bool:
-        return not self._future.done()
+        return not self._ended.done()
 
     def time_remaining(self) -> float | None:  # type: ignore[override]
-        return None
+        if self._deadline is None:
+            return None
+        return max(self._deadline - self._clock.now(), 0.0)
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
-        if self._future.done():
+        if self._ended.done():
             return False
-        self._future.add_done_callback(lambda _: callback())
+        self._ended.add_done_callback(lambda _: callback())
         return True
 
     def initial_metadata(self) -> Any:
@@ -551,13 +460,13 @@ class _ResilientFuture(grpc.Call, _Future):
         return self._final().trailing_metadata()
 
     def code(self) -> grpc.StatusCode:
-        if self._future.cancelled():
+        if self._ended.cancelled():
             return grpc.StatusCode.CANCELLED
         code: grpc.StatusCode = self._final().code()
         return code
 
     def details(self) -> str:
-        if self._future.cancelled():
+        if self._ended.cancelled():
             return "Locally cancelled by application!"
         details: str = self._final().details()
         return details

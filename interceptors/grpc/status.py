@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
-from ._pushback import PUSHBACK_MS, pushback_seconds
-from .errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
-from .execution import Semantics
+from ..engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from ..engine.execution import Semantics
+from ._pushback import pushback_seconds
 
 __all__ = [
     "FALLBACK_METADATA_KEY",
+    "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
     "GrpcSemantics",
-    "Status",
     "on_codes",
     "replaced_by_fallback",
     "status_code",
@@ -27,11 +26,17 @@ __all__ = [
 StatusCode = grpc.StatusCode
 
 RETRYABLE_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED})
-"""What policies handle by default: a backend that is down or slow. Caller-side errors (INVALID_ARGUMENT,
-NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, ...), OK and CANCELLED are never handled."""
+"""What policies handle by default: a backend that is down (UNAVAILABLE, also an open breaker) or slow
+(DEADLINE_EXCEEDED, but only when a Timeout policy's deadline passed: a server that answers DEADLINE_EXCEEDED by
+itself, or a caller's own deadline passing, is final). Caller-side errors (INVALID_ARGUMENT, NOT_FOUND,
+PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, ...), OK and CANCELLED are never handled."""
 
 FALLBACK_METADATA_KEY = "resilience-fallback"
-"""Trailing metadata on a fallback response; its value is the status code of the failure it replaced."""
+"""Trailing metadata on a fallback's answer; its value names the status code of the last real failure."""
+
+FALLBACK_OUT_OF_TIME_KEY = "resilience-fallback-out-of-time"
+"""Trailing metadata on a fallback's answer, "true" when the call's time ran out (a Timeout passed, or no time
+was left for another attempt)."""
 
 
 def replaced_by_fallback(trailing_metadata: Any) -> str | None:
@@ -59,48 +64,17 @@ def status_code(failure: BaseException) -> grpc.StatusCode | None:
 
 
 def on_codes(*codes: grpc.StatusCode) -> Callable[[BaseException], bool]:
-    """A ``handle=`` predicate: failures whose status is one of ``codes``.
+    """A ``handle=`` predicate: failures whose status is one of ``codes`` (whoever set the status).
 
     E.g. ``RetryPolicy(handle=on_codes(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED))``.
     """
-    wanted = frozenset(codes)
-    for code in wanted:
+    if not codes:
+        raise ValueError("on_codes needs at least one grpc.StatusCode")
+    for code in codes:
         if not isinstance(code, grpc.StatusCode):
             raise ValueError(f"on_codes takes grpc.StatusCode values, got {code!r}")
+    wanted = frozenset(codes)
     return lambda failure: status_code(failure) in wanted
-
-
-class Status(NamedTuple):
-    """A final gRPC status."""
-
-    code: grpc.StatusCode
-    details: str
-    initial_metadata: tuple[Any, ...]
-    trailing_metadata: tuple[Any, ...]
-    debug_error_string: str | None
-
-    @classmethod
-    def of(cls, failure: BaseException) -> Status:
-        """The status a caller should see for ``failure`` (a gRPC error, or a policy's error)."""
-        if isinstance(failure, RetriesExceededError):
-            return cls.of(failure.last_failure)
-        cause = failure.__cause__
-        if isinstance(failure, TimeoutExceededError) and cause and status_code(cause) is StatusCode.DEADLINE_EXCEEDED:
-            return cls.of(cause)  # the call's own deadline status says more
-        code = status_code(failure)
-        if isinstance(failure, CircuitOpenError) and failure.remaining is not None:
-            pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
-            return cls(StatusCode.UNAVAILABLE, str(failure), (), pushback, None)
-        if isinstance(failure, grpc.RpcError) and code is not None:
-            call: Any = failure
-            return cls(
-                code,
-                call.details() or "",
-                tuple(call.initial_metadata() or ()),
-                tuple(call.trailing_metadata() or ()),
-                call.debug_error_string(),
-            )
-        return cls(code or StatusCode.UNKNOWN, str(failure), (), (), None)
 
 
 class GrpcSemantics(Semantics):
@@ -115,12 +89,14 @@ class GrpcSemantics(Semantics):
         self._response_type: type[Message] | None = None
 
     def is_failure(self, failure: BaseException) -> bool:
-        return status_code(failure) in RETRYABLE_CODES
+        """UNAVAILABLE, and DEADLINE_EXCEEDED when a policy's deadline passed (see :data:`RETRYABLE_CODES`)."""
+        code = status_code(failure)
+        return code is StatusCode.UNAVAILABLE or (
+            code is StatusCode.DEADLINE_EXCEEDED and isinstance(failure, ResilienceError)
+        )
 
     def pushback(self, failure: BaseException) -> float | None:
-        """What the server asked for in its trailers; for an open breaker, the time until it lets a probe through."""
-        if isinstance(failure, CircuitOpenError):
-            return failure.remaining
+        """What the server asked for in its trailers (never raises: what cannot be read is ignored and logged)."""
         if isinstance(failure, grpc.RpcError) and callable(getattr(failure, "trailing_metadata", None)):
             return pushback_seconds(failure, self.method)
         return None
@@ -150,18 +126,14 @@ class GrpcSemantics(Semantics):
         except json_format.ParseError as error:
             raise ValueError(f"Fallback(message=...) for {self.method}: {error}") from None
 
-
-def grpc_flavoured(failure: BaseException, flavours: Mapping[type[ResilienceError], type[BaseException]]) -> Any:
-    """``failure`` as the gRPC error a caller should get: a policy's error becomes a copy of the matching class of
-    ``flavours`` (each both the policy's error and a gRPC error) carrying ``Status.of(failure)``; anything else
-    is returned as it is."""
-    for base, flavour in flavours.items():
-        if isinstance(failure, base):
-            error: Any = flavour.__new__(flavour)
-            error._set_status(Status.of(failure))
-            error.__dict__.update(failure.__dict__)
-            error.args = failure.args
-            error.__cause__ = failure.__cause__
-            error.__suppress_context__ = True
-            return error.with_traceback(failure.__traceback__)
-    return failure
+    def check_response(self, response: object) -> None:
+        """A fallback must answer the method's response message (any non-None value for methods without one)."""
+        try:
+            expected: type[Any] | None = self.response_type
+        except ValueError:
+            expected = None
+        if expected is None and response is not None:
+            return
+        if expected is None or not isinstance(response, expected):
+            name = "a response" if expected is None else expected.DESCRIPTOR.full_name
+            raise TypeError(f"{self.method} must be answered with {name}, got {response!r}")

@@ -35,6 +35,10 @@ class Policy(abc.ABC):
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         """The async step that applies this policy around ``inner``."""
 
+    def check(self, semantics: Semantics) -> None:  # noqa: B027  (most policies fit every transport)
+        """Raise ValueError if this policy cannot serve the calls ``semantics`` describes (e.g. a fallback's fields
+        that the response type lacks). Adapters call it once per method, before the method's first call."""
+
     def _init(self, **options: Any) -> None:
         for name, value in options.items():
             object.__setattr__(self, name, value)
@@ -55,7 +59,8 @@ class Executor:
     """Runs callables through ``policies``, the first outermost (failsafe-go's order).
 
     One executor, like its policies, serves sync and async callers and any number of threads and tasks at once.
-    Policies that keep time must share one clock, so deadlines and delays are measured on one time line.
+    Policies that keep time must share one clock, so deadlines and delays are measured on one time line, and
+    each policy may appear once (a breaker twice in a chain would count every failure twice).
     """
 
     __slots__ = ("_async_chain", "_chain", "clock", "policies")
@@ -64,6 +69,9 @@ class Executor:
         for p in policies:
             if not isinstance(p, Policy):
                 raise ValueError(f"policies must be Policy instances, got {p!r}")
+        if len({id(p) for p in policies}) < len(policies):
+            twice = next(p for i, p in enumerate(policies) if any(p is q for q in policies[:i]))
+            raise ValueError(f"policies must each appear once in a chain, got {twice!r} twice")
         clocks = {id(c): c for c in (getattr(p, "clock", None) for p in policies) if c is not None}
         if len(clocks) > 1:
             raise ValueError(f"policies must share one clock, got {list(clocks.values())!r}")
@@ -96,6 +104,11 @@ class Executor:
             Execution(fn, clock=self.clock, semantics=semantics, request=request, deadline=deadline)
         )
         return result
+
+    def check(self, semantics: Semantics) -> None:
+        """Raise ValueError if a policy cannot serve the calls ``semantics`` describes (see :meth:`Policy.check`)."""
+        for p in self.policies:
+            p.check(semantics)
 
     def run_execution(self, execution: Execution) -> Any:
         """Run a prepared execution (adapters build their own, to read it afterwards)."""

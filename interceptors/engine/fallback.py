@@ -1,0 +1,153 @@
+"""Fallback: answer something useful in place of a failure."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import options
+from .errors import out_of_time, underlying_failure
+from .events import FallbackExecuted
+from .execution import Execution, Semantics
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["Fallback"]
+
+_UNSET: Any = object()
+_log = logging.getLogger("interceptors")
+
+
+class Fallback(Policy):
+    """Answers in place of a failure the inner chain raised, when ``handle`` (default: the transport's
+    failures) accepts it; other errors pass through.
+
+    The answer is, by what is given (at most one): ``fn(request, failure)``, or ``fn(failure)`` for a function
+    that takes one argument (either may be async on async chains); ``value``; the transport's response built from
+    ``message`` (gRPC: the method's response message with these fields); or, with nothing given, the transport's
+    default response (gRPC: the response type's default instance). ``failure`` is the last real failure: the last
+    attempt's when retries ran out or no time was left for another.
+
+    A fallback that cannot answer (its function raises, or answers something the transport cannot send, such as a
+    ``str`` for a gRPC method) answers nothing: the error is logged and the caller gets the failure it would have
+    got without the fallback, with the fallback's error as its ``__context__``.
+
+    :param fn: the function that answers, positional (default None).
+    :param value: the answer itself.
+    :param message: the fields of the answer, for the transport to build it from.
+    :param handle: which failures are answered (default: the transport's failures, as for retries).
+    :param on_fallback: hears :class:`FallbackExecuted` when the fallback answers.
+    """
+
+    __slots__ = ("_takes_request", "fn", "handle", "message", "on_fallback", "value")
+    fn: Callable[..., Any] | None
+    _takes_request: bool
+    value: Any
+    message: Mapping[str, Any] | None
+    handle: options.FailurePredicate | None
+    on_fallback: options.Listener[FallbackExecuted] | None
+
+    def __init__(
+        self,
+        fn: Callable[[Any, BaseException], Any] | Callable[[BaseException], Any] | None = None,
+        /,
+        *,
+        value: Any = _UNSET,
+        message: Mapping[str, Any] | None = None,
+        handle: options.Handles | None = None,
+        on_fallback: options.Listener[FallbackExecuted] | None = None,
+    ) -> None:
+        if sum((fn is not None, value is not _UNSET, message is not None)) > 1:
+            raise ValueError("give one of a fallback function, value= or message=")
+        takes_request = False
+        if fn is not None:
+            takes_request = callable(fn) and options.takes(fn, 2)
+            if not (takes_request or (callable(fn) and options.takes(fn, 1))):
+                raise ValueError(f"the fallback function must take (request, failure) or (failure), got {fn!r}")
+        if message is not None and not (isinstance(message, Mapping) and all(isinstance(k, str) for k in message)):
+            raise ValueError(f"message must be a mapping of response field names to values, got {message!r}")
+        self._init(
+            fn=fn,
+            value=value,
+            message=message,
+            handle=options.handles(handle, "handle"),
+            on_fallback=options.listener(on_fallback, "on_fallback"),
+            _takes_request=takes_request,
+        )
+
+    def check(self, semantics: Semantics) -> None:
+        """Build the answer once, so that fields, a value or a response type that cannot work fail now."""
+        if self.fn is not None:
+            return
+        try:
+            semantics.check_response(self._fixed_answer(semantics))
+        except TypeError as error:
+            raise ValueError(f"Fallback value: {error}") from None
+
+    def _fixed_answer(self, semantics: Semantics) -> Any:
+        if self.value is not _UNSET:
+            return self.value
+        if self.message is not None:
+            return semantics.response_from_fields(self.message)
+        return semantics.default_response()
+
+    def _handles(self, execution: Execution, failure: BaseException) -> bool:
+        return (self.handle or execution.semantics.is_failure)(failure)
+
+    def _answer(self, execution: Execution, failure: BaseException) -> Any:
+        """The answer, or an awaitable of it (from an async function)."""
+        if self.fn is None:
+            return self._fixed_answer(execution.semantics)
+        real = underlying_failure(failure)
+        return self.fn(execution.request, real) if self._takes_request else self.fn(real)
+
+    def _answered(self, execution: Execution, failure: BaseException, result: Any) -> Any:
+        """Record and report ``result`` as the answer to ``failure``; raises TypeError if it cannot be one."""
+        execution.semantics.check_response(result)
+        execution.last_failure = real = underlying_failure(failure)
+        execution.fallback = event = FallbackExecuted(real, result, out_of_time(failure))
+        if self.on_fallback is not None:
+            options.emit(self.on_fallback, event)
+        return result
+
+    @staticmethod
+    def _unanswered(failure: BaseException) -> BaseException:
+        _log.exception("the fallback could not answer; the caller gets %r", failure)
+        return failure
+
+    def wrap(self, inner: Link) -> Link:
+        def run(execution: Execution) -> Any:
+            try:
+                return inner(execution)
+            except Exception as failure:
+                if not self._handles(execution, failure):
+                    raise
+                try:
+                    result = self._answer(execution, failure)
+                    if inspect.isawaitable(result):
+                        if inspect.iscoroutine(result):
+                            result.close()
+                        raise TypeError("a sync call's fallback function returned an awaitable")
+                    return self._answered(execution, failure, result)
+                except Exception:
+                    raise self._unanswered(failure)  # noqa: B904  (keeps its own cause; the error is its context)
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        async def run(execution: Execution) -> Any:
+            try:
+                return await inner(execution)
+            except Exception as failure:
+                if not self._handles(execution, failure):
+                    raise
+                try:
+                    result = self._answer(execution, failure)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    return self._answered(execution, failure, result)
+                except Exception:
+                    raise self._unanswered(failure)  # noqa: B904  (keeps its own cause; the error is its context)
+
+        return run

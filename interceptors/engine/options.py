@@ -1,0 +1,189 @@
+"""The types of policy options, and how every option is checked when a policy is built.
+
+The aliases (``Duration``, ``Handles``, ...) are public, re-exported by :mod:`interceptors.typing`. The functions
+validate one option each and raise ``ValueError`` naming it, so that a bad value fails at construction, never
+at the first call that would use it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+from .clock import SYSTEM_CLOCK, Clock
+
+if TYPE_CHECKING:
+    from .execution import Semantics
+
+__all__ = ["MAX_CALLS", "MAX_SECONDS", "Duration", "FailurePredicate", "Handles", "Listener", "PushbackReader"]
+
+Duration: TypeAlias = float | timedelta
+"""Seconds as a number, or a :class:`datetime.timedelta`."""
+
+FailurePredicate: TypeAlias = Callable[[BaseException], bool]
+"""Tells whether a policy handles a failure."""
+
+Handles: TypeAlias = type[BaseException] | tuple[type[BaseException], ...] | FailurePredicate
+"""Which failures a policy handles: exception types, or a predicate over the failure."""
+
+PushbackReader: TypeAlias = Callable[[BaseException], "float | timedelta | None"]
+"""Reads the delay a failure asks for (seconds; negative: do not retry), or None when it asks none."""
+
+E = TypeVar("E")
+Listener: TypeAlias = Callable[[E], object]
+"""Hears one kind of event; what it returns is ignored, and what it raises is logged."""
+
+MAX_SECONDS = 365 * 24 * 3600.0
+"""The longest duration any option accepts (a year): longer ones overflow clocks and timers."""
+
+MAX_CALLS = 100_000
+"""The largest number of calls a window or a half-open trial may hold (each takes memory up front)."""
+
+_log = logging.getLogger("interceptors")
+
+
+def seconds(value: object, option: str, *, positive: bool = False) -> float:
+    """``value`` as seconds: a number or a timedelta, finite, >= 0 (> 0 when ``positive``), at most a year."""
+    if isinstance(value, timedelta):
+        result = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        result = float(value)
+    else:
+        raise ValueError(f"{option} must be seconds (a number) or a timedelta, got {value!r}")
+    if not (0 <= result <= MAX_SECONDS) or (positive and result == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{option} must be {bound} and at most {MAX_SECONDS:g} seconds, got {value!r}")
+    return result
+
+
+def optional_seconds(value: object, option: str, *, positive: bool = False) -> float | None:
+    return None if value is None else seconds(value, option, positive=positive)
+
+
+def count(value: object, option: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer in ``[minimum, maximum]``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or (maximum and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{option} must be an integer {bounds}, got {value!r}")
+    return value
+
+
+def ratio(value: object, option: str, *, allow_zero: bool = False) -> float:
+    """A number in (0, 1], or [0, 1] when ``allow_zero``."""
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not (0 <= value <= 1)
+        or (value == 0 and not allow_zero)
+    ):
+        bounds = "a number in 0..1" if allow_zero else "a number in (0, 1]"
+        raise ValueError(f"{option} must be {bounds}, got {value!r}")
+    return float(value)
+
+
+def flag(value: object, option: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{option} must be True or False, got {value!r}")
+    return value
+
+
+def clock(value: object) -> Clock:
+    if value is None:
+        return SYSTEM_CLOCK
+    if not isinstance(value, Clock) or not all(callable(getattr(value, m)) for m in ("now", "sleep", "asleep")):
+        raise ValueError(f"clock must have now(), sleep() and asleep(), got {value!r}")
+    return value
+
+
+def positional_arity(fn: Callable[..., Any]) -> tuple[int, float] | None:
+    """How many positional arguments ``fn`` needs and takes at most (inf: any number); None if unknown."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in parameters):
+        return (0, -1)  # cannot be called with positional arguments alone
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    most = math.inf if any(p.kind is p.VAR_POSITIONAL for p in parameters) else len(positional)
+    return required, most
+
+
+def takes(fn: Callable[..., Any], arguments: int) -> bool:
+    """Whether ``fn`` can be called with ``arguments`` positional arguments (True when that cannot be told)."""
+    arity = positional_arity(fn)
+    return arity is None or arity[0] <= arguments <= arity[1]
+
+
+def function(value: object, option: str, arguments: str) -> Callable[..., Any]:
+    """A callable taking one positional argument; ``arguments`` names it in the error."""
+    if not callable(value) or not takes(value, 1):
+        raise ValueError(f"{option} must be a function of ({arguments}), got {value!r}")
+    return value
+
+
+def handles(value: object, option: str) -> FailurePredicate | None:
+    """Turn exception types or a predicate into a predicate; None stays None (the transport decides)."""
+    if value is None:
+        return None
+    if isinstance(value, tuple) and value and all(isinstance(t, type) for t in value):
+        types: tuple[type, ...] = value
+    elif isinstance(value, type):
+        types = (value,)
+    elif callable(value) and takes(value, 1):
+        return value
+    else:
+        types = ()
+    if not types or not all(issubclass(t, BaseException) for t in types):
+        raise ValueError(
+            f"{option} must be an exception type, a tuple of them, or a predicate of (failure), got {value!r}"
+        )
+    return lambda failure: isinstance(failure, types)
+
+
+def listener(value: object, option: str) -> Listener[E] | None:
+    return None if value is None else function(value, option, "event")
+
+
+def emit(listen: Listener[E], event: E) -> None:
+    """Report ``event``; a failing listener is logged and never breaks the call."""
+    try:
+        listen(event)
+    except Exception:
+        _log.exception("event listener %r failed on %r", listen, event)
+
+
+def pushback(value: object) -> PushbackReader | bool:
+    if isinstance(value, bool):
+        return value
+    return function(value, "pushback", "failure")
+
+
+def pushback_delay(
+    source: PushbackReader | bool, failure: BaseException, semantics: Semantics, cap: float
+) -> float | None:
+    """The delay ``failure`` asks for, capped at ``cap``: read by ``semantics`` when ``source`` is True, by
+    ``source`` itself when callable; None when it asks none (or the reader failed, which is logged), negative when
+    it says "do not retry"."""
+    if source is False:
+        return None
+    try:
+        if source is True:
+            asked = semantics.pushback(failure)
+        else:
+            raw = source(failure)
+            if raw is None:
+                return None
+            if isinstance(raw, timedelta):
+                raw = raw.total_seconds()
+            if not isinstance(raw, (int, float)) or isinstance(raw, bool) or math.isnan(raw):
+                raise ValueError(f"a pushback reader must return seconds or None, got {raw!r}")
+            asked = float(raw)
+    except Exception:
+        _log.exception("pushback reader %r failed on %r; going on without pushback", source, failure)
+        return None
+    return asked if asked is None or asked < 0 else min(asked, cap)

@@ -1,0 +1,260 @@
+"""RetryPolicy: run the inner chain again after a failure it handles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import options
+from .clock import Clock
+from .delays import Backoff, RandomDelay, jittered
+from .errors import CircuitOpenError, RetriesExceededError, TimeoutExceededError
+from .events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
+from .execution import Execution
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["DEFAULT_DELAY", "DEFAULT_JITTER_FACTOR", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_PUSHBACK", "RetryPolicy"]
+
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_DELAY = Backoff(initial=0.1, maximum=5.0, multiplier=2.0)
+DEFAULT_JITTER_FACTOR = 0.2
+DEFAULT_MAX_PUSHBACK = 60.0
+
+
+class RetryPolicy(Policy):
+    """Retries failed attempts it handles, up to ``max_attempts`` attempts in all.
+
+    By default the delay before retry ``n`` (1 for the first) is exponential backoff with jitter, in the spirit of
+    gRPC's retry design (A6) and its connection backoff: ``d = min(0.1 * 2**(n-1), 5)`` seconds, drawn uniformly
+    from ``[0.8 * d, min(1.2 * d, 5)]``, so clients that failed together do not retry together.
+
+    The delay before the next attempt is, in order of precedence:
+
+    1. for a rejection by an open :class:`CircuitBreaker`, the time until it lets a probe through, but only when
+       that is no longer than the delay this policy would use anyway (``delay``'s for this attempt, before
+       jitter; or, when the breaker's open time is a server's pushback and this policy honours pushback, up to
+       ``max_pushback``). Otherwise retrying stops at once and the rejection is raised (a fallback may answer it):
+       a breaker is there to fail fast, not to park its callers.
+    2. the server's pushback for the failure, capped at ``max_pushback``. A negative pushback means "do not
+       retry": the failure is raised as is.
+    3. ``delay``, moved by ``jitter`` seconds or ``jitter_factor`` of itself either way, never beyond the schedule's
+       maximum.
+
+    A retry is not scheduled when its delay would reach ``max_duration`` after the first attempt (retries
+    exceeded), or when it would leave less than ``min_attempt_time`` before the execution's deadline
+    (:class:`TimeoutExceededError` now, chaining the last failure, rather than after waiting). Failures ``handle``
+    rejects and failures ``abort_on`` accepts are raised at once. When retries run out, raises
+    :class:`RetriesExceededError` chaining the last failure, or with ``reraise=True`` the last failure itself.
+
+    :param max_attempts: attempts in all, the first included (default 3); None: unlimited.
+    :param max_duration: seconds after the first attempt's start past which no retry starts (default None).
+    :param min_attempt_time: seconds an attempt must have before the deadline to be started (default 0). A
+        deadline a server derived from its caller's may run a few milliseconds long, so an attempt squeezed into
+        the last of it can outlive the caller.
+    :param delay: seconds, :class:`Backoff` or :class:`RandomDelay` (default ``Backoff(0.1, 5.0)``).
+    :param jitter: seconds to move each delay by, at most, either way (default 0; exclusive with ``jitter_factor``).
+    :param jitter_factor: share of each delay to move it by, at most, either way (default 0.2; 0 when ``jitter``
+        is given).
+    :param pushback: True (default) reads the delay a server asked for the transport's way (gRPC:
+        ``grpc-retry-pushback-ms``, RetryInfo, ``retry-after``); a function of the failure reads it your way
+        (seconds, a timedelta, None for none, negative for "do not retry"); False ignores it.
+    :param max_pushback: the longest pushback honoured, seconds (default 60).
+    :param handle: which failures are retried (default: the transport's retryable failures).
+    :param abort_on: failures that stop retrying at once (default None).
+    :param reraise: raise the last failure itself rather than :class:`RetriesExceededError` (default False).
+    :param on_retry_scheduled: hears :class:`RetryScheduled` when a retry is scheduled.
+    :param on_retry: hears :class:`RetryStarted` when a retry starts.
+    :param on_retries_exceeded: hears :class:`RetriesExceeded` when retries run out (also for lack of time).
+    :param on_abort: hears :class:`RetryAborted` when ``abort_on``, a server's "do not retry" or an open breaker
+        stops retrying.
+    :param clock: the clock for delays and deadlines (default the system clock).
+    """
+
+    __slots__ = (
+        "abort_on",
+        "clock",
+        "delay",
+        "handle",
+        "jitter",
+        "jitter_factor",
+        "max_attempts",
+        "max_duration",
+        "max_pushback",
+        "min_attempt_time",
+        "on_abort",
+        "on_retries_exceeded",
+        "on_retry",
+        "on_retry_scheduled",
+        "pushback",
+        "reraise",
+    )
+    clock: Clock
+    max_attempts: int | None
+    max_duration: float | None
+    min_attempt_time: float
+    delay: float | Backoff | RandomDelay
+    jitter: float
+    jitter_factor: float
+    pushback: options.PushbackReader | bool
+    max_pushback: float
+    handle: options.FailurePredicate | None
+    abort_on: options.FailurePredicate | None
+    reraise: bool
+    on_retry_scheduled: options.Listener[RetryScheduled] | None
+    on_retry: options.Listener[RetryStarted] | None
+    on_retries_exceeded: options.Listener[RetriesExceeded] | None
+    on_abort: options.Listener[RetryAborted] | None
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+        max_duration: options.Duration | None = None,
+        min_attempt_time: options.Duration = 0.0,
+        delay: options.Duration | Backoff | RandomDelay = DEFAULT_DELAY,
+        jitter: options.Duration = 0.0,
+        jitter_factor: float | None = None,
+        pushback: options.PushbackReader | bool = True,
+        max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
+        handle: options.Handles | None = None,
+        abort_on: options.Handles | None = None,
+        reraise: bool = False,
+        on_retry_scheduled: options.Listener[RetryScheduled] | None = None,
+        on_retry: options.Listener[RetryStarted] | None = None,
+        on_retries_exceeded: options.Listener[RetriesExceeded] | None = None,
+        on_abort: options.Listener[RetryAborted] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if jitter and jitter_factor:
+            raise ValueError("give jitter (seconds) or jitter_factor, not both")
+        if jitter_factor is None:
+            jitter_factor = 0.0 if jitter else DEFAULT_JITTER_FACTOR
+        self._init(
+            max_attempts=None if max_attempts is None else options.count(max_attempts, "max_attempts"),
+            max_duration=options.optional_seconds(max_duration, "max_duration", positive=True),
+            min_attempt_time=options.seconds(min_attempt_time, "min_attempt_time"),
+            delay=delay if isinstance(delay, (Backoff, RandomDelay)) else options.seconds(delay, "delay"),
+            jitter=options.seconds(jitter, "jitter"),
+            jitter_factor=options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
+            pushback=options.pushback(pushback),
+            max_pushback=options.seconds(max_pushback, "max_pushback"),
+            handle=options.handles(handle, "handle"),
+            abort_on=options.handles(abort_on, "abort_on"),
+            reraise=options.flag(reraise, "reraise"),
+            on_retry_scheduled=options.listener(on_retry_scheduled, "on_retry_scheduled"),
+            on_retry=options.listener(on_retry, "on_retry"),
+            on_retries_exceeded=options.listener(on_retries_exceeded, "on_retries_exceeded"),
+            on_abort=options.listener(on_abort, "on_abort"),
+            clock=options.clock(clock),
+        )
+
+    def _nominal_delay(self, attempt: int) -> float:
+        """The schedule's delay after attempt ``attempt``, before jitter (a random delay's maximum)."""
+        schedule = self.delay
+        if isinstance(schedule, float):
+            return schedule
+        return schedule.delay(attempt) if isinstance(schedule, Backoff) else schedule.maximum
+
+    def _scheduled_delay(self, attempt: int) -> float:
+        schedule = self.delay
+        if isinstance(schedule, float):
+            base, maximum = schedule, None
+        else:
+            base, maximum = schedule.delay(attempt), schedule.maximum
+        return jittered(base, factor=self.jitter_factor, absolute=self.jitter, maximum=maximum)
+
+    def _open_breaker_wait(self, attempt: int, rejection: CircuitOpenError) -> float | None:
+        """How long to wait for the breaker that rejected attempt ``attempt``; None: stop retrying now."""
+        remaining = rejection.remaining
+        if remaining is None:
+            return None
+        allowance = self._nominal_delay(attempt)
+        if rejection.from_pushback and self.pushback is not False:
+            allowance = max(allowance, self.max_pushback)
+        return remaining if remaining <= allowance else None
+
+    def _next_delay(self, execution: Execution, failure: BaseException) -> float:
+        """The delay before retrying ``failure``; raises what the caller should get when there is no retry."""
+        execution.last_failure = failure
+        attempt = execution.attempts
+        if self.abort_on is not None and self.abort_on(failure):
+            raise self._aborted(attempt, failure)
+        if not (self.handle or execution.semantics.is_failure)(failure):
+            raise failure
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            raise self._exceeded(attempt, failure)
+        if isinstance(failure, CircuitOpenError):
+            delay = self._open_breaker_wait(attempt, failure)
+            if delay is None:
+                raise self._aborted(attempt, failure)
+        else:
+            delay = options.pushback_delay(self.pushback, failure, execution.semantics, self.max_pushback)
+            if delay is None:
+                delay = self._scheduled_delay(attempt)
+            elif delay < 0:
+                raise self._aborted(attempt, failure)
+        resume = self.clock.now() + delay
+        if self.max_duration is not None and resume - execution.start_time >= self.max_duration:
+            raise self._exceeded(attempt, failure)
+        if execution.deadline is not None and resume + self.min_attempt_time >= execution.deadline:
+            self._report_exceeded(attempt, failure)
+            raise TimeoutExceededError(
+                f"no time left to retry: the next attempt would start {delay:g}s from now, "
+                f"{resume - execution.deadline:g}s past the deadline",
+                last_failure=failure,
+            ) from failure
+        if self.on_retry_scheduled is not None:
+            options.emit(self.on_retry_scheduled, RetryScheduled(attempt, delay, failure))
+        return delay
+
+    def _start_attempt(self, execution: Execution) -> None:
+        execution.attempts += 1
+        execution.attempt_start_time = self.clock.now()
+        if self.on_retry is not None:
+            assert execution.last_failure is not None
+            options.emit(self.on_retry, RetryStarted(execution.attempts, execution.last_failure))
+
+    def _aborted(self, attempt: int, failure: BaseException) -> BaseException:
+        if self.on_abort is not None:
+            options.emit(self.on_abort, RetryAborted(attempt, failure))
+        return failure
+
+    def _report_exceeded(self, attempt: int, failure: BaseException) -> None:
+        if self.on_retries_exceeded is not None:
+            options.emit(self.on_retries_exceeded, RetriesExceeded(attempt, failure))
+
+    def _exceeded(self, attempt: int, failure: BaseException) -> BaseException:
+        self._report_exceeded(attempt, failure)
+        if self.reraise:
+            return failure
+        error = RetriesExceededError(attempt, failure)
+        error.__cause__ = failure
+        return error
+
+    def wrap(self, inner: Link) -> Link:
+        sleep = self.clock.sleep
+
+        def run(execution: Execution) -> Any:
+            while True:
+                try:
+                    return inner(execution)
+                except Exception as failure:
+                    delay = self._next_delay(execution, failure)
+                sleep(delay)
+                self._start_attempt(execution)
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        sleep = self.clock.asleep
+
+        async def run(execution: Execution) -> Any:
+            while True:
+                try:
+                    return await inner(execution)
+                except Exception as failure:
+                    delay = self._next_delay(execution, failure)
+                await sleep(delay)
+                self._start_attempt(execution)
+
+        return run

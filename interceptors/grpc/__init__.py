@@ -1,0 +1,8 @@
+"""The gRPC adapters: client interceptors (sync and aio) over one call core, server interceptors, and how the
+policies read gRPC (:class:`GrpcSemantics`). Users import them from :mod:`interceptors`, :mod:`interceptors.aio`
+and :mod:`interceptors.server`; what is here is for extending them."""
+
+from ._core import MethodPolicies, Status, StatusError
+from .status import GrpcSemantics
+
+__all__ = ["GrpcSemantics", "MethodPolicies", "Status", "StatusError"]

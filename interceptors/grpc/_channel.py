@@ -1,0 +1,76 @@
+"""The options of the channels the helpers make: no stacked retries, transparent retries kept where they can be.
+
+grpcio has retries of its own. Configured ones (a service config's ``retryPolicy``) would run under a RetryPolicy
+and multiply its attempts; the helpers refuse such service configs rather than drop them silently. Transparent
+retries (of calls that never reached the server application, e.g. refused on a GOAWAY) are safe and worth
+keeping, but they come with grpcio's retry machinery, which strips the application's
+``grpc-previous-rpc-attempts`` header from every call. So the helpers turn grpcio's retries off
+(``grpc.enable_retries=0``) only on channels where a RetryPolicy retries some method (its retries then carry the
+header, and it retries refused calls itself, as UNAVAILABLE); other channels keep grpcio's default.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+ENABLE_RETRIES = "grpc.enable_retries"
+SERVICE_CONFIG = "grpc.service_config"
+
+
+class StackedRetriesWarning(UserWarning):
+    """grpcio's built-in retries are on under a RetryPolicy: they strip its ``grpc-previous-rpc-attempts``, and
+    a retry policy a resolver supplies would multiply its attempts."""
+
+
+def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
+    """``options`` for a helper's channel; ``retries`` tells whether a RetryPolicy retries some of its methods.
+
+    Raises ValueError for options that are not (key, value) pairs, and for a service config that is not JSON or
+    asks for grpcio's own retries or hedging.
+    """
+    if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
+        raise ValueError(f"options must be a sequence of (key, value) pairs, got {options!r}")
+    result: list[tuple[str, Any]] = []
+    for pair in options:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ValueError(f"options must be (key, value) pairs with str keys, got {pair!r}")
+        result.append(pair)
+    settings = dict(result)
+    if SERVICE_CONFIG in settings:
+        _refuse_builtin_retries(settings[SERVICE_CONFIG])
+    if ENABLE_RETRIES not in settings:
+        if retries:
+            result.append((ENABLE_RETRIES, 0))
+    elif settings[ENABLE_RETRIES] and retries:
+        warnings.warn(
+            f"{ENABLE_RETRIES} is on under a RetryPolicy: grpcio strips the grpc-previous-rpc-attempts of its "
+            "retries, and would multiply its attempts by any retry policy a resolver supplies",
+            StackedRetriesWarning,
+            stacklevel=3,
+        )
+    return result
+
+
+def _refuse_builtin_retries(service_config: object) -> None:
+    try:
+        config = json.loads(service_config)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{SERVICE_CONFIG} must be a JSON service config: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{SERVICE_CONFIG} must be a JSON object, got {service_config!r}")
+    if "retryThrottling" in config:
+        raise ValueError(
+            f"{SERVICE_CONFIG} has retryThrottling, which only grpcio's own retries use: the helpers run yours "
+            "through the RetryPolicy instead (service configs are not converted to policies yet)"
+        )
+    for index, method in enumerate(config.get("methodConfig") or ()):
+        for key in ("retryPolicy", "hedgingPolicy"):
+            if isinstance(method, dict) and key in method:
+                raise ValueError(
+                    f"{SERVICE_CONFIG} methodConfig[{index}] has a {key}: grpcio's own retries would multiply the "
+                    "policies' attempts (and grpcio ignores hedging); give the channel a RetryPolicy instead "
+                    "(service configs are not converted to policies yet)"
+                )

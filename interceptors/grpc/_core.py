@@ -1,0 +1,346 @@
+"""The call core the sync and aio adapters share: which policies apply to a method, how one call's execution
+starts (its deadline), what each attempt is sent with, and what the caller gets when the policies are done.
+
+The adapters differ only in how they call grpc and wait; everything here is the same for both. What a caller gets
+is one of: the last attempt's own call, a fallback's answer dressed as a finished call (code OK, trailers naming
+the failure it replaced), or a ``grpc.RpcError`` carrying the status the policies decided on (a
+:class:`StatusError`, which is also the policy's own error: ``CircuitOpenError``, ``RetriesExceededError``,
+``TimeoutExceededError``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import grpc
+from grpc.aio import AioRpcError
+
+from ..engine.circuit_breaker import CircuitBreaker, Permit
+from ..engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from ..engine.events import FallbackExecuted
+from ..engine.execution import Execution
+from ..engine.policy import Executor, Policy
+from ..engine.retry import RetryPolicy
+from ..engine.timeout import Timeout
+from ._pushback import PUSHBACK_MS
+from .status import FALLBACK_METADATA_KEY, FALLBACK_OUT_OF_TIME_KEY, GrpcSemantics, status_code
+
+__all__ = ["MethodPolicies", "Route", "Router", "Status", "StatusError", "rpc_error"]
+
+PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
+OK = grpc.StatusCode.OK
+
+MethodPolicies = Mapping[str, Sequence[Policy]]
+"""Policies by full method name (``/pkg.Service/Method``) or service (``/pkg.Service/*``)."""
+
+Pairs = tuple[tuple[str, Any], ...]
+
+if TYPE_CHECKING:  # generic in typeshed only
+    _Future = grpc.Future[Any]
+else:
+    _Future = grpc.Future
+
+
+class Status(NamedTuple):
+    """A final gRPC status, metadata as (key, value) pairs."""
+
+    code: grpc.StatusCode
+    details: str
+    initial_metadata: Pairs
+    trailing_metadata: Pairs
+    debug_error_string: str | None
+
+    @classmethod
+    def of(cls, failure: BaseException) -> Status:
+        """The status a caller should see for ``failure`` (a gRPC error, or a policy's error)."""
+        if isinstance(failure, RetriesExceededError):
+            return cls.of(failure.last_failure)
+        code = status_code(failure) or grpc.StatusCode.UNKNOWN
+        if isinstance(failure, TimeoutExceededError):
+            cause = failure.__cause__
+            if cause is not None and status_code(cause) is grpc.StatusCode.DEADLINE_EXCEEDED:
+                return cls.of(cause)  # the call's own deadline status says more
+            last = failure.last_failure  # no time left to retry: keep what the last attempt's server said
+            trailing = Status.of(last).trailing_metadata if isinstance(last, grpc.RpcError) else ()
+            return cls(code, str(failure), (), trailing, None)
+        if isinstance(failure, CircuitOpenError) and failure.remaining is not None:
+            pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
+            return cls(code, str(failure), (), pushback, None)
+        if isinstance(failure, grpc.RpcError) and not isinstance(failure, ResilienceError):
+            call: Any = failure
+            return cls(
+                code,
+                _call_info(call.details) or "",
+                tuple(_call_info(call.initial_metadata) or ()),
+                tuple(_call_info(call.trailing_metadata) or ()),
+                _call_info(call.debug_error_string),
+            )
+        return cls(code, str(failure), (), (), None)
+
+    @classmethod
+    def answered(cls, fallback: FallbackExecuted) -> Status:
+        """The status of a fallback's answer: OK, with trailers naming the failure it replaced."""
+        code = status_code(fallback.failure)
+        marker: Pairs = ((FALLBACK_METADATA_KEY, code.name if code is not None else "UNKNOWN"),)
+        if fallback.out_of_time:
+            marker += ((FALLBACK_OUT_OF_TIME_KEY, "true"),)
+        return cls(OK, "", (), marker, None)
+
+
+def _call_info(method: Any) -> Any:
+    """What a failed call's accessor answers (None when another interceptor's error lacks it)."""
+    return method() if callable(method) else None
+
+
+class Flavour(NamedTuple):
+    """How an adapter presents ended calls: its metadata type, and a fallback's answer as a finished call."""
+
+    metadata: Callable[[Pairs], Any]
+    answered: Callable[[Any, Status], Any]
+
+
+class EndedCall(grpc.Call, _Future):
+    """A call that has ended with ``_status``: both the grpc.Call and the grpc.Future a sync caller may use."""
+
+    _status: Status
+
+    def initial_metadata(self) -> Any:
+        return self._status.initial_metadata
+
+    def trailing_metadata(self) -> Any:
+        return self._status.trailing_metadata
+
+    def code(self) -> grpc.StatusCode:
+        return self._status.code
+
+    def details(self) -> str:
+        return self._status.details
+
+    def debug_error_string(self) -> str | None:
+        return self._status.debug_error_string
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float | None:  # type: ignore[override]
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # the RPC has already terminated
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    def traceback(self, timeout: float | None = None) -> TracebackType | None:
+        error = self.exception()
+        return None if error is None else error.__traceback__
+
+
+class StatusError(AioRpcError, EndedCall):  # type: ignore[misc]  # typeshed's RpcError and Call disagree
+    """A policy's verdict as a failed gRPC call: a ``grpc.RpcError`` (and ``grpc.aio.AioRpcError``) to raise, and
+    the ended call and future a sync caller may be handed instead."""
+
+    def _set_status(self, status: Status, flavour: Flavour) -> None:
+        self._status = status
+        AioRpcError.__init__(
+            self,
+            status.code,
+            flavour.metadata(status.initial_metadata),
+            flavour.metadata(status.trailing_metadata),
+            status.details,
+            status.debug_error_string,
+        )
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return self
+
+    def __iter__(self) -> StatusError:  # a rejected stream fails when read
+        return self
+
+    def __next__(self) -> Any:
+        raise self
+
+
+class CircuitOpenRpcError(CircuitOpenError, StatusError):  # type: ignore[misc]
+    pass
+
+
+class RetriesExceededRpcError(RetriesExceededError, StatusError):  # type: ignore[misc]
+    pass
+
+
+class TimeoutExceededRpcError(TimeoutExceededError, StatusError):  # type: ignore[misc]
+    pass
+
+
+_RPC_ERRORS: dict[type[ResilienceError], type[StatusError]] = {
+    CircuitOpenError: CircuitOpenRpcError,
+    RetriesExceededError: RetriesExceededRpcError,
+    TimeoutExceededError: TimeoutExceededRpcError,
+}
+
+
+def rpc_error(failure: Exception, flavour: Flavour) -> Exception:
+    """``failure`` as the error a caller gets: a policy's error becomes a copy that is also a :class:`StatusError`
+    with ``Status.of(failure)``; anything else (gRPC's own errors, or a caller's mistake) stays as it is."""
+    for base, rpc_type in _RPC_ERRORS.items():
+        if isinstance(failure, base):
+            error = rpc_type.__new__(rpc_type)
+            error._set_status(Status.of(failure), flavour)
+            error.__dict__.update(failure.__dict__)
+            error.args = failure.args
+            error.__cause__ = failure.__cause__
+            error.__suppress_context__ = True
+            return error.with_traceback(failure.__traceback__)
+    return failure
+
+
+class Route:
+    """Everything the adapters need for one method: its executor, semantics, and what applies to its streams."""
+
+    __slots__ = ("breakers", "executor", "semantics", "stream_timeout")
+
+    def __init__(self, method: str, executor: Executor) -> None:
+        self.semantics = GrpcSemantics(method)
+        executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
+        self.executor = executor
+        policies = executor.policies
+        self.stream_timeout = min((p.seconds for p in policies if isinstance(p, Timeout)), default=None)
+        self.breakers = tuple(p for p in policies if isinstance(p, CircuitBreaker))
+
+    def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> Execution:
+        """A new execution of ``attempt``, with the caller's ``timeout`` as its absolute deadline.
+
+        Raises TypeError for a timeout that is not a number of seconds, and TimeoutExceededError (nothing is sent)
+        for one that has already run out, as grpc does for a negative timeout.
+        """
+        clock = self.executor.clock
+        if timeout is None:
+            return Execution(attempt, clock, self.semantics, request, None)
+        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
+            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        if timeout <= 0:
+            raise TimeoutExceededError(f"the call's deadline had passed ({timeout:g}s left): nothing was sent")
+        return Execution(attempt, clock, self.semantics, request, clock.now() + timeout)
+
+    def ended(self, execution: Execution, result: Any, flavour: Flavour) -> Any:
+        """What the caller gets for the chain's ``result``: the last attempt's own, or a fallback's answer."""
+        fallback = execution.fallback
+        return result if fallback is None else flavour.answered(result, Status.answered(fallback))
+
+    def stream_timeout_for(self, timeout: float | None) -> float | None:
+        """A stream's grpc timeout: the caller's, bounded by the chain's tightest Timeout."""
+        if self.stream_timeout is None:
+            return timeout
+        return self.stream_timeout if timeout is None else min(timeout, self.stream_timeout)
+
+    def admit_stream(self) -> list[Permit]:
+        """Permits from every breaker of the chain, in order; raises CircuitOpenError if one is open."""
+        permits: list[Permit] = []
+        try:
+            for breaker in self.breakers:
+                permits.append(breaker.acquire_permit())
+        except BaseException:
+            for permit in permits:
+                permit.release()
+            raise
+        return permits
+
+    def record_stream(self, permits: Sequence[Permit], failure: BaseException | None, cancelled: bool) -> None:
+        """Report how a stream ended to the breakers that admitted it (a cancelled stream says nothing)."""
+        for permit in permits:
+            if cancelled:
+                permit.release()
+            else:
+                permit.record(failure, semantics=self.semantics)
+
+
+def attempt_timeout(execution: Execution) -> float | None:
+    """The grpc timeout for the current attempt: what is left of the execution's deadline. A deadline already
+    passed raises TimeoutExceededError: grpcio would send a zero timeout as none at all."""
+    if execution.deadline is None:
+        return None
+    remaining = execution.deadline - execution.clock.now()
+    if remaining <= 0:
+        raise TimeoutExceededError("the deadline passed before the attempt was sent: nothing was sent")
+    return remaining
+
+
+def attempt_metadata(metadata: Any, execution: Execution) -> Any:
+    """The caller's metadata, plus ``grpc-previous-rpc-attempts`` on retries, as gRPC's own retries send."""
+    if execution.attempts == 1:
+        return metadata
+    kept = tuple(pair for pair in metadata or () if pair[0] != PREVIOUS_ATTEMPTS)
+    return (*kept, (PREVIOUS_ATTEMPTS, str(execution.attempts - 1)))
+
+
+class Router:
+    """Finds the route of a method: exact name first, then its service's wildcard, then the default policies.
+
+    Every chain is checked when the router is built (policy types, one clock, no policy twice); a method's chain
+    is checked against the method (e.g. a fallback's fields against its response type) when its route is made.
+    """
+
+    __slots__ = ("_by_method", "_by_service", "_default", "_routes", "retries")
+
+    def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None) -> None:
+        self._default = _executor(policies, "policies")
+        self._by_method: dict[str, Executor | None] = {}
+        self._by_service: dict[str, Executor | None] = {}
+        if methods is not None and not isinstance(methods, Mapping):
+            raise ValueError(f"methods must map method or service names to policies, got {methods!r}")
+        for key, chain in (methods or {}).items():
+            service, slash, name = key[1:].partition("/") if isinstance(key, str) else ("", "", "")
+            if not (isinstance(key, str) and key.startswith("/") and service and slash and name and "/" not in name):
+                raise ValueError(f"methods keys are '/package.Service/Method' or '/package.Service/*', got {key!r}")
+            executor = _executor(chain, f"methods[{key!r}]")
+            (self._by_service if name == "*" else self._by_method)[key if name != "*" else service] = executor
+        chains = [self._default, *self._by_method.values(), *self._by_service.values()]
+        self.retries = any(isinstance(p, RetryPolicy) for chain in chains if chain for p in chain.policies)
+        """Whether a RetryPolicy applies to some method."""
+        self._routes: dict[str | bytes, Route | None] = {}
+
+    def route(self, method: str | bytes) -> Route | None:
+        """The route for ``method``, or None when no policy applies to it."""
+        try:
+            return self._routes[method]
+        except KeyError:
+            pass
+        name = method.decode() if isinstance(method, bytes) else method
+        executor = self._by_method.get(name, _UNSET)
+        if executor is _UNSET:
+            executor = self._by_service.get(name[1:].partition("/")[0], self._default)
+        route = None if executor is None else Route(name, executor)
+        self._routes[method] = route
+        return route
+
+
+_UNSET: Any = object()
+
+
+def _executor(chain: object, option: str) -> Executor | None:
+    """The executor of a chain of policies (None for an empty one), checked now; errors name ``option``."""
+    if isinstance(chain, (str, bytes, Policy)) or not isinstance(chain, Sequence):
+        raise ValueError(f"{option} must be a sequence of policies, got {chain!r}")
+    try:
+        return Executor(*chain) if chain else None
+    except ValueError as error:
+        raise ValueError(f"{option}: {error}") from None

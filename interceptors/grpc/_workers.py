@@ -1,0 +1,52 @@
+"""Worker threads for sync ``.future()`` calls: one per call in flight, reused while idle, never joined at exit.
+
+A call's policies then run in a thread of their own, so one call's slow fallback function or listener holds up
+no other call. Idle workers wait a while for more work, then end. They are daemon threads, as grpc's own are:
+a call still waiting out a backoff does not keep the interpreter from exiting.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+
+IDLE_SECONDS = 30.0
+"""How long an idle worker waits for another call before it ends."""
+
+
+class Workers:
+    __slots__ = ("_idle", "_jobs", "_lock", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0  # workers waiting for a job that no submit has counted on yet
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in a worker thread: an idle one, or a new one when none is idle."""
+        self._jobs.put(job)
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # that worker will take a job
+                return
+        threading.Thread(target=self._work, name=self._name, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._lock:
+                    if not self._jobs.empty():
+                        continue  # a job arrived as the wait ended
+                    if self._idle:
+                        self._idle -= 1  # this worker stops being counted on
+                    return
+            job()
+            with self._lock:
+                self._idle += 1
+
+
+FUTURES = Workers("interceptors-future")
