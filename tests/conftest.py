@@ -10,7 +10,7 @@ import pytest
 
 from interceptors.testing import FakeClock
 
-from .scripted import ScriptedServer
+from .support.scripted import ScriptedServer
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 import interceptors.aio
 from interceptors import Fallback, RetryPolicy, replaced_by_fallback
 
-from ..scripted import AIO_LOOP, Request, ScriptedServer
-from .test_unary import wait_until
+from ..support.clients import wait_until
+from ..support.scripted import AIO_LOOP, Request, ScriptedServer
 
 
 def run(server: ScriptedServer, body: Any, *policies: Any) -> Any:

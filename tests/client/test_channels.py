@@ -27,8 +27,8 @@ from interceptors.grpc._channel import channel_options
 from interceptors.grpc._core import Router
 from interceptors.testing import FakeClock
 
-from ..scripted import AIO_LOOP, Request, ScriptedServer
-from .paths import Client
+from ..support.clients import Client
+from ..support.scripted import AIO_LOOP, Request, ScriptedServer
 
 UNARY = "/scripted.v1.Scripted/Unary"
 SERVICE_CONFIG = json.dumps(

@@ -10,8 +10,8 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors import Backoff, RetryPolicy, Timeout, resilient_channel
 
-from ..scripted import Request, ScriptedServer
-from .paths import PATHS, Client
+from ..support.clients import PATHS, Client
+from ..support.scripted import Request, ScriptedServer
 
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 

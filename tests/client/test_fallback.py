@@ -10,8 +10,8 @@ from scripted.v1 import scripted_pb2 as pb
 
 from interceptors import FALLBACK_METADATA_KEY, CircuitBreaker, Fallback, RetryPolicy, Timeout
 
-from ..scripted import Request, ScriptedServer
-from .paths import PATHS, Client, returns_call
+from ..support.clients import PATHS, Client, returns_call
+from ..support.scripted import Request, ScriptedServer
 
 paths = pytest.mark.parametrize("path", PATHS)
 

@@ -14,8 +14,8 @@ from google.rpc import error_details_pb2, status_pb2
 from interceptors import CircuitBreaker, CircuitState, RetryPolicy
 from interceptors.grpc import GrpcSemantics, _pushback
 
-from ..scripted import Request, ScriptedServer
-from .paths import PATHS, Client
+from ..support.clients import PATHS, Client
+from ..support.scripted import Request, ScriptedServer
 
 
 def retry_info(

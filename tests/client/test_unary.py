@@ -16,8 +16,8 @@ from interceptors import (
     Timeout,
 )
 
-from ..scripted import Request, ScriptedServer
-from .paths import PATHS, Client
+from ..support.clients import PATHS, Client, wait_until
+from ..support.scripted import Request, ScriptedServer
 
 UNAVAILABLE, INVALID_ARGUMENT = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT
 paths = pytest.mark.parametrize("path", PATHS)
@@ -80,8 +80,8 @@ def test_open_breaker_rejects_without_reaching_the_server_then_one_probe(server:
         assert 0 < int(rejected.trailing["grpc-retry-pushback-ms"]) <= 200  # when the breaker lets a probe through
         server.script.sleep = 0.3  # the probe is slow: a second call meanwhile must be rejected
 
-        breaker_probe_wait(breaker)
-        probe = client_in_thread(client, Request(id="e"))
+        wait_until(lambda: breaker.state is CircuitState.HALF_OPEN)
+        probe = client.in_thread(Request(id="e"))
         wait_until(lambda: server.attempts("e") == 3)
         assert client.unary(Request(id="e")).code is UNAVAILABLE  # half-open: the one trial is in flight
         assert probe().code is grpc.StatusCode.OK
@@ -98,29 +98,6 @@ def test_deadline_exceeded_is_retried_only_while_time_is_left(server: ScriptedSe
     # caller's deadline, unless the machine was too slow to start it in time; none goes past that deadline
     assert 2 <= server.attempts("f") <= 3
     assert outcome.elapsed < 0.25 + 0.2
-
-
-def breaker_probe_wait(breaker: CircuitBreaker) -> None:
-    wait_until(lambda: breaker.state is CircuitState.HALF_OPEN)
-
-
-def wait_until(condition: object, timeout: float = 5.0) -> None:
-    import time
-
-    ends = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > ends:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.005)
-
-
-def client_in_thread(client: Client, request: object) -> object:
-    import concurrent.futures
-
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    future = pool.submit(client.unary, request)
-    pool.shutdown(wait=False)
-    return lambda: future.result(10)
 
 
 @paths

@@ -18,7 +18,7 @@ from interceptors import CircuitBreaker, CircuitOpenError, CircuitState
 from interceptors.engine import Permit
 from interceptors.testing import FakeClock
 
-from .helpers import Boom
+from ..support.calls import Boom
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 BUCKETS = 10

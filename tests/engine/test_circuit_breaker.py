@@ -11,7 +11,7 @@ from interceptors.engine import Semantics
 from interceptors.events import CircuitMetrics, CircuitStateChanged
 from interceptors.testing import FakeClock
 
-from .helpers import Boom, CallerMistake, Calls
+from ..support.calls import Boom, CallerMistake, Calls
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 

@@ -18,7 +18,7 @@ from interceptors import (
 from interceptors.engine import Execution
 from interceptors.testing import FakeClock
 
-from .helpers import Boom, Calls
+from ..support.calls import Boom, Calls
 
 
 def test_retry_around_breaker_success_after_failures(clock: FakeClock) -> None:

@@ -8,7 +8,7 @@ import threading
 from interceptors import CircuitBreaker, Executor, RetryPolicy, Timeout
 from interceptors.engine import Execution
 
-from .helpers import Boom
+from ..support.calls import Boom
 
 WORKERS, CALLS = 32, 50
 

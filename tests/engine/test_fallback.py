@@ -8,7 +8,7 @@ from interceptors import Executor, Fallback
 from interceptors.engine import Semantics
 from interceptors.events import FallbackExecuted
 
-from .helpers import Boom, CallerMistake, Calls
+from ..support.calls import Boom, CallerMistake, Calls
 
 
 def test_value_answers_a_failure() -> None:

@@ -15,7 +15,7 @@ from interceptors import (
 from interceptors.events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
 from interceptors.testing import FakeClock
 
-from .helpers import Boom, CallerMistake, Calls
+from ..support.calls import Boom, CallerMistake, Calls
 
 
 def test_default_retry_makes_three_attempts_and_chains_the_last_failure(clock: FakeClock) -> None:

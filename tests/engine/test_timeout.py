@@ -11,7 +11,7 @@ from interceptors.engine import Execution
 from interceptors.events import TimeoutExceeded
 from interceptors.testing import FakeClock
 
-from .helpers import Boom
+from ..support.calls import Boom
 
 
 def test_fast_call_passes(clock: FakeClock) -> None:

@@ -15,7 +15,7 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
 
-from ..scripted import AIO_LOOP, AioService, Recorder, Request, SyncService
+from ..support.scripted import AIO_LOOP, AioService, Recorder, Request, SyncService
 
 UNARY = "/scripted.v1.Scripted/Unary"
 

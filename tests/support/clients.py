@@ -1,13 +1,15 @@
-"""One way to call the scripted server per client call path: __call__, with_call, future() and aio.
+"""One client for every call path: ``call``, ``with_call``, ``future()`` and aio, each through the helpers and
+through grpc's own interceptor hooks; unary and streaming calls alike.
 
-Each ``Client`` holds one channel (through our interceptors) for many calls; the aio client runs its channel on
-an event loop of its own thread, so every test can drive all four paths the same way.
+Each ``Client`` holds one channel for many calls; the aio client runs its channel on the shared test loop, so
+every test drives all paths the same way, from its own thread.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ from interceptors import ResilienceInterceptor, resilient_channel
 from interceptors.engine import Policy
 from interceptors.grpc._channel import channel_options
 
-from ..scripted import AIO_LOOP
+from .scripted import AIO_LOOP, Request
 
 PATHS = [
     "call",
@@ -33,6 +35,9 @@ PATHS = [
 ]
 """The resilient_channel helpers' sync ways to call and aio; then the same through grpc's own interceptor hooks
 (``grpc.intercept_channel`` with ResilienceInterceptor, ``grpc.aio`` channels with resilience_interceptors)."""
+
+AIO_PATHS = ["aio", "intercepted-aio"]
+STREAM_KINDS = ["server_stream", "client_stream", "bidi_stream"]
 
 
 def returns_call(path: str) -> bool:
@@ -54,7 +59,7 @@ class Client:
     def __init__(
         self, path: str, target: str, *policies: Policy, methods: Any = None, options: Sequence[Any] = ()
     ) -> None:
-        self.path = path
+        self.path = path.removeprefix("intercepted-")
         if path == "aio":
 
             async def make() -> Any:
@@ -62,22 +67,23 @@ class Client:
 
             self.channel = AIO_LOOP.run(make())
         elif path == "intercepted-aio":
-            self.path = "aio"
 
             async def make_intercepted() -> Any:
                 chain = interceptors.aio.resilience_interceptors(*policies, methods=methods)
-                return grpc.aio.insecure_channel(
-                    target, options=channel_options(options, retries=True), interceptors=chain
-                )
+                opts = channel_options(options, retries=True)
+                return grpc.aio.insecure_channel(target, options=opts, interceptors=chain)
 
             self.channel = AIO_LOOP.run(make_intercepted())
         elif path.startswith("intercepted-"):
-            self.path = path.removeprefix("intercepted-")
             raw = grpc.insecure_channel(target, options=channel_options(options, retries=True))
             self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods))
         else:
             self.channel = resilient_channel(target, *policies, methods=methods, options=options)
         self.stub = pb_grpc.ScriptedStub(self.channel)
+
+    @property
+    def is_aio(self) -> bool:
+        return self.path == "aio"
 
     def unary(self, request: Any, timeout: float | None = None, metadata: Any = None) -> Outcome:
         started = time.monotonic()
@@ -102,14 +108,29 @@ class Client:
 
     async def _aio_unary(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Any]:
         call = self.stub.Unary(request, timeout=timeout, metadata=metadata)
-        try:
-            reply = await call
-        except grpc.aio.AioRpcError:
-            raise
-        return reply, _AioFinished(await call.code(), await call.details(), await call.trailing_metadata())
+        reply = await call
+        return reply, _AioEnded(await call.code(), await call.details(), await call.trailing_metadata())
+
+    def in_thread(self, request: Any, timeout: float | None = None) -> Callable[[], Outcome]:
+        """Start a unary call in a thread of its own; returns how to wait for its outcome."""
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        future = pool.submit(self.unary, request, timeout)
+        pool.shutdown(wait=False)
+        return lambda: future.result(10)
+
+    def stream(self, kind: str, n: int, timeout: float | None = None, **fields: Any) -> list[Any]:
+        """The replies of a streaming call of ``kind`` with ``n`` requests (or replies, for server streams)."""
+        if self.is_aio:
+            replies: list[Any] = AIO_LOOP.run(_aio_stream(self.stub, kind, n, timeout, **fields))
+            return replies
+        if kind == "server_stream":
+            return list(self.stub.ServerStream(Request(count=n, **fields), timeout=timeout))
+        if kind == "client_stream":
+            return [self.stub.ClientStream(requests(n, **fields), timeout=timeout)]
+        return list(self.stub.BidiStream(requests(n, **fields), timeout=timeout))
 
     def close(self) -> None:
-        if self.path == "aio":
+        if self.is_aio:
             AIO_LOOP.run(self.channel.close())
         else:
             self.channel.close()
@@ -117,12 +138,30 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *_: Any) -> None:
+    def __exit__(self, *_: object) -> None:
         self.close()
 
 
+def requests(n: int, **fields: Any) -> Iterator[Any]:
+    for i in range(n):
+        yield Request(text=f"r{i}", **fields)
+
+
+async def arequests(n: int, **fields: Any) -> AsyncIterator[Any]:
+    for item in requests(n, **fields):
+        yield item
+
+
+async def _aio_stream(stub: Any, kind: str, n: int, timeout: float | None, **fields: Any) -> list[Any]:
+    if kind == "server_stream":
+        return [r async for r in stub.ServerStream(Request(count=n, **fields), timeout=timeout)]
+    if kind == "client_stream":
+        return [await stub.ClientStream(arequests(n, **fields), timeout=timeout)]
+    return [r async for r in stub.BidiStream(arequests(n, **fields), timeout=timeout)]
+
+
 @dataclass
-class _AioFinished:
+class _AioEnded:
     _code: grpc.StatusCode
     _details: str
     _trailing: Any
@@ -135,3 +174,12 @@ class _AioFinished:
 
     def trailing_metadata(self) -> Any:
         return self._trailing
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Wait for ``condition`` to hold, polling; fails after ``timeout`` seconds."""
+    ends = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > ends:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.005)

@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -188,25 +188,26 @@ class AioService(pb_grpc.ScriptedServicer):
 
 
 class ScriptedServer:
-    """A running server of ``kind`` ("sync" or "aio"); ``target`` to dial, ``recorder`` to script and inspect."""
+    """A running server of ``kind`` ("sync" or "aio"); ``target`` to dial, ``recorder`` to script and inspect;
+    ``interceptors`` are server interceptors of that kind."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, interceptors: Sequence[Any] = ()) -> None:
         self.kind = kind
         self.recorder = Recorder()
         self._stop: Any = None
         if kind == "sync":
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), interceptors=interceptors)
             pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             self._stop = lambda: server.stop(grace=None)
         else:
-            self._start_aio()
+            self._start_aio(interceptors)
         self.target = f"127.0.0.1:{self.port}"
 
-    def _start_aio(self) -> None:
+    def _start_aio(self, interceptors: Sequence[Any]) -> None:
         async def start() -> Any:
-            server = grpc.aio.server()
+            server = grpc.aio.server(interceptors=interceptors)
             pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
