@@ -33,13 +33,13 @@ lint: proto
 	$(BIN)/ruff format --check .
 
 typecheck: proto
-	$(BIN)/mypy interceptors
+	$(BIN)/mypy
 
 pytest: proto
 	$(BIN)/pytest
 
 demo: proto
-	$(PY) -m service_a.demo
+	$(PY) -m service_a.scenarios
 
 BENCH_STAMP := $(VENV)/.installed-bench
 

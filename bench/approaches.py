@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pybreaker
@@ -17,7 +17,9 @@ try:
     import redress
     from redress.contrib.grpc import aio_unary_unary_client_interceptor, unary_unary_client_interceptor
 except ImportError:  # redress needs Python 3.11
-    redress = None
+    HAVE_REDRESS = False
+else:
+    HAVE_REDRESS = True
 
 import interceptors.aio
 from interceptors import Backoff, CircuitBreaker, Fallback, RetryPolicy, Timeout, resilient_channel
@@ -59,11 +61,11 @@ class Approach:
 
 
 def _unavailable(error: BaseException) -> bool:
-    return isinstance(error, grpc.RpcError) and error.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    return isinstance(error, grpc.RpcError) and error.code() is grpc.StatusCode.UNAVAILABLE
 
 
 def _counts_for_breaker(error: BaseException) -> bool:
-    code = error.code() if isinstance(error, grpc.RpcError) else None  # type: ignore[attr-defined]
+    code = error.code() if isinstance(error, grpc.RpcError) else None
     return code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -177,9 +179,9 @@ def _redress_breaker(budget: Budget) -> redress.CircuitBreaker:
 
 def _redress_sync(target: str, budget: Budget) -> Client:
     breaker = _redress_breaker(budget)
-    policy = redress.Policy(retry=_redress_retry(budget, redress.Retry), circuit_breaker=breaker)
+    policy: Any = redress.Policy(retry=_redress_retry(budget, redress.Retry), circuit_breaker=breaker)
     channel = grpc.intercept_channel(
-        grpc.insecure_channel(target, options=NO_RETRIES), unary_unary_client_interceptor(policy)
+        grpc.insecure_channel(target, options=NO_RETRIES), cast(Any, unary_unary_client_interceptor(policy))
     )
     hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
     return Client(lambda: hello(REQUEST, timeout=budget.attempt_timeout), channel.close, lambda: breaker.state.value)
@@ -187,9 +189,9 @@ def _redress_sync(target: str, budget: Budget) -> Client:
 
 async def _redress_aio(target: str, budget: Budget) -> Client:
     breaker = _redress_breaker(budget)
-    policy = redress.AsyncPolicy(retry=_redress_retry(budget, redress.AsyncRetry), circuit_breaker=breaker)
+    policy: Any = redress.AsyncPolicy(retry=_redress_retry(budget, redress.AsyncRetry), circuit_breaker=breaker)
     channel = grpc.aio.insecure_channel(
-        target, options=NO_RETRIES, interceptors=[aio_unary_unary_client_interceptor(policy)]
+        target, options=NO_RETRIES, interceptors=[cast(Any, aio_unary_unary_client_interceptor(policy))]
     )
     hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
     return Client(lambda: hello(REQUEST, timeout=budget.attempt_timeout), channel.close, lambda: breaker.state.value)
@@ -265,7 +267,7 @@ REDRESS = Approach(
 OURS_RETRY = Approach(
     "ours: retry",
     lambda b: (
-        f"RetryPolicy({b.attempts} attempts, Backoff({b.backoff_initial:g}, {b.backoff_max:g})); "
+        f"RetryPolicy({b.attempts} attempts, Backoff({b.backoff_initial:g}, {b.backoff_max:g}), 20 % jitter); "
         f"{b.deadline:g} s deadline"
     ),
     *_ours_retry,
@@ -284,7 +286,7 @@ OURS_COMPOSED = Approach(
     *_ours_composed,
 )
 
-PEERS = [BUILTIN, TENACITY] + ([REDRESS] if redress is not None else [])
+PEERS = [BUILTIN, TENACITY] + ([REDRESS] if HAVE_REDRESS else [])
 HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, *PEERS, OURS_RESILIENT]

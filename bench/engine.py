@@ -76,7 +76,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> None:
     print("Engine overhead, fallback -> retry -> breaker -> timeout, successful call (median of rounds)")
     for kind in ("sync", "async"):
-        d, c = results[kind]["direct"], results[kind]["composed"]  # type: ignore[index]
+        d, c = results[kind]["direct"], results[kind]["composed"]
         print(
             f"  {kind:5}  direct {d['median']:6.3f} us   composed {c['median']:6.3f} us "
             f"(IQR {c['q1']:.3f}..{c['q3']:.3f})   overhead {c['median'] - d['median']:6.3f} us/call"

@@ -72,7 +72,7 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
             client.close()
 
         loop = asyncio.new_event_loop()
-        aio_clients = {a.name: loop.run_until_complete(a.aio(backend.target, budget)) for a in [BARE, *HEALTHY]}
+        aio_clients = {a.name: loop.run_until_complete(_aio(a, backend.target, budget)) for a in [BARE, *HEALTHY]}
 
         def atimed(client: Client) -> Callable[[], float]:
             async def batch() -> float:
@@ -89,6 +89,11 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
         loop.close()
         profile = _profiles(backend.target, budget, calls=20 * n)
     return {"batches": batches, "calls_per_batch": n, "sync": sync, "aio": aio, "profile": profile}
+
+
+async def _aio(approach: Approach, target: str, budget: Budget) -> Client:
+    assert approach.aio is not None, f"{approach.name} has no asyncio client"
+    return await approach.aio(target, budget)
 
 
 def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
@@ -128,7 +133,7 @@ def _profiles(target: str, budget: Budget, calls: int) -> dict[str, Any]:
     sync = _profile(lambda: [client.call() for _ in range(calls)], calls)
     client.close()
     loop = asyncio.new_event_loop()
-    aio_client = loop.run_until_complete(approaches.OURS_COMPOSED.aio(target, budget))
+    aio_client = loop.run_until_complete(_aio(approaches.OURS_COMPOSED, target, budget))
 
     async def many() -> None:
         for _ in range(calls):
@@ -153,7 +158,7 @@ def concurrency(workers: int = 64, calls: int = 10, rounds: int = 3) -> dict[str
         clients = {a.name: a.sync(backend.target, budget) for a in CONCURRENT}
         with ThreadPoolExecutor(workers) as pool:
 
-            def threads(client: Client) -> Callable[[], None]:
+            def threads(client: Client) -> Callable[[], object]:
                 return lambda: list(pool.map(lambda _: [client.call() for _ in range(calls)], range(workers)))
 
             results["threads"] = _throughput(rounds, workers * calls, {n: threads(c) for n, c in clients.items()})
@@ -161,7 +166,7 @@ def concurrency(workers: int = 64, calls: int = 10, rounds: int = 3) -> dict[str
             client.close()
 
         loop = asyncio.new_event_loop()
-        aio_clients = {a.name: loop.run_until_complete(a.aio(backend.target, budget)) for a in CONCURRENT}
+        aio_clients = {a.name: loop.run_until_complete(_aio(a, backend.target, budget)) for a in CONCURRENT}
 
         def tasks(client: Client) -> Callable[[], None]:
             async def worker() -> None:
@@ -180,7 +185,7 @@ def concurrency(workers: int = 64, calls: int = 10, rounds: int = 3) -> dict[str
     return results
 
 
-def _throughput(rounds: int, calls: int, runs: dict[str, Callable[[], None]]) -> dict[str, Any]:
+def _throughput(rounds: int, calls: int, runs: dict[str, Callable[[], object]]) -> dict[str, Any]:
     """Calls per second of each run, interleaved over ``rounds``, and its ratio to the bare channel's."""
     rates: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
@@ -265,8 +270,8 @@ def _outage(
         client.call()
         sampler = _StateSampler(client)
         t0 = time.monotonic()
-        for delay, on in ((before, True), (before + during, False)):
-            threading.Timer(delay, backend.outage, (on,)).start()
+        for delay, outage in ((before, True), (before + during, False)):
+            threading.Timer(delay, backend.outage, (outage,)).start()
         count = round((before + during + after) * rate)
         outcomes = _outcomes(client, count=count, workers=workers, rate=rate)
         states = sampler.stop()
@@ -296,7 +301,8 @@ class _StateSampler:
     """Reads a client's breaker state every 20 ms on a thread of its own, until stopped."""
 
     def __init__(self, client: Client) -> None:
-        self._client, self._stopped, self.states = client, threading.Event(), []
+        self._client, self._stopped = client, threading.Event()
+        self.states: list[tuple[float, str]] = []
         self._thread = threading.Thread(target=self._sample)
         self._thread.start()
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import contextlib
 
-from service_b.runtime import port, setup_logging
+from service_b.runtime import port, setup_logging, target
 
 from .app import POLICIES, serve
 
@@ -15,7 +15,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service_a", description="Service A of the demo pair.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=port, default=3000, help="port to listen on; 0 picks a free one")
-    parser.add_argument("--service-b", default="127.0.0.1:3001", help="where service B listens")
+    parser.add_argument(
+        "--service-b", type=target, default="127.0.0.1:3001", help="where service B listens (host:port)"
+    )
     parser.add_argument("--policy", choices=POLICIES, default="composed", help="policies around calls to B")
     return parser.parse_args(argv)
 

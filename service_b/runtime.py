@@ -89,3 +89,25 @@ def port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
     return int(text)
+
+
+TARGET_SCHEMES = ("dns", "unix", "unix-abstract", "ipv4", "ipv6", "vsock")
+
+
+def target(text: str) -> str:
+    """An argparse type: a gRPC target to dial, ``host:port`` (``[v6 address]:port``) or a URI such as
+    ``dns:///host:port`` or ``unix:/path``. Only its form is checked: the server may well be down for now."""
+    scheme, _, rest = text.partition(":")
+    if scheme in TARGET_SCHEMES and rest and not any(c.isspace() for c in text):
+        return text
+    host, _, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs brackets before its port
+    bad_host = not host or any(c.isspace() or c in "/?#@[]" for c in host)
+    if bad_host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a gRPC target: give host:port with a port in 1..65535, or a URI such as unix:/path"
+        )
+    return text

@@ -10,7 +10,7 @@ import pytest
 
 from interceptors.testing import FakeClock
 
-from .support.scripted import ScriptedServer
+from .support.server import ScriptedServer
 
 
 @pytest.fixture

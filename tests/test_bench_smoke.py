@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import engine, run
+from bench import engine, report, run
 
 
 def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
@@ -17,11 +17,11 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
     }
     results = run.run(suites, tmp_path)
-    report = (tmp_path / "REPORT.md").read_text()
+    written = (tmp_path / "REPORT.md").read_text()
     for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c."):
-        assert heading in report
+        assert heading in written
     for name in suites:
         assert (tmp_path / f"{name}.json").exists()
     assert (tmp_path / "article_breaker_cdf.png").stat().st_size > 0
     assert (tmp_path / "outage_timeline.png").stat().st_size > 0
-    assert "healthy path, sync" in run.report.console(results)
+    assert "healthy path, sync" in report.console(results)

@@ -31,6 +31,11 @@ class Semantics:
         """Whether ``failure`` should be retried, counted by a breaker and answered by a fallback."""
         return isinstance(failure, Exception)
 
+    def caller_error(self, failure: BaseException) -> BaseException:
+        """``failure`` as the transport's callers see it (gRPC: a ``grpc.RpcError``), for fallback functions and
+        events."""
+        return failure
+
     def pushback(self, failure: BaseException) -> float | None:
         """Delay in seconds the other side asked for before the next try; negative means "do not retry"."""
         return None

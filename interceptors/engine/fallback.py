@@ -27,7 +27,8 @@ class Fallback(Policy):
     that takes one argument (either may be async on async chains); ``value``; the transport's response built from
     ``message`` (gRPC: the method's response message with these fields); or, with nothing given, the transport's
     default response (gRPC: the response type's default instance). ``failure`` is the last real failure: the last
-    attempt's when retries ran out or no time was left for another.
+    attempt's when retries ran out or no time was left for another, as the transport's callers see it (gRPC: a
+    ``grpc.RpcError``).
 
     A fallback that cannot answer (its function raises, or answers something the transport cannot send, such as a
     ``str`` for a gRPC method) answers nothing: the error is logged and the caller gets the failure it would have
@@ -99,13 +100,13 @@ class Fallback(Policy):
         """The answer, or an awaitable of it (from an async function)."""
         if self.fn is None:
             return self._fixed_answer(execution.semantics)
-        real = underlying_failure(failure)
+        real = execution.semantics.caller_error(underlying_failure(failure))
         return self.fn(execution.request, real) if self._takes_request else self.fn(real)
 
     def _answered(self, execution: Execution, failure: BaseException, result: Any) -> Any:
         """Record and report ``result`` as the answer to ``failure``; raises TypeError if it cannot be one."""
         execution.semantics.check_response(result)
-        execution.last_failure = real = underlying_failure(failure)
+        execution.last_failure = real = execution.semantics.caller_error(underlying_failure(failure))
         execution.fallback = event = FallbackExecuted(real, result, out_of_time(failure))
         if self.on_fallback is not None:
             options.emit(self.on_fallback, event)

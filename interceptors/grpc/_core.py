@@ -218,8 +218,8 @@ class Route:
 
     __slots__ = ("breakers", "executor", "semantics", "stream_timeout")
 
-    def __init__(self, method: str, executor: Executor) -> None:
-        self.semantics = GrpcSemantics(method)
+    def __init__(self, method: str, executor: Executor, flavour: Flavour) -> None:
+        self.semantics = GrpcSemantics(method, lambda failure: rpc_error(failure, flavour))
         executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
         self.executor = executor
         policies = executor.policies
@@ -273,6 +273,30 @@ class Route:
                 permit.record(failure, semantics=self.semantics)
 
 
+class RoutedChannel:
+    """What the helpers' channels (sync and aio) share: a unary-unary multicallable gets its method's policies
+    around grpc's own (``_unary_type``); streams go through ``_streams``, a channel that has the interceptors."""
+
+    _channel: Any
+    _streams: Any
+    _router: Router
+    _unary_type: Callable[[Any, Route], Any]
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        multicallable = self._channel.unary_unary(method, *args, **kwargs)
+        route = self._router.route(method)
+        return multicallable if route is None else self._unary_type(multicallable, route)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._streams.unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._streams.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._streams.stream_stream(method, *args, **kwargs)
+
+
 def attempt_timeout(execution: Execution) -> float | None:
     """The grpc timeout for the current attempt: what is left of the execution's deadline. A deadline already
     passed raises TimeoutExceededError: grpcio would send a zero timeout as none at all."""
@@ -299,9 +323,10 @@ class Router:
     is checked against the method (e.g. a fallback's fields against its response type) when its route is made.
     """
 
-    __slots__ = ("_by_method", "_by_service", "_default", "_routes", "retries")
+    __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_routes", "retries")
 
-    def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None) -> None:
+    def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None, flavour: Flavour) -> None:
+        self._flavour = flavour
         self._default = _executor(policies, "policies")
         self._by_method: dict[str, Executor | None] = {}
         self._by_service: dict[str, Executor | None] = {}
@@ -328,7 +353,7 @@ class Router:
         executor = self._by_method.get(name, _UNSET)
         if executor is _UNSET:
             executor = self._by_service.get(name[1:].partition("/")[0], self._default)
-        route = None if executor is None else Route(name, executor)
+        route = None if executor is None else Route(name, executor, self._flavour)
         self._routes[method] = route
         return route
 

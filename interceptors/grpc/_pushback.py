@@ -60,7 +60,7 @@ def _pushback_ms(value: str | bytes, method: str) -> float:
     except ValueError:
         _warn(method, PUSHBACK_MS, f"malformed {PUSHBACK_MS} {text[:40]!r} from {method}: not retrying, as gRPC does")
         return DO_NOT_RETRY
-    return DO_NOT_RETRY if milliseconds < 0 else milliseconds / 1000
+    return DO_NOT_RETRY if milliseconds < 0 else min(milliseconds, 10**12) / 1000  # capped later anyway
 
 
 def _retry_after(value: str | bytes, method: str) -> float | None:
@@ -132,7 +132,7 @@ def _minimal_rpc_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]
 def _rich_status_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
     """How to parse a google.rpc.Status and a RetryInfo: googleapis-common-protos' classes if installed."""
     try:
-        from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+        from google.rpc import error_details_pb2, status_pb2
     except ImportError:  # without the `status` extra
         return _minimal_rpc_types()
     return status_pb2.Status.FromString, error_details_pb2.RetryInfo.FromString

@@ -22,7 +22,17 @@ from ..engine.errors import CircuitOpenError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options
-from ._core import Flavour, MethodPolicies, Route, Router, Status, attempt_metadata, attempt_timeout, rpc_error
+from ._core import (
+    Flavour,
+    MethodPolicies,
+    Route,
+    RoutedChannel,
+    Router,
+    Status,
+    attempt_metadata,
+    attempt_timeout,
+    rpc_error,
+)
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
@@ -39,7 +49,7 @@ def resilience_interceptors(
     ``methods`` works as for :class:`interceptors.ResilienceInterceptor`, and streams get the same treatment:
     the chain's tightest Timeout as their deadline and its breakers' admission and recording, no retry or fallback.
     """
-    router = Router(policies, methods)
+    router = Router(policies, methods, AIO)
     return [_UnaryUnary(router), _UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
 
 
@@ -57,7 +67,7 @@ def resilient_channel(
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies.
     """
-    router = Router(policies, methods)
+    router = Router(policies, methods, AIO)
     opts = channel_options(options, retries=router.retries)
     streams: list[grpc.aio.ClientInterceptor] = [_UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
     if credentials is None:
@@ -69,25 +79,12 @@ def resilient_channel(
     return _ResilientChannel(channel, router)
 
 
-class _ResilientChannel(grpc.aio.Channel):
-    """An aio channel whose unary-unary calls run the policies directly; streams go through the interceptors."""
+class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
+    """An aio channel whose unary-unary calls run the policies directly; streams go through its interceptors."""
 
     def __init__(self, channel: grpc.aio.Channel, router: Router) -> None:
-        self._channel, self._router = channel, router
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        multicallable = self._channel.unary_unary(method, *args, **kwargs)
-        route = self._router.route(method)
-        return multicallable if route is None else _UnaryUnaryMultiCallable(multicallable, route)
-
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._channel.unary_stream(method, *args, **kwargs)
-
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._channel.stream_unary(method, *args, **kwargs)
-
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._channel.stream_stream(method, *args, **kwargs)
+        self._channel = self._streams = channel
+        self._router, self._unary_type = router, _UnaryUnaryMultiCallable
 
     async def __aenter__(self) -> _ResilientChannel:
         return self
@@ -99,7 +96,8 @@ class _ResilientChannel(grpc.aio.Channel):
         await self._channel.close(grace)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        return self._channel.get_state(try_to_connect)
+        state: grpc.ChannelConnectivity = self._channel.get_state(try_to_connect)
+        return state
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         await self._channel.wait_for_state_change(last_observed_state)
@@ -112,26 +110,13 @@ class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignor
     def __init__(self, multicallable: Any, route: Route) -> None:
         self._multicallable, self._route = multicallable, route
 
-    def __call__(
-        self,
-        request: Any,
-        *,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
+    def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
+        """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
         multicallable = self._multicallable
 
         async def attempt(execution: Execution) -> Any:
             call = multicallable(
-                request,
-                timeout=attempt_timeout(execution),
-                metadata=_metadata(metadata, execution),
-                credentials=credentials,
-                wait_for_ready=wait_for_ready,
-                compression=compression,
+                request, timeout=attempt_timeout(execution), metadata=_metadata(metadata, execution), **options
             )
             await call  # raises the attempt's AioRpcError
             return call

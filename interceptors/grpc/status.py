@@ -80,13 +80,20 @@ def on_codes(*codes: grpc.StatusCode) -> Callable[[BaseException], bool]:
 class GrpcSemantics(Semantics):
     """The policies' view of one gRPC method: failures by status code, pushback from trailers, protobuf answers."""
 
-    __slots__ = ("_response_type", "method")
+    __slots__ = ("_caller_error", "_response_type", "method")
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
 
-    def __init__(self, method: str) -> None:
+    def __init__(self, method: str, caller_error: Callable[[Exception], Exception] | None = None) -> None:
         self.method = method
+        self._caller_error = caller_error
         self._response_type: type[Message] | None = None
+
+    def caller_error(self, failure: BaseException) -> BaseException:
+        """The policy's error as the ``grpc.RpcError`` the adapter hands callers (gRPC errors stay as they are)."""
+        if self._caller_error is None or not isinstance(failure, Exception):
+            return failure
+        return self._caller_error(failure)
 
     def is_failure(self, failure: BaseException) -> bool:
         """UNAVAILABLE, and DEADLINE_EXCEEDED when a policy's deadline passed (see :data:`RETRYABLE_CODES`)."""

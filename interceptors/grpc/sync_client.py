@@ -28,6 +28,7 @@ from ._core import (
     Flavour,
     MethodPolicies,
     Route,
+    RoutedChannel,
     Router,
     Status,
     attempt_metadata,
@@ -69,7 +70,7 @@ class ResilienceInterceptor(
     """
 
     def __init__(self, *policies: Policy, methods: MethodPolicies | None = None) -> None:
-        self._router = Router(policies, methods)
+        self._router = Router(policies, methods, SYNC)
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method)
@@ -131,27 +132,12 @@ def resilient_channel(
     return _ResilientChannel(channel, interceptor)
 
 
-class _ResilientChannel(grpc.Channel):
+class _ResilientChannel(RoutedChannel, grpc.Channel):
     """A channel whose unary-unary calls run the policies directly; streams go through the interceptor."""
 
     def __init__(self, channel: grpc.Channel, interceptor: ResilienceInterceptor) -> None:
-        self._channel = channel
-        self._router = interceptor._router
-        self._intercepted = grpc.intercept_channel(channel, interceptor)
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        multicallable = self._channel.unary_unary(method, *args, **kwargs)
-        route = self._router.route(method)
-        return multicallable if route is None else _UnaryUnary(multicallable, route)
-
-    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._intercepted.unary_stream(method, *args, **kwargs)
-
-    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._intercepted.stream_unary(method, *args, **kwargs)
-
-    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._intercepted.stream_stream(method, *args, **kwargs)
+        self._channel, self._router, self._unary_type = channel, interceptor._router, _UnaryUnary
+        self._streams = grpc.intercept_channel(channel, interceptor)
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect)
@@ -179,40 +165,20 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
     def __init__(self, multicallable: Any, route: Route) -> None:
         self._multicallable, self._route = multicallable, route
 
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        return self.with_call(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+    # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
+        return self.with_call(request, timeout, metadata, **options)[0]
 
-    def with_call(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
+    def with_call(  # type: ignore[override]
+        self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
     ) -> tuple[Any, Any]:
-        send = _directly(self._multicallable.with_call, request, metadata, credentials, wait_for_ready, compression)
+        """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
+        send = _directly(self._multicallable.with_call, request, metadata, options)
         result = _run(self._route, send, request, timeout)
         return (result.result(), result) if isinstance(result, _AnsweredCall) else result
 
-    def future(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> Any:
-        send = _directly(self._multicallable.future, request, metadata, credentials, wait_for_ready, compression)
+    def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
+        send = _directly(self._multicallable.future, request, metadata, options)
         return _ResilientFuture(self._route, send, request, timeout)
 
 
@@ -246,19 +212,13 @@ def _via_continuation(continuation: Any, details: Any, request: Any) -> Send:
     return send
 
 
-def _directly(invoke: Any, request: Any, metadata: Any, *options: Any) -> Send:
-    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata;
-    ``options`` are the caller's credentials, wait_for_ready and compression."""
-    credentials, wait_for_ready, compression = options
+def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any]) -> Send:
+    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata and the
+    caller's other ``options``."""
 
     def send(execution: Execution) -> Any:
         return invoke(
-            request,
-            timeout=attempt_timeout(execution),
-            metadata=attempt_metadata(metadata, execution),
-            credentials=credentials,
-            wait_for_ready=wait_for_ready,
-            compression=compression,
+            request, timeout=attempt_timeout(execution), metadata=attempt_metadata(metadata, execution), **options
         )
 
     return send

@@ -13,7 +13,7 @@ import interceptors.aio
 from interceptors import Fallback, RetryPolicy, replaced_by_fallback
 
 from ..support.clients import wait_until
-from ..support.scripted import AIO_LOOP, Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 
 def run(server: ScriptedServer, body: Any, *policies: Any) -> Any:

@@ -24,11 +24,10 @@ from interceptors import (
 )
 from interceptors.engine import Policy
 from interceptors.grpc._channel import channel_options
-from interceptors.grpc._core import Router
 from interceptors.testing import FakeClock
 
 from ..support.clients import Client
-from ..support.scripted import AIO_LOOP, Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 UNARY = "/scripted.v1.Scripted/Unary"
 SERVICE_CONFIG = json.dumps(
@@ -108,8 +107,8 @@ def test_builtin_retries_are_off_only_where_a_retry_policy_retries(
         client.unary(Request(id="h", fail_first=1 if retrying else 0), metadata=(("grpc-previous-rpc-attempts", "7"),))
     seen = [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id == "h"]
     assert seen == (["7", "1"] if retrying else [None])
-    methods_only = Router((), {UNARY: [RetryPolicy()]})
-    assert methods_only.retries and not Router((CircuitBreaker(),), {UNARY: [Timeout(1)]}).retries
+    assert ResilienceInterceptor(methods={UNARY: [RetryPolicy()]})._router.retries
+    assert not ResilienceInterceptor(CircuitBreaker(), methods={UNARY: [Timeout(1)]})._router.retries
 
 
 def test_helpers_warn_when_builtin_retries_are_asked_for_under_a_retry_policy() -> None:
@@ -185,7 +184,7 @@ def test_per_method_chains_are_checked_when_the_interceptor_is_built(chain: list
 
 
 def test_aio_method_names_arrive_as_bytes() -> None:
-    router = Router((RetryPolicy(),), {UNARY: []})
+    router = ResilienceInterceptor(RetryPolicy(), methods={UNARY: []})._router
     assert router.route(UNARY.encode()) is None
     assert router.route(b"/x.Y/Z") is not None
 
@@ -239,3 +238,11 @@ def test_cancelling_a_future_cancels_the_attempt_in_flight(server: ScriptedServe
     assert server.attempts("slow") == 1
     assert "slow" in server.recorder.cancelled
     channel.close()
+
+
+def test_on_codes_needs_status_codes() -> None:
+    from interceptors import on_codes
+
+    for codes in ((), (14,), ("UNAVAILABLE",)):
+        with pytest.raises(ValueError, match="on_codes"):
+            on_codes(*codes)

@@ -11,7 +11,7 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 import interceptors.aio
 from interceptors import CircuitBreaker, RetryPolicy, Timeout, resilient_channel
 
-from ..support.scripted import AIO_LOOP, Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 WORKERS, CALLS = 16, 8
 

@@ -8,10 +8,18 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors import Backoff, RetryPolicy, Timeout, resilient_channel
+from interceptors import (
+    Backoff,
+    CircuitBreaker,
+    CircuitState,
+    RetryPolicy,
+    Timeout,
+    TimeoutExceededError,
+    resilient_channel,
+)
 
 from ..support.clients import PATHS, Client
-from ..support.scripted import Request, ScriptedServer
+from ..support.server import Request, ScriptedServer
 
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -87,3 +95,24 @@ def test_future_result_timeout_and_cancel(server: ScriptedServer) -> None:
     time.sleep(0.2)
     assert server.attempts("flaky") == attempts  # cancelling stopped every later attempt
     channel.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("timeout", [-1, 0, -1e-9])
+def test_a_call_whose_deadline_has_passed_is_never_sent(server: ScriptedServer, path: str, timeout: float) -> None:
+    """Issue 8, defect 10: as grpc does for a negative timeout, the call fails locally with DEADLINE_EXCEEDED."""
+    chain = (RetryPolicy(), CircuitBreaker(failure_threshold=1), Timeout(5))
+    with Client(path, server.target, *chain) as client:
+        outcomes = [client.unary(Request(id="late"), timeout=timeout) for _ in range(20)]
+    assert server.attempts("late") == 0
+    assert {o.code for o in outcomes} == {DEADLINE_EXCEEDED}
+    assert all(isinstance(o.error, grpc.RpcError) and isinstance(o.error, TimeoutExceededError) for o in outcomes)
+    assert chain[1].state is CircuitState.CLOSED  # not the backend's failure
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("timeout", ["1", float("nan"), True, object()])
+def test_a_timeout_that_is_not_seconds_is_named(server: ScriptedServer, path: str, timeout: object) -> None:
+    with Client(path, server.target, RetryPolicy()) as client, pytest.raises(TypeError, match="timeout"):
+        client.unary(Request(id="bad"), timeout=timeout)  # type: ignore[arg-type]
+    assert server.attempts("bad") == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import grpc
@@ -11,7 +13,7 @@ from scripted.v1 import scripted_pb2 as pb
 from interceptors import FALLBACK_METADATA_KEY, CircuitBreaker, Fallback, RetryPolicy, Timeout
 
 from ..support.clients import PATHS, Client, returns_call
-from ..support.scripted import Request, ScriptedServer
+from ..support.server import Request, ScriptedServer
 
 paths = pytest.mark.parametrize("path", PATHS)
 
@@ -93,3 +95,56 @@ def test_fallback_function_sees_the_request_and_the_grpc_failure(server: Scripte
     with Client("call", server.target, Fallback(answer)) as client:
         client.unary(Request(id="x", fail_first=1))
     assert seen == [("x", grpc.StatusCode.UNAVAILABLE)]
+
+
+@paths
+@pytest.mark.parametrize(
+    "answer",
+    [lambda request, failure: 1 / 0, lambda request, failure: "a str", lambda failure: None],
+    ids=["raises", "str", "none"],
+)
+def test_a_fallback_that_cannot_answer_gives_back_the_grpc_failure(
+    server: ScriptedServer, path: str, answer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 8, defect 12: the caller gets the grpc.RpcError it would have got without the fallback; the fallback's
+    error is logged (and chained on the error), never handed to the caller."""
+    server.script.details = "backend down"
+    with Client(path, server.target, Fallback(answer), RetryPolicy(max_attempts=2)) as client:
+        outcome = client.unary(Request(id="x", fail_first=100))
+    assert isinstance(outcome.error, grpc.RpcError) and outcome.reply is None
+    assert (outcome.code, outcome.details) == (grpc.StatusCode.UNAVAILABLE, "backend down")
+    assert server.attempts("x") == 2
+    assert "the fallback could not answer" in caplog.text
+
+
+@pytest.mark.parametrize("path", ["future", "intercepted-future"])
+def test_a_slow_fallback_holds_up_no_other_future(server: ScriptedServer, path: str) -> None:
+    """Issue 8, defect 11: futures run their policies apart, so one blocking fallback delays only its own call."""
+    started = threading.Event()
+
+    def slow(request: Any, failure: BaseException) -> Any:
+        started.set()
+        time.sleep(1.0)
+        return pb.Reply(text="slow fallback")
+
+    slow_channel = Client(path, server.target, Fallback(slow))
+    other = Client(path, server.target, Timeout(0.3), RetryPolicy())  # 0.3 s for the whole call
+    try:
+        other.unary(Request(id="warm"))
+        stalled = slow_channel.stub.Unary.future(Request(id="down", fail_first=1))
+        assert started.wait(5)
+        began = time.monotonic()
+        healthy = [other.stub.Unary.future(Request(id=f"ok-{i}")) for i in range(20)]
+        assert all(f.result(5).attempt == 1 for f in healthy)
+        healthy_time = time.monotonic() - began
+        timed = other.stub.Unary.future(Request(id="slow", sleep_ms=3000))
+        with pytest.raises(grpc.RpcError) as raised:
+            timed.result(5)
+        timed_time = time.monotonic() - began - healthy_time
+        assert stalled.result(5).text == "slow fallback"
+    finally:
+        slow_channel.close()
+        other.close()
+    assert healthy_time < 0.5  # not after the fallback's second
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.25 < timed_time < 0.6

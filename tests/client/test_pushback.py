@@ -11,11 +11,11 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from interceptors import CircuitBreaker, CircuitState, RetryPolicy
+from interceptors import CircuitBreaker, CircuitState, Fallback, RetryPolicy
 from interceptors.grpc import GrpcSemantics, _pushback
 
 from ..support.clients import PATHS, Client
-from ..support.scripted import Request, ScriptedServer
+from ..support.server import Request, ScriptedServer
 
 
 def retry_info(
@@ -23,7 +23,7 @@ def retry_info(
 ) -> bytes:
     detail = status_pb2.Status(code=code.value[0], message=message)
     detail.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9))))
-    return detail.SerializeToString()
+    return bytes(detail.SerializeToString())
 
 
 def gaps(server: ScriptedServer, id: str) -> list[float]:
@@ -128,3 +128,71 @@ def test_retry_info_is_read_whatever_the_rich_status_says_besides() -> None:
     """A proxy may rewrite grpc-message (or the code) and not the rich status: the delay asked for still holds."""
     mismatched = retry_info(1.0, code=grpc.StatusCode.INTERNAL, message="rewritten by a proxy")
     assert GrpcSemantics("/s.S/M").pushback(_Failed((("grpc-status-details-bin", mismatched),))) == 1.0
+
+
+def garbage_retry_info() -> bytes:
+    """A valid google.rpc.Status whose RetryInfo detail holds bytes that are no RetryInfo."""
+    detail = status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="scripted failure")
+    detail.details.add(type_url="type.googleapis.com/google.rpc.RetryInfo", value=b"\xff\xff\xff\x0fgarbage")
+    return bytes(detail.SerializeToString())
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_retry_info_is_honoured_when_a_proxy_rewrote_the_message(server: ScriptedServer, path: str) -> None:
+    """Issue 8, defect 4: grpcio-status refuses such a rich status; the server's 0.15 s must still be waited."""
+    server.script.details = "rewritten by a proxy"
+    server.script.trailers = (("grpc-status-details-bin", retry_info(0.15, message="the server's own words")),)
+    with Client(path, server.target, RetryPolicy(max_attempts=3, delay=0)) as client:
+        outcome = client.unary(Request(id="p", fail_first=2))
+    assert outcome.code is grpc.StatusCode.OK
+    assert all(gap >= 0.15 for gap in gaps(server, "p"))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_an_undecodable_retry_info_is_ignored_by_every_policy(
+    server: ScriptedServer, path: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8, defect 9: the failure is handled as the plain UNAVAILABLE it carries; nothing raises DecodeError."""
+    monkeypatch.setattr(_pushback, "_warned", set())  # it warns once per method and header
+    server.script.trailers = (("grpc-status-details-bin", garbage_retry_info()),)
+    breaker = CircuitBreaker(failure_threshold=2, delay=60, pushback=True)
+    with caplog.at_level(logging.WARNING), Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
+        retried = client.unary(Request(id="r", fail_first=100))
+    assert retried.code is grpc.StatusCode.UNAVAILABLE and isinstance(retried.error, grpc.RpcError)
+    assert server.attempts("r") == 2 and breaker.state is CircuitState.OPEN  # opened, for its own delay
+    assert 59 < breaker.remaining_delay <= 60
+    fallback = Fallback(message={"text": "fallback"})
+    with Client(path, server.target, fallback, RetryPolicy(max_attempts=2), CircuitBreaker(pushback=True)) as client:
+        assert client.unary(Request(id="f", fail_first=100)).reply.text == "fallback"
+    assert "grpc-status-details-bin" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [
+        (("grpc-status-details-bin", garbage_retry_info()),),
+        (("grpc-status-details-bin", "not binary"),),
+        (("grpc-status-details-bin", b""),),
+        (("grpc-retry-pushback-ms", "9" * 400),),
+        (("retry-after", "1e400"),),
+        (("retry-after", b"\xff\xfe"),),
+    ],
+)
+def test_malformed_pushback_never_raises(trailers: Any) -> None:
+    delay = GrpcSemantics("/s.S/M").pushback(_Failed(trailers))
+    assert delay is None or delay >= 0 or delay == -1.0
+
+
+def test_pushback_readers_that_fail_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(failure: BaseException) -> float:
+        raise RuntimeError("reader bug")
+
+    class Broken(_Failed):
+        def trailing_metadata(self) -> Any:
+            raise RuntimeError("no trailers")
+
+    assert GrpcSemantics("/s.S/M").pushback(Broken(())) is None
+    breaker = CircuitBreaker(failure_threshold=1, pushback=broken, delay=5)
+    breaker.acquire_permit().record(_Failed(()))
+    assert breaker.state is CircuitState.OPEN and 4 < breaker.remaining_delay <= 5
+    assert "reader bug" in caplog.text

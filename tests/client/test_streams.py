@@ -8,7 +8,7 @@ import pytest
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, RetryPolicy, Timeout
 
 from ..support.clients import STREAM_KINDS, Client, wait_until
-from ..support.scripted import ScriptedServer
+from ..support.server import ScriptedServer
 
 STREAM_PATHS = ["call", "aio", "intercepted-call", "intercepted-aio"]
 
@@ -49,7 +49,7 @@ def test_streams_get_the_chain_deadline(server: ScriptedServer, client_kind: str
             client.stream(kind, 1, sleep_ms=2000)
     finally:
         client.close()
-    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     seen = [s for s in server.recorder.seen if s.id == f"deadline-{kind}"]
     assert seen and 0.3 < seen[0].time_remaining <= 0.51  # type: ignore[operator]
 
@@ -72,5 +72,5 @@ def test_breaker_counts_stream_failures_and_rejects_when_open(
     finally:
         client.close()
     assert isinstance(raised.value, CircuitOpenError)
-    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
     assert len(server.recorder.seen) == before  # nothing reached the server

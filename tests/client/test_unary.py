@@ -17,7 +17,7 @@ from interceptors import (
 )
 
 from ..support.clients import PATHS, Client, wait_until
-from ..support.scripted import Request, ScriptedServer
+from ..support.server import Request, ScriptedServer
 
 UNAVAILABLE, INVALID_ARGUMENT = grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INVALID_ARGUMENT
 paths = pytest.mark.parametrize("path", PATHS)
@@ -117,7 +117,7 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
     """Another interceptor under ours may raise instead of returning a failed call."""
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-    class Unavailable(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    class Unavailable(grpc.RpcError, grpc.Call):
         def code(self) -> grpc.StatusCode:
             return UNAVAILABLE
 
@@ -132,14 +132,14 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
         def is_active(self) -> bool:
             return False
 
-        def time_remaining(self) -> None:
-            return None
+        def time_remaining(self) -> float:
+            return 0.0
 
-        def cancel(self) -> None:
-            pass
+        def cancel(self) -> bool:
+            return False
 
-        def add_callback(self, callback: object) -> None:
-            pass
+        def add_callback(self, callback: object) -> bool:
+            return False
 
     channel, raised = retrying_over_raises(server, Unavailable, times=2)
     assert pb_grpc.ScriptedStub(channel).Unary(Request(id="r")).attempt == 1
@@ -190,7 +190,7 @@ def retrying_over_raises(server: ScriptedServer, error: type[Exception], times: 
 
     raised: list[int] = []
 
-    class Raises(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    class Raises(grpc.UnaryUnaryClientInterceptor):
         def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
             if len(raised) < times:
                 raised.append(1)

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +19,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from service_a.app import FALLBACK_MESSAGE
 from service_a.client import Outcome, drive
-from service_a.demo import ROOT, Service
+from service_a.scenarios import ROOT, Service
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -138,11 +139,11 @@ def test_health_and_reflection(services: tuple[Service, Service]) -> None:
     b, a = services
     for service, name in ((a, "demo.v1.ServiceA"), (b, "demo.v1.ServiceB")):
         with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health: Any = health_pb2_grpc.HealthStub(channel)
             for asked in ("", name):
                 answer = health.Check(health_pb2.HealthCheckRequest(service=asked), timeout=3)
                 assert answer.status == health_pb2.HealthCheckResponse.SERVING
-            reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+            reflection: Any = reflection_pb2_grpc.ServerReflectionStub(channel)
             replies = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
             listed = {s.name for reply in replies for s in reply.list_services_response.service}
             assert {name, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= listed
@@ -163,6 +164,11 @@ def test_without_policies_a_passes_bs_status_on(services: tuple[Service, Service
         ("service_b", ["--scenario", "chaos"], "invalid choice: 'chaos'"),
         ("service_b", ["--port", "70000"], "--port: '70000' is not a port"),
         ("service_a", ["--policy", "magic"], "invalid choice: 'magic'"),
+        ("service_a", ["--service-b", ""], "--service-b: '' is not a gRPC target"),
+        ("service_a", ["--service-b", "not a target:::"], "--service-b: 'not a target:::' is not a gRPC target"),
+        ("service_a", ["--service-b", "127.0.0.1:99999"], "--service-b: '127.0.0.1:99999' is not a gRPC target"),
+        ("service_a", ["--service-b", "localhost"], "--service-b: 'localhost' is not a gRPC target"),
+        ("service_a", ["--service-b", "::1:3001"], "--service-b: '::1:3001' is not a gRPC target"),
         ("service_a.client", ["-n", "0"], "is not a whole number >= 1"),
     ],
 )
@@ -170,6 +176,13 @@ def test_bad_command_lines_exit_2_with_a_clear_message(module: str, args: list[s
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+@pytest.mark.parametrize("good", ["127.0.0.1:3001", "[::1]:3001", "service-b.internal:443", "unix:/tmp/b.sock"])
+def test_service_b_targets_that_are_fine(good: str) -> None:
+    from service_a.__main__ import parse
+
+    assert parse(["--service-b", good]).service_b == good
 
 
 def test_a_service_that_cannot_start_is_reported() -> None:
@@ -210,7 +223,7 @@ def _demo_services() -> list[str]:
 
 
 def test_demo_exits_nonzero_when_a_service_fails_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service_a import demo
+    from service_a import scenarios as demo
 
     monkeypatch.setattr(demo, "SCENARIOS", [demo.Scenario("no-such-scenario", 1, 1, 1.0, 0.0, "-")])
     assert demo.main() == 1
@@ -218,7 +231,11 @@ def test_demo_exits_nonzero_when_a_service_fails_to_start(monkeypatch: pytest.Mo
 
 def test_demo_stops_its_services_on_ctrl_c() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "service_a.demo"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-m", "service_a.scenarios"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == ""

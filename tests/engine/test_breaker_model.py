@@ -127,7 +127,7 @@ class BreakerMachine(RuleBasedStateMachine):
             success_window=successes + extra_trials,
             delay=delay,
             clock=self.clock,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
         self.model = Model(
             threshold=threshold,

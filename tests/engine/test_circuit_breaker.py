@@ -8,7 +8,7 @@ import pytest
 
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, Executor, RetryPolicy
 from interceptors.engine import Semantics
-from interceptors.events import CircuitMetrics, CircuitStateChanged
+from interceptors.events import CircuitMetrics, CircuitStateChanged, RetryAborted
 from interceptors.testing import FakeClock
 
 from ..support.calls import Boom, CallerMistake, Calls
@@ -427,7 +427,7 @@ def test_retry_around_breaker_counts(clock: FakeClock) -> None:
     """failsafe-go TestRejectedWithRetries (7 attempts, 3 executions), under our rule: the retry stops at the open
     breaker instead of burning its last 4 attempts on rejections."""
     breaker = CircuitBreaker(failure_threshold=3, clock=clock)
-    calls, aborted = Calls(), []
+    calls, aborted = Calls(), list[RetryAborted]()
     with pytest.raises(CircuitOpenError):
         Executor(RetryPolicy(max_attempts=7, on_abort=aborted.append, clock=clock), breaker).call(calls)
     assert calls.count == 3 and [a.attempts for a in aborted] == [4]

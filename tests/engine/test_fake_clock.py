@@ -33,7 +33,12 @@ async def test_async_sleep_advances_and_yields() -> None:
 
 def test_threads_share_the_clock() -> None:
     clock = FakeClock()
-    threads = [threading.Thread(target=lambda: [clock.sleep(0.5) for _ in range(100)]) for _ in range(8)]
+
+    def sleeps() -> None:
+        for _ in range(100):
+            clock.sleep(0.5)
+
+    threads = [threading.Thread(target=sleeps) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:

@@ -1,5 +1,8 @@
 """Every invalid option raises ValueError naming the option."""
 
+# mypy: disable-error-code="arg-type,misc,dict-item"
+# (the cases pass values of the wrong type on purpose)
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from interceptors import Backoff, CircuitBreaker, Fallback, RandomDelay, RetryPolicy, Timeout
+from interceptors import Backoff, CircuitBreaker, Executor, Fallback, RandomDelay, RetryPolicy, Timeout
+from interceptors.testing import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -57,11 +61,66 @@ from interceptors import Backoff, CircuitBreaker, Fallback, RandomDelay, RetryPo
         (lambda: CircuitBreaker(jitter_factor=-0.1), "jitter_factor"),
         (lambda: CircuitBreaker(on_state_change=1), "on_state_change"),
         (lambda: Fallback(value=1, message={}), "message"),
+        # issue 8, defect 13: accepted before, failing later (or refused without naming the option)
+        (lambda: CircuitBreaker(delay=1e308), "delay"),
+        (lambda: CircuitBreaker(delay=float("inf")), "delay"),
+        (lambda: RetryPolicy(delay=1e12), "delay"),
+        (lambda: RetryPolicy(max_pushback=1e300), "max_pushback"),
+        (lambda: RetryPolicy(max_duration=float("inf")), "max_duration"),
+        (lambda: Timeout(1e300), "seconds"),
+        (lambda: Backoff(1, 1e300), "maximum"),
+        (lambda: Backoff(1, 10, multiplier=float("inf")), "multiplier"),
+        (lambda: Backoff(1, 10, multiplier=float("nan")), "multiplier"),
+        (lambda: RandomDelay(0, float("inf")), "maximum"),
+        (lambda: CircuitBreaker(success_window=10**9), "success_window"),
+        (lambda: CircuitBreaker(failure_window=10**9), "failure_window"),
+        (lambda: CircuitBreaker(failure_threshold=10**9), "failure_threshold"),
+        (lambda: CircuitBreaker(minimum_calls=10**9, failure_period=10), "minimum_calls"),
+        (lambda: RetryPolicy(handle=int), "handle"),
+        (lambda: RetryPolicy(handle=(ValueError, int)), "handle"),
+        (lambda: RetryPolicy(handle=()), "handle"),
+        (lambda: RetryPolicy(handle=lambda: True), "handle"),
+        (lambda: RetryPolicy(handle=lambda a, b: True), "handle"),
+        (lambda: RetryPolicy(abort_on=lambda *, failure: True), "abort_on"),
+        (lambda: CircuitBreaker(handle=str), "handle"),
+        (lambda: Fallback(handle=lambda: False), "handle"),
+        (lambda: RetryPolicy(on_retry=lambda: None), "on_retry"),
+        (lambda: RetryPolicy(on_retry_scheduled=lambda a, b: None), "on_retry_scheduled"),
+        (lambda: CircuitBreaker(on_state_change=lambda: None), "on_state_change"),
+        (lambda: Timeout(1, on_timeout_exceeded=lambda: None), "on_timeout_exceeded"),
+        (lambda: Fallback(on_fallback=lambda a, b: None), "on_fallback"),
+        (lambda: RetryPolicy(pushback=lambda: 1.0), "pushback"),
+        (lambda: CircuitBreaker(pushback="yes"), "pushback"),
+        (lambda: RetryPolicy(reraise="no"), "reraise"),
+        (lambda: RetryPolicy(reraise=1), "reraise"),
+        (lambda: Fallback(lambda: "x"), "fallback function"),
+        (lambda: Fallback(lambda a, b, c: "x"), "fallback function"),
+        (lambda: Fallback("x"), "fallback function"),
+        (lambda: Fallback(message={1: "x"}), "message"),
+        (lambda: Fallback(message=[("text", "x")]), "message"),
+        (lambda: RetryPolicy(max_attempts=None, jitter_factor=float("nan")), "jitter_factor"),
+        (lambda: RetryPolicy(min_attempt_time=timedelta(days=400)), "min_attempt_time"),
+        (lambda: CircuitBreaker(max_pushback=-1), "max_pushback"),
+        (lambda: CircuitBreaker(clock=1), "clock"),
+        (lambda: Executor(RetryPolicy(), Timeout(1), RetryPolicy(clock=FakeClock())), "clock"),
     ],
 )
 def test_invalid_options_name_the_option(make: Any, option: str) -> None:
     with pytest.raises(ValueError, match=option):
         make()
+
+
+def test_the_same_policy_twice_in_a_chain_is_refused() -> None:
+    """It would count every failure twice (a breaker), or multiply attempts (a retry)."""
+    breaker, retry = CircuitBreaker(), RetryPolicy()
+    for chain in ((breaker, breaker), (retry, Timeout(1), retry)):
+        with pytest.raises(ValueError, match="once"):
+            Executor(*chain)
+    Executor(RetryPolicy(), RetryPolicy())  # two retries are two policies, if you want that
+
+
+def test_callables_whose_signature_cannot_be_read_are_accepted() -> None:
+    RetryPolicy(handle=callable, on_retry=print, pushback=float)
 
 
 def test_durations_accept_timedelta() -> None:
@@ -74,9 +133,9 @@ def test_durations_accept_timedelta() -> None:
 def test_policies_are_read_only() -> None:
     retry = RetryPolicy()
     with pytest.raises(AttributeError, match="read-only"):
-        retry.max_attempts = 10  # type: ignore[misc]
+        retry.max_attempts = 10
     with pytest.raises(AttributeError):
-        Backoff(1, 2).initial = 3  # type: ignore[misc]
+        Backoff(1, 2).initial = 3
 
 
 def test_defaults_are_documented_values() -> None:

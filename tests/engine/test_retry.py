@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_random_delay_stays_in_range(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("jitter", [{}, {"jitter_factor": 0.5}, {"jitter": 3.0}], ids=["default", "factor", "seconds"])
-def test_capped_delays_stay_spread_out(clock: FakeClock, jitter: dict[str, float]) -> None:
+def test_capped_delays_stay_spread_out(clock: FakeClock, jitter: dict[str, Any]) -> None:
     """Delays at the cap are drawn below it, not clamped to it: capped retries never fire together."""
     policy = RetryPolicy(max_attempts=10_004, delay=Backoff(1, 8), clock=clock, **jitter)
     with pytest.raises(RetriesExceededError):

@@ -15,7 +15,7 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
 
-from ..support.scripted import AIO_LOOP, AioService, Recorder, Request, SyncService
+from ..support.server import AIO_LOOP, AioService, Recorder, Request, SyncService
 
 UNARY = "/scripted.v1.Scripted/Unary"
 
@@ -96,7 +96,7 @@ def test_fail_rate_is_reproducible_with_a_seed(kind: str) -> None:
                     server.stub.Unary(Request(id=str(i)))
                     result.append("OK")
                 except grpc.RpcError as error:
-                    result.append(error.code().name)  # type: ignore[attr-defined]
+                    result.append(error.code().name)
         return result
 
     first, second = codes(), codes()
@@ -141,7 +141,7 @@ def test_faults_can_be_switched_while_serving(kind: str) -> None:
         injector.faults = Faults()
         assert server.stub.Unary(Request(id="c")).attempt == 1
         with pytest.raises(ValueError, match="faults"):
-            injector.faults = "down"  # type: ignore[assignment]
+            injector.faults = "down"
 
 
 def test_no_faults_unless_configured(kind: str) -> None:
@@ -154,7 +154,7 @@ def test_a_client_waiting_less_than_the_delay_cancels_it(kind: str) -> None:
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as raised:
             server.stub.Unary(Request(id="t"), timeout=0.2)
-        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+        assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 1
 
 
@@ -167,11 +167,32 @@ def test_a_client_waiting_less_than_the_delay_cancels_it(kind: str) -> None:
         ({"slow_delay": "x"}, "slow_delay"),
         ({"retry_after": -2}, "retry_after"),
         ({"code": grpc.StatusCode.OK}, "code"),
+        ({"code": 14}, "code"),
+        ({"delay": float("inf")}, "delay"),
+        ({"down": "yes"}, "down"),
+        ({"details": 7}, "details"),
+        ({"seed": "x"}, "seed"),
     ],
 )
 def test_bad_fault_options(options: dict[str, Any], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         Faults(**options)
+
+
+@pytest.mark.parametrize(
+    ("make_interceptor", "name"),
+    [
+        (lambda: FaultInjection(Faults(), methods="/scripted.v1.Scripted/Unary"), "methods"),
+        (lambda: AioFaultInjection(Faults(), methods=[1]), "methods"),  # type: ignore[list-item]
+        (lambda: FaultInjection(Faults(), methods=7), "methods"),  # type: ignore[arg-type]
+        (lambda: FaultInjection("down"), "faults"),  # type: ignore[arg-type]
+        (lambda: AccessLog("interceptors.access"), "logger"),  # type: ignore[arg-type]
+        (lambda: AioAccessLog(logger=print), "logger"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_interceptor_options(make_interceptor: Any, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        make_interceptor()
 
 
 def test_access_log_records_method_code_and_latency(kind: str, caplog: pytest.LogCaptureFixture) -> None:

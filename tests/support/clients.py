@@ -21,7 +21,7 @@ from interceptors import ResilienceInterceptor, resilient_channel
 from interceptors.engine import Policy
 from interceptors.grpc._channel import channel_options
 
-from .scripted import AIO_LOOP, Request
+from .server import AIO_LOOP, Request
 
 PATHS = [
     "call",

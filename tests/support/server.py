@@ -196,7 +196,7 @@ class ScriptedServer:
         self.recorder = Recorder()
         self._stop: Any = None
         if kind == "sync":
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), interceptors=interceptors)
+            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), interceptors=list(interceptors))
             pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()

@@ -1,4 +1,4 @@
-"""python -m service_a.demo: the article's five scenarios in turn, each with its own service B and service A.
+"""python -m service_a.scenarios: the article's five scenarios in turn, each with its own service B and service A.
 
 For each scenario it starts B with the scenario's faults and A with the matching policies (free local ports),
 drives requests at A, prints the outcome and some of A's log lines, and stops both; at the end, one table
