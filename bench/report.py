@@ -243,7 +243,32 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         f"{_check(p99 <= slow['budget_s'] + SLOW_MARGIN)}).",
         "",
     ]
+    if "goaway" in results:
+        out += _goaway(results["goaway"])
     return "\n".join(out)
+
+
+def _goaway(goaway: dict[str, Any]) -> list[str]:
+    out = [
+        f"## 5. Transparent retries: connections aged out every {goaway['max_connection_age_ms']} ms",
+        "",
+        f"{goaway['workers']} threads call back to back for {goaway['seconds']:g} s per client and round "
+        f"({goaway['rounds']} rounds); the backend sends a graceful GOAWAY on every connection "
+        f"{goaway['max_connection_age_ms']} ms old (`grpc.max_connection_age_ms`). A call sent just as one arrives "
+        "never reaches the application: grpcio's transparent retry resends it, or, with its retries off, the "
+        "caller gets UNAVAILABLE. The helpers keep grpcio's retries on unless a RetryPolicy applies (whose retries "
+        "must carry `grpc-previous-rpc-attempts`, which grpcio's retry machinery strips), and that RetryPolicy "
+        "retries such calls itself.",
+        "",
+        "| client | calls | failed per 10 000 | outcomes | backend calls per call |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in goaway["clients"].items():
+        outcomes = ", ".join(f"{k} {v}" for k, v in r["outcomes"].items())
+        out.append(
+            f"| {name} | {r['calls']} | {r['failed_per_10k']:.1f} | {outcomes} | {r['backend_calls_per_call']:.4f} |"
+        )
+    return [*out, ""]
 
 
 def _plots(results: dict[str, Any], directory: Path) -> dict[str, str]:

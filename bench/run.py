@@ -14,18 +14,24 @@ import json
 import platform
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import grpc
+from demo.v1 import service_b_pb2_grpc
+
 import interceptors
 from bench import approaches, engine, report
-from bench.approaches import BARE, HEALTHY, UNDER_FAULTS, Approach, Budget, Client
+from bench.approaches import BARE, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend
 from bench.stats import percentile, quartiles
+from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
 
 RESULTS = Path(__file__).parent / "results"
 PACKAGES = ["grpcio", "protobuf", "grpc-resilience-interceptors", "tenacity", "pybreaker", "redress", "matplotlib"]
@@ -331,6 +337,77 @@ def slow_backend(calls: int = 16, workers: int = 8, delay: float = 5.0, allowed:
     return {"budget_s": allowed, "server_delay_s": delay, "approaches": results}
 
 
+# -- 5. transparent retries --------------------------------------------------------------------------------------------
+
+
+GOAWAY_CLIENTS: dict[str, Callable[[str], grpc.Channel]] = {
+    "bare, grpcio's retries on (its default)": lambda target: grpc.insecure_channel(target),
+    "bare, grpc.enable_retries=0": lambda target: grpc.insecure_channel(target, options=NO_RETRIES),
+    "ours: breaker only (grpcio's retries kept on)": lambda target: resilient_channel(
+        target, CircuitBreaker(failure_threshold=5, delay=1.0)
+    ),
+    "ours: retry (grpcio's retries off)": lambda target: resilient_channel(target, RetryPolicy()),
+}
+
+
+def goaway(seconds: float = 3.0, workers: int = 16, rounds: int = 2, age_ms: int = 100) -> dict[str, Any]:
+    """Calls a backend that ages out every connection after ``age_ms`` (a graceful GOAWAY each time), from
+    ``workers`` threads for ``seconds``, per client: what grpcio's transparent retries save its callers."""
+    totals: dict[str, Counter[str]] = {name: Counter() for name in GOAWAY_CLIENTS}
+    windows: dict[str, list[tuple[float, float]]] = {name: [] for name in GOAWAY_CLIENTS}
+    with Backend(max_connection_age_ms=age_ms) as backend:
+        for _ in range(rounds):
+            for name, make in GOAWAY_CLIENTS.items():
+                channel = make(backend.target)
+                hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+                hello(REQUEST, timeout=5)  # connected
+                started = time.monotonic()
+                totals[name] += _load(partial(hello, REQUEST, timeout=5), workers, seconds)
+                windows[name].append((started, time.monotonic()))
+                channel.close()
+    clients = {}
+    for name, counts in totals.items():
+        calls = sum(counts.values())
+        reached = sum(backend.calls_between(start, end) for start, end in windows[name])
+        clients[name] = {
+            "calls": calls,
+            "outcomes": dict(counts),
+            "failed_per_10k": (calls - counts["OK"]) / calls * 10_000,
+            "backend_calls_per_call": reached / calls,
+        }
+    return {
+        "seconds": seconds,
+        "workers": workers,
+        "rounds": rounds,
+        "max_connection_age_ms": age_ms,
+        "clients": clients,
+    }
+
+
+def _load(call: Callable[[], object], workers: int, seconds: float) -> Counter[str]:
+    """Outcomes by status of calls made back to back by ``workers`` threads for ``seconds``."""
+    ends = time.monotonic() + seconds
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while time.monotonic() < ends:
+            try:
+                call()
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+            with lock:
+                counts[code] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return counts
+
+
 # -- the run ----------------------------------------------------------------------------------------------------------
 
 
@@ -368,6 +445,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "article_breaker": article_breaker,
     "outage": outage,
     "slow_backend": slow_backend,
+    "goaway": goaway,
 }
 
 

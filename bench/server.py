@@ -1,7 +1,7 @@
 """The benchmarks' backend: the demo's service B in a process of its own, recording every call it sees.
 
 python -m bench.server --port-file F --record-file R [--delay S] [--fail-rate R] [--slow-rate R]
-    [--slow-delay S] [--retry-after S] [--seed N]
+    [--slow-delay S] [--retry-after S] [--seed N] [--max-connection-age-ms N]
 
 Faults come from the library's injector. SIGUSR1 starts an outage (every call UNAVAILABLE, no pushback: a backend
 that cannot say when to come back), SIGUSR2 ends it. On SIGTERM it writes the monotonic time of every call it saw,
@@ -46,7 +46,13 @@ async def main(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     recorder, injector = Recorder(), AioFaultInjection(faults)
-    server = grpc.aio.server(interceptors=[recorder, injector], options=[("grpc.so_reuseport", 0)])
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    if args.max_connection_age_ms:  # a graceful GOAWAY on every connection that old
+        options += [
+            ("grpc.max_connection_age_ms", args.max_connection_age_ms),
+            ("grpc.max_connection_age_grace_ms", 5000),
+        ]
+    server = grpc.aio.server(interceptors=[recorder, injector], options=options)
     service_b_pb2_grpc.add_ServiceBServicer_to_server(ServiceB(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -77,6 +83,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--slow-delay", type=float, default=0.0)
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-connection-age-ms", type=int, default=0)
     return parser.parse_args()
 
 

@@ -15,10 +15,11 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "article_breaker": lambda: run.article_breaker(calls=6, workers=3),
         "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, rate=20, workers=4),
         "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
+        "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
     }
     results = run.run(suites, tmp_path)
     written = (tmp_path / "REPORT.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 5."):
         assert heading in written
     for name in suites:
         assert (tmp_path / f"{name}.json").exists()
