@@ -10,6 +10,7 @@ closed state whose generation it carries. Events are reported after the lock is 
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -206,7 +207,7 @@ class CircuitStateMachine:
 
     def _rejection(self, now: float) -> CircuitOpenError:
         if self.state is FORCED_OPEN:
-            return CircuitOpenError("circuit breaker is held open")
+            return CircuitOpenError("circuit breaker is held open", remaining=math.inf)
         if self.state is HALF_OPEN:
             return CircuitOpenError("circuit breaker is half-open and its trial calls are all in flight")
         remaining = max(self._open_until - now, 0.0)

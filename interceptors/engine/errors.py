@@ -19,8 +19,9 @@ class ResilienceError(Exception):
 class CircuitOpenError(ResilienceError):
     """The circuit breaker rejected the call without running it.
 
-    ``remaining`` is how long the breaker stays open (seconds), or None when it is held open by hand or its trial
-    calls are all in flight; ``from_pushback`` tells whether that open time is what a server asked for.
+    ``remaining`` is how long the breaker stays open (seconds): ``math.inf`` when it is held open by hand, None when
+    it is half-open and its trial calls are all in flight (they decide soon); ``from_pushback`` tells whether that
+    open time is what a server asked for.
     """
 
     def __init__(

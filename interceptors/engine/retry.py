@@ -33,8 +33,9 @@ class RetryPolicy(Policy):
     1. for a rejection by an open :class:`CircuitBreaker`, the time until it lets a probe through, but only when
        that is no longer than the delay this policy would use anyway (``delay``'s for this attempt, before
        jitter; or, when the breaker's open time is a server's pushback and this policy honours pushback, up to
-       ``max_pushback``). Otherwise retrying stops at once and the rejection is raised (a fallback may answer it):
-       a breaker is there to fail fast, not to park its callers.
+       ``max_pushback``). Otherwise (and for a breaker held open by hand) retrying stops at once and the
+       rejection is raised (a fallback may answer it): a breaker is there to fail fast, not to park its callers.
+       A half-open breaker whose trial calls are all in flight gets the delay of ``delay`` below.
     2. the server's pushback for the failure, capped at ``max_pushback``. A negative pushback means "do not
        retry": the failure is raised as is.
     3. ``delay``, moved by ``jitter`` seconds or ``jitter_factor`` of itself either way, never beyond the schedule's
@@ -166,8 +167,8 @@ class RetryPolicy(Policy):
     def _open_breaker_wait(self, attempt: int, rejection: CircuitOpenError) -> float | None:
         """How long to wait for the breaker that rejected attempt ``attempt``; None: stop retrying now."""
         remaining = rejection.remaining
-        if remaining is None:
-            return None
+        if remaining is None:  # half-open, its trials in flight: they decide within an attempt
+            return self._scheduled_delay(attempt)
         allowance = self._nominal_delay(attempt)
         if rejection.from_pushback and self.pushback is not False:
             allowance = max(allowance, self.max_pushback)

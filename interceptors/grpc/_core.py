@@ -66,7 +66,7 @@ class Status(NamedTuple):
             last = failure.last_failure  # no time left to retry: keep what the last attempt's server said
             trailing = Status.of(last).trailing_metadata if isinstance(last, grpc.RpcError) else ()
             return cls(code, str(failure), (), trailing, None)
-        if isinstance(failure, CircuitOpenError) and failure.remaining is not None:
+        if isinstance(failure, CircuitOpenError) and failure.remaining is not None and failure.remaining < math.inf:
             pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
             return cls(code, str(failure), (), pushback, None)
         if isinstance(failure, grpc.RpcError) and not isinstance(failure, ResilienceError):

@@ -2,7 +2,9 @@
 
 A call must be admitted by a state that admits it: never while OPEN, and never beyond the half-open trial capacity.
 Every transition is logged (generation -> state) from inside the state machine's lock, so each admitted call can
-be checked against the state its generation belonged to.
+be checked against the state its generation belonged to. Reading the machine's ``generation`` yields the GIL first,
+so a fast path that read the state and then the generation (not one snapshot) lets other threads change the state
+in between far more often than CPython's switch points alone would.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from interceptors.engine._circuit_state import CircuitStateMachine
 from ..support.calls import Boom
 
 CAPACITY = 4
-SECONDS = 1.5
+GENERATION_SLOT = vars(CircuitStateMachine)["generation"]  # the slot's own descriptor
+SECONDS = 2.0
 
 
 @pytest.fixture
@@ -39,12 +42,29 @@ def transitions(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[int, CircuitSt
         states[self.generation] = new  # under the machine's lock, like the change itself
 
     monkeypatch.setattr(_circuit_state.CircuitStateMachine, "_transition", logged)
+    monkeypatch.setattr(_circuit_state.CircuitStateMachine, "generation", _YieldingSlot(GENERATION_SLOT))
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)
     try:
         yield states
     finally:
         sys.setswitchinterval(interval)
+
+
+class _YieldingSlot:
+    """A slot that lets other threads run just before it is read."""
+
+    def __init__(self, slot: Any) -> None:
+        self._slot = slot
+
+    def __get__(self, machine: Any, owner: Any = None) -> Any:
+        if machine is None:
+            return self
+        time.sleep(0)
+        return self._slot.__get__(machine, owner)
+
+    def __set__(self, machine: Any, value: int) -> None:
+        self._slot.__set__(machine, value)
 
 
 def hammer(work: Any, threads: int = 8) -> None:
@@ -67,7 +87,7 @@ def hammer(work: Any, threads: int = 8) -> None:
 
 
 def test_permits_are_admitted_only_by_states_that_admit(transitions: dict[int, CircuitState]) -> None:
-    breaker = CircuitBreaker(failure_threshold=1, delay=0, success_threshold=CAPACITY)
+    breaker = CircuitBreaker(failure_threshold=1, delay=0, success_window=CAPACITY)
     lock = threading.Lock()
     in_flight: Counter[int] = Counter()
     admitted: Counter[int] = Counter()
@@ -86,7 +106,8 @@ def test_permits_are_admitted_only_by_states_that_admit(transitions: dict[int, C
                 overfull.append(generation)
         with lock:
             in_flight[generation] -= 1  # before recording: a slot is never counted free before it is
-        permit.record(Boom() if random.random() < 0.3 else None)
+        permit.record(Boom() if random.random() < 0.5 else None)
+        assert breaker._machine._trials >= 0  # a trial slot freed that was never taken
 
     hammer(work)
     states = Counter(transitions[g] for g in admitted.elements())
@@ -97,7 +118,7 @@ def test_permits_are_admitted_only_by_states_that_admit(transitions: dict[int, C
 
 
 def test_the_chain_admits_only_by_states_that_admit(transitions: dict[int, CircuitState]) -> None:
-    breaker = CircuitBreaker(failure_threshold=1, delay=0, success_threshold=CAPACITY)
+    breaker = CircuitBreaker(failure_threshold=1, delay=0, success_window=CAPACITY)
     recorded: list[int] = []
     original = CircuitStateMachine.record
 
@@ -108,7 +129,7 @@ def test_the_chain_admits_only_by_states_that_admit(transitions: dict[int, Circu
     executor = Executor(breaker)
 
     def call() -> None:
-        if random.random() < 0.3:
+        if random.random() < 0.5:
             raise Boom
 
     def work() -> None:
@@ -122,3 +143,47 @@ def test_the_chain_admits_only_by_states_that_admit(transitions: dict[int, Circu
     states = Counter(transitions[g] for g in recorded)
     assert states[CircuitState.OPEN] == 0
     assert states[CircuitState.HALF_OPEN] > 100 and states[CircuitState.CLOSED] > 100
+
+
+class _OpensWhenReadUnlocked:
+    """A ``generation`` slot that, read once outside the machine's lock (a fast path), opens the breaker first:
+    the thread switch the race needs, made to happen."""
+
+    def __init__(self, slot: Any) -> None:
+        self._slot, self.fired = slot, False
+
+    def __get__(self, machine: Any, owner: Any = None) -> Any:
+        if machine is None:
+            return self
+        if not self.fired and not machine._lock.locked():
+            self.fired = True
+            machine.move_to(CircuitState.OPEN)
+        return self._slot.__get__(machine, owner)
+
+    def __set__(self, machine: Any, value: int) -> None:
+        self._slot.__set__(machine, value)
+
+
+@pytest.mark.parametrize("via", ["permit", "chain"])
+def test_a_call_is_admitted_with_the_generation_of_the_state_that_admitted_it(
+    transitions: dict[int, CircuitState], monkeypatch: pytest.MonkeyPatch, via: str
+) -> None:
+    """Were the breaker to open between the fast path's look at the state and at the generation, the call would
+    carry the open state's generation although the closed state admitted it."""
+    breaker = CircuitBreaker(failure_threshold=1, delay=60)
+    opener = _OpensWhenReadUnlocked(GENERATION_SLOT)
+    monkeypatch.setattr(_circuit_state.CircuitStateMachine, "generation", opener)
+    recorded: list[int] = []
+    original = CircuitStateMachine.record
+
+    def record(self: CircuitStateMachine, generation: int, *rest: Any) -> None:
+        recorded.append(generation)
+        original(self, generation, *rest)
+
+    monkeypatch.setattr(_circuit_state.CircuitStateMachine, "record", record)
+    if via == "permit":
+        breaker.acquire_permit().record()
+    else:
+        Executor(breaker).call(lambda: "ok")
+    # one snapshot: no unlocked read of the generation alone, so nothing can open the breaker in between
+    assert [transitions[g] for g in recorded] == [CircuitState.CLOSED]

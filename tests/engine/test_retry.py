@@ -7,6 +7,9 @@ import pytest
 
 from interceptors import (
     Backoff,
+    CircuitBreaker,
+    CircuitOpenError,
+    CircuitState,
     Executor,
     RandomDelay,
     RetriesExceededError,
@@ -244,3 +247,44 @@ def test_min_attempt_time_keeps_retries_out_of_the_last_moments(clock: FakeClock
         Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 2.4)
     # retries at t=1 (1.4 left) fit; one at t=2 would leave 0.4 < 0.5: fail now
     assert calls.count == 2 and clock.now() == 1
+
+
+def test_a_retry_waits_for_an_open_breaker_only_within_its_own_delay(clock: FakeClock) -> None:
+    """Issue 8, defect 2, on the fake clock: the breaker's remaining open time is waited for when it is at most the
+    retry's own delay for that attempt (or a server's pushback the retry honours); else the retry stops now."""
+    breaker = CircuitBreaker(failure_threshold=1, delay=0.6, clock=clock)
+    aborted: list[RetryAborted] = []
+    retry = RetryPolicy(max_attempts=3, delay=Backoff(1, 10), jitter_factor=0, on_abort=aborted.append, clock=clock)
+    assert Executor(retry, breaker).call(Calls(failures=1)) == "ok"
+    assert clock.sleeps == [1]  # the failure's own backoff covered the breaker's 0.6 s
+    breaker.open()
+    assert Executor(retry, breaker).call(Calls(failures=0)) == "ok"
+    assert clock.sleeps == pytest.approx([1, 0.6])  # rejected, waited the 0.6 s left (< 1 s): the probe went through
+
+    long_open = CircuitBreaker(failure_threshold=1, delay=30, clock=clock)
+    long_open.open()
+    with pytest.raises(CircuitOpenError):
+        Executor(retry, long_open).call(Calls(failures=0))
+    assert len(clock.sleeps) == 2 and [a.attempts for a in aborted] == [1]
+
+    pushed = CircuitBreaker(failure_threshold=1, pushback=lambda _: 30, delay=1, clock=clock)
+    assert Executor(retry, pushed).call(Calls(failures=1)) == "ok"  # honours the server's 30 s as its own delay
+    assert clock.sleeps[2:] == pytest.approx([1, 29])
+    held = CircuitBreaker(clock=clock)
+    held.force_open()
+    with pytest.raises(CircuitOpenError):
+        Executor(retry, held).call(Calls(failures=0))
+    assert len(aborted) == 2
+
+
+def test_a_half_open_breaker_with_its_trials_in_flight_gets_the_usual_delay(clock: FakeClock) -> None:
+    """Its trial decides within an attempt: the retry waits its own delay (here the trial succeeds meanwhile)."""
+    breaker = CircuitBreaker(failure_threshold=1, delay=60, clock=clock)
+    breaker.half_open()
+    trial = breaker.acquire_permit()  # the one trial slot is taken
+    retry = RetryPolicy(
+        max_attempts=3, delay=0.25, jitter_factor=0, on_retry_scheduled=lambda _: trial.record(), clock=clock
+    )
+    calls = Calls(failures=0)
+    assert Executor(retry, breaker).call(calls) == "ok"
+    assert calls.count == 1 and clock.sleeps == [0.25] and breaker.state is CircuitState.CLOSED
