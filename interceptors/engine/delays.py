@@ -44,7 +44,11 @@ class Backoff:
 
 @dataclass(frozen=True, slots=True, init=False)
 class RandomDelay:
-    """A delay drawn uniformly from ``[minimum, maximum]`` seconds for every retry."""
+    """A delay drawn uniformly from ``[minimum, maximum]`` seconds for every retry.
+
+    :param minimum: the shortest delay, seconds (>= 0).
+    :param maximum: the longest delay, seconds (> ``minimum``).
+    """
 
     minimum: float
     maximum: float

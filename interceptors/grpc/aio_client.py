@@ -48,6 +48,7 @@ def resilience_interceptors(
 
     ``methods`` works as for :class:`interceptors.ResilienceInterceptor`, and streams get the same treatment:
     the chain's tightest Timeout as their deadline and its breakers' admission and recording, no retry or fallback.
+    Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
     """
     router = Router(policies, methods, AIO)
     return [_UnaryUnary(router), _UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
@@ -65,7 +66,7 @@ def resilient_channel(
     :func:`interceptors.resilient_channel`.
 
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
-    machinery, which costs more per call than the policies.
+    machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
     router = Router(policies, methods, AIO)
     opts = channel_options(options, retries=router.retries)

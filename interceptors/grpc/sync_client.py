@@ -67,6 +67,10 @@ class ResilienceInterceptor(
     Unary-unary calls get every policy. Streaming calls, for now, get the chain's tightest Timeout as their
     deadline and its circuit breakers (admission, and the final status recorded); they are neither retried nor
     answered by a fallback.
+
+    :param policies: the chain for every method (default: none), first outermost.
+    :param methods: chains by ``/pkg.Service/Method`` or ``/pkg.Service/*`` (default None); ValueError for a key
+        of another form, a value that is not a sequence of policies, or a chain whose policies cannot run together.
     """
 
     def __init__(self, *policies: Policy, methods: MethodPolicies | None = None) -> None:
@@ -122,6 +126,12 @@ def resilient_channel(
     grpc's interceptor machinery, which costs more per call than the policies. grpcio's own retries are turned
     off where a RetryPolicy applies (see :mod:`interceptors.grpc._channel`); a service config asking for them is
     refused with ValueError.
+
+    :param target: what to dial, as for ``grpc.insecure_channel``.
+    :param policies: and ``methods``: as for :class:`ResilienceInterceptor`.
+    :param credentials: a secure channel's credentials (default None: an insecure channel).
+    :param options: grpc channel options, (key, value) pairs (default none).
+    :param compression: the channel's default compression (default None).
     """
     interceptor = ResilienceInterceptor(*policies, methods=methods)
     opts = channel_options(options, retries=interceptor._router.retries)
