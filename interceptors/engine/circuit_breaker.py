@@ -62,24 +62,8 @@ class CircuitBreaker(Policy):
 
     __slots__ = ("_machine", "config")
     config: CircuitConfig
+    """The options, as given and defaulted (``breaker.config.delay``), and the rules they make."""
     _machine: CircuitStateMachine
-    # The options, read from ``config`` (see __getattr__).
-    failure_threshold: int | None
-    failure_rate: float | None
-    failure_window: int | None
-    failure_period: float | None
-    minimum_calls: int
-    slow_call_duration: float | None
-    slow_call_rate: float | None
-    success_threshold: int
-    success_window: int
-    delay: float
-    jitter_factor: float
-    pushback: options.PushbackReader | bool
-    max_pushback: float
-    handle: options.FailurePredicate | None
-    on_state_change: options.Listener[CircuitStateChanged] | None
-    clock: Clock
 
     def __init__(
         self,
@@ -154,10 +138,9 @@ class CircuitBreaker(Policy):
         )
         self._init(config=config, _machine=CircuitStateMachine(config))
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("config", "_machine"):  # not set yet: an error in __init__
-            raise AttributeError(name)
-        return getattr(self.config, name)
+    @property
+    def clock(self) -> Clock:
+        return self.config.clock
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))
@@ -258,7 +241,7 @@ class Permit:
 
     def __init__(self, breaker: CircuitBreaker, generation: int) -> None:
         self._breaker, self._generation = breaker, generation
-        self._start = breaker.clock.now()
+        self._start = breaker.config.clock.now()
         self._done = False
 
     def record(self, failure: BaseException | None = None, *, semantics: Semantics = PLAIN) -> None:

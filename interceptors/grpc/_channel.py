@@ -25,6 +25,15 @@ class StackedRetriesWarning(UserWarning):
     a retry policy a resolver supplies would multiply its attempts."""
 
 
+def open_channel(
+    grpc_module: Any, target: str, credentials: Any, options: list[tuple[str, Any]], **arguments: Any
+) -> Any:
+    """A channel of ``grpc_module`` (grpc or grpc.aio) to ``target``: secure with ``credentials``, else insecure."""
+    if credentials is None:
+        return grpc_module.insecure_channel(target, options=options, **arguments)
+    return grpc_module.secure_channel(target, credentials, options=options, **arguments)
+
+
 def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
     """``options`` for a helper's channel; ``retries`` tells whether a RetryPolicy retries some of its methods.
 

@@ -21,7 +21,7 @@ from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 from ..engine.errors import CircuitOpenError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
-from ._channel import channel_options
+from ._channel import channel_options, open_channel
 from ._core import (
     Flavour,
     MethodPolicies,
@@ -71,12 +71,7 @@ def resilient_channel(
     router = Router(policies, methods, AIO)
     opts = channel_options(options, retries=router.retries)
     streams: list[grpc.aio.ClientInterceptor] = [_UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
-    if credentials is None:
-        channel = grpc.aio.insecure_channel(target, options=opts, compression=compression, interceptors=streams)
-    else:
-        channel = grpc.aio.secure_channel(
-            target, credentials, options=opts, compression=compression, interceptors=streams
-        )
+    channel = open_channel(grpc.aio, target, credentials, opts, compression=compression, interceptors=streams)
     return _ResilientChannel(channel, router)
 
 

@@ -22,7 +22,7 @@ import grpc
 from ..engine.errors import CircuitOpenError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
-from ._channel import channel_options
+from ._channel import channel_options, open_channel
 from ._core import (
     EndedCall,
     Flavour,
@@ -135,10 +135,7 @@ def resilient_channel(
     """
     interceptor = ResilienceInterceptor(*policies, methods=methods)
     opts = channel_options(options, retries=interceptor._router.retries)
-    if credentials is None:
-        channel = grpc.insecure_channel(target, options=opts, compression=compression)
-    else:
-        channel = grpc.secure_channel(target, credentials, options=opts, compression=compression)
+    channel = open_channel(grpc, target, credentials, opts, compression=compression)
     return _ResilientChannel(channel, interceptor)
 
 

@@ -127,7 +127,7 @@ def test_durations_accept_timedelta() -> None:
     assert Timeout(timedelta(milliseconds=250)).seconds == 0.25
     assert RetryPolicy(delay=timedelta(seconds=2)).delay == 2.0
     assert Backoff(timedelta(seconds=1), timedelta(minutes=1)).maximum == 60.0
-    assert CircuitBreaker(delay=timedelta(seconds=30)).delay == 30.0
+    assert CircuitBreaker(delay=timedelta(seconds=30)).config.delay == 30.0
 
 
 def test_policies_are_read_only() -> None:
@@ -143,10 +143,10 @@ def test_defaults_are_documented_values() -> None:
     assert (retry.max_attempts, retry.delay, retry.jitter_factor, retry.reraise) == (3, Backoff(0.1, 5.0), 0.2, False)
     assert RetryPolicy(jitter=0.5).jitter_factor == 0
     breaker = CircuitBreaker()
-    assert (breaker.failure_threshold, breaker.failure_window, breaker.delay) == (5, 5, 60.0)
-    assert (breaker.success_threshold, breaker.minimum_calls) == (1, 1)
-    assert CircuitBreaker(failure_rate=0.5, failure_period=60).minimum_calls == 10
-    assert CircuitBreaker(failure_rate=0.5, failure_window=20).minimum_calls == 20
+    assert (breaker.config.failure_threshold, breaker.config.failure_window, breaker.config.delay) == (5, 5, 60.0)
+    assert (breaker.config.success_threshold, breaker.config.minimum_calls) == (1, 1)
+    assert CircuitBreaker(failure_rate=0.5, failure_period=60).config.minimum_calls == 10
+    assert CircuitBreaker(failure_rate=0.5, failure_window=20).config.minimum_calls == 20
 
 
 def test_repr_shows_the_configuration() -> None:

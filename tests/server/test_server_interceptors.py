@@ -6,7 +6,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -15,51 +14,29 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
 
-from ..support.server import AIO_LOOP, AioService, Recorder, Request, SyncService
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 UNARY = "/scripted.v1.Scripted/Unary"
 
 
-class Server:
-    """A scripted server of ``kind`` with the given server interceptors."""
+class Server(ScriptedServer):
+    """A scripted server of ``kind`` with an access log to ``log`` and fault injection, each if given; a stub to
+    call it with, and ``injector`` to change its faults."""
 
     def __init__(self, kind: str, *, faults: Faults | None = None, methods: Any = None, log: Any = None) -> None:
-        self.recorder = Recorder()
-        if kind == "sync":
-            chain: list[Any] = []
-            if log is not None:
-                chain.append(AccessLog(log))
-            if faults is not None:
-                self.injector: Any = FaultInjection(faults, methods=methods)
-                chain.append(self.injector)
-            server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=chain)
-            pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
-            self.port = server.add_insecure_port("127.0.0.1:0")
-            server.start()
-            self._stop = lambda: server.stop(None)
-        else:
-
-            async def start() -> Any:
-                chain: list[Any] = []
-                if log is not None:
-                    chain.append(AioAccessLog(log))
-                if faults is not None:
-                    self.injector = AioFaultInjection(faults, methods=methods)
-                    chain.append(self.injector)
-                server = grpc.aio.server(interceptors=chain)
-                pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
-                self.port = server.add_insecure_port("127.0.0.1:0")
-                await server.start()
-                return server
-
-            aio_server = AIO_LOOP.run(start())
-            self._stop = lambda: AIO_LOOP.run(aio_server.stop(None))
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}", options=[("grpc.enable_retries", 0)])
+        chain: list[Any] = []
+        if log is not None:
+            chain.append(AccessLog(log) if kind == "sync" else AioAccessLog(log))
+        if faults is not None:
+            self.injector: Any = (FaultInjection if kind == "sync" else AioFaultInjection)(faults, methods=methods)
+            chain.append(self.injector)
+        super().__init__(kind, interceptors=chain)
+        self.channel = grpc.insecure_channel(self.target, options=[("grpc.enable_retries", 0)])
         self.stub = pb_grpc.ScriptedStub(self.channel)
 
     def close(self) -> None:
         self.channel.close()
-        self._stop()
+        self.stop()
 
 
 @pytest.fixture(params=["sync", "aio"])
