@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 import warnings
+from typing import Any
 
 import grpc
 import pytest
@@ -246,3 +247,29 @@ def test_on_codes_needs_status_codes() -> None:
     for codes in ((), (14,), ("UNAVAILABLE",)):
         with pytest.raises(ValueError, match="on_codes"):
             on_codes(*codes)
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_helpers_make_a_secure_channel_with_credentials(server: ScriptedServer, path: str) -> None:
+    """TLS to a plaintext server cannot succeed: the helper did make a secure channel."""
+
+    async def make_aio() -> Any:
+        return interceptors.aio.resilient_channel(server.target, credentials=grpc.ssl_channel_credentials())
+
+    if path == "aio":
+        channel = AIO_LOOP.run(make_aio())
+
+        async def call() -> Any:
+            return await pb_grpc.ScriptedStub(channel).Unary(Request(id="tls"), timeout=2)
+
+        with pytest.raises(grpc.RpcError) as raised:
+            AIO_LOOP.run(call())
+        AIO_LOOP.run(channel.close())
+    else:
+        with (
+            resilient_channel(server.target, credentials=grpc.ssl_channel_credentials()) as sync_channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            pb_grpc.ScriptedStub(sync_channel).Unary(Request(id="tls"), timeout=2)
+    assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert server.attempts("tls") == 0
