@@ -60,7 +60,7 @@ def test_with_nothing_listening_every_call_is_answered_by_the_fallback_at_once()
     for path in PATHS:
         events: list[FallbackExecuted] = []
         _, chain = composed(events)
-        with Client(path, target, *chain) as client:
+        with Client(path, target, *chain, warm=False) as client:
             outcomes = [client.unary(Request(id="x")) for _ in range(8)]
         assert [o.reply.text for o in outcomes] == ["fallback"] * 8, path
         assert max(o.elapsed for o in outcomes) < 0.75, path

@@ -56,7 +56,7 @@ def test_the_issue_scenario_at_full_scale(server: ScriptedServer, path: str) -> 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_no_backoff_sleeps_past_the_deadline(server: ScriptedServer, path: str) -> None:
-    retry = RetryPolicy(max_attempts=10, delay=Backoff(0.05, 1))
+    retry = RetryPolicy(max_attempts=10, delay=Backoff(0.05, 1), jitter_factor=0)
     with Client(path, server.target, retry) as client:
         outcome = client.unary(Request(id="down", fail_first=100), timeout=0.3)
     # attempts at 0, 0.05, 0.15; the next delay (0.2) would end past 0.3: fail now, not at the deadline

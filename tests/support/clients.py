@@ -7,6 +7,7 @@ every test drives all paths the same way, from its own thread.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -56,8 +57,17 @@ class Outcome:
 
 
 class Client:
+    """A channel for one call path, connected before it is handed out (``warm=False`` for targets that nobody
+    serves), so that no timed check pays for connecting."""
+
     def __init__(
-        self, path: str, target: str, *policies: Policy, methods: Any = None, options: Sequence[Any] = ()
+        self,
+        path: str,
+        target: str,
+        *policies: Policy,
+        methods: Any = None,
+        options: Sequence[Any] = (),
+        warm: bool = True,
     ) -> None:
         self.path = path.removeprefix("intercepted-")
         if path == "aio":
@@ -80,6 +90,15 @@ class Client:
         else:
             self.channel = resilient_channel(target, *policies, methods=methods, options=options)
         self.stub = pb_grpc.ScriptedStub(self.channel)
+        if warm:
+            self.warm()
+
+    def warm(self, timeout: float = 10) -> None:
+        """Wait until the channel is connected."""
+        if self.is_aio:
+            AIO_LOOP.run(asyncio.wait_for(self.channel.channel_ready(), timeout))
+        else:
+            grpc.channel_ready_future(self.channel).result(timeout)
 
     @property
     def is_aio(self) -> bool:
