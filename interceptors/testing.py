@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
 __all__ = ["FakeClock"]
@@ -16,6 +17,8 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0) -> None:
+        if not isinstance(start, (int, float)) or isinstance(start, bool) or not math.isfinite(start):
+            raise ValueError(f"FakeClock start must be a finite number of seconds, got {start!r}")
         self._now = float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []

@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import grpc
+
 ENABLE_RETRIES = "grpc.enable_retries"
 SERVICE_CONFIG = "grpc.service_config"
 
@@ -28,7 +30,15 @@ class StackedRetriesWarning(UserWarning):
 def open_channel(
     grpc_module: Any, target: str, credentials: Any, options: list[tuple[str, Any]], **arguments: Any
 ) -> Any:
-    """A channel of ``grpc_module`` (grpc or grpc.aio) to ``target``: secure with ``credentials``, else insecure."""
+    """A channel of ``grpc_module`` (grpc or grpc.aio) to ``target``: secure with ``credentials``, else insecure.
+    Raises ValueError naming a target, credentials or compression of the wrong kind."""
+    if not isinstance(target, str) or not target.strip():
+        raise ValueError(f"target must be an address to dial, such as 'host:port', got {target!r}")
+    if credentials is not None and not isinstance(credentials, grpc.ChannelCredentials):
+        raise ValueError(f"credentials must be grpc.ChannelCredentials or None, got {credentials!r}")
+    compression = arguments.get("compression")
+    if compression is not None and not isinstance(compression, grpc.Compression):
+        raise ValueError(f"compression must be a grpc.Compression or None, got {compression!r}")
     if credentials is None:
         return grpc_module.insecure_channel(target, options=options, **arguments)
     return grpc_module.secure_channel(target, credentials, options=options, **arguments)

@@ -273,3 +273,27 @@ def test_helpers_make_a_secure_channel_with_credentials(server: ScriptedServer, 
             pb_grpc.ScriptedStub(sync_channel).Unary(Request(id="tls"), timeout=2)
     assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
     assert server.attempts("tls") == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ({"target": 123}, "target"),
+        ({"target": ""}, "target"),
+        ({"target": None}, "target"),
+        ({"credentials": "x"}, "credentials"),
+        ({"credentials": grpc.access_token_call_credentials("t")}, "credentials"),
+        ({"compression": "gzip"}, "compression"),
+    ],
+)
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_helpers_name_a_bad_target_credentials_or_compression(arguments: dict[str, Any], name: str, path: str) -> None:
+    settings: dict[str, Any] = {"target": "127.0.0.1:1", **arguments}
+    target = settings.pop("target")
+
+    async def make_aio() -> Any:
+        return interceptors.aio.resilient_channel(target, RetryPolicy(), **settings)
+
+    make = (lambda: AIO_LOOP.run(make_aio())) if path == "aio" else lambda: resilient_channel(target, **settings)
+    with pytest.raises(ValueError, match=name):
+        make()

@@ -50,3 +50,9 @@ def test_clocks_satisfy_the_protocol() -> None:
     assert isinstance(FakeClock(), Clock) and isinstance(SYSTEM_CLOCK, Clock)
     with pytest.raises(ValueError, match="advance"):
         FakeClock().advance(-1)
+
+
+@pytest.mark.parametrize("start", ["x", float("nan"), float("inf"), None])
+def test_a_fake_clock_starts_at_a_finite_number(start: object) -> None:
+    with pytest.raises(ValueError, match="start"):
+        FakeClock(start)  # type: ignore[arg-type]
