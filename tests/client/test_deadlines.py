@@ -27,11 +27,12 @@ DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 def check_attempt_deadlines(server: ScriptedServer, id: str, per_attempt: float, total: float) -> None:
     seen = [s for s in server.recorder.seen if s.id == id]
     assert len(seen) == 3
-    # each attempt went out with min(per-attempt timeout, time left of the total), as the server saw it
-    slack = max(0.15 * per_attempt, 0.04)  # scheduling on a busy 2-core machine
+    # each attempt went out with min(per-attempt timeout, time left of the total), as the server saw it: never more;
+    # less by however long the server took to start the handler, which on a loaded 2-core machine can be 0.1 s
+    slack = max(0.15 * per_attempt, 0.1)
     for s, expected in zip(seen, [per_attempt, per_attempt, total - 2 * per_attempt], strict=True):
         assert s.time_remaining is not None
-        assert expected - slack < s.time_remaining <= expected + 0.01
+        assert max(expected - slack, 0) < s.time_remaining <= expected + 0.01
 
 
 @pytest.mark.parametrize("path", PATHS)
