@@ -64,7 +64,7 @@ def test_abandoning_a_call_during_backoff_stops_its_retries(server: ScriptedServ
         given_up = server.attempts("c")
         time.sleep(0.35)  # three more attempts would have been due by now
         assert server.attempts("c") == given_up
-    assert given_up == 2  # at 0 and 0.1 s; the one due at 0.2 s never went out
+    assert 2 <= given_up <= 3  # at 0 and 0.1 s (and 0.2 s if the machine was slow to give up at 0.15 s)
 
 
 @pytest.mark.parametrize("path", AIO_PATHS)
@@ -98,6 +98,7 @@ def test_cancelling_a_future_stops_the_attempt_in_flight_and_every_later_one(ser
         failing = client.stub.Unary.future(Request(id="flaky", fail_first=100))
         wait_until(lambda: server.attempts("flaky") == 2)  # cancelled during its backoff
         assert failing.cancel()
+        given_up = server.attempts("flaky")
         time.sleep(0.35)
-        assert server.attempts("flaky") == 2
+        assert server.attempts("flaky") == given_up <= 3
     assert server.attempts("slow") == 1
