@@ -209,17 +209,25 @@ def test_client_prints_outcomes_and_summary() -> None:
     assert lines[3].startswith("3 requests: 0 OK, 3 fallback, errors: none; latency p50")
 
 
-def _demo_services() -> list[str]:
-    """Command lines of running service processes started by the demo (it seeds B with 7)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _services_of(parent: int) -> set[int]:
+    """The process ids of the services ``parent`` (the demo) has started and that still run."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            args = cmdline.read_bytes().split(b"\0")
+            fields = stat.read_text().rpartition(")")[2].split()
+            command = Path(stat.parent, "cmdline").read_bytes()
         except OSError:
             continue
-        if b"service_b" in args and b"7" in args and b"--seed" in args:
-            found.append(b" ".join(args).decode())
+        if int(fields[1]) == parent and fields[0] != "Z" and b"service_" in command:
+            found.add(int(stat.parent.name))
     return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def test_demo_exits_nonzero_when_a_service_fails_to_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,10 +249,10 @@ def test_demo_stops_its_services_on_ctrl_c() -> None:
     assert process.stdout.readline().strip() == ""
     assert process.stdout.readline().startswith("=== timeout")
     deadline = time.monotonic() + 20
-    while not _demo_services():  # B (and then A) starting
+    while not (services := _services_of(process.pid)):  # B (and then A) starting
         assert time.monotonic() < deadline
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 130
     assert "interrupted" in process.stderr.read()  # type: ignore[union-attr]
-    assert _demo_services() == []
+    assert [pid for pid in services if _running(pid)] == []
