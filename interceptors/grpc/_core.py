@@ -227,30 +227,24 @@ class Route:
         self.breakers = tuple(p for p in policies if isinstance(p, CircuitBreaker))
 
     def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> Execution:
-        """A new execution of ``attempt``, with the caller's ``timeout`` as its absolute deadline.
-
-        Raises TypeError for a timeout that is not a number of seconds, and TimeoutExceededError (nothing is sent)
-        for one that has already run out, as grpc does for a negative timeout.
-        """
-        clock = self.executor.clock
-        if timeout is None:
-            return Execution(attempt, clock, self.semantics, request, None)
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
-            raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-        if timeout <= 0:
-            raise TimeoutExceededError(f"the call's deadline had passed ({timeout:g}s left): nothing was sent")
-        return Execution(attempt, clock, self.semantics, request, clock.now() + timeout)
+        """A new execution of ``attempt``, with the caller's ``timeout`` (checked: see :func:`caller_timeout`) as
+        its absolute deadline."""
+        clock, seconds = self.executor.clock, caller_timeout(timeout)
+        deadline = None if seconds is None else clock.now() + seconds
+        return Execution(attempt, clock, self.semantics, request, deadline)
 
     def ended(self, execution: Execution, result: Any, flavour: Flavour) -> Any:
         """What the caller gets for the chain's ``result``: the last attempt's own, or a fallback's answer."""
         fallback = execution.fallback
         return result if fallback is None else flavour.answered(result, Status.answered(fallback))
 
-    def stream_timeout_for(self, timeout: float | None) -> float | None:
-        """A stream's grpc timeout: the caller's, bounded by the chain's tightest Timeout."""
+    def stream_timeout_for(self, timeout: object) -> float | None:
+        """A stream's grpc timeout: the caller's (checked: see :func:`caller_timeout`), bounded by the chain's
+        tightest Timeout."""
+        seconds = caller_timeout(timeout)
         if self.stream_timeout is None:
-            return timeout
-        return self.stream_timeout if timeout is None else min(timeout, self.stream_timeout)
+            return seconds
+        return self.stream_timeout if seconds is None else min(seconds, self.stream_timeout)
 
     def admit_stream(self) -> list[Permit]:
         """Permits from every breaker of the chain, in order; raises CircuitOpenError if one is open."""
@@ -295,6 +289,19 @@ class RoutedChannel:
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._streams.stream_stream(method, *args, **kwargs)
+
+
+def caller_timeout(timeout: object) -> float | None:
+    """The timeout a caller gave, in seconds. Raises TypeError for one that is not a number of seconds, and
+    TimeoutExceededError (so that nothing is sent) for one that has already run out, as grpc does for a negative
+    timeout: grpcio itself would send a zero timeout as none at all."""
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or math.isnan(timeout):
+        raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    if timeout <= 0:
+        raise TimeoutExceededError(f"the call's deadline had passed ({timeout:g}s left): nothing was sent")
+    return float(timeout)
 
 
 def attempt_timeout(execution: Execution) -> float | None:

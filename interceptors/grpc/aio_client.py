@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 
-from ..engine.errors import CircuitOpenError
+from ..engine.errors import CircuitOpenError, TimeoutExceededError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
@@ -157,11 +157,11 @@ class _Streams:
         if route is None:
             return await continuation(client_call_details, request)
         try:
+            timeout = route.stream_timeout_for(client_call_details.timeout)
             permits = route.admit_stream()
-        except CircuitOpenError as rejected:
+        except (CircuitOpenError, TimeoutExceededError) as rejected:
             raise rpc_error(rejected, AIO)  # noqa: B904
         try:
-            timeout = route.stream_timeout_for(client_call_details.timeout)
             call = await continuation(_details(client_call_details, timeout), request)
         except Exception as failure:
             route.record_stream(permits, failure, cancelled=False)

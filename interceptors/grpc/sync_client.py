@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..engine.errors import CircuitOpenError
+from ..engine.errors import CircuitOpenError, TimeoutExceededError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
@@ -99,11 +99,12 @@ class ResilienceInterceptor(
         if route is None:
             return continuation(details, request)
         try:
+            timeout = route.stream_timeout_for(details.timeout)
             permits = route.admit_stream()
-        except CircuitOpenError as rejected:
+        except (CircuitOpenError, TimeoutExceededError) as rejected:
             return rpc_error(rejected, SYNC)
         try:
-            call = continuation(_CallDetails.of(details, route.stream_timeout_for(details.timeout)), request)
+            call = continuation(_CallDetails.of(details, timeout), request)
         except Exception as failure:
             route.record_stream(permits, failure, cancelled=False)
             raise

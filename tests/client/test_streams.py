@@ -74,3 +74,20 @@ def test_breaker_counts_stream_failures_and_rejects_when_open(
     assert isinstance(raised.value, CircuitOpenError)
     assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
     assert len(server.recorder.seen) == before  # nothing reached the server
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+@pytest.mark.parametrize("timeout", [0, -1])
+def test_a_stream_whose_deadline_has_passed_is_never_sent(
+    server: ScriptedServer, client_kind: str, kind: str, timeout: float
+) -> None:
+    """As for unary calls: grpcio would send timeout=0 with no deadline at all."""
+    breaker = CircuitBreaker(failure_threshold=1)
+    client = Client(client_kind, server.target, breaker)
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.stream(kind, 1, timeout=timeout, id="late")
+    finally:
+        client.close()
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert server.attempts("late") == 0 and breaker.state is CircuitState.CLOSED
