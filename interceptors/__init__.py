@@ -10,13 +10,25 @@ what a new policy or transport extends in :mod:`interceptors.engine`, the asynci
 :mod:`interceptors.testing`.
 """
 
+from .engine.budget import RetryBudget
 from .engine.circuit_breaker import CircuitBreaker
 from .engine.delays import Backoff, RandomDelay
-from .engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from .engine.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    LimitExceededError,
+    RateLimitedError,
+    RejectedError,
+    ResilienceError,
+    RetriesExceededError,
+    ThrottledError,
+    TimeoutExceededError,
+)
 from .engine.events import CircuitState
 from .engine.fallback import Fallback
 from .engine.policy import Executor
 from .engine.retry import RetryPolicy
+from .engine.throttle import AdaptiveThrottle
 from .engine.timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc.status import (
@@ -33,18 +45,25 @@ __all__ = [
     "FALLBACK_METADATA_KEY",
     "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
+    "AdaptiveThrottle",
     "Backoff",
+    "BulkheadFullError",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
     "Executor",
     "Fallback",
+    "LimitExceededError",
     "RandomDelay",
+    "RateLimitedError",
+    "RejectedError",
     "ResilienceError",
     "ResilienceInterceptor",
     "RetriesExceededError",
+    "RetryBudget",
     "RetryPolicy",
     "StackedRetriesWarning",
+    "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
     "on_codes",

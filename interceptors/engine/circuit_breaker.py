@@ -8,6 +8,7 @@ from typing import Any
 from . import options
 from ._circuit_state import CLOSED, CircuitConfig, CircuitStateMachine
 from .clock import Clock
+from .errors import RejectedError
 from .events import CircuitMetrics, CircuitState, CircuitStateChanged
 from .execution import PLAIN, Execution, Semantics
 from .policy import AsyncLink, Link, Policy
@@ -28,7 +29,8 @@ class CircuitBreaker(Policy):
     holds ``minimum_calls`` calls, the breaker opens when it holds ``failure_threshold`` failures, or a failure
     share of at least ``failure_rate``. Calls lasting ``slow_call_duration`` or more are slow: they count as
     failures, or, with ``slow_call_rate``, open the breaker when their share reaches that rate. Failures
-    ``handle`` rejects (by default the transport's caller-side errors) count as successes.
+    ``handle`` rejects (by default the transport's caller-side errors) count as successes; a call another policy
+    rejected (nothing was sent) counts as neither.
 
     **Open** for ``delay`` seconds (moved by up to ``jitter_factor`` of itself), or, with ``pushback``, for the
     delay the failure that opened it asked for (capped at ``max_pushback``). Then **half-open**: up to
@@ -185,6 +187,9 @@ class CircuitBreaker(Policy):
         return Permit(self, self._machine.acquire())
 
     def _record(self, generation: int, start: float, failure: BaseException | None, semantics: Semantics) -> None:
+        if isinstance(failure, RejectedError):  # another policy sent nothing: it says nothing of the dependency
+            self._machine.release(generation)
+            return
         config = self.config
         slow = config.slow_call_duration is not None and config.clock.now() - start >= config.slow_call_duration
         self._machine.record(generation, config.failed(failure, semantics), slow, failure, semantics)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFullError",
     "CircuitOpenError",
+    "LimitExceededError",
+    "RateLimitedError",
+    "RejectedError",
     "ResilienceError",
     "RetriesExceededError",
+    "ThrottledError",
     "TimeoutExceededError",
     "out_of_time",
     "underlying_failure",
@@ -16,7 +21,20 @@ class ResilienceError(Exception):
     """Base class of every error raised by a policy (not by the protected call itself)."""
 
 
-class CircuitOpenError(ResilienceError):
+class RejectedError(ResilienceError):
+    """A policy refused to run the call: nothing was sent. Breakers never count it (it says nothing about the
+    dependency's health); fallbacks answer it; a retry waits for it only when ``remaining`` says when to come back
+    and that is within the retry's own delay.
+
+    ``remaining`` is how long until the policy would admit a call (seconds), or None when that is not known.
+    """
+
+    def __init__(self, message: str, *, remaining: float | None = None) -> None:
+        super().__init__(message)
+        self.remaining = remaining
+
+
+class CircuitOpenError(RejectedError):
     """The circuit breaker rejected the call without running it.
 
     ``remaining`` is how long the breaker stays open (seconds): ``math.inf`` when it is held open by hand, None when
@@ -27,9 +45,24 @@ class CircuitOpenError(ResilienceError):
     def __init__(
         self, message: str = "circuit breaker is open", *, remaining: float | None = None, from_pushback: bool = False
     ) -> None:
-        super().__init__(message)
-        self.remaining = remaining
+        super().__init__(message, remaining=remaining)
         self.from_pushback = from_pushback
+
+
+class ThrottledError(RejectedError):
+    """The adaptive throttle rejected the call, as the dependency has been refusing a share of calls lately."""
+
+
+class BulkheadFullError(RejectedError):
+    """The bulkhead's calls were all in flight, and no place came free within the wait allowed."""
+
+
+class RateLimitedError(RejectedError):
+    """The rate limiter had no permit within the wait allowed; ``remaining`` is when the next one comes."""
+
+
+class LimitExceededError(RejectedError):
+    """The adaptive concurrency limit was reached, and its queue was full or no place came free in time."""
 
 
 class RetriesExceededError(ResilienceError):

@@ -7,14 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "BudgetExceeded",
+    "BulkheadFull",
     "CircuitMetrics",
     "CircuitState",
     "CircuitStateChanged",
     "FallbackExecuted",
+    "LimitChanged",
+    "LimitExceeded",
+    "RateLimited",
     "RetriesExceeded",
     "RetryAborted",
     "RetryScheduled",
     "RetryStarted",
+    "Throttled",
     "TimeoutExceeded",
 ]
 
@@ -109,3 +115,53 @@ class FallbackExecuted:
     failure: BaseException
     result: Any
     out_of_time: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetExceeded:
+    """The retry budget refused a retry after attempt ``attempts``, which failed with ``failure``."""
+
+    attempts: int
+    failure: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled:
+    """The adaptive throttle rejected a call; it rejects a share ``rejection_rate`` of calls at the moment."""
+
+    rejection_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadFull:
+    """The bulkhead rejected a call after ``waited`` seconds: its ``max_concurrent`` calls were all in flight."""
+
+    max_concurrent: int
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimited:
+    """The rate limiter rejected a call: its next permit comes in ``wait`` seconds, later than allowed."""
+
+    wait: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChanged:
+    """The adaptive limiter moved its concurrency limit from ``old`` to ``new``, having seen calls take ``latency``
+    seconds (averaged) against a baseline of ``baseline``."""
+
+    old: int
+    new: int
+    latency: float
+    baseline: float
+
+
+@dataclass(frozen=True, slots=True)
+class LimitExceeded:
+    """The adaptive limiter rejected a call: ``in_flight`` calls at its ``limit``, ``queued`` more waiting."""
+
+    limit: int
+    in_flight: int
+    queued: int

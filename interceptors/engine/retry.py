@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from . import options
+from .budget import RetryBudget
 from .clock import Clock
 from .delays import Backoff, RandomDelay, jittered
-from .errors import CircuitOpenError, RetriesExceededError, TimeoutExceededError
+from .errors import CircuitOpenError, RejectedError, RetriesExceededError, TimeoutExceededError
 from .events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
 from .execution import Execution
 from .policy import AsyncLink, Link, Policy
@@ -62,6 +63,8 @@ class RetryPolicy(Policy):
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param handle: which failures are retried (default: the transport's retryable failures).
     :param abort_on: failures that stop retrying at once (default None).
+    :param budget: a :class:`RetryBudget` shared with the other retries of the client (default None: no limit
+        across calls); a retry it refuses ends the call with the last attempt's failure, at once.
     :param reraise: raise the last failure itself rather than :class:`RetriesExceededError` (default False).
     :param on_retry_scheduled: hears :class:`RetryScheduled` when a retry is scheduled.
     :param on_retry: hears :class:`RetryStarted` when a retry starts.
@@ -73,6 +76,7 @@ class RetryPolicy(Policy):
 
     __slots__ = (
         "abort_on",
+        "budget",
         "clock",
         "delay",
         "handle",
@@ -100,6 +104,7 @@ class RetryPolicy(Policy):
     max_pushback: float
     handle: options.FailurePredicate | None
     abort_on: options.FailurePredicate | None
+    budget: RetryBudget | None
     reraise: bool
     on_retry_scheduled: options.Listener[RetryScheduled] | None
     on_retry: options.Listener[RetryStarted] | None
@@ -119,6 +124,7 @@ class RetryPolicy(Policy):
         max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
         handle: options.Handles | None = None,
         abort_on: options.Handles | None = None,
+        budget: RetryBudget | None = None,
         reraise: bool = False,
         on_retry_scheduled: options.Listener[RetryScheduled] | None = None,
         on_retry: options.Listener[RetryStarted] | None = None,
@@ -141,6 +147,7 @@ class RetryPolicy(Policy):
             max_pushback=options.seconds(max_pushback, "max_pushback"),
             handle=options.handles(handle, "handle"),
             abort_on=options.handles(abort_on, "abort_on"),
+            budget=_budget(budget),
             reraise=options.flag(reraise, "reraise"),
             on_retry_scheduled=options.listener(on_retry_scheduled, "on_retry_scheduled"),
             on_retry=options.listener(on_retry, "on_retry"),
@@ -164,13 +171,15 @@ class RetryPolicy(Policy):
             base, maximum = schedule.delay(attempt), schedule.maximum
         return jittered(base, factor=self.jitter_factor, absolute=self.jitter, maximum=maximum)
 
-    def _open_breaker_wait(self, attempt: int, rejection: CircuitOpenError) -> float | None:
-        """How long to wait for the breaker that rejected attempt ``attempt``; None: stop retrying now."""
+    def _rejection_wait(self, attempt: int, rejection: RejectedError) -> float | None:
+        """How long to wait for the policy that rejected attempt ``attempt``; None: stop retrying now."""
         remaining = rejection.remaining
-        if remaining is None:  # half-open, its trials in flight: they decide within an attempt
-            return self._scheduled_delay(attempt)
+        if remaining is None:
+            if isinstance(rejection, CircuitOpenError):  # half-open, its trials in flight: they decide soon
+                return self._scheduled_delay(attempt)
+            return None  # a throttle or a full limiter: retrying at once would only add to the load
         allowance = self._nominal_delay(attempt)
-        if rejection.from_pushback and self.pushback is not False:
+        if isinstance(rejection, CircuitOpenError) and rejection.from_pushback and self.pushback is not False:
             allowance = max(allowance, self.max_pushback)
         return remaining if remaining <= allowance else None
 
@@ -182,10 +191,12 @@ class RetryPolicy(Policy):
             raise self._aborted(attempt, failure)
         if not (self.handle or execution.semantics.is_failure)(failure):
             raise failure
+        if self.budget is not None and not isinstance(failure, RejectedError):
+            self.budget.record_outcome(failed=True)
         if self.max_attempts is not None and attempt >= self.max_attempts:
             raise self._exceeded(attempt, failure)
-        if isinstance(failure, CircuitOpenError):
-            delay = self._open_breaker_wait(attempt, failure)
+        if isinstance(failure, RejectedError):
+            delay = self._rejection_wait(attempt, failure)
             if delay is None:
                 raise self._aborted(attempt, failure)
         else:
@@ -204,6 +215,8 @@ class RetryPolicy(Policy):
                 f"{resume - execution.deadline:g}s past the deadline",
                 last_failure=failure,
             ) from failure
+        if self.budget is not None and not self.budget.try_retry(attempt, failure):
+            raise self._exceeded(attempt, failure)
         if self.on_retry_scheduled is not None:
             options.emit(self.on_retry_scheduled, RetryScheduled(attempt, delay, failure))
         return delay
@@ -233,29 +246,47 @@ class RetryPolicy(Policy):
         return error
 
     def wrap(self, inner: Link) -> Link:
-        sleep = self.clock.sleep
+        sleep, budget = self.clock.sleep, self.budget
 
         def run(execution: Execution) -> Any:
+            if budget is not None:
+                budget.record_call()
             while True:
                 try:
-                    return inner(execution)
+                    result = inner(execution)
                 except Exception as failure:
                     delay = self._next_delay(execution, failure)
+                else:
+                    if budget is not None:
+                        budget.record_outcome(failed=False)
+                    return result
                 sleep(delay)
                 self._start_attempt(execution)
 
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        sleep = self.clock.asleep
+        sleep, budget = self.clock.asleep, self.budget
 
         async def run(execution: Execution) -> Any:
+            if budget is not None:
+                budget.record_call()
             while True:
                 try:
-                    return await inner(execution)
+                    result = await inner(execution)
                 except Exception as failure:
                     delay = self._next_delay(execution, failure)
+                else:
+                    if budget is not None:
+                        budget.record_outcome(failed=False)
+                    return result
                 await sleep(delay)
                 self._start_attempt(execution)
 
         return run
+
+
+def _budget(value: object) -> RetryBudget | None:
+    if value is not None and not isinstance(value, RetryBudget):
+        raise ValueError(f"budget must be a RetryBudget, got {value!r}")
+    return value

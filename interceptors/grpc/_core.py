@@ -19,7 +19,17 @@ import grpc
 from grpc.aio import AioRpcError
 
 from ..engine.circuit_breaker import CircuitBreaker, Permit
-from ..engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from ..engine.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    LimitExceededError,
+    RateLimitedError,
+    RejectedError,
+    ResilienceError,
+    RetriesExceededError,
+    ThrottledError,
+    TimeoutExceededError,
+)
 from ..engine.events import FallbackExecuted
 from ..engine.execution import Execution
 from ..engine.policy import Executor, Policy
@@ -66,7 +76,7 @@ class Status(NamedTuple):
             last = failure.last_failure  # no time left to retry: keep what the last attempt's server said
             trailing = Status.of(last).trailing_metadata if isinstance(last, grpc.RpcError) else ()
             return cls(code, str(failure), (), trailing, None)
-        if isinstance(failure, CircuitOpenError) and failure.remaining is not None and failure.remaining < math.inf:
+        if isinstance(failure, RejectedError) and failure.remaining is not None and failure.remaining < math.inf:
             pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
             return cls(code, str(failure), (), pushback, None)
         if isinstance(failure, grpc.RpcError) and not isinstance(failure, ResilienceError):
@@ -191,10 +201,30 @@ class TimeoutExceededRpcError(TimeoutExceededError, StatusError):  # type: ignor
     pass
 
 
+class ThrottledRpcError(ThrottledError, StatusError):  # type: ignore[misc]
+    pass
+
+
+class BulkheadFullRpcError(BulkheadFullError, StatusError):  # type: ignore[misc]
+    pass
+
+
+class RateLimitedRpcError(RateLimitedError, StatusError):  # type: ignore[misc]
+    pass
+
+
+class LimitExceededRpcError(LimitExceededError, StatusError):  # type: ignore[misc]
+    pass
+
+
 _RPC_ERRORS: dict[type[ResilienceError], type[StatusError]] = {
     CircuitOpenError: CircuitOpenRpcError,
     RetriesExceededError: RetriesExceededRpcError,
     TimeoutExceededError: TimeoutExceededRpcError,
+    ThrottledError: ThrottledRpcError,
+    BulkheadFullError: BulkheadFullRpcError,
+    RateLimitedError: RateLimitedRpcError,
+    LimitExceededError: LimitExceededRpcError,
 }
 
 

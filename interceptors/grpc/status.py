@@ -9,7 +9,14 @@ import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
-from ..engine.errors import CircuitOpenError, ResilienceError, RetriesExceededError, TimeoutExceededError
+from ..engine.errors import (
+    BulkheadFullError,
+    RateLimitedError,
+    RejectedError,
+    ResilienceError,
+    RetriesExceededError,
+    TimeoutExceededError,
+)
 from ..engine.execution import Semantics
 from ._pushback import pushback_seconds
 
@@ -48,12 +55,16 @@ def replaced_by_fallback(trailing_metadata: Any) -> str | None:
 def status_code(failure: BaseException) -> grpc.StatusCode | None:
     """The gRPC status a caller sees for ``failure``, or None for errors that are not gRPC statuses.
 
-    An open circuit is UNAVAILABLE, a timeout DEADLINE_EXCEEDED, and exhausted retries the last attempt's status.
+    A local rejection is UNAVAILABLE when it says the dependency is in trouble (an open circuit, the throttle, the
+    adaptive limit) and RESOURCE_EXHAUSTED when it is the client's own allowance that ran out (a full bulkhead, the
+    rate limit); a timeout is DEADLINE_EXCEEDED, and exhausted retries the last attempt's status.
     """
     if isinstance(failure, ResilienceError):
         if isinstance(failure, RetriesExceededError):
             return status_code(failure.last_failure)
-        if isinstance(failure, CircuitOpenError):
+        if isinstance(failure, (BulkheadFullError, RateLimitedError)):
+            return StatusCode.RESOURCE_EXHAUSTED
+        if isinstance(failure, RejectedError):
             return StatusCode.UNAVAILABLE
         if isinstance(failure, TimeoutExceededError):
             return StatusCode.DEADLINE_EXCEEDED
@@ -96,7 +107,10 @@ class GrpcSemantics(Semantics):
         return self._caller_error(failure)
 
     def is_failure(self, failure: BaseException) -> bool:
-        """UNAVAILABLE, and DEADLINE_EXCEEDED when a policy's deadline passed (see :data:`RETRYABLE_CODES`)."""
+        """UNAVAILABLE, DEADLINE_EXCEEDED when a policy's deadline passed (see :data:`RETRYABLE_CODES`), and every
+        local rejection."""
+        if isinstance(failure, RejectedError):
+            return True
         code = status_code(failure)
         return code is StatusCode.UNAVAILABLE or (
             code is StatusCode.DEADLINE_EXCEEDED and isinstance(failure, ResilienceError)

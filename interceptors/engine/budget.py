@@ -1,0 +1,155 @@
+"""RetryBudget: how much retries may add to the load of a whole client, shared by every RetryPolicy that names it."""
+
+from __future__ import annotations
+
+import threading
+
+from . import options
+from ._tally import Tally
+from .clock import Clock
+from .events import BudgetExceeded
+
+__all__ = ["DEFAULT_MIN_PER_SECOND", "DEFAULT_RATIO", "DEFAULT_WINDOW", "RetryBudget"]
+
+DEFAULT_RATIO = 0.1
+DEFAULT_MIN_PER_SECOND = 1.0
+DEFAULT_WINDOW = 10.0
+
+
+class RetryBudget:
+    """A budget of retries for the calls of a whole client, so that a fleet under stress sheds load instead of
+    multiplying it: each hop of a chain of services that retries 3 times multiplies the load on the last one by up
+    to 3; with a budget, by at most ``1 + ratio``.
+
+    A retry is allowed while, over the last ``window`` seconds::
+
+        retries < ratio * calls + min_per_second * window
+
+    ``calls`` counting each call once (its first attempt), ``retries`` every retry the budget allowed. The floor
+    lets a client with little traffic still retry. A retry the budget refuses ends its call at once with the last
+    attempt's failure (:class:`RetriesExceededError`), never waits; ``on_exceeded`` hears
+    :class:`BudgetExceeded`. This is Finagle's RetryBudget; :meth:`token_bucket` is gRPC's ``retryThrottling``.
+
+    Give one budget to every RetryPolicy (``RetryPolicy(budget=...)``) whose calls go to the same backend; it is
+    thread-safe and asyncio-safe.
+
+    :param ratio: retries per call allowed on top of the calls (default 0.1: 10 % more load at most), in (0, 1].
+    :param min_per_second: retries a second allowed whatever the traffic (default 1; 0 for none).
+    :param window: seconds over which calls and retries are counted (default 10).
+    :param on_exceeded: hears :class:`BudgetExceeded` when a retry is refused.
+    :param clock: the clock of the window (default the system clock).
+    """
+
+    __slots__ = (
+        "_lock",
+        "_max_tokens",
+        "_tally",
+        "_token_ratio",
+        "_tokens",
+        "min_per_second",
+        "on_exceeded",
+        "ratio",
+        "window",
+    )
+    ratio: float
+    min_per_second: float
+    window: float
+    on_exceeded: options.Listener[BudgetExceeded] | None
+    _tally: Tally
+    _lock: threading.Lock
+    _max_tokens: float
+    _token_ratio: float
+    _tokens: float
+
+    def __init__(
+        self,
+        *,
+        ratio: float = DEFAULT_RATIO,
+        min_per_second: float = DEFAULT_MIN_PER_SECOND,
+        window: options.Duration = DEFAULT_WINDOW,
+        on_exceeded: options.Listener[BudgetExceeded] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if isinstance(min_per_second, bool) or not isinstance(min_per_second, (int, float)):
+            raise ValueError(f"min_per_second must be a number of retries >= 0, got {min_per_second!r}")
+        if not 0 <= min_per_second <= options.MAX_CALLS:
+            raise ValueError(f"min_per_second must be in 0..{options.MAX_CALLS}, got {min_per_second!r}")
+        seconds = options.seconds(window, "window", positive=True)
+        self._set(
+            ratio=options.ratio(ratio, "ratio"),
+            min_per_second=float(min_per_second),
+            window=seconds,
+            on_exceeded=options.listener(on_exceeded, "on_exceeded"),
+            _tally=Tally(seconds, options.clock(clock)),  # calls, retries
+            _lock=threading.Lock(),
+            _max_tokens=0.0,  # token bucket mode when > 0
+            _token_ratio=0.0,
+            _tokens=0.0,
+        )
+
+    def _set(self, **values: object) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("RetryBudget is read-only; create a new one instead")
+
+    @classmethod
+    def token_bucket(
+        cls,
+        *,
+        max_tokens: float,
+        token_ratio: float,
+        on_exceeded: options.Listener[BudgetExceeded] | None = None,
+    ) -> RetryBudget:
+        """gRPC's ``retryThrottling`` (A6): a bucket of ``max_tokens`` tokens, full at first; every attempt that
+        fails in a way the retry handles takes one token, every successful one puts ``token_ratio`` back; retries are
+        allowed only while more than half the tokens are left.
+
+        :param max_tokens: the bucket's size, in (0, 1000] as in gRPC.
+        :param token_ratio: tokens a success puts back, in (0, 1].
+        """
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)) or not 0 < max_tokens <= 1000:
+            raise ValueError(f"max_tokens must be a number in (0, 1000], got {max_tokens!r}")
+        budget = cls(on_exceeded=on_exceeded)
+        tokens = float(max_tokens)
+        budget._set(_token_ratio=options.ratio(token_ratio, "token_ratio"), _max_tokens=tokens, _tokens=tokens)
+        return budget
+
+    @property
+    def tokens(self) -> float | None:
+        """The tokens left, in token bucket mode (else None)."""
+        return self._tokens if self._max_tokens else None
+
+    def record_call(self) -> None:
+        """A call started (its first attempt)."""
+        if not self._max_tokens:
+            with self._lock:
+                self._tally.add(first=1)
+
+    def record_outcome(self, failed: bool) -> None:
+        """An attempt ended: ``failed`` when the retry handles its failure (token bucket mode only)."""
+        if self._max_tokens:
+            with self._lock:
+                tokens = self._tokens - 1 if failed else self._tokens + self._token_ratio
+                object.__setattr__(self, "_tokens", min(max(tokens, 0.0), self._max_tokens))
+
+    def try_retry(self, attempts: int, failure: BaseException) -> bool:
+        """Take one retry from the budget if it allows one; else report :class:`BudgetExceeded` and return False."""
+        with self._lock:
+            if self._max_tokens:
+                allowed = self._tokens > self._max_tokens / 2
+            else:
+                tally = self._tally
+                tally.roll()
+                allowed = tally.second < self.ratio * tally.first + self.min_per_second * self.window
+                if allowed:
+                    tally.add(second=1)
+        if not allowed and self.on_exceeded is not None:
+            options.emit(self.on_exceeded, BudgetExceeded(attempts, failure))
+        return allowed
+
+    def __repr__(self) -> str:
+        if self._max_tokens:
+            return f"RetryBudget.token_bucket(max_tokens={self._max_tokens:g}, token_ratio={self._token_ratio:g})"
+        return f"RetryBudget(ratio={self.ratio:g}, min_per_second={self.min_per_second:g}, window={self.window:g})"

@@ -1,0 +1,142 @@
+"""AdaptiveThrottle: reject calls locally, in proportion to how many the dependency has been refusing lately."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+from . import options
+from ._tally import Tally
+from .clock import Clock
+from .errors import RejectedError, ThrottledError
+from .events import Throttled
+from .execution import Execution
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_WINDOW", "AdaptiveThrottle"]
+
+DEFAULT_K = 2.0
+DEFAULT_MAX_REJECTION_RATE = 0.9
+DEFAULT_WINDOW = 10.0
+
+
+class AdaptiveThrottle(Policy):
+    """Client-side throttling from the Google SRE book: each call is rejected locally, with
+    :class:`ThrottledError`, with probability::
+
+        min(max_rejection_rate, max(0, (requests - k * accepts) / (requests + 1)))
+
+    where, over the last ``window`` seconds, ``requests`` counts the calls that went to the dependency and ended,
+    and ``accepts`` those it answered without a failure the throttle handles. A call counts when its outcome is
+    known, so a burst of calls to a healthy dependency is not mistaken for refusals; and, as in failsafe-go, calls
+    the throttle rejected are not requests (the SRE book counts them too, which holds rejections at the maximum for
+    a whole window after the dependency recovers). While at least one call in ``k`` is accepted it rejects
+    nothing, however many fail at random; when the dependency refuses everything it rejects up to
+    ``max_rejection_rate`` of calls, and lets the rest probe. There is no open period: as soon as calls are accepted
+    again, rejections fall with the accept rate. Calls cancelled by their caller, or rejected by another policy
+    further in, count for nothing.
+
+    :param k: how many requests per accept the dependency may see before the throttle sheds (default 2; lower is
+        more aggressive), >= 1.
+    :param max_rejection_rate: the largest share of calls ever rejected (default 0.9), in (0, 1].
+    :param window: seconds over which requests and accepts are counted (default 10).
+    :param handle: which failures are refusals (default: the transport's failures, as for retries).
+    :param on_throttled: hears :class:`Throttled` when a call is rejected.
+    :param clock: the clock of the window (default the system clock).
+    """
+
+    __slots__ = ("_lock", "_random", "_tally", "clock", "handle", "k", "max_rejection_rate", "on_throttled", "window")
+    clock: Clock
+    k: float
+    max_rejection_rate: float
+    window: float
+    handle: options.FailurePredicate | None
+    on_throttled: options.Listener[Throttled] | None
+    _tally: Tally
+    _lock: threading.Lock
+    _random: Any
+
+    def __init__(
+        self,
+        *,
+        k: float = DEFAULT_K,
+        max_rejection_rate: float = DEFAULT_MAX_REJECTION_RATE,
+        window: options.Duration = DEFAULT_WINDOW,
+        handle: options.Handles | None = None,
+        on_throttled: options.Listener[Throttled] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= options.MAX_CALLS:
+            raise ValueError(f"k must be a number of requests per accept >= 1, got {k!r}")
+        seconds, the_clock = options.seconds(window, "window", positive=True), options.clock(clock)
+        self._init(
+            k=float(k),
+            max_rejection_rate=options.ratio(max_rejection_rate, "max_rejection_rate"),
+            window=seconds,
+            handle=options.handles(handle, "handle"),
+            on_throttled=options.listener(on_throttled, "on_throttled"),
+            clock=the_clock,
+            _tally=Tally(seconds, the_clock),  # requests, accepts
+            _lock=threading.Lock(),
+            _random=random.random,
+        )
+
+    @property
+    def rejection_rate(self) -> float:
+        """The share of calls rejected at the moment."""
+        with self._lock:
+            self._tally.roll()
+            return self._rate()
+
+    def _rate(self) -> float:
+        requests, accepts = self._tally.first, self._tally.second
+        return min(self.max_rejection_rate, max(0.0, (requests - self.k * accepts) / (requests + 1)))
+
+    def _admit(self) -> None:
+        """Raise ThrottledError if the call is to be rejected."""
+        with self._lock:
+            self._tally.roll()
+            rate = self._rate()
+        if rate and self._random() < rate:
+            if self.on_throttled is not None:
+                options.emit(self.on_throttled, Throttled(rate))
+            raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
+
+    def _record(self, execution: Execution, failure: BaseException | None) -> None:
+        """Count a call that ended (one rejected further in, with nothing sent, counts for nothing)."""
+        if isinstance(failure, RejectedError):
+            return
+        accepted = failure is None or not (self.handle or execution.semantics.is_failure)(failure)
+        with self._lock:
+            self._tally.add(first=1, second=int(accepted))
+
+    def wrap(self, inner: Link) -> Link:
+        admit, record = self._admit, self._record
+
+        def run(execution: Execution) -> Any:
+            admit()
+            try:
+                result = inner(execution)
+            except Exception as failure:
+                record(execution, failure)
+                raise
+            record(execution, None)
+            return result
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        admit, record = self._admit, self._record
+
+        async def run(execution: Execution) -> Any:
+            admit()
+            try:
+                result = await inner(execution)
+            except Exception as failure:
+                record(execution, failure)
+                raise
+            record(execution, None)
+            return result
+
+        return run

@@ -1,0 +1,171 @@
+"""AdaptiveThrottle: rejects locally in proportion to the calls the dependency refused, over a sliding window."""
+
+# mypy: disable-error-code="arg-type,misc"
+# (the cases pass values of the wrong type on purpose)
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from interceptors import AdaptiveThrottle, CircuitBreaker, Executor, ThrottledError
+from interceptors.events import Throttled
+from interceptors.testing import FakeClock
+
+from ..support.calls import Boom, CallerMistake
+
+
+def feed(throttle: AdaptiveThrottle, outcomes: str) -> tuple[int, int]:
+    """Call through the throttle: "o" succeeds, "x" fails; returns (rejected, sent)."""
+    executor, rejected, sent = Executor(throttle), 0, 0
+
+    def call(fails: bool) -> None:
+        nonlocal sent
+        sent += 1
+        if fails:
+            raise Boom
+
+    for outcome in outcomes:
+        try:
+            executor.call(call, outcome == "x")
+        except ThrottledError:
+            rejected += 1
+        except Boom:
+            pass
+    return rejected, sent
+
+
+@pytest.mark.parametrize(("failing", "expected"), [(0.0, 0.0), (0.5, 0.0), (1.0, 0.9)])
+def test_the_rejection_rate_at_0_50_and_100_percent_failure(clock: FakeClock, failing: float, expected: float) -> None:
+    """k = 2: while half the calls are accepted nothing is shed; when none are, up to the maximum."""
+    throttle = AdaptiveThrottle(clock=clock)
+    pattern = {0.0: "o", 0.5: "ox", 1.0: "x"}[failing]
+    for _ in range(200):
+        # record outcomes without draws: admit and record as the chain does
+        throttle._tally.add(first=len(pattern), second=pattern.count("o"))
+    assert throttle.rejection_rate == pytest.approx(expected)
+
+
+def test_a_failing_dependency_sheds_nearly_everything_and_recovers_with_the_accept_rate(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(window=10, clock=clock)
+    rejected, sent = feed(throttle, "x" * 2000)
+    assert rejected + sent == 2000 and 0.85 < rejected / 2000 < 0.95  # the 10 % left probe the dependency
+    down = throttle.rejection_rate
+    clock.advance(1)
+    rejected_while_recovering, _ = feed(throttle, "o" * 1000)  # accepted again: rejections fall with the accepts
+    assert rejected_while_recovering < 1000 * down / 2
+    assert throttle.rejection_rate == 0
+    feed(throttle, "x" * 100)
+    clock.advance(10)
+    assert throttle.rejection_rate == 0  # the window forgot the outage: no fixed open period
+
+
+def test_random_failures_that_leave_most_calls_answered_are_never_shed(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(clock=clock)
+    rejected, sent = feed(throttle, "oox" * 700)  # a third fail at random
+    assert rejected == 0 and sent == 2100
+
+
+def test_failures_it_does_not_handle_are_accepts_and_a_lower_k_sheds_earlier(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(k=1.1, handle=Boom, clock=clock)
+    executor = Executor(throttle)
+
+    def mistaken() -> None:
+        raise CallerMistake
+
+    for _ in range(50):
+        with pytest.raises(CallerMistake):
+            executor.call(mistaken)
+    assert throttle.rejection_rate == 0
+    rejected, _ = feed(AdaptiveThrottle(k=1.1, clock=clock), "ox" * 100)  # wants 10 accepts in 11: half is too few
+    assert rejected > 0
+
+
+def test_a_burst_of_calls_to_a_healthy_dependency_is_never_shed(clock: FakeClock) -> None:
+    """Calls count when they end: many in flight at once, none answered yet, is no sign of refusal."""
+    throttle = AdaptiveThrottle(clock=clock)
+
+    async def burst() -> None:
+        release = asyncio.Event()
+
+        async def slow() -> None:
+            await release.wait()
+
+        calls = [asyncio.ensure_future(Executor(throttle).acall(slow)) for _ in range(500)]
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(*calls)
+
+    asyncio.run(burst())
+    assert (throttle._tally.first, throttle._tally.second) == (500, 500)
+
+
+def test_listeners_hear_each_rejection(clock: FakeClock) -> None:
+    events: list[Throttled] = []
+    throttle = AdaptiveThrottle(on_throttled=events.append, clock=clock)
+    rejected, _ = feed(throttle, "x" * 200)
+    assert len(events) == rejected > 0 and all(0 < e.rejection_rate <= 0.9 for e in events)
+
+
+def test_rejections_by_policies_further_in_and_cancellations_count_for_nothing(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(clock=clock)
+    breaker = CircuitBreaker(failure_threshold=1, clock=clock)
+    breaker.force_open()
+    executor = Executor(throttle, breaker)
+    for _ in range(100):
+        with pytest.raises(Exception, match="held open"):
+            executor.call(lambda: None)
+    assert throttle.rejection_rate == 0 and throttle._tally.first == 0
+
+    async def cancelled() -> None:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(Executor(throttle).acall(cancelled))
+    assert throttle._tally.first == 0
+
+
+def test_a_throttle_counts_exactly_with_32_threads(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(clock=clock)
+    executor = Executor(throttle)
+
+    def work() -> None:
+        for _ in range(100):
+            executor.call(lambda: None)
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (throttle._tally.first, throttle._tally.second) == (3200, 3200)
+
+
+async def test_a_throttle_counts_exactly_with_32_tasks(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(clock=clock)
+    executor = Executor(throttle)
+
+    async def ok() -> None:
+        await asyncio.sleep(0)
+
+    await asyncio.gather(*(executor.acall(ok) for _ in range(32 * 100)))
+    assert (throttle._tally.first, throttle._tally.second) == (3200, 3200)
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (lambda: AdaptiveThrottle(k=0.5), "k"),
+        (lambda: AdaptiveThrottle(k="2"), "k"),
+        (lambda: AdaptiveThrottle(max_rejection_rate=0), "max_rejection_rate"),
+        (lambda: AdaptiveThrottle(max_rejection_rate=1.1), "max_rejection_rate"),
+        (lambda: AdaptiveThrottle(window=-1), "window"),
+        (lambda: AdaptiveThrottle(handle=3), "handle"),
+        (lambda: AdaptiveThrottle(on_throttled=1), "on_throttled"),
+    ],
+)
+def test_bad_throttle_options_are_named(make: object, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        make()  # type: ignore[operator]
