@@ -10,7 +10,9 @@ what a new policy or transport extends in :mod:`interceptors.engine`, the asynci
 :mod:`interceptors.testing`.
 """
 
+from .engine.adaptive_limiter import AdaptiveLimiter
 from .engine.budget import RetryBudget
+from .engine.bulkhead import Bulkhead
 from .engine.circuit_breaker import CircuitBreaker
 from .engine.delays import Backoff, RandomDelay
 from .engine.errors import (
@@ -27,6 +29,7 @@ from .engine.errors import (
 from .engine.events import CircuitState
 from .engine.fallback import Fallback
 from .engine.policy import Executor
+from .engine.rate_limiter import RateLimiter
 from .engine.retry import RetryPolicy
 from .engine.throttle import AdaptiveThrottle
 from .engine.timeout import Timeout
@@ -45,8 +48,10 @@ __all__ = [
     "FALLBACK_METADATA_KEY",
     "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
+    "AdaptiveLimiter",
     "AdaptiveThrottle",
     "Backoff",
+    "Bulkhead",
     "BulkheadFullError",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -56,6 +61,7 @@ __all__ = [
     "LimitExceededError",
     "RandomDelay",
     "RateLimitedError",
+    "RateLimiter",
     "RejectedError",
     "ResilienceError",
     "ResilienceInterceptor",

@@ -17,6 +17,7 @@ __all__ = [
     "Clock",
     "Execution",
     "Executor",
+    "LimiterPermit",
     "Link",
     "Permit",
     "Policy",

@@ -1,0 +1,95 @@
+"""Bulkhead: at most so many calls in flight at once, so that one slow dependency cannot take every thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import options
+from ._places import Places, wait_allowed
+from .clock import Clock
+from .errors import BulkheadFullError
+from .events import BulkheadFull
+from .execution import Execution
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["Bulkhead"]
+
+
+class Bulkhead(Policy):
+    """At most ``max_concurrent`` calls in flight at once. A call that finds them all taken waits, in arrival order
+    (FIFO), up to ``max_wait`` seconds and never past its deadline; one that gets no place in time is rejected with
+    :class:`BulkheadFullError` (nothing is sent). Threads and asyncio tasks wait in the same line; the lock is held
+    only to take or give back a place, never while a call runs.
+
+    :param max_concurrent: calls in flight at once, positional (1..100 000).
+    :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
+    :param on_full: hears :class:`BulkheadFull` when a call is rejected.
+    :param clock: the clock of the waits' accounting (default the system clock); waiting itself takes real time.
+    """
+
+    __slots__ = ("_places", "clock", "max_concurrent", "max_wait", "on_full")
+    clock: Clock
+    max_concurrent: int
+    max_wait: float
+    on_full: options.Listener[BulkheadFull] | None
+    _places: Places
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        /,
+        *,
+        max_wait: options.Duration = 0.0,
+        on_full: options.Listener[BulkheadFull] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        limit = options.count(max_concurrent, "max_concurrent", maximum=options.MAX_CALLS)
+        self._init(
+            max_concurrent=limit,
+            max_wait=options.seconds(max_wait, "max_wait"),
+            on_full=options.listener(on_full, "on_full"),
+            clock=options.clock(clock),
+            _places=Places(limit),
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return self._places.in_flight
+
+    @property
+    def waiting(self) -> int:
+        return self._places.waiting
+
+    def _full(self, started: float) -> BulkheadFullError:
+        waited = self.clock.now() - started
+        if self.on_full is not None:
+            options.emit(self.on_full, BulkheadFull(self.max_concurrent, waited))
+        return BulkheadFullError(f"bulkhead full: {self.max_concurrent} calls in flight, none done in {waited:.3g}s")
+
+    def wrap(self, inner: Link) -> Link:
+        places, now = self._places, self.clock.now
+
+        def run(execution: Execution) -> Any:
+            started = now()
+            if not places.take(wait_allowed(self.max_wait, execution.remaining)):
+                raise self._full(started)
+            try:
+                return inner(execution)
+            finally:
+                places.give()
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        places, now = self._places, self.clock.now
+
+        async def run(execution: Execution) -> Any:
+            started = now()
+            if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
+                raise self._full(started)
+            try:
+                return await inner(execution)
+            finally:
+                places.give()
+
+        return run

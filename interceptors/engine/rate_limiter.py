@@ -1,0 +1,152 @@
+"""RateLimiter: at most so many calls per period, evenly spaced (smooth) or all at once (bursty)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+from . import options
+from ._places import wait_allowed
+from .clock import Clock
+from .errors import RateLimitedError
+from .events import RateLimited
+from .execution import Execution
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter(Policy):
+    """At most ``max_calls`` calls per ``period`` seconds.
+
+    **Smooth** (the default): one permit every ``period / max_calls`` seconds, so calls are spread evenly.
+    **Bursty** (``bursty=True``): ``max_calls`` permits at the start of each period (periods start at multiples of
+    ``period`` on the clock), so that many may go at once.
+
+    A call waits for its permit up to ``max_wait`` seconds, and never past its deadline; a call whose permit would
+    come later is rejected with :class:`RateLimitedError` (``remaining``: when it would have come) and takes no
+    permit. Outside a chain: :meth:`try_acquire`, :meth:`acquire`, :meth:`aacquire` and :meth:`reserve`.
+
+    :param max_calls: permits per period, positional (1..100 000).
+    :param period: the period, seconds (default 1).
+    :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
+    :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
+    :param on_limited: hears :class:`RateLimited` when a call is rejected.
+    :param clock: the clock of the permits and of the waits (default the system clock).
+    """
+
+    __slots__ = ("_lock", "_next", "_used", "bursty", "clock", "max_calls", "max_wait", "on_limited", "period")
+    clock: Clock
+    max_calls: int
+    period: float
+    bursty: bool
+    max_wait: float
+    on_limited: options.Listener[RateLimited] | None
+    _lock: threading.Lock
+    _next: float  # smooth: when the next permit is free; bursty: the start of the latest period with permits taken
+    _used: int  # bursty: permits taken in that period
+
+    def __init__(
+        self,
+        max_calls: int,
+        /,
+        *,
+        period: options.Duration = 1.0,
+        bursty: bool = False,
+        max_wait: options.Duration = 0.0,
+        on_limited: options.Listener[RateLimited] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._init(
+            max_calls=options.count(max_calls, "max_calls", maximum=options.MAX_CALLS),
+            period=options.seconds(period, "period", positive=True),
+            bursty=options.flag(bursty, "bursty"),
+            max_wait=options.seconds(max_wait, "max_wait"),
+            on_limited=options.listener(on_limited, "on_limited"),
+            clock=options.clock(clock),
+            _lock=threading.Lock(),
+            _next=-math.inf,
+            _used=0,
+        )
+
+    def _reserve(self, permits: int, limit: float | None) -> tuple[float, bool]:
+        """Take ``permits`` permits if the last of them comes within ``limit`` seconds (None: whenever it comes).
+        Returns how long until it comes, and whether they were taken."""
+        count = options.count(permits, "permits", maximum=options.MAX_CALLS)
+        with self._lock:
+            now = self.clock.now()
+            if self.bursty:
+                start = max(self._next, math.floor(now / self.period) * self.period)
+                used = (self._used if start == self._next else 0) + count
+                periods = (used - 1) // self.max_calls  # further periods the last permit falls into
+                ready, left = start + periods * self.period, used - periods * self.max_calls
+            else:
+                interval = self.period / self.max_calls
+                ready = max(now, self._next) + (count - 1) * interval
+                left = 0
+            wait = max(ready - now, 0.0)
+            if limit is not None and wait > limit:
+                return wait, False
+            if self.bursty:
+                object.__setattr__(self, "_next", ready)
+                object.__setattr__(self, "_used", left)
+            else:
+                object.__setattr__(self, "_next", ready + self.period / self.max_calls)
+        return wait, True
+
+    def try_acquire(self, permits: int = 1) -> bool:
+        """Take ``permits`` permits if they are free now."""
+        return self._reserve(permits, 0.0)[1]
+
+    def reserve(self, permits: int = 1) -> float:
+        """Take ``permits`` permits whenever they come; returns the seconds to wait before using them."""
+        return self._reserve(permits, None)[0]
+
+    def acquire(self, permits: int = 1, *, max_wait: options.Duration | None = None) -> bool:
+        """Take ``permits`` permits, waiting (in this thread) up to ``max_wait`` seconds (None: as long as it
+        takes); returns whether they were taken."""
+        limit = None if max_wait is None else options.seconds(max_wait, "max_wait")
+        wait, taken = self._reserve(permits, limit)
+        if taken and wait:
+            self.clock.sleep(wait)
+        return taken
+
+    async def aacquire(self, permits: int = 1, *, max_wait: options.Duration | None = None) -> bool:
+        """:meth:`acquire`, waiting in this task."""
+        limit = None if max_wait is None else options.seconds(max_wait, "max_wait")
+        wait, taken = self._reserve(permits, limit)
+        if taken and wait:
+            await self.clock.asleep(wait)
+        return taken
+
+    def _admit(self, execution: Execution) -> float:
+        """The wait before the call may go; raises RateLimitedError if its permit comes too late."""
+        wait, taken = self._reserve(1, wait_allowed(self.max_wait, execution.remaining))
+        if not taken:
+            if self.on_limited is not None:
+                options.emit(self.on_limited, RateLimited(wait))
+            raise RateLimitedError(f"rate limited: the next permit comes in {wait:.3g}s", remaining=wait)
+        return wait
+
+    def wrap(self, inner: Link) -> Link:
+        sleep = self.clock.sleep
+
+        def run(execution: Execution) -> Any:
+            wait = self._admit(execution)
+            if wait:
+                sleep(wait)
+            return inner(execution)
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        sleep = self.clock.asleep
+
+        async def run(execution: Execution) -> Any:
+            wait = self._admit(execution)
+            if wait:
+                await sleep(wait)
+            return await inner(execution)
+
+        return run
