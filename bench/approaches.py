@@ -22,11 +22,23 @@ else:
     HAVE_REDRESS = True
 
 import interceptors.aio
-from interceptors import Backoff, CircuitBreaker, Fallback, RetryPolicy, Timeout, resilient_channel
+from interceptors import (
+    AdaptiveThrottle,
+    Backoff,
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    RateLimiter,
+    RetryBudget,
+    RetryPolicy,
+    Timeout,
+    resilient_channel,
+)
 from interceptors.engine import Policy
 
 REQUEST = service_b_pb2.HelloRequest(name="bench")
 NO_RETRIES = [("grpc.enable_retries", 0)]
+RETRY_THROTTLING_TOKENS, RETRY_THROTTLING_RATIO = 10, 0.1
 METHOD = "/demo.v1.ServiceB/Hello"
 
 
@@ -87,8 +99,8 @@ async def _bare_aio(target: str, budget: Budget) -> Client:
 # -- grpcio's own retries ---------------------------------------------------------------------------------------------
 
 
-def _service_config(budget: Budget) -> list[tuple[str, Any]]:
-    config = {
+def _service_config(budget: Budget, throttled: bool = False) -> list[tuple[str, Any]]:
+    config: dict[str, Any] = {
         "methodConfig": [
             {
                 "name": [{"service": "demo.v1.ServiceB"}],
@@ -102,19 +114,23 @@ def _service_config(budget: Budget) -> list[tuple[str, Any]]:
             }
         ]
     }
+    if throttled:
+        config["retryThrottling"] = {"maxTokens": RETRY_THROTTLING_TOKENS, "tokenRatio": RETRY_THROTTLING_RATIO}
     return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
 
 
-def _builtin_sync(target: str, budget: Budget) -> Client:
-    channel = grpc.insecure_channel(target, options=_service_config(budget))
-    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
-    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+def _builtin(throttled: bool) -> tuple[Any, Any]:
+    def sync(target: str, budget: Budget) -> Client:
+        channel = grpc.insecure_channel(target, options=_service_config(budget, throttled))
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
 
+    async def aio(target: str, budget: Budget) -> Client:
+        channel = grpc.aio.insecure_channel(target, options=_service_config(budget, throttled))
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
 
-async def _builtin_aio(target: str, budget: Budget) -> Client:
-    channel = grpc.aio.insecure_channel(target, options=_service_config(budget))
-    hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
-    return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+    return sync, aio
 
 
 # -- tenacity + pybreaker ---------------------------------------------------------------------------------------------
@@ -208,6 +224,21 @@ def _breaker(budget: Budget) -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=budget.breaker_failures, delay=budget.breaker_delay)
 
 
+def ours_client(chain: Callable[[Budget], tuple[Policy, ...]], target: str, budget: Budget) -> Client:
+    """A sync client of ours to ``target`` with ``chain``'s policies."""
+    sync, _ = _ours(chain)
+    client: Client = sync(target, budget)
+    return client
+
+
+def describe_chain(name: str) -> str:
+    return {
+        "retry": "RetryPolicy(3 attempts, Backoff(0.1, 1))",
+        "retry + budget": "the same with budget=RetryBudget() (20 % of calls + 10 a second)",
+        "recommended": "as ours: recommended",
+    }[name]
+
+
 def _ours(chain: Callable[[Budget], tuple[Policy, ...]]) -> tuple[Any, Any]:
     def state(policies: tuple[Policy, ...]) -> Callable[[], str] | None:
         breaker = next((p for p in policies if isinstance(p, CircuitBreaker)), None)
@@ -231,6 +262,41 @@ def _ours(chain: Callable[[Budget], tuple[Policy, ...]]) -> tuple[Any, Any]:
 _ours_retry = _ours(lambda b: (_retry(b),))
 _ours_resilient = _ours(lambda b: (_retry(b), _breaker(b), Timeout(b.attempt_timeout)))
 _ours_composed = _ours(lambda b: (Fallback(), _retry(b), _breaker(b), Timeout(b.attempt_timeout)))
+_ours_limited = _ours(
+    lambda b: (
+        Fallback(),
+        _retry(b),
+        _breaker(b),
+        Bulkhead(LIMITS),
+        RateLimiter(LIMITS * 1000),  # a permit every 10 µs: never waited for here, always checked
+        Timeout(b.attempt_timeout),
+    )
+)
+LIMITS = 100
+
+
+def recommended(budget: Budget) -> tuple[Policy, ...]:
+    """The chain the README recommends for a unary backend: retries within a budget; a breaker that opens on a
+    failure rate, not a streak (a backend failing half its calls at random still answers the other half); a
+    throttle for the overload in between. The caller's deadline bounds the call (a per-attempt timeout shorter
+    than the backend's slow answers would only turn them into failures)."""
+    retry = RetryPolicy(
+        max_attempts=budget.attempts, delay=Backoff(budget.backoff_initial, budget.backoff_max), budget=RetryBudget()
+    )
+    breaker = CircuitBreaker(failure_rate=0.8, failure_window=20, delay=budget.breaker_delay, pushback=True)
+    return retry, AdaptiveThrottle(k=3), breaker
+
+
+_ours_recommended = _ours(recommended)
+
+CHAINS: dict[str, Callable[[Budget], tuple[Policy, ...]]] = {
+    "retry": lambda b: (_retry(b),),
+    "retry + budget": lambda b: (
+        RetryPolicy(max_attempts=b.attempts, delay=Backoff(b.backoff_initial, b.backoff_max), budget=RetryBudget()),
+    ),
+    "recommended": recommended,
+}
+"""Chains by name, for the hops of bench/relay.py."""
 
 BARE = Approach("bare channel", lambda b: f"no policies; {b.deadline:g} s deadline", _bare_sync, _bare_aio)
 BUILTIN = Approach(
@@ -239,8 +305,15 @@ BUILTIN = Approach(
         f"service config retryPolicy: {b.attempts} attempts on UNAVAILABLE, backoff {b.backoff_initial:g}.."
         f"{b.backoff_max:g} s x2 (honours grpc-retry-pushback-ms); {b.deadline:g} s deadline; no breaker"
     ),
-    _builtin_sync,
-    _builtin_aio,
+    *_builtin(throttled=False),
+)
+BUILTIN_THROTTLED = Approach(
+    "grpc built-in retry + retryThrottling",
+    lambda b: (
+        f"as above, with retryThrottling maxTokens {RETRY_THROTTLING_TOKENS}, tokenRatio {RETRY_THROTTLING_RATIO} "
+        "(retries stop while at most half the tokens are left)"
+    ),
+    *_builtin(throttled=True),
 )
 TENACITY = Approach(
     "tenacity + pybreaker",
@@ -280,6 +353,16 @@ OURS_RESILIENT = Approach(
     ),
     *_ours_resilient,
 )
+OURS_RECOMMENDED = Approach(
+    "ours: recommended",
+    lambda b: (
+        f"RetryPolicy({b.attempts} attempts, Backoff({b.backoff_initial:g}, {b.backoff_max:g}), "
+        "budget=RetryBudget()) > AdaptiveThrottle(k=3) > CircuitBreaker(failure_rate=0.8 of 20 calls, "
+        f"{b.breaker_delay:g} s or the server's pushback); "
+        f"{b.deadline:g} s deadline"
+    ),
+    *_ours_recommended,
+)
 OURS_COMPOSED = Approach(
     "ours: fallback > retry > breaker > timeout",
     lambda b: "Fallback() in front of the above",
@@ -287,7 +370,12 @@ OURS_COMPOSED = Approach(
 )
 
 PEERS = [BUILTIN, TENACITY] + ([REDRESS] if HAVE_REDRESS else [])
-HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED]
+OURS_LIMITED = Approach(
+    "ours: composed + bulkhead + rate limiter",
+    lambda b: f"the above with Bulkhead({LIMITS}) and RateLimiter({LIMITS * 1000}) a second inside the breaker",
+    *_ours_limited,
+)
+HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED]
 """Compared with a bare channel on a healthy backend."""
-UNDER_FAULTS = [BARE, *PEERS, OURS_RESILIENT]
+UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]
 """Compared under faults (no fallback: successes are real answers)."""

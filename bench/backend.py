@@ -15,32 +15,47 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _start(module: str, directory: str, **options: object) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``python -m module --port-file ... --option=value ...``; returns the process and its target."""
+    port_file = Path(directory, f"{module}.port")
+    arguments = [f"--{name.replace('_', '-')}={value}" for name, value in options.items()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, f"--port-file={port_file}", *arguments],
+        cwd=ROOT,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+    deadline = time.monotonic() + 20
+    while not (port_file.exists() and port_file.read_text()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"{module} did not start")
+        time.sleep(0.02)
+    return process, f"127.0.0.1:{port_file.read_text()}"
+
+
+class Hop:
+    """A relay process (bench/relay.py) serving callers by calling ``downstream`` through ``chain``'s policies."""
+
+    def __init__(self, downstream: str, chain: str) -> None:
+        self._dir = tempfile.TemporaryDirectory()
+        self._process, self.target = _start("bench.relay", self._dir.name, downstream=downstream, chain=chain)
+
+    def __enter__(self) -> Hop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.wait(20)
+        self._dir.cleanup()
+
+
 class Backend:
     """A running backend process; ``target`` to dial. Leaving the ``with`` block stops it and reads its record."""
 
     def __init__(self, **faults: float) -> None:
         self._dir = tempfile.TemporaryDirectory()
-        port_file, self._record_file = Path(self._dir.name, "port"), Path(self._dir.name, "record.json")
-        options = [f"--{name.replace('_', '-')}={value}" for name, value in faults.items()]
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.server",
-                f"--port-file={port_file}",
-                f"--record-file={self._record_file}",
-                *options,
-            ],
-            cwd=ROOT,
-            env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
-        )
-        deadline = time.monotonic() + 20
-        while not (port_file.exists() and port_file.read_text()):
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self._process.kill()
-                raise RuntimeError("the benchmark backend did not start")
-            time.sleep(0.02)
-        self.target = f"127.0.0.1:{port_file.read_text()}"
+        self._record_file = Path(self._dir.name, "record.json")
+        self._process, self.target = _start("bench.server", self._dir.name, record_file=self._record_file, **faults)
         self.calls: list[float] = []
         self.switches: list[tuple[float, str]] = []
 

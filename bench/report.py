@@ -17,6 +17,8 @@ SAME_JOB = {  # the peers that retry and break circuits, and those that only ret
     "aio": (["redress"], [BUILTIN, TENACITY]),
 }
 HEALTHY_TARGET, CONCURRENCY_TARGET, OUTAGE_TARGET, SLOW_MARGIN = 1.08, 0.95, 0.1, 0.1
+AMPLIFICATION_TARGET = 2.0
+OURS_RECOMMENDED = "ours: recommended"
 
 
 def _healthy_rows(results: dict[str, Any], kind: str) -> list[str]:
@@ -179,7 +181,8 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         "## 4a. The article's breaker scenario",
         "",
         "Half the calls UNAVAILABLE with `retry-after: 1` (and `grpc-retry-pushback-ms: 1000`), half of the rest 1 s "
-        "slower; 60 calls from 6 threads; attempts per call = calls the backend saw / calls made.",
+        f"slower; {_first(article)['calls']} calls from {_first(article).get('workers', 6)} threads; attempts per call "
+        "= calls the backend saw / calls made.",
         "",
         "| approach | success | p50 | p99 | attempts per call | outcomes |",
         "|---|---|---|---|---|---|",
@@ -243,9 +246,107 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         f"{_check(p99 <= slow['budget_s'] + SLOW_MARGIN)}).",
         "",
     ]
+    if "amplification" in results:
+        out += _amplification(results["amplification"])
+    if "outage" in results and OURS_RECOMMENDED in article:
+        out += _frontier(results, budget, plots)
     if "goaway" in results:
         out += _goaway(results["goaway"])
     return "\n".join(out)
+
+
+def _first(suite: dict[str, Any]) -> dict[str, Any]:
+    first: dict[str, Any] = next(iter(suite.values()))
+    return first
+
+
+def _amplification(amplification: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        "## 4d. Retry amplification across hops",
+        "",
+        f"A client calls service A, A calls B, B calls C; each of the three hops retries; C is down (every call "
+        f"UNAVAILABLE, no pushback). {_first(amplification['hops'])['calls']} calls into A at "
+        f"{amplification['rate']:g} a second, 10 s deadline; attempts reaching C per call into A.",
+        "",
+        "| every hop's chain | attempts at C per call into A | p50 | p99 | outcomes |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in amplification["hops"].items():
+        outcomes = ", ".join(f"{k} {v}" for k, v in r["results"].items())
+        out.append(
+            f"| {name}: {amplification['chains'][name]} | {r['attempts_at_c_per_call']:.2f} | "
+            f"{r['p50_s'] * 1000:.0f} ms | {r['p99_s'] * 1000:.0f} ms | {outcomes} |"
+        )
+    recommended = amplification["hops"]["recommended"]["attempts_at_c_per_call"]
+    out += [
+        "",
+        f"Ours recommended: {recommended:.2f} attempts at C per call into A (target ≤ {AMPLIFICATION_TARGET:g}: "
+        f"{_check(recommended <= AMPLIFICATION_TARGET)}). At this traffic the budget alone binds little: its floor of "
+        "10 retries a second per hop covers most retries; its ratio binds where traffic is higher, and the breaker and "
+        "throttle stop the calls to a backend that is down.",
+    ]
+    return out
+
+
+def _frontier(results: dict[str, Any], budget: Budget, plots: dict[str, str]) -> list[str]:
+    article, outage = results["article_breaker"], results["outage"]
+    out = [
+        "",
+        "## 4e. The resilience frontier",
+        "",
+        "Success callers see against the attempts per call the backend sees, in the article's scenario (4a) and "
+        "through the outage (4b). A good policy is up and to the left in both.",
+        "",
+        "| approach | article: success | article: attempts per call | outage: success | outage: attempts per call "
+        "after its first second | recovery to first success |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, a in article.items():
+        o = outage.get(name)
+        if o is None:
+            continue
+        recovery = o["recovery_to_first_success_s"]
+        out.append(
+            f"| {name} | {a['success_rate']:.0%} | {a['attempts_per_call']:.2f} | {o.get('success_rate', 0):.0%} | "
+            f"{o['attempts_per_call_after_first_second']:.3f} | "
+            f"{'none' if recovery is None else f'{recovery * 1000:.0f} ms'} |"
+        )
+    ours, builtin = article[OURS_RECOMMENDED], article[BUILTIN]
+    down = outage[OURS_RECOMMENDED]
+    recovery = down["recovery_to_first_success_s"]
+    checks = {
+        f"success ≥ the built-in retry's ({builtin['success_rate']:.0%}) and ≥ 75 %": ours["success_rate"]
+        >= max(builtin["success_rate"], 0.75),
+        f"attempts per call ≤ the built-in retry's ({builtin['attempts_per_call']:.2f})": ours["attempts_per_call"]
+        <= builtin["attempts_per_call"],
+        f"≤ {OUTAGE_TARGET:g} attempts per call to a backend down for over a second": down[
+            "attempts_per_call_after_first_second"
+        ]
+        <= OUTAGE_TARGET,
+        "real answers again within 1 s of recovery": recovery is not None and recovery <= 1.0,
+    }
+    both = [
+        name
+        for name, a in article.items()
+        if name in outage
+        and a["success_rate"] >= max(builtin["success_rate"], 0.75)
+        and outage[name]["attempts_per_call_after_first_second"] <= OUTAGE_TARGET
+    ]
+    out += [
+        "",
+        f"Ours recommended: {ours['success_rate']:.0%} success at {ours['attempts_per_call']:.2f} attempts per call "
+        f"in the article's scenario; {down['attempts_per_call_after_first_second']:.3f} attempts per call once the "
+        "backend has been down a second. Targets: "
+        + "; ".join(f"{text}: {_check(ok)}" for text, ok in checks.items())
+        + f". Approaches doing both (article success ≥ the built-in's, outage ≤ {OUTAGE_TARGET:g}): "
+        + (", ".join(both) or "none")
+        + ". The article's 150 calls put about ±3.5 % of noise on a success rate.",
+        "",
+        f"![the resilience frontier]({plots['frontier']})",
+        "",
+    ]
+    return out
 
 
 def _goaway(goaway: dict[str, Any]) -> list[str]:
@@ -313,4 +414,41 @@ def _plots(results: dict[str, Any], directory: Path) -> dict[str, str]:
     fig.tight_layout()
     fig.savefig(directory / "outage_timeline.png", dpi=110)
     plt.close(fig)
-    return {"cdf": "article_breaker_cdf.png", "timeline": "outage_timeline.png"}
+    plotted = {"cdf": "article_breaker_cdf.png", "timeline": "outage_timeline.png"}
+    if OURS_RECOMMENDED in results["article_breaker"]:
+        plotted["frontier"] = _frontier_plot(results, directory, plt)
+    return plotted
+
+
+def _frontier_plot(results: dict[str, Any], directory: Path, plt: Any) -> str:
+    article, outage = results["article_breaker"], results["outage"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for name, a in article.items():
+        left.scatter(a["attempts_per_call"], a["success_rate"] * 100, s=40)
+        left.annotate(
+            name,
+            (a["attempts_per_call"], a["success_rate"] * 100),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+        o = outage.get(name)
+        if o is not None:
+            x = o["attempts_per_call_after_first_second"]
+            right.scatter(x, o.get("success_rate", 0) * 100, s=40)
+            right.annotate(
+                name, (x, o.get("success_rate", 0) * 100), fontsize=7, xytext=(4, 3), textcoords="offset points"
+            )
+    left.set_title("the article's scenario", fontsize=10)
+    left.set_xlabel("attempts per call reaching the backend")
+    right.set_title("an outage (after its first second)", fontsize=10)
+    right.set_xlabel("attempts per call reaching the down backend")
+    right.set_xscale("symlog", linthresh=0.05)
+    for ax in (left, right):
+        ax.set_ylabel("success seen by callers (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("The resilience frontier: up and to the left is better", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(directory / "frontier.png", dpi=110)
+    plt.close(fig)
+    return "frontier.png"

@@ -28,8 +28,8 @@ from demo.v1 import service_b_pb2_grpc
 
 import interceptors
 from bench import approaches, engine, report
-from bench.approaches import BARE, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
-from bench.backend import Backend
+from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
+from bench.backend import Backend, Hop
 from bench.stats import percentile, quartiles
 from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
 
@@ -248,7 +248,7 @@ def _latency_summary(outcomes: list[dict[str, Any]], backend: Backend) -> dict[s
     }
 
 
-def article_breaker(calls: int = 60, workers: int = 6) -> dict[str, Any]:
+def article_breaker(calls: int = 150, workers: int = 10) -> dict[str, Any]:
     """The article's breaker scenario: half the calls UNAVAILABLE with retry-after 1 s, half the rest 1 s slower."""
     results = {}
     for approach in UNDER_FAULTS:
@@ -256,7 +256,7 @@ def article_breaker(calls: int = 60, workers: int = 6) -> dict[str, Any]:
             client = approach.sync(backend.target, Budget())
             outcomes = _outcomes(client, count=calls, workers=workers)
             client.close()
-        results[approach.name] = _latency_summary(outcomes, backend)
+        results[approach.name] = {**_latency_summary(outcomes, backend), "workers": workers}
     return results
 
 
@@ -286,6 +286,7 @@ def _outage(
     settled = on + min(1.0, (off - on) / 3)  # by then a breaker tripping on 5 consecutive failures has opened
     first_success = min((o["end"] for o in outcomes if o["result"] == "OK" and o["end"] >= off), default=None)
     return {
+        "success_rate": sum(o["result"] == "OK" for o in outcomes) / len(outcomes),
         "outage_s": [on - t0, off - t0],
         "attempts_per_call_during_outage": _attempts_per_call(backend, outcomes, on, off),
         "attempts_per_call_after_first_second": _attempts_per_call(backend, outcomes, settled, off),
@@ -335,6 +336,30 @@ def slow_backend(calls: int = 16, workers: int = 8, delay: float = 5.0, allowed:
         summary = _latency_summary(outcomes, backend)
         results[approach.name] = {k: v for k, v in summary.items() if k != "latencies_s"}
     return {"budget_s": allowed, "server_delay_s": delay, "approaches": results}
+
+
+# -- 4d. retry amplification across hops -----------------------------------------------------------------------------
+
+
+def amplification(calls: int = 60, rate: float = 20, workers: int = 32) -> dict[str, Any]:
+    """Three hops that each retry (the client into A, A into B, B into C), C down: how many attempts reach C per
+    call into A, with each hop's chain ``retry`` (3 attempts) or ``recommended``."""
+    budget = replace(Budget(), deadline=10.0)  # room for every retry of every hop
+    results = {}
+    for chain in CHAINS:
+        with Backend(down=1) as c, Hop(c.target, chain) as b, Hop(b.target, chain) as a:
+            client = approaches.ours_client(CHAINS[chain], a.target, budget)
+            outcomes = _outcomes(client, count=calls, workers=workers, rate=rate)
+            client.close()
+        summary = _latency_summary(outcomes, c)
+        results[chain] = {
+            "calls": calls,
+            "attempts_at_c_per_call": summary["attempts_per_call"],
+            "p50_s": summary["p50_s"],
+            "p99_s": summary["p99_s"],
+            "results": summary["results"],
+        }
+    return {"rate": rate, "chains": {name: approaches.describe_chain(name) for name in CHAINS}, "hops": results}
 
 
 # -- 5. transparent retries --------------------------------------------------------------------------------------------
@@ -445,6 +470,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "article_breaker": article_breaker,
     "outage": outage,
     "slow_backend": slow_backend,
+    "amplification": amplification,
     "goaway": goaway,
 }
 

@@ -1,7 +1,7 @@
 """The benchmarks' backend: the demo's service B in a process of its own, recording every call it sees.
 
 python -m bench.server --port-file F --record-file R [--delay S] [--fail-rate R] [--slow-rate R]
-    [--slow-delay S] [--retry-after S] [--seed N] [--max-connection-age-ms N]
+    [--slow-delay S] [--retry-after S] [--seed N] [--max-connection-age-ms N] [--down 1]
 
 Faults come from the library's injector. SIGUSR1 starts an outage (every call UNAVAILABLE, no pushback: a backend
 that cannot say when to come back), SIGUSR2 ends it. On SIGTERM it writes the monotonic time of every call it saw,
@@ -45,6 +45,8 @@ async def main(args: argparse.Namespace) -> None:
         retry_after=args.retry_after,
         seed=args.seed,
     )
+    if args.down:  # down from the start, saying nothing of when to come back
+        faults = Faults(down=True, retry_after=None)
     recorder, injector = Recorder(), AioFaultInjection(faults)
     options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
     if args.max_connection_age_ms:  # a graceful GOAWAY on every connection that old
@@ -84,6 +86,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--retry-after", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--max-connection-age-ms", type=int, default=0)
+    parser.add_argument("--down", type=int, default=0, help="1: every call UNAVAILABLE from the start")
     return parser.parse_args()
 
 

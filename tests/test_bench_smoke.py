@@ -15,14 +15,16 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "article_breaker": lambda: run.article_breaker(calls=6, workers=3),
         "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, rate=20, workers=4),
         "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
+        "amplification": lambda: run.amplification(calls=3, rate=20, workers=3),
         "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
     }
     results = run.run(suites, tmp_path)
     written = (tmp_path / "REPORT.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 5."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 4d.", "## 4e.", "## 5."):
         assert heading in written
     for name in suites:
         assert (tmp_path / f"{name}.json").exists()
     assert (tmp_path / "article_breaker_cdf.png").stat().st_size > 0
     assert (tmp_path / "outage_timeline.png").stat().st_size > 0
+    assert (tmp_path / "frontier.png").stat().st_size > 0
     assert "healthy path, sync" in report.console(results)

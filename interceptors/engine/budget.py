@@ -11,8 +11,8 @@ from .events import BudgetExceeded
 
 __all__ = ["DEFAULT_MIN_PER_SECOND", "DEFAULT_RATIO", "DEFAULT_WINDOW", "RetryBudget"]
 
-DEFAULT_RATIO = 0.1
-DEFAULT_MIN_PER_SECOND = 1.0
+DEFAULT_RATIO = 0.2
+DEFAULT_MIN_PER_SECOND = 10.0
 DEFAULT_WINDOW = 10.0
 
 
@@ -33,8 +33,8 @@ class RetryBudget:
     Give one budget to every RetryPolicy (``RetryPolicy(budget=...)``) whose calls go to the same backend; it is
     thread-safe and asyncio-safe.
 
-    :param ratio: retries per call allowed on top of the calls (default 0.1: 10 % more load at most), in (0, 1].
-    :param min_per_second: retries a second allowed whatever the traffic (default 1; 0 for none).
+    :param ratio: retries per call allowed on top of the calls (default 0.2: 20 % more load at most), in (0, 1].
+    :param min_per_second: retries a second allowed whatever the traffic (default 10, as Finagle's; 0 for none).
     :param window: seconds over which calls and retries are counted (default 10).
     :param on_exceeded: hears :class:`BudgetExceeded` when a retry is refused.
     :param clock: the clock of the window (default the system clock).
