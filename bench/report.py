@@ -422,23 +422,14 @@ def _plots(results: dict[str, Any], directory: Path) -> dict[str, str]:
 
 def _frontier_plot(results: dict[str, Any], directory: Path, plt: Any) -> str:
     article, outage = results["article_breaker"], results["outage"]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
-    for name, a in article.items():
-        left.scatter(a["attempts_per_call"], a["success_rate"] * 100, s=40)
-        left.annotate(
-            name,
-            (a["attempts_per_call"], a["success_rate"] * 100),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.8))
+    markers = "osD^vP*X"
+    for i, (name, a) in enumerate(article.items()):
+        style = {"s": 55, "marker": markers[i % len(markers)], "color": f"C{i}", "alpha": 0.85}
+        left.scatter(a["attempts_per_call"], a["success_rate"] * 100, label=name, **style)
         o = outage.get(name)
         if o is not None:
-            x = o["attempts_per_call_after_first_second"]
-            right.scatter(x, o.get("success_rate", 0) * 100, s=40)
-            right.annotate(
-                name, (x, o.get("success_rate", 0) * 100), fontsize=7, xytext=(4, 3), textcoords="offset points"
-            )
+            right.scatter(o["attempts_per_call_after_first_second"], o.get("success_rate", 0) * 100, **style)
     left.set_title("the article's scenario", fontsize=10)
     left.set_xlabel("attempts per call reaching the backend")
     right.set_title("an outage (after its first second)", fontsize=10)
@@ -446,9 +437,11 @@ def _frontier_plot(results: dict[str, Any], directory: Path, plt: Any) -> str:
     right.set_xscale("symlog", linthresh=0.05)
     for ax in (left, right):
         ax.set_ylabel("success seen by callers (%)")
+        ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
+    fig.legend(loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle("The resilience frontier: up and to the left is better", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(directory / "frontier.png", dpi=110)
     plt.close(fig)
     return "frontier.png"
