@@ -11,6 +11,7 @@ the failure it replaced), or a ``grpc.RpcError`` carrying the status the policie
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -189,42 +190,25 @@ class StatusError(AioRpcError, EndedCall):  # type: ignore[misc]  # typeshed's R
         raise self
 
 
-class CircuitOpenRpcError(CircuitOpenError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class RetriesExceededRpcError(RetriesExceededError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class TimeoutExceededRpcError(TimeoutExceededError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class ThrottledRpcError(ThrottledError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class BulkheadFullRpcError(BulkheadFullError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class RateLimitedRpcError(RateLimitedError, StatusError):  # type: ignore[misc]
-    pass
-
-
-class LimitExceededRpcError(LimitExceededError, StatusError):  # type: ignore[misc]
-    pass
+def _rpc_error_type(base: type[ResilienceError]) -> type[StatusError]:
+    """``base`` as a StatusError too, named after it (``CircuitOpenError`` -> ``CircuitOpenRpcError``)."""
+    name = base.__name__.removesuffix("Error") + "RpcError"
+    namespace = {"__module__": __name__, "__doc__": f"A {base.__name__} that is also the grpc.RpcError it ends."}
+    rpc_type: type[StatusError] = types.new_class(name, (base, StatusError), exec_body=lambda ns: ns.update(namespace))
+    return rpc_type
 
 
 _RPC_ERRORS: dict[type[ResilienceError], type[StatusError]] = {
-    CircuitOpenError: CircuitOpenRpcError,
-    RetriesExceededError: RetriesExceededRpcError,
-    TimeoutExceededError: TimeoutExceededRpcError,
-    ThrottledError: ThrottledRpcError,
-    BulkheadFullError: BulkheadFullRpcError,
-    RateLimitedError: RateLimitedRpcError,
-    LimitExceededError: LimitExceededRpcError,
+    base: _rpc_error_type(base)
+    for base in (
+        CircuitOpenError,
+        ThrottledError,
+        BulkheadFullError,
+        RateLimitedError,
+        LimitExceededError,
+        RetriesExceededError,
+        TimeoutExceededError,
+    )
 }
 
 
