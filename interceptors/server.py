@@ -1,5 +1,26 @@
-"""Server interceptors (sync and grpc.aio servers): fault injection for demos and drills, and an access log."""
+"""Server interceptors (sync and grpc.aio servers): deadline and cancellation propagation with status forwarding,
+load shedding, an access log, and fault injection for demos and drills.
 
-from .grpc.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
+Install the access log first (outermost), so that it sees the calls the others refuse:
+``grpc.aio.server(interceptors=[AioAccessLog(), AioLoadShedding(64), AioContextPropagation()])``.
+"""
 
-__all__ = ["AccessLog", "AioAccessLog", "AioFaultInjection", "FaultInjection", "Faults"]
+from .grpc.access_log import AccessLog, AioAccessLog
+from .grpc.propagation import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation, aforward, forward
+from .grpc.server import AioFaultInjection, FaultInjection, Faults
+from .grpc.shedding import AioLoadShedding, LoadShedding
+
+__all__ = [
+    "DEFAULT_RESERVE",
+    "AccessLog",
+    "AioAccessLog",
+    "AioContextPropagation",
+    "AioFaultInjection",
+    "AioLoadShedding",
+    "ContextPropagation",
+    "FaultInjection",
+    "Faults",
+    "LoadShedding",
+    "aforward",
+    "forward",
+]

@@ -6,15 +6,20 @@ is one of: the last attempt's own call, a fallback's answer dressed as a finishe
 the failure it replaced), or a ``grpc.RpcError`` carrying the status the policies decided on (a
 :class:`StatusError`, which is also the policy's own error: ``CircuitOpenError``, ``RetriesExceededError``,
 ``TimeoutExceededError``).
+
+Inside a server handler with context propagation (see :mod:`._incoming`), a call also ends by the incoming call's
+deadline less its reserve, fails at once with CANCELLED if the incoming call has been cancelled, and sends no
+attempt once it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import grpc
 from grpc.aio import AioRpcError
@@ -36,13 +41,17 @@ from ..engine.execution import Execution
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
 from ..engine.timeout import Timeout
+from ._incoming import INCOMING, IncomingCall
 from ._pushback import PUSHBACK_MS
 from .status import FALLBACK_METADATA_KEY, FALLBACK_OUT_OF_TIME_KEY, GrpcSemantics, status_code
 
-__all__ = ["MethodPolicies", "Route", "Router", "Status", "StatusError", "rpc_error"]
+__all__ = ["CallExecution", "MethodPolicies", "Route", "Router", "Status", "StatusError", "rpc_error"]
 
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 OK = grpc.StatusCode.OK
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
+DEADLINE_TOLERANCE = 0.01
+"""Seconds before an inherited deadline within which grpc's DEADLINE_EXCEEDED is taken to be that deadline's."""
 
 MethodPolicies = Mapping[str, Sequence[Policy]]
 """Policies by full method name (``/pkg.Service/Method``) or service (``/pkg.Service/*``)."""
@@ -107,10 +116,12 @@ def _call_info(method: Any) -> Any:
 
 
 class Flavour(NamedTuple):
-    """How an adapter presents ended calls: its metadata type, and a fallback's answer as a finished call."""
+    """How an adapter presents ended calls (its metadata type, a fallback's answer as a finished call), and
+    whether its attempts are coroutines."""
 
     metadata: Callable[[Pairs], Any]
     answered: Callable[[Any, Status], Any]
+    awaits: bool
 
 
 class EndedCall(grpc.Call, _Future):
@@ -165,6 +176,12 @@ class EndedCall(grpc.Call, _Future):
 class StatusError(AioRpcError, EndedCall):  # type: ignore[misc]  # typeshed's RpcError and Call disagree
     """A policy's verdict as a failed gRPC call: a ``grpc.RpcError`` (and ``grpc.aio.AioRpcError``) to raise, and
     the ended call and future a sync caller may be handed instead."""
+
+    @classmethod
+    def of(cls, status: Status, flavour: Flavour) -> StatusError:
+        error = cls.__new__(cls)
+        error._set_status(status, flavour)
+        return error
 
     def _set_status(self, status: Status, flavour: Flavour) -> None:
         self._status = status
@@ -227,12 +244,33 @@ def rpc_error(failure: Exception, flavour: Flavour) -> Exception:
     return failure
 
 
+class CallExecution(Execution):
+    """An execution of a gRPC call: ``incoming`` is the incoming call it is made for (None outside a handler with
+    context propagation), ``inherited`` the absolute deadline it inherited from it when that one binds."""
+
+    __slots__ = ("incoming", "inherited")
+
+    def __init__(
+        self,
+        fn: Callable[[Execution], Any],
+        clock: Any,
+        semantics: GrpcSemantics,
+        request: Any,
+        deadline: float | None,
+        incoming: IncomingCall | None = None,
+        inherited: float | None = None,
+    ) -> None:
+        super().__init__(fn, clock, semantics, request, deadline)
+        self.incoming, self.inherited = incoming, inherited
+
+
 class Route:
     """Everything the adapters need for one method: its executor, semantics, and what applies to its streams."""
 
-    __slots__ = ("breakers", "executor", "semantics", "stream_timeout")
+    __slots__ = ("breakers", "executor", "flavour", "semantics", "stream_timeout")
 
     def __init__(self, method: str, executor: Executor, flavour: Flavour) -> None:
+        self.flavour = flavour
         self.semantics = GrpcSemantics(method, lambda failure: rpc_error(failure, flavour))
         executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
         self.executor = executor
@@ -240,12 +278,26 @@ class Route:
         self.stream_timeout = min((p.seconds for p in policies if isinstance(p, Timeout)), default=None)
         self.breakers = tuple(p for p in policies if isinstance(p, CircuitBreaker))
 
-    def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> Execution:
+    def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> CallExecution:
         """A new execution of ``attempt``, with the caller's ``timeout`` (checked: see :func:`caller_timeout`) as
-        its absolute deadline."""
+        its absolute deadline, or the incoming call's less its reserve when that is sooner.
+
+        Raises a CANCELLED StatusError if the incoming call has been cancelled: nothing is sent for it.
+        """
         clock, seconds = self.executor.clock, caller_timeout(timeout)
-        deadline = None if seconds is None else clock.now() + seconds
-        return Execution(attempt, clock, self.semantics, request, deadline)
+        incoming = INCOMING.get()
+        if incoming is None:
+            deadline = None if seconds is None else clock.now() + seconds
+            return CallExecution(attempt, clock, self.semantics, request, deadline)
+        if incoming.cancelled:
+            raise cancelled_error(self.flavour, "nothing was sent")
+        now, remaining = clock.now(), incoming.outgoing_remaining()
+        deadline = None if seconds is None else now + seconds
+        inherited = None if remaining is None else now + remaining
+        if inherited is None or (deadline is not None and deadline <= inherited):
+            return CallExecution(attempt, clock, self.semantics, request, deadline, incoming)
+        bounded = _bounded_async(attempt) if self.flavour.awaits else _bounded(attempt)
+        return CallExecution(bounded, clock, self.semantics, request, inherited, incoming, inherited)
 
     def ended(self, execution: Execution, result: Any, flavour: Flavour) -> Any:
         """What the caller gets for the chain's ``result``: the last attempt's own, or a fallback's answer."""
@@ -320,13 +372,60 @@ def caller_timeout(timeout: object) -> float | None:
 
 def attempt_timeout(execution: Execution) -> float | None:
     """The grpc timeout for the current attempt: what is left of the execution's deadline. A deadline already
-    passed raises TimeoutExceededError: grpcio would send a zero timeout as none at all."""
-    if execution.deadline is None:
+    passed raises TimeoutExceededError: grpcio would send a zero timeout as none at all. An incoming call
+    cancelled meanwhile raises asyncio.CancelledError: no more attempts, and nothing for the breakers to count."""
+    call = cast(CallExecution, execution)
+    if call.incoming is not None and call.incoming.cancelled:
+        raise asyncio.CancelledError
+    if call.deadline is None:
         return None
-    remaining = execution.deadline - execution.clock.now()
+    remaining = call.deadline - call.clock.now()
     if remaining <= 0:
+        if call.inherited is not None and call.deadline >= call.inherited:
+            raise TimeoutExceededError("the incoming call's deadline, less the reserve, has passed: nothing was sent")
         raise TimeoutExceededError("the deadline passed before the attempt was sent: nothing was sent")
     return remaining
+
+
+def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:
+    """The CANCELLED error of a call made for an incoming call that was cancelled."""
+    status = Status(grpc.StatusCode.CANCELLED, f"the incoming call was cancelled: {consequence}", (), (), None)
+    return StatusError.of(status, flavour)
+
+
+def _inherited_timeout(execution: Execution, failure: Exception) -> Exception:
+    """``failure`` as the policies see it: grpc's DEADLINE_EXCEEDED at the inherited deadline becomes a
+    TimeoutExceededError, so that a fallback may still answer the incoming call in its reserve."""
+    inherited = cast(CallExecution, execution).inherited
+    if (
+        inherited is None
+        or status_code(failure) is not DEADLINE_EXCEEDED
+        or execution.clock.now() < inherited - DEADLINE_TOLERANCE
+    ):
+        return failure
+    timeout = TimeoutExceededError("the incoming call's deadline, less the reserve, passed")
+    timeout.__cause__ = failure
+    return timeout
+
+
+def _bounded(attempt: Callable[[Execution], Any]) -> Callable[[Execution], Any]:
+    def run(execution: Execution) -> Any:
+        try:
+            return attempt(execution)
+        except Exception as failure:
+            raise _inherited_timeout(execution, failure)  # noqa: B904  (chained when converted)
+
+    return run
+
+
+def _bounded_async(attempt: Callable[[Execution], Any]) -> Callable[[Execution], Any]:
+    async def run(execution: Execution) -> Any:
+        try:
+            return await attempt(execution)
+        except Exception as failure:
+            raise _inherited_timeout(execution, failure)  # noqa: B904  (chained when converted)
+
+    return run
 
 
 def attempt_metadata(metadata: Any, execution: Execution) -> Any:

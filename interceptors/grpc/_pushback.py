@@ -97,7 +97,7 @@ def _warn(method: str, key: str, message: str) -> None:
         _log.warning(message)
 
 
-def _minimal_rpc_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
+def _minimal_rpc_types() -> tuple[Any, Any]:
     """google.rpc.Status and google.rpc.RetryInfo, built in a private pool from their field numbers."""
     pool = descriptor_pool.DescriptorPool()
     for dependency in (any_pb2, duration_pb2):
@@ -124,18 +124,30 @@ def _minimal_rpc_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]
     )
     pool.Add(file)
     return (
-        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status")).FromString,
-        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.RetryInfo")).FromString,
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.RetryInfo")),
     )
 
 
-def _rich_status_types() -> tuple[Callable[[bytes], Any], Callable[[bytes], Any]]:
-    """How to parse a google.rpc.Status and a RetryInfo: googleapis-common-protos' classes if installed."""
+def _rich_status_types() -> tuple[Any, Any]:
+    """google.rpc.Status and RetryInfo: googleapis-common-protos' classes if installed."""
     try:
         from google.rpc import error_details_pb2, status_pb2
     except ImportError:  # without the `status` extra
         return _minimal_rpc_types()
-    return status_pb2.Status.FromString, error_details_pb2.RetryInfo.FromString
+    return status_pb2.Status, error_details_pb2.RetryInfo
 
 
-_parse_status, _parse_retry_info = _rich_status_types()
+_Status, _RetryInfo = _rich_status_types()
+_parse_status: Callable[[bytes], Any] = _Status.FromString
+_parse_retry_info: Callable[[bytes], Any] = _RetryInfo.FromString
+
+
+def retry_info_details(code: int, message: str, seconds: float) -> bytes:
+    """A ``grpc-status-details-bin`` value: the status (``code``, ``message``) with a RetryInfo asking for a delay
+    of ``seconds``."""
+    retry_info = _RetryInfo()
+    retry_info.retry_delay.FromNanoseconds(round(seconds * 1e9))
+    status = _Status(code=code, message=message)
+    status.details.add().Pack(retry_info)
+    return bytes(status.SerializeToString())

@@ -33,6 +33,7 @@ from ._core import (
     attempt_timeout,
     rpc_error,
 )
+from ._incoming import cancel_task
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
@@ -143,7 +144,14 @@ async def _unary(route: Route, attempt: Attempt, request: Any, timeout: Any) -> 
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     try:
         execution = route.execution(attempt, request, timeout)
-        return route.ended(execution, await route.executor.arun_execution(execution), AIO)
+        if execution.incoming is None:
+            return route.ended(execution, await route.executor.arun_execution(execution), AIO)
+        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]
+        forget = execution.incoming.on_cancel(cancel_task(task))  # the incoming call's cancellation cancels this
+        try:
+            return route.ended(execution, await route.executor.arun_execution(execution), AIO)
+        finally:
+            forget()
     except Exception as failure:
         raise rpc_error(failure, AIO)  # noqa: B904  (its own cause is kept; the failure is its context)
 
@@ -384,4 +392,4 @@ class _AnsweredCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         yield  # a generator that finishes at once
 
 
-AIO = Flavour(metadata=lambda pairs: Metadata(*pairs), answered=_AnsweredCall)
+AIO = Flavour(metadata=lambda pairs: Metadata(*pairs), answered=_AnsweredCall, awaits=True)

@@ -1,32 +1,25 @@
-"""Server interceptors: fault injection for demos and drills, and an access log (sync and aio servers).
+"""Fault injection for demos and drills (sync and aio servers).
 
-Both wrap the method handlers, as a server interceptor otherwise sees only the method name and metadata. Faults
-are configured in code only: nothing a client sends can turn them on. A failure is answered before any response
-metadata goes out (Trailers-Only), with pushback trailers, so clients may retry it.
+Faults are configured in code only: nothing a client sends can turn them on. A failure is answered before any
+response metadata goes out (Trailers-Only), with pushback trailers, so clients may retry it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
-import logging
 import random
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from grpc.experimental import wrap_server_method_handler
 
 from ..engine import options
+from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._pushback import PUSHBACK_MS, RETRY_AFTER
 
-__all__ = ["AccessLog", "AioAccessLog", "AioFaultInjection", "FaultInjection", "Faults"]
-
-Behavior = Callable[..., Any]
+__all__ = ["AioFaultInjection", "FaultInjection", "Faults"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,7 +109,7 @@ class FaultInjection(_Injector, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return _wrapped(handler, self._wrap, self._wrap)
+        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap, aio=False)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
         def faulty(request: Any, context: grpc.ServicerContext) -> Any:
@@ -144,7 +137,7 @@ class AioFaultInjection(_Injector, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return _wrapped(handler, self._wrap, self._wrap_streaming)
+        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     async def _inject(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         faults = self._faults
@@ -158,130 +151,14 @@ class AioFaultInjection(_Injector, grpc.aio.ServerInterceptor):
     def _wrap(self, behavior: Behavior) -> Behavior:
         async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             await self._inject(context)
-            return await _result(behavior(request, context))
+            return await awaited(behavior(request, context))
 
         return faulty
 
     def _wrap_streaming(self, behavior: Behavior) -> Behavior:
         async def faulty(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
             await self._inject(context)
-            async for response in _responses(behavior(request, context)):
+            async for response in aio_responses(behavior(request, context)):
                 yield response
 
         return faulty
-
-
-class AccessLog(grpc.ServerInterceptor):
-    """Logs one record per call of a sync server, when it ends: its method, status code and latency.
-
-    Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
-    ``method``, ``code`` and ``latency_ms`` as extras, for a structured (e.g. JSON) formatter to print.
-    """
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
-
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            return None
-        return _wrapped(handler, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b))
-
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        def logged(request: Any, context: grpc.ServicerContext) -> Any:
-            with _logged_call(self._log, method, context):
-                return behavior(request, context)
-
-        return logged
-
-    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
-        def logged(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _logged_call(self._log, method, context):
-                yield from behavior(request, context)
-
-        return logged
-
-
-class AioAccessLog(grpc.aio.ServerInterceptor):
-    """:class:`AccessLog` for ``grpc.aio`` servers."""
-
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            return None
-        return _wrapped(handler, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b))
-
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        async def logged(request: Any, context: Any) -> Any:
-            with _logged_call(self._log, method, context):
-                return await _result(behavior(request, context))
-
-        return logged
-
-    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
-        async def logged(request: Any, context: Any) -> AsyncIterator[Any]:
-            with _logged_call(self._log, method, context):
-                async for response in _responses(behavior(request, context)):
-                    yield response
-
-        return logged
-
-
-def _logger(logger: object) -> logging.Logger:
-    if logger is None:
-        return logging.getLogger("interceptors.access")
-    if not isinstance(logger, logging.Logger):
-        raise ValueError(f"logger must be a logging.Logger, got {logger!r}")
-    return logger
-
-
-def _wrapped(handler: Any, unary: Callable[[Behavior], Behavior], streaming: Callable[[Behavior], Behavior]) -> Any:
-    """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``."""
-    wrapper = streaming if handler.response_streaming else unary
-    return wrap_server_method_handler(wrapper, handler)  # type: ignore[no-untyped-call]
-
-
-@contextlib.contextmanager
-def _logged_call(log: logging.Logger, method: str, context: Any) -> Iterator[None]:
-    """Log the call made inside the block when it ends: its method, final status code and latency."""
-    started = time.monotonic()
-    try:
-        yield
-    except BaseException:
-        _log_call(log, method, context, started, failed=True)
-        raise
-    _log_call(log, method, context, started, failed=False)
-
-
-def _log_call(log: logging.Logger, method: str, context: Any, started: float, *, failed: bool) -> None:
-    code = _final_code(context, failed)
-    latency_ms = round((time.monotonic() - started) * 1000, 3)
-    level = logging.INFO if code is grpc.StatusCode.OK else logging.ERROR
-    log.log(level, "%s %s", code.name, method, extra={"method": method, "code": code.name, "latency_ms": latency_ms})
-
-
-def _final_code(context: Any, failed: bool) -> grpc.StatusCode:
-    code = context.code() if callable(getattr(context, "code", None)) else None
-    if isinstance(code, grpc.StatusCode):
-        return code
-    if isinstance(code, int):  # grpc.aio reports the numeric code of an abort
-        return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
-    return grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-
-
-async def _result(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def _responses(responses: Any) -> AsyncIterator[Any]:
-    if hasattr(responses, "__aiter__"):
-        async for response in responses:
-            yield response
-    else:
-        for response in responses:
-            yield response

@@ -16,6 +16,7 @@ from ..engine.errors import (
     ResilienceError,
     RetriesExceededError,
     TimeoutExceededError,
+    underlying_failure,
 )
 from ..engine.execution import Semantics
 from ._pushback import pushback_seconds
@@ -35,8 +36,10 @@ StatusCode = grpc.StatusCode
 RETRYABLE_CODES = frozenset({StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED})
 """What policies handle by default: a backend that is down (UNAVAILABLE, also an open breaker) or slow
 (DEADLINE_EXCEEDED, but only when a Timeout policy's deadline passed: a server that answers DEADLINE_EXCEEDED by
-itself, or a caller's own deadline passing, is final). Caller-side errors (INVALID_ARGUMENT, NOT_FOUND,
-PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, ...), OK and CANCELLED are never handled."""
+itself, or a caller's own deadline passing, is final), and an overloaded server shedding load (RESOURCE_EXHAUSTED
+with a pushback, which retries wait out; without one, RESOURCE_EXHAUSTED is a quota and final). Caller-side errors
+(INVALID_ARGUMENT, NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED, FAILED_PRECONDITION, ...), OK and CANCELLED are
+never handled."""
 
 FALLBACK_METADATA_KEY = "resilience-fallback"
 """Trailing metadata on a fallback's answer; its value names the status code of the last real failure."""
@@ -107,14 +110,19 @@ class GrpcSemantics(Semantics):
         return self._caller_error(failure)
 
     def is_failure(self, failure: BaseException) -> bool:
-        """UNAVAILABLE, DEADLINE_EXCEEDED when a policy's deadline passed (see :data:`RETRYABLE_CODES`), and every
-        local rejection."""
+        """UNAVAILABLE, DEADLINE_EXCEEDED when a policy's deadline passed, RESOURCE_EXHAUSTED with a pushback (see
+        :data:`RETRYABLE_CODES`), and every local rejection."""
         if isinstance(failure, RejectedError):
             return True
         code = status_code(failure)
-        return code is StatusCode.UNAVAILABLE or (
-            code is StatusCode.DEADLINE_EXCEEDED and isinstance(failure, ResilienceError)
-        )
+        if code is StatusCode.UNAVAILABLE:
+            return True
+        if code is StatusCode.DEADLINE_EXCEEDED:
+            return isinstance(failure, ResilienceError)
+        if code is StatusCode.RESOURCE_EXHAUSTED:  # shed by an overloaded server, which said when to come back
+            delay = self.pushback(underlying_failure(failure))
+            return delay is not None and delay >= 0
+        return False
 
     def pushback(self, failure: BaseException) -> float | None:
         """What the server asked for in its trailers (never raises: what cannot be read is ignored and logged)."""

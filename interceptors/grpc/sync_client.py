@@ -4,6 +4,11 @@ Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in 
 calls return at once: their policies run in a worker thread of their own, so that nothing one call does (a slow
 fallback function, a listener) holds up another, and cancelling the future cancels the attempt in flight and
 every later one.
+
+In a handler with context propagation, an incoming call's cancellation cancels the calls made for it as
+``cancel()`` would: a :func:`resilient_channel`'s blocking calls then send their attempts as grpc futures, so that
+the attempt in flight can be cancelled; a blocking call through ``grpc.intercept_channel`` cannot be interrupted
+by grpc, and ends by the inherited deadline, with no attempt sent after the cancellation.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
 from ._core import (
+    CallExecution,
     EndedCall,
     Flavour,
     MethodPolicies,
@@ -33,8 +39,10 @@ from ._core import (
     Status,
     attempt_metadata,
     attempt_timeout,
+    cancelled_error,
     rpc_error,
 )
+from ._incoming import INCOMING
 from ._workers import FUTURES
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
@@ -181,6 +189,15 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
     ) -> tuple[Any, Any]:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
+        if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
+            future = _ResilientFuture(
+                self._route, _directly(self._multicallable.future, request, metadata, options), request, timeout, True
+            )
+            try:
+                ended = future._final()
+            except grpc.FutureCancelledError:
+                raise cancelled_error(SYNC, "the call was cancelled") from None
+            return ended.result(), ended
         send = _directly(self._multicallable.with_call, request, metadata, options)
         result = _run(self._route, send, request, timeout)
         return (result.result(), result) if isinstance(result, _AnsweredCall) else result
@@ -240,6 +257,8 @@ def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
         return route.ended(execution, route.executor.run_execution(execution), SYNC)
     except Exception as failure:
         raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
+    except asyncio.CancelledError:  # the incoming call was cancelled: no attempt after that
+        raise cancelled_error(SYNC, "no more attempts were sent") from None
 
 
 def _call(route: Route, send: Send, request: Any, timeout: Any) -> Any:
@@ -314,7 +333,7 @@ class _FailedCall(EndedCall):
         return self._error
 
 
-SYNC = Flavour(metadata=tuple, answered=_AnsweredCall)
+SYNC = Flavour(metadata=tuple, answered=_AnsweredCall, awaits=False)
 
 
 def _ended_call(error: Exception) -> Any:
@@ -326,10 +345,11 @@ def _ended_call(error: Exception) -> Any:
 
 
 class _ResilientFuture(grpc.Call, _Future):
-    """What ``.future()`` returns: its policies run in a worker thread, each attempt a grpc future that
-    ``cancel()`` cancels; then it stands for the call that ended it."""
+    """What ``.future()`` returns: its policies run in a worker thread (or, ``inline``, in this one before the
+    constructor returns), each attempt a grpc future that ``cancel()`` cancels, as does the cancellation of the
+    incoming call it is made for; then it stands for the call that ended it."""
 
-    def __init__(self, route: Route, send: Send, request: Any, timeout: Any) -> None:
+    def __init__(self, route: Route, send: Send, request: Any, timeout: Any, inline: bool = False) -> None:
         self._send = send
         self._ended: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._lock = threading.Lock()
@@ -342,7 +362,17 @@ class _ResilientFuture(grpc.Call, _Future):
             self._ended.set_result(_ended_call(rpc_error(error, SYNC)))
             return
         self._deadline = execution.deadline
-        FUTURES.submit(lambda: self._run(route, execution))
+        self._cancel_with_incoming(execution)
+        if inline:
+            self._run(route, execution)
+        else:
+            FUTURES.submit(lambda: self._run(route, execution))
+
+    def _cancel_with_incoming(self, execution: CallExecution) -> None:
+        """Be cancelled with the incoming call the execution is made for, until the call ends."""
+        if execution.incoming is not None:
+            forget = execution.incoming.on_cancel(self.cancel)
+            self._ended.add_done_callback(lambda _: forget())
 
     def _run(self, route: Route, execution: Execution) -> None:
         try:

@@ -117,11 +117,11 @@ def test_pushback_parsing(trailers: Any, expected: float | None) -> None:
 
 
 def test_retry_info_without_grpcio_status() -> None:
-    parse_status, parse_retry_info = _pushback._minimal_rpc_types()
-    status = parse_status(retry_info(0.75))
+    status_type, retry_info_type = _pushback._minimal_rpc_types()
+    status = status_type.FromString(retry_info(0.75))
     detail = status.details[0]
     assert detail.type_url.endswith("google.rpc.RetryInfo")
-    assert parse_retry_info(detail.value).retry_delay.nanos == 750_000_000
+    assert retry_info_type.FromString(detail.value).retry_delay.nanos == 750_000_000
 
 
 def test_retry_info_is_read_whatever_the_rich_status_says_besides() -> None:

@@ -1,0 +1,160 @@
+"""What the server interceptors share: wrapping a method handler's behavior, for any of the four kinds of call on
+sync and aio servers, and answering a request that cannot be decoded.
+
+A server interceptor sees only a method's name and metadata; to act on a call it wraps the handler's behavior
+(GUIDE pitfall 8). Every handler one of ours wraps also gets a guarded request deserializer: a request that
+cannot be decoded is answered INVALID_ARGUMENT ("the request could not be decoded: ...") instead of grpcio's
+UNKNOWN (aio) or INTERNAL (sync) with a traceback logged for every such request. INVALID_ARGUMENT because the
+bytes are the caller's fault and must not be retried or counted against the server by anyone's breaker. The
+first such request of a method is logged as a warning, without a traceback.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import grpc
+from grpc.experimental import wrap_server_method_handler
+
+__all__ = ["Behavior", "aio_responses", "awaited", "wrapped", "wrapped_any"]
+
+Behavior = Callable[..., Any]
+Wrapper = Callable[[Behavior], Behavior]
+
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
+_log = logging.getLogger("interceptors.server")
+_warned: set[str] = set()
+
+
+def wrapped(handler: Any, method: str, unary: Wrapper, streaming: Wrapper, *, aio: bool) -> Any:
+    """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``, and its
+    request deserializer guarded (see the module's doc)."""
+    return wrapped_any(_guarded(handler, method, aio), unary, streaming)
+
+
+async def awaited(value: Any) -> Any:
+    """What an aio behavior answered, awaited if it is awaitable (grpc.aio accepts plain functions too)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def aio_responses(responses: Any) -> AsyncIterator[Any]:
+    """The messages an aio streaming behavior answered: from an async or plain iterator; none from a coroutine
+    (a handler that writes with ``context.write()``)."""
+    if hasattr(responses, "__aiter__"):
+        async for response in responses:
+            yield response
+    elif inspect.isawaitable(responses):
+        await responses
+    else:
+        for response in responses:
+            yield response
+
+
+class _Undecodable:
+    """What the guarded deserializer answers for bytes the real one refused."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _guarded(handler: Any, method: str, aio: bool) -> Any:
+    """``handler`` whose undecodable requests are answered INVALID_ARGUMENT (see the module's doc)."""
+    deserialize = handler.request_deserializer
+    if deserialize is None or getattr(deserialize, "guarded", False):
+        return handler  # raw bytes, or guarded by another of our interceptors
+
+    def guarded(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:
+            return _Undecodable(str(error)[:200] or type(error).__name__)
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    handler = handler._replace(request_deserializer=guarded)
+    refusal = f"the request could not be decoded ({method})"
+
+    def refuse(request: _Undecodable) -> str:
+        if method not in _warned and len(_warned) < 1000:
+            _warned.add(method)
+            _log.warning("%s: %s; answered INVALID_ARGUMENT", refusal, request.reason)
+        return f"{refusal}: {request.reason}"
+
+    if not aio:
+        if handler.request_streaming:
+
+            def step(requests: Iterator[Any], context: Any) -> Iterator[Any]:
+                for request in requests:
+                    if type(request) is _Undecodable:
+                        context.abort(INVALID_ARGUMENT, refuse(request))
+                    yield request
+
+        else:
+
+            def step(request: Any, context: Any) -> Any:  # type: ignore[misc]
+                if type(request) is _Undecodable:
+                    context.abort(INVALID_ARGUMENT, refuse(request))
+                return request
+
+        return wrap_server_method_handler(_sync_step(step), handler)  # type: ignore[no-untyped-call]
+
+    if handler.request_streaming:
+
+        async def astep(received: Any, context: Any) -> Any:  # the request iterator
+            async def decoded() -> AsyncIterator[Any]:
+                async for request in received:
+                    if type(request) is _Undecodable:
+                        await context.abort(INVALID_ARGUMENT, refuse(request))
+                    yield request
+
+            return decoded()
+
+    else:
+
+        async def astep(received: Any, context: Any) -> Any:  # the one request
+            if type(received) is _Undecodable:
+                await context.abort(INVALID_ARGUMENT, refuse(received))
+            return received
+
+    return wrapped_any(handler, _aio_step(astep, streaming=False), _aio_step(astep, streaming=True))
+
+
+def wrapped_any(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:
+    """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``."""
+    return wrap_server_method_handler(streaming if handler.response_streaming else unary, handler)  # type: ignore[no-untyped-call]
+
+
+def _sync_step(step: Callable[[Any, Any], Any]) -> Wrapper:
+    """A wrapper that passes what ``step`` makes of the request on to the behavior (sync: any kind of call)."""
+
+    def wrap(behavior: Behavior) -> Behavior:
+        def stepped(request: Any, context: Any) -> Any:
+            return behavior(step(request, context), context)
+
+        return stepped
+
+    return wrap
+
+
+def _aio_step(step: Callable[[Any, Any], Any], *, streaming: bool) -> Wrapper:
+    """As :func:`_sync_step` for an aio behavior that answers a message or (``streaming``) a stream."""
+
+    def wrap(behavior: Behavior) -> Behavior:
+        if streaming:
+
+            async def stepped_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+                async for response in aio_responses(behavior(await step(request, context), context)):
+                    yield response
+
+            return stepped_stream
+
+        async def stepped(request: Any, context: Any) -> Any:
+            return await awaited(behavior(await step(request, context), context))
+
+        return stepped
+
+    return wrap

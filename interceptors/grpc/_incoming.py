@@ -1,0 +1,111 @@
+"""The incoming call a server handler is answering, as the ambient context of everything the handler does.
+
+:class:`~interceptors.server.ContextPropagation` puts it in a context variable for the handler's duration; the
+client core reads it when a call starts, so that an outgoing call made on the incoming call's behalf (in the
+handler, or in a thread or task that carries its context) ends by the incoming deadline less a reserve, and is
+cancelled when the incoming call is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+
+__all__ = ["INCOMING", "IncomingCall", "cancel_task"]
+
+NO_DEADLINE = 1e9
+"""Seconds beyond which a time remaining means "no deadline" (grpc's sync server reports about 9e18 then)."""
+
+_log = logging.getLogger("interceptors")
+
+Cancel = Callable[[], object]
+
+
+class IncomingCall:
+    """A call being answered: when it must end, how long its server keeps for itself, and who to tell when it is
+    cancelled.
+
+    ``deadline`` is on ``time.monotonic()`` (None: no deadline). Outgoing calls made on its behalf get at most
+    ``deadline - reserve``. It is cancelled when its caller cancels it or its deadline passes while the handler
+    runs; once the handler has ended (``end()``), nothing cancels it any more.
+    """
+
+    __slots__ = ("_cancels", "_lock", "cancelled", "deadline", "ended", "reserve")
+
+    def __init__(self, time_remaining: float | None, reserve: float) -> None:
+        self.deadline = (
+            None if time_remaining is None or time_remaining > NO_DEADLINE else time.monotonic() + time_remaining
+        )
+        self.reserve = reserve
+        self.cancelled = self.ended = False
+        self._cancels: dict[int, Cancel] = {}
+        self._lock = threading.Lock()
+
+    def outgoing_remaining(self) -> float | None:
+        """Seconds an outgoing call may take from now (may be <= 0), or None without a deadline."""
+        return None if self.deadline is None else self.deadline - self.reserve - time.monotonic()
+
+    def on_cancel(self, cancel: Cancel) -> Callable[[], None]:
+        """Call ``cancel`` when this call is cancelled (at once if it has been); returns a function that forgets it."""
+        with self._lock:
+            if not self.cancelled:
+                key = id(cancel)
+                self._cancels[key] = cancel
+                return lambda: self._forget(key)
+        _call(cancel)
+        return _nothing
+
+    def _forget(self, key: int) -> None:
+        self._cancels.pop(key, None)
+
+    def cancel(self) -> None:
+        """The call was cancelled (caller gone, deadline passed): cancel what was registered, unless it has ended."""
+        with self._lock:
+            if self.cancelled or self.ended:
+                return
+            self.cancelled = True
+            cancels, self._cancels = list(self._cancels.values()), {}
+        for cancel in cancels:
+            _call(cancel)
+
+    def end(self) -> None:
+        """The handler has ended: its call's end cancels nothing."""
+        with self._lock:
+            self.ended = True
+            self._cancels.clear()
+
+
+def _call(cancel: Cancel) -> None:
+    try:
+        cancel()
+    except Exception:
+        _log.exception("cancelling an outgoing call failed")
+
+
+def _nothing() -> None:
+    return None
+
+
+INCOMING: ContextVar[IncomingCall | None] = ContextVar("interceptors_incoming_call", default=None)
+"""The incoming call the current handler answers (None outside a handler with context propagation)."""
+
+
+def cancel_task(task: asyncio.Task[object]) -> Cancel:
+    """A function that cancels ``task``, from any thread (on its loop's thread: at once)."""
+    loop = task.get_loop()
+
+    def cancel() -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            task.cancel()
+        else:
+            loop.call_soon_threadsafe(task.cancel)
+
+    return cancel

@@ -1,0 +1,146 @@
+"""An access log for sync and aio servers: one record per call, with the status its client saw.
+
+Every call gets its line: answered, failed, aborted, refused by another interceptor further in (a shedding
+rejection, an undecodable request) and calls to methods the server does not have (UNIMPLEMENTED). A call that
+ended because its deadline passed or its client cancelled it is logged as DEADLINE_EXCEEDED or CANCELLED, as its
+client saw it, not as the error its abandoned handler may have raised. Requests larger than the server's
+``grpc.max_receive_message_length`` are refused by grpc's core before any Python code sees them: grpcio offers
+no hook to log those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+
+from ._handlers import Behavior, aio_responses, awaited, wrapped
+
+__all__ = ["AccessLog", "AioAccessLog"]
+
+OK, UNKNOWN = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
+DEADLINE_TOLERANCE = 0.01
+"""Seconds before its deadline within which a call that ended early is taken to have reached it."""
+
+
+class AccessLog(grpc.ServerInterceptor):
+    """Logs one record per call of a sync server, when it ends: its method, status code and latency.
+
+    Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
+    ``method``, ``code`` and ``latency_ms`` as extras, for a structured (e.g. JSON) formatter to print. Install it
+    first (outermost), so that it sees the calls other interceptors refuse.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = _logger(logger)
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
+            return None
+        return wrapped(
+            handler, method, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b), aio=False
+        )
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        def logged(request: Any, context: grpc.ServicerContext) -> Any:
+            with _logged_call(self._log, method, context):
+                return behavior(request, context)
+
+        return logged
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        def logged(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with _logged_call(self._log, method, context):
+                yield from behavior(request, context)
+
+        return logged
+
+
+class AioAccessLog(grpc.aio.ServerInterceptor):
+    """:class:`AccessLog` for ``grpc.aio`` servers."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = _logger(logger)
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
+            return None
+        return wrapped(
+            handler, method, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b), aio=True
+        )
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def logged(request: Any, context: Any) -> Any:
+            with _logged_call(self._log, method, context):
+                return await awaited(behavior(request, context))
+
+        return logged
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        async def logged(request: Any, context: Any) -> AsyncIterator[Any]:
+            with _logged_call(self._log, method, context):
+                async for response in aio_responses(behavior(request, context)):
+                    yield response
+
+        return logged
+
+
+def _logger(logger: object) -> logging.Logger:
+    if logger is None:
+        return logging.getLogger("interceptors.access")
+    if not isinstance(logger, logging.Logger):
+        raise ValueError(f"logger must be a logging.Logger, got {logger!r}")
+    return logger
+
+
+@contextlib.contextmanager
+def _logged_call(log: logging.Logger, method: str, context: Any) -> Iterator[None]:
+    """Log the call made inside the block when it ends: its method, final status code and latency."""
+    started = time.monotonic()
+    try:
+        yield
+    except BaseException as error:
+        _log_call(log, method, final_code(context, error), started)
+        raise
+    _log_call(log, method, final_code(context, None), started)
+
+
+def _log_call(log: logging.Logger, method: str, code: grpc.StatusCode, started: float) -> None:
+    latency_ms = round((time.monotonic() - started) * 1000, 3)
+    level = logging.INFO if code is OK else logging.ERROR
+    log.log(level, "%s %s", code.name, method, extra={"method": method, "code": code.name, "latency_ms": latency_ms})
+
+
+def final_code(context: Any, error: BaseException | None) -> grpc.StatusCode:
+    """The status the client of ``context``'s call saw, its handler having ended with ``error`` (None: none).
+
+    A call that its client cancelled, or whose deadline passed, ended then, whatever the handler did afterwards
+    (a sync handler runs on; an aio handler is cancelled).
+    """
+    if isinstance(error, asyncio.CancelledError) or not _active(context):
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= DEADLINE_TOLERANCE
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = context.code() if callable(getattr(context, "code", None)) else None
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if isinstance(code, int):  # grpc.aio reports the numeric code of an abort
+        return next((c for c in grpc.StatusCode if c.value[0] == code), UNKNOWN)
+    return UNKNOWN if error is not None else OK
+
+
+def _active(context: Any) -> bool:
+    """Whether the call is still on (sync contexts tell; an aio call that ended early cancels its handler)."""
+    is_active = getattr(context, "is_active", None)
+    return bool(is_active()) if callable(is_active) else True

@@ -1,0 +1,241 @@
+"""Load shedding for sync and aio servers: at most so many calls at once, the excess refused at once with pushback.
+
+A server that queues work it cannot start in time makes every caller wait and then fail; one that refuses the
+excess at once, Trailers-Only, with ``grpc-retry-pushback-ms``, lets callers back off (this library's retries
+honour the pushback and count the refusal as overload) while the calls it accepted keep their latency. A call
+whose remaining deadline is shorter than ``min_remaining`` is refused too: nobody would wait for its answer.
+Health checks (``grpc.health.v1.Health``) and server reflection are never refused.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, NamedTuple
+
+import grpc
+
+from ..engine import options
+from ..engine._places import Places
+from ..engine.adaptive_limiter import AdaptiveLimiter
+from ._handlers import Behavior, aio_responses, awaited, wrapped
+from ._incoming import NO_DEADLINE
+from ._pushback import PUSHBACK_MS
+
+__all__ = ["AioLoadShedding", "LoadShedding"]
+
+RESOURCE_EXHAUSTED, UNAVAILABLE = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE
+INITIAL_PUSHBACK = 0.1
+"""Seconds of pushback before any call has ended to measure (when no fixed pushback is given)."""
+LATENCY_WEIGHT = 0.2
+"""Weight of each ended call in the average latency the default pushback is."""
+SPREAD = 0.2
+"""The default pushback varies by up to this fraction either way, so that refused callers do not return at once."""
+NEVER_SHED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+End = Callable[[BaseException | None], None]
+"""Ends an admitted call: how it ended (None: answered), or the error the handler raised."""
+
+
+class Refusal(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailers: tuple[tuple[str, str], ...]
+
+
+class _Shedding:
+    def __init__(
+        self,
+        limit: int | AdaptiveLimiter,
+        *,
+        code: grpc.StatusCode = RESOURCE_EXHAUSTED,
+        pushback: options.Duration | None = None,
+        min_remaining: options.Duration = 0.0,
+    ) -> None:
+        if isinstance(limit, AdaptiveLimiter):
+            self._limiter: AdaptiveLimiter | None = limit
+            self._places = limit._places
+        else:
+            self._limiter = None
+            self._places = Places(options.count(limit, "limit", maximum=options.MAX_CALLS))
+        if code not in (RESOURCE_EXHAUSTED, UNAVAILABLE):
+            raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")
+        self.code = code
+        self.pushback = None if pushback is None else options.seconds(pushback, "pushback")
+        self.min_remaining = options.seconds(min_remaining, "min_remaining")
+        self._latency = INITIAL_PUSHBACK
+        self._lock = threading.Lock()
+        self.refused = 0
+        """Calls refused so far (overload and too little time left)."""
+
+    @property
+    def limit(self) -> int:
+        return self._places.limit
+
+    @property
+    def in_flight(self) -> int:
+        return self._places.in_flight
+
+    def _applies(self, handler: Any, method: str) -> bool:
+        return handler is not None and not method.startswith(NEVER_SHED)
+
+    def admit(self, time_remaining: float | None) -> End | Refusal:
+        """Admit a call with ``time_remaining`` seconds left: how to end it, or why it is refused."""
+        if time_remaining is not None and time_remaining < self.min_remaining:
+            self._count_refusal()
+            return Refusal(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
+                (),
+            )
+        limiter = self._limiter
+        if limiter is not None:
+            try:
+                permit = limiter.acquire_permit()
+            except Exception:
+                return self._overloaded()
+            started = time.monotonic()
+
+            def end_permit(failure: BaseException | None) -> None:
+                if isinstance(failure, Exception) or failure is None:
+                    permit.record(failure)
+                else:
+                    permit.drop()
+                self._measured(time.monotonic() - started)
+
+            return end_permit
+        if not self._places.take(0.0):
+            return self._overloaded()
+        started = time.monotonic()
+
+        def end(failure: BaseException | None) -> None:
+            self._places.give()
+            self._measured(time.monotonic() - started)
+
+        return end
+
+    def _count_refusal(self) -> None:
+        with self._lock:
+            self.refused += 1
+
+    def _overloaded(self) -> Refusal:
+        self._count_refusal()
+        delay = self.pushback
+        if delay is None:
+            delay = self._latency * random.uniform(1 - SPREAD, 1 + SPREAD)
+        milliseconds = max(math.ceil(delay * 1000), 1)
+        places = self._places
+        details = f"overloaded: {places.in_flight} calls in progress (limit {places.limit}); retry in {milliseconds} ms"
+        return Refusal(self.code, details, ((PUSHBACK_MS, str(milliseconds)),))
+
+    def _measured(self, latency: float) -> None:
+        with self._lock:
+            self._latency += (latency - self._latency) * LATENCY_WEIGHT
+
+
+def _time_remaining(context: Any) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > NO_DEADLINE else float(remaining)
+
+
+class LoadShedding(_Shedding, grpc.ServerInterceptor):
+    """Bounds the calls a sync server works on at once to ``limit``, refusing the excess at once, Trailers-Only,
+    with ``code`` and ``grpc-retry-pushback-ms`` (see the module's doc).
+
+    A sync server decides when a worker thread picks the call up: give it more workers than the limit.
+
+    :param limit: the most calls at once: a number, or an :class:`~interceptors.AdaptiveLimiter` whose limit
+        follows the handlers' latency (its other options apply; a limiter serves one server).
+    :param code: RESOURCE_EXHAUSTED (default) or UNAVAILABLE.
+    :param pushback: seconds refused callers are asked to wait (default None: the average time recent calls
+        took, varied by up to 20 % either way; 0.1 s before any call has ended).
+    :param min_remaining: calls with less time left than this are refused DEADLINE_EXCEEDED, with no pushback
+        (default 0: none).
+    """
+
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = continuation(handler_call_details)
+        if not self._applies(handler, handler_call_details.method):
+            return handler
+        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
+
+    def _admitted(self, context: grpc.ServicerContext) -> End:
+        admission = self.admit(_time_remaining(context))
+        if isinstance(admission, Refusal):
+            if admission.trailers:
+                context.set_trailing_metadata(admission.trailers)
+            context.abort(admission.code, admission.details)
+        return admission
+
+    def _wrap(self, behavior: Behavior) -> Behavior:
+        def shed(request: Any, context: grpc.ServicerContext) -> Any:
+            end = self._admitted(context)
+            try:
+                response = behavior(request, context)
+            except BaseException as error:
+                end(error)
+                raise
+            end(None)
+            return response
+
+        return shed
+
+    def _wrap_streaming(self, behavior: Behavior) -> Behavior:
+        def shed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            end = self._admitted(context)
+            try:
+                yield from behavior(request, context)
+            except BaseException as error:
+                end(error)
+                raise
+            end(None)
+
+        return shed
+
+
+class AioLoadShedding(_Shedding, grpc.aio.ServerInterceptor):
+    """:class:`LoadShedding` for ``grpc.aio`` servers, with the same parameters."""
+
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        handler = await continuation(handler_call_details)
+        if not self._applies(handler, handler_call_details.method):
+            return handler
+        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
+
+    async def _admitted(self, context: Any) -> End:
+        admission = self.admit(_time_remaining(context))
+        if isinstance(admission, Refusal):
+            if admission.trailers:
+                context.set_trailing_metadata(admission.trailers)
+            await context.abort(admission.code, admission.details)
+        assert not isinstance(admission, Refusal)
+        return admission
+
+    def _wrap(self, behavior: Behavior) -> Behavior:
+        async def shed(request: Any, context: Any) -> Any:
+            end = await self._admitted(context)
+            try:
+                response = await awaited(behavior(request, context))
+            except BaseException as error:
+                end(error)
+                raise
+            end(None)
+            return response
+
+        return shed
+
+    def _wrap_streaming(self, behavior: Behavior) -> Behavior:
+        async def shed(request: Any, context: Any) -> AsyncIterator[Any]:
+            end = await self._admitted(context)
+            try:
+                async for response in aio_responses(behavior(request, context)):
+                    yield response
+            except BaseException as error:
+                end(error)
+                raise
+            end(None)
+
+        return shed
