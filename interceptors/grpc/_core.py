@@ -45,7 +45,16 @@ from ._incoming import INCOMING, IncomingCall
 from ._pushback import PUSHBACK_MS
 from .status import FALLBACK_METADATA_KEY, FALLBACK_OUT_OF_TIME_KEY, GrpcSemantics, status_code
 
-__all__ = ["CallExecution", "MethodPolicies", "Route", "Router", "Status", "StatusError", "rpc_error"]
+__all__ = [
+    "CallExecution",
+    "MethodPolicies",
+    "Route",
+    "RoutedMethod",
+    "Router",
+    "Status",
+    "StatusError",
+    "rpc_error",
+]
 
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 OK = grpc.StatusCode.OK
@@ -306,11 +315,30 @@ class Route:
 
     def stream_timeout_for(self, timeout: object) -> float | None:
         """A stream's grpc timeout: the caller's (checked: see :func:`caller_timeout`), bounded by the chain's
-        tightest Timeout."""
+        tightest Timeout and by the incoming call's deadline less its reserve. Raises TimeoutExceededError when
+        that has passed, and a CANCELLED StatusError when the incoming call has been cancelled."""
         seconds = caller_timeout(timeout)
-        if self.stream_timeout is None:
+        if self.stream_timeout is not None:
+            seconds = self.stream_timeout if seconds is None else min(seconds, self.stream_timeout)
+        incoming = INCOMING.get()
+        if incoming is None:
             return seconds
-        return self.stream_timeout if seconds is None else min(seconds, self.stream_timeout)
+        if incoming.cancelled:
+            raise cancelled_error(self.flavour, "nothing was sent")
+        remaining = incoming.outgoing_remaining()
+        if remaining is None:
+            return seconds
+        if remaining <= 0:
+            raise TimeoutExceededError("the incoming call's deadline, less the reserve, has passed: nothing was sent")
+        return wire_timeout(remaining) if seconds is None or remaining < seconds else seconds
+
+    @staticmethod
+    def cancel_with_incoming(call: Any) -> None:
+        """Cancel the stream ``call`` if the incoming call it is made for is cancelled before it ends."""
+        incoming = INCOMING.get()
+        if incoming is not None:
+            forget = incoming.on_cancel(call.cancel)
+            call.add_done_callback(lambda _: forget())
 
     def admit_stream(self) -> list[Permit]:
         """Permits from every breaker of the chain, in order; raises CircuitOpenError if one is open."""
@@ -334,18 +362,17 @@ class Route:
 
 
 class RoutedChannel:
-    """What the helpers' channels (sync and aio) share: a unary-unary multicallable gets its method's policies
-    around grpc's own (``_unary_type``); streams go through ``_streams``, a channel that has the interceptors."""
+    """What the helpers' channels (sync and aio) share: a unary-unary multicallable gets its method's route
+    around grpc's own (``_unary_type``, see :class:`RoutedMethod`); streams go through ``_streams``, a channel that
+    has the interceptors."""
 
     _channel: Any
     _streams: Any
     _router: Router
-    _unary_type: Callable[[Any, Route], Any]
+    _unary_type: Callable[[Any, Router, str], Any]
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        multicallable = self._channel.unary_unary(method, *args, **kwargs)
-        route = self._router.route(method)
-        return multicallable if route is None else self._unary_type(multicallable, route)
+        return self._unary_type(self._channel.unary_unary(method, *args, **kwargs), self._router, method)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._streams.unary_stream(method, *args, **kwargs)
@@ -355,6 +382,21 @@ class RoutedChannel:
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return self._streams.stream_stream(method, *args, **kwargs)
+
+
+class RoutedMethod:
+    """A unary method of a helper's channel: grpc's ``multicallable`` and the method's route, or, for a method no
+    policy applies to, the route of the call at hand (see :meth:`Router.route`): None sends it as it is."""
+
+    __slots__ = ("_method", "_multicallable", "_route", "_router")
+
+    def __init__(self, multicallable: Any, router: Router, method: str) -> None:
+        self._multicallable, self._router, self._method = multicallable, router, method
+        self._route = router.route(method)
+
+    def route(self) -> Route | None:
+        route = self._route
+        return route if route is not None else self._router.route(self._method)
 
 
 def caller_timeout(timeout: object) -> float | None:
@@ -384,7 +426,16 @@ def attempt_timeout(execution: Execution) -> float | None:
         if call.inherited is not None and call.deadline >= call.inherited:
             raise TimeoutExceededError("the incoming call's deadline, less the reserve, has passed: nothing was sent")
         raise TimeoutExceededError("the deadline passed before the attempt was sent: nothing was sent")
-    return remaining
+    return remaining if call.inherited is None else wire_timeout(remaining)
+
+
+def wire_timeout(seconds: float) -> float:
+    """``seconds`` as a timeout grpc sends without handing the next server more: rounded down to a whole unit of
+    grpc's wire format (1 ms below a second, 10 ms below 10 s, 100 ms below 100 s, ...), less one unit, as grpc
+    rounds up what its own clock, a few ms late, says is left."""
+    milliseconds = math.floor(seconds * 1000)
+    unit = 10 ** max(len(str(milliseconds)) - 3, 0)
+    return max(milliseconds // unit - 1, 1) * unit / 1000
 
 
 def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:
@@ -443,7 +494,7 @@ class Router:
     is checked against the method (e.g. a fallback's fields against its response type) when its route is made.
     """
 
-    __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_routes", "retries")
+    __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_propagating", "_routes", "retries")
 
     def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None, flavour: Flavour) -> None:
         self._flavour = flavour
@@ -462,20 +513,27 @@ class Router:
         self.retries = any(isinstance(p, RetryPolicy) for chain in chains if chain for p in chain.policies)
         """Whether a RetryPolicy applies to some method."""
         self._routes: dict[str | bytes, Route | None] = {}
+        self._propagating: dict[str | bytes, Route] = {}  # routes without policies, for incoming calls' contexts
 
     def route(self, method: str | bytes) -> Route | None:
-        """The route for ``method``, or None when no policy applies to it."""
+        """The route for ``method``, or None when no policy applies to it and no incoming call's context (see
+        :mod:`._incoming`) does either: then the route has no policies."""
         try:
-            return self._routes[method]
+            route = self._routes[method]
         except KeyError:
-            pass
-        name = method.decode() if isinstance(method, bytes) else method
-        executor = self._by_method.get(name, _UNSET)
-        if executor is _UNSET:
-            executor = self._by_service.get(name[1:].partition("/")[0], self._default)
-        route = None if executor is None else Route(name, executor, self._flavour)
-        self._routes[method] = route
-        return route
+            name = method.decode() if isinstance(method, bytes) else method
+            executor = self._by_method.get(name, _UNSET)
+            if executor is _UNSET:
+                executor = self._by_service.get(name[1:].partition("/")[0], self._default)
+            route = self._routes[method] = None if executor is None else Route(name, executor, self._flavour)
+        if route is not None or INCOMING.get() is None:
+            return route
+        try:
+            return self._propagating[method]
+        except KeyError:
+            name = method.decode() if isinstance(method, bytes) else method
+            route = self._propagating[method] = Route(name, Executor(), self._flavour)
+            return route
 
 
 _UNSET: Any = object()

@@ -27,6 +27,7 @@ from ._core import (
     MethodPolicies,
     Route,
     RoutedChannel,
+    RoutedMethod,
     Router,
     Status,
     attempt_metadata,
@@ -103,13 +104,12 @@ class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
         await self._channel.channel_ready()
 
 
-class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
-    def __init__(self, multicallable: Any, route: Route) -> None:
-        self._multicallable, self._route = multicallable, route
-
+class _UnaryUnaryMultiCallable(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
-        multicallable = self._multicallable
+        multicallable, route = self._multicallable, self.route()
+        if route is None:
+            return multicallable(request, timeout=timeout, metadata=metadata, **options)
 
         async def attempt(execution: Execution) -> Any:
             call = multicallable(
@@ -118,7 +118,7 @@ class _UnaryUnaryMultiCallable(grpc.aio.UnaryUnaryMultiCallable):  # type: ignor
             await call  # raises the attempt's AioRpcError
             return call
 
-        return _ResilientCall(self._route, attempt, request, timeout)
+        return _ResilientCall(route, attempt, request, timeout)
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
@@ -176,6 +176,7 @@ class _Streams:
             raise
         if permits:
             call.add_done_callback(partial(_record_stream, route, permits))
+        route.cancel_with_incoming(call)
         return call
 
 

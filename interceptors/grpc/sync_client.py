@@ -6,9 +6,8 @@ fallback function, a listener) holds up another, and cancelling the future cance
 every later one.
 
 In a handler with context propagation, an incoming call's cancellation cancels the calls made for it as
-``cancel()`` would: a :func:`resilient_channel`'s blocking calls then send their attempts as grpc futures, so that
-the attempt in flight can be cancelled; a blocking call through ``grpc.intercept_channel`` cannot be interrupted
-by grpc, and ends by the inherited deadline, with no attempt sent after the cancellation.
+``cancel()`` would: their blocking calls then send each attempt as a grpc future, so that the attempt in flight
+can be cancelled.
 """
 
 from __future__ import annotations
@@ -35,8 +34,10 @@ from ._core import (
     MethodPolicies,
     Route,
     RoutedChannel,
+    RoutedMethod,
     Router,
     Status,
+    StatusError,
     attempt_metadata,
     attempt_timeout,
     cancelled_error,
@@ -88,10 +89,28 @@ class ResilienceInterceptor(
         route = self._router.route(client_call_details.method)
         if route is None:
             return continuation(client_call_details, request)
-        send = _via_continuation(continuation, client_call_details, request)
-        if _blocks(continuation):
-            return _call(route, send, request, client_call_details.timeout)
-        return _ResilientFuture(route, send, request, client_call_details.timeout)
+        timeout = client_call_details.timeout
+        if not _blocks(continuation):
+            return _ResilientFuture(
+                route, _via_continuation(continuation, client_call_details, request), request, timeout
+            )
+        futures_of = None if INCOMING.get() is None else _futures_of(continuation)
+        if futures_of is not None:  # attempts the incoming call's cancellation can cancel
+            send = _directly(
+                futures_of(client_call_details.method),
+                request,
+                client_call_details.metadata,
+                {
+                    "credentials": client_call_details.credentials,
+                    "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
+                    "compression": getattr(client_call_details, "compression", None),
+                },
+            )
+            try:
+                return _cancellable(route, send, request, timeout)
+            except grpc.RpcError as cancelled:
+                return _ended_call(cancelled)
+        return _call(route, _via_continuation(continuation, client_call_details, request), request, timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         return self._stream(continuation, client_call_details, request)
@@ -109,7 +128,7 @@ class ResilienceInterceptor(
         try:
             timeout = route.stream_timeout_for(details.timeout)
             permits = route.admit_stream()
-        except (CircuitOpenError, TimeoutExceededError) as rejected:
+        except (CircuitOpenError, TimeoutExceededError, StatusError) as rejected:
             return rpc_error(rejected, SYNC)
         try:
             call = continuation(_CallDetails.of(details, timeout), request)
@@ -118,6 +137,7 @@ class ResilienceInterceptor(
             raise
         if permits:
             call.add_done_callback(lambda done: _record_stream(route, permits, done))
+        route.cancel_with_incoming(call)
         return call
 
 
@@ -171,15 +191,12 @@ class _ResilientChannel(RoutedChannel, grpc.Channel):
         self.close()
 
 
-class _UnaryUnary(_UnaryUnaryMultiCallable):
+class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
     """A unary method of a :func:`resilient_channel`: the policies around grpc's own multicallable.
 
     Blocking attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so
     a healthy call touches grpc's call object no more than a bare one does.
     """
-
-    def __init__(self, multicallable: Any, route: Route) -> None:
-        self._multicallable, self._route = multicallable, route
 
     # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
@@ -189,22 +206,23 @@ class _UnaryUnary(_UnaryUnaryMultiCallable):
         self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
     ) -> tuple[Any, Any]:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
+        route = self.route()
+        if route is None:
+            return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
         if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
-            future = _ResilientFuture(
-                self._route, _directly(self._multicallable.future, request, metadata, options), request, timeout, True
-            )
-            try:
-                ended = future._final()
-            except grpc.FutureCancelledError:
-                raise cancelled_error(SYNC, "the call was cancelled") from None
+            send = _directly(self._multicallable.future, request, metadata, options)
+            ended = _cancellable(route, send, request, timeout)
             return ended.result(), ended
         send = _directly(self._multicallable.with_call, request, metadata, options)
-        result = _run(self._route, send, request, timeout)
+        result = _run(route, send, request, timeout)
         return (result.result(), result) if isinstance(result, _AnsweredCall) else result
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
+        route = self.route()
+        if route is None:
+            return self._multicallable.future(request, timeout, metadata, **options)
         send = _directly(self._multicallable.future, request, metadata, options)
-        return _ResilientFuture(self._route, send, request, timeout)
+        return _ResilientFuture(route, send, request, timeout)
 
 
 _BLOCKING: dict[object, bool] = {}
@@ -223,6 +241,31 @@ def _blocks(continuation: Any) -> bool:
         qualname = getattr(continuation, "__qualname__", "")
         blocks = _BLOCKING[code] = qualname.endswith("._with_call.<locals>.continuation")
     return blocks
+
+
+def _futures_of(continuation: Any) -> Callable[[str], Any] | None:
+    """For a blocking continuation of ``grpc.intercept_channel``: the ``future`` of the multicallable it calls
+    ``with_call`` on, by method (None if grpc's continuation does not have the shape this knows).
+
+    A blocking attempt cannot be cancelled; its future can. grpc's continuation closes over the intercepted
+    multicallable (``self``), whose ``_thunk(method)`` is the next multicallable in the channel.
+    """
+    try:
+        owner = continuation.__closure__[continuation.__code__.co_freevars.index("self")].cell_contents
+        thunk = owner._thunk
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    return lambda method: thunk(method).future
+
+
+def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call made for an incoming call (see :mod:`._incoming`): its policies run in this thread, each
+    attempt a grpc future (``send``) that the incoming call's cancellation cancels. Returns the ended call; raises
+    a CANCELLED StatusError when the incoming call was cancelled."""
+    try:
+        return _ResilientFuture(route, send, request, timeout, inline=True)._final()
+    except grpc.FutureCancelledError:
+        raise cancelled_error(SYNC, "the call was cancelled") from None
 
 
 def _via_continuation(continuation: Any, details: Any, request: Any) -> Send:

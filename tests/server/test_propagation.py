@@ -1,0 +1,168 @@
+"""Context propagation through real chains of servers: caller -> A -> B -> C, every relay a real sync or aio
+server calling the next through one of the client's call paths (in the handler, a thread or a task)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+from interceptors import CircuitBreaker, Fallback, RetryPolicy, Timeout
+from interceptors.grpc._pushback import _parse_retry_info, _parse_status
+
+from ..support.clients import wait_until
+from ..support.relay import RELAYS, RelayServer, relay_id
+from ..support.server import Request, ScriptedServer
+
+RESERVE = 0.05
+PAIRS = list(zip(RELAYS, RELAYS[3:] + RELAYS[:3], strict=True))
+"""(A, B): every relay appears once as A and once as B, sync and aio mixed."""
+
+
+def pair_id(pair: tuple[Any, Any]) -> str:
+    return f"A={relay_id(pair[0])},B={relay_id(pair[1])}"
+
+
+class Chain:
+    """caller -> A -> B -> C: ``stub`` calls A; C is a scripted server of the other kind than B."""
+
+    def __init__(self, a: Any, b: Any, *policies: Any) -> None:
+        self.c = ScriptedServer("aio" if b[0] == "sync" else "sync")
+        self.b = RelayServer(b, self.c.target, *policies, reserve=RESERVE)
+        self.a = RelayServer(a, self.b.target, *policies, reserve=RESERVE)
+        self.channel = grpc.insecure_channel(self.a.target, options=[("grpc.enable_retries", 0)])
+        self.stub = pb_grpc.ScriptedStub(self.channel)
+        assert self.stub.Unary(Request(id="warm"), timeout=10).id == "warm"  # every hop connected
+
+    def close(self) -> None:
+        self.channel.close()
+        for server in (self.a, self.b, self.c):
+            server.close() if isinstance(server, RelayServer) else server.stop()
+
+
+@pytest.fixture(params=PAIRS, ids=[pair_id(p) for p in PAIRS])
+def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    made = Chain(*request.param)
+    yield made
+    made.close()
+
+
+def test_each_hop_gets_the_remaining_deadline_less_its_reserve(chain: Chain) -> None:
+    started = time.monotonic()
+    reply = chain.stub.Unary(Request(id="d"), timeout=3.0)
+    elapsed = time.monotonic() - started
+    assert reply.time_remaining <= 3.0 - 2 * RESERVE  # C saw at most the caller's time less two reserves
+    assert reply.time_remaining >= 3.0 - 2 * RESERVE - elapsed - 2 * 0.02  # less grpc's 10 ms units, per hop
+
+
+def test_without_a_deadline_none_is_invented(chain: Chain) -> None:
+    remaining = chain.stub.Unary(Request(id="n")).time_remaining
+    assert remaining == -1 or remaining > 1e9  # aio servers say None, sync ones about 9e18
+
+
+def test_cancelling_the_call_into_a_cancels_b_and_c(chain: Chain) -> None:
+    call = chain.stub.Unary.future(Request(id="slow", sleep_ms=10_000), timeout=30)
+    wait_until(lambda: chain.c.attempts("slow") == 1)
+    cancelled_at = time.monotonic()
+    call.cancel()
+    wait_until(lambda: "slow" in chain.c.recorder.cancelled, timeout=2)
+    assert time.monotonic() - cancelled_at < 0.5  # C's handler saw it (typically within 10 ms: see the note)
+    wait_until(lambda: chain.b.cancelled == 1)  # and so did B's
+    wait_until(lambda: chain.a.cancelled == 1)
+
+
+def test_a_deadline_passing_cancels_the_work_below(chain: Chain) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        chain.stub.Unary(Request(id="late", sleep_ms=10_000), timeout=0.4)
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: "late" in chain.c.recorder.cancelled, timeout=2)
+
+
+@pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
+def test_a_fallback_answers_a_short_deadline_in_time(relay: Any) -> None:
+    """The demo's composed chain in A, B slow: a caller with 500 ms gets A's fallback before its deadline."""
+    b = ScriptedServer("aio")
+    chain = (Fallback(), RetryPolicy(max_attempts=3), CircuitBreaker(failure_threshold=5), Timeout(1.0))
+    a = RelayServer(relay, b.target, *chain, reserve=RESERVE)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            stub.Unary(Request(id="warm"), timeout=10)
+            for i in range(3):
+                started = time.monotonic()
+                reply = stub.Unary(Request(id=f"f{i}", sleep_ms=2000), timeout=0.5)
+                assert time.monotonic() - started < 0.5
+                assert reply == type(reply)()  # the fallback's answer: the response type's default instance
+                wait_until(lambda i=i: b.attempts(f"f{i}") == 1)  # type: ignore[misc]
+    finally:
+        a.close()
+        b.stop()
+
+
+@pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
+def test_too_little_time_left_sends_nothing_and_the_fallback_answers(relay: Any) -> None:
+    b = ScriptedServer("sync")
+    a = RelayServer(relay, b.target, Fallback(), reserve=0.3)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            stub.Unary(Request(id="warm"), timeout=10)
+            reply = stub.Unary(Request(id="short"), timeout=0.2)
+            assert reply == type(reply)() and b.attempts("short") == 0
+    finally:
+        a.close()
+        b.stop()
+
+
+def _retry_delay(status_details: bytes) -> tuple[int, str, float]:
+    status = _parse_status(status_details)
+    delay = _parse_retry_info(status.details[0].value).retry_delay
+    return status.code, status.message, delay.seconds + delay.nanos / 1e9
+
+
+@pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
+def test_a_downstream_status_and_its_pushback_reach_the_caller(relay: Any) -> None:
+    b = ScriptedServer("aio")
+    b.script.fail_first, b.script.trailers = 100, (("grpc-retry-pushback-ms", "300"),)
+    a = RelayServer(relay, b.target, RetryPolicy(max_attempts=2))
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                pb_grpc.ScriptedStub(channel).Unary(Request(id="p"), timeout=10)
+    finally:
+        a.close()
+        b.stop()
+    error: Any = raised.value
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
+    trailers = dict(error.trailing_metadata())
+    assert trailers["grpc-retry-pushback-ms"] == "300"
+    code, message, delay = _retry_delay(trailers["grpc-status-details-bin"])
+    assert (code, message, delay) == (grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.3)
+    assert b.attempts("p") == 2  # A's retry waited out the pushback once, then forwarded the status
+
+
+@pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
+def test_an_open_breakers_pushback_reaches_the_caller(relay: Any) -> None:
+    b = ScriptedServer("sync")
+    b.script.fail_first = 100
+    a = RelayServer(relay, b.target, CircuitBreaker(failure_threshold=1, delay=5.0))
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            with pytest.raises(grpc.RpcError):
+                stub.Unary(Request(id="o"), timeout=10)  # opens the breaker
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Unary(Request(id="o"), timeout=10)
+    finally:
+        a.close()
+        b.stop()
+    error: Any = raised.value
+    assert error.code() is grpc.StatusCode.UNAVAILABLE and "circuit" in error.details().lower()
+    trailers = dict(error.trailing_metadata())
+    assert 4000 < int(trailers["grpc-retry-pushback-ms"]) <= 5000
+    assert 4 < _retry_delay(trailers["grpc-status-details-bin"])[2] <= 5
+    assert b.attempts("o") == 1

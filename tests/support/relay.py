@@ -1,0 +1,124 @@
+"""A service in the middle: a real server (sync or aio) whose Scripted.Unary calls the same method downstream
+through this library's client, on one of the call paths, with context propagation installed.
+
+``spawn`` makes the handler call downstream from a thread that carries its context (sync) or from a task it
+shields from its own cancellation (aio), so that only the propagated cancellation can stop that call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+from interceptors.engine import Policy
+from interceptors.server import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation
+
+from .clients import Client
+from .server import AIO_LOOP
+
+RELAYS = [
+    ("sync", "call", False),
+    ("sync", "future", False),
+    ("sync", "intercepted-call", False),
+    ("sync", "intercepted-future", False),
+    ("sync", "call", True),
+    ("aio", "aio", False),
+    ("aio", "intercepted-aio", False),
+    ("aio", "aio", True),
+    ("aio", "intercepted-aio", True),
+]
+"""(server kind, client path, spawn) of the relays the tests chain."""
+
+
+def relay_id(relay: tuple[str, str, bool]) -> str:
+    kind, path, spawn = relay
+    return f"{kind}-{path}" + ("-spawned" if spawn else "")
+
+
+class RelayServer:
+    """Relays Scripted.Unary to ``downstream`` through ``policies``; ``interceptors`` go before the propagation."""
+
+    def __init__(
+        self,
+        relay: tuple[str, str, bool],
+        downstream: str,
+        *policies: Policy,
+        reserve: float = DEFAULT_RESERVE,
+        interceptors: Sequence[Any] = (),
+    ) -> None:
+        self.kind, path, spawn = relay
+        self.client = Client(path, downstream, *policies, warm=False)
+        self.cancelled = 0  # handlers that saw their call cancelled
+        if self.kind == "sync":
+            chain = [*interceptors, ContextPropagation(reserve=reserve)]
+            server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=32), interceptors=chain)
+            pb_grpc.add_ScriptedServicer_to_server(_SyncRelay(self, path, spawn), server)
+            self.port = server.add_insecure_port("127.0.0.1:0")
+            server.start()
+            self._stop = lambda: server.stop(None)
+        else:
+            aio_chain = [*interceptors, AioContextPropagation(reserve=reserve)]
+
+            async def start() -> Any:
+                server = grpc.aio.server(interceptors=aio_chain)
+                pb_grpc.add_ScriptedServicer_to_server(_AioRelay(self, spawn), server)
+                self.port = server.add_insecure_port("127.0.0.1:0")
+                await server.start()
+                return server
+
+            aio_server = AIO_LOOP.run(start())
+            self._stop = lambda: AIO_LOOP.run(aio_server.stop(None))
+        self.target = f"127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._stop()
+        self.client.close()
+
+
+class _SyncRelay(pb_grpc.ScriptedServicer):
+    def __init__(self, relay: RelayServer, path: str, spawn: bool) -> None:
+        self._relay, self._path, self._spawn = relay, path.removeprefix("intercepted-"), spawn
+
+    def Unary(self, request: Any, context: Any) -> Any:
+        if not self._spawn:
+            return self._call(request)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(contextvars.copy_context().run, self._call, request).result()
+
+    def _call(self, request: Any) -> Any:
+        stub = self._relay.client.stub
+        try:
+            if self._path == "call":
+                return stub.Unary(request)
+            return stub.Unary.future(request).result()
+        except grpc.RpcError as error:
+            if error.code() is grpc.StatusCode.CANCELLED:
+                self._relay.cancelled += 1
+            raise
+        except grpc.FutureCancelledError:
+            self._relay.cancelled += 1
+            raise
+
+
+class _AioRelay(pb_grpc.ScriptedServicer):
+    def __init__(self, relay: RelayServer, spawn: bool) -> None:
+        self._relay, self._spawn = relay, spawn
+
+    async def Unary(self, request: Any, context: Any) -> Any:
+        try:
+            if not self._spawn:
+                return await self._relay.client.stub.Unary(request)
+            task = asyncio.ensure_future(self._call(request))
+            return await asyncio.shield(task)  # only the propagated cancellation reaches the task
+        except asyncio.CancelledError:
+            self._relay.cancelled += 1
+            raise
+
+    async def _call(self, request: Any) -> Any:
+        return await self._relay.client.stub.Unary(request)
