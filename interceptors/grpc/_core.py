@@ -435,7 +435,7 @@ def wire_timeout(seconds: float) -> float:
     rounds up what its own clock, a few ms late, says is left."""
     milliseconds = math.floor(seconds * 1000)
     unit = 10 ** max(len(str(milliseconds)) - 3, 0)
-    return max(milliseconds // unit - 1, 1) * unit / 1000
+    return float(max(milliseconds // unit - 1, 1) * unit / 1000)
 
 
 def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:

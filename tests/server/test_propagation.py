@@ -130,9 +130,11 @@ def test_a_downstream_status_and_its_pushback_reach_the_caller(relay: Any) -> No
     b.script.fail_first, b.script.trailers = 100, (("grpc-retry-pushback-ms", "300"),)
     a = RelayServer(relay, b.target, RetryPolicy(max_attempts=2))
     try:
-        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
-            with pytest.raises(grpc.RpcError) as raised:
-                pb_grpc.ScriptedStub(channel).Unary(Request(id="p"), timeout=10)
+        with (
+            grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            pb_grpc.ScriptedStub(channel).Unary(Request(id="p"), timeout=10)
     finally:
         a.close()
         b.stop()
