@@ -12,8 +12,18 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors.server import AccessLog, AioAccessLog, AioFaultInjection, FaultInjection, Faults
+from interceptors.grpc import _handlers
+from interceptors.server import (
+    AccessLog,
+    AioAccessLog,
+    AioFaultInjection,
+    AioLoadShedding,
+    FaultInjection,
+    Faults,
+    LoadShedding,
+)
 
+from ..support.clients import wait_until
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 UNARY = "/scripted.v1.Scripted/Unary"
@@ -214,3 +224,80 @@ def test_access_log_reports_a_crashing_handler_as_unknown(caplog: pytest.LogCapt
     with caplog.at_level(logging.INFO, logger=log.name):
         AIO_LOOP.run(main())
     assert [r.code for r in caplog.records if r.name == log.name] == ["UNKNOWN"]  # type: ignore[attr-defined]
+
+
+def _access_lines(caplog: pytest.LogCaptureFixture, log: logging.Logger) -> list[tuple[str, str]]:
+    return [(r.method, r.code) for r in caplog.records if r.name == log.name]  # type: ignore[attr-defined]
+
+
+def test_access_log_reports_what_the_client_saw_of_deadlines_and_cancellation(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = logging.getLogger(f"test.access.ended.{kind}")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        for server in make(kind, log=log):
+            with pytest.raises(grpc.RpcError) as raised:
+                server.stub.Unary(Request(id="late", sleep_ms=2000), timeout=0.2)
+            assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            call = server.stub.Unary.future(Request(id="gone", sleep_ms=2000), timeout=30)
+            wait_until(lambda s=server: s.attempts("gone") == 1)  # type: ignore[misc]
+            call.cancel()
+            wait_until(lambda: len(_access_lines(caplog, log)) == 2)
+    assert _access_lines(caplog, log) == [(UNARY, "DEADLINE_EXCEEDED"), (UNARY, "CANCELLED")]
+
+
+def test_unknown_methods_and_undecodable_requests_get_a_line_and_a_clean_status(
+    kind: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_handlers, "_warned", set())
+    log = logging.getLogger(f"test.access.bad.{kind}")
+    garbage = b"\xff\xff\xff\x00garbage"
+    with caplog.at_level(logging.INFO):
+        for server in make(kind, log=log):
+            raw: dict[str, Any] = {
+                name: server.channel.unary_unary(f"/scripted.v1.Scripted/{name}") for name in ("Unary", "Nope")
+            }
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as raised:
+                    raw["Unary"](garbage, timeout=5)
+                error: Any = raised.value
+                assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert error.details().startswith("the request could not be decoded")
+            with pytest.raises(grpc.RpcError) as raised:
+                raw["Nope"](b"", timeout=5)
+            assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            client_stream: Any = server.channel.stream_unary("/scripted.v1.Scripted/ClientStream")
+            with pytest.raises(grpc.RpcError) as raised:
+                client_stream(iter([Request(text="ok").SerializeToString(), garbage]), timeout=5)
+            assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.RpcError) as raised:
+                raw["Unary"](b"x" * (5 * 1024 * 1024), timeout=5)  # refused by grpc's core, before Python
+            assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert server.stub.Unary(Request(id="fine")).attempt == 1  # still serving
+    assert _access_lines(caplog, log) == [
+        *[(UNARY, "INVALID_ARGUMENT")] * 3,
+        ("/scripted.v1.Scripted/Nope", "UNIMPLEMENTED"),
+        ("/scripted.v1.Scripted/ClientStream", "INVALID_ARGUMENT"),
+        (UNARY, "OK"),
+    ]
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere
+    warnings = [r for r in caplog.records if r.name == "interceptors.server"]
+    assert len(warnings) == 2  # once per method
+
+
+def test_a_shed_call_gets_its_access_line(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger(f"test.access.shed.{kind}")
+    shedding: Any = (LoadShedding if kind == "sync" else AioLoadShedding)(1)
+    chain = [AccessLog(log) if kind == "sync" else AioAccessLog(log), shedding]
+    server = ScriptedServer(kind, interceptors=chain)
+    try:
+        with caplog.at_level(logging.INFO, logger=log.name), grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            hog = stub.Unary.future(Request(id="hog", sleep_ms=300))
+            wait_until(lambda: server.attempts("hog") == 1)
+            with pytest.raises(grpc.RpcError):
+                stub.Unary(Request(id="shed"))
+            hog.result()
+    finally:
+        server.stop()
+    assert _access_lines(caplog, log) == [(UNARY, "RESOURCE_EXHAUSTED"), (UNARY, "OK")]
