@@ -15,18 +15,20 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
+    RetryBudget,
     RetryPolicy,
     Timeout,
     on_codes,
     replaced_by_fallback,
 )
 from interceptors.engine import Policy
+from interceptors.server import AioContextPropagation
 from service_b.runtime import start_server
 
 SERVICE = service_a_pb2.DESCRIPTOR.services_by_name["ServiceA"].full_name
 MESSAGE = "hello from service A"
 FALLBACK_MESSAGE = "error accessing service B"
-POLICIES = ("none", "timeout", "retry", "breaker", "fallback", "composed")
+POLICIES = ("none", "timeout", "retry", "breaker", "fallback", "composed", "pushback")
 
 # A lost connection to B is noticed and retried quickly, so recovery is bounded by the breaker, not by grpc's
 # reconnect backoff (which grows to two minutes by default).
@@ -50,6 +52,7 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
         pushback=True,  # the open delay is B's retry-after when it sends one
         on_state_change=lambda e: log.info(f"circuit breaker state changed from {e.old} to {e.new}"),
     )
+    retried = retry.on_retry_scheduled
     fallback = Fallback(
         message={"message": FALLBACK_MESSAGE},  # UNAVAILABLE and DEADLINE_EXCEEDED: the caller always gets an answer
         on_fallback=lambda e: log.info("Fallback executed result", extra={"failure": type(e.failure).__name__}),
@@ -61,21 +64,22 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
         "breaker": (breaker,),
         "fallback": (fallback,),
         "composed": (fallback, retry, breaker, timeout),
+        # waits out B's pushback (shed calls included), within a retry budget shared by all calls
+        "pushback": (fallback, RetryPolicy(max_attempts=4, budget=RetryBudget(), on_retry_scheduled=retried), timeout),
     }
     return chains[name]
 
 
 class ServiceA(service_a_pb2_grpc.ServiceAServicer):
+    """Calls B for each request. The server's AioContextPropagation bounds the call to B by our caller's deadline
+    less a reserve, cancels it if our caller goes away, and answers B's failures with B's status and pushback."""
+
     def __init__(self, service_b: service_b_pb2_grpc.ServiceBStub) -> None:
         self._b = service_b
 
     async def Hello(self, request: Any, context: Any) -> Any:
-        # Python servers do not pass deadlines on: B gets what is left of our caller's.
-        call = self._b.Hello(service_b_pb2.HelloRequest(name=request.name), timeout=context.time_remaining())
-        try:
-            reply = await call
-        except grpc.aio.AioRpcError as error:
-            await context.abort(error.code(), error.details() or "")
+        call = self._b.Hello(service_b_pb2.HelloRequest(name=request.name))
+        reply = await call
         replaced = replaced_by_fallback(await call.trailing_metadata())
         if replaced:
             context.set_trailing_metadata(((FALLBACK_METADATA_KEY, replaced),))
@@ -87,7 +91,10 @@ async def serve(host: str, port: int, service_b: str, policy: str, log: logging.
     async with interceptors.aio.resilient_channel(service_b, *chain, options=CHANNEL_OPTIONS) as channel:
         servicer = ServiceA(service_b_pb2_grpc.ServiceBStub(channel))
         server, bound = await start_server(
-            host, port, [(servicer, service_a_pb2_grpc.add_ServiceAServicer_to_server, SERVICE)]
+            host,
+            port,
+            [(servicer, service_a_pb2_grpc.add_ServiceAServicer_to_server, SERVICE)],
+            interceptors=[AioContextPropagation()],
         )
         log.info("serving", extra={"port": bound, "policy": policy, "service_b": service_b})
         try:

@@ -1,4 +1,5 @@
-"""python -m service_a.scenarios: the article's five scenarios in turn, each with its own service B and service A.
+"""python -m service_a.scenarios: the article's five scenarios in turn, then two beyond it (a short caller deadline,
+an overloaded B shedding load), each with its own service B and service A.
 
 For each scenario it starts B with the scenario's faults and A with the matching policies (free local ports),
 drives requests at A, prints the outcome and some of A's log lines, and stops both; at the end, one table
@@ -12,6 +13,7 @@ import contextlib
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -127,7 +129,9 @@ class Scenario:
     concurrency: int
     timeout: float  # the deadline each request to A carries
     interval: float  # seconds between request starts
-    expect: str  # what the article shows
+    expect: str  # what the article (or, beyond it, the library) shows
+    policy: str = ""  # A's policies (default: the scenario's name)
+    b_args: tuple[str, ...] = ()  # more options for B
 
 
 SCENARIOS = [
@@ -136,42 +140,76 @@ SCENARIOS = [
     Scenario("breaker", 24, 2, 3.0, 0.2, "B fails or stalls; A's breaker opens: fast UNAVAILABLE while open"),
     Scenario("fallback", 8, 4, 3.0, 0.0, "B is down; A answers its fallback: OK with the fallback text"),
     Scenario("composed", 20, 4, 6.0, 0.0, "random faults; fallback > retry > breaker > timeout: OK or fallback"),
+    Scenario(
+        "deadline",
+        8,
+        4,
+        0.5,
+        0.0,
+        "B takes 2 s, callers wait 0.5 s; A calls B with 0.5 s less its reserve: its fallback, in time",
+        policy="composed",
+    ),
+    Scenario(
+        "overload",
+        60,
+        16,
+        5.0,
+        0.0,
+        "16 callers, B serves 4 at once (100 ms each) and sheds the rest with pushback; A waits it out: OK",
+        policy="pushback",
+        b_args=("--max-concurrent", "4"),
+    ),
 ]
 
 
-def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str]]:
-    """Run one scenario; returns the summary of the requests and service A's event lines."""
+def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | None]:
+    """Run one scenario; returns the summary of the requests, service A's event lines, and the p99 latency (ms)
+    of the calls B answered OK, from its access log."""
+    b_args = ("--port", "0", "--scenario", scenario.name, "--seed", str(seed), *scenario.b_args)
     with (
-        Service("service_b", "--port", "0", "--scenario", scenario.name, "--seed", str(seed)) as b,
-        Service("service_a", "--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", scenario.name) as a,
+        Service("service_b", *b_args) as b,
+        Service(
+            "service_a",
+            *("--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", scenario.policy or scenario.name),
+        ) as a,
     ):
         target = f"127.0.0.1:{a.port}"
         outcomes = asyncio.run(
             drive(target, scenario.requests, scenario.concurrency, scenario.timeout, scenario.interval)
         )
         time.sleep(0.2)  # let the last log lines arrive
-        return summarize(outcomes), a.events()
+        return summarize(outcomes), a.events(), _p99([r["latency_ms"] for r in b.records() if r.get("code") == "OK"])
 
 
-def table(rows: list[tuple[Scenario, Summary]]) -> str:
-    header = f"{'scenario':<10}{'requests':>9}{'OK':>5}{'fallback':>10}  {'errors':<28}{'p50 ms':>8}{'p99 ms':>8}"
+def _p99(latencies: list[float]) -> float | None:
+    if not latencies:
+        return None
+    return statistics.quantiles(latencies, n=100, method="inclusive")[98] if len(latencies) > 1 else latencies[0]
+
+
+def table(rows: list[tuple[Scenario, Summary, float | None]]) -> str:
+    header = (
+        f"{'scenario':<10}{'requests':>9}{'OK':>5}{'fallback':>10}  {'errors':<28}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'B p99 ms':>10}"
+    )
     lines = [header, "-" * len(header)]
-    for scenario, s in rows:
+    for scenario, s, b_p99 in rows:
         errors = ", ".join(f"{code} {n}" for code, n in s.errors.items()) or "-"
+        b_column = "-" if b_p99 is None else f"{b_p99:.0f}"
         lines.append(
             f"{scenario.name:<10}{s.requests:>9}{s.successes:>5}{s.fallbacks:>10}  {errors:<28}"
-            f"{s.p50_ms:>8.0f}{s.p99_ms:>8.0f}"
+            f"{s.p50_ms:>8.0f}{s.p99_ms:>8.0f}{b_column:>10}"
         )
     return "\n".join(lines)
 
 
 def main() -> int:
-    rows: list[tuple[Scenario, Summary]] = []
+    rows: list[tuple[Scenario, Summary, float | None]] = []
     try:
         for scenario in SCENARIOS:
             print(f"\n=== {scenario.name}: {scenario.expect}")
-            summary, events = run(scenario)
-            rows.append((scenario, summary))
+            summary, events, b_p99 = run(scenario)
+            rows.append((scenario, summary, b_p99))
             print(describe(summary))
             shown = events[:6]
             for message in shown:

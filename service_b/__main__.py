@@ -9,7 +9,7 @@ import contextlib
 from interceptors.server import Faults
 
 from .app import SCENARIOS, serve
-from .runtime import port, rate, seconds, setup_logging
+from .runtime import port, positive, rate, seconds, setup_logging
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -26,6 +26,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--retry-after", type=seconds, help="pushback sent with failures, seconds (default 1)")
     parser.add_argument("--down", action="store_true", default=None, help="answer every call UNAVAILABLE")
     parser.add_argument("--seed", type=int, help="seed for reproducible faults")
+    parser.add_argument(
+        "--max-concurrent",
+        type=positive,
+        help="refuse calls beyond this many at once (RESOURCE_EXHAUSTED with pushback); default: no limit",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     log = setup_logging("service_b")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, faults(args), log))
+        asyncio.run(serve(args.host, args.port, faults(args), log, args.max_concurrent))
 
 
 if __name__ == "__main__":

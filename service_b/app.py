@@ -9,7 +9,7 @@ from typing import Any
 
 from demo.v1 import service_b_pb2, service_b_pb2_grpc
 
-from interceptors.server import AioFaultInjection, Faults
+from interceptors.server import AioFaultInjection, AioLoadShedding, Faults
 
 from .runtime import start_server
 
@@ -24,6 +24,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "breaker": {"fail_rate": 0.5, "slow_rate": 0.5, "slow_delay": 1.0, "retry_after": 1.0},
     "fallback": {"down": True},
     "composed": {"fail_rate": 0.3, "slow_rate": 0.3, "slow_delay": 1.5, "retry_after": 1.0},
+    # beyond the article: propagation and shedding
+    "deadline": {"delay": 2.0},  # B slow; a caller with a short deadline
+    "overload": {"delay": 0.1},  # each call keeps B busy for 100 ms; with --max-concurrent, B sheds the excess
 }
 
 
@@ -42,14 +45,16 @@ def describe(faults: Faults) -> dict[str, Any]:
     }
 
 
-async def serve(host: str, port: int, faults: Faults, log: logging.Logger) -> None:
+async def serve(host: str, port: int, faults: Faults, log: logging.Logger, max_concurrent: int | None = None) -> None:
+    """Serve until cancelled, injecting ``faults`` into Hello; with ``max_concurrent``, calls beyond that many at
+    once are refused at once (RESOURCE_EXHAUSTED with pushback) before their faults or work begin."""
+    chain: list[Any] = [AioFaultInjection(faults, methods=[HELLO])]  # health and reflection stay healthy
+    if max_concurrent is not None:
+        chain.insert(0, AioLoadShedding(max_concurrent))
     server, bound = await start_server(
-        host,
-        port,
-        [(ServiceB(), service_b_pb2_grpc.add_ServiceBServicer_to_server, SERVICE)],
-        interceptors=[AioFaultInjection(faults, methods=[HELLO])],  # health and reflection stay healthy
+        host, port, [(ServiceB(), service_b_pb2_grpc.add_ServiceBServicer_to_server, SERVICE)], interceptors=chain
     )
-    log.info("serving", extra={"port": bound, "faults": describe(faults)})
+    log.info("serving", extra={"port": bound, "faults": describe(faults), "max_concurrent": max_concurrent})
     try:
         await server.wait_for_termination()
     except asyncio.CancelledError:

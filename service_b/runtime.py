@@ -34,14 +34,23 @@ def setup_logging(service: str) -> logging.Logger:
     return logging.getLogger(service)
 
 
+MAX_REQUEST_BYTES = 8 * 1024 * 1024
+"""The largest request grpc's core takes in. Larger ones it refuses (RESOURCE_EXHAUSTED) before any Python code,
+so before the access log, sees them; below it, an undecodable request is answered INVALID_ARGUMENT and logged."""
+
+
 async def start_server(
     host: str, port: int, services: Sequence[tuple[Any, Any, str]], *, interceptors: Sequence[Any] = ()
 ) -> tuple[grpc.aio.Server, int]:
     """A started aio server with ``services`` ((servicer, add_function, full service name)), the standard health
-    service (SERVING) and reflection, and an access log line per request. Returns it and the port it bound."""
+    service (SERVING) and reflection, and an access log line per request, the first of its ``interceptors``.
+    Returns it and the port it bound."""
     server = grpc.aio.server(
         interceptors=[AioAccessLog(logging.getLogger("access")), *interceptors],
-        options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not shared with a stale process
+        options=[
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not shared with a stale process
+            ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+        ],
     )
     health_servicer = health.aio.HealthServicer()
     names = [name for _, _, name in services]
@@ -82,6 +91,13 @@ def rate(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
     return value
+
+
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
 
 
 def port(text: str) -> int:

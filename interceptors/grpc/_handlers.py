@@ -29,10 +29,20 @@ _log = logging.getLogger("interceptors.server")
 _warned: set[str] = set()
 
 
-def wrapped(handler: Any, method: str, unary: Wrapper, streaming: Wrapper, *, aio: bool) -> Any:
+def wrapped(
+    handler: Any, method: str, unary: Wrapper, streaming: Wrapper, *, aio: bool, refuse_first: bool = True
+) -> Any:
     """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``, and its
-    request deserializer guarded (see the module's doc)."""
-    return wrapped_any(_guarded(handler, method, aio), unary, streaming)
+    undecodable requests refused (see the module's doc): before the wrapper runs (``refuse_first``), or inside
+    it, for a wrapper that must see the refusal (an access log)."""
+    handler = _guarded(handler)
+    if handler.request_deserializer is None:  # raw bytes: nothing to refuse
+        return wrapped_any(handler, unary, streaming)
+    check = _check(handler, method, aio)
+    if not refuse_first:
+        handler = wrapped_any(handler, check, check)
+    handler = wrapped_any(handler, unary, streaming)
+    return wrapped_any(handler, check, check) if refuse_first else handler
 
 
 async def awaited(value: Any) -> Any:
@@ -62,8 +72,8 @@ class _Undecodable:
         self.reason = reason
 
 
-def _guarded(handler: Any, method: str, aio: bool) -> Any:
-    """``handler`` whose undecodable requests are answered INVALID_ARGUMENT (see the module's doc)."""
+def _guarded(handler: Any) -> Any:
+    """``handler`` whose request deserializer answers an :class:`_Undecodable` instead of raising."""
     deserialize = handler.request_deserializer
     if deserialize is None or getattr(deserialize, "guarded", False):
         return handler  # raw bytes, or guarded by another of our interceptors
@@ -75,7 +85,11 @@ def _guarded(handler: Any, method: str, aio: bool) -> Any:
             return _Undecodable(str(error)[:200] or type(error).__name__)
 
     guarded.guarded = True  # type: ignore[attr-defined]
-    handler = handler._replace(request_deserializer=guarded)
+    return handler._replace(request_deserializer=guarded)
+
+
+def _check(handler: Any, method: str, aio: bool) -> Wrapper:
+    """A wrapper that refuses an undecodable request with INVALID_ARGUMENT, for ``handler``'s kind of call."""
     refusal = f"the request could not be decoded ({method})"
 
     def refuse(request: _Undecodable) -> str:
@@ -100,7 +114,7 @@ def _guarded(handler: Any, method: str, aio: bool) -> Any:
                     context.abort(INVALID_ARGUMENT, refuse(request))
                 return request
 
-        return wrap_server_method_handler(_sync_step(step), handler)  # type: ignore[no-untyped-call]
+        return _sync_step(step)
 
     if handler.request_streaming:
 
@@ -120,7 +134,7 @@ def _guarded(handler: Any, method: str, aio: bool) -> Any:
                 await context.abort(INVALID_ARGUMENT, refuse(received))
             return received
 
-    return wrapped_any(handler, _aio_step(astep, streaming=False), _aio_step(astep, streaming=True))
+    return _aio_step(astep, streaming=handler.response_streaming)
 
 
 def wrapped_any(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:

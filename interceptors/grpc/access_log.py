@@ -46,7 +46,12 @@ class AccessLog(grpc.ServerInterceptor):
             _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
             return None
         return wrapped(
-            handler, method, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b), aio=False
+            handler,
+            method,
+            lambda b: self._wrap(method, b),
+            lambda b: self._wrap_streaming(method, b),
+            aio=False,
+            refuse_first=False,
         )
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
@@ -77,7 +82,12 @@ class AioAccessLog(grpc.aio.ServerInterceptor):
             _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
             return None
         return wrapped(
-            handler, method, lambda b: self._wrap(method, b), lambda b: self._wrap_streaming(method, b), aio=True
+            handler,
+            method,
+            lambda b: self._wrap(method, b),
+            lambda b: self._wrap_streaming(method, b),
+            aio=True,
+            refuse_first=False,
         )
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:

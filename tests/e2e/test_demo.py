@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from interceptors.grpc._pushback import _parse_retry_info, _parse_status
 from service_a.app import FALLBACK_MESSAGE
 from service_a.client import Outcome, drive
 from service_a.scenarios import ROOT, Service
@@ -150,9 +151,70 @@ def test_health_and_reflection(services: tuple[Service, Service]) -> None:
 
 
 @pytest.mark.parametrize("services", [("fallback", "none")], indirect=True)
-def test_without_policies_a_passes_bs_status_on(services: tuple[Service, Service]) -> None:
+def test_without_policies_a_passes_bs_status_and_pushback_on(services: tuple[Service, Service]) -> None:
     _, a = services
     assert {o.result for o in call(a, 3, timeout=3)} == {"UNAVAILABLE"}
+    with grpc.insecure_channel(f"127.0.0.1:{a.port}") as channel:
+        hello: Any = channel.unary_unary("/demo.v1.ServiceA/Hello")
+        with pytest.raises(grpc.RpcError) as raised:
+            hello(b"", timeout=3)
+    error: Any = raised.value
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "injected fault")
+    trailers = dict(error.trailing_metadata())
+    assert (trailers["grpc-retry-pushback-ms"], trailers["retry-after"]) == ("1000", "1")
+    status = _parse_status(trailers["grpc-status-details-bin"])  # RetryInfo, for clients that read only that
+    assert (status.code, status.message) == (grpc.StatusCode.UNAVAILABLE.value[0], "injected fault")
+    assert _parse_retry_info(status.details[0].value).retry_delay.seconds == 1
+
+
+@pytest.mark.parametrize("services", [("deadline", "composed")], indirect=True)
+def test_a_short_caller_deadline_gets_as_fallback_in_time(services: tuple[Service, Service]) -> None:
+    b, a = services
+    outcomes = call(a, 8, timeout=0.5)
+    assert {o.result for o in outcomes} == {"FALLBACK"}
+    assert all(o.latency_ms < 500 for o in outcomes)
+    assert [r.get("code") for r in b.records() if r.get("method")] == ["DEADLINE_EXCEEDED"] * 8  # as A saw it
+
+
+@pytest.mark.parametrize("services", [("overload", "pushback", "--max-concurrent", "4")], indirect=True)
+def test_an_overloaded_b_sheds_with_pushback_and_a_backs_off(services: tuple[Service, Service]) -> None:
+    b, a = services
+    outcomes = call(a, 60, timeout=5, concurrency=16)
+    assert {o.result for o in outcomes} <= {"OK", "FALLBACK"}
+    assert sum(o.result == "OK" for o in outcomes) >= 20
+    codes = [r.get("code") for r in b.records() if r.get("method")]
+    assert codes.count("RESOURCE_EXHAUSTED") > 0 and set(codes) == {"OK", "RESOURCE_EXHAUSTED"}
+    served = sorted(r["latency_ms"] for r in b.records() if r.get("code") == "OK")
+    assert served[-1] < 300  # B's accepted calls do not queue: ~100 ms each
+    assert any(e.startswith("Retry") for e in a.events())
+
+
+@pytest.mark.parametrize("services", [("composed",)], indirect=True)
+def test_bad_requests_get_a_clean_status_and_one_access_line_each(services: tuple[Service, Service]) -> None:
+    for service, method in ((services[0], "/demo.v1.ServiceB/Hello"), (services[1], "/demo.v1.ServiceA/Hello")):
+        with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            raw: Any = channel.unary_unary
+            for body, code in (
+                (b"\xff\xfe garbage", grpc.StatusCode.INVALID_ARGUMENT),
+                (b"\x0a" + b"\xff" * (5 * 1024 * 1024), grpc.StatusCode.INVALID_ARGUMENT),  # 5 MB, undecodable
+            ):
+                with pytest.raises(grpc.RpcError) as raised:
+                    raw(method)(body, timeout=5)
+                assert raised.value.code() is code
+            with pytest.raises(grpc.RpcError) as raised:
+                raw(method.replace("Hello", "Nope"))(b"", timeout=5)
+            assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            assert (
+                health.Check(health_pb2.HealthCheckRequest(), timeout=3).status
+                == health_pb2.HealthCheckResponse.SERVING
+            )
+        time.sleep(0.2)
+        codes = [
+            r.get("code") for r in service.records() if r.get("method") in (method, method.replace("Hello", "Nope"))
+        ]
+        assert codes == ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "UNIMPLEMENTED"]
+        assert not any("Traceback" in line for line in service.lines)
 
 
 @pytest.mark.parametrize(
