@@ -34,11 +34,14 @@ def _start(module: str, directory: str, **options: object) -> tuple[subprocess.P
 
 
 class Hop:
-    """A relay process (bench/relay.py) serving callers by calling ``downstream`` through ``chain``'s policies."""
+    """A relay process (bench/relay.py) serving callers by calling ``downstream`` through ``chain``'s policies,
+    passing deadlines on by ``propagation`` ("library" or "manual")."""
 
-    def __init__(self, downstream: str, chain: str) -> None:
+    def __init__(self, downstream: str, chain: str, propagation: str = "library") -> None:
         self._dir = tempfile.TemporaryDirectory()
-        self._process, self.target = _start("bench.relay", self._dir.name, downstream=downstream, chain=chain)
+        self._process, self.target = _start(
+            "bench.relay", self._dir.name, downstream=downstream, chain=chain, propagation=propagation
+        )
 
     def __enter__(self) -> Hop:
         return self

@@ -250,9 +250,36 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         out += _amplification(results["amplification"])
     if "outage" in results and OURS_RECOMMENDED in article:
         out += _frontier(results, budget, plots)
+    if "propagation" in results:
+        out += _propagation(results["propagation"])
     if "goaway" in results:
         out += _goaway(results["goaway"])
     return "\n".join(out)
+
+
+PROPAGATION_TARGET = 1.02
+
+
+def _propagation(propagation: dict[str, Any]) -> list[str]:
+    ratio, us = propagation["ratio"], propagation["us_per_call"]
+    return [
+        "",
+        "## 4e. Context propagation in a service in the middle",
+        "",
+        "A healthy call through caller -> A -> B (separate processes, A an aio server calling B through the "
+        f"recommended chain), {propagation['batches']} pairs of batches of {propagation['calls_per_batch']} calls: "
+        "A passing its deadline on by hand (`timeout=context.time_remaining()`, abort with B's code) and A with "
+        "`AioContextPropagation` (deadline less the reserve, cancellation, status and pushback forwarding).",
+        "",
+        "| A | us per call (median) | q1 - q3 |",
+        "|---|---|---|",
+        f"| by hand | {us['manual']['median']:.0f} | {us['manual']['q1']:.0f} - {us['manual']['q3']:.0f} |",
+        f"| AioContextPropagation | {us['library']['median']:.0f} | {us['library']['q1']:.0f} - "
+        f"{us['library']['q3']:.0f} |",
+        "",
+        f"Ratio (median of paired batches): {ratio['median']:.3f}x (q1 {ratio['q1']:.3f}, q3 {ratio['q3']:.3f}); "
+        f"target ≤ {PROPAGATION_TARGET:g}x: {_check(ratio['median'] <= PROPAGATION_TARGET)}.",
+    ]
 
 
 def _first(suite: dict[str, Any]) -> dict[str, Any]:

@@ -362,6 +362,52 @@ def amplification(calls: int = 60, rate: float = 20, workers: int = 32) -> dict[
     return {"rate": rate, "chains": {name: approaches.describe_chain(name) for name in CHAINS}, "hops": results}
 
 
+def propagation(batches: int = 40, n: int = 100) -> dict[str, Any]:
+    """A healthy call through a service in the middle (caller -> A -> B), A calling B through the recommended
+    chain: A passing its deadline on by hand, and A with the server's AioContextPropagation (deadline less a
+    reserve, cancellation, status forwarding). Batches of ``n`` calls, each next to one of the other kind."""
+    with (
+        Backend() as b,
+        Hop(b.target, "recommended", propagation="manual") as manual,
+        Hop(b.target, "recommended") as library,
+    ):
+        channels = {
+            name: grpc.insecure_channel(hop.target, options=NO_RETRIES)
+            for name, hop in (("manual", manual), ("library", library))
+        }
+
+        def timed(channel: grpc.Channel) -> Callable[[], float]:
+            hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+
+            def run() -> float:
+                start = time.perf_counter()
+                for _ in range(n):
+                    hello(REQUEST, timeout=5.0)
+                return (time.perf_counter() - start) / n * 1e6
+
+            return run
+
+        runs = {name: timed(channel) for name, channel in channels.items()}
+        for run in runs.values():
+            run()  # connect and warm up
+        ratios: list[float] = []
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for i in range(batches):
+            order = ["manual", "library"] if i % 2 else ["library", "manual"]
+            measured = {name: runs[name]() for name in order}
+            ratios.append(measured["library"] / measured["manual"])
+            for name, value in measured.items():
+                times[name].append(value)
+        for channel in channels.values():
+            channel.close()
+    return {
+        "batches": batches,
+        "calls_per_batch": n,
+        "us_per_call": {name: quartiles(values) for name, values in times.items()},
+        "ratio": quartiles(ratios),
+    }
+
+
 # -- 5. transparent retries --------------------------------------------------------------------------------------------
 
 
@@ -471,6 +517,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "outage": outage,
     "slow_backend": slow_backend,
     "amplification": amplification,
+    "propagation": propagation,
     "goaway": goaway,
 }
 

@@ -3,6 +3,9 @@ server calling the next through one of the client's call paths (in the handler, 
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -11,12 +14,15 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors import CircuitBreaker, Fallback, RetryPolicy, Timeout
-from interceptors.grpc._pushback import _parse_retry_info, _parse_status
+import interceptors.aio
+from interceptors import CircuitBreaker, Fallback, RetryPolicy, Timeout, resilient_channel
+from interceptors.grpc._pushback import _parse_retry_info, _parse_status, retry_info_details
+from interceptors.grpc.propagation import forwarded
+from interceptors.server import AioContextPropagation, ContextPropagation, aforward, forward
 
 from ..support.clients import wait_until
 from ..support.relay import RELAYS, RelayServer, relay_id
-from ..support.server import Request, ScriptedServer
+from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer
 
 RESERVE = 0.05
 PAIRS = list(zip(RELAYS, RELAYS[3:] + RELAYS[:3], strict=True))
@@ -168,3 +174,132 @@ def test_an_open_breakers_pushback_reaches_the_caller(relay: Any) -> None:
     assert 4000 < int(trailers["grpc-retry-pushback-ms"]) <= 5000
     assert 4 < _retry_delay(trailers["grpc-status-details-bin"])[2] <= 5
     assert b.attempts("o") == 1
+
+
+def _failed_call(trailers: tuple[tuple[str, Any], ...], code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> Any:
+    """A real grpc.RpcError from a scripted server answering ``code`` with ``trailers``."""
+    server = ScriptedServer("sync")
+    server.script.fail_first, server.script.code, server.script.trailers = 1, code, trailers
+    try:
+        with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.ScriptedStub(channel).Unary(Request(id="x"), timeout=10)
+    finally:
+        server.stop()
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("trailers", "expected"),
+    [
+        ((("grpc-retry-pushback-ms", "-1"),), {"grpc-retry-pushback-ms": "-1"}),  # "do not retry" goes on too
+        ((("grpc-retry-pushback-ms", "junk"),), {"grpc-retry-pushback-ms": "-1"}),  # malformed: do not retry
+        ((("retry-after", "2"),), {"retry-after": "2", "grpc-retry-pushback-ms": "2000"}),
+        ((("other", "x"),), {}),  # the downstream's other trailers are its own
+    ],
+)
+def test_what_is_forwarded(trailers: Any, expected: dict[str, str]) -> None:
+    code, details, forwarded_trailers = forwarded(_failed_call(trailers))
+    assert (code, details) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
+    got = dict(forwarded_trailers)
+    status_details = got.pop("grpc-status-details-bin", None)
+    assert got == expected
+    assert (status_details is not None) == ("retry-after" in expected)
+
+
+def test_a_downstreams_own_rich_status_goes_on_as_it_was() -> None:
+    rich = retry_info_details(grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.7)
+    _, _, trailers = forwarded(_failed_call((("grpc-status-details-bin", rich),)))
+    assert dict(trailers) == {"grpc-status-details-bin": rich, "grpc-retry-pushback-ms": "700"}
+
+
+def test_an_error_without_a_status_is_raised_as_it_is() -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        forwarded(grpc.RpcError())
+    assert type(raised.value) is grpc.RpcError
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_handlers_can_forward_by_hand(kind: str) -> None:
+    error = _failed_call((("grpc-retry-pushback-ms", "300"),), grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+    class Sync(pb_grpc.ScriptedServicer):
+        def Unary(self, request: Any, context: Any) -> Any:
+            forward(context, error)
+
+    class Aio(pb_grpc.ScriptedServicer):
+        async def Unary(self, request: Any, context: Any) -> Any:
+            await aforward(context, error)
+
+    server = CustomServer(kind, Sync() if kind == "sync" else Aio())
+    try:
+        with grpc.insecure_channel(server.target) as channel, pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.ScriptedStub(channel).Unary(Request(), timeout=10)
+    finally:
+        server.stop()
+    failure: Any = raised.value
+    assert (failure.code(), failure.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "scripted failure")
+    assert dict(failure.trailing_metadata())["grpc-retry-pushback-ms"] == "300"
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_stream_opened_for_the_incoming_call_is_cancelled_with_it(kind: str) -> None:
+    """The handler reads a downstream server stream from a thread (sync) or a shielded task (aio)."""
+    downstream = ScriptedServer("aio")
+    channel = resilient_channel(downstream.target) if kind == "sync" else None
+
+    class Sync(pb_grpc.ScriptedServicer):
+        def Unary(self, request: Any, context: Any) -> Any:
+            def read() -> int:
+                assert channel is not None
+                return len(list(pb_grpc.ScriptedStub(channel).ServerStream(Request(id="s", sleep_ms=10_000))))
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(contextvars.copy_context().run, read).exception()
+            return Reply()
+
+    class Aio(pb_grpc.ScriptedServicer):
+        async def Unary(self, request: Any, context: Any) -> Any:
+            async def read() -> int:
+                async with interceptors.aio.resilient_channel(downstream.target) as aio_channel:
+                    stream = pb_grpc.ScriptedStub(aio_channel).ServerStream(Request(id="s", sleep_ms=10_000))
+                    return len([reply async for reply in stream])
+
+            await asyncio.shield(asyncio.ensure_future(read()))
+            return Reply()
+
+    server = CustomServer(kind, Sync() if kind == "sync" else Aio(), propagation=True)
+    try:
+        with grpc.insecure_channel(server.target) as caller:
+            call = pb_grpc.ScriptedStub(caller).Unary.future(Request(), timeout=30)
+            wait_until(lambda: downstream.attempts("s") == 1)
+            call.cancel()
+            wait_until(lambda: "s" in downstream.recorder.cancelled, timeout=2)
+    finally:
+        server.stop()
+        downstream.stop()
+        if channel is not None:
+            channel.close()
+
+
+class CustomServer:
+    """A sync or aio server of one Scripted servicer, with context propagation if asked."""
+
+    def __init__(self, kind: str, servicer: Any, propagation: bool = False) -> None:
+        if kind == "sync":
+            chain: list[Any] = [ContextPropagation()] if propagation else []
+            server = grpc.server(concurrent.futures.ThreadPoolExecutor(8), interceptors=chain)
+            pb_grpc.add_ScriptedServicer_to_server(servicer, server)
+            self.target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+            server.start()
+            self.stop = lambda: server.stop(None)
+            return
+
+        async def start() -> Any:
+            aio_server = grpc.aio.server(interceptors=[AioContextPropagation()] if propagation else [])
+            pb_grpc.add_ScriptedServicer_to_server(servicer, aio_server)
+            self.target = f"127.0.0.1:{aio_server.add_insecure_port('127.0.0.1:0')}"
+            await aio_server.start()
+            return aio_server
+
+        aio_server = AIO_LOOP.run(start())
+        self.stop = lambda: AIO_LOOP.run(aio_server.stop(None))
