@@ -267,7 +267,8 @@ def _propagation(propagation: dict[str, Any]) -> list[str]:
         "## 4e. Context propagation in a service in the middle",
         "",
         "A healthy call through caller -> A -> B (separate processes, A an aio server calling B through the "
-        f"recommended chain), {propagation['batches']} pairs of batches of {propagation['calls_per_batch']} calls: "
+        f"recommended chain), {propagation['batches']} batches of {propagation['calls_per_batch']} pairs of calls, "
+        "the two kinds of A called alternately: "
         "A passing its deadline on by hand (`timeout=context.time_remaining()`, abort with B's code) and A with "
         "`AioContextPropagation` (deadline less the reserve, cancellation, status and pushback forwarding).",
         "",
@@ -277,7 +278,7 @@ def _propagation(propagation: dict[str, Any]) -> list[str]:
         f"| AioContextPropagation | {us['library']['median']:.0f} | {us['library']['q1']:.0f} - "
         f"{us['library']['q3']:.0f} |",
         "",
-        f"Ratio (median of paired batches): {ratio['median']:.3f}x (q1 {ratio['q1']:.3f}, q3 {ratio['q3']:.3f}); "
+        f"Ratio (median of the batches' ratios): {ratio['median']:.3f}x (q1 {ratio['q1']:.3f}, q3 {ratio['q3']:.3f}); "
         f"target ≤ {PROPAGATION_TARGET:g}x: {_check(ratio['median'] <= PROPAGATION_TARGET)}.",
     ]
 

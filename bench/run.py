@@ -362,10 +362,11 @@ def amplification(calls: int = 60, rate: float = 20, workers: int = 32) -> dict[
     return {"rate": rate, "chains": {name: approaches.describe_chain(name) for name in CHAINS}, "hops": results}
 
 
-def propagation(batches: int = 40, n: int = 100) -> dict[str, Any]:
+def propagation(batches: int = 60, n: int = 100) -> dict[str, Any]:
     """A healthy call through a service in the middle (caller -> A -> B), A calling B through the recommended
     chain: A passing its deadline on by hand, and A with the server's AioContextPropagation (deadline less a
-    reserve, cancellation, status forwarding). Batches of ``n`` calls, each next to one of the other kind."""
+    reserve, cancellation, status forwarding). Calls to the two alternate one by one (which goes first alternates
+    too), so that drift in the machine's speed falls on both alike; each batch of ``n`` pairs gives a ratio."""
     with (
         Backend() as b,
         Hop(b.target, "recommended", propagation="manual") as manual,
@@ -375,29 +376,22 @@ def propagation(batches: int = 40, n: int = 100) -> dict[str, Any]:
             name: grpc.insecure_channel(hop.target, options=NO_RETRIES)
             for name, hop in (("manual", manual), ("library", library))
         }
-
-        def timed(channel: grpc.Channel) -> Callable[[], float]:
-            hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
-
-            def run() -> float:
-                start = time.perf_counter()
-                for _ in range(n):
-                    hello(REQUEST, timeout=5.0)
-                return (time.perf_counter() - start) / n * 1e6
-
-            return run
-
-        runs = {name: timed(channel) for name, channel in channels.items()}
-        for run in runs.values():
-            run()  # connect and warm up
+        hellos = {name: service_b_pb2_grpc.ServiceBStub(channel).Hello for name, channel in channels.items()}
+        for _ in range(200):  # connect and warm up
+            for hello in hellos.values():
+                hello(REQUEST, timeout=5.0)
         ratios: list[float] = []
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        for i in range(batches):
-            order = ["manual", "library"] if i % 2 else ["library", "manual"]
-            measured = {name: runs[name]() for name in order}
-            ratios.append(measured["library"] / measured["manual"])
-            for name, value in measured.items():
-                times[name].append(value)
+        times: dict[str, list[float]] = {name: [] for name in hellos}
+        for _ in range(batches):
+            spent = dict.fromkeys(hellos, 0.0)
+            for i in range(n):
+                for name in ("manual", "library") if i % 2 else ("library", "manual"):
+                    start = time.perf_counter()
+                    hellos[name](REQUEST, timeout=5.0)
+                    spent[name] += time.perf_counter() - start
+            ratios.append(spent["library"] / spent["manual"])
+            for name, seconds in spent.items():
+                times[name].append(seconds / n * 1e6)
         for channel in channels.values():
             channel.close()
     return {

@@ -434,8 +434,10 @@ def wire_timeout(seconds: float) -> float:
     grpc's wire format (1 ms below a second, 10 ms below 10 s, 100 ms below 100 s, ...), less one unit, as grpc
     rounds up what its own clock, a few ms late, says is left."""
     milliseconds = math.floor(seconds * 1000)
-    unit = 10 ** max(len(str(milliseconds)) - 3, 0)
-    return float(max(milliseconds // unit - 1, 1) * unit / 1000)
+    unit = 1
+    while milliseconds >= unit * 1000:
+        unit *= 10
+    return max(milliseconds // unit - 1, 1) * unit / 1000
 
 
 def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:

@@ -30,11 +30,38 @@ _warned: set[str] = set()
 
 
 def wrapped(
-    handler: Any, method: str, unary: Wrapper, streaming: Wrapper, *, aio: bool, refuse_first: bool = True
+    owner: object,
+    handler: Any,
+    method: str,
+    unary: Wrapper,
+    streaming: Wrapper,
+    *,
+    aio: bool,
+    refuse_first: bool = True,
 ) -> Any:
     """``handler`` with its behavior wrapped by ``streaming`` if it answers a stream, else by ``unary``, and its
     undecodable requests refused (see the module's doc): before the wrapper runs (``refuse_first``), or inside
-    it, for a wrapper that must see the refusal (an access log)."""
+    it, for a wrapper that must see the refusal (an access log).
+
+    grpc asks the interceptors for every call; the wrapped handler is made once per ``owner`` (the interceptor),
+    handler and method, as the wrappers keep nothing of a call outside it.
+    """
+    key = (id(owner), id(handler), method)
+    entry = _WRAPPED.get(key)
+    if entry is not None and entry[0] is handler:
+        return entry[1]
+    if len(_WRAPPED) >= MAX_WRAPPED:  # handlers made anew for every call, by someone else's interceptor
+        _WRAPPED.clear()
+    made = _wrapped(handler, method, unary, streaming, aio, refuse_first)
+    _WRAPPED[key] = (handler, made)  # the handler is kept alive, so its id names no other meanwhile
+    return made
+
+
+MAX_WRAPPED = 4096
+_WRAPPED: dict[tuple[int, int, str], tuple[Any, Any]] = {}
+
+
+def _wrapped(handler: Any, method: str, unary: Wrapper, streaming: Wrapper, aio: bool, refuse_first: bool) -> Any:
     handler = _guarded(handler)
     if handler.request_deserializer is None:  # raw bytes: nothing to refuse
         return wrapped_any(handler, unary, streaming)
@@ -116,25 +143,48 @@ def _check(handler: Any, method: str, aio: bool) -> Wrapper:
 
         return _sync_step(step)
 
-    if handler.request_streaming:
+    def wrap(behavior: Behavior) -> Behavior:
+        if handler.request_streaming:
 
-        async def astep(received: Any, context: Any) -> Any:  # the request iterator
-            async def decoded() -> AsyncIterator[Any]:
-                async for request in received:
+            async def decoded(requests: Any, context: Any) -> AsyncIterator[Any]:
+                async for request in requests:
                     if type(request) is _Undecodable:
                         await context.abort(INVALID_ARGUMENT, refuse(request))
                     yield request
 
-            return decoded()
+            if handler.response_streaming:
 
-    else:
+                async def checked_streams(requests: Any, context: Any) -> AsyncIterator[Any]:
+                    async for response in aio_responses(behavior(decoded(requests, context), context)):
+                        yield response
 
-        async def astep(received: Any, context: Any) -> Any:  # the one request
-            if type(received) is _Undecodable:
-                await context.abort(INVALID_ARGUMENT, refuse(received))
-            return received
+                return checked_streams
 
-    return _aio_step(astep, streaming=handler.response_streaming)
+            async def checked_requests(requests: Any, context: Any) -> Any:
+                response = behavior(decoded(requests, context), context)
+                return await response if inspect.isawaitable(response) else response
+
+            return checked_requests
+
+        if handler.response_streaming:
+
+            async def checked_responses(request: Any, context: Any) -> AsyncIterator[Any]:
+                if type(request) is _Undecodable:
+                    await context.abort(INVALID_ARGUMENT, refuse(request))
+                async for response in aio_responses(behavior(request, context)):
+                    yield response
+
+            return checked_responses
+
+        async def checked(request: Any, context: Any) -> Any:
+            if type(request) is _Undecodable:
+                await context.abort(INVALID_ARGUMENT, refuse(request))
+            response = behavior(request, context)
+            return await response if inspect.isawaitable(response) else response
+
+        return checked
+
+    return wrap
 
 
 def wrapped_any(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:
@@ -148,26 +198,6 @@ def _sync_step(step: Callable[[Any, Any], Any]) -> Wrapper:
     def wrap(behavior: Behavior) -> Behavior:
         def stepped(request: Any, context: Any) -> Any:
             return behavior(step(request, context), context)
-
-        return stepped
-
-    return wrap
-
-
-def _aio_step(step: Callable[[Any, Any], Any], *, streaming: bool) -> Wrapper:
-    """As :func:`_sync_step` for an aio behavior that answers a message or (``streaming``) a stream."""
-
-    def wrap(behavior: Behavior) -> Behavior:
-        if streaming:
-
-            async def stepped_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                async for response in aio_responses(behavior(await step(request, context), context)):
-                    yield response
-
-            return stepped_stream
-
-        async def stepped(request: Any, context: Any) -> Any:
-            return await awaited(behavior(await step(request, context), context))
 
         return stepped
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 __all__ = ["INCOMING", "IncomingCall", "cancel_task"]
 
@@ -21,6 +22,8 @@ NO_DEADLINE = 1e9
 """Seconds beyond which a time remaining means "no deadline" (grpc's sync server reports about 9e18 then)."""
 
 _log = logging.getLogger("interceptors")
+_LOCK = threading.Lock()
+"""Guards every incoming call's state: each holds it only to read or change a few fields."""
 
 Cancel = Callable[[], object]
 
@@ -34,16 +37,17 @@ class IncomingCall:
     runs; once the handler has ended (``end()``), nothing cancels it any more.
     """
 
-    __slots__ = ("_cancels", "_lock", "cancelled", "deadline", "ended", "reserve")
+    __slots__ = ("_cancels", "cancelled", "deadline", "ended", "reserve", "task")
 
-    def __init__(self, time_remaining: float | None, reserve: float) -> None:
+    def __init__(self, time_remaining: float | None, reserve: float, task: asyncio.Task[Any] | None = None) -> None:
         self.deadline = (
             None if time_remaining is None or time_remaining > NO_DEADLINE else time.monotonic() + time_remaining
         )
         self.reserve = reserve
         self.cancelled = self.ended = False
-        self._cancels: dict[int, Cancel] = {}
-        self._lock = threading.Lock()
+        self.task = task
+        """The aio handler's task (None for a sync handler): grpc cancels it with the call, and what it awaits."""
+        self._cancels: dict[int, Cancel] | None = None
 
     def outgoing_remaining(self) -> float | None:
         """Seconds an outgoing call may take from now (may be <= 0), or None without a deadline."""
@@ -51,32 +55,34 @@ class IncomingCall:
 
     def on_cancel(self, cancel: Cancel) -> Callable[[], None]:
         """Call ``cancel`` when this call is cancelled (at once if it has been); returns a function that forgets it."""
-        with self._lock:
+        with _LOCK:
             if not self.cancelled:
                 key = id(cancel)
+                if self._cancels is None:
+                    self._cancels = {}
                 self._cancels[key] = cancel
                 return lambda: self._forget(key)
         _call(cancel)
         return _nothing
 
     def _forget(self, key: int) -> None:
-        self._cancels.pop(key, None)
+        with _LOCK:
+            if self._cancels is not None:
+                self._cancels.pop(key, None)
 
     def cancel(self) -> None:
         """The call was cancelled (caller gone, deadline passed): cancel what was registered, unless it has ended."""
-        with self._lock:
+        with _LOCK:
             if self.cancelled or self.ended:
                 return
             self.cancelled = True
-            cancels, self._cancels = list(self._cancels.values()), {}
+            cancels, self._cancels = list((self._cancels or {}).values()), None
         for cancel in cancels:
             _call(cancel)
 
     def end(self) -> None:
         """The handler has ended: its call's end cancels nothing."""
-        with self._lock:
-            self.ended = True
-            self._cancels.clear()
+        self.ended = True  # read under the lock by cancel(), which then cancels nothing
 
 
 def _call(cancel: Cancel) -> None:

@@ -28,7 +28,26 @@ DEADLINE_TOLERANCE = 0.01
 """Seconds before its deadline within which a call that ended early is taken to have reached it."""
 
 
-class AccessLog(grpc.ServerInterceptor):
+class _AccessLog:
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = _logger(logger)
+
+    def _logged(self, handler: Any, method: str, *, aio: bool) -> Any:
+        """``handler`` with its calls logged; an unknown method (no handler) is logged as UNIMPLEMENTED now."""
+        if handler is None:
+            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
+            return None
+        unary, streaming = (lambda b: self._wrap(method, b)), (lambda b: self._wrap_streaming(method, b))
+        return wrapped(self, handler, method, unary, streaming, aio=aio, refuse_first=False)
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        raise NotImplementedError
+
+
+class AccessLog(_AccessLog, grpc.ServerInterceptor):
     """Logs one record per call of a sync server, when it ends: its method, status code and latency.
 
     Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
@@ -36,23 +55,8 @@ class AccessLog(grpc.ServerInterceptor):
     first (outermost), so that it sees the calls other interceptors refuse.
     """
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
-
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
-            return None
-        return wrapped(
-            handler,
-            method,
-            lambda b: self._wrap(method, b),
-            lambda b: self._wrap_streaming(method, b),
-            aio=False,
-            refuse_first=False,
-        )
+        return self._logged(continuation(handler_call_details), handler_call_details.method, aio=False)
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         def logged(request: Any, context: grpc.ServicerContext) -> Any:
@@ -69,26 +73,11 @@ class AccessLog(grpc.ServerInterceptor):
         return logged
 
 
-class AioAccessLog(grpc.aio.ServerInterceptor):
+class AioAccessLog(_AccessLog, grpc.aio.ServerInterceptor):
     """:class:`AccessLog` for ``grpc.aio`` servers."""
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
-
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
-            return None
-        return wrapped(
-            handler,
-            method,
-            lambda b: self._wrap(method, b),
-            lambda b: self._wrap_streaming(method, b),
-            aio=True,
-            refuse_first=False,
-        )
+        return self._logged(await continuation(handler_call_details), handler_call_details.method, aio=True)
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         async def logged(request: Any, context: Any) -> Any:

@@ -144,9 +144,10 @@ async def _unary(route: Route, attempt: Attempt, request: Any, timeout: Any) -> 
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     try:
         execution = route.execution(attempt, request, timeout)
-        if execution.incoming is None:
-            return route.ended(execution, await route.executor.arun_execution(execution), AIO)
-        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]
+        task: asyncio.Task[Any] | None
+        if execution.incoming is None or (task := asyncio.current_task()) is execution.incoming.task:
+            return route.ended(execution, await route.executor.arun_execution(execution), AIO)  # grpc cancels it
+        assert task is not None
         forget = execution.incoming.on_cancel(cancel_task(task))  # the incoming call's cancellation cancels this
         try:
             return route.ended(execution, await route.executor.arun_execution(execution), AIO)

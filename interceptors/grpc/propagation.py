@@ -20,6 +20,7 @@ call :func:`forward` (sync) or :func:`aforward` (aio) to do the same.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, NoReturn
@@ -27,7 +28,7 @@ from typing import Any, NoReturn
 import grpc
 
 from ..engine import options
-from ._handlers import Behavior, aio_responses, awaited, wrapped
+from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
 from ._pushback import DO_NOT_RETRY, PUSHBACK_MS, RETRY_AFTER, STATUS_DETAILS, pushback_seconds, retry_info_details
 
@@ -59,7 +60,7 @@ class ContextPropagation(_Propagation, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
     def _incoming(self, context: grpc.ServicerContext) -> IncomingCall:
         incoming = IncomingCall(context.time_remaining(), self.reserve)
@@ -121,16 +122,17 @@ class AioContextPropagation(_Propagation, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
         reserve, forwarding = self.reserve, self.forward
 
         async def propagated(request: Any, context: Any) -> Any:
-            incoming = IncomingCall(context.time_remaining(), reserve)
+            incoming = IncomingCall(context.time_remaining(), reserve, asyncio.current_task())
             token = INCOMING.set(incoming)
             try:
-                return await awaited(behavior(request, context))
+                response = behavior(request, context)
+                return await response if inspect.isawaitable(response) else response
             except grpc.RpcError as error:
                 if not forwarding:
                     raise
@@ -148,7 +150,7 @@ class AioContextPropagation(_Propagation, grpc.aio.ServerInterceptor):
         reserve, forwarding = self.reserve, self.forward
 
         async def propagated(request: Any, context: Any) -> AsyncIterator[Any]:
-            incoming = IncomingCall(context.time_remaining(), reserve)
+            incoming = IncomingCall(context.time_remaining(), reserve, asyncio.current_task())
             responses: AsyncIterator[Any] | None = None
             try:
                 while True:  # the context is set while the handler runs, never across a yield

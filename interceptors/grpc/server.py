@@ -109,7 +109,7 @@ class FaultInjection(_Injector, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap, aio=False)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap, aio=False)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
         def faulty(request: Any, context: grpc.ServicerContext) -> Any:
@@ -137,7 +137,7 @@ class AioFaultInjection(_Injector, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     async def _inject(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         faults = self._faults

@@ -160,7 +160,7 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
     def _admitted(self, context: grpc.ServicerContext) -> End:
         admission = self.admit(_time_remaining(context))
@@ -203,7 +203,7 @@ class AioLoadShedding(_Shedding, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if not self._applies(handler, handler_call_details.method):
             return handler
-        return wrapped(handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
+        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     async def _admitted(self, context: Any) -> End:
         admission = self.admit(_time_remaining(context))
