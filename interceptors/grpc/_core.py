@@ -59,7 +59,7 @@ __all__ = [
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
 OK = grpc.StatusCode.OK
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
-DEADLINE_TOLERANCE = 0.01
+DEADLINE_TOLERANCE = 0.005
 """Seconds before an inherited deadline within which grpc's DEADLINE_EXCEEDED is taken to be that deadline's."""
 
 MethodPolicies = Mapping[str, Sequence[Policy]]
@@ -255,9 +255,10 @@ def rpc_error(failure: Exception, flavour: Flavour) -> Exception:
 
 class CallExecution(Execution):
     """An execution of a gRPC call: ``incoming`` is the incoming call it is made for (None outside a handler with
-    context propagation), ``inherited`` the absolute deadline it inherited from it when that one binds."""
+    context propagation), ``inherited`` the absolute deadline it inherited from it when that one binds (less
+    than the caller's own)."""
 
-    __slots__ = ("incoming", "inherited")
+    __slots__ = ("incoming", "inherited", "sent_deadline")
 
     def __init__(
         self,
@@ -271,6 +272,9 @@ class CallExecution(Execution):
     ) -> None:
         super().__init__(fn, clock, semantics, request, deadline)
         self.incoming, self.inherited = incoming, inherited
+        self.sent_deadline: float | None = None
+        """When the attempt in flight was sent with the inherited deadline: that deadline as sent (see
+        :func:`wire_timeout`), by which grpc will end it."""
 
 
 class Route:
@@ -421,12 +425,19 @@ def attempt_timeout(execution: Execution) -> float | None:
         raise asyncio.CancelledError
     if call.deadline is None:
         return None
-    remaining = call.deadline - call.clock.now()
+    now = call.clock.now()
+    remaining = call.deadline - now
+    inherited = call.inherited is not None and call.deadline >= call.inherited  # the inherited deadline binds
     if remaining <= 0:
-        if call.inherited is not None and call.deadline >= call.inherited:
+        if inherited:
             raise TimeoutExceededError("the incoming call's deadline, less the reserve, has passed: nothing was sent")
         raise TimeoutExceededError("the deadline passed before the attempt was sent: nothing was sent")
-    return remaining if call.inherited is None else wire_timeout(remaining)
+    if not inherited:
+        call.sent_deadline = None
+        return remaining
+    sent = wire_timeout(remaining)
+    call.sent_deadline = now + sent
+    return sent
 
 
 def wire_timeout(seconds: float) -> float:
@@ -447,13 +458,13 @@ def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:
 
 
 def _inherited_timeout(execution: Execution, failure: Exception) -> Exception:
-    """``failure`` as the policies see it: grpc's DEADLINE_EXCEEDED at the inherited deadline becomes a
+    """``failure`` as the policies see it: grpc's DEADLINE_EXCEEDED at the inherited deadline (as sent) becomes a
     TimeoutExceededError, so that a fallback may still answer the incoming call in its reserve."""
-    inherited = cast(CallExecution, execution).inherited
+    sent = cast(CallExecution, execution).sent_deadline
     if (
-        inherited is None
+        sent is None
         or status_code(failure) is not DEADLINE_EXCEEDED
-        or execution.clock.now() < inherited - DEADLINE_TOLERANCE
+        or execution.clock.now() < sent - DEADLINE_TOLERANCE
     ):
         return failure
     timeout = TimeoutExceededError("the incoming call's deadline, less the reserve, passed")

@@ -109,6 +109,43 @@ def test_a_fallback_answers_a_short_deadline_in_time(relay: Any) -> None:
         b.stop()
 
 
+@pytest.mark.parametrize("relay", [RELAYS[0], RELAYS[5]], ids=relay_id)
+def test_a_fallback_answers_a_longer_deadline_in_time(relay: Any) -> None:
+    """Above a second grpc sends timeouts in 10 ms units: the fallback still answers, in the reserve."""
+    b = ScriptedServer("sync")
+    a = RelayServer(relay, b.target, Fallback(), reserve=RESERVE)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            stub.Unary(Request(id="warm"), timeout=10)
+            started = time.monotonic()
+            reply = stub.Unary(Request(id="long", sleep_ms=5000), timeout=1.5)
+            assert reply == type(reply)() and 1.4 < time.monotonic() - started < 1.5
+    finally:
+        a.close()
+        b.stop()
+
+
+@pytest.mark.parametrize("relay", [RELAYS[0], RELAYS[5]], ids=relay_id)
+def test_a_tighter_timeout_in_the_middle_is_its_own(relay: Any) -> None:
+    """A's own Timeout, shorter than the inherited deadline, fires as a Timeout (its event, its error)."""
+    b = ScriptedServer("aio")
+    fired: list[Any] = []
+    a = RelayServer(relay, b.target, Timeout(0.3, on_timeout_exceeded=fired.append), reserve=RESERVE)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            stub.Unary(Request(id="warm"), timeout=10)
+            for i in range(4):
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.Unary(Request(id=f"t{i}", sleep_ms=2000), timeout=3)
+                assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        a.close()
+        b.stop()
+    assert len(fired) == 4
+
+
 @pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
 def test_too_little_time_left_sends_nothing_and_the_fallback_answers(relay: Any) -> None:
     b = ScriptedServer("sync")

@@ -10,21 +10,24 @@ from typing import Any
 
 import grpc
 import pytest
+from scripted.v1 import scripted_pb2 as pb
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors.grpc import _handlers
 from interceptors.server import (
     AccessLog,
     AioAccessLog,
+    AioContextPropagation,
     AioFaultInjection,
     AioLoadShedding,
+    ContextPropagation,
     FaultInjection,
     Faults,
     LoadShedding,
 )
 
 from ..support.clients import wait_until
-from ..support.server import AIO_LOOP, Request, ScriptedServer
+from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer
 
 UNARY = "/scripted.v1.Scripted/Unary"
 
@@ -175,6 +178,9 @@ def test_bad_fault_options(options: dict[str, Any], name: str) -> None:
         (lambda: FaultInjection("down"), "faults"),  # type: ignore[arg-type]
         (lambda: AccessLog("interceptors.access"), "logger"),  # type: ignore[arg-type]
         (lambda: AioAccessLog(logger=print), "logger"),  # type: ignore[arg-type]
+        (lambda: ContextPropagation(reserve=-0.1), "reserve"),
+        (lambda: AioContextPropagation(reserve="50ms"), "reserve"),  # type: ignore[arg-type]
+        (lambda: ContextPropagation(forward="yes"), "forward"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_interceptor_options(make_interceptor: Any, name: str) -> None:
@@ -273,11 +279,14 @@ def test_unknown_methods_and_undecodable_requests_get_a_line_and_a_clean_status(
             with pytest.raises(grpc.RpcError) as raised:
                 raw["Unary"](b"x" * (5 * 1024 * 1024), timeout=5)  # refused by grpc's core, before Python
             assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            other_type = Reply(id="r", time_remaining=2.5, text="t").SerializeToString()  # decodes, oddly
+            assert pb.Reply.FromString(raw["Unary"](other_type, timeout=5)).id == "r"
             assert server.stub.Unary(Request(id="fine")).attempt == 1  # still serving
     assert _access_lines(caplog, log) == [
         *[(UNARY, "INVALID_ARGUMENT")] * 3,
         ("/scripted.v1.Scripted/Nope", "UNIMPLEMENTED"),
         ("/scripted.v1.Scripted/ClientStream", "INVALID_ARGUMENT"),
+        (UNARY, "OK"),
         (UNARY, "OK"),
     ]
     assert not [r for r in caplog.records if r.exc_info]  # no traceback anywhere

@@ -14,7 +14,7 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors import AdaptiveLimiter, RetryPolicy
+from interceptors import AdaptiveLimiter, CircuitBreaker, CircuitState, RetryPolicy
 from interceptors.server import AccessLog, AioAccessLog, AioLoadShedding, LoadShedding
 
 from ..support.clients import PATHS, Client, wait_until
@@ -148,6 +148,21 @@ def test_clients_retry_a_shed_call_after_its_pushback_and_not_a_quota(path: str,
         server.script.trailers = ()
         assert client.unary(Request(id="quota", fail_first=2)).code is RESOURCE_EXHAUSTED
         assert server.attempts("quota") == 1
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_breakers_count_a_shed_call_as_overload(path: str, server: ScriptedServer) -> None:
+    server.script.code, server.script.trailers = RESOURCE_EXHAUSTED, (("grpc-retry-pushback-ms", "30"),)
+    breaker = CircuitBreaker(failure_threshold=2, delay=10.0)
+    with Client(path, server.target, breaker) as client:
+        for i in range(2):
+            assert client.unary(Request(id=f"s{i}", fail_first=1)).code is RESOURCE_EXHAUSTED
+        assert breaker.state is CircuitState.OPEN
+        server.script.trailers = ()  # a quota says nothing about the server's health
+        breaker.close()
+        for i in range(3):
+            assert client.unary(Request(id=f"q{i}", fail_first=1)).code is RESOURCE_EXHAUSTED
+        assert breaker.state is CircuitState.CLOSED
 
 
 @pytest.mark.parametrize(
