@@ -155,7 +155,8 @@ SCENARIOS = [
         16,
         5.0,
         0.0,
-        "16 callers, B serves 4 at once (100 ms each) and sheds the rest with pushback; A waits it out: OK",
+        "16 callers, B serves 4 at once (100 ms each), sheds the rest with pushback; A waits it out within its "
+        "retry budget: OK or fallback, and B's p99 stays at 100 ms",
         policy="pushback",
         b_args=("--max-concurrent", "4"),
     ),
