@@ -264,7 +264,7 @@ def _propagation(propagation: dict[str, Any]) -> list[str]:
     ratio, us = propagation["ratio"], propagation["us_per_call"]
     return [
         "",
-        "## 4e. Context propagation in a service in the middle",
+        "## 4f. Context propagation in a service in the middle",
         "",
         "A healthy call through caller -> A -> B (separate processes, A an aio server calling B through the "
         f"recommended chain), {propagation['batches']} batches of {propagation['calls_per_batch']} pairs of calls, "
@@ -280,6 +280,7 @@ def _propagation(propagation: dict[str, Any]) -> list[str]:
         "",
         f"Ratio (median of the batches' ratios): {ratio['median']:.3f}x (q1 {ratio['q1']:.3f}, q3 {ratio['q3']:.3f}); "
         f"target ≤ {PROPAGATION_TARGET:g}x: {_check(ratio['median'] <= PROPAGATION_TARGET)}.",
+        "",
     ]
 
 
