@@ -143,6 +143,15 @@ _parse_status: Callable[[bytes], Any] = _Status.FromString
 _parse_retry_info: Callable[[bytes], Any] = _RetryInfo.FromString
 
 
+def is_status_of(value: object, code: int, message: str) -> bool:
+    """Whether ``value`` is a ``grpc-status-details-bin`` for the status (``code``, ``message``). Never raises."""
+    try:
+        status = _parse_status(value) if isinstance(value, bytes) else None
+    except Exception:  # DecodeError, or anything else a malformed message may raise
+        return False
+    return status is not None and status.code == code and status.message == message
+
+
 def retry_info_details(code: int, message: str, seconds: float) -> bytes:
     """A ``grpc-status-details-bin`` value: the status (``code``, ``message``) with a RetryInfo asking for a delay
     of ``seconds``."""

@@ -30,7 +30,15 @@ import grpc
 from ..engine import options
 from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
-from ._pushback import DO_NOT_RETRY, PUSHBACK_MS, RETRY_AFTER, STATUS_DETAILS, pushback_seconds, retry_info_details
+from ._pushback import (
+    DO_NOT_RETRY,
+    PUSHBACK_MS,
+    RETRY_AFTER,
+    STATUS_DETAILS,
+    is_status_of,
+    pushback_seconds,
+    retry_info_details,
+)
 
 __all__ = ["DEFAULT_RESERVE", "AioContextPropagation", "ContextPropagation", "aforward", "forward"]
 
@@ -199,8 +207,10 @@ def forwarded(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, Pairs]:
     """The status to answer for a downstream ``error``: its code, details and pushback trailers.
 
     The delay it asked for (see :mod:`._pushback`) goes on as ``grpc-retry-pushback-ms`` and, unless the error
-    carried its own ``grpc-status-details-bin``, as a ``google.rpc.RetryInfo`` in one made for the forwarded
-    status; a ``retry-after`` goes on as it was. Raises ``error`` when it has no status other than OK.
+    carried its own ``grpc-status-details-bin`` for this very status (same code and message; anything else is
+    dropped, as clients refuse a rich status that contradicts the call's), as a ``google.rpc.RetryInfo`` in one made
+    for the forwarded status; a ``retry-after`` goes on as it was. Raises ``error`` when it has no status other than
+    OK.
     """
     call: Any = error
     try:
@@ -210,7 +220,11 @@ def forwarded(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, Pairs]:
     if not isinstance(code, grpc.StatusCode) or code is OK:
         raise error
     details = details if isinstance(details, str) else ""
-    trailers = [(k, v) for k, v in trailing or () if k in (RETRY_AFTER, STATUS_DETAILS)]
+    trailers = [
+        (k, v)
+        for k, v in trailing or ()
+        if k == RETRY_AFTER or (k == STATUS_DETAILS and is_status_of(v, code.value[0], details))
+    ]
     delay = pushback_seconds(error, "a forwarded status")
     if delay is not None:
         milliseconds = -1 if delay == DO_NOT_RETRY else math.ceil(delay * 1000)

@@ -161,7 +161,7 @@ def test_too_little_time_left_sends_nothing_and_the_fallback_answers(relay: Any)
         b.stop()
 
 
-def _retry_delay(status_details: bytes) -> tuple[int, str, float]:
+def _retry_delay(status_details: Any) -> tuple[int, str, float]:
     status = _parse_status(status_details)
     delay = _parse_retry_info(status.details[0].value).retry_delay
     return status.code, status.message, delay.seconds + delay.nanos / 1e9
@@ -247,6 +247,22 @@ def test_a_downstreams_own_rich_status_goes_on_as_it_was() -> None:
     rich = retry_info_details(grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.7)
     _, _, trailers = forwarded(_failed_call((("grpc-status-details-bin", rich),)))
     assert dict(trailers) == {"grpc-status-details-bin": rich, "grpc-retry-pushback-ms": "700"}
+
+
+@pytest.mark.parametrize(
+    "rich",
+    [
+        b"\xff\x00garbage",
+        retry_info_details(grpc.StatusCode.INTERNAL.value[0], "scripted failure", 0.7),  # another code
+        retry_info_details(grpc.StatusCode.UNAVAILABLE.value[0], "rewritten", 0.7),  # another message
+    ],
+)
+def test_a_rich_status_that_contradicts_the_call_is_dropped(rich: bytes) -> None:
+    _, _, trailers = forwarded(_failed_call((("grpc-status-details-bin", rich), ("grpc-retry-pushback-ms", "300"))))
+    forwarded_trailers = dict(trailers)
+    assert forwarded_trailers["grpc-retry-pushback-ms"] == "300"
+    code, message, delay = _retry_delay(forwarded_trailers["grpc-status-details-bin"])  # made anew, consistent
+    assert (code, message, delay) == (grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.3)
 
 
 def test_an_error_without_a_status_is_raised_as_it_is() -> None:
