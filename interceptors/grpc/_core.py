@@ -41,7 +41,7 @@ from ..engine.execution import Execution
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
 from ..engine.timeout import Timeout
-from ._incoming import INCOMING, IncomingCall
+from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
 from .status import FALLBACK_METADATA_KEY, FALLBACK_OUT_OF_TIME_KEY, GrpcSemantics, status_code
 
@@ -442,13 +442,10 @@ def attempt_timeout(execution: Execution) -> float | None:
 
 def wire_timeout(seconds: float) -> float:
     """``seconds`` as a timeout grpc sends without handing the next server more: rounded down to a whole unit of
-    grpc's wire format (1 ms below a second, 10 ms below 10 s, 100 ms below 100 s, ...), less one unit, as grpc
-    rounds up what its own clock, a few ms late, says is left."""
-    milliseconds = math.floor(seconds * 1000)
-    unit = 1
-    while milliseconds >= unit * 1000:
-        unit *= 10
-    return max(milliseconds // unit - 1, 1) * unit / 1000
+    grpc's wire format (see :func:`wire_unit`), less one unit, as grpc rounds up what its own clock, a few ms late,
+    says is left."""
+    unit = wire_unit(seconds)
+    return round(max(math.floor(seconds / unit + 1e-9) - 1, 1) * unit, 3)
 
 
 def cancelled_error(flavour: Flavour, consequence: str) -> StatusError:

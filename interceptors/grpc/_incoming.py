@@ -32,17 +32,19 @@ class IncomingCall:
     """A call being answered: when it must end, how long its server keeps for itself, and who to tell when it is
     cancelled.
 
-    ``deadline`` is on ``time.monotonic()`` (None: no deadline). Outgoing calls made on its behalf get at most
-    ``deadline - reserve``. It is cancelled when its caller cancels it or its deadline passes while the handler
-    runs; once the handler has ended (``end()``), nothing cancels it any more.
+    ``deadline`` is on ``time.monotonic()`` (None: no deadline), one wire unit (see :func:`wire_unit`) before what
+    grpc reports, as the caller's grpc may have rounded its timeout up by as much. Outgoing calls made on its
+    behalf get at most ``deadline - reserve``. It is cancelled when its caller cancels it or its deadline passes
+    while the handler runs; once the handler has ended (``end()``), nothing cancels it any more.
     """
 
     __slots__ = ("_cancels", "cancelled", "deadline", "ended", "reserve", "task")
 
     def __init__(self, time_remaining: float | None, reserve: float, task: asyncio.Task[Any] | None = None) -> None:
-        self.deadline = (
-            None if time_remaining is None or time_remaining > NO_DEADLINE else time.monotonic() + time_remaining
-        )
+        if time_remaining is None or time_remaining > NO_DEADLINE:
+            self.deadline: float | None = None
+        else:  # grpc may have rounded the caller's timeout up by a unit on the wire: count on the unit less
+            self.deadline = time.monotonic() + time_remaining - wire_unit(time_remaining)
         self.reserve = reserve
         self.cancelled = self.ended = False
         self.task = task
@@ -83,6 +85,15 @@ class IncomingCall:
     def end(self) -> None:
         """The handler has ended: its call's end cancels nothing."""
         self.ended = True  # read under the lock by cancel(), which then cancels nothing
+
+
+def wire_unit(seconds: float) -> float:
+    """The unit in which grpc sends a timeout of ``seconds`` (it keeps three significant figures of milliseconds):
+    1 ms below a second, 10 ms below 10 s, 100 ms below 100 s, ..."""
+    unit = 0.001
+    while seconds >= unit * 1000:
+        unit *= 10
+    return unit
 
 
 def _call(cancel: Cancel) -> None:

@@ -88,6 +88,45 @@ def test_a_deadline_passing_cancels_the_work_below(chain: Chain) -> None:
     wait_until(lambda: "late" in chain.c.recorder.cancelled, timeout=2)
 
 
+@pytest.mark.parametrize("relay", [r for r in RELAYS if r[0] == "sync"], ids=relay_id)
+def test_a_pooled_thread_keeps_nothing_of_the_call_before(relay: Any) -> None:
+    """One worker thread serves every call: a call without a deadline after one with gets none downstream."""
+    c = ScriptedServer("aio")
+    a = RelayServer(relay, c.target, workers=1)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            for i in range(3):
+                assert 0 < stub.Unary(Request(id=f"d{i}"), timeout=2).time_remaining < 2
+                assert stub.Unary(Request(id=f"n{i}")).time_remaining in (-1, pytest.approx(-1))
+    finally:
+        a.close()
+        c.stop()
+
+
+@pytest.mark.parametrize("relay", [RELAYS[0], RELAYS[4], RELAYS[5], RELAYS[7]], ids=relay_id)
+def test_concurrent_calls_each_pass_on_their_own_deadline(relay: Any) -> None:
+    c = ScriptedServer("aio")
+    a = RelayServer(relay, c.target, reserve=RESERVE)
+    try:
+        with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            stub.Unary(Request(id="warm"), timeout=10)
+            deadlines = {f"c{i}": 1.0 + (i % 8) for i in range(32)}
+
+            def one(id: str) -> float:
+                remaining: float = stub.Unary(Request(id=id, sleep_ms=50), timeout=deadlines[id]).time_remaining
+                return remaining
+
+            with concurrent.futures.ThreadPoolExecutor(32) as pool:
+                seen = dict(zip(deadlines, pool.map(one, deadlines), strict=True))
+    finally:
+        a.close()
+        c.stop()
+    for id, remaining in seen.items():
+        assert deadlines[id] - RESERVE - 0.5 < remaining <= deadlines[id] - RESERVE, id
+
+
 @pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
 def test_a_fallback_answers_a_short_deadline_in_time(relay: Any) -> None:
     """The demo's composed chain in A, B slow: a caller with 500 ms gets A's fallback before its deadline."""

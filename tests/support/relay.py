@@ -42,7 +42,8 @@ def relay_id(relay: tuple[str, str, bool]) -> str:
 
 
 class RelayServer:
-    """Relays Scripted.Unary to ``downstream`` through ``policies``; ``interceptors`` go before the propagation."""
+    """Relays Scripted.Unary to ``downstream`` through ``policies``; ``interceptors`` go before the propagation;
+    a sync relay has ``workers`` threads."""
 
     def __init__(
         self,
@@ -51,13 +52,14 @@ class RelayServer:
         *policies: Policy,
         reserve: float = DEFAULT_RESERVE,
         interceptors: Sequence[Any] = (),
+        workers: int = 32,
     ) -> None:
         self.kind, path, spawn = relay
         self.client = Client(path, downstream, *policies, warm=False)
         self.cancelled = 0  # handlers that saw their call cancelled
         if self.kind == "sync":
             chain = [*interceptors, ContextPropagation(reserve=reserve)]
-            server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=32), interceptors=chain)
+            server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers), interceptors=chain)
             pb_grpc.add_ScriptedServicer_to_server(_SyncRelay(self, path, spawn), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()
