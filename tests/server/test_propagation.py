@@ -395,3 +395,49 @@ class CustomServer:
 
         aio_server = AIO_LOOP.run(start())
         self.stop = lambda: AIO_LOOP.run(aio_server.stop(None))
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_streaming_handlers_propagate_and_forward_too(kind: str) -> None:
+    """A server-streaming handler calls downstream for each message it sends: each call gets the stream's deadline
+    less the reserve; a downstream failure mid-stream ends the stream with the downstream's status and pushback."""
+    downstream = ScriptedServer("aio")
+    downstream.script.trailers = (("grpc-retry-pushback-ms", "200"),)
+    sync_channel = resilient_channel(downstream.target) if kind == "sync" else None
+
+    class Sync(pb_grpc.ScriptedServicer):
+        def ServerStream(self, request: Any, context: Any) -> Any:
+            assert sync_channel is not None
+            stub = pb_grpc.ScriptedStub(sync_channel)
+            for i in range(request.count):
+                yield stub.Unary(Request(id=f"{request.id}{i}", fail_first=request.fail_first if i == 2 else 0))
+
+    class Aio(pb_grpc.ScriptedServicer):
+        async def ServerStream(self, request: Any, context: Any) -> Any:
+            async with interceptors.aio.resilient_channel(downstream.target) as channel:
+                stub = pb_grpc.ScriptedStub(channel)
+                for i in range(request.count):
+                    yield await stub.Unary(
+                        Request(id=f"{request.id}{i}", fail_first=request.fail_first if i == 2 else 0)
+                    )
+
+    server = CustomServer(kind, Sync() if kind == "sync" else Aio(), propagation=True)
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            stub = pb_grpc.ScriptedStub(channel)
+            replies = list(stub.ServerStream(Request(id="ok", count=3), timeout=3))
+            assert [r.id for r in replies] == ["ok0", "ok1", "ok2"]
+            assert all(0 < r.time_remaining <= 3 - RESERVE for r in replies)
+            stream = iter(stub.ServerStream(Request(id="bad", count=4, fail_first=1), timeout=3))
+            received = [next(stream).id, next(stream).id]
+            with pytest.raises(grpc.RpcError) as raised:
+                next(stream)
+    finally:
+        server.stop()
+        downstream.stop()
+        if sync_channel is not None:
+            sync_channel.close()
+    assert received == ["bad0", "bad1"]
+    error: Any = raised.value
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
+    assert dict(error.trailing_metadata())["grpc-retry-pushback-ms"] == "200"
