@@ -36,7 +36,9 @@ CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconn
 
 
 def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
-    """The article's policy configurations, logging the article's event lines; ``composed`` is all four."""
+    """The article's policy configurations, logging the article's event lines (``composed`` is all four), and
+    ``pushback``: fallback > retry (default classification, so shed calls too, waiting out B's pushback, within a
+    retry budget) > timeout."""
     unavailable = on_codes(grpc.StatusCode.UNAVAILABLE)
     timeout = Timeout(1.0, on_timeout_exceeded=lambda e: log.info("Connection timed out"))
     retry = RetryPolicy(
