@@ -155,13 +155,14 @@ def _check(handler: Any, method: str, aio: bool) -> Wrapper:
             if handler.response_streaming:
 
                 async def checked_streams(requests: Any, context: Any) -> AsyncIterator[Any]:
-                    async for response in aio_responses(behavior(decoded(requests, context), context)):
+                    reading = _Reading.of(context, refuse)
+                    async for response in aio_responses(behavior(decoded(requests, context), reading)):
                         yield response
 
                 return checked_streams
 
             async def checked_requests(requests: Any, context: Any) -> Any:
-                response = behavior(decoded(requests, context), context)
+                response = behavior(decoded(requests, context), _Reading.of(context, refuse))
                 return await response if inspect.isawaitable(response) else response
 
             return checked_requests
@@ -185,6 +186,29 @@ def _check(handler: Any, method: str, aio: bool) -> Wrapper:
         return checked
 
     return wrap
+
+
+class _Reading:
+    """An aio servicer context whose ``read()`` refuses an undecodable request, as iterating the requests does;
+    everything else is the context's own."""
+
+    __slots__ = ("_context", "_refuse")
+
+    def __init__(self, context: Any, refuse: Callable[[_Undecodable], str]) -> None:
+        self._context, self._refuse = context, refuse
+
+    @classmethod
+    def of(cls, context: Any, refuse: Callable[[_Undecodable], str]) -> Any:
+        return context if isinstance(context, cls) else cls(context, refuse)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def read(self) -> Any:
+        request = await self._context.read()
+        if type(request) is _Undecodable:
+            await self._context.abort(INVALID_ARGUMENT, self._refuse(request))
+        return request
 
 
 def wrapped_any(handler: Any, unary: Wrapper, streaming: Wrapper) -> Any:

@@ -310,3 +310,31 @@ def test_a_shed_call_gets_its_access_line(kind: str, caplog: pytest.LogCaptureFi
     finally:
         server.stop()
     assert _access_lines(caplog, log) == [(UNARY, "RESOURCE_EXHAUSTED"), (UNARY, "OK")]
+
+
+def test_an_aio_handler_reading_with_context_read_gets_the_refusal_too() -> None:
+    class Reader(pb_grpc.ScriptedServicer):
+        async def ClientStream(self, request_iterator: Any, context: Any) -> Any:
+            texts = []
+            while (request := await context.read()) is not grpc.aio.EOF:
+                texts.append(request.text)
+            return Reply(text="".join(texts))
+
+    async def main() -> list[Any]:
+        server = grpc.aio.server(interceptors=[AioAccessLog()])
+        pb_grpc.add_ScriptedServicer_to_server(Reader(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        outcomes: list[Any] = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client_stream: Any = channel.stream_unary("/scripted.v1.Scripted/ClientStream")
+            fine = [Request(text="a").SerializeToString(), Request(text="b").SerializeToString()]
+            outcomes.append(pb.Reply.FromString(await client_stream(iter(fine), timeout=5)).text)
+            try:
+                await client_stream(iter([fine[0], b"\xff\xff\x00garbage"]), timeout=5)
+            except grpc.aio.AioRpcError as error:
+                outcomes.append(error.code())
+        await server.stop(None)
+        return outcomes
+
+    assert AIO_LOOP.run(main()) == ["ab", grpc.StatusCode.INVALID_ARGUMENT]
