@@ -16,7 +16,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["INCOMING", "IncomingCall", "cancel_task"]
+__all__ = ["INCOMING", "IncomingCall", "cancel_task", "time_left", "wire_unit"]
 
 NO_DEADLINE = 1e9
 """Seconds beyond which a time remaining means "no deadline" (grpc's sync server reports about 9e18 then)."""
@@ -41,7 +41,8 @@ class IncomingCall:
     __slots__ = ("_cancels", "cancelled", "deadline", "ended", "reserve", "task")
 
     def __init__(self, time_remaining: float | None, reserve: float, task: asyncio.Task[Any] | None = None) -> None:
-        if time_remaining is None or time_remaining > NO_DEADLINE:
+        time_remaining = time_left(time_remaining)
+        if time_remaining is None:
             self.deadline: float | None = None
         else:  # grpc may have rounded the caller's timeout up by a unit on the wire: count on the unit less
             self.deadline = time.monotonic() + time_remaining - wire_unit(time_remaining)
@@ -85,6 +86,11 @@ class IncomingCall:
     def end(self) -> None:
         """The handler has ended: its call's end cancels nothing."""
         self.ended = True  # read under the lock by cancel(), which then cancels nothing
+
+
+def time_left(time_remaining: float | None) -> float | None:
+    """A servicer context's ``time_remaining()`` in seconds, None without a deadline (sync servers then say ~9e18)."""
+    return None if time_remaining is None or time_remaining > NO_DEADLINE else float(time_remaining)
 
 
 def wire_unit(seconds: float) -> float:

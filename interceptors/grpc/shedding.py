@@ -22,7 +22,7 @@ from ..engine import options
 from ..engine._places import Places
 from ..engine.adaptive_limiter import AdaptiveLimiter
 from ._handlers import Behavior, aio_responses, awaited, wrapped
-from ._incoming import NO_DEADLINE
+from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
 
 __all__ = ["AioLoadShedding", "LoadShedding"]
@@ -136,11 +136,6 @@ class _Shedding:
             self._latency += (latency - self._latency) * LATENCY_WEIGHT
 
 
-def _time_remaining(context: Any) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None or remaining > NO_DEADLINE else float(remaining)
-
-
 class LoadShedding(_Shedding, grpc.ServerInterceptor):
     """Bounds the calls a sync server works on at once to ``limit``, refusing the excess at once, Trailers-Only,
     with ``code`` and ``grpc-retry-pushback-ms`` (see the module's doc).
@@ -163,7 +158,7 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
     def _admitted(self, context: grpc.ServicerContext) -> End:
-        admission = self.admit(_time_remaining(context))
+        admission = self.admit(time_left(context.time_remaining()))
         if isinstance(admission, Refusal):
             if admission.trailers:
                 context.set_trailing_metadata(admission.trailers)
@@ -206,7 +201,7 @@ class AioLoadShedding(_Shedding, grpc.aio.ServerInterceptor):
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     async def _admitted(self, context: Any) -> End:
-        admission = self.admit(_time_remaining(context))
+        admission = self.admit(time_left(context.time_remaining()))
         if isinstance(admission, Refusal):
             if admission.trailers:
                 context.set_trailing_metadata(admission.trailers)
