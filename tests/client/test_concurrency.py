@@ -39,7 +39,9 @@ def check(server: ScriptedServer, breaker: CircuitBreaker, replies: dict[str, An
                 str(n) for n in range(1, fails + 1)
             ]
             first_deadline = min(timeout, 3.0)  # the caller's own timeout, not a neighbour's
-            assert first_deadline - 0.5 < seen[0].time_remaining <= first_deadline + 0.01, id  # type: ignore[operator]
+            # grpc sends a timeout in 10 ms units, rounded up from its own clock, which lags by tens of ms when both
+            # cores are busy: the server may see that much more (neighbours' timeouts are 250 ms apart)
+            assert first_deadline - 0.5 < seen[0].time_remaining <= first_deadline + 0.1, id  # type: ignore[operator]
     metrics = breaker.metrics
     assert (metrics.executions, metrics.failures) == (WORKERS * CALLS + total_failures, total_failures)
 
