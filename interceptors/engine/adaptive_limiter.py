@@ -194,7 +194,8 @@ class AdaptiveLimiter(Policy):
         return min(max(limit, self.min_limit), self.max_limit)
 
     def _end(self, started: float, failure: BaseException | None) -> None:
-        """A call admitted at ``started`` ended: give its place back, and take its latency if it says something."""
+        """A call admitted at ``started`` ended: give its place back, and take its latency if it says something
+        (a cancelled call, ``failure`` not an Exception, says nothing)."""
         self._places.give()
         if failure is None or isinstance(failure, TimeoutExceededError):
             self._sample(self.clock.now() - started)
@@ -214,7 +215,10 @@ class AdaptiveLimiter(Policy):
             except BaseException:
                 places.give()
                 raise
-            end(started, None)
+            if execution.settle is not None:  # a stream: its place is held until it ends
+                execution.settle.append(lambda outcome: end(started, outcome))
+            else:
+                end(started, None)
             return result
 
         return run
@@ -234,7 +238,10 @@ class AdaptiveLimiter(Policy):
             except BaseException:
                 places.give()
                 raise
-            end(started, None)
+            if execution.settle is not None:  # a stream: its place is held until it ends
+                execution.settle.append(lambda outcome: end(started, outcome))
+            else:
+                end(started, None)
             return result
 
         return run

@@ -74,9 +74,15 @@ class Bulkhead(Policy):
             if not places.take(wait_allowed(self.max_wait, execution.remaining)):
                 raise self._full(started)
             try:
-                return inner(execution)
-            finally:
+                result = inner(execution)
+            except BaseException:
                 places.give()
+                raise
+            if execution.settle is not None:  # a stream: its place is held until it ends
+                execution.settle.append(lambda _: places.give())
+            else:
+                places.give()
+            return result
 
         return run
 
@@ -88,8 +94,14 @@ class Bulkhead(Policy):
             if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
                 raise self._full(started)
             try:
-                return await inner(execution)
-            finally:
+                result = await inner(execution)
+            except BaseException:
                 places.give()
+                raise
+            if execution.settle is not None:  # a stream: its place is held until it ends
+                execution.settle.append(lambda _: places.give())
+            else:
+                places.give()
+            return result
 
         return run

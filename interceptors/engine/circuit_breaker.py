@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import partial
 from typing import Any
 
 from . import options
@@ -194,8 +195,15 @@ class CircuitBreaker(Policy):
         slow = config.slow_call_duration is not None and config.clock.now() - start >= config.slow_call_duration
         self._machine.record(generation, config.failed(failure, semantics), slow, failure, semantics)
 
+    def _settle(self, generation: int, start: float, semantics: Semantics, outcome: BaseException | None) -> None:
+        """Record how a stream it admitted ended (see ``Execution.settle``)."""
+        if Execution.cancelled(outcome):
+            self._machine.release(generation)
+        else:
+            self._record(generation, start, outcome, semantics)
+
     def wrap(self, inner: Link) -> Link:
-        machine, record, now = self._machine, self._record, self.config.clock.now
+        machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         def run(execution: Execution) -> Any:
@@ -211,13 +219,16 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
+            if execution.settle is not None:  # a stream: its final status counts, once it ends
+                execution.settle.append(partial(settle, generation, start, execution.semantics))
+                return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
 
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        machine, record, now = self._machine, self._record, self.config.clock.now
+        machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         async def run(execution: Execution) -> Any:
@@ -233,6 +244,9 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
+            if execution.settle is not None:  # a stream: its final status counts, once it ends
+                execution.settle.append(partial(settle, generation, start, execution.semantics))
+                return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
 

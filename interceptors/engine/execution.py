@@ -61,6 +61,18 @@ class Execution:
     ``attempts`` counts attempts started (1 during the first); ``deadline`` is the absolute time (on ``clock``)
     by which the current attempt must finish, or None; ``last_failure`` is the most recent failure;
     ``fallback`` tells what a Fallback answered and in place of what, if one did.
+
+    Streams (an attempt that returns when it *commits*, and ends later) also use:
+
+    - ``settle``: None for calls whose outcome is known when the attempt returns. Otherwise a list: policies that
+      record an outcome or hold a place for the call's duration (breakers, bulkheads, limiters, throttles) append,
+      when the attempt returns, a function that does so; the transport calls each once with how the call ended
+      (None: success; an Exception: that failure; any other BaseException: cancelled, release without recording).
+    - ``committed``: set by the transport when the call can no longer be retried (e.g. a stream sent more than it
+      can replay); a RetryPolicy then raises the attempt's failure as it is.
+    - ``resuming``: a failure that ended the call after it returned (a stream that failed after commit), set
+      before running the chain again to resume it: the RetryPolicy treats it as the last attempt's failure (its
+      classification, delay, attempt count and budget) before it starts the next attempt.
     """
 
     __slots__ = (
@@ -68,11 +80,14 @@ class Execution:
         "attempt_start_time",
         "attempts",
         "clock",
+        "committed",
         "deadline",
         "fallback",
         "last_failure",
         "request",
+        "resuming",
         "semantics",
+        "settle",
         "start_time",
     )
 
@@ -93,6 +108,14 @@ class Execution:
         self.attempts = 1
         self.last_failure: BaseException | None = None
         self.fallback: FallbackExecuted | None = None
+        self.settle: list[Callable[[BaseException | None], None]] | None = None
+        self.committed = False
+        self.resuming: BaseException | None = None
+
+    @staticmethod
+    def cancelled(outcome: BaseException | None) -> bool:
+        """Whether a ``settle`` outcome says the call was cancelled (not a success, not a failure)."""
+        return outcome is not None and not isinstance(outcome, Exception)
 
     @property
     def elapsed(self) -> float:

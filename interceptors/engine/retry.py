@@ -72,6 +72,10 @@ class RetryPolicy(Policy):
     :param on_abort: hears :class:`RetryAborted` when ``abort_on``, a server's "do not retry" or an open breaker
         stops retrying.
     :param clock: the clock for delays and deadlines (default the system clock).
+
+    On streams (see ``Execution.committed`` and ``Execution.resuming``): no retry once the call has committed, and
+    a stream resumed after a failure past its commit counts that failure as its attempt's, against the same
+    ``max_attempts``, delays and ``budget``.
     """
 
     __slots__ = (
@@ -193,6 +197,8 @@ class RetryPolicy(Policy):
             raise failure
         if self.budget is not None and not isinstance(failure, RejectedError):
             self.budget.record_outcome(failed=True)
+        if execution.committed:  # e.g. a stream that sent more than it can replay: another attempt cannot be made
+            raise failure
         if self.max_attempts is not None and attempt >= self.max_attempts:
             raise self._exceeded(attempt, failure)
         if isinstance(failure, RejectedError):
@@ -249,7 +255,12 @@ class RetryPolicy(Policy):
         sleep, budget = self.clock.sleep, self.budget
 
         def run(execution: Execution) -> Any:
-            if budget is not None:
+            resuming = execution.resuming
+            if resuming is not None:  # a stream that failed after commit, to be resumed: a retry of its attempt
+                execution.resuming = None
+                sleep(self._next_delay(execution, resuming))
+                self._start_attempt(execution)
+            elif budget is not None:
                 budget.record_call()
             while True:
                 try:
@@ -269,7 +280,12 @@ class RetryPolicy(Policy):
         sleep, budget = self.clock.asleep, self.budget
 
         async def run(execution: Execution) -> Any:
-            if budget is not None:
+            resuming = execution.resuming
+            if resuming is not None:  # a stream that failed after commit, to be resumed: a retry of its attempt
+                execution.resuming = None
+                await sleep(self._next_delay(execution, resuming))
+                self._start_attempt(execution)
+            elif budget is not None:
                 budget.record_call()
             while True:
                 try:

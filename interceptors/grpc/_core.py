@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import grpc
 from grpc.aio import AioRpcError
 
-from ..engine.circuit_breaker import CircuitBreaker, Permit
 from ..engine.errors import (
     BulkheadFullError,
     CircuitOpenError,
@@ -40,10 +39,16 @@ from ..engine.events import FallbackExecuted
 from ..engine.execution import Execution
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
-from ..engine.timeout import Timeout
 from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
-from .status import FALLBACK_METADATA_KEY, FALLBACK_OUT_OF_TIME_KEY, GrpcSemantics, status_code
+from ._streams import StreamResume
+from .status import (
+    FALLBACK_METADATA_KEY,
+    FALLBACK_OUT_OF_TIME_KEY,
+    GrpcSemantics,
+    ResponseStreamSemantics,
+    status_code,
+)
 
 __all__ = [
     "CallExecution",
@@ -278,18 +283,18 @@ class CallExecution(Execution):
 
 
 class Route:
-    """Everything the adapters need for one method: its executor, semantics, and what applies to its streams."""
+    """Everything the adapters need for one method: its executor, semantics, and (for streamed responses) how to
+    resume a stream."""
 
-    __slots__ = ("breakers", "executor", "flavour", "semantics", "stream_timeout")
+    __slots__ = ("executor", "flavour", "resume", "semantics")
 
-    def __init__(self, method: str, executor: Executor, flavour: Flavour) -> None:
+    def __init__(self, method: str, executor: Executor, flavour: Flavour, response_stream: bool = False) -> None:
         self.flavour = flavour
-        self.semantics = GrpcSemantics(method, lambda failure: rpc_error(failure, flavour))
+        semantics = ResponseStreamSemantics if response_stream else GrpcSemantics
+        self.semantics = semantics(method, lambda failure: rpc_error(failure, flavour))
         executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
         self.executor = executor
-        policies = executor.policies
-        self.stream_timeout = min((p.seconds for p in policies if isinstance(p, Timeout)), default=None)
-        self.breakers = tuple(p for p in policies if isinstance(p, CircuitBreaker))
+        self.resume = next((p for p in executor.policies if isinstance(p, StreamResume)), None)
 
     def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> CallExecution:
         """A new execution of ``attempt``, with the caller's ``timeout`` (checked: see :func:`caller_timeout`) as
@@ -316,53 +321,6 @@ class Route:
         """What the caller gets for the chain's ``result``: the last attempt's own, or a fallback's answer."""
         fallback = execution.fallback
         return result if fallback is None else flavour.answered(result, Status.answered(fallback))
-
-    def stream_timeout_for(self, timeout: object) -> float | None:
-        """A stream's grpc timeout: the caller's (checked: see :func:`caller_timeout`), bounded by the chain's
-        tightest Timeout and by the incoming call's deadline less its reserve. Raises TimeoutExceededError when
-        that has passed, and a CANCELLED StatusError when the incoming call has been cancelled."""
-        seconds = caller_timeout(timeout)
-        if self.stream_timeout is not None:
-            seconds = self.stream_timeout if seconds is None else min(seconds, self.stream_timeout)
-        incoming = INCOMING.get()
-        if incoming is None:
-            return seconds
-        if incoming.cancelled:
-            raise cancelled_error(self.flavour, "nothing was sent")
-        remaining = incoming.outgoing_remaining()
-        if remaining is None:
-            return seconds
-        if remaining <= 0:
-            raise TimeoutExceededError("the incoming call's deadline, less the reserve, has passed: nothing was sent")
-        return wire_timeout(remaining) if seconds is None or remaining < seconds else seconds
-
-    @staticmethod
-    def cancel_with_incoming(call: Any) -> None:
-        """Cancel the stream ``call`` if the incoming call it is made for is cancelled before it ends."""
-        incoming = INCOMING.get()
-        if incoming is not None:
-            forget = incoming.on_cancel(call.cancel)
-            call.add_done_callback(lambda _: forget())
-
-    def admit_stream(self) -> list[Permit]:
-        """Permits from every breaker of the chain, in order; raises CircuitOpenError if one is open."""
-        permits: list[Permit] = []
-        try:
-            for breaker in self.breakers:
-                permits.append(breaker.acquire_permit())
-        except BaseException:
-            for permit in permits:
-                permit.release()
-            raise
-        return permits
-
-    def record_stream(self, permits: Sequence[Permit], failure: BaseException | None, cancelled: bool) -> None:
-        """Report how a stream ended to the breakers that admitted it (a cancelled stream says nothing)."""
-        for permit in permits:
-            if cancelled:
-                permit.release()
-            else:
-                permit.record(failure, semantics=self.semantics)
 
 
 class RoutedChannel:
@@ -506,6 +464,8 @@ class Router:
 
     __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_propagating", "_routes", "retries")
 
+    # routes are kept by method name, and by (name, True) for methods with streamed responses
+
     def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None, flavour: Flavour) -> None:
         self._flavour = flavour
         self._default = _executor(policies, "policies")
@@ -522,27 +482,30 @@ class Router:
         chains = [self._default, *self._by_method.values(), *self._by_service.values()]
         self.retries = any(isinstance(p, RetryPolicy) for chain in chains if chain for p in chain.policies)
         """Whether a RetryPolicy applies to some method."""
-        self._routes: dict[str | bytes, Route | None] = {}
-        self._propagating: dict[str | bytes, Route] = {}  # routes without policies, for incoming calls' contexts
+        self._routes: dict[object, Route | None] = {}
+        self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
 
-    def route(self, method: str | bytes) -> Route | None:
-        """The route for ``method``, or None when no policy applies to it and no incoming call's context (see
-        :mod:`._incoming`) does either: then the route has no policies."""
+    def route(self, method: str | bytes, response_stream: bool = False) -> Route | None:
+        """The route for ``method`` (``response_stream``: one whose responses are streamed), or None when no
+        policy applies to it and no incoming call's context (see :mod:`._incoming`) does either: then the route
+        has no policies."""
+        key: object = (method, True) if response_stream else method
         try:
-            route = self._routes[method]
+            route = self._routes[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
             executor = self._by_method.get(name, _UNSET)
             if executor is _UNSET:
                 executor = self._by_service.get(name[1:].partition("/")[0], self._default)
-            route = self._routes[method] = None if executor is None else Route(name, executor, self._flavour)
+            route = None if executor is None else Route(name, executor, self._flavour, response_stream)
+            self._routes[key] = route
         if route is not None or INCOMING.get() is None:
             return route
         try:
-            return self._propagating[method]
+            return self._propagating[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            route = self._propagating[method] = Route(name, Executor(), self._flavour)
+            route = self._propagating[key] = Route(name, Executor(), self._flavour, response_stream)
             return route
 
 
@@ -554,6 +517,10 @@ def _executor(chain: object, option: str) -> Executor | None:
     if isinstance(chain, (str, bytes, Policy)) or not isinstance(chain, Sequence):
         raise ValueError(f"{option} must be a sequence of policies, got {chain!r}")
     try:
-        return Executor(*chain) if chain else None
+        executor = Executor(*chain) if chain else None
     except ValueError as error:
         raise ValueError(f"{option}: {error}") from None
+    policies = () if executor is None else executor.policies
+    if any(isinstance(p, StreamResume) for p in policies) and not any(isinstance(p, RetryPolicy) for p in policies):
+        raise ValueError(f"{option}: a StreamResume resumes streams as retries: the chain needs a RetryPolicy")
+    return executor

@@ -11,18 +11,17 @@ cancels a bare grpc.aio call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Generator, Sequence
-from functools import partial
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any
 
 import grpc
 from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 
-from ..engine.errors import CircuitOpenError, TimeoutExceededError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
 from ._core import (
+    CallExecution,
     Flavour,
     MethodPolicies,
     Route,
@@ -34,7 +33,9 @@ from ._core import (
     attempt_timeout,
     rpc_error,
 )
-from ._incoming import cancel_task
+from ._incoming import INCOMING, cancel_task
+from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, abandon, hand_over, settle
+from ._streams import replay_buffer as checked_replay_buffer
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
@@ -44,16 +45,16 @@ Attempt = Callable[[Execution], Awaitable[Any]]
 
 
 def resilience_interceptors(
-    *policies: Policy, methods: MethodPolicies | None = None
+    *policies: Policy, methods: MethodPolicies | None = None, replay_buffer: int = DEFAULT_REPLAY_BUFFER
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
 
-    ``methods`` works as for :class:`interceptors.ResilienceInterceptor`, and streams get the same treatment:
-    the chain's tightest Timeout as their deadline and its breakers' admission and recording, no retry or fallback.
-    Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
+    ``methods`` and ``replay_buffer`` work as for :class:`interceptors.ResilienceInterceptor`, and streams get
+    the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
     """
-    router = Router(policies, methods, AIO)
-    return [_UnaryUnary(router), _UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
+    router, buffer = Router(policies, methods, AIO), checked_replay_buffer(replay_buffer)
+    streams = _UnaryStream(router, buffer), _StreamUnary(router, buffer), _StreamStream(router, buffer)
+    return [_UnaryUnary(router), *streams]
 
 
 def resilient_channel(
@@ -63,6 +64,7 @@ def resilient_channel(
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
 ) -> grpc.aio.Channel:
     """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries as for
     :func:`interceptors.resilient_channel`.
@@ -70,9 +72,13 @@ def resilient_channel(
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
-    router = Router(policies, methods, AIO)
+    router, buffer = Router(policies, methods, AIO), checked_replay_buffer(replay_buffer)
     opts = channel_options(options, retries=router.retries)
-    streams: list[grpc.aio.ClientInterceptor] = [_UnaryStream(router), _StreamUnary(router), _StreamStream(router)]
+    streams: list[grpc.aio.ClientInterceptor] = [
+        _UnaryStream(router, buffer),
+        _StreamUnary(router, buffer),
+        _StreamStream(router, buffer),
+    ]
     channel = open_channel(grpc.aio, target, credentials, opts, compression=compression, interceptors=streams)
     return _ResilientChannel(channel, router)
 
@@ -144,6 +150,14 @@ async def _unary(route: Route, attempt: Attempt, request: Any, timeout: Any) -> 
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     try:
         execution = route.execution(attempt, request, timeout)
+    except Exception as failure:
+        raise rpc_error(failure, AIO)  # noqa: B904  (its own cause is kept; the failure is its context)
+    return await _run(route, execution)
+
+
+async def _run(route: Route, execution: CallExecution) -> Any:
+    """Run an execution through the route's policies: see :func:`_unary`."""
+    try:
         task: asyncio.Task[Any] | None
         if execution.incoming is None or (task := asyncio.current_task()) is execution.incoming.task:
             return route.ended(execution, await route.executor.arun_execution(execution), AIO)  # grpc cancels it
@@ -158,42 +172,41 @@ async def _unary(route: Route, attempt: Attempt, request: Any, timeout: Any) -> 
 
 
 class _Streams:
-    def __init__(self, router: Router) -> None:
-        self._router = router
-
-    async def _stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        route = self._router.route(client_call_details.method)
-        if route is None:
-            return await continuation(client_call_details, request)
-        try:
-            timeout = route.stream_timeout_for(client_call_details.timeout)
-            permits = route.admit_stream()
-        except (CircuitOpenError, TimeoutExceededError) as rejected:
-            raise rpc_error(rejected, AIO)  # noqa: B904
-        try:
-            call = await continuation(_details(client_call_details, timeout), request)
-        except Exception as failure:
-            route.record_stream(permits, failure, cancelled=False)
-            raise
-        if permits:
-            call.add_done_callback(partial(_record_stream, route, permits))
-        route.cancel_with_incoming(call)
-        return call
+    def __init__(self, router: Router, replay_buffer: int) -> None:
+        self._router, self._replay_buffer = router, replay_buffer
 
 
 class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._stream(continuation, client_call_details, request)
+        route = self._router.route(client_call_details.method, response_stream=True)
+        if route is None:
+            return await continuation(client_call_details, request)
+        return _ResilientStream(route, continuation, client_call_details, request, None)
 
 
 class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await self._stream(continuation, client_call_details, request_iterator)
+        route = self._router.route(client_call_details.method)
+        if route is None:
+            return await continuation(client_call_details, request_iterator)
+        replay = AsyncReplay(request_iterator, self._replay_buffer)
+
+        async def attempt(execution: Execution) -> Any:
+            details = _details(client_call_details, attempt_timeout(execution), execution)
+            call = await continuation(details, replay.attempt(execution))
+            await call  # raises the attempt's AioRpcError
+            return call
+
+        return _ResilientStreamUnary(route, attempt, None, client_call_details.timeout)
 
 
 class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await self._stream(continuation, client_call_details, request_iterator)
+        route = self._router.route(client_call_details.method, response_stream=True)
+        if route is None:
+            return await continuation(client_call_details, request_iterator)
+        replay = AsyncReplay(request_iterator, self._replay_buffer)
+        return _ResilientStream(route, continuation, client_call_details, None, replay)
 
 
 def _details(details: Any, timeout: float | None, execution: Execution | None = None) -> ClientCallDetails:
@@ -206,22 +219,29 @@ def _metadata(metadata: Any, execution: Execution) -> Any:
     return metadata if metadata is None or isinstance(metadata, Metadata) else Metadata(*metadata)
 
 
-_RECORDING: set[asyncio.Task[None]] = set()
+_SETTLING: set[asyncio.Task[None]] = set()
 
 
-def _record_stream(route: Route, permits: Any, call: Any) -> None:
-    if call.cancelled():
-        route.record_stream(permits, None, cancelled=True)
-        return
-    task = asyncio.ensure_future(_record_final_status(route, permits, call))
-    _RECORDING.add(task)  # keep a reference until it has run
-    task.add_done_callback(_RECORDING.discard)
+def _settle_when_done(call: Any, callbacks: Any) -> None:
+    """Tell ``callbacks`` (see ``Execution.settle``) how the committed stream ``call`` ends, once it has."""
+
+    def ended(done: Any) -> None:
+        if done.cancelled():
+            settle(callbacks, asyncio.CancelledError())
+            return
+        task = asyncio.ensure_future(_settle_final_status(done, callbacks))
+        _SETTLING.add(task)  # keep a reference until it has run
+        task.add_done_callback(_SETTLING.discard)
+
+    call.add_done_callback(ended)
 
 
-async def _record_final_status(route: Route, permits: Any, call: Any) -> None:
+async def _settle_final_status(call: Any, callbacks: Any) -> None:
     code = await call.code()  # the call is done: this returns at once
-    failure = None if code is OK else AioRpcError(code, None, await call.trailing_metadata(), await call.details())
-    route.record_stream(permits, failure, cancelled=False)
+    if code is OK:
+        settle(callbacks, None)
+    else:
+        settle(callbacks, AioRpcError(code, Metadata(), await call.trailing_metadata(), await call.details()))
 
 
 class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
@@ -246,10 +266,14 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
             self._runner = asyncio.ensure_future(self._execute())
             self._runner.add_done_callback(_retrieve)
 
+    def _policies(self) -> Awaitable[Any]:
+        """Run the policies: the call the caller gets (raises the failure)."""
+        return _unary(self._route, self._attempt, self._request, self._timeout)
+
     async def _execute(self) -> Any:
         outcome = self._outcome
         try:
-            call = await _unary(self._route, self._attempt, self._request, self._timeout)
+            call = await self._policies()
         except asyncio.CancelledError:
             outcome.cancel()
             raise
@@ -392,6 +416,213 @@ class _AnsweredCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
     def __await__(self) -> Generator[Any, None, Any]:
         return self._response
         yield  # a generator that finishes at once
+
+
+class _ResilientStreamUnary(_ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
+    """A client-streaming call: as a unary one, its requests replayed to each attempt (see :class:`AsyncReplay`).
+    grpc's own intercepted call serves ``write()`` and ``done_writing()``."""
+
+    _done_writing_flag = False  # read by grpc's intercepted call; its done_writing() ends our requests
+
+    async def write(self, request: Any) -> None:
+        raise NotImplementedError  # grpc's intercepted call writes to the request iterator it gave us
+
+    async def done_writing(self) -> None:
+        raise NotImplementedError
+
+
+class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
+    """A call with streamed responses (server-streaming or bidi).
+
+    Its policies run in a task of their own until an attempt commits: when its first response message arrives
+    (kept to be read first), or it ends. Reads then come straight from that attempt's grpc call. A failure after
+    commit ends the stream, unless the route's :class:`StreamResume` gives a request that resumes it: the policies
+    then run again, in the reading task, as a retry of the failed attempt. Cancelling the call, or the task that
+    reads it, cancels the attempt in flight and every later one.
+    """
+
+    _done_writing_flag = False
+
+    def __init__(self, route: Route, continuation: Any, details: Any, request: Any, replay: AsyncReplay | None):
+        self._continuation, self._details, self._replay = continuation, details, replay
+        self._resume = route.resume if replay is None else None
+        self._delivered: list[Any] | None = None if self._resume is None else []
+        self._first: list[Any] = []
+        self._in_flight: Any = None
+        self._source: Any = None
+        self._latest: Any = None  # the call a resumed stream reads
+        self._failure: BaseException | None = None  # what ended a resumed stream
+        self._execution: CallExecution | None = None
+        super().__init__(route, self._send, request, details.timeout)
+        incoming = INCOMING.get()
+        if incoming is not None:  # cancelled with the incoming call it is made for, until its last message
+            forget = incoming.on_cancel(self.cancel)
+            self.add_done_callback(lambda _: forget())
+
+    async def _send(self, execution: Execution) -> Any:
+        details = _details(self._details, attempt_timeout(execution), execution)
+        replay = self._replay
+        call = await self._continuation(details, execution.request if replay is None else replay.attempt(execution))
+        self._in_flight = call
+        try:
+            first = await call.read()  # raises the attempt's AioRpcError
+        except asyncio.CancelledError:
+            call.cancel()
+            raise
+        self._first = [] if first is grpc.aio.EOF else [first]
+        if replay is not None:
+            replay.commit()
+        return call
+
+    async def _policies(self) -> Any:
+        try:
+            execution = self._route.execution(self._attempt, self._request, self._timeout)
+        except Exception as failure:
+            raise rpc_error(failure, AIO)  # noqa: B904
+        execution.settle = []
+        self._execution = execution
+        return await self._conclude(execution)
+
+    async def _conclude(self, execution: CallExecution) -> Any:
+        callbacks = execution.settle
+        assert callbacks is not None  # see _policies
+        try:
+            ended = await _run(self._route, execution)
+        except BaseException as failure:
+            abandon(callbacks, self._in_flight, failure)
+            raise
+        finally:
+            execution.settle = []
+        hand_over(execution, callbacks, self._in_flight, _settle_when_done)
+        return ended
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[Any]:
+        try:
+            while (message := await self.read()) is not grpc.aio.EOF:
+                yield message
+        finally:
+            self.cancel()  # the caller stopped reading (a finished call is not cancelled)
+
+    async def read(self) -> Any:
+        while True:
+            first = self._first
+            if first:
+                message = first.pop()
+                break
+            source = self._source
+            if source is None:
+                self._source = await self._opened()
+                continue  # the committed attempt's first message comes first
+            try:
+                message = await source.read()
+            except AioRpcError as failure:
+                await self._resumed(failure)
+                continue
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            if message is grpc.aio.EOF:
+                return message
+            break
+        delivered = self._delivered
+        if delivered is not None:
+            delivered.append(message)
+        return message
+
+    async def _opened(self) -> Any:
+        """What to read: the committed attempt's call, or a fallback's answer (raises the call's failure)."""
+        self._start()
+        try:
+            ended = await asyncio.shield(self._outcome)
+        except asyncio.CancelledError:
+            if self._outcome.cancelled():
+                raise _CANCELLED from None
+            self.cancel()
+            raise
+        return _Answer(ended._response) if isinstance(ended, _AnsweredCall) else ended
+
+    async def _resumed(self, failure: AioRpcError) -> None:
+        """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
+        the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
+        execution, resume, delivered = self._execution, self._resume, self._delivered
+        if execution is None or resume is None or delivered is None or self._source is None:
+            raise failure
+        if isinstance(self._source, _Answer) or self._in_flight.cancelled():
+            raise failure
+        request = resume.request_after(self._request, tuple(delivered))
+        if request is None:
+            raise failure
+        execution.request, execution.resuming, execution.committed = request, failure, False
+        execution.fallback = None
+        try:
+            ended = await self._conclude(execution)
+        except Exception as error:
+            self._failure = rpc_error(error, AIO)
+            raise self._failure from None
+        if execution.fallback is not None:  # messages were delivered: a fallback's cannot follow them
+            self._failure = failure
+            raise failure
+        self._source = self._latest = ended
+
+    def cancel(self) -> bool:
+        if not self._outcome.done():
+            return super().cancel()
+        in_flight = self._in_flight
+        return bool(in_flight is not None and not in_flight.done() and in_flight.cancel())
+
+    def cancelled(self) -> bool:
+        if self._outcome.cancelled():
+            return True
+        in_flight = self._in_flight
+        return bool(self._outcome.done() and in_flight is not None and in_flight.cancelled())
+
+    def done(self) -> bool:
+        if not self._outcome.done():
+            return False
+        if self._outcome.cancelled() or self._outcome.exception() is not None:
+            return True
+        current = self._latest or self._outcome.result()
+        return bool(current.done())
+
+    def add_done_callback(self, callback: Any) -> None:
+        self._start()
+
+        def ended(outcome: asyncio.Future[Any]) -> None:
+            if outcome.cancelled() or outcome.exception() is not None:
+                callback(self)
+            else:
+                outcome.result().add_done_callback(lambda _: callback(self))
+
+        self._outcome.add_done_callback(ended)
+
+    async def _end(self) -> Any:
+        end = await super()._end()
+        if self._failure is not None:
+            return self._failure
+        return end if self._latest is None or isinstance(end, AioRpcError) else self._latest
+
+    async def write(self, request: Any) -> None:
+        raise NotImplementedError  # grpc's intercepted call writes to the request iterator it gave us
+
+    async def done_writing(self) -> None:
+        raise NotImplementedError
+
+
+class _Answer:
+    """A fallback's answer to a streaming call, read as a call's messages (its iterable may be async)."""
+
+    def __init__(self, messages: Any) -> None:
+        self._messages = aiter(messages) if isinstance(messages, AsyncIterable) else iter(messages)
+
+    async def read(self) -> Any:
+        messages = self._messages
+        try:
+            return await anext(messages) if isinstance(messages, AsyncIterator) else next(messages)
+        except (StopIteration, StopAsyncIteration):
+            return grpc.aio.EOF
 
 
 AIO = Flavour(metadata=lambda pairs: Metadata(*pairs), answered=_AnsweredCall, awaits=True)

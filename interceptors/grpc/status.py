@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -26,6 +26,7 @@ __all__ = [
     "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
     "GrpcSemantics",
+    "ResponseStreamSemantics",
     "on_codes",
     "replaced_by_fallback",
     "status_code",
@@ -166,3 +167,24 @@ class GrpcSemantics(Semantics):
         if expected is None or not isinstance(response, expected):
             name = "a response" if expected is None else expected.DESCRIPTOR.full_name
             raise TypeError(f"{self.method} must be answered with {name}, got {response!r}")
+
+
+class ResponseStreamSemantics(GrpcSemantics):
+    """A method with streamed responses: a fallback answers a sequence of response messages (by default none)."""
+
+    __slots__ = ()
+
+    def default_response(self) -> Any:
+        return ()
+
+    def response_from_fields(self, fields: Mapping[str, Any]) -> Any:
+        return (super().response_from_fields(fields),)
+
+    def check_response(self, response: object) -> None:
+        """A list or tuple of response messages, or any other iterable or async iterable of them (its messages
+        are checked as they are delivered)."""
+        if isinstance(response, (str, bytes, Message)) or not isinstance(response, (Iterable, AsyncIterable)):
+            raise TypeError(f"{self.method} streams its responses: answer an iterable of them, got {response!r}")
+        if isinstance(response, (list, tuple)):
+            for message in response:
+                super().check_response(message)

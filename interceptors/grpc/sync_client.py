@@ -16,14 +16,14 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import itertools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..engine.errors import CircuitOpenError, TimeoutExceededError
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
@@ -44,6 +44,8 @@ from ._core import (
     rpc_error,
 )
 from ._incoming import INCOMING
+from ._streams import DEFAULT_REPLAY_BUFFER, Replay, abandon, hand_over, settle
+from ._streams import replay_buffer as checked_replay_buffer
 from ._workers import FUTURES
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
@@ -73,17 +75,22 @@ class ResilienceInterceptor(
     "/pkg.Service/*": [...]}``; an empty chain, or no policies at all for a method, lets its calls pass untouched.
     Every chain is checked when the interceptor is built.
 
-    Unary-unary calls get every policy. Streaming calls, for now, get the chain's tightest Timeout as their
-    deadline and its circuit breakers (admission, and the final status recorded); they are neither retried nor
-    answered by a fallback.
+    Every kind of call gets every policy. Streaming calls are retried until they commit (see
+    :mod:`interceptors.grpc._streams`): a server or bidi stream at its first response message, any stream whose
+    requests outgrow ``replay_buffer``; breakers, bulkheads and limiters count a stream's final status, once.
 
     :param policies: the chain for every method (default: none), first outermost.
     :param methods: chains by ``/pkg.Service/Method`` or ``/pkg.Service/*`` (default None); ValueError for a key
         of another form, a value that is not a sequence of policies, or a chain whose policies cannot run together.
+    :param replay_buffer: bytes of a client-streaming or bidi call's requests kept for a retry to send again
+        (default 256 KiB, grpc's own); a call whose requests outgrow it commits.
     """
 
-    def __init__(self, *policies: Policy, methods: MethodPolicies | None = None) -> None:
+    def __init__(
+        self, *policies: Policy, methods: MethodPolicies | None = None, replay_buffer: int = DEFAULT_REPLAY_BUFFER
+    ) -> None:
         self._router = Router(policies, methods, SYNC)
+        self._replay_buffer = checked_replay_buffer(replay_buffer)
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method)
@@ -113,32 +120,29 @@ class ResilienceInterceptor(
         return _call(route, _via_continuation(continuation, client_call_details, request), request, timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return self._stream(continuation, client_call_details, request)
+        route = self._router.route(client_call_details.method, response_stream=True)
+        if route is None:
+            return continuation(client_call_details, request)
+        send = _via_continuation(continuation, client_call_details, None, _current_request)
+        return _ResponseStream(route, send, request, client_call_details.timeout)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._stream(continuation, client_call_details, request_iterator)
+        route = self._router.route(client_call_details.method)
+        if route is None:
+            return continuation(client_call_details, request_iterator)
+        replay = Replay(request_iterator, self._replay_buffer)
+        send = _via_continuation(continuation, client_call_details, None, replay.attempt)
+        if _blocks(continuation):
+            return _call(route, send, None, client_call_details.timeout)
+        return _ResilientFuture(route, send, None, client_call_details.timeout)
 
     def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return self._stream(continuation, client_call_details, request_iterator)
-
-    def _stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        route = self._router.route(details.method)
+        route = self._router.route(client_call_details.method, response_stream=True)
         if route is None:
-            return continuation(details, request)
-        try:
-            timeout = route.stream_timeout_for(details.timeout)
-            permits = route.admit_stream()
-        except (CircuitOpenError, TimeoutExceededError, StatusError) as rejected:
-            return rpc_error(rejected, SYNC)
-        try:
-            call = continuation(_CallDetails.of(details, timeout), request)
-        except Exception as failure:
-            route.record_stream(permits, failure, cancelled=False)
-            raise
-        if permits:
-            call.add_done_callback(lambda done: _record_stream(route, permits, done))
-        route.cancel_with_incoming(call)
-        return call
+            return continuation(client_call_details, request_iterator)
+        replay = Replay(request_iterator, self._replay_buffer)
+        send = _via_continuation(continuation, client_call_details, None, replay.attempt)
+        return _ResponseStream(route, send, None, client_call_details.timeout, replay)
 
 
 def resilient_channel(
@@ -148,6 +152,7 @@ def resilient_channel(
     credentials: grpc.ChannelCredentials | None = None,
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
@@ -161,8 +166,9 @@ def resilient_channel(
     :param credentials: a secure channel's credentials (default None: an insecure channel).
     :param options: grpc channel options, (key, value) pairs (default none).
     :param compression: the channel's default compression (default None).
+    :param replay_buffer: as for :class:`ResilienceInterceptor`.
     """
-    interceptor = ResilienceInterceptor(*policies, methods=methods)
+    interceptor = ResilienceInterceptor(*policies, methods=methods, replay_buffer=replay_buffer)
     opts = channel_options(options, retries=interceptor._router.retries)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
     return _ResilientChannel(channel, interceptor)
@@ -268,16 +274,24 @@ def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:
         raise cancelled_error(SYNC, "the call was cancelled") from None
 
 
-def _via_continuation(continuation: Any, details: Any, request: Any) -> Send:
+def _via_continuation(
+    continuation: Any, details: Any, request: Any, requests: Callable[[Execution], Any] | None = None
+) -> Send:
     """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
-    metadata."""
+    metadata; each sends ``request``, or what ``requests`` gives for the attempt."""
     method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
 
     def send(execution: Execution) -> Any:
         timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution)
-        return continuation(_CallDetails(method, timeout, attempt, credentials, wait_for_ready, compression), request)
+        details = _CallDetails(method, timeout, attempt, credentials, wait_for_ready, compression)
+        return continuation(details, request if requests is None else requests(execution))
 
     return send
+
+
+def _current_request(execution: Execution) -> Any:
+    """The request of a server stream's attempt: the caller's, or the one that resumes the stream."""
+    return execution.request
 
 
 def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any]) -> Send:
@@ -327,11 +341,6 @@ def _succeeded(outcome: Any) -> Any:
     if failure is not None:
         raise failure
     return outcome
-
-
-def _record_stream(route: Route, permits: Any, call: Any) -> None:
-    cancelled = call.cancelled()
-    route.record_stream(permits, None if cancelled or call.code() is OK else call, cancelled)
 
 
 class _CallDetails(
@@ -406,20 +415,33 @@ class _ResilientFuture(grpc.Call, _Future):
             return
         self._deadline = execution.deadline
         self._cancel_with_incoming(execution)
+        self._prepare(execution)
         if inline:
             self._run(route, execution)
         else:
             FUTURES.submit(lambda: self._run(route, execution))
 
     def _cancel_with_incoming(self, execution: CallExecution) -> None:
-        """Be cancelled with the incoming call the execution is made for, until the call ends."""
+        """Be cancelled with the incoming call the execution is made for, until the call (a stream: its last
+        message) ends."""
         if execution.incoming is not None:
             forget = execution.incoming.on_cancel(self.cancel)
-            self._ended.add_done_callback(lambda _: forget())
+            self.add_done_callback(lambda _: forget())
+
+    def _prepare(self, execution: Execution) -> None:
+        """Make ready what the policies will run (nothing, for a unary call)."""
+
+    def _conclude(self, route: Route, execution: Execution) -> Any:
+        """Run the policies: what the call ended with (raises the failure)."""
+        return route.ended(execution, route.executor.run_execution(execution), SYNC)
+
+    def _outcome(self, call: Any) -> Any:
+        """The attempt ``call`` when it has succeeded; raises its failure (see :func:`_succeeded`)."""
+        return _succeeded(call)
 
     def _run(self, route: Route, execution: Execution) -> None:
         try:
-            ended = route.ended(execution, route.executor.run_execution(execution), SYNC)
+            ended = self._conclude(route, execution)
         except asyncio.CancelledError:
             return  # cancel() has already ended the future
         except Exception as failure:
@@ -433,7 +455,7 @@ class _ResilientFuture(grpc.Call, _Future):
                 raise asyncio.CancelledError
             self._in_flight = call = self._send(execution)
         try:
-            return _succeeded(call)
+            return self._outcome(call)
         except Exception:
             if self._cancelled:  # ended by cancel(): breakers count nothing, retries stop
                 raise asyncio.CancelledError from None
@@ -511,3 +533,152 @@ class _ResilientFuture(grpc.Call, _Future):
             return "Locally cancelled by application!"
         details: str = self._final().details()
         return details
+
+
+class _ResponseStream(_ResilientFuture):
+    """A call with streamed responses (server-streaming or bidi), as grpc's own: its iterator, grpc.Call and
+    grpc.Future.
+
+    Its policies run in a worker thread until an attempt commits: when its first response message arrives (kept
+    to be read first), or it ends. Reads then come straight from that attempt's grpc call. A failure after commit
+    ends the stream, unless the route's :class:`StreamResume` gives a request that resumes it: the policies then
+    run again, in the reading thread, as a retry of the failed attempt.
+    """
+
+    def __init__(self, route: Route, send: Send, request: Any, timeout: Any, replay: Replay | None = None) -> None:
+        self._replay, self._route, self._request = replay, route, request
+        self._resume = route.resume if replay is None else None
+        self._delivered: list[Any] | None = None if self._resume is None else []
+        self._first: tuple[Any, ...] = ()
+        self._messages: Iterator[Any] | None = None
+        self._execution: Execution | None = None
+        super().__init__(route, send, request, timeout)
+
+    def _prepare(self, execution: Execution) -> None:
+        execution.settle = []
+        self._execution = execution
+
+    def _outcome(self, call: Any) -> Any:
+        try:
+            self._first = (next(call),)
+        except StopIteration:
+            self._first = ()
+        if self._replay is not None:
+            self._replay.commit()
+        return call
+
+    def _conclude(self, route: Route, execution: Execution) -> Any:
+        callbacks = execution.settle
+        assert callbacks is not None  # see _prepare
+        try:
+            ended = super()._conclude(route, execution)
+        except BaseException as failure:
+            abandon(callbacks, self._in_flight, failure)
+            raise
+        finally:
+            execution.settle = []
+        hand_over(execution, callbacks, self._in_flight, _settle_when_done)
+        return ended
+
+    def __iter__(self) -> _ResponseStream:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            messages = self._messages
+            if messages is None:
+                messages = self._messages = self._opened()
+            try:
+                message = next(messages)
+            except grpc.RpcError as failure:
+                self._resumed(failure)
+                continue
+            delivered = self._delivered
+            if delivered is not None:
+                delivered.append(message)
+            return message
+
+    def _opened(self) -> Iterator[Any]:
+        """The messages of the call the policies ended with: a committed attempt's, a fallback's answer, or none
+        (raises the failure)."""
+        try:
+            ended = self._final()
+        except grpc.FutureCancelledError:
+            raise StatusError.of(_LOCALLY_CANCELLED, SYNC) from None
+        if isinstance(ended, _AnsweredCall):
+            return iter(ended.result())
+        if isinstance(ended, EndedCall):
+            raise ended.exception()  # type: ignore[misc]
+        return itertools.chain(self._first, ended)
+
+    def _resumed(self, failure: grpc.RpcError) -> None:
+        """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
+        the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
+        execution, resume, delivered = self._execution, self._resume, self._delivered
+        if execution is None or resume is None or delivered is None or self._cancelled:
+            raise failure
+        committed = self._messages
+        request = resume.request_after(self._request, tuple(delivered))
+        if request is None:
+            raise failure
+        execution.request, execution.resuming, execution.committed = request, failure, False
+        execution.fallback = None
+        try:
+            ended = self._conclude(self._route, execution)
+        except asyncio.CancelledError:
+            raise failure from None
+        except Exception as error:
+            raise rpc_error(error, SYNC) from None
+        if execution.fallback is not None:  # messages were delivered: a fallback's cannot follow them
+            raise failure
+        self._ended = concurrent.futures.Future()
+        self._ended.set_result(ended)
+        if self._messages is committed:
+            self._messages = itertools.chain(self._first, ended)
+
+    def cancel(self) -> bool:
+        if super().cancel():
+            return True
+        with self._lock:  # committed: cancel the attempt being read
+            if self._ended.cancelled() or not self._ended.done():
+                return False
+            self._cancelled = True
+            in_flight = self._in_flight
+        return bool(in_flight is not None and in_flight.cancel())
+
+    def done(self) -> bool:
+        return self._ended.done() and (self._ended.cancelled() or self._final().done())
+
+    def running(self) -> bool:
+        return not self.done()
+
+    def is_active(self) -> bool:
+        return not self.done()
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        self._ended.add_done_callback(lambda ended: self._when_ended(ended, lambda: fn(self)))
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        if self.done():
+            return False
+        self._ended.add_done_callback(lambda ended: self._when_ended(ended, callback))
+        return True
+
+    @staticmethod
+    def _when_ended(ended: concurrent.futures.Future[Any], callback: Callable[[], None]) -> None:
+        if ended.cancelled():
+            callback()
+        else:
+            ended.result().add_done_callback(lambda _: callback())
+
+
+_LOCALLY_CANCELLED = Status(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), (), None)
+
+
+def _settle_when_done(call: Any, callbacks: Any) -> None:
+    """Tell ``callbacks`` (see ``Execution.settle``) how the committed stream ``call`` ends, once it has."""
+
+    def ended(done: Any) -> None:
+        settle(callbacks, asyncio.CancelledError() if done.cancelled() else None if done.code() is OK else done)
+
+    call.add_done_callback(ended)

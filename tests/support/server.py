@@ -67,6 +67,7 @@ class Seen:
     time_remaining: float | None
     metadata: dict[str, Any]
     at: float
+    fail_after: int = 0
 
 
 @dataclass
@@ -113,8 +114,11 @@ class SyncService(pb_grpc.ScriptedServicer):
     def __init__(self, recorder: Recorder) -> None:
         self.r = recorder
 
-    def _begin(self, request: Any, context: Any) -> Seen:
+    def _begin(self, request: Any, context: Any, streaming: bool = False) -> Seen:
         seen, fail = self.r.arrive(request, context)
+        if fail and streaming and request.fail_after:
+            seen.fail_after = request.fail_after  # fails after its first replies
+            fail = None
         pause = self.r.sleep_for(request)
         if pause:
             ends = time.monotonic() + pause
@@ -132,8 +136,10 @@ class SyncService(pb_grpc.ScriptedServicer):
         return self.r.reply(request, self._begin(request, context))
 
     def ServerStream(self, request: Any, context: Any) -> Iterator[Any]:
-        seen = self._begin(request, context)
-        for i in range(request.count):
+        seen = self._begin(request, context, streaming=True)
+        for i in range(request.start, request.count):
+            if seen.fail_after and i - request.start == seen.fail_after:
+                context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
 
     def ClientStream(self, request_iterator: Iterator[Any], context: Any) -> Any:
@@ -151,8 +157,11 @@ class AioService(pb_grpc.ScriptedServicer):
     def __init__(self, recorder: Recorder) -> None:
         self.r = recorder
 
-    async def _begin(self, request: Any, context: Any) -> Seen:
+    async def _begin(self, request: Any, context: Any, streaming: bool = False) -> Seen:
         seen, fail = self.r.arrive(request, context)
+        if fail and streaming and request.fail_after:
+            seen.fail_after = request.fail_after  # fails after its first replies
+            fail = None
         pause = self.r.sleep_for(request)
         if pause:
             try:
@@ -170,8 +179,10 @@ class AioService(pb_grpc.ScriptedServicer):
         return self.r.reply(request, await self._begin(request, context))
 
     async def ServerStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        seen = await self._begin(request, context)
-        for i in range(request.count):
+        seen = await self._begin(request, context, streaming=True)
+        for i in range(request.start, request.count):
+            if seen.fail_after and i - request.start == seen.fail_after:
+                await context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
 
     async def ClientStream(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:

@@ -1,0 +1,232 @@
+"""What the sync and aio adapters share for streaming calls: the request replay buffer, the response side's commit
+and resumption, and how a committed stream reports its end to the policies that admitted it.
+
+A streaming call is retried as gRPC's own retries do it (gRFC A6): until it *commits*. It commits when the first
+response message reaches the client (or, for a call with a single response, when the call ends), or when its
+requests no longer fit the replay buffer. After commit, a failure goes to the caller as it is, unless a
+:class:`StreamResume` says how to resume a server stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from ..engine.execution import Execution
+from ..engine.policy import AsyncLink, Link, Policy
+
+__all__ = [
+    "DEFAULT_REPLAY_BUFFER",
+    "AsyncReplay",
+    "Replay",
+    "StreamResume",
+    "abandon",
+    "hand_over",
+    "replay_buffer",
+    "settle",
+]
+
+_log = logging.getLogger("interceptors")
+
+DEFAULT_REPLAY_BUFFER = 256 * 1024
+"""Bytes of a call's requests kept for replay: grpc's own default (``grpc.per_rpc_retry_buffer_size``)."""
+MAX_REPLAY_BUFFER = 1 << 31
+
+
+def replay_buffer(value: object) -> int:
+    """``value`` checked as a replay buffer size in bytes; ValueError naming the option otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPLAY_BUFFER:
+        raise ValueError(f"replay_buffer must be a number of bytes from 0 to {MAX_REPLAY_BUFFER}, got {value!r}")
+    return value
+
+
+def message_size(message: object) -> int:
+    """A request's size as sent: a protobuf message's serialized size, the length of bytes, else Python's size."""
+    byte_size = getattr(message, "ByteSize", None)
+    if callable(byte_size):
+        return int(byte_size())
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return len(message)
+    return sys.getsizeof(message)
+
+
+class _Kept:
+    """Requests kept for replay, up to ``limit`` bytes; None once the call has committed (nothing more is kept)."""
+
+    __slots__ = ("_attempt", "_limit", "_size", "ended", "kept")
+
+    def __init__(self, limit: int) -> None:
+        self.kept: list[Any] | None = []
+        self._limit, self._size, self._attempt = limit, 0, 0
+        self.ended = False
+
+    def _next_attempt(self) -> int:
+        self._attempt += 1
+        return self._attempt
+
+    def keep(self, message: Any, execution: Execution) -> None:
+        """Keep a request just read from the caller, or commit the call if it no longer fits."""
+        kept = self.kept
+        if kept is None:
+            return
+        self._size += message_size(message)
+        if self._size > self._limit:
+            self.kept = None
+            execution.committed = True  # it cannot be replayed: no more attempts
+        else:
+            kept.append(message)
+
+    def commit(self) -> None:
+        """The call has committed: nothing is replayed any more, so nothing is kept."""
+        self.kept = None
+
+
+class Replay(_Kept):
+    """The requests of a sync client-streaming or bidi call: read from the caller's iterator once, each attempt
+    sends those kept so far, in order, then the caller's next ones (see :class:`_Kept`). Thread-safe: grpc reads
+    each attempt's requests in a thread of its own, and a failed attempt's thread may still be reading."""
+
+    __slots__ = ("_lock", "_source")
+
+    def __init__(self, requests: Iterable[Any], limit: int) -> None:
+        super().__init__(limit)
+        self._source = iter(requests)
+        self._lock = threading.Lock()
+
+    def attempt(self, execution: Execution) -> Iterator[Any]:
+        """The requests of the execution's current attempt; an earlier attempt's stop reading."""
+        with self._lock:
+            return self._requests(self._next_attempt(), execution)
+
+    def _requests(self, number: int, execution: Execution) -> Iterator[Any]:
+        index = 0
+        while True:
+            with self._lock:
+                if number != self._attempt or self.ended:
+                    return
+                kept = self.kept
+                if kept is not None and index < len(kept):
+                    message = kept[index]
+                else:
+                    try:
+                        message = next(self._source)
+                    except StopIteration:
+                        self.ended = True
+                        return
+                    self.keep(message, execution)
+            index += 1
+            yield message
+
+
+class AsyncReplay(_Kept):
+    """:class:`Replay` for grpc.aio: the caller's requests may be an iterable or an async iterable."""
+
+    __slots__ = ("_lock", "_source")
+
+    def __init__(self, requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> None:
+        super().__init__(limit)
+        self._source: Iterator[Any] | AsyncIterator[Any] = (
+            aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
+        )
+        self._lock = asyncio.Lock()
+
+    def attempt(self, execution: Execution) -> AsyncIterator[Any]:
+        return self._requests(self._next_attempt(), execution)
+
+    async def _requests(self, number: int, execution: Execution) -> AsyncIterator[Any]:
+        index = 0
+        while True:
+            async with self._lock:
+                if number != self._attempt or self.ended:
+                    return
+                kept = self.kept
+                if kept is not None and index < len(kept):
+                    message = kept[index]
+                else:
+                    source = self._source
+                    try:
+                        message = await anext(source) if isinstance(source, AsyncIterator) else next(source)
+                    except (StopIteration, StopAsyncIteration):
+                        self.ended = True
+                        return
+                    self.keep(message, execution)
+            index += 1
+            yield message
+
+
+class StreamResume(Policy):
+    """Resumes a server-streaming call that fails after it has delivered messages (beyond gRPC's retries, which
+    stop at commit), for streams that are safe to resume.
+
+    When such a call fails with a failure the chain's :class:`~interceptors.RetryPolicy` would retry,
+    ``resume(request, delivered)`` gets the original request and every message delivered so far (kept only when
+    this policy applies; the call keeps them all) and returns the request that continues the stream (say, with a
+    resume token or an offset taken from the last message), or None to let the failure end the call. The new
+    request goes through the chain as a retry of the failed attempt: the RetryPolicy's delay, ``max_attempts`` and
+    budget count it. The caller sees one stream; the messages of the new attempt follow the ones delivered, so the
+    request must say where to continue, or messages repeat. A fallback does not answer a stream that has delivered
+    messages. Applies to server-streaming calls only (other kinds ignore it); the chain needs a RetryPolicy.
+
+    :param resume: ``resume(request, delivered) -> request | None``; what it raises is logged, and the failure ends
+        the call.
+    """
+
+    __slots__ = ("resume",)
+    resume: Callable[[Any, Sequence[Any]], Any]
+
+    def __init__(self, resume: Callable[[Any, Sequence[Any]], Any]) -> None:
+        if not callable(resume):
+            raise ValueError(f"resume must be a function of (request, delivered), got {resume!r}")
+        self._init(resume=resume)
+
+    def wrap(self, inner: Link) -> Link:
+        return inner  # the adapters read it: it applies between runs of the chain
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        return inner
+
+    def request_after(self, request: Any, delivered: Sequence[Any]) -> Any:
+        """The request that resumes the stream, or None (also when ``resume`` raises: logged)."""
+        try:
+            return self.resume(request, delivered)
+        except Exception:
+            _log.exception("StreamResume's resume function raised: the stream is not resumed")
+            return None
+
+
+def settle(callbacks: Sequence[Callable[[BaseException | None], None]], outcome: BaseException | None) -> None:
+    """Tell the policies that admitted a stream how it ended (see ``Execution.settle``), each once."""
+    for callback in callbacks:
+        try:
+            callback(outcome)
+        except Exception:
+            _log.exception("a policy could not record the end of a stream")
+
+
+def hand_over(
+    execution: Execution,
+    callbacks: list[Callable[[BaseException | None], None]],
+    in_flight: Any,
+    when_done: Callable[[Any, list[Callable[[BaseException | None], None]]], None],
+) -> None:
+    """After the policies of a stream returned: ``callbacks`` (what they appended to ``execution.settle``) learn
+    how the committed attempt ``in_flight`` ends, through ``when_done(in_flight, callbacks)``. When a fallback
+    answered after all (an outer policy failed the call after the attempt committed), the attempt is cancelled
+    and they learn that failure now."""
+    if not callbacks:
+        return
+    if execution.fallback is None:
+        when_done(in_flight, callbacks)
+    else:
+        abandon(callbacks, in_flight, execution.fallback.failure)
+
+
+def abandon(callbacks: list[Callable[[BaseException | None], None]], in_flight: Any, failure: BaseException) -> None:
+    """The policies failed a stream after an attempt committed: cancel that attempt, and settle with ``failure``."""
+    if callbacks:
+        in_flight.cancel()
+        settle(callbacks, failure)
