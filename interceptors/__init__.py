@@ -34,6 +34,7 @@ from .engine.retry import RetryPolicy
 from .engine.throttle import AdaptiveThrottle
 from .engine.timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
+from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
 from .grpc.status import (
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
@@ -45,6 +46,7 @@ from .grpc.status import (
 from .grpc.sync_client import ResilienceInterceptor, resilient_channel
 
 __all__ = [
+    "DEFAULT_REPLAY_BUFFER",
     "FALLBACK_METADATA_KEY",
     "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
@@ -69,6 +71,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "StackedRetriesWarning",
+    "StreamResume",
     "ThrottledError",
     "Timeout",
     "TimeoutExceededError",

@@ -54,108 +54,139 @@ def message_size(message: object) -> int:
     return sys.getsizeof(message)
 
 
-class _Kept:
-    """Requests kept for replay, up to ``limit`` bytes; None once the call has committed (nothing more is kept)."""
+_PULL, _OVER = object(), object()
 
-    __slots__ = ("_attempt", "_limit", "_size", "ended", "kept")
+
+class _Kept:
+    """The requests of a call read from the caller so far, for its attempts to send in order.
+
+    They are kept, up to ``limit`` bytes, for a retry to send again. When they outgrow it, the call commits (no
+    more attempts); once it has committed, each is dropped as soon as the attempt in flight has taken it. Reading
+    the caller's next request is one attempt's job at a time (``_pull``); an attempt that has been replaced stops
+    at once, and what it had read is kept for its successor, so nothing is lost or sent twice.
+    """
+
+    __slots__ = ("_attempt", "_base", "_committed", "_kept", "_limit", "_size", "ended")
 
     def __init__(self, limit: int) -> None:
-        self.kept: list[Any] | None = []
+        self._kept: list[Any] = []
+        self._base = 0  # the index of _kept[0] among all the requests read
         self._limit, self._size, self._attempt = limit, 0, 0
-        self.ended = False
+        self._committed = self.ended = False
 
-    def _next_attempt(self) -> int:
-        self._attempt += 1
-        return self._attempt
+    def _take(self, number: int, index: int) -> Any:
+        """For attempt ``number``, its request ``index``; ``_PULL`` when it must be read from the caller first,
+        ``_OVER`` when the attempt has no more (replaced, or the caller's requests have ended)."""
+        if number != self._attempt:
+            return _OVER
+        position = index - self._base
+        kept = self._kept
+        if position < len(kept):
+            message = kept[position]
+            if self._committed:  # nobody will send it again
+                del kept[: position + 1]
+                self._base = index + 1
+            return message
+        return _OVER if self.ended else _PULL
 
-    def keep(self, message: Any, execution: Execution) -> None:
-        """Keep a request just read from the caller, or commit the call if it no longer fits."""
-        kept = self.kept
-        if kept is None:
-            return
-        self._size += message_size(message)
-        if self._size > self._limit:
-            self.kept = None
-            execution.committed = True  # it cannot be replayed: no more attempts
-        else:
-            kept.append(message)
+    def _add(self, message: Any, execution: Execution) -> None:
+        """A request just read from the caller; the call commits when the requests outgrow the limit."""
+        self._kept.append(message)
+        if not self._committed:
+            self._size += message_size(message)
+            if self._size > self._limit:
+                self._committed = execution.committed = True  # it cannot be replayed whole: no more attempts
 
     def commit(self) -> None:
-        """The call has committed: nothing is replayed any more, so nothing is kept."""
-        self.kept = None
+        """The call has committed: nothing is kept for another attempt any more."""
+        self._committed = True
 
 
 class Replay(_Kept):
-    """The requests of a sync client-streaming or bidi call: read from the caller's iterator once, each attempt
-    sends those kept so far, in order, then the caller's next ones (see :class:`_Kept`). Thread-safe: grpc reads
-    each attempt's requests in a thread of its own, and a failed attempt's thread may still be reading."""
+    """The requests of a sync client-streaming or bidi call (see :class:`_Kept`). Thread-safe: grpc reads each
+    attempt's requests in a thread of its own, and a failed attempt's thread may still be waiting for the
+    caller's next request."""
 
-    __slots__ = ("_lock", "_source")
+    __slots__ = ("_lock", "_reading", "_source")
 
     def __init__(self, requests: Iterable[Any], limit: int) -> None:
         super().__init__(limit)
         self._source = iter(requests)
-        self._lock = threading.Lock()
+        self._lock, self._reading = threading.Lock(), threading.Lock()
 
     def attempt(self, execution: Execution) -> Iterator[Any]:
-        """The requests of the execution's current attempt; an earlier attempt's stop reading."""
+        """The requests of the execution's current attempt; an earlier attempt's stop."""
         with self._lock:
-            return self._requests(self._next_attempt(), execution)
+            self._attempt += 1
+            return self._requests(self._attempt, execution)
 
     def _requests(self, number: int, execution: Execution) -> Iterator[Any]:
         index = 0
         while True:
             with self._lock:
-                if number != self._attempt or self.ended:
-                    return
-                kept = self.kept
-                if kept is not None and index < len(kept):
-                    message = kept[index]
-                else:
-                    try:
-                        message = next(self._source)
-                    except StopIteration:
-                        self.ended = True
-                        return
-                    self.keep(message, execution)
+                message = self._take(number, index)
+            if message is _PULL:
+                self._pull(number, index, execution)
+                continue
+            if message is _OVER:
+                return
             index += 1
             yield message
+
+    def _pull(self, number: int, index: int, execution: Execution) -> None:
+        with self._reading:
+            with self._lock:
+                if number != self._attempt or index - self._base < len(self._kept) or self.ended:
+                    return  # replaced, or another attempt read it meanwhile
+            try:
+                message = next(self._source)
+            except StopIteration:
+                with self._lock:
+                    self.ended = True
+                return
+            with self._lock:
+                self._add(message, execution)
 
 
 class AsyncReplay(_Kept):
     """:class:`Replay` for grpc.aio: the caller's requests may be an iterable or an async iterable."""
 
-    __slots__ = ("_lock", "_source")
+    __slots__ = ("_reading", "_source")
 
     def __init__(self, requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> None:
         super().__init__(limit)
         self._source: Iterator[Any] | AsyncIterator[Any] = (
             aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
         )
-        self._lock = asyncio.Lock()
+        self._reading = asyncio.Lock()
 
     def attempt(self, execution: Execution) -> AsyncIterator[Any]:
-        return self._requests(self._next_attempt(), execution)
+        self._attempt += 1
+        return self._requests(self._attempt, execution)
 
     async def _requests(self, number: int, execution: Execution) -> AsyncIterator[Any]:
         index = 0
         while True:
-            async with self._lock:
-                if number != self._attempt or self.ended:
-                    return
-                kept = self.kept
-                if kept is not None and index < len(kept):
-                    message = kept[index]
-                else:
-                    source = self._source
-                    try:
-                        message = await anext(source) if isinstance(source, AsyncIterator) else next(source)
-                    except (StopIteration, StopAsyncIteration):
-                        self.ended = True
-                        return
-                    self.keep(message, execution)
+            message = self._take(number, index)
+            if message is _PULL:
+                await self._pull(number, index, execution)
+                continue
+            if message is _OVER:
+                return
             index += 1
             yield message
+
+    async def _pull(self, number: int, index: int, execution: Execution) -> None:
+        async with self._reading:
+            if number != self._attempt or index - self._base < len(self._kept) or self.ended:
+                return
+            source = self._source
+            try:
+                message = await anext(source) if isinstance(source, AsyncIterator) else next(source)
+            except (StopIteration, StopAsyncIteration):
+                self.ended = True
+                return
+            self._add(message, execution)
 
 
 class StreamResume(Policy):

@@ -194,7 +194,11 @@ class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
         async def attempt(execution: Execution) -> Any:
             details = _details(client_call_details, attempt_timeout(execution), execution)
             call = await continuation(details, replay.attempt(execution))
-            await call  # raises the attempt's AioRpcError
+            witness = _StatusWitness(call)
+            try:
+                await call
+            except AioRpcError as failure:
+                raise witness.failure(failure) from None
             return call
 
         return _ResilientStreamUnary(route, attempt, None, client_call_details.timeout)
@@ -453,6 +457,7 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
         self._latest: Any = None  # the call a resumed stream reads
         self._failure: BaseException | None = None  # what ended a resumed stream
         self._execution: CallExecution | None = None
+        self._witness: _StatusWitness | None = None
         super().__init__(route, self._send, request, details.timeout)
         incoming = INCOMING.get()
         if incoming is not None:  # cancelled with the incoming call it is made for, until its last message
@@ -463,16 +468,23 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
         details = _details(self._details, attempt_timeout(execution), execution)
         replay = self._replay
         call = await self._continuation(details, execution.request if replay is None else replay.attempt(execution))
-        self._in_flight = call
+        self._in_flight, self._witness = call, None if replay is None else _StatusWitness(call)
         try:
-            first = await call.read()  # raises the attempt's AioRpcError
+            first = await call.read()
         except asyncio.CancelledError:
             call.cancel()
             raise
+        except AioRpcError as failure:
+            raise self._failed(failure) from None
         self._first = [] if first is grpc.aio.EOF else [first]
         if replay is not None:
             replay.commit()
         return call
+
+    def _failed(self, failure: AioRpcError) -> AioRpcError:
+        """The attempt's failure, with the status the server gave it (see :class:`_StatusWitness`)."""
+        witness = self._witness
+        return failure if witness is None else witness.failure(failure)
 
     async def _policies(self) -> Any:
         try:
@@ -519,7 +531,7 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
             try:
                 message = await source.read()
             except AioRpcError as failure:
-                await self._resumed(failure)
+                await self._resumed(self._failed(failure))
                 continue
             except asyncio.CancelledError:
                 self.cancel()
@@ -548,6 +560,8 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
         """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
         execution, resume, delivered = self._execution, self._resume, self._delivered
+        if self._witness is not None:  # a bidi stream: its status as the server gave it
+            self._failure = failure
         if execution is None or resume is None or delivered is None or self._source is None:
             raise failure
         if isinstance(self._source, _Answer) or self._in_flight.cancelled():
@@ -609,6 +623,49 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
 
     async def done_writing(self) -> None:
         raise NotImplementedError
+
+
+class _StatusWitness:
+    """The first status grpc.aio gives a call that streams requests.
+
+    When a server ends such a call while the client is still writing, grpc.aio may report INTERNAL "Internal
+    error from Core" (``Failed "execute_batch"``) in place of the status the server sent (grpc/grpc#36066): the
+    failed write overwrites it. The server's status is set first, and the call's done callbacks see it.
+    """
+
+    __slots__ = ("_status",)
+
+    def __init__(self, call: Any) -> None:
+        self._status: AioRpcError | None = None
+        call.add_done_callback(self._ended)
+
+    def _ended(self, call: Any) -> None:
+        if self._status is not None or call.cancelled():
+            return
+        code, details = _at_once(call.code()), _at_once(call.details())
+        initial, trailing = _at_once(call.initial_metadata()), _at_once(call.trailing_metadata())
+        if isinstance(code, grpc.StatusCode):
+            self._status = AioRpcError(code, initial or Metadata(), trailing or Metadata(), details)
+
+    def failure(self, failure: AioRpcError) -> AioRpcError:
+        """``failure``, or the status the server gave the call when ``failure`` is grpc's overwritten one."""
+        status = self._status
+        overwritten = failure.code() is grpc.StatusCode.INTERNAL and "execute_batch" in (
+            failure.debug_error_string() or ""
+        )
+        return status if overwritten and status is not None and status.code() is not failure.code() else failure
+
+
+def _at_once(coroutine: Any) -> Any:
+    """What a coroutine returns when it finishes without waiting (a finished call's accessors do); else None."""
+    try:
+        coroutine.send(None)
+    except StopIteration as returned:
+        return returned.value
+    except Exception:
+        return None
+    coroutine.close()
+    return None
 
 
 class _Answer:

@@ -68,27 +68,29 @@ class Client:
         methods: Any = None,
         options: Sequence[Any] = (),
         warm: bool = True,
+        **helper_options: Any,
     ) -> None:
         self.path = path.removeprefix("intercepted-")
+        more = helper_options  # e.g. replay_buffer
         if path == "aio":
 
             async def make() -> Any:
-                return interceptors.aio.resilient_channel(target, *policies, methods=methods, options=options)
+                return interceptors.aio.resilient_channel(target, *policies, methods=methods, options=options, **more)
 
             self.channel = AIO_LOOP.run(make())
         elif path == "intercepted-aio":
 
             async def make_intercepted() -> Any:
-                chain = interceptors.aio.resilience_interceptors(*policies, methods=methods)
+                chain = interceptors.aio.resilience_interceptors(*policies, methods=methods, **more)
                 opts = channel_options(options, retries=True)
                 return grpc.aio.insecure_channel(target, options=opts, interceptors=chain)
 
             self.channel = AIO_LOOP.run(make_intercepted())
         elif path.startswith("intercepted-"):
             raw = grpc.insecure_channel(target, options=channel_options(options, retries=True))
-            self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods))
+            self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods, **more))
         else:
-            self.channel = resilient_channel(target, *policies, methods=methods, options=options)
+            self.channel = resilient_channel(target, *policies, methods=methods, options=options, **more)
         self.stub = pb_grpc.ScriptedStub(self.channel)
         if warm:
             self.warm()
