@@ -167,7 +167,7 @@ def test_streams_wait_out_the_servers_pushback(server: ScriptedServer, path: str
 
 
 def test_a_server_stream_fallback_answers_messages(server: ScriptedServer, path: str) -> None:
-    def cached(request: Any, failure: grpc.RpcError) -> list[Any]:
+    def cached(request: Any, failure: BaseException) -> list[Any]:
         return [Reply(id=request.id, text="cached", index=i) for i in range(3)]
 
     with Client(path, server.target, Fallback(cached), RetryPolicy(max_attempts=2, delay=FAST)) as client:
@@ -186,7 +186,7 @@ def test_the_default_fallback_of_a_server_stream_is_an_empty_stream(server: Scri
 
 
 def test_an_async_fallback_may_answer_an_async_iterable(server: ScriptedServer) -> None:
-    async def cached(request: Any, failure: grpc.RpcError) -> Any:
+    async def cached(request: Any, failure: BaseException) -> Any:
         async def replies() -> Any:
             for i in range(2):
                 yield Reply(text="async", index=i)
