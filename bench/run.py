@@ -27,7 +27,7 @@ import grpc
 from demo.v1 import service_b_pb2_grpc
 
 import interceptors
-from bench import approaches, engine, report
+from bench import approaches, engine, report, streams
 from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend, Hop
 from bench.stats import percentile, quartiles
@@ -513,6 +513,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "amplification": amplification,
     "propagation": propagation,
     "goaway": goaway,
+    "streams": streams.run,
 }
 
 

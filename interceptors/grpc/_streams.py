@@ -80,6 +80,8 @@ class _Kept:
         if number != self._attempt:
             return _OVER
         position = index - self._base
+        if position < 0:  # the retry policy makes no attempt after commit
+            raise RuntimeError("the call has committed: its requests were not kept to send again")
         kept = self._kept
         if position < len(kept):
             message = kept[position]
@@ -126,26 +128,34 @@ class Replay(_Kept):
             with self._lock:
                 message = self._take(number, index)
             if message is _PULL:
-                self._pull(number, index, execution)
-                continue
+                message = self._pull(number, index, execution)
             if message is _OVER:
                 return
-            index += 1
-            yield message
+            if message is not _PULL:  # else another attempt read it meanwhile: take it from what is kept
+                index += 1
+                yield message
 
-    def _pull(self, number: int, index: int, execution: Execution) -> None:
+    def _pull(self, number: int, index: int, execution: Execution) -> Any:
+        """The caller's next request, read for attempt ``number`` as its request ``index`` (and kept); ``_PULL``
+        when another attempt read it meanwhile, ``_OVER`` when there is none or the attempt was replaced."""
         with self._reading:
             with self._lock:
-                if number != self._attempt or index - self._base < len(self._kept) or self.ended:
-                    return  # replaced, or another attempt read it meanwhile
+                if number != self._attempt:
+                    return _OVER
+                if index - self._base < len(self._kept) or self.ended:
+                    return _PULL
             try:
                 message = next(self._source)
             except StopIteration:
                 with self._lock:
                     self.ended = True
-                return
+                return _OVER
             with self._lock:
                 self._add(message, execution)
+                if self._committed and number == self._attempt:  # sent now, never again: nothing to keep
+                    self._kept.clear()
+                    self._base = index + 1
+            return message
 
 
 class AsyncReplay(_Kept):
@@ -169,24 +179,31 @@ class AsyncReplay(_Kept):
         while True:
             message = self._take(number, index)
             if message is _PULL:
-                await self._pull(number, index, execution)
-                continue
+                message = await self._pull(number, index, execution)
             if message is _OVER:
                 return
-            index += 1
-            yield message
+            if message is not _PULL:
+                index += 1
+                yield message
 
-    async def _pull(self, number: int, index: int, execution: Execution) -> None:
+    async def _pull(self, number: int, index: int, execution: Execution) -> Any:
+        """As :meth:`Replay._pull`."""
         async with self._reading:
-            if number != self._attempt or index - self._base < len(self._kept) or self.ended:
-                return
+            if number != self._attempt:
+                return _OVER
+            if index - self._base < len(self._kept) or self.ended:
+                return _PULL
             source = self._source
             try:
                 message = await anext(source) if isinstance(source, AsyncIterator) else next(source)
             except (StopIteration, StopAsyncIteration):
                 self.ended = True
-                return
+                return _OVER
             self._add(message, execution)
+            if self._committed and number == self._attempt:
+                self._kept.clear()
+                self._base = index + 1
+            return message
 
 
 class StreamResume(Policy):
