@@ -283,7 +283,8 @@ def _streams(streams: dict[str, Any]) -> list[str]:
                 f"{rates['ours']['median']:.0f} | {ratio['median']:.3f}x | {ratio['q1']:.3f} - {ratio['q3']:.3f} |"
             )
     worst = min(r["ratio"]["median"] for kind in ("sync", "aio") for r in streams[kind].values())
-    out += ["", f"Lowest median ratio {worst:.3f}x; target ≥ {STREAMS_TARGET:g}x: {_check(worst >= STREAMS_TARGET)}.", ""]
+    verdict = _check(worst >= STREAMS_TARGET)
+    out += ["", f"Lowest median ratio {worst:.3f}x; target ≥ {STREAMS_TARGET:g}x: {verdict}.", ""]
     return out
 
 
