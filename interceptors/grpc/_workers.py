@@ -45,6 +45,7 @@ class Workers:
                         self._idle -= 1  # this worker stops being counted on
                     return
             job()
+            del job  # an idle worker keeps nothing of the call it ran alive
             with self._lock:
                 self._idle += 1
 

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -409,7 +410,7 @@ class _ResilientFuture(grpc.Call, _Future):
         self._in_flight: Any = None
         self._clock, self._deadline = route.executor.clock, None
         try:
-            execution = route.execution(self._attempt, request, timeout)
+            execution = route.execution(self._attempt_function(), request, timeout)
         except Exception as error:
             self._ended.set_result(_ended_call(rpc_error(error, SYNC)))
             return
@@ -427,6 +428,9 @@ class _ResilientFuture(grpc.Call, _Future):
         if execution.incoming is not None:
             forget = execution.incoming.on_cancel(self.cancel)
             self.add_done_callback(lambda _: forget())
+
+    def _attempt_function(self) -> Callable[[Execution], Any]:
+        return self._attempt
 
     def _prepare(self, execution: Execution) -> None:
         """Make ready what the policies will run (nothing, for a unary call)."""
@@ -554,6 +558,19 @@ class _ResponseStream(_ResilientFuture):
         self._execution: Execution | None = None
         super().__init__(route, send, request, timeout)
 
+    def _attempt_function(self) -> Callable[[Execution], Any]:
+        """The attempt, through a weak reference: the stream keeps its execution (to resume it), and a stream its
+        caller lets go of must be collected at once, to be cancelled."""
+        attempt = weakref.WeakMethod(self._attempt)
+
+        def weakly(execution: Execution) -> Any:
+            bound = attempt()
+            if bound is None:
+                raise asyncio.CancelledError
+            return bound(execution)
+
+        return weakly
+
     def _prepare(self, execution: Execution) -> None:
         execution.settle = []
         self._execution = execution
@@ -648,6 +665,11 @@ class _ResponseStream(_ResilientFuture):
 
     def done(self) -> bool:
         return self._ended.done() and (self._ended.cancelled() or self._final().done())
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # a stream its caller let go of is cancelled, as grpc's own
+            if not self.done():
+                self.cancel()
 
     def running(self) -> bool:
         return not self.done()

@@ -317,10 +317,20 @@ def test_cancelling_a_committed_sync_stream_cancels_it(server: ScriptedServer) -
     assert raised.value.code() is grpc.StatusCode.CANCELLED
 
 
-def _slow_requests() -> Iterator[Any]:
-    yield Request(text="r0")
+def _slow_requests(id: str = "") -> Iterator[Any]:
+    yield Request(text="r0", id=id)
     time.sleep(5)
-    yield Request(text="r1")
+    yield Request(text="r1", id=id)
+
+
+def test_a_sync_stream_its_caller_lets_go_of_is_cancelled(server: ScriptedServer) -> None:
+    """As grpc's own: breaking out of the iteration and dropping the stream cancels the attempt it was reading."""
+    with Client("call", server.target, RetryPolicy(delay=FAST)) as client:
+        for message in client.stub.BidiStream(_slow_requests("let-go")):
+            assert message.text == "r0"
+            break
+        del message
+        wait_until(lambda: "let-go" in server.recorder.cancelled)
 
 
 def test_cancelling_the_task_that_reads_an_aio_stream_cancels_it(server: ScriptedServer) -> None:

@@ -148,9 +148,15 @@ class SyncService(pb_grpc.ScriptedServicer):
         return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
 
     def BidiStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
-        for i, request in enumerate(request_iterator):
-            seen = self._begin(request, context) if i == 0 else None
-            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+        first = None
+        try:
+            for i, request in enumerate(request_iterator):
+                seen = self._begin(request, context) if i == 0 else None
+                first = first or request
+                yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+        finally:
+            if first is not None and not context.is_active():
+                self.r.cancelled.add(first.id)
 
 
 class AioService(pb_grpc.ScriptedServicer):
@@ -191,11 +197,17 @@ class AioService(pb_grpc.ScriptedServicer):
         return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
 
     async def BidiStream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        i = 0
-        async for request in request_iterator:
-            seen = await self._begin(request, context) if i == 0 else None
-            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
-            i += 1
+        i, first, finished = 0, None, False
+        try:
+            async for request in request_iterator:
+                seen = await self._begin(request, context) if i == 0 else None
+                first = first or request
+                yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+                i += 1
+            finished = True
+        finally:  # cancelled, or closed by grpc when the call was
+            if first is not None and not finished:
+                self.r.cancelled.add(first.id)
 
 
 class ScriptedServer:
