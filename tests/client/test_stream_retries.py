@@ -323,14 +323,19 @@ def _slow_requests(id: str = "") -> Iterator[Any]:
     yield Request(text="r1", id=id)
 
 
-def test_a_sync_stream_its_caller_lets_go_of_is_cancelled(server: ScriptedServer) -> None:
-    """As grpc's own: breaking out of the iteration and dropping the stream cancels the attempt it was reading."""
-    with Client("call", server.target, RetryPolicy(delay=FAST)) as client:
-        for message in client.stub.BidiStream(_slow_requests("let-go")):
-            assert message.text == "r0"
-            break
-        del message
-        wait_until(lambda: "let-go" in server.recorder.cancelled)
+def test_a_sync_stream_its_caller_lets_go_of_is_cancelled() -> None:
+    """As grpc's own: breaking out of the iteration and dropping the stream cancels the attempt it was reading
+    (seen by a sync server: an aio server's bidi handler sees a cancelled call's requests just end)."""
+    server = ScriptedServer("sync")
+    try:
+        with Client("call", server.target, RetryPolicy(delay=FAST)) as client:
+            for message in client.stub.BidiStream(_slow_requests("let-go")):
+                assert message.text == "r0"
+                break
+            del message
+            wait_until(lambda: "let-go" in server.recorder.cancelled)
+    finally:
+        server.stop()
 
 
 def test_cancelling_the_task_that_reads_an_aio_stream_cancels_it(server: ScriptedServer) -> None:

@@ -148,7 +148,7 @@ class SyncService(pb_grpc.ScriptedServicer):
         return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
 
     def BidiStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
-        first = None
+        first = None  # a call cancelled after its first request is recorded (an aio server cannot tell)
         try:
             for i, request in enumerate(request_iterator):
                 seen = self._begin(request, context) if i == 0 else None
@@ -197,17 +197,11 @@ class AioService(pb_grpc.ScriptedServicer):
         return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
 
     async def BidiStream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        i, first, finished = 0, None, False
-        try:
-            async for request in request_iterator:
-                seen = await self._begin(request, context) if i == 0 else None
-                first = first or request
-                yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
-                i += 1
-            finished = True
-        finally:  # cancelled, or closed by grpc when the call was
-            if first is not None and not finished:
-                self.r.cancelled.add(first.id)
+        i = 0
+        async for request in request_iterator:  # a cancelled call's requests just end, here
+            seen = await self._begin(request, context) if i == 0 else None
+            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
+            i += 1
 
 
 class ScriptedServer:
