@@ -10,6 +10,7 @@ requests no longer fit the replay buffer. After commit, a failure goes to the ca
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -24,10 +25,9 @@ __all__ = [
     "AsyncReplay",
     "Replay",
     "StreamResume",
-    "abandon",
-    "hand_over",
     "replay_buffer",
     "settle",
+    "settled",
 ]
 
 _log = logging.getLogger("interceptors")
@@ -255,26 +255,31 @@ def settle(callbacks: Sequence[Callable[[BaseException | None], None]], outcome:
             _log.exception("a policy could not record the end of a stream")
 
 
-def hand_over(
+@contextlib.contextmanager
+def settled(
     execution: Execution,
-    callbacks: list[Callable[[BaseException | None], None]],
-    in_flight: Any,
+    in_flight: Callable[[], Any],
     when_done: Callable[[Any, list[Callable[[BaseException | None], None]]], None],
-) -> None:
-    """After the policies of a stream returned: ``callbacks`` (what they appended to ``execution.settle``) learn
-    how the committed attempt ``in_flight`` ends, through ``when_done(in_flight, callbacks)``. When a fallback
-    answered after all (an outer policy failed the call after the attempt committed), the attempt is cancelled
-    and they learn that failure now."""
+) -> Iterator[None]:
+    """Around a run of a stream's policies: the policies that admitted its committed attempt (what they append to
+    ``execution.settle``) learn how that attempt, ``in_flight()``, ends, through ``when_done(call, callbacks)``.
+    When the policies fail the call after the attempt committed (an outer policy's verdict; or a fallback answers
+    it after all), the attempt is cancelled and they learn that failure now."""
+    callbacks = execution.settle
+    assert callbacks is not None, "a stream's execution settles its outcome later"
+    try:
+        yield
+    except BaseException as failure:
+        if callbacks:
+            in_flight().cancel()
+            settle(callbacks, failure)
+        raise
+    finally:
+        execution.settle = []
     if not callbacks:
         return
     if execution.fallback is None:
-        when_done(in_flight, callbacks)
+        when_done(in_flight(), callbacks)
     else:
-        abandon(callbacks, in_flight, execution.fallback.failure)
-
-
-def abandon(callbacks: list[Callable[[BaseException | None], None]], in_flight: Any, failure: BaseException) -> None:
-    """The policies failed a stream after an attempt committed: cancel that attempt, and settle with ``failure``."""
-    if callbacks:
-        in_flight.cancel()
-        settle(callbacks, failure)
+        in_flight().cancel()
+        settle(callbacks, execution.fallback.failure)

@@ -34,7 +34,7 @@ from ._core import (
     rpc_error,
 )
 from ._incoming import INCOMING, cancel_task
-from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, abandon, hand_over, settle
+from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
@@ -496,17 +496,8 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
         return await self._conclude(execution)
 
     async def _conclude(self, execution: CallExecution) -> Any:
-        callbacks = execution.settle
-        assert callbacks is not None  # see _policies
-        try:
-            ended = await _run(self._route, execution)
-        except BaseException as failure:
-            abandon(callbacks, self._in_flight, failure)
-            raise
-        finally:
-            execution.settle = []
-        hand_over(execution, callbacks, self._in_flight, _settle_when_done)
-        return ended
+        with settled(execution, lambda: self._in_flight, _settle_when_done):
+            return await _run(self._route, execution)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._messages()

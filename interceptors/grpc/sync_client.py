@@ -45,7 +45,7 @@ from ._core import (
     rpc_error,
 )
 from ._incoming import INCOMING
-from ._streams import DEFAULT_REPLAY_BUFFER, Replay, abandon, hand_over, settle
+from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 from ._workers import FUTURES
 
@@ -585,17 +585,8 @@ class _ResponseStream(_ResilientFuture):
         return call
 
     def _conclude(self, route: Route, execution: Execution) -> Any:
-        callbacks = execution.settle
-        assert callbacks is not None  # see _prepare
-        try:
-            ended = super()._conclude(route, execution)
-        except BaseException as failure:
-            abandon(callbacks, self._in_flight, failure)
-            raise
-        finally:
-            execution.settle = []
-        hand_over(execution, callbacks, self._in_flight, _settle_when_done)
-        return ended
+        with settled(execution, lambda: self._in_flight, _settle_when_done):
+            return super()._conclude(route, execution)
 
     def __iter__(self) -> _ResponseStream:
         return self
@@ -633,6 +624,8 @@ class _ResponseStream(_ResilientFuture):
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
         execution, resume, delivered = self._execution, self._resume, self._delivered
         if execution is None or resume is None or delivered is None or self._cancelled:
+            raise failure
+        if isinstance(self._final(), EndedCall):  # a fallback's answer, not a stream to resume
             raise failure
         committed = self._messages
         request = resume.request_after(self._request, tuple(delivered))

@@ -30,6 +30,7 @@ from interceptors import (
 
 from ..support.clients import STREAM_KINDS, Client, arequests, requests, wait_until
 from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer
+from .test_streams import expected
 
 STREAM_PATHS = ["call", "aio", "intercepted-call", "intercepted-aio"]
 AIO_STREAM_PATHS = ["aio", "intercepted-aio"]
@@ -95,14 +96,6 @@ async def _aio_call(stub: Any, kind: str, n: int, timeout: float | None, fields:
     return Ended(messages, None, await call.code(), await call.trailing_metadata())
 
 
-def expected_texts(kind: str, n: int) -> list[str]:
-    if kind == "server_stream":
-        return ["" for _ in range(n)]
-    if kind == "client_stream":
-        return ["".join(f"r{i}" for i in range(n))]
-    return [f"r{i}" for i in range(n)]
-
-
 @pytest.mark.parametrize("kind", STREAM_KINDS)
 def test_a_stream_failing_before_its_first_message_is_retried(server: ScriptedServer, path: str, kind: str) -> None:
     """UNAVAILABLE twice before any reply, then OK: 3 attempts; the caller sees each message once, and the
@@ -111,7 +104,7 @@ def test_a_stream_failing_before_its_first_message_is_retried(server: ScriptedSe
         ended = call(client, kind, 5, id=f"pre-{kind}", fail_first=2)
     assert ended.error is None and ended.code is grpc.StatusCode.OK
     assert server.attempts(f"pre-{kind}") == 3
-    assert [m.text for m in ended.messages] == expected_texts(kind, 5)
+    assert [m.text for m in ended.messages] == expected(kind, 5)
     if kind == "server_stream":
         assert [m.index for m in ended.messages] == list(range(5))
         assert {m.attempt for m in ended.messages} == {3}
@@ -139,7 +132,7 @@ def test_requests_beyond_the_replay_buffer_commit_the_call(server: ScriptedServe
         assert ended.error is not None and ended.error.code() is grpc.StatusCode.UNAVAILABLE
         assert server.attempts(f"overflow-{kind}") == 1
         healthy = call(client, kind, 5, id=f"healthy-{kind}")  # past the bound, a healthy call is whole
-    assert [m.text for m in healthy.messages] == expected_texts(kind, 5)
+    assert [m.text for m in healthy.messages] == expected(kind, 5)
 
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)
@@ -317,25 +310,20 @@ def test_cancelling_a_committed_sync_stream_cancels_it(server: ScriptedServer) -
     assert raised.value.code() is grpc.StatusCode.CANCELLED
 
 
-def _slow_requests(id: str = "") -> Iterator[Any]:
-    yield Request(text="r0", id=id)
+def _slow_requests() -> Iterator[Any]:
+    yield Request(text="r0")
     time.sleep(5)
-    yield Request(text="r1", id=id)
+    yield Request(text="r1")
 
 
-def test_a_sync_stream_its_caller_lets_go_of_is_cancelled() -> None:
-    """As grpc's own: breaking out of the iteration and dropping the stream cancels the attempt it was reading
-    (seen by a sync server: an aio server's bidi handler sees a cancelled call's requests just end)."""
-    server = ScriptedServer("sync")
-    try:
-        with Client("call", server.target, RetryPolicy(delay=FAST)) as client:
-            for message in client.stub.BidiStream(_slow_requests("let-go")):
-                assert message.text == "r0"
-                break
-            del message
-            wait_until(lambda: "let-go" in server.recorder.cancelled)
-    finally:
-        server.stop()
+def test_a_sync_stream_its_caller_lets_go_of_is_cancelled(server: ScriptedServer) -> None:
+    """As grpc's own: breaking out of the iteration and dropping the stream cancels the attempt it was reading."""
+    with Client("call", server.target, RetryPolicy(delay=FAST)) as client:
+        for message in client.stub.ServerStream(Request(id="let-go", count=3, pause_ms=5000)):
+            assert message.index == 0
+            break
+        del message
+        wait_until(lambda: "let-go" in server.recorder.cancelled)
 
 
 def test_cancelling_the_task_that_reads_an_aio_stream_cancels_it(server: ScriptedServer) -> None:

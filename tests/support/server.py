@@ -121,11 +121,7 @@ class SyncService(pb_grpc.ScriptedServicer):
             fail = None
         pause = self.r.sleep_for(request)
         if pause:
-            ends = time.monotonic() + pause
-            while context.is_active() and time.monotonic() < ends:
-                time.sleep(0.005)
-            if not context.is_active():
-                self.r.cancelled.add(request.id)
+            self._pause(request, context, pause)
         if fail:
             script = self.r.script
             context.set_trailing_metadata(script.trailers)
@@ -141,6 +137,16 @@ class SyncService(pb_grpc.ScriptedServicer):
             if seen.fail_after and i - request.start == seen.fail_after:
                 context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
+            if i == request.start and request.pause_ms:
+                self._pause(request, context, request.pause_ms / 1000)
+
+    def _pause(self, request: Any, context: Any, seconds: float) -> None:
+        """Sleep ``seconds``, or until the call is cancelled (recorded)."""
+        ends = time.monotonic() + seconds
+        while context.is_active() and time.monotonic() < ends:
+            time.sleep(0.005)
+        if not context.is_active():
+            self.r.cancelled.add(request.id)
 
     def ClientStream(self, request_iterator: Iterator[Any], context: Any) -> Any:
         requests = list(request_iterator)
@@ -148,15 +154,9 @@ class SyncService(pb_grpc.ScriptedServicer):
         return Reply(text="".join(r.text for r in requests), index=len(requests), attempt=seen.attempt)
 
     def BidiStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
-        first = None  # a call cancelled after its first request is recorded (an aio server cannot tell)
-        try:
-            for i, request in enumerate(request_iterator):
-                seen = self._begin(request, context) if i == 0 else None
-                first = first or request
-                yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
-        finally:
-            if first is not None and not context.is_active():
-                self.r.cancelled.add(first.id)
+        for i, request in enumerate(request_iterator):
+            seen = self._begin(request, context) if i == 0 else None
+            yield Reply(text=request.text, index=i, attempt=seen.attempt if seen else 0)
 
 
 class AioService(pb_grpc.ScriptedServicer):
@@ -170,11 +170,7 @@ class AioService(pb_grpc.ScriptedServicer):
             fail = None
         pause = self.r.sleep_for(request)
         if pause:
-            try:
-                await asyncio.sleep(pause)
-            except asyncio.CancelledError:
-                self.r.cancelled.add(request.id)
-                raise
+            await self._pause(request, pause)
         if fail:
             script = self.r.script
             context.set_trailing_metadata(script.trailers)
@@ -190,6 +186,16 @@ class AioService(pb_grpc.ScriptedServicer):
             if seen.fail_after and i - request.start == seen.fail_after:
                 await context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
+            if i == request.start and request.pause_ms:
+                await self._pause(request, request.pause_ms / 1000)
+
+    async def _pause(self, request: Any, seconds: float) -> None:
+        """Sleep ``seconds``, or until the call is cancelled (recorded)."""
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            self.r.cancelled.add(request.id)
+            raise
 
     async def ClientStream(self, request_iterator: AsyncIterator[Any], context: Any) -> Any:
         requests = [r async for r in request_iterator]
