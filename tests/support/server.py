@@ -96,6 +96,11 @@ class Recorder:
     def attempts(self, id: str = "") -> int:
         return sum(1 for s in self.seen if s.id == id)
 
+    def ended_early(self, request: Any, finished: threading.Event) -> None:
+        """A pausing server stream's call ended before its handler did: it was cancelled."""
+        if request.pause_ms and not finished.is_set():
+            self.cancelled.add(request.id)
+
     def sleep_for(self, request: Any) -> float:
         return request.sleep_ms / 1000 if request.sleep_ms else self.script.sleep
 
@@ -133,12 +138,15 @@ class SyncService(pb_grpc.ScriptedServicer):
 
     def ServerStream(self, request: Any, context: Any) -> Iterator[Any]:
         seen = self._begin(request, context, streaming=True)
+        finished = threading.Event()  # cancelled as a reply is sent, grpc drives the handler no further
+        context.add_callback(lambda: self.r.ended_early(request, finished))
         for i in range(request.start, request.count):
             if seen.fail_after and i - request.start == seen.fail_after:
                 context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
             if i == request.start and request.pause_ms:
                 self._pause(request, context, request.pause_ms / 1000)
+        finished.set()
 
     def _pause(self, request: Any, context: Any, seconds: float) -> None:
         """Sleep ``seconds``, or until the call is cancelled (recorded)."""
@@ -182,12 +190,15 @@ class AioService(pb_grpc.ScriptedServicer):
 
     async def ServerStream(self, request: Any, context: Any) -> AsyncIterator[Any]:
         seen = await self._begin(request, context, streaming=True)
+        finished = threading.Event()  # cancelled as a reply is sent, grpc drives the handler no further
+        context.add_done_callback(lambda _: self.r.ended_early(request, finished))
         for i in range(request.start, request.count):
             if seen.fail_after and i - request.start == seen.fail_after:
                 await context.abort(self.r.script.code, "scripted failure after replies")
             yield self.r.reply(request, seen, i)
             if i == request.start and request.pause_ms:
                 await self._pause(request, request.pause_ms / 1000)
+        finished.set()
 
     async def _pause(self, request: Any, seconds: float) -> None:
         """Sleep ``seconds``, or until the call is cancelled (recorded)."""
