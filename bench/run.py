@@ -2,7 +2,8 @@
 
 1. engine: the policy engine alone;  2. healthy: per-call overhead on a healthy backend;  3. concurrency: 64
 threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
-recovery, a slow backend. The backend is always bench/server.py in a process of its own.
+recovery, a slow backend, propagation through a service in the middle;  5. transparent retries;  6. streams
+(bench/streams.py). The backends run in processes of their own.
 ``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench import engine, report, run
+from bench import engine, report, run, streams
 
 
 def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
@@ -17,10 +17,11 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
         "amplification": lambda: run.amplification(calls=3, rate=20, workers=3),
         "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
+        "streams": lambda: streams.run(batches=2),
     }
     results = run.run(suites, tmp_path)
     written = (tmp_path / "REPORT.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 4d.", "## 4e.", "## 5."):
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 4d.", "## 4e.", "## 5.", "## 6."):
         assert heading in written
     for name in suites:
         assert (tmp_path / f"{name}.json").exists()

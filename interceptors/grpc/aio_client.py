@@ -447,7 +447,7 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
 
     _done_writing_flag = False
 
-    def __init__(self, route: Route, continuation: Any, details: Any, request: Any, replay: AsyncReplay | None):
+    def __init__(self, route: Route, continuation: Any, details: Any, request: Any, replay: AsyncReplay | None) -> None:
         self._continuation, self._details, self._replay = continuation, details, replay
         self._resume = route.resume if replay is None else None
         self._delivered: list[Any] | None = None if self._resume is None else []
