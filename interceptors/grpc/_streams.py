@@ -26,6 +26,7 @@ __all__ = [
     "Replay",
     "StreamResume",
     "replay_buffer",
+    "replay_of",
     "settle",
     "settled",
 ]
@@ -159,15 +160,14 @@ class Replay(_Kept):
 
 
 class AsyncReplay(_Kept):
-    """:class:`Replay` for grpc.aio: the caller's requests may be an iterable or an async iterable."""
+    """:class:`Replay` for the async iterables of grpc.aio callers (a sync iterable gets a :class:`Replay`: see
+    :func:`replay_of`)."""
 
     __slots__ = ("_reading", "_source")
 
-    def __init__(self, requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> None:
+    def __init__(self, requests: AsyncIterable[Any], limit: int) -> None:
         super().__init__(limit)
-        self._source: Iterator[Any] | AsyncIterator[Any] = (
-            aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
-        )
+        self._source = aiter(requests)
         self._reading = asyncio.Lock()
 
     def attempt(self, execution: Execution) -> AsyncIterator[Any]:
@@ -193,10 +193,9 @@ class AsyncReplay(_Kept):
                 return _OVER
             if index - self._base < len(self._kept) or self.ended:
                 return _PULL
-            source = self._source
             try:
-                message = await anext(source) if isinstance(source, AsyncIterator) else next(source)
-            except (StopIteration, StopAsyncIteration):
+                message = await anext(self._source)
+            except StopAsyncIteration:
                 self.ended = True
                 return _OVER
             self._add(message, execution)
@@ -204,6 +203,12 @@ class AsyncReplay(_Kept):
                 self._kept.clear()
                 self._base = index + 1
             return message
+
+
+def replay_of(requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> Replay | AsyncReplay:
+    """The replay buffer of a grpc.aio call's requests: a sync iterable's is read as grpc.aio reads it, without
+    the cost of an async iterator per request."""
+    return AsyncReplay(requests, limit) if isinstance(requests, AsyncIterable) else Replay(requests, limit)
 
 
 class StreamResume(Policy):

@@ -34,7 +34,7 @@ from ._core import (
     rpc_error,
 )
 from ._incoming import INCOMING, cancel_task
-from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, settle, settled
+from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
@@ -189,7 +189,7 @@ class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
         route = self._router.route(client_call_details.method)
         if route is None:
             return await continuation(client_call_details, request_iterator)
-        replay = AsyncReplay(request_iterator, self._replay_buffer)
+        replay = replay_of(request_iterator, self._replay_buffer)
 
         async def attempt(execution: Execution) -> Any:
             details = _details(client_call_details, attempt_timeout(execution), execution)
@@ -209,7 +209,7 @@ class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
         route = self._router.route(client_call_details.method, response_stream=True)
         if route is None:
             return await continuation(client_call_details, request_iterator)
-        replay = AsyncReplay(request_iterator, self._replay_buffer)
+        replay = replay_of(request_iterator, self._replay_buffer)
         return _ResilientStream(route, continuation, client_call_details, None, replay)
 
 
@@ -423,7 +423,7 @@ class _AnsweredCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
 
 
 class _ResilientStreamUnary(_ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
-    """A client-streaming call: as a unary one, its requests replayed to each attempt (see :class:`AsyncReplay`).
+    """A client-streaming call: as a unary one, its requests replayed to each attempt (see :func:`replay_of`).
     grpc's own intercepted call serves ``write()`` and ``done_writing()``."""
 
     _done_writing_flag = False  # read by grpc's intercepted call; its done_writing() ends our requests
@@ -447,7 +447,9 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
 
     _done_writing_flag = False
 
-    def __init__(self, route: Route, continuation: Any, details: Any, request: Any, replay: AsyncReplay | None) -> None:
+    def __init__(
+        self, route: Route, continuation: Any, details: Any, request: Any, replay: Replay | AsyncReplay | None
+    ) -> None:
         self._continuation, self._details, self._replay = continuation, details, replay
         self._resume = route.resume if replay is None else None
         self._delivered: list[Any] | None = None if self._resume is None else []

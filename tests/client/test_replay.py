@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from interceptors.engine import Execution
-from interceptors.grpc._streams import AsyncReplay, Replay
+from interceptors.grpc._streams import AsyncReplay, Replay, replay_of
 from interceptors.testing import FakeClock
 
 
@@ -65,7 +65,7 @@ def test_requests_are_read_once_and_dropped_once_committed() -> None:
         next(replay.attempt(call))
 
 
-def test_the_async_replay_reads_sync_and_async_iterables() -> None:
+def test_aio_calls_replay_sync_and_async_iterables() -> None:
     async def caller() -> AsyncIterator[bytes]:
         for i in range(3):
             yield bytes([i])
@@ -74,8 +74,7 @@ def test_the_async_replay_reads_sync_and_async_iterables() -> None:
         replay, call = AsyncReplay(caller(), 1 << 20), execution()
         first = [m async for m in replay.attempt(call)]
         second = [m async for m in replay.attempt(call)]
-        plain = [m async for m in AsyncReplay(iter([b"a", b"b"]), 1).attempt(call)]
-        return first, second, plain
+        return first, second, list(replay_of([b"a", b"b"], 1).attempt(call))  # type: ignore[arg-type]
 
     first, second, plain = asyncio.run(both())
     assert first == second == [b"\x00", b"\x01", b"\x02"] and plain == [b"a", b"b"]
