@@ -126,8 +126,11 @@ class Replay(_Kept):
     def _requests(self, number: int, execution: Execution) -> Iterator[Any]:
         index = 0
         while True:
-            with self._lock:
-                message = self._take(number, index)
+            if index - self._base < len(self._kept):  # kept: take it (checked again under the lock)
+                with self._lock:
+                    message = self._take(number, index)
+            else:  # most often: the caller's next request (_pull checks what _take would, under the lock)
+                message = _PULL
             if message is _PULL:
                 message = self._pull(number, index, execution)
             if message is _OVER:
@@ -143,8 +146,10 @@ class Replay(_Kept):
             with self._lock:
                 if number != self._attempt:
                     return _OVER
-                if index - self._base < len(self._kept) or self.ended:
-                    return _PULL
+                if index - self._base < len(self._kept):
+                    return _PULL  # another attempt read it meanwhile
+                if self.ended:
+                    return _OVER
             try:
                 message = next(self._source)
             except StopIteration:
@@ -191,8 +196,10 @@ class AsyncReplay(_Kept):
         async with self._reading:
             if number != self._attempt:
                 return _OVER
-            if index - self._base < len(self._kept) or self.ended:
+            if index - self._base < len(self._kept):
                 return _PULL
+            if self.ended:
+                return _OVER
             try:
                 message = await anext(self._source)
             except StopAsyncIteration:
