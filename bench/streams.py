@@ -117,7 +117,7 @@ def _side_by_side(batches: int, bare: dict[str, Callable[[], float]], ours: dict
     return result
 
 
-def run(batches: int = 100) -> dict[str, Any]:
+def run(batches: int = 200) -> dict[str, Any]:
     budget = Budget(deadline=30.0, attempt_timeout=30.0)
     with tempfile.TemporaryDirectory() as directory:
         process, target = _start("bench.streams", directory)
