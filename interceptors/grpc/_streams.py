@@ -249,13 +249,20 @@ class StreamResume(Policy):
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         return inner
 
-    def request_after(self, request: Any, delivered: Sequence[Any]) -> Any:
-        """The request that resumes the stream, or None (also when ``resume`` raises: logged)."""
+    def prepare(self, execution: Execution, request: Any, delivered: Sequence[Any], failure: BaseException) -> bool:
+        """Make ``execution`` ready to run again as a retry of the attempt ``failure`` ended after delivering
+        ``delivered`` (``request`` the original); False when there is no request to resume with (also when
+        ``resume`` raises: logged)."""
         try:
-            return self.resume(request, delivered)
+            resumed = self.resume(request, tuple(delivered))
         except Exception:
             _log.exception("StreamResume's resume function raised: the stream is not resumed")
-            return None
+            return False
+        if resumed is None:
+            return False
+        execution.request, execution.resuming, execution.committed = resumed, failure, False
+        execution.fallback = None
+        return True
 
 
 def settle(callbacks: Sequence[Callable[[BaseException | None], None]], outcome: BaseException | None) -> None:

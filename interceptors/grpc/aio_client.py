@@ -559,11 +559,8 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
             raise failure
         if isinstance(self._source, _Answer) or self._in_flight.cancelled():
             raise failure
-        request = resume.request_after(self._request, tuple(delivered))
-        if request is None:
+        if not resume.prepare(execution, self._request, delivered, failure):
             raise failure
-        execution.request, execution.resuming, execution.committed = request, failure, False
-        execution.fallback = None
         try:
             ended = await self._conclude(execution)
         except Exception as error:

@@ -628,11 +628,8 @@ class _ResponseStream(_ResilientFuture):
         if isinstance(self._final(), EndedCall):  # a fallback's answer, not a stream to resume
             raise failure
         committed = self._messages
-        request = resume.request_after(self._request, tuple(delivered))
-        if request is None:
+        if not resume.prepare(execution, self._request, delivered, failure):
             raise failure
-        execution.request, execution.resuming, execution.committed = request, failure, False
-        execution.fallback = None
         try:
             ended = self._conclude(self._route, execution)
         except asyncio.CancelledError:

@@ -248,6 +248,18 @@ def test_a_resume_hook_answering_none_ends_the_stream(server: ScriptedServer, pa
     assert server.attempts("resume-none") == 1
 
 
+def test_a_resume_hook_that_raises_ends_the_stream(
+    server: ScriptedServer, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    chain = (RetryPolicy(delay=FAST), StreamResume(lambda request, delivered: 1 / 0))
+    with Client(path, server.target, *chain) as client:
+        ended = call(client, "server_stream", 10, id="resume-raises", fail_first=1, fail_after=2)
+    assert len(ended.messages) == 2 and ended.error is not None
+    assert ended.error.code() is grpc.StatusCode.UNAVAILABLE
+    assert server.attempts("resume-raises") == 1
+    assert "resume function raised" in caplog.text
+
+
 def test_stream_resume_needs_a_retry_policy() -> None:
     with pytest.raises(ValueError, match="needs a RetryPolicy"):
         Client("call", "127.0.0.1:1", StreamResume(resume_after), warm=False)
