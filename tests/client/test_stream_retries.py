@@ -9,6 +9,7 @@ and aio).
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -406,3 +407,56 @@ def test_requests_are_read_from_the_caller_once(server: ScriptedServer, path: st
             reply = client.stub.ClientStream(counted())
     assert reply.text == "r0r1r2r3" and reply.attempt == 3
     assert reads == [0, 1, 2, 3]
+
+
+def test_a_ping_pong_bidi_stream_is_retried_whole(server: ScriptedServer, path: str) -> None:
+    """Requests that wait for the replies (a queue the caller fills after each reply; aio: ``write()``): the first
+    attempt fails at its first request, the retry replays it while the failed attempt still waits for the next one,
+    and every request is sent once to the attempt that answers."""
+    id = f"ping-pong-{path}"
+    if path in AIO_STREAM_PATHS:
+        with Client(path, server.target, RetryPolicy(delay=FAST)) as client:
+
+            async def ping_pong() -> tuple[list[str], Any]:
+                call = client.stub.BidiStream()
+                replies = []
+                for i in range(3):
+                    await call.write(Request(text=f"r{i}", id=id, fail_first=1))
+                    replies.append((await call.read()).text)
+                await call.done_writing()
+                assert await call.read() is grpc.aio.EOF
+                return replies, await call.code()
+
+            replies, code = AIO_LOOP.run(ping_pong())
+    else:
+        outbox: queue.Queue[Any] = queue.Queue()
+
+        def requests() -> Iterator[Any]:
+            while (request := outbox.get(timeout=10)) is not None:
+                yield request
+
+        with Client(path, server.target, RetryPolicy(delay=FAST)) as client:
+            stream = client.stub.BidiStream(requests())
+            replies = []
+            for i in range(3):
+                outbox.put(Request(text=f"r{i}", id=id, fail_first=1))
+                replies.append(next(stream).text)
+            outbox.put(None)
+            assert next(stream, None) is None
+            code = stream.code()
+    assert replies == ["r0", "r1", "r2"] and code is grpc.StatusCode.OK
+    assert server.attempts(id) == 2
+
+
+@pytest.mark.parametrize("aio_path", AIO_STREAM_PATHS)
+def test_an_aio_client_stream_written_with_write_is_retried_whole(server: ScriptedServer, aio_path: str) -> None:
+    async def written(stub: Any) -> Any:
+        call = stub.ClientStream()
+        for i in range(3):
+            await call.write(Request(text=f"c{i}", id="written", fail_first=1))
+        await call.done_writing()
+        return await call
+
+    with Client(aio_path, server.target, RetryPolicy(delay=FAST)) as client:
+        assert AIO_LOOP.run(written(client.stub)).text == "c0c1c2"
+    assert server.attempts("written") == 2
