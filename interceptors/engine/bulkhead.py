@@ -78,10 +78,7 @@ class Bulkhead(Policy):
             except BaseException:
                 places.give()
                 raise
-            if execution.settle is not None:  # a stream: its place is held until it ends
-                execution.settle.append(lambda _: places.give())
-            else:
-                places.give()
+            _give_back(places, execution)
             return result
 
         return run
@@ -98,10 +95,15 @@ class Bulkhead(Policy):
             except BaseException:
                 places.give()
                 raise
-            if execution.settle is not None:  # a stream: its place is held until it ends
-                execution.settle.append(lambda _: places.give())
-            else:
-                places.give()
+            _give_back(places, execution)
             return result
 
         return run
+
+
+def _give_back(places: Places, execution: Execution) -> None:
+    """Give a call's place back now, or, for a stream (see ``Execution.settle``), when it ends."""
+    if execution.settle is None:
+        places.give()
+    else:
+        execution.settle.append(lambda _: places.give())

@@ -422,20 +422,24 @@ class _AnsweredCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         yield  # a generator that finishes at once
 
 
-class _ResilientStreamUnary(_ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
-    """A client-streaming call: as a unary one, its requests replayed to each attempt (see :func:`replay_of`).
-    grpc's own intercepted call serves ``write()`` and ``done_writing()``."""
+class _WrittenByGrpc:
+    """A call with streamed requests returned to grpc's intercepted call, which serves ``write()`` and
+    ``done_writing()`` itself: it writes to the request iterator it gave the interceptor."""
 
     _done_writing_flag = False  # read by grpc's intercepted call; its done_writing() ends our requests
 
     async def write(self, request: Any) -> None:
-        raise NotImplementedError  # grpc's intercepted call writes to the request iterator it gave us
+        raise NotImplementedError
 
     async def done_writing(self) -> None:
         raise NotImplementedError
 
 
-class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
+class _ResilientStreamUnary(_WrittenByGrpc, _ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
+    """A client-streaming call: as a unary one, its requests replayed to each attempt (see :func:`replay_of`)."""
+
+
+class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
     """A call with streamed responses (server-streaming or bidi).
 
     Its policies run in a task of their own until an attempt commits: when its first response message arrives
@@ -444,8 +448,6 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
     then run again, in the reading task, as a retry of the failed attempt. Cancelling the call, or the task that
     reads it, cancels the attempt in flight and every later one.
     """
-
-    _done_writing_flag = False
 
     def __init__(
         self, route: Route, continuation: Any, details: Any, request: Any, replay: Replay | AsyncReplay | None
@@ -607,12 +609,6 @@ class _ResilientStream(_ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.Stream
         if self._failure is not None:
             return self._failure
         return end if self._latest is None or isinstance(end, AioRpcError) else self._latest
-
-    async def write(self, request: Any) -> None:
-        raise NotImplementedError  # grpc's intercepted call writes to the request iterator it gave us
-
-    async def done_writing(self) -> None:
-        raise NotImplementedError
 
 
 class _StatusWitness:
