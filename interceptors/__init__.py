@@ -1,4 +1,4 @@
-"""Resilience policies for Python gRPC: timeout, retry, circuit breaker and fallback.
+"""Resilience policies for Python gRPC: timeout, retry, hedging, circuit breaker, fallback and more.
 
 Policies are immutable configuration shared by every call; an :class:`Executor`, or the gRPC interceptors
 (:class:`ResilienceInterceptor`, :func:`interceptors.aio.resilience_interceptors`), run calls through them in
@@ -28,6 +28,7 @@ from .engine.errors import (
 )
 from .engine.events import CircuitState
 from .engine.fallback import Fallback
+from .engine.hedge import HedgePolicy, LatencyQuantile
 from .engine.policy import Executor
 from .engine.rate_limiter import RateLimiter
 from .engine.retry import RetryPolicy
@@ -60,6 +61,8 @@ __all__ = [
     "CircuitState",
     "Executor",
     "Fallback",
+    "HedgePolicy",
+    "LatencyQuantile",
     "LimitExceededError",
     "RandomDelay",
     "RateLimitedError",

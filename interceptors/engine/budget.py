@@ -134,7 +134,7 @@ class RetryBudget:
                 tokens = self._tokens - 1 if failed else self._tokens + self._token_ratio
                 object.__setattr__(self, "_tokens", min(max(tokens, 0.0), self._max_tokens))
 
-    def try_retry(self, attempts: int, failure: BaseException) -> bool:
+    def try_retry(self, attempts: int, failure: BaseException | None) -> bool:
         """Take one retry from the budget if it allows one; else report :class:`BudgetExceeded` and return False."""
         with self._lock:
             if self._max_tokens:

@@ -13,6 +13,9 @@ __all__ = [
     "CircuitState",
     "CircuitStateChanged",
     "FallbackExecuted",
+    "HedgeCancelled",
+    "HedgeStarted",
+    "HedgeWon",
     "LimitChanged",
     "LimitExceeded",
     "RateLimited",
@@ -119,10 +122,38 @@ class FallbackExecuted:
 
 @dataclass(frozen=True, slots=True)
 class BudgetExceeded:
-    """The retry budget refused a retry after attempt ``attempts``, which failed with ``failure``."""
+    """The retry budget refused a retry after attempt ``attempts``, which failed with ``failure`` (or a hedge while
+    ``attempts`` attempts were in flight or done, ``failure`` the last that failed, if any)."""
 
     attempts: int
-    failure: BaseException
+    failure: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeStarted:
+    """The hedging policy started attempt number ``attempt`` (2 for the first hedge), ``elapsed`` seconds after the
+    call's first attempt, with ``in_flight`` attempts still running."""
+
+    attempt: int
+    elapsed: float
+    in_flight: int
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeWon:
+    """Attempt number ``attempt`` answered first, out of ``attempts`` started (only reported when it was a race:
+    ``attempts`` > 1)."""
+
+    attempt: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeCancelled:
+    """Attempt number ``attempt`` was still running when the call ended (another one answered, or one failed with a
+    fatal status) and was cancelled."""
+
+    attempt: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,16 @@ class Semantics:
 PLAIN = Semantics()
 
 
+def _slot_names(cls: type) -> tuple[str, ...]:
+    names = _SLOTS.get(cls)
+    if names is None:
+        names = _SLOTS[cls] = tuple(n for c in cls.__mro__ for n in getattr(c, "__slots__", ()))
+    return names
+
+
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
 class Execution:
     """State of one call through a chain of policies, visible to every policy and to the call itself.
 
@@ -73,10 +83,15 @@ class Execution:
     - ``resuming``: a failure that ended the call after it returned (a stream that failed after commit), set
       before running the chain again to resume it: the RetryPolicy treats it as the last attempt's failure (its
       classification, delay, attempt count and budget) before it starts the next attempt.
+
+    Attempts that run at once (a :class:`HedgePolicy`'s) each get a :meth:`fork`; the one whose outcome the call
+    takes is :meth:`adopt`-ed back. ``cancel()`` abandons an attempt: ``abandoned`` tells the transport to send
+    nothing more, and ``on_cancel``, which the transport sets while an attempt is in flight, cancels it.
     """
 
     __slots__ = (
         "_fn",
+        "abandoned",
         "attempt_start_time",
         "attempts",
         "clock",
@@ -84,6 +99,7 @@ class Execution:
         "deadline",
         "fallback",
         "last_failure",
+        "on_cancel",
         "request",
         "resuming",
         "semantics",
@@ -111,6 +127,35 @@ class Execution:
         self.settle: list[Callable[[BaseException | None], None]] | None = None
         self.committed = False
         self.resuming: BaseException | None = None
+        self.abandoned = False
+        self.on_cancel: Callable[[], object] | None = None
+
+    def cancel(self) -> None:
+        """Abandon this execution: no attempt is sent after this, and the one in flight is cancelled."""
+        self.abandoned = True
+        cancel = self.on_cancel
+        if cancel is not None:
+            cancel()
+
+    def fork(self, attempts: int) -> Execution:
+        """A copy of this execution for attempt number ``attempts`` running beside others: the same call (function,
+        request, deadline, start), its own attempt state."""
+        child = object.__new__(type(self))
+        for name in _slot_names(type(self)):
+            object.__setattr__(child, name, getattr(self, name))
+        child.attempts, child.attempt_start_time = attempts, self.clock.now()
+        child.last_failure, child.fallback, child.resuming, child.on_cancel = None, None, None, None
+        child.committed = child.abandoned = False
+        child.settle = None if self.settle is None else []
+        return child
+
+    def adopt(self, child: Execution) -> None:
+        """Take the outcome of ``child`` (a :meth:`fork`) as this execution's: its fallback, failure, commitment,
+        what settles it, and how to cancel it."""
+        self.last_failure, self.fallback, self.committed = child.last_failure, child.fallback, child.committed
+        self.on_cancel = child.on_cancel
+        if self.settle is not None and child.settle:
+            self.settle.extend(child.settle)
 
     @staticmethod
     def cancelled(outcome: BaseException | None) -> bool:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from ..engine._workers import FUTURES
 from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
@@ -47,7 +48,6 @@ from ._core import (
 from ._incoming import INCOMING
 from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
-from ._workers import FUTURES
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 

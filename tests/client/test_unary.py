@@ -149,7 +149,7 @@ def test_failures_raised_below_are_treated_like_failures_returned(server: Script
 
 def test_blocking_calls_run_in_the_callers_thread(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """grpc's blocking continuation is recognised, so blocking calls never pay for a worker thread."""
-    from interceptors.grpc import _workers
+    from interceptors.engine import _workers
 
     def no_background(*_: object) -> None:
         raise AssertionError("a blocking call went to a worker thread")

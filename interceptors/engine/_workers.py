@@ -1,8 +1,9 @@
-"""Worker threads for sync ``.future()`` calls: one per call in flight, reused while idle, never joined at exit.
+"""Worker threads, one per job in flight, reused while idle, never joined at exit.
 
-A call's policies then run in a thread of their own, so one call's slow fallback function or listener holds up
-no other call. Idle workers wait a while for more work, then end. They are daemon threads, as grpc's own are:
-a call still waiting out a backoff does not keep the interpreter from exiting.
+Sync ``.future()`` calls run their policies in one, so that one call's slow fallback function or listener holds
+up no other call; a HedgePolicy runs each sync attempt of a hedged call in one. Idle workers wait a while for
+more work, then end. They are daemon threads, as grpc's own are: a call still waiting out a backoff does not
+keep the interpreter from exiting.
 """
 
 from __future__ import annotations

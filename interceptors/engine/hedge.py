@@ -1,0 +1,428 @@
+"""HedgePolicy: when an attempt is slow to answer, start another beside it; the first answer wins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import math
+import queue
+import threading
+from collections import deque
+from typing import Any
+
+from . import options
+from ._workers import Workers
+from .budget import RetryBudget
+from .clock import Clock
+from .events import HedgeCancelled, HedgeStarted, HedgeWon
+from .execution import Execution, Semantics
+from .policy import AsyncLink, Link, Policy
+
+__all__ = ["HedgePolicy", "LatencyQuantile"]
+
+_log = logging.getLogger("interceptors")
+
+HEDGES = Workers("interceptors-hedge")
+"""The threads sync hedged attempts run in."""
+
+
+class LatencyQuantile:
+    """A hedging delay that follows the method: the ``quantile`` of the latencies of its last ``window`` successful
+    attempts (failsafe-go's ``WithDelayQuantile``). Until ``min_samples`` have been seen, calls are not hedged. The
+    delay is never below ``minimum`` seconds. Latencies are kept per method (per :class:`Semantics`).
+
+    :param quantile: in (0, 1), e.g. 0.95 hedges the slowest 5 % of calls.
+    :param window: how many recent latencies to keep (default 1000).
+    :param min_samples: latencies needed before hedging starts (default 100, at most ``window``).
+    :param minimum: the shortest delay, seconds (default 0).
+    """
+
+    __slots__ = ("_lock", "_windows", "min_samples", "minimum", "quantile", "window")
+
+    def __init__(
+        self, quantile: float, *, window: int = 1000, min_samples: int = 100, minimum: options.Duration = 0.0
+    ) -> None:
+        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
+            raise ValueError(f"LatencyQuantile quantile must be a number in (0, 1), got {quantile!r}")
+        self.quantile = float(quantile)
+        self.window = options.count(window, "LatencyQuantile window", minimum=1, maximum=options.MAX_CALLS)
+        self.min_samples = options.count(min_samples, "LatencyQuantile min_samples", maximum=self.window)
+        self.minimum = options.seconds(minimum, "LatencyQuantile minimum")
+        self._lock = threading.Lock()
+        self._windows: dict[Semantics, _Window] = {}
+
+    def delay(self, semantics: Semantics) -> float | None:
+        """The hedging delay for calls of ``semantics``' method now; None until enough latencies were seen."""
+        window = self._windows.get(semantics)
+        if window is None or window.current is None:
+            return None
+        return max(window.current, self.minimum)
+
+    def record(self, semantics: Semantics, latency: float) -> None:
+        """A successful attempt of ``semantics``' method took ``latency`` seconds."""
+        window = self._windows.get(semantics)
+        if window is None:
+            with self._lock:
+                window = self._windows.setdefault(semantics, _Window(self))
+        window.add(latency)
+
+    def __repr__(self) -> str:
+        return (
+            f"LatencyQuantile({self.quantile:g}, window={self.window}, min_samples={self.min_samples}, "
+            f"minimum={self.minimum:g})"
+        )
+
+
+class _Window:
+    """The latest latencies of one method, and their quantile, recomputed every twentieth of the window."""
+
+    __slots__ = ("_every", "_latencies", "_lock", "_quantile", "_since", "current", "min_samples")
+
+    def __init__(self, config: LatencyQuantile) -> None:
+        self._latencies: deque[float] = deque(maxlen=config.window)
+        self._quantile, self.min_samples = config.quantile, config.min_samples
+        self._every = max(config.window // 20, 1)
+        self._since = 0
+        self._lock = threading.Lock()
+        self.current: float | None = None
+
+    def add(self, latency: float) -> None:
+        with self._lock:
+            self._latencies.append(latency)
+            self._since += 1
+            if (self._since < self._every and self.current is not None) or len(self._latencies) < self.min_samples:
+                return
+            self._since = 0
+            ordered = sorted(self._latencies)
+        self.current = ordered[max(math.ceil(self._quantile * len(ordered)) - 1, 0)]
+
+
+class HedgePolicy(Policy):
+    """Starts the call; when no attempt has answered after ``delay``, starts another beside it, up to
+    ``max_attempts`` in all, one ``delay`` apart (gRPC's hedging, gRFC A6). The first answer wins and every other
+    attempt is cancelled at once.
+
+    A failure the policy deems non-fatal (``non_fatal``; by default the transport's retryable failures) lets the
+    other attempts go on and starts the next one at once; a server's pushback delays it instead (by that many
+    seconds, capped at ``max_pushback``; later hedges follow ``delay`` apart), or, when it says "do not retry",
+    stops hedging. Any other failure ends the call at once with that failure, as does the last attempt's when
+    no attempt is left running and no more may start. Hedges draw on ``budget`` as retries do: when it refuses one,
+    hedging stops and the attempts in flight finish the call. No hedge starts past the execution's deadline.
+
+    Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries
+    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Sync attempts run in worker
+    threads while the caller waits; async ones in tasks. Hedge only calls that are safe to make twice.
+
+    :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
+    :param max_attempts: attempts in all, the first included (>= 2; default 2).
+    :param non_fatal: failures that let the other attempts go on (default: the transport's retryable ones).
+    :param pushback: as for :class:`RetryPolicy` (default True: read the transport's).
+    :param max_pushback: the longest pushback honoured, seconds (default 60).
+    :param budget: a :class:`RetryBudget` each hedge draws on (default None).
+    :param on_hedge: hears :class:`HedgeStarted` when a hedge starts.
+    :param on_hedge_won: hears :class:`HedgeWon` when an attempt of a call that was hedged answers first.
+    :param on_hedge_cancelled: hears :class:`HedgeCancelled` for each attempt cancelled because the call ended.
+    :param clock: the clock delays and latencies are read on (default the system clock). Waits for an answer
+        are real time.
+    """
+
+    __slots__ = (
+        "budget",
+        "clock",
+        "delay",
+        "max_attempts",
+        "max_pushback",
+        "non_fatal",
+        "on_hedge",
+        "on_hedge_cancelled",
+        "on_hedge_won",
+        "pushback",
+    )
+    clock: Clock
+    delay: float | LatencyQuantile
+    max_attempts: int
+    non_fatal: options.FailurePredicate | None
+    pushback: options.PushbackReader | bool
+    max_pushback: float
+    budget: RetryBudget | None
+    on_hedge: options.Listener[HedgeStarted] | None
+    on_hedge_won: options.Listener[HedgeWon] | None
+    on_hedge_cancelled: options.Listener[HedgeCancelled] | None
+
+    def __init__(
+        self,
+        *,
+        delay: options.Duration | LatencyQuantile,
+        max_attempts: int = 2,
+        non_fatal: options.Handles | None = None,
+        pushback: options.PushbackReader | bool = True,
+        max_pushback: options.Duration = 60.0,
+        budget: RetryBudget | None = None,
+        on_hedge: options.Listener[HedgeStarted] | None = None,
+        on_hedge_won: options.Listener[HedgeWon] | None = None,
+        on_hedge_cancelled: options.Listener[HedgeCancelled] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if budget is not None and not isinstance(budget, RetryBudget):
+            raise ValueError(f"budget must be a RetryBudget, got {budget!r}")
+        self._init(
+            delay=delay if isinstance(delay, LatencyQuantile) else options.seconds(delay, "delay"),
+            max_attempts=options.count(max_attempts, "max_attempts", minimum=2),
+            non_fatal=options.handles(non_fatal, "non_fatal"),
+            pushback=options.pushback(pushback),
+            max_pushback=options.seconds(max_pushback, "max_pushback"),
+            budget=budget,
+            on_hedge=options.listener(on_hedge, "on_hedge"),
+            on_hedge_won=options.listener(on_hedge_won, "on_hedge_won"),
+            on_hedge_cancelled=options.listener(on_hedge_cancelled, "on_hedge_cancelled"),
+            clock=options.clock(clock),
+        )
+
+    def _delay(self, semantics: Semantics) -> float | None:
+        delay = self.delay
+        return delay if isinstance(delay, float) else delay.delay(semantics)
+
+    def _record(self, execution: Execution) -> None:
+        """Keep the latency of the attempt that answered, for a :class:`LatencyQuantile` delay."""
+        delay = self.delay
+        if isinstance(delay, LatencyQuantile):
+            delay.record(execution.semantics, self.clock.now() - execution.attempt_start_time)
+
+    def wrap(self, inner: Link) -> Link:
+        def run(execution: Execution) -> Any:
+            delay = self._delay(execution.semantics)
+            if delay is None:  # a latency quantile not yet known: one attempt, timed
+                result = inner(execution)
+                self._record(execution)
+                return result
+            return _SyncRace(self, execution, delay, inner).run()
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        async def run(execution: Execution) -> Any:
+            delay = self._delay(execution.semantics)
+            if delay is None:
+                result = await inner(execution)
+                self._record(execution)
+                return result
+            return await _AsyncRace(self, execution, delay, inner).run()
+
+        return run
+
+
+class _Race:
+    """The attempts of one hedged call: which run, when the next may start, and what an outcome means."""
+
+    __slots__ = ("_delay", "_next_at", "_policy", "_started", "_stopped", "execution", "lock", "over", "running")
+
+    def __init__(self, policy: HedgePolicy, execution: Execution, delay: float) -> None:
+        self._policy, self.execution, self._delay = policy, execution, delay
+        self.lock = threading.Lock()
+        self.running: list[Execution] = []
+        self.over = False
+        self._started = 0
+        self._stopped = False  # no more hedges: the server said so, the budget refused one
+        self._next_at = policy.clock.now() + delay
+        if policy.budget is not None:
+            policy.budget.record_call()
+
+    def launch(self) -> Execution:
+        """The execution of the next attempt, counted as running."""
+        execution = self.execution
+        child = execution.fork(execution.attempts + self._started)
+        self._started += 1
+        with self.lock:
+            self.running.append(child)
+        return child
+
+    def until_hedge(self) -> float | None:
+        """Seconds until the next hedge is due (0: now), or None when no more will start."""
+        if self._stopped or self._started >= self._policy.max_attempts:
+            return None
+        return max(self._next_at - self._policy.clock.now(), 0.0)
+
+    def hedge(self) -> Execution | None:
+        """The execution of a hedge now due, or None when it may not start (then no other will)."""
+        policy, execution = self._policy, self.execution
+        now = policy.clock.now()
+        budget = policy.budget
+        if (execution.deadline is not None and now >= execution.deadline) or (
+            budget is not None and not budget.try_retry(self._started, execution.last_failure)
+        ):
+            self._stopped = True
+            return None
+        self._next_at = now + self._delay
+        child = self.launch()
+        if policy.on_hedge is not None:
+            options.emit(policy.on_hedge, HedgeStarted(child.attempts, execution.elapsed, len(self.running) - 1))
+        return child
+
+    def ended(self, child: Execution, failure: BaseException | None) -> bool:
+        """Take the outcome of ``child`` (None: it succeeded). True: the call ends with it (success, or a failure
+        to raise); False: wait on."""
+        with self.lock:
+            self.running.remove(child)
+        policy, execution = self._policy, self.execution
+        budget = policy.budget
+        if failure is None:
+            if budget is not None:
+                budget.record_outcome(failed=False)
+            policy._record(child)
+            if self._started > 1 and policy.on_hedge_won is not None:
+                options.emit(policy.on_hedge_won, HedgeWon(child.attempts, self._started))
+            return True
+        if not isinstance(failure, Exception) or not (policy.non_fatal or execution.semantics.is_failure)(failure):
+            return True  # fatal (or cancelled): the call ends with it
+        execution.last_failure = failure
+        if budget is not None:
+            budget.record_outcome(failed=True)
+        asked = options.pushback_delay(policy.pushback, failure, execution.semantics, policy.max_pushback)
+        if asked is not None and asked < 0:
+            self._stopped = True
+        else:
+            self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
+        return not self.running and self.until_hedge() is None
+
+    def finish(self, winner: Execution) -> list[Execution]:
+        """End the race with ``winner``'s outcome: the execution adopts it; returns the attempts still running,
+        marked abandoned (their outcomes are discarded, see :func:`discard`)."""
+        self.execution.adopt(winner)
+        with self.lock:
+            self.over = True
+            losers, self.running = self.running, []
+        listen = self._policy.on_hedge_cancelled
+        for loser in losers:
+            loser.abandoned = True
+            if listen is not None:
+                options.emit(listen, HedgeCancelled(loser.attempts))
+        return losers
+
+
+def discard(execution: Execution, result: Any, failure: BaseException | None) -> None:
+    """An abandoned attempt's outcome, which no caller takes: a stream it committed is cancelled, and the policies
+    that wait for its end (``execution.settle``) learn that it was cancelled."""
+    if failure is not None:
+        return
+    cancel = execution.on_cancel
+    if cancel is not None:
+        cancel()
+    for settle in execution.settle or ():
+        try:
+            settle(asyncio.CancelledError())
+        except Exception:
+            _log.exception("a policy could not record the end of a hedged attempt")
+
+
+_CANCELLED = object()
+
+
+class _SyncRace(_Race):
+    """A race run by a thread: each attempt in a worker thread, the caller's thread waits for their outcomes."""
+
+    __slots__ = ("_inner", "_outcomes")
+
+    def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link) -> None:
+        super().__init__(policy, execution, delay)
+        self._inner = inner
+        self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def run(self) -> Any:
+        execution = self.execution
+        execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
+        self._start(self.launch())
+        while True:
+            try:
+                outcome = self._outcomes.get(timeout=self.until_hedge())
+            except queue.Empty:
+                child = self.hedge()
+                if child is not None:
+                    self._start(child)
+                continue
+            if outcome is _CANCELLED:
+                raise asyncio.CancelledError
+            child, result, failure = outcome
+            if not self.ended(child, failure):
+                continue
+            for loser in self.finish(child):
+                loser.cancel()
+            if failure is not None:
+                raise failure
+            return result
+
+    def _start(self, child: Execution) -> None:
+        context = contextvars.copy_context()  # each attempt sees the caller's context variables
+        HEDGES.submit(lambda: context.run(self._attempt, child))
+
+    def _attempt(self, child: Execution) -> None:
+        try:
+            outcome: tuple[Execution, Any, BaseException | None] = (child, self._inner(child), None)
+        except BaseException as failure:
+            outcome = (child, None, failure)
+        with self.lock:
+            if not self.over:
+                self._outcomes.put(outcome)
+                return
+        discard(*outcome)
+
+    def _cancelled(self) -> None:
+        with self.lock:
+            self.over = True
+            running, self.running = self.running, []
+        for child in running:
+            child.cancel()
+        self._outcomes.put(_CANCELLED)
+
+
+class _AsyncRace(_Race):
+    """A race run by a task: each attempt in a task of its own."""
+
+    __slots__ = ("_inner", "_tasks")
+
+    def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: AsyncLink) -> None:
+        super().__init__(policy, execution, delay)
+        self._inner = inner
+        self._tasks: dict[asyncio.Future[Any], Execution] = {}
+
+    async def run(self) -> Any:
+        tasks = self._tasks
+        self._start(self.launch())
+        try:
+            while True:
+                wait = self.until_hedge()
+                if tasks:
+                    done, _ = await asyncio.wait(tasks, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                else:  # the last attempt failed and the next one is held back by a pushback
+                    await self._policy.clock.asleep(wait or 0.0)
+                    done = set()
+                if not done:
+                    child = self.hedge()
+                    if child is not None:
+                        self._start(child)
+                    continue
+                for task in done:
+                    child = tasks.pop(task)
+                    failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+                    if self.ended(child, failure):
+                        self.finish(child)
+                        if failure is not None:
+                            raise failure
+                        return task.result()
+        finally:
+            self.over = True
+            for task, child in tasks.items():
+                task.cancel()
+                task.add_done_callback(functools.partial(_discard_task, child))
+
+    def _start(self, child: Execution) -> None:
+        task = asyncio.ensure_future(self._inner(child))
+        self._tasks[task] = child
+
+
+def _discard_task(child: Execution, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        return
+    failure = task.exception()
+    discard(child, None if failure is not None else task.result(), failure)
