@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -62,7 +61,7 @@ def run(mode: str, executor: Executor, script: Script) -> Any:
 MODES = pytest.mark.parametrize("mode", ["sync", "aio"])
 
 
-def events() -> tuple[list[Any], dict[str, Callable[[Any], None]]]:
+def events() -> tuple[list[Any], dict[str, Any]]:
     heard: list[Any] = []
     return heard, {"on_hedge": heard.append, "on_hedge_won": heard.append, "on_hedge_cancelled": heard.append}
 
