@@ -23,6 +23,10 @@ class Semantics:
 
     __slots__ = ()
 
+    concurrent_attempts = True
+    """Whether attempts of one call may run side by side (a :class:`HedgePolicy` runs them one at a time if not:
+    e.g. gRPC calls whose requests are streamed, replayed to one attempt at a time)."""
+
     enforces_deadline = False
     """Whether the transport itself ends each attempt at ``execution.deadline`` (gRPC sends it as the call's
     timeout); then an async Timeout need not set an alarm of its own."""

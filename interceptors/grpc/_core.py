@@ -37,6 +37,7 @@ from ..engine.errors import (
 )
 from ..engine.events import FallbackExecuted
 from ..engine.execution import Execution
+from ..engine.hedge import HedgePolicy
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
 from ._incoming import INCOMING, IncomingCall, wire_unit
@@ -59,6 +60,7 @@ __all__ = [
     "Status",
     "StatusError",
     "rpc_error",
+    "sent",
 ]
 
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
@@ -66,6 +68,12 @@ OK = grpc.StatusCode.OK
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 DEADLINE_TOLERANCE = 0.005
 """Seconds before an inherited deadline within which grpc's DEADLINE_EXCEEDED is taken to be that deadline's."""
+
+UNARY = (False, False)
+SERVER_STREAM = (False, True)
+CLIENT_STREAM = (True, False)
+BIDI_STREAM = (True, True)
+"""Kinds of call: whether requests, whether responses are streamed."""
 
 MethodPolicies = Mapping[str, Sequence[Policy]]
 """Policies by full method name (``/pkg.Service/Method``) or service (``/pkg.Service/*``)."""
@@ -263,7 +271,7 @@ class CallExecution(Execution):
     context propagation), ``inherited`` the absolute deadline it inherited from it when that one binds (less
     than the caller's own)."""
 
-    __slots__ = ("incoming", "inherited", "sent_deadline")
+    __slots__ = ("call", "incoming", "inherited", "sent_deadline")
 
     def __init__(
         self,
@@ -280,21 +288,40 @@ class CallExecution(Execution):
         self.sent_deadline: float | None = None
         """When the attempt in flight was sent with the inherited deadline: that deadline as sent (see
         :func:`wire_timeout`), by which grpc will end it."""
+        self.call: Any = None
+        """The grpc call of the attempt in flight, where the adapter keeps it (see :func:`sent`)."""
+
+    def adopt(self, child: Execution) -> None:
+        super().adopt(child)
+        self.call = cast(CallExecution, child).call
+
+
+def sent(execution: Execution, call: Any) -> Any:
+    """``call``, kept as the execution's attempt in flight: ``execution.cancel()`` cancels it (at once, if the
+    execution was abandoned while it was being sent), and a stream that commits settles with it."""
+    cast(CallExecution, execution).call, execution.on_cancel = call, call.cancel
+    if execution.abandoned:
+        call.cancel()
+    return call
 
 
 class Route:
     """Everything the adapters need for one method: its executor, semantics, and (for streamed responses) how to
     resume a stream."""
 
-    __slots__ = ("executor", "flavour", "resume", "semantics")
+    __slots__ = ("executor", "flavour", "hedged", "resume", "semantics")
 
-    def __init__(self, method: str, executor: Executor, flavour: Flavour, response_stream: bool = False) -> None:
+    def __init__(self, method: str, executor: Executor, flavour: Flavour, kind: tuple[bool, bool] = UNARY) -> None:
         self.flavour = flavour
+        request_stream, response_stream = kind
         semantics = ResponseStreamSemantics if response_stream else GrpcSemantics
-        self.semantics = semantics(method, lambda failure: rpc_error(failure, flavour))
+        caller_error = lambda failure: rpc_error(failure, flavour)  # noqa: E731
+        self.semantics = semantics(method, caller_error, request_stream=request_stream)
         executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
         self.executor = executor
         self.resume = next((p for p in executor.policies if isinstance(p, StreamResume)), None)
+        self.hedged = self.semantics.concurrent_attempts and any(isinstance(p, HedgePolicy) for p in executor.policies)
+        """Whether its calls may race attempts: the sync adapter then sends them as futures, to cancel the losers."""
 
     def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> CallExecution:
         """A new execution of ``attempt``, with the caller's ``timeout`` (checked: see :func:`caller_timeout`) as
@@ -464,7 +491,7 @@ class Router:
 
     __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_propagating", "_routes", "retries")
 
-    # routes are kept by method name, and by (name, True) for methods with streamed responses
+    # routes are kept by method name, and by (name, request stream, response stream) for streaming methods
 
     def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None, flavour: Flavour) -> None:
         self._flavour = flavour
@@ -485,11 +512,11 @@ class Router:
         self._routes: dict[object, Route | None] = {}
         self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
 
-    def route(self, method: str | bytes, response_stream: bool = False) -> Route | None:
-        """The route for ``method`` (``response_stream``: one whose responses are streamed), or None when no
-        policy applies to it and no incoming call's context (see :mod:`._incoming`) does either: then the route
-        has no policies."""
-        key: object = (method, True) if response_stream else method
+    def route(self, method: str | bytes, kind: tuple[bool, bool] = UNARY) -> Route | None:
+        """The route for ``method``, a call of ``kind`` (whether its requests, its responses are streamed; see
+        :data:`UNARY` and the others), or None when no policy applies to it and no incoming call's context (see
+        :mod:`._incoming`) does either: then the route has no policies."""
+        key: object = method if kind is UNARY else (method, kind)
         try:
             route = self._routes[key]
         except KeyError:
@@ -497,7 +524,7 @@ class Router:
             executor = self._by_method.get(name, _UNSET)
             if executor is _UNSET:
                 executor = self._by_service.get(name[1:].partition("/")[0], self._default)
-            route = None if executor is None else Route(name, executor, self._flavour, response_stream)
+            route = None if executor is None else Route(name, executor, self._flavour, kind)
             self._routes[key] = route
         if route is not None or INCOMING.get() is None:
             return route
@@ -505,7 +532,7 @@ class Router:
             return self._propagating[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            route = self._propagating[key] = Route(name, Executor(), self._flavour, response_stream)
+            route = self._propagating[key] = Route(name, Executor(), self._flavour, kind)
             return route
 
 

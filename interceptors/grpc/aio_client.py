@@ -21,6 +21,9 @@ from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
 from ._core import (
+    BIDI_STREAM,
+    CLIENT_STREAM,
+    SERVER_STREAM,
     CallExecution,
     Flavour,
     MethodPolicies,
@@ -32,6 +35,7 @@ from ._core import (
     attempt_metadata,
     attempt_timeout,
     rpc_error,
+    sent,
 )
 from ._incoming import INCOMING, cancel_task
 from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, settle, settled
@@ -178,7 +182,7 @@ class _Streams:
 
 class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        route = self._router.route(client_call_details.method, response_stream=True)
+        route = self._router.route(client_call_details.method, SERVER_STREAM)
         if route is None:
             return await continuation(client_call_details, request)
         return _ResilientStream(route, continuation, client_call_details, request, None)
@@ -186,7 +190,7 @@ class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
 
 class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        route = self._router.route(client_call_details.method)
+        route = self._router.route(client_call_details.method, CLIENT_STREAM)
         if route is None:
             return await continuation(client_call_details, request_iterator)
         replay = replay_of(request_iterator, self._replay_buffer)
@@ -206,7 +210,7 @@ class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
 
 class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        route = self._router.route(client_call_details.method, response_stream=True)
+        route = self._router.route(client_call_details.method, BIDI_STREAM)
         if route is None:
             return await continuation(client_call_details, request_iterator)
         replay = replay_of(request_iterator, self._replay_buffer)
@@ -455,13 +459,10 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
         self._continuation, self._details, self._replay = continuation, details, replay
         self._resume = route.resume if replay is None else None
         self._delivered: list[Any] | None = None if self._resume is None else []
-        self._first: list[Any] = []
-        self._in_flight: Any = None
         self._source: Any = None
         self._latest: Any = None  # the call a resumed stream reads
         self._failure: BaseException | None = None  # what ended a resumed stream
         self._execution: CallExecution | None = None
-        self._witness: _StatusWitness | None = None
         super().__init__(route, self._send, request, details.timeout)
         incoming = INCOMING.get()
         if incoming is not None:  # cancelled with the incoming call it is made for, until its last message
@@ -471,24 +472,19 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
     async def _send(self, execution: Execution) -> Any:
         details = _details(self._details, attempt_timeout(execution), execution)
         replay = self._replay
-        call = await self._continuation(details, execution.request if replay is None else replay.attempt(execution))
-        self._in_flight, self._witness = call, None if replay is None else _StatusWitness(call)
+        requests = execution.request if replay is None else replay.attempt(execution)
+        call = sent(execution, await self._continuation(details, requests))
+        witness = None if replay is None else _StatusWitness(call)
         try:
             first = await call.read()
         except asyncio.CancelledError:
             call.cancel()
             raise
         except AioRpcError as failure:
-            raise self._failed(failure) from None
-        self._first = [] if first is grpc.aio.EOF else [first]
+            raise (failure if witness is None else witness.failure(failure)) from None
         if replay is not None:
             replay.commit()
-        return call
-
-    def _failed(self, failure: AioRpcError) -> AioRpcError:
-        """The attempt's failure, with the status the server gave it (see :class:`_StatusWitness`)."""
-        witness = self._witness
-        return failure if witness is None else witness.failure(failure)
+        return _Committed(call, [] if first is grpc.aio.EOF else [first], witness)
 
     async def _policies(self) -> Any:
         try:
@@ -500,7 +496,7 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
         return await self._conclude(execution)
 
     async def _conclude(self, execution: CallExecution) -> Any:
-        with settled(execution, lambda: self._in_flight, _settle_when_done):
+        with settled(execution, lambda: execution.call, _settle_when_done):
             return await _run(self._route, execution)
 
     def __aiter__(self) -> AsyncIterator[Any]:
@@ -515,18 +511,14 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
 
     async def read(self) -> Any:
         while True:
-            first = self._first
-            if first:
-                message = first.pop()
-                break
             source = self._source
             if source is None:
                 self._source = await self._opened()
-                continue  # the committed attempt's first message comes first
+                continue
             try:
                 message = await source.read()
             except AioRpcError as failure:
-                await self._resumed(self._failed(failure))
+                await self._resumed(failure)
                 continue
             except asyncio.CancelledError:
                 self.cancel()
@@ -555,11 +547,11 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
         """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
         execution, resume, delivered = self._execution, self._resume, self._delivered
-        if self._witness is not None:  # a bidi stream: its status as the server gave it
+        if getattr(self._source, "witness", None) is not None:  # a bidi stream: its status as the server gave it
             self._failure = failure
         if execution is None or resume is None or delivered is None or self._source is None:
             raise failure
-        if isinstance(self._source, _Answer) or self._in_flight.cancelled():
+        if isinstance(self._source, _Answer) or execution.call.cancelled():
             raise failure
         if not resume.prepare(execution, self._request, delivered, failure):
             raise failure
@@ -576,13 +568,13 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
     def cancel(self) -> bool:
         if not self._outcome.done():
             return super().cancel()
-        in_flight = self._in_flight
+        in_flight = None if self._execution is None else self._execution.call
         return bool(in_flight is not None and not in_flight.done() and in_flight.cancel())
 
     def cancelled(self) -> bool:
         if self._outcome.cancelled():
             return True
-        in_flight = self._in_flight
+        in_flight = None if self._execution is None else self._execution.call
         return bool(self._outcome.done() and in_flight is not None and in_flight.cancelled())
 
     def done(self) -> bool:
@@ -609,6 +601,27 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
         if self._failure is not None:
             return self._failure
         return end if self._latest is None or isinstance(end, AioRpcError) else self._latest
+
+
+class _Committed:
+    """A committed attempt's grpc call, its first message read ahead: that message first, then the call's, each
+    failure with the status the server gave it (see :class:`_StatusWitness`)."""
+
+    __slots__ = ("_call", "_first", "witness")
+
+    def __init__(self, call: Any, first: list[Any], witness: _StatusWitness | None) -> None:
+        self._call, self._first, self.witness = call, first, witness
+
+    async def read(self) -> Any:
+        if self._first:
+            return self._first.pop()
+        try:
+            return await self._call.read()
+        except AioRpcError as failure:
+            raise (failure if self.witness is None else self.witness.failure(failure)) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 class _StatusWitness:

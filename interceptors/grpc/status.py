@@ -95,12 +95,19 @@ def on_codes(*codes: grpc.StatusCode) -> Callable[[BaseException], bool]:
 class GrpcSemantics(Semantics):
     """The policies' view of one gRPC method: failures by status code, pushback from trailers, protobuf answers."""
 
-    __slots__ = ("_caller_error", "_response_type", "method")
+    __slots__ = ("_caller_error", "_response_type", "concurrent_attempts", "method")
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
 
-    def __init__(self, method: str, caller_error: Callable[[Exception], Exception] | None = None) -> None:
+    def __init__(
+        self,
+        method: str,
+        caller_error: Callable[[Exception], Exception] | None = None,
+        *,
+        request_stream: bool = False,
+    ) -> None:
         self.method = method
+        self.concurrent_attempts = not request_stream  # streamed requests are replayed to one attempt at a time
         self._caller_error = caller_error
         self._response_type: type[Message] | None = None
 

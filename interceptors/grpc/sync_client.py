@@ -16,8 +16,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import itertools
-import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
@@ -30,6 +28,9 @@ from ..engine.execution import Execution
 from ..engine.policy import Policy
 from ._channel import channel_options, open_channel
 from ._core import (
+    BIDI_STREAM,
+    CLIENT_STREAM,
+    SERVER_STREAM,
     CallExecution,
     EndedCall,
     Flavour,
@@ -44,6 +45,7 @@ from ._core import (
     attempt_timeout,
     cancelled_error,
     rpc_error,
+    sent,
 )
 from ._incoming import INCOMING
 from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
@@ -102,8 +104,8 @@ class ResilienceInterceptor(
             return _ResilientFuture(
                 route, _via_continuation(continuation, client_call_details, request), request, timeout
             )
-        futures_of = None if INCOMING.get() is None else _futures_of(continuation)
-        if futures_of is not None:  # attempts the incoming call's cancellation can cancel
+        futures_of = None if INCOMING.get() is None and not route.hedged else _futures_of(continuation)
+        if futures_of is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
             send = _directly(
                 futures_of(client_call_details.method),
                 request,
@@ -121,14 +123,14 @@ class ResilienceInterceptor(
         return _call(route, _via_continuation(continuation, client_call_details, request), request, timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        route = self._router.route(client_call_details.method, response_stream=True)
+        route = self._router.route(client_call_details.method, SERVER_STREAM)
         if route is None:
             return continuation(client_call_details, request)
         send = _via_continuation(continuation, client_call_details, None, _current_request)
         return _ResponseStream(route, send, request, client_call_details.timeout)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        route = self._router.route(client_call_details.method)
+        route = self._router.route(client_call_details.method, CLIENT_STREAM)
         if route is None:
             return continuation(client_call_details, request_iterator)
         replay = Replay(request_iterator, self._replay_buffer)
@@ -138,7 +140,7 @@ class ResilienceInterceptor(
         return _ResilientFuture(route, send, None, client_call_details.timeout)
 
     def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        route = self._router.route(client_call_details.method, response_stream=True)
+        route = self._router.route(client_call_details.method, BIDI_STREAM)
         if route is None:
             return continuation(client_call_details, request_iterator)
         replay = Replay(request_iterator, self._replay_buffer)
@@ -216,7 +218,7 @@ class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
         route = self.route()
         if route is None:
             return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
-        if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
+        if INCOMING.get() is not None or route.hedged:  # attempts that can be cancelled (see intercept_unary_unary)
             send = _directly(self._multicallable.future, request, metadata, options)
             ended = _cancellable(route, send, request, timeout)
             return ended.result(), ended
@@ -405,16 +407,14 @@ class _ResilientFuture(grpc.Call, _Future):
     def __init__(self, route: Route, send: Send, request: Any, timeout: Any, inline: bool = False) -> None:
         self._send = send
         self._ended: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._in_flight: Any = None
+        self._execution: CallExecution | None = None
         self._clock, self._deadline = route.executor.clock, None
         try:
             execution = route.execution(self._attempt_function(), request, timeout)
         except Exception as error:
             self._ended.set_result(_ended_call(rpc_error(error, SYNC)))
             return
-        self._deadline = execution.deadline
+        self._execution, self._deadline = execution, execution.deadline
         self._cancel_with_incoming(execution)
         self._prepare(execution)
         if inline:
@@ -435,7 +435,7 @@ class _ResilientFuture(grpc.Call, _Future):
     def _prepare(self, execution: Execution) -> None:
         """Make ready what the policies will run (nothing, for a unary call)."""
 
-    def _conclude(self, route: Route, execution: Execution) -> Any:
+    def _conclude(self, route: Route, execution: CallExecution) -> Any:
         """Run the policies: what the call ended with (raises the failure)."""
         return route.ended(execution, route.executor.run_execution(execution), SYNC)
 
@@ -443,7 +443,7 @@ class _ResilientFuture(grpc.Call, _Future):
         """The attempt ``call`` when it has succeeded; raises its failure (see :func:`_succeeded`)."""
         return _succeeded(call)
 
-    def _run(self, route: Route, execution: Execution) -> None:
+    def _run(self, route: Route, execution: CallExecution) -> None:
         try:
             ended = self._conclude(route, execution)
         except asyncio.CancelledError:
@@ -454,25 +454,22 @@ class _ResilientFuture(grpc.Call, _Future):
             self._ended.set_result(ended)
 
     def _attempt(self, execution: Execution) -> Any:
-        with self._lock:
-            if self._cancelled:  # before this attempt was sent: it never will be
-                raise asyncio.CancelledError
-            self._in_flight = call = self._send(execution)
+        if execution.abandoned:  # cancelled before this attempt was sent: it never will be
+            raise asyncio.CancelledError
+        call = sent(execution, self._send(execution))
         try:
             return self._outcome(call)
         except Exception:
-            if self._cancelled:  # ended by cancel(): breakers count nothing, retries stop
+            if execution.abandoned:  # ended by cancel() (or a hedge that won): breakers count nothing, retries stop
                 raise asyncio.CancelledError from None
             raise
 
     def cancel(self) -> bool:
-        with self._lock:
-            if self._ended.done():
-                return False
-            self._cancelled = True
-            in_flight = self._in_flight
-        if in_flight is not None:
-            in_flight.cancel()
+        if self._ended.done():
+            return False
+        execution = self._execution
+        if execution is not None:
+            execution.cancel()  # the attempt in flight (every one, when hedged), and no more
         return self._ended.cancel()
 
     def _final(self, timeout: float | None = None) -> Any:
@@ -553,9 +550,7 @@ class _ResponseStream(_ResilientFuture):
         self._replay, self._route, self._request = replay, route, request
         self._resume = route.resume if replay is None else None
         self._delivered: list[Any] | None = None if self._resume is None else []
-        self._first: tuple[Any, ...] = ()
         self._messages: Iterator[Any] | None = None
-        self._execution: Execution | None = None
         super().__init__(route, send, request, timeout)
 
     def _attempt_function(self) -> Callable[[Execution], Any]:
@@ -573,19 +568,18 @@ class _ResponseStream(_ResilientFuture):
 
     def _prepare(self, execution: Execution) -> None:
         execution.settle = []
-        self._execution = execution
 
     def _outcome(self, call: Any) -> Any:
         try:
-            self._first = (next(call),)
+            first: list[Any] = [next(call)]
         except StopIteration:
-            self._first = ()
+            first = []
         if self._replay is not None:
             self._replay.commit()
-        return call
+        return _Peeked(call, first)
 
-    def _conclude(self, route: Route, execution: Execution) -> Any:
-        with settled(execution, lambda: self._in_flight, _settle_when_done):
+    def _conclude(self, route: Route, execution: CallExecution) -> Any:
+        with settled(execution, lambda: execution.call, _settle_when_done):
             return super()._conclude(route, execution)
 
     def __iter__(self) -> _ResponseStream:
@@ -617,13 +611,13 @@ class _ResponseStream(_ResilientFuture):
             return iter(ended.result())
         if isinstance(ended, EndedCall):
             raise ended.exception()  # type: ignore[misc]
-        return itertools.chain(self._first, ended)
+        return iter(ended)
 
     def _resumed(self, failure: grpc.RpcError) -> None:
         """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
         execution, resume, delivered = self._execution, self._resume, self._delivered
-        if execution is None or resume is None or delivered is None or self._cancelled:
+        if execution is None or resume is None or delivered is None or execution.abandoned:
             raise failure
         if isinstance(self._final(), EndedCall):  # a fallback's answer, not a stream to resume
             raise failure
@@ -641,17 +635,16 @@ class _ResponseStream(_ResilientFuture):
         self._ended = concurrent.futures.Future()
         self._ended.set_result(ended)
         if self._messages is committed:
-            self._messages = itertools.chain(self._first, ended)
+            self._messages = iter(ended)
 
     def cancel(self) -> bool:
         if super().cancel():
             return True
-        with self._lock:  # committed: cancel the attempt being read
-            if self._ended.cancelled() or not self._ended.done():
-                return False
-            self._cancelled = True
-            in_flight = self._in_flight
-        return bool(in_flight is not None and in_flight.cancel())
+        execution = self._execution  # committed: cancel the attempt being read
+        if execution is None or self._ended.cancelled() or not self._ended.done():
+            return False
+        execution.abandoned = True
+        return bool(execution.call is not None and execution.call.cancel())
 
     def done(self) -> bool:
         return self._ended.done() and (self._ended.cancelled() or self._final().done())
@@ -682,6 +675,24 @@ class _ResponseStream(_ResilientFuture):
             callback()
         else:
             ended.result().add_done_callback(lambda _: callback())
+
+
+class _Peeked:
+    """A committed attempt's grpc call, its first message read ahead: that message first, then the call's."""
+
+    __slots__ = ("_call", "_first")
+
+    def __init__(self, call: Any, first: list[Any]) -> None:
+        self._call, self._first = call, first
+
+    def __iter__(self) -> _Peeked:
+        return self
+
+    def __next__(self) -> Any:
+        return self._first.pop() if self._first else next(self._call)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._call, name)
 
 
 _LOCALLY_CANCELLED = Status(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), (), None)
