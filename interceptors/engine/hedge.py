@@ -113,7 +113,9 @@ class HedgePolicy(Policy):
 
     Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries
     its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Sync attempts run in worker
-    threads while the caller waits; async ones in tasks. Hedge only calls that are safe to make twice.
+    threads while the caller waits; async ones in tasks. Hedge only calls that are safe to make twice. Calls
+    whose transport cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that stream
+    requests) are not hedged.
 
     :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
     :param max_attempts: attempts in all, the first included (>= 2; default 2).
@@ -192,6 +194,8 @@ class HedgePolicy(Policy):
 
     def wrap(self, inner: Link) -> Link:
         def run(execution: Execution) -> Any:
+            if not execution.semantics.concurrent_attempts:
+                return inner(execution)
             delay = self._delay(execution.semantics)
             if delay is None:  # a latency quantile not yet known: one attempt, timed
                 result = inner(execution)
@@ -203,6 +207,8 @@ class HedgePolicy(Policy):
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         async def run(execution: Execution) -> Any:
+            if not execution.semantics.concurrent_attempts:
+                return await inner(execution)
             delay = self._delay(execution.semantics)
             if delay is None:
                 result = await inner(execution)

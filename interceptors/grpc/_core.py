@@ -507,8 +507,10 @@ class Router:
             executor = _executor(chain, f"methods[{key!r}]")
             (self._by_service if name == "*" else self._by_method)[key if name != "*" else service] = executor
         chains = [self._default, *self._by_method.values(), *self._by_service.values()]
-        self.retries = any(isinstance(p, RetryPolicy) for chain in chains if chain for p in chain.policies)
-        """Whether a RetryPolicy applies to some method."""
+        self.retries = any(
+            isinstance(p, (RetryPolicy, HedgePolicy)) for chain in chains if chain for p in chain.policies
+        )
+        """Whether a RetryPolicy or a HedgePolicy applies to some method (grpc's own retries are then off)."""
         self._routes: dict[object, Route | None] = {}
         self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
 

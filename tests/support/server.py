@@ -101,7 +101,9 @@ class Recorder:
         if request.pause_ms and not finished.is_set():
             self.cancelled.add(request.id)
 
-    def sleep_for(self, request: Any) -> float:
+    def sleep_for(self, request: Any, seen: Seen) -> float:
+        if request.sleep_attempts and seen.attempt > request.sleep_attempts:
+            return 0.0
         return request.sleep_ms / 1000 if request.sleep_ms else self.script.sleep
 
     def reply(self, request: Any, seen: Seen, index: int = 0) -> Any:
@@ -124,7 +126,7 @@ class SyncService(pb_grpc.ScriptedServicer):
         if fail and streaming and request.fail_after:
             seen.fail_after = request.fail_after  # fails after its first replies
             fail = None
-        pause = self.r.sleep_for(request)
+        pause = self.r.sleep_for(request, seen)
         if pause:
             self._pause(request, context, pause)
         if fail:
@@ -176,7 +178,7 @@ class AioService(pb_grpc.ScriptedServicer):
         if fail and streaming and request.fail_after:
             seen.fail_after = request.fail_after  # fails after its first replies
             fail = None
-        pause = self.r.sleep_for(request)
+        pause = self.r.sleep_for(request, seen)
         if pause:
             await self._pause(request, pause)
         if fail:

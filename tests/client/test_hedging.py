@@ -1,0 +1,97 @@
+"""Hedging on real servers (sync and aio) from every call path: a slow attempt gets a hedge, the first answer wins,
+the loser is cancelled (the server sees it), a fatal status ends the call, an exhausted budget stops hedging
+without failing calls; server streams hedge until they commit."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from interceptors import HedgePolicy, RetryBudget, Timeout
+from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
+
+from ..support.clients import PATHS, Client, wait_until
+from ..support.server import Request, ScriptedServer
+from .test_stream_retries import STREAM_PATHS, call
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_the_tail_is_cut_at_the_hedging_delay(server: ScriptedServer, path: str) -> None:
+    """The issue's scenario: 10 % of calls take 1 s (their first attempt), the rest 5 ms; a 50 ms hedging delay
+    brings p99 under 100 ms at about 1.1 attempts per call, and the slow attempts are cancelled."""
+    with Client(path, server.target, HedgePolicy(delay=0.05)) as client:
+        client.unary(Request(id="warm"))
+        latencies = []
+        for i in range(100):
+            slow = i % 10 == 0
+            request = Request(id=f"c{i}", sleep_ms=1000 if slow else 5, sleep_attempts=1 if slow else 0)
+            outcome = client.unary(request, timeout=5)
+            assert outcome.error is None, outcome
+            latencies.append(outcome.elapsed)
+        latencies.sort()
+        assert latencies[98] < 0.1, latencies[-12:]
+        attempts = sum(server.attempts(f"c{i}") for i in range(100))
+        assert attempts <= 115
+        slow_ids = {f"c{i}" for i in range(0, 100, 10)}
+        wait_until(lambda: slow_ids <= server.recorder.cancelled, timeout=3)
+
+
+def test_the_hedge_that_answers_says_it_is_a_later_attempt(server: ScriptedServer, path: str) -> None:
+    heard: list[object] = []
+    policy = HedgePolicy(delay=0.03, on_hedge=heard.append, on_hedge_won=heard.append, on_hedge_cancelled=heard.append)
+    with Client(path, server.target, policy, Timeout(2)) as client:
+        outcome = client.unary(Request(id="h", sleep_ms=1000, sleep_attempts=1), timeout=5)
+    assert outcome.error is None and outcome.reply.attempt == 2
+    assert outcome.reply.previous_attempts == "1"
+    assert 1.0 < outcome.reply.time_remaining <= 2.05  # the per-attempt Timeout bounds the hedge (grpc rounds up)
+    assert [type(e) for e in heard] == [HedgeStarted, HedgeWon, HedgeCancelled]
+    wait_until(lambda: "h" in server.recorder.cancelled, timeout=3)
+
+
+def test_a_fatal_status_ends_the_call_and_cancels_the_slow_attempt(server: ScriptedServer, path: str) -> None:
+    server.script.code = grpc.StatusCode.INVALID_ARGUMENT
+    with Client(path, server.target, HedgePolicy(delay=0.03)) as client:
+        outcome = client.unary(Request(id="f", fail_first=2, sleep_ms=2000, sleep_attempts=1), timeout=5)
+    assert outcome.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert outcome.elapsed < 1.0
+    wait_until(lambda: "f" in server.recorder.cancelled, timeout=3)
+
+
+def test_a_non_fatal_status_leaves_the_slow_attempt_running(server: ScriptedServer, path: str) -> None:
+    with Client(path, server.target, HedgePolicy(delay=0.03)) as client:
+        outcome = client.unary(Request(id="n", fail_first=2, sleep_ms=300, sleep_attempts=1), timeout=5)
+    # attempt 2 fails UNAVAILABLE at once, attempt 1 still runs: it fails too after its sleep (fail_first=2)
+    assert outcome.code is grpc.StatusCode.UNAVAILABLE and server.attempts("n") == 2
+    assert outcome.elapsed >= 0.25
+
+
+def test_an_exhausted_budget_stops_hedging_without_failing_calls(server: ScriptedServer, path: str) -> None:
+    budget = RetryBudget.token_bucket(max_tokens=10, token_ratio=0.01)
+    for _ in range(6):
+        budget.record_outcome(failed=True)  # 4 tokens left: at most half, no hedges
+    with Client(path, server.target, HedgePolicy(delay=0.02, budget=budget)) as client:
+        for i in range(3):
+            outcome = client.unary(Request(id=f"b{i}", sleep_ms=150, sleep_attempts=1), timeout=5)
+            assert outcome.error is None and outcome.reply.attempt == 1
+    assert all(server.attempts(f"b{i}") == 1 for i in range(3))
+
+
+@pytest.mark.parametrize("stream_path", STREAM_PATHS)
+def test_a_server_stream_is_hedged_until_it_commits(server: ScriptedServer, stream_path: str) -> None:
+    with Client(stream_path, server.target, HedgePolicy(delay=0.03)) as client:
+        ended = call(client, "server_stream", 5, timeout=5, id="s", sleep_ms=2000, sleep_attempts=1)
+    assert ended.error is None
+    assert [m.index for m in ended.messages] == [0, 1, 2, 3, 4]
+    assert {m.attempt for m in ended.messages} == {2}
+    wait_until(lambda: "s" in server.recorder.cancelled, timeout=3)
+
+
+@pytest.mark.parametrize("stream_path", STREAM_PATHS)
+def test_streamed_requests_are_not_hedged(server: ScriptedServer, stream_path: str) -> None:
+    with Client(stream_path, server.target, HedgePolicy(delay=0.01)) as client:
+        ended = call(client, "client_stream", 3, timeout=5, id="cs", sleep_ms=100)
+    assert ended.error is None and server.attempts("cs") == 1
