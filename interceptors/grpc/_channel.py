@@ -5,8 +5,9 @@ and multiply its attempts; the helpers refuse such service configs rather than d
 retries (of calls that never reached the server application, e.g. refused on a GOAWAY) are safe and worth
 keeping, but they come with grpcio's retry machinery, which strips the application's
 ``grpc-previous-rpc-attempts`` header from every call. So the helpers turn grpcio's retries off
-(``grpc.enable_retries=0``) only on channels where a RetryPolicy or a HedgePolicy applies to some method (its attempts carry the
-header, and it retries refused calls itself, as UNAVAILABLE); other channels keep grpcio's default.
+(``grpc.enable_retries=0``) only on channels where a RetryPolicy or a HedgePolicy applies to some method (its
+attempts carry the header, and it retries refused calls itself, as UNAVAILABLE); other channels keep grpcio's
+default.
 """
 
 from __future__ import annotations
