@@ -13,29 +13,42 @@ __all__ = ["Backoff", "RandomDelay", "jittered"]
 
 @dataclass(frozen=True, slots=True, init=False)
 class Backoff:
-    """Exponential backoff: the delay after failed attempt ``n`` is ``min(initial * multiplier**(n-1), maximum)``.
+    """Exponential backoff: the delay after failed attempt ``n`` is ``min(initial * multiplier**(n-1), maximum)``;
+    with ``full_jitter``, a delay drawn uniformly from ``[0, that]`` (gRPC's retry backoff, gRFC A6), and a
+    RetryPolicy adds no jitter of its own.
 
     :param initial: seconds before the first retry (> 0).
     :param maximum: the longest delay, seconds (>= ``initial``).
-    :param multiplier: growth per attempt (>= 1, finite; default 2).
+    :param multiplier: growth per attempt (> 0, finite; default 2).
+    :param full_jitter: draw each delay from ``[0, delay]`` (default False).
     """
 
     initial: float
     maximum: float
     multiplier: float
+    full_jitter: bool
 
-    def __init__(self, initial: options.Duration, maximum: options.Duration, *, multiplier: float = 2.0) -> None:
+    def __init__(
+        self,
+        initial: options.Duration,
+        maximum: options.Duration,
+        *,
+        multiplier: float = 2.0,
+        full_jitter: bool = False,
+    ) -> None:
         lo = options.seconds(initial, "Backoff initial", positive=True)
         hi = options.seconds(maximum, "Backoff maximum", positive=True)
         if hi < lo:
             raise ValueError(f"Backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 1 <= multiplier < math.inf:
-            raise ValueError(f"Backoff multiplier must be a finite number >= 1, got {multiplier!r}")
+        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
+            raise ValueError(f"Backoff multiplier must be a finite number > 0, got {multiplier!r}")
         object.__setattr__(self, "initial", lo)
         object.__setattr__(self, "maximum", hi)
         object.__setattr__(self, "multiplier", float(multiplier))
+        object.__setattr__(self, "full_jitter", options.flag(full_jitter, "Backoff full_jitter"))
 
     def delay(self, attempt: int) -> float:
+        """The delay after failed attempt ``attempt``, before jitter (the largest, with ``full_jitter``)."""
         try:
             return min(self.initial * self.multiplier ** (attempt - 1), self.maximum)
         except OverflowError:

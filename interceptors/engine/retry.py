@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from . import options
@@ -40,7 +41,7 @@ class RetryPolicy(Policy):
     2. the server's pushback for the failure, capped at ``max_pushback``. A negative pushback means "do not
        retry": the failure is raised as is.
     3. ``delay``, moved by ``jitter`` seconds or ``jitter_factor`` of itself either way, never beyond the schedule's
-       maximum.
+       maximum; a :class:`Backoff` with ``full_jitter`` draws it from ``[0, delay]`` instead (gRPC's formula).
 
     A retry is not scheduled when its delay would reach ``max_duration`` after the first attempt (retries
     exceeded), or when it would leave less than ``min_attempt_time`` before the execution's deadline
@@ -171,6 +172,8 @@ class RetryPolicy(Policy):
         schedule = self.delay
         if isinstance(schedule, float):
             base, maximum = schedule, None
+        elif isinstance(schedule, Backoff) and schedule.full_jitter:
+            return random.uniform(0.0, schedule.delay(attempt))
         else:
             base, maximum = schedule.delay(attempt), schedule.maximum
         return jittered(base, factor=self.jitter_factor, absolute=self.jitter, maximum=maximum)

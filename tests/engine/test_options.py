@@ -38,7 +38,7 @@ from interceptors.testing import FakeClock
         (lambda: RetryPolicy(clock=object()), "clock"),
         (lambda: Backoff(0, 10), "initial"),
         (lambda: Backoff(5, 1), "maximum"),
-        (lambda: Backoff(1, 10, multiplier=0.5), "multiplier"),
+        (lambda: Backoff(1, 10, multiplier=0), "multiplier"),
         (lambda: RandomDelay(-1, 1), "minimum"),
         (lambda: RandomDelay(2, 1), "maximum"),
         (lambda: CircuitBreaker(failure_threshold=0), "failure_threshold"),
@@ -151,4 +151,5 @@ def test_defaults_are_documented_values() -> None:
 
 def test_repr_shows_the_configuration() -> None:
     assert "max_attempts=5" in repr(RetryPolicy(max_attempts=5))
-    assert "Backoff(initial=1.0, maximum=10.0, multiplier=2.0)" in repr(RetryPolicy(delay=Backoff(1, 10)))
+    shown = repr(RetryPolicy(delay=Backoff(1, 10)))
+    assert "Backoff(initial=1.0, maximum=10.0, multiplier=2.0, full_jitter=False)" in shown

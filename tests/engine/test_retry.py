@@ -64,6 +64,21 @@ def test_backoff_with_multiplier_and_huge_attempt_counts() -> None:
     assert backoff.delay(100_000) == 30
 
 
+def test_full_jitter_draws_each_delay_from_zero_to_the_backoff(clock: FakeClock) -> None:
+    """gRPC's formula (A6): retry n waits random(0, min(initial * multiplier**(n-1), maximum)); no jitter on top."""
+    backoff = Backoff(0.1, 0.3, multiplier=2, full_jitter=True)
+    for _ in range(50):
+        with pytest.raises(RetriesExceededError):
+            Executor(RetryPolicy(max_attempts=4, delay=backoff, jitter_factor=0.5, clock=clock)).call(Calls())
+    first, second, third = (clock.sleeps[n::3] for n in range(3))
+    assert max(first) <= 0.1 and max(second) <= 0.2 and max(third) <= 0.3
+    assert min(first) < 0.05 and max(third) > 0.2  # spread over the whole range, not around the backoff
+
+
+def test_a_backoff_may_shrink() -> None:
+    assert [Backoff(1, 1, multiplier=0.5).delay(n) for n in (1, 2, 3)] == [1, 0.5, 0.25]
+
+
 def test_fixed_delay(clock: FakeClock) -> None:
     with pytest.raises(RetriesExceededError):
         Executor(RetryPolicy(max_attempts=4, delay=0.25, jitter_factor=0, clock=clock)).call(Calls())
