@@ -36,6 +36,7 @@ from .engine.throttle import AdaptiveThrottle
 from .engine.timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
+from .grpc.service_config import ServiceConfig, from_service_config
 from .grpc.status import (
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
@@ -73,11 +74,13 @@ __all__ = [
     "RetriesExceededError",
     "RetryBudget",
     "RetryPolicy",
+    "ServiceConfig",
     "StackedRetriesWarning",
     "StreamResume",
     "ThrottledError",
     "Timeout",
     "TimeoutExceededError",
+    "from_service_config",
     "on_codes",
     "replaced_by_fallback",
     "resilient_channel",

@@ -1,7 +1,8 @@
 """The options of the channels the helpers make: no stacked retries, transparent retries kept where they can be.
 
 grpcio has retries of its own. Configured ones (a service config's ``retryPolicy``) would run under a RetryPolicy
-and multiply its attempts; the helpers refuse such service configs rather than drop them silently. Transparent
+and multiply its attempts; the helpers convert service configs to policies instead (see
+:mod:`interceptors.grpc.service_config`), and hand grpc only the rest. Transparent
 retries (of calls that never reached the server application, e.g. refused on a GOAWAY) are safe and worth
 keeping, but they come with grpcio's retry machinery, which strips the application's
 ``grpc-previous-rpc-attempts`` header from every call. So the helpers turn grpcio's retries off
@@ -12,7 +13,6 @@ default.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -45,22 +45,21 @@ def open_channel(
     return grpc_module.secure_channel(target, credentials, options=options, **arguments)
 
 
-def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
-    """``options`` for a helper's channel; ``retries`` tells whether a RetryPolicy retries some of its methods.
-
-    Raises ValueError for options that are not (key, value) pairs, and for a service config that is not JSON or
-    asks for grpcio's own retries or hedging.
-    """
+def option_pairs(options: object) -> list[tuple[str, Any]]:
+    """``options`` as a list; raises ValueError for options that are not (key, value) pairs."""
     if isinstance(options, (str, bytes)) or not isinstance(options, Sequence):
         raise ValueError(f"options must be a sequence of (key, value) pairs, got {options!r}")
-    result: list[tuple[str, Any]] = []
     for pair in options:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
             raise ValueError(f"options must be (key, value) pairs with str keys, got {pair!r}")
-        result.append(pair)
+    return list(options)
+
+
+def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
+    """``options`` for a helper's channel (see :func:`option_pairs`); ``retries`` tells whether a RetryPolicy or a
+    HedgePolicy applies to some of its methods."""
+    result = option_pairs(options)
     settings = dict(result)
-    if SERVICE_CONFIG in settings:
-        _refuse_builtin_retries(settings[SERVICE_CONFIG])
     if ENABLE_RETRIES not in settings:
         if retries:
             result.append((ENABLE_RETRIES, 0))
@@ -72,25 +71,3 @@ def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
             stacklevel=3,
         )
     return result
-
-
-def _refuse_builtin_retries(service_config: object) -> None:
-    try:
-        config = json.loads(service_config)  # type: ignore[arg-type]
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{SERVICE_CONFIG} must be a JSON service config: {error}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{SERVICE_CONFIG} must be a JSON object, got {service_config!r}")
-    if "retryThrottling" in config:
-        raise ValueError(
-            f"{SERVICE_CONFIG} has retryThrottling, which only grpcio's own retries use: the helpers run yours "
-            "through the RetryPolicy instead (service configs are not converted to policies yet)"
-        )
-    for index, method in enumerate(config.get("methodConfig") or ()):
-        for key in ("retryPolicy", "hedgingPolicy"):
-            if isinstance(method, dict) and key in method:
-                raise ValueError(
-                    f"{SERVICE_CONFIG} methodConfig[{index}] has a {key}: grpcio's own retries would multiply the "
-                    "policies' attempts (and grpcio ignores hedging); give the channel a RetryPolicy instead "
-                    "(service configs are not converted to policies yet)"
-                )

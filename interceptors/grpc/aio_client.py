@@ -11,7 +11,7 @@ cancels a bare grpc.aio call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 
 from ..engine.execution import Execution
 from ..engine.policy import Policy
-from ._channel import channel_options, open_channel
+from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
 from ._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
@@ -40,6 +40,7 @@ from ._core import (
 from ._incoming import INCOMING, cancel_task
 from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
+from .service_config import configured
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
@@ -69,15 +70,18 @@ def resilient_channel(
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    service_config: str | Mapping[str, Any] | None = None,
 ) -> grpc.aio.Channel:
-    """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries as for
-    :func:`interceptors.resilient_channel`.
+    """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries and service configs
+    as for :func:`interceptors.resilient_channel`.
 
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
+    pairs = option_pairs(options)
+    policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
     router, buffer = Router(policies, methods, AIO), checked_replay_buffer(replay_buffer)
-    opts = channel_options(options, retries=router.retries)
+    opts = channel_options(pairs, retries=router.retries)
     streams: list[grpc.aio.ClientInterceptor] = [
         _UnaryStream(router, buffer),
         _StreamUnary(router, buffer),

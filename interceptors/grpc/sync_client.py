@@ -17,7 +17,7 @@ import collections
 import concurrent.futures
 import contextlib
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ import grpc
 from ..engine._workers import FUTURES
 from ..engine.execution import Execution
 from ..engine.policy import Policy
-from ._channel import channel_options, open_channel
+from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
 from ._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
@@ -50,6 +50,7 @@ from ._core import (
 from ._incoming import INCOMING
 from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
+from .service_config import configured
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
@@ -156,13 +157,16 @@ def resilient_channel(
     options: Sequence[tuple[str, Any]] = (),
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    service_config: str | Mapping[str, Any] | None = None,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
     It behaves as ``grpc.intercept_channel(channel, ResilienceInterceptor(...))`` but sends unary calls without
     grpc's interceptor machinery, which costs more per call than the policies. grpcio's own retries are turned
-    off where a RetryPolicy applies (see :mod:`interceptors.grpc._channel`); a service config asking for them is
-    refused with ValueError.
+    off where a RetryPolicy or a HedgePolicy applies (see :mod:`interceptors.grpc._channel`). A gRPC service config
+    (``service_config=``, or the ``grpc.service_config`` option) is converted to policies (see
+    :func:`interceptors.from_service_config`): its retries, hedging and throttling run as policies, under the chains
+    given here (``policies`` replaces its default chain, ``methods`` entries its own), and grpc gets the rest.
 
     :param target: what to dial, as for ``grpc.insecure_channel``.
     :param policies: and ``methods``: as for :class:`ResilienceInterceptor`.
@@ -170,9 +174,13 @@ def resilient_channel(
     :param options: grpc channel options, (key, value) pairs (default none).
     :param compression: the channel's default compression (default None).
     :param replay_buffer: as for :class:`ResilienceInterceptor`.
+    :param service_config: a gRPC service config, JSON or a mapping (default None); ValueError naming the JSON path
+        of what is wrong in it.
     """
+    pairs = option_pairs(options)
+    policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
     interceptor = ResilienceInterceptor(*policies, methods=methods, replay_buffer=replay_buffer)
-    opts = channel_options(options, retries=interceptor._router.retries)
+    opts = channel_options(pairs, retries=interceptor._router.retries)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
     return _ResilientChannel(channel, interceptor)
 

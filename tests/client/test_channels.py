@@ -12,6 +12,7 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
+import interceptors
 import interceptors.aio
 from interceptors import (
     CircuitBreaker,
@@ -62,24 +63,26 @@ def test_builtin_retries_would_multiply_attempts(server: ScriptedServer) -> None
 
 
 @pytest.mark.parametrize("path", ["call", "aio"])
+def test_helpers_run_a_service_configs_retries_as_policies_not_twice(server: ScriptedServer, path: str) -> None:
+    """A service config given as a channel option is converted: its 4 attempts, not 4 of grpc's under each."""
+    with Client(path, server.target, options=OPTIONS) as client:
+        outcome = client.unary(Request(id="x", fail_first=100))
+    assert outcome.code is grpc.StatusCode.UNAVAILABLE and server.attempts("x") == 4
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
 @pytest.mark.parametrize(
-    ("config", "key"),
+    ("config", "message"),
     [
-        (SERVICE_CONFIG, "retryPolicy"),
-        (
-            json.dumps({"methodConfig": [{"name": [{}]}, {"name": [{}], "hedgingPolicy": {"maxAttempts": 3}}]}),
-            "hedging",
-        ),
-        (json.dumps({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1}}), "retryThrottling"),
-        ("{not json", "JSON"),
+        ("{not json", "not JSON"),
         ("[]", "JSON object"),
+        (json.dumps({"methodConfig": [{"name": [{}], "hedgingPolicy": {"maxAttempts": 1}}]}), "maxAttempts"),
     ],
-    ids=["retry", "hedging", "throttling", "not-json", "not-object"],
+    ids=["not-json", "not-object", "bad-hedging"],
 )
-def test_helpers_refuse_service_configs_asking_for_builtin_retries(path: str, config: str, key: str) -> None:
-    """Built-in retries would multiply our attempts, or be dropped silently with them off: refuse, naming the key."""
-    with pytest.raises(ValueError, match=f"grpc.service_config.*{key}"):
-        Client(path, "127.0.0.1:1", RetryPolicy(), options=[("grpc.service_config", config)])
+def test_helpers_refuse_bad_service_configs(path: str, config: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"service config.*{message}"):
+        Client(path, "127.0.0.1:1", RetryPolicy(), options=[("grpc.service_config", config)], warm=False)
 
 
 def test_a_service_config_without_retries_is_kept() -> None:
@@ -87,6 +90,7 @@ def test_a_service_config_without_retries_is_kept() -> None:
         {"methodConfig": [{"name": [{}], "timeout": "1s"}], "loadBalancingConfig": [{"round_robin": {}}]}
     )
     assert ("grpc.service_config", config) in channel_options([("grpc.service_config", config)], retries=True)
+    assert interceptors.from_service_config(config).grpc_config == config
 
 
 @pytest.mark.parametrize("options", ["grpc.enable_retries", [("grpc.enable_retries",)], [(1, 2)], 7])
