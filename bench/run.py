@@ -3,7 +3,7 @@
 1. engine: the policy engine alone;  2. healthy: per-call overhead on a healthy backend;  3. concurrency: 64
 threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
 recovery, a slow backend, propagation through a service in the middle;  5. transparent retries;  6. streams
-(bench/streams.py). The backends run in processes of their own.
+(bench/streams.py);  7. the tail: hedging (bench/tail.py). The backends run in processes of their own.
 ``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
 """
 
@@ -28,7 +28,7 @@ import grpc
 from demo.v1 import service_b_pb2_grpc
 
 import interceptors
-from bench import approaches, engine, report, streams
+from bench import approaches, engine, report, streams, tail
 from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend, Hop
 from bench.stats import percentile, quartiles
@@ -515,6 +515,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "propagation": propagation,
     "goaway": goaway,
     "streams": streams.run,
+    "tail": tail.run,
 }
 
 
