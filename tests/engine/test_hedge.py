@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from interceptors import Executor, HedgePolicy, LatencyQuantile, RetryBudget
+from interceptors import Executor, HedgePolicy, LatencyQuantile, RetryBudget, Timeout, TimeoutExceededError
 from interceptors.engine.execution import Execution
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 from interceptors.testing import FakeClock
@@ -156,6 +156,15 @@ def test_an_exhausted_budget_stops_hedging_without_failing_the_call(mode: str) -
     budget.record_outcome(failed=True)  # one token left: not above half
     script = Script(0.1, 0.0)
     assert run(mode, Executor(HedgePolicy(delay=0.01, budget=budget)), script) == 1
+    assert script.started == [1]
+
+
+@MODES
+def test_no_hedge_starts_past_the_deadline(mode: str) -> None:
+    script = Script(0.2, 0.0)
+    executor = Executor(Timeout(0.1), HedgePolicy(delay=0.15))
+    with pytest.raises(TimeoutExceededError):
+        run(mode, executor, script)
     assert script.started == [1]
 
 
