@@ -27,6 +27,10 @@ class Semantics:
     """Whether attempts of one call may run side by side (a :class:`HedgePolicy` runs them one at a time if not:
     e.g. gRPC calls whose requests are streamed, replayed to one attempt at a time)."""
 
+    cancellable_attempts = False
+    """Whether an attempt in flight ends promptly when ``execution.cancel()`` is called (the transport sets
+    ``on_cancel``): a :class:`HedgePolicy` then runs the first attempt in the caller's thread or task."""
+
     enforces_deadline = False
     """Whether the transport itself ends each attempt at ``execution.deadline`` (gRPC sends it as the call's
     timeout); then an async Timeout need not set an alarm of its own."""
@@ -57,16 +61,6 @@ class Semantics:
 
 
 PLAIN = Semantics()
-
-
-def _slot_names(cls: type) -> tuple[str, ...]:
-    names = _SLOTS.get(cls)
-    if names is None:
-        names = _SLOTS[cls] = tuple(n for c in cls.__mro__ for n in getattr(c, "__slots__", ()))
-    return names
-
-
-_SLOTS: dict[type, tuple[str, ...]] = {}
 
 
 class Execution:
@@ -145,12 +139,12 @@ class Execution:
         """A copy of this execution for attempt number ``attempts`` running beside others: the same call (function,
         request, deadline, start), its own attempt state."""
         child = object.__new__(type(self))
-        for name in _slot_names(type(self)):
-            object.__setattr__(child, name, getattr(self, name))
-        child.attempts, child.attempt_start_time = attempts, self.clock.now()
-        child.last_failure, child.fallback, child.resuming, child.on_cancel = None, None, None, None
-        child.committed = child.abandoned = False
+        child._fn, child.clock, child.semantics, child.request = self._fn, self.clock, self.semantics, self.request
+        child.deadline, child.start_time, child.attempt_start_time = self.deadline, self.start_time, self.clock.now()
+        child.attempts, child.last_failure, child.fallback, child.resuming = attempts, None, None, None
         child.settle = None if self.settle is None else []
+        child.committed = child.abandoned = False
+        child.on_cancel = None
         return child
 
     def adopt(self, child: Execution) -> None:

@@ -8,11 +8,13 @@ import functools
 import logging
 import math
 import queue
+import sys
 import threading
 from collections import deque
 from typing import Any
 
 from . import options
+from ._timers import TIMERS, Timer
 from ._workers import Workers
 from .budget import RetryBudget
 from .clock import Clock
@@ -219,16 +221,40 @@ class HedgePolicy(Policy):
         return run
 
 
-class _Race:
-    """The attempts of one hedged call: which run, when the next may start, and what an outcome means."""
+Outcome = tuple[Execution, Any, "BaseException | None"]
+"""An attempt's execution, and what it returned or raised."""
 
-    __slots__ = ("_delay", "_next_at", "_policy", "_started", "_stopped", "execution", "lock", "over", "running")
+
+class _Race:
+    """The attempts of one hedged call: which run, when the next may start, and what an outcome means.
+
+    The caller runs the first attempt itself when the transport can cancel it (``Semantics.cancellable_attempts``),
+    so that a call answered in time costs a timer and no more: hedges due meanwhile are started by the timer, and
+    an outcome of theirs that ends the call cancels the first attempt (``decided``). Otherwise, and once the first
+    attempt is done, the caller waits for the outcomes of attempts running elsewhere.
+    """
+
+    __slots__ = (
+        "_delay",
+        "_next_at",
+        "_policy",
+        "_started",
+        "_stopped",
+        "decided",
+        "execution",
+        "inline",
+        "lock",
+        "over",
+        "running",
+    )
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float) -> None:
         self._policy, self.execution, self._delay = policy, execution, delay
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.running: list[Execution] = []
         self.over = False
+        self.inline: Execution | None = None  # the attempt the caller runs itself, while it does
+        self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
         self._started = 0
         self._stopped = False  # no more hedges: the server said so, the budget refused one
         self._next_at = policy.clock.now() + delay
@@ -238,10 +264,13 @@ class _Race:
     def launch(self) -> Execution:
         """The execution of the next attempt, counted as running."""
         execution = self.execution
-        child = execution.fork(execution.attempts + self._started)
-        self._started += 1
         with self.lock:
-            self.running.append(child)
+            child = execution.fork(execution.attempts + self._started)
+            self._started += 1
+            if self.over:  # the call was cancelled meanwhile: nothing is sent for this one
+                child.abandoned = True
+            else:
+                self.running.append(child)
         return child
 
     def until_hedge(self) -> float | None:
@@ -292,6 +321,29 @@ class _Race:
             self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
         return not self.running and self.until_hedge() is None
 
+    def elsewhere(self, outcome: Outcome) -> bool:
+        """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
+        when it ends the call: it is kept in ``decided``, and the first attempt must be cancelled."""
+        if self.decided is not None:
+            discard(*outcome)
+            return False
+        if not self.ended(outcome[0], outcome[2]):
+            return False
+        self.decided = outcome
+        return True
+
+    def settled(self, first: Outcome) -> Outcome | None:
+        """After the caller's own first attempt: the outcome the call ends with (one decided meanwhile, else the
+        first attempt's if it ends the call), or None to wait on for the other attempts."""
+        with self.lock:
+            self.inline = None
+            decided = self.decided
+            if decided is None and self.ended(first[0], first[2]):
+                decided = first
+        if decided is not None and decided is not first:
+            discard(*first)
+        return decided
+
     def finish(self, winner: Execution) -> list[Execution]:
         """End the race with ``winner``'s outcome: the execution adopts it; returns the attempts still running,
         marked abandoned (their outcomes are discarded, see :func:`discard`)."""
@@ -322,23 +374,44 @@ def discard(execution: Execution, result: Any, failure: BaseException | None) ->
             _log.exception("a policy could not record the end of a hedged attempt")
 
 
+def _answer(outcome: Outcome) -> Any:
+    if outcome[2] is not None:
+        raise outcome[2]
+    return outcome[1]
+
+
 _CANCELLED = object()
 
 
 class _SyncRace(_Race):
-    """A race run by a thread: each attempt in a worker thread, the caller's thread waits for their outcomes."""
+    """A race run by a thread: the first attempt in it (if the transport can cancel it), the others in worker
+    threads; a timer thread starts the hedges due while the caller's thread is busy."""
 
-    __slots__ = ("_inner", "_outcomes")
+    __slots__ = ("_inner", "_outcomes", "_timers")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link) -> None:
         super().__init__(policy, execution, delay)
         self._inner = inner
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._timers: list[Timer] = []
 
     def run(self) -> Any:
         execution = self.execution
         execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
-        self._start(self.launch())
+        if execution.semantics.cancellable_attempts:
+            first = self.inline = self.launch()
+            self._arm(self._delay)
+            try:
+                outcome: Outcome = (first, self._inner(first), None)
+            except BaseException as failure:
+                outcome = (first, None, failure)
+            for timer in self._timers:
+                timer.cancel()
+            decided = self.settled(outcome)
+            if decided is not None:
+                return self._end(decided)
+        else:
+            self._start(self.launch())
         while True:
             try:
                 outcome = self._outcomes.get(timeout=self.until_hedge())
@@ -349,14 +422,34 @@ class _SyncRace(_Race):
                 continue
             if outcome is _CANCELLED:
                 raise asyncio.CancelledError
-            child, result, failure = outcome
-            if not self.ended(child, failure):
-                continue
-            for loser in self.finish(child):
-                loser.cancel()
-            if failure is not None:
-                raise failure
-            return result
+            if self.ended(outcome[0], outcome[2]):
+                return self._end(outcome)
+
+    def _end(self, outcome: Outcome) -> Any:
+        for loser in self.finish(outcome[0]):
+            loser.cancel()
+        return _answer(outcome)
+
+    def _arm(self, seconds: float) -> None:
+        self._timers.append(TIMERS.after(seconds, lambda: HEDGES.submit(self._due)))
+
+    def _due(self) -> None:
+        """A timer went off while the caller runs the first attempt: start the hedge now due."""
+        with self.lock:
+            if self.inline is None or self.decided is not None or self.over:
+                return
+            wait = self.until_hedge()
+            if wait is None:
+                return
+            if wait > 0:  # moved later by a pushback
+                self._arm(wait)
+                return
+            child = self.hedge()
+            if child is not None:
+                self._start(child)
+                wait = self.until_hedge()
+                if wait is not None:
+                    self._arm(wait)
 
     def _start(self, child: Execution) -> None:
         context = contextvars.copy_context()  # each attempt sees the caller's context variables
@@ -364,38 +457,71 @@ class _SyncRace(_Race):
 
     def _attempt(self, child: Execution) -> None:
         try:
-            outcome: tuple[Execution, Any, BaseException | None] = (child, self._inner(child), None)
+            outcome: Outcome = (child, self._inner(child), None)
         except BaseException as failure:
             outcome = (child, None, failure)
         with self.lock:
-            if not self.over:
+            if self.over:
+                interrupt = None
+            elif self.inline is None:
                 self._outcomes.put(outcome)
                 return
-        discard(*outcome)
+            elif self.elsewhere(outcome):
+                interrupt = self.inline
+            else:
+                if self.decided is None:  # a non-fatal failure: the next hedge at once, or after the pushback
+                    wait = self.until_hedge()
+                    if wait is not None:
+                        self._arm(wait)
+                return
+        if interrupt is not None:
+            interrupt.cancel()  # the transport ends the caller's attempt (its call is cancelled)
+        else:
+            discard(*outcome)
 
     def _cancelled(self) -> None:
         with self.lock:
             self.over = True
-            running, self.running = self.running, []
+            running = list(self.running)
         for child in running:
             child.cancel()
         self._outcomes.put(_CANCELLED)
 
 
 class _AsyncRace(_Race):
-    """A race run by a task: each attempt in a task of its own."""
+    """A race run by a task: the first attempt in it (if the transport can cancel it), the others in tasks of
+    their own; a loop timer starts the hedges due while the caller's task is busy."""
 
-    __slots__ = ("_inner", "_tasks")
+    __slots__ = ("_inner", "_tasks", "_timer")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: AsyncLink) -> None:
         super().__init__(policy, execution, delay)
         self._inner = inner
         self._tasks: dict[asyncio.Future[Any], Execution] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> Any:
         tasks = self._tasks
-        self._start(self.launch())
         try:
+            if self.execution.semantics.cancellable_attempts:
+                first = self.inline = self.launch()
+                self._timer = asyncio.get_running_loop().call_later(self._delay, self._due)
+                try:
+                    outcome: Outcome = (first, await self._inner(first), None)
+                except asyncio.CancelledError as cancelled:
+                    if not first.abandoned or self.decided is None or _cancelling():  # the caller's own
+                        raise
+                    outcome = (first, None, cancelled)
+                except BaseException as failure:
+                    outcome = (first, None, failure)
+                finally:
+                    if self._timer is not None:
+                        self._timer.cancel()
+                decided = self.settled(outcome)
+                if decided is not None:
+                    return self._end(decided)
+            else:
+                self._start(self.launch())
             while True:
                 wait = self.until_hedge()
                 if tasks:
@@ -409,26 +535,71 @@ class _AsyncRace(_Race):
                         self._start(child)
                     continue
                 for task in done:
-                    child = tasks.pop(task)
-                    failure = asyncio.CancelledError() if task.cancelled() else task.exception()
-                    if self.ended(child, failure):
-                        self.finish(child)
-                        if failure is not None:
-                            raise failure
-                        return task.result()
+                    outcome = _task_outcome(tasks.pop(task), task)
+                    if self.ended(outcome[0], outcome[2]):
+                        return self._end(outcome)
         finally:
+            self.inline = None
             self.over = True
+            if self._timer is not None:
+                self._timer.cancel()
             for task, child in tasks.items():
                 task.cancel()
                 task.add_done_callback(functools.partial(_discard_task, child))
 
+    def _end(self, outcome: Outcome) -> Any:
+        self.finish(outcome[0])
+        return _answer(outcome)
+
+    def _due(self) -> None:
+        """The loop's timer went off while the caller runs the first attempt: start the hedge now due."""
+        if self.inline is None or self.decided is not None:
+            return
+        wait = self.until_hedge()
+        if wait is None:
+            return
+        if wait == 0:
+            child = self.hedge()
+            if child is None:
+                return
+            self._start(child)
+            wait = self.until_hedge()
+        if wait is not None:
+            self._timer = asyncio.get_running_loop().call_later(wait, self._due)
+
     def _start(self, child: Execution) -> None:
         task = asyncio.ensure_future(self._inner(child))
         self._tasks[task] = child
+        if self.inline is not None:
+            task.add_done_callback(self._ended_elsewhere)
+
+    def _ended_elsewhere(self, task: asyncio.Future[Any]) -> None:
+        """An attempt ended while the caller runs the first one."""
+        inline, child = self.inline, self._tasks.get(task)
+        if inline is None or child is None:
+            return  # the caller waits for it now, or the race is over
+        del self._tasks[task]
+        if self.elsewhere(_task_outcome(child, task)):
+            inline.cancel()  # the transport ends the caller's attempt (its call is cancelled)
+        elif self.decided is None:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._due()  # a non-fatal failure: the next hedge at once, or after the pushback
+
+
+def _cancelling() -> bool:
+    """Whether the current task has been asked to stop (Python 3.11+; earlier ones cannot tell)."""
+    task = asyncio.current_task()
+    return sys.version_info >= (3, 11) and task is not None and task.cancelling() > 0
+
+
+def _task_outcome(child: Execution, task: asyncio.Future[Any]) -> Outcome:
+    if task.cancelled():
+        return child, None, asyncio.CancelledError()
+    failure = task.exception()
+    return child, None if failure is not None else task.result(), failure
 
 
 def _discard_task(child: Execution, task: asyncio.Future[Any]) -> None:
-    if task.cancelled():
-        return
-    failure = task.exception()
-    discard(child, None if failure is not None else task.result(), failure)
+    if not task.cancelled():
+        discard(*_task_outcome(child, task))

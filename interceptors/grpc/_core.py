@@ -291,6 +291,11 @@ class CallExecution(Execution):
         self.call: Any = None
         """The grpc call of the attempt in flight, where the adapter keeps it (see :func:`sent`)."""
 
+    def fork(self, attempts: int) -> CallExecution:
+        child = cast(CallExecution, super().fork(attempts))
+        child.incoming, child.inherited, child.sent_deadline, child.call = self.incoming, self.inherited, None, None
+        return child
+
     def adopt(self, child: Execution) -> None:
         super().adopt(child)
         self.call = cast(CallExecution, child).call

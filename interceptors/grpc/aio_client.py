@@ -129,7 +129,7 @@ class _UnaryUnaryMultiCallable(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable): 
             call = multicallable(
                 request, timeout=attempt_timeout(execution), metadata=_metadata(metadata, execution), **options
             )
-            await call  # raises the attempt's AioRpcError
+            await sent(execution, call)  # raises the attempt's AioRpcError
             return call
 
         return _ResilientCall(route, attempt, request, timeout)
@@ -146,7 +146,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
 
         async def attempt(execution: Execution) -> Any:
             details = _details(client_call_details, attempt_timeout(execution), execution)
-            call = await continuation(details, request)
+            call = sent(execution, await continuation(details, request))
             await call  # raises the attempt's AioRpcError; awaiting call.code() instead can hang (grpc/grpc#34530)
             return call
 

@@ -98,6 +98,7 @@ class GrpcSemantics(Semantics):
     __slots__ = ("_caller_error", "_response_type", "concurrent_attempts", "method")
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
+    cancellable_attempts = True  # the adapters keep each attempt's grpc call on its execution (see _core.sent)
 
     def __init__(
         self,

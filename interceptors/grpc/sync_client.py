@@ -16,6 +16,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -105,7 +106,8 @@ class ResilienceInterceptor(
             return _ResilientFuture(
                 route, _via_continuation(continuation, client_call_details, request), request, timeout
             )
-        futures_of = None if INCOMING.get() is None and not route.hedged else _futures_of(continuation)
+        incoming = INCOMING.get()
+        futures_of = None if incoming is None and not route.hedged else _futures_of(continuation)
         if futures_of is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
             send = _directly(
                 futures_of(client_call_details.method),
@@ -117,6 +119,8 @@ class ResilienceInterceptor(
                     "compression": getattr(client_call_details, "compression", None),
                 },
             )
+            if incoming is None:
+                return _call(route, send, request, timeout)
             try:
                 return _cancellable(route, send, request, timeout)
             except grpc.RpcError as cancelled:
@@ -226,9 +230,12 @@ class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
         route = self.route()
         if route is None:
             return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
-        if INCOMING.get() is not None or route.hedged:  # attempts that can be cancelled (see intercept_unary_unary)
+        if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
             send = _directly(self._multicallable.future, request, metadata, options)
             ended = _cancellable(route, send, request, timeout)
+            return ended.result(), ended
+        if route.hedged:  # attempts as grpc futures, which a hedge that wins cancels
+            ended = _run(route, _directly(self._multicallable.future, request, metadata, options), request, timeout)
             return ended.result(), ended
         send = _directly(self._multicallable.with_call, request, metadata, options)
         result = _run(route, send, request, timeout)
@@ -319,14 +326,35 @@ def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any])
 
 def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
     """A blocking call through the route's policies, in this thread: the last attempt's outcome or a fallback's
-    answer (an ended call); raises the error the caller gets."""
+    answer (an ended call); raises the error the caller gets. A hedged route's attempts are sent by ``send`` as grpc
+    futures, to be cancelled (see :func:`_cancellable_attempt`)."""
     try:
-        execution = route.execution(lambda execution: _succeeded(send(execution)), request, timeout)
+        attempt: Callable[[Execution], Any]
+        if route.hedged:
+            attempt = functools.partial(_cancellable_attempt, send=send, outcome=_succeeded)
+        else:
+            attempt = lambda execution: _succeeded(send(execution))  # noqa: E731
+        execution = route.execution(attempt, request, timeout)
         return route.ended(execution, route.executor.run_execution(execution), SYNC)
     except Exception as failure:
         raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
     except asyncio.CancelledError:  # the incoming call was cancelled: no attempt after that
         raise cancelled_error(SYNC, "no more attempts were sent") from None
+
+
+def _cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any]) -> Any:
+    """Send the execution's attempt, a grpc future, and wait for ``outcome(call)``; the call is kept on the execution
+    (see :func:`sent`), so that cancelling the execution (its caller, or a hedge that won) cancels it. An attempt
+    cancelled so raises asyncio.CancelledError: breakers count nothing, retries stop."""
+    if execution.abandoned:  # cancelled before this attempt was sent: it never will be
+        raise asyncio.CancelledError
+    call = sent(execution, send(execution))
+    try:
+        return outcome(call)
+    except Exception:
+        if execution.abandoned:
+            raise asyncio.CancelledError from None
+        raise
 
 
 def _call(route: Route, send: Send, request: Any, timeout: Any) -> Any:
@@ -462,15 +490,7 @@ class _ResilientFuture(grpc.Call, _Future):
             self._ended.set_result(ended)
 
     def _attempt(self, execution: Execution) -> Any:
-        if execution.abandoned:  # cancelled before this attempt was sent: it never will be
-            raise asyncio.CancelledError
-        call = sent(execution, self._send(execution))
-        try:
-            return self._outcome(call)
-        except Exception:
-            if execution.abandoned:  # ended by cancel() (or a hedge that won): breakers count nothing, retries stop
-                raise asyncio.CancelledError from None
-            raise
+        return _cancellable_attempt(execution, self._send, self._outcome)
 
     def cancel(self) -> bool:
         if self._ended.done():

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from interceptors import Executor, HedgePolicy, LatencyQuantile, RetryBudget, Timeout, TimeoutExceededError
-from interceptors.engine.execution import Execution
+from interceptors.engine.execution import PLAIN, Execution, Semantics
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 from interceptors.testing import FakeClock
 
@@ -42,23 +42,40 @@ class Script:
     async def aio(self, execution: Execution) -> int:
         n = execution.attempts
         self.started.append(n)
+        stop = asyncio.Event()
+        execution.on_cancel = stop.set  # how a transport that can cancel its attempts ends one
         try:
-            await asyncio.sleep(self.delays[n - 1])
+            await asyncio.wait_for(stop.wait(), self.delays[n - 1])
+        except asyncio.TimeoutError:
+            pass  # its time is up: it answers
         except asyncio.CancelledError:
             self.cancelled.append(n)
             raise
+        else:
+            self.cancelled.append(n)
+            raise asyncio.CancelledError
         if n in self.failures:
             raise self.failures[n]
         return n
 
 
+class Cancellable(Semantics):
+    cancellable_attempts = True  # the caller runs the first attempt itself; the race cancels it through on_cancel
+
+
+INLINE = Cancellable()
+
+
 def run(mode: str, executor: Executor, script: Script) -> Any:
-    if mode == "sync":
-        return executor.call_with_execution(script.sync)
-    return asyncio.run(executor.acall_with_execution(script.aio))
+    semantics = INLINE if mode.endswith("inline") else PLAIN
+    if mode.startswith("sync"):
+        return executor.call_with_execution(script.sync, semantics=semantics)
+    return asyncio.run(executor.acall_with_execution(script.aio, semantics=semantics))
 
 
-MODES = pytest.mark.parametrize("mode", ["sync", "aio"])
+MODES = pytest.mark.parametrize("mode", ["sync", "aio", "sync-inline", "aio-inline"])
+"""Attempts each in a thread or task of their own (a transport that cannot cancel them), or the first one in the
+caller's thread or task (a transport that can, as gRPC's adapters)."""
 
 
 def events() -> tuple[list[Any], dict[str, Any]]:
@@ -84,7 +101,7 @@ def test_a_slow_attempt_is_hedged_and_the_loser_cancelled(mode: str) -> None:
     started, won, cancelled = heard
     assert started.attempt == 2 and started.in_flight == 1 and 0.025 <= started.elapsed < 1.0
     assert won == HedgeWon(2, 2) and cancelled == HedgeCancelled(1)
-    if mode == "aio":
+    if mode != "sync":
         assert script.cancelled == [1]
 
 
@@ -128,14 +145,14 @@ def test_when_every_attempt_fails_the_last_failure_is_raised(mode: str) -> None:
     failures: dict[int, Exception] = {1: ConnectionError("one"), 2: ConnectionError("two")}
     script = Script(0.0, 0.0, failures=failures)
     with pytest.raises(ConnectionError, match="two"):
-        run(mode, Executor(HedgePolicy(delay=0.01, non_fatal=ConnectionError)), script)
+        run(mode, Executor(HedgePolicy(delay=SLOW, non_fatal=ConnectionError)), script)
     assert script.started == [1, 2]
 
 
 @MODES
 def test_a_do_not_retry_pushback_stops_hedging(mode: str) -> None:
     script = Script(0.0, 0.0, failures={1: ConnectionError("go away")})
-    policy = HedgePolicy(delay=0.01, non_fatal=ConnectionError, pushback=lambda failure: -1.0)
+    policy = HedgePolicy(delay=SLOW, non_fatal=ConnectionError, pushback=lambda failure: -1.0)
     with pytest.raises(ConnectionError, match="go away"):
         run(mode, Executor(policy), script)
     assert script.started == [1]
@@ -145,7 +162,7 @@ def test_a_do_not_retry_pushback_stops_hedging(mode: str) -> None:
 def test_a_pushback_delays_the_next_attempt(mode: str) -> None:
     heard, listeners = events()
     script = Script(0.0, 0.0, failures={1: ConnectionError("later")})
-    policy = HedgePolicy(delay=0.01, non_fatal=ConnectionError, pushback=lambda failure: 0.15, **listeners)
+    policy = HedgePolicy(delay=SLOW, non_fatal=ConnectionError, pushback=lambda failure: 0.15, **listeners)
     assert run(mode, Executor(policy), script) == 2
     assert heard[0].elapsed >= 0.14
 
@@ -185,11 +202,13 @@ def test_each_hedge_is_an_attempt_of_the_inner_policies(mode: str) -> None:
     assert sorted(seen) == [1, 2, 3]
 
 
-def test_an_async_caller_cancelled_cancels_every_attempt() -> None:
+@pytest.mark.parametrize("semantics", [PLAIN, INLINE], ids=["plain", "inline"])
+def test_an_async_caller_cancelled_cancels_every_attempt(semantics: Semantics) -> None:
     script = Script(SLOW, SLOW)
 
     async def main() -> None:
-        task = asyncio.ensure_future(Executor(HedgePolicy(delay=0.01)).acall_with_execution(script.aio))
+        executor = Executor(HedgePolicy(delay=0.01))
+        task = asyncio.ensure_future(executor.acall_with_execution(script.aio, semantics=semantics))
         for _ in range(200):
             if len(script.started) == 2:
                 break
@@ -203,10 +222,11 @@ def test_an_async_caller_cancelled_cancels_every_attempt() -> None:
     assert sorted(script.cancelled) == [1, 2]
 
 
-def test_a_sync_execution_cancelled_cancels_every_attempt() -> None:
+@pytest.mark.parametrize("semantics", [PLAIN, INLINE], ids=["plain", "inline"])
+def test_a_sync_execution_cancelled_cancels_every_attempt(semantics: Semantics) -> None:
     script = Script(SLOW, SLOW)
     executor = Executor(HedgePolicy(delay=0.01))
-    execution = Execution(script.sync, executor.clock)
+    execution = Execution(script.sync, executor.clock, semantics)
     outcome: list[BaseException] = []
 
     def call() -> None:
