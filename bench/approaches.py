@@ -28,6 +28,7 @@ from interceptors import (
     Bulkhead,
     CircuitBreaker,
     Fallback,
+    HedgePolicy,
     RateLimiter,
     RetryBudget,
     RetryPolicy,
@@ -375,7 +376,14 @@ OURS_LIMITED = Approach(
     lambda b: f"the above with Bulkhead({LIMITS}) and RateLimiter({LIMITS * 1000}) a second inside the breaker",
     *_ours_limited,
 )
-HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED]
+OURS_HEDGED = Approach(
+    "ours: hedge",
+    lambda b: (
+        f"HedgePolicy(delay=0.05, max_attempts=2); {b.deadline:g} s deadline (no hedge fires: calls answer in ~1 ms)"
+    ),
+    *_ours(lambda b: (HedgePolicy(delay=0.05),)),
+)
+HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED, OURS_HEDGED]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]
 """Compared under faults (no fallback: successes are real answers)."""

@@ -114,8 +114,10 @@ class HedgePolicy(Policy):
     hedging stops and the attempts in flight finish the call. No hedge starts past the execution's deadline.
 
     Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries
-    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Sync attempts run in worker
-    threads while the caller waits; async ones in tasks. Hedge only calls that are safe to make twice. Calls
+    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). The caller's thread or task
+    runs the first attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's
+    adapters), the hedges run in worker threads or tasks; otherwise every attempt does, while the caller waits.
+    Hedge only calls that are safe to make twice. Calls
     whose transport cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that stream
     requests) are not hedged.
 
