@@ -46,6 +46,7 @@ class CircuitConfig:
     handle: options.FailurePredicate | None
     on_state_change: options.Listener[CircuitStateChanged] | None
     clock: Clock
+    name: str = "CircuitBreaker"
 
     def failure_counter(self) -> Window:
         """An empty window of closed-state outcomes."""
@@ -203,7 +204,7 @@ class CircuitStateMachine:
         self.state, self.generation = new, self.generation + 1
         self.snapshot = (new, self.generation)
         if old is not new:
-            self._changes.append(CircuitStateChanged(old, new, metrics))
+            self._changes.append(CircuitStateChanged(old, new, metrics, policy=self._config.name))
 
     def _rejection(self, now: float) -> CircuitOpenError:
         if self.state is FORCED_OPEN:

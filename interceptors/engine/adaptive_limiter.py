@@ -59,6 +59,7 @@ class AdaptiveLimiter(Policy):
     :param window: seconds of calls between two updates of the limit (default 1).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
+    :param name: the policy's name in its events (default: its class's name, "AdaptiveLimiter").
     :param clock: the clock of latencies and waits (default the system clock).
     """
 
@@ -109,6 +110,7 @@ class AdaptiveLimiter(Policy):
         on_limit_changed: options.Listener[LimitChanged] | None = None,
         on_rejected: options.Listener[LimitExceeded] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         lowest = options.count(min_limit, "min_limit", maximum=options.MAX_CALLS)
         highest = options.count(max_limit, "max_limit", minimum=lowest, maximum=options.MAX_CALLS)
@@ -116,6 +118,7 @@ class AdaptiveLimiter(Policy):
         queued = highest if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
         the_clock = options.clock(clock)
         self._init(
+            name=options.policy_name(name, self),
             min_limit=lowest,
             max_limit=highest,
             initial_limit=initial,
@@ -152,13 +155,15 @@ class AdaptiveLimiter(Policy):
     def acquire_permit(self) -> LimiterPermit:
         """Take a place by hand, now (raises LimitExceededError); report how the call ended on the permit."""
         if not self._places.take(0.0):
-            raise self._rejected()
+            raise self._rejected(None)
         return LimiterPermit(self)
 
-    def _rejected(self) -> LimitExceededError:
+    def _rejected(self, method: str | None) -> LimitExceededError:
         places = self._places
         if self.on_rejected is not None:
-            options.emit(self.on_rejected, LimitExceeded(places.limit, places.in_flight, places.waiting))
+            options.emit(
+                self.on_rejected, LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method)
+            )
         return LimitExceededError(f"concurrency limit of {places.limit} reached ({places.waiting} waiting)")
 
     def _sample(self, latency: float) -> None:
@@ -182,7 +187,7 @@ class AdaptiveLimiter(Policy):
             if new != old:
                 self._places.resize(new)
         if new != old and self.on_limit_changed is not None:
-            options.emit(self.on_limit_changed, LimitChanged(old, new, recent, baseline))
+            options.emit(self.on_limit_changed, LimitChanged(old, new, recent, baseline, self.name))
 
     def _next_limit(self, limit: int, gradient: float) -> int:
         queued = limit * (1 - gradient)
@@ -205,7 +210,7 @@ class AdaptiveLimiter(Policy):
 
         def run(execution: Execution) -> Any:
             if not places.take(wait_allowed(self.max_wait, execution.remaining)):
-                raise self._rejected()
+                raise self._rejected(execution.semantics.method)
             started = now()
             try:
                 result = inner(execution)
@@ -228,7 +233,7 @@ class AdaptiveLimiter(Policy):
 
         async def run(execution: Execution) -> Any:
             if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
-                raise self._rejected()
+                raise self._rejected(execution.semantics.method)
             started = now()
             try:
                 result = await inner(execution)

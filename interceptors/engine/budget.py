@@ -134,8 +134,9 @@ class RetryBudget:
                 tokens = self._tokens - 1 if failed else self._tokens + self._token_ratio
                 object.__setattr__(self, "_tokens", min(max(tokens, 0.0), self._max_tokens))
 
-    def try_retry(self, attempts: int, failure: BaseException | None) -> bool:
-        """Take one retry from the budget if it allows one; else report :class:`BudgetExceeded` and return False."""
+    def try_retry(self, attempts: int, failure: BaseException | None, method: str | None = None) -> bool:
+        """Take one retry from the budget if it allows one; else report :class:`BudgetExceeded` (for the call of
+        ``method``) and return False."""
         with self._lock:
             if self._max_tokens:
                 allowed = self._tokens > self._max_tokens / 2
@@ -146,7 +147,7 @@ class RetryBudget:
                 if allowed:
                     tally.add(second=1)
         if not allowed and self.on_exceeded is not None:
-            options.emit(self.on_exceeded, BudgetExceeded(attempts, failure))
+            options.emit(self.on_exceeded, BudgetExceeded(attempts, failure, "RetryBudget", method))
         return allowed
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ class Bulkhead(Policy):
     :param max_concurrent: calls in flight at once, positional (1..100 000).
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
     :param on_full: hears :class:`BulkheadFull` when a call is rejected.
+    :param name: the policy's name in its events (default: its class's name, "Bulkhead").
     :param clock: the clock of the waits' accounting (default the system clock); waiting itself takes real time.
     """
 
@@ -42,9 +43,11 @@ class Bulkhead(Policy):
         max_wait: options.Duration = 0.0,
         on_full: options.Listener[BulkheadFull] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         limit = options.count(max_concurrent, "max_concurrent", maximum=options.MAX_CALLS)
         self._init(
+            name=options.policy_name(name, self),
             max_concurrent=limit,
             max_wait=options.seconds(max_wait, "max_wait"),
             on_full=options.listener(on_full, "on_full"),
@@ -60,10 +63,10 @@ class Bulkhead(Policy):
     def waiting(self) -> int:
         return self._places.waiting
 
-    def _full(self, started: float) -> BulkheadFullError:
+    def _full(self, started: float, execution: Execution) -> BulkheadFullError:
         waited = self.clock.now() - started
         if self.on_full is not None:
-            options.emit(self.on_full, BulkheadFull(self.max_concurrent, waited))
+            options.emit(self.on_full, BulkheadFull(self.max_concurrent, waited, self.name, execution.semantics.method))
         return BulkheadFullError(f"bulkhead full: {self.max_concurrent} calls in flight, none done in {waited:.3g}s")
 
     def wrap(self, inner: Link) -> Link:
@@ -72,7 +75,7 @@ class Bulkhead(Policy):
         def run(execution: Execution) -> Any:
             started = now()
             if not places.take(wait_allowed(self.max_wait, execution.remaining)):
-                raise self._full(started)
+                raise self._full(started, execution)
             try:
                 result = inner(execution)
             except BaseException:
@@ -89,7 +92,7 @@ class Bulkhead(Policy):
         async def run(execution: Execution) -> Any:
             started = now()
             if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
-                raise self._full(started)
+                raise self._full(started, execution)
             try:
                 result = await inner(execution)
             except BaseException:

@@ -60,6 +60,7 @@ class CircuitBreaker(Policy):
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param handle: which failures count (default: the transport's failures, as for retries).
     :param on_state_change: hears :class:`CircuitStateChanged` on every change of state.
+    :param name: the policy's name in its events (default: its class's name, "CircuitBreaker").
     :param clock: the clock for windows and delays (default the system clock).
     """
 
@@ -87,6 +88,7 @@ class CircuitBreaker(Policy):
         handle: options.Handles | None = None,
         on_state_change: options.Listener[CircuitStateChanged] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         calls = options.MAX_CALLS
         if failure_threshold is not None and failure_rate is not None:
@@ -138,8 +140,9 @@ class CircuitBreaker(Policy):
             handle=options.handles(handle, "handle"),
             on_state_change=options.listener(on_state_change, "on_state_change"),
             clock=options.clock(clock),
+            name=options.policy_name(name, self),
         )
-        self._init(config=config, _machine=CircuitStateMachine(config))
+        self._init(name=config.name, config=config, _machine=CircuitStateMachine(config))
 
     @property
     def clock(self) -> Clock:

@@ -1,4 +1,10 @@
-"""Typed, immutable events the policies report to their ``on_*`` listeners."""
+"""Typed, immutable events the policies report to their ``on_*`` listeners.
+
+Every event ends with ``policy``, the name of the policy that reported it (its ``name=``, by default its class
+name), and ``method``, the call it happened in (gRPC: ``/package.Service/Method``; None for a plain callable, or
+for what belongs to no one call: a breaker's change of state, a limiter's new limit), so that one listener can
+serve many chains. :class:`LogEvents` logs them through :mod:`logging`.
+"""
 
 from __future__ import annotations
 
@@ -65,6 +71,8 @@ class CircuitStateChanged:
     old: CircuitState
     new: CircuitState
     metrics: CircuitMetrics
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,8 @@ class RetryScheduled:
     attempt: int
     delay: float
     failure: BaseException
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,8 @@ class RetryStarted:
 
     attempt: int
     failure: BaseException
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +102,8 @@ class RetriesExceeded:
 
     attempts: int
     failure: BaseException
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +113,8 @@ class RetryAborted:
 
     attempts: int
     failure: BaseException
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +123,8 @@ class TimeoutExceeded:
 
     timeout: float
     elapsed: float
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +136,8 @@ class FallbackExecuted:
     failure: BaseException
     result: Any
     out_of_time: bool = False
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +147,8 @@ class BudgetExceeded:
 
     attempts: int
     failure: BaseException | None
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +159,8 @@ class HedgeStarted:
     attempt: int
     elapsed: float
     in_flight: int
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +170,8 @@ class HedgeWon:
 
     attempt: int
     attempts: int
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +180,8 @@ class HedgeCancelled:
     fatal status) and was cancelled."""
 
     attempt: int
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +189,8 @@ class Throttled:
     """The adaptive throttle rejected a call; it rejects a share ``rejection_rate`` of calls at the moment."""
 
     rejection_rate: float
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +199,8 @@ class BulkheadFull:
 
     max_concurrent: int
     waited: float
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +208,8 @@ class RateLimited:
     """The rate limiter rejected a call: its next permit comes in ``wait`` seconds, later than allowed."""
 
     wait: float
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +221,8 @@ class LimitChanged:
     new: int
     latency: float
     baseline: float
+    policy: str | None = None
+    method: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,3 +232,5 @@ class LimitExceeded:
     limit: int
     in_flight: int
     queued: int
+    policy: str | None = None
+    method: str | None = None

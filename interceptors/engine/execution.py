@@ -23,6 +23,9 @@ class Semantics:
 
     __slots__ = ()
 
+    method: str | None = None
+    """The name of what is called, for events (gRPC: ``/package.Service/Method``)."""
+
     concurrent_attempts = True
     """Whether attempts of one call may run side by side (a :class:`HedgePolicy` runs them one at a time if not:
     e.g. gRPC calls whose requests are streamed, replayed to one attempt at a time)."""

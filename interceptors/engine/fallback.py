@@ -39,6 +39,7 @@ class Fallback(Policy):
     :param message: the fields of the answer, for the transport to build it from.
     :param handle: which failures are answered (default: the transport's failures, as for retries).
     :param on_fallback: hears :class:`FallbackExecuted` when the fallback answers.
+    :param name: the policy's name in its events (default: its class's name, "Fallback").
     """
 
     __slots__ = ("_takes_request", "fn", "handle", "message", "on_fallback", "value")
@@ -58,6 +59,7 @@ class Fallback(Policy):
         message: Mapping[str, Any] | None = None,
         handle: options.Handles | None = None,
         on_fallback: options.Listener[FallbackExecuted] | None = None,
+        name: str | None = None,
     ) -> None:
         if sum((fn is not None, value is not _UNSET, message is not None)) > 1:
             raise ValueError("give one of a fallback function, value= or message=")
@@ -69,6 +71,7 @@ class Fallback(Policy):
         if message is not None and not (isinstance(message, Mapping) and all(isinstance(k, str) for k in message)):
             raise ValueError(f"message must be a mapping of response field names to values, got {message!r}")
         self._init(
+            name=options.policy_name(name, self),
             fn=fn,
             value=value,
             message=message,
@@ -107,7 +110,8 @@ class Fallback(Policy):
         """Record and report ``result`` as the answer to ``failure``; raises TypeError if it cannot be one."""
         execution.semantics.check_response(result)
         execution.last_failure = real = execution.semantics.caller_error(underlying_failure(failure))
-        execution.fallback = event = FallbackExecuted(real, result, out_of_time(failure))
+        method = execution.semantics.method
+        execution.fallback = event = FallbackExecuted(real, result, out_of_time(failure), self.name, method)
         if self.on_fallback is not None:
             options.emit(self.on_fallback, event)
         return result

@@ -130,6 +130,7 @@ class HedgePolicy(Policy):
     :param on_hedge: hears :class:`HedgeStarted` when a hedge starts.
     :param on_hedge_won: hears :class:`HedgeWon` when an attempt of a call that was hedged answers first.
     :param on_hedge_cancelled: hears :class:`HedgeCancelled` for each attempt cancelled because the call ended.
+    :param name: the policy's name in its events (default: its class's name, "HedgePolicy").
     :param clock: the clock delays and latencies are read on (default the system clock). Waits for an answer
         are real time.
     """
@@ -170,10 +171,12 @@ class HedgePolicy(Policy):
         on_hedge_won: options.Listener[HedgeWon] | None = None,
         on_hedge_cancelled: options.Listener[HedgeCancelled] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         if budget is not None and not isinstance(budget, RetryBudget):
             raise ValueError(f"budget must be a RetryBudget, got {budget!r}")
         self._init(
+            name=options.policy_name(name, self),
             delay=delay if isinstance(delay, LatencyQuantile) else options.seconds(delay, "delay"),
             max_attempts=options.count(max_attempts, "max_attempts", minimum=2),
             non_fatal=options.handles(non_fatal, "non_fatal"),
@@ -287,14 +290,20 @@ class _Race:
         now = policy.clock.now()
         budget = policy.budget
         if (execution.deadline is not None and now >= execution.deadline) or (
-            budget is not None and not budget.try_retry(self._started, execution.last_failure)
+            budget is not None
+            and not budget.try_retry(self._started, execution.last_failure, execution.semantics.method)
         ):
             self._stopped = True
             return None
         self._next_at = now + self._delay
         child = self.launch()
         if policy.on_hedge is not None:
-            options.emit(policy.on_hedge, HedgeStarted(child.attempts, execution.elapsed, len(self.running) - 1))
+            options.emit(
+                policy.on_hedge,
+                HedgeStarted(
+                    child.attempts, execution.elapsed, len(self.running) - 1, policy.name, execution.semantics.method
+                ),
+            )
         return child
 
     def ended(self, child: Execution, failure: BaseException | None) -> bool:
@@ -309,7 +318,10 @@ class _Race:
                 budget.record_outcome(failed=False)
             policy._record(child)
             if self._started > 1 and policy.on_hedge_won is not None:
-                options.emit(policy.on_hedge_won, HedgeWon(child.attempts, self._started))
+                options.emit(
+                    policy.on_hedge_won,
+                    HedgeWon(child.attempts, self._started, policy.name, execution.semantics.method),
+                )
             return True
         if not isinstance(failure, Exception) or not (policy.non_fatal or execution.semantics.is_failure)(failure):
             return True  # fatal (or cancelled): the call ends with it
@@ -357,7 +369,7 @@ class _Race:
         for loser in losers:
             loser.abandoned = True
             if listen is not None:
-                options.emit(listen, HedgeCancelled(loser.attempts))
+                options.emit(listen, HedgeCancelled(loser.attempts, self._policy.name, self.execution.semantics.method))
         return losers
 
 

@@ -145,6 +145,15 @@ def handles(value: object, option: str) -> FailurePredicate | None:
     return lambda failure: isinstance(failure, types)
 
 
+def policy_name(value: object, policy: object) -> str:
+    """A policy's ``name``: a non-empty string, or None for its class's name."""
+    if value is None:
+        return type(policy).__name__
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"name must be a non-empty string or None, got {value!r}")
+    return value
+
+
 def listener(value: object, option: str) -> Listener[E] | None:
     return None if value is None else function(value, option, "event")
 

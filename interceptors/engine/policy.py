@@ -23,9 +23,11 @@ class Policy(abc.ABC):
 
     Like failsafe-go's policy executors, ``wrap`` and ``wrap_async`` are called once, when a chain is built,
     and return the function that runs per call; per-call state lives on the :class:`Execution` or in locals.
+    ``name`` (every policy's ``name=`` option; by default the class's name) identifies it in its events.
     """
 
-    __slots__ = ()
+    __slots__ = ("name",)
+    name: str
 
     @abc.abstractmethod
     def wrap(self, inner: Link) -> Link:

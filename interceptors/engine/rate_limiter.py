@@ -33,6 +33,7 @@ class RateLimiter(Policy):
     :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
     :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
     :param on_limited: hears :class:`RateLimited` when a call is rejected.
+    :param name: the policy's name in its events (default: its class's name, "RateLimiter").
     :param clock: the clock of the permits and of the waits (default the system clock).
     """
 
@@ -57,8 +58,10 @@ class RateLimiter(Policy):
         max_wait: options.Duration = 0.0,
         on_limited: options.Listener[RateLimited] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         self._init(
+            name=options.policy_name(name, self),
             max_calls=options.count(max_calls, "max_calls", maximum=options.MAX_CALLS),
             period=options.seconds(period, "period", positive=True),
             bursty=options.flag(bursty, "bursty"),
@@ -125,7 +128,7 @@ class RateLimiter(Policy):
         wait, taken = self._reserve(1, wait_allowed(self.max_wait, execution.remaining))
         if not taken:
             if self.on_limited is not None:
-                options.emit(self.on_limited, RateLimited(wait))
+                options.emit(self.on_limited, RateLimited(wait, self.name, execution.semantics.method))
             raise RateLimitedError(f"rate limited: the next permit comes in {wait:.3g}s", remaining=wait)
         return wait
 

@@ -72,6 +72,7 @@ class RetryPolicy(Policy):
     :param on_retries_exceeded: hears :class:`RetriesExceeded` when retries run out (also for lack of time).
     :param on_abort: hears :class:`RetryAborted` when ``abort_on``, a server's "do not retry" or an open breaker
         stops retrying.
+    :param name: the policy's name in its events (default: its class's name, "RetryPolicy").
     :param clock: the clock for delays and deadlines (default the system clock).
 
     On streams (see ``Execution.committed`` and ``Execution.resuming``): no retry once the call has committed, and
@@ -136,12 +137,14 @@ class RetryPolicy(Policy):
         on_retries_exceeded: options.Listener[RetriesExceeded] | None = None,
         on_abort: options.Listener[RetryAborted] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         if jitter and jitter_factor:
             raise ValueError("give jitter (seconds) or jitter_factor, not both")
         if jitter_factor is None:
             jitter_factor = 0.0 if jitter else DEFAULT_JITTER_FACTOR
         self._init(
+            name=options.policy_name(name, self),
             max_attempts=None if max_attempts is None else options.count(max_attempts, "max_attempts"),
             max_duration=options.optional_seconds(max_duration, "max_duration", positive=True),
             min_attempt_time=options.seconds(min_attempt_time, "min_attempt_time"),
@@ -195,7 +198,7 @@ class RetryPolicy(Policy):
         execution.last_failure = failure
         attempt = execution.attempts
         if self.abort_on is not None and self.abort_on(failure):
-            raise self._aborted(attempt, failure)
+            raise self._aborted(execution, failure)
         if not (self.handle or execution.semantics.is_failure)(failure):
             raise failure
         if self.budget is not None and not isinstance(failure, RejectedError):
@@ -203,31 +206,34 @@ class RetryPolicy(Policy):
         if execution.committed:  # e.g. a stream that sent more than it can replay: another attempt cannot be made
             raise failure
         if self.max_attempts is not None and attempt >= self.max_attempts:
-            raise self._exceeded(attempt, failure)
+            raise self._exceeded(execution, failure)
         if isinstance(failure, RejectedError):
             delay = self._rejection_wait(attempt, failure)
             if delay is None:
-                raise self._aborted(attempt, failure)
+                raise self._aborted(execution, failure)
         else:
             delay = options.pushback_delay(self.pushback, failure, execution.semantics, self.max_pushback)
             if delay is None:
                 delay = self._scheduled_delay(attempt)
             elif delay < 0:
-                raise self._aborted(attempt, failure)
+                raise self._aborted(execution, failure)
         resume = self.clock.now() + delay
         if self.max_duration is not None and resume - execution.start_time >= self.max_duration:
-            raise self._exceeded(attempt, failure)
+            raise self._exceeded(execution, failure)
         if execution.deadline is not None and resume + self.min_attempt_time >= execution.deadline:
-            self._report_exceeded(attempt, failure)
+            self._report_exceeded(execution, failure)
             raise TimeoutExceededError(
                 f"no time left to retry: the next attempt would start {delay:g}s from now, "
                 f"{resume - execution.deadline:g}s past the deadline",
                 last_failure=failure,
             ) from failure
-        if self.budget is not None and not self.budget.try_retry(attempt, failure):
-            raise self._exceeded(attempt, failure)
+        if self.budget is not None and not self.budget.try_retry(attempt, failure, execution.semantics.method):
+            raise self._exceeded(execution, failure)
         if self.on_retry_scheduled is not None:
-            options.emit(self.on_retry_scheduled, RetryScheduled(attempt, delay, failure))
+            options.emit(
+                self.on_retry_scheduled,
+                RetryScheduled(attempt, delay, failure, self.name, execution.semantics.method),
+            )
         return delay
 
     def _start_attempt(self, execution: Execution) -> None:
@@ -235,19 +241,25 @@ class RetryPolicy(Policy):
         execution.attempt_start_time = self.clock.now()
         if self.on_retry is not None:
             assert execution.last_failure is not None
-            options.emit(self.on_retry, RetryStarted(execution.attempts, execution.last_failure))
+            options.emit(
+                self.on_retry,
+                RetryStarted(execution.attempts, execution.last_failure, self.name, execution.semantics.method),
+            )
 
-    def _aborted(self, attempt: int, failure: BaseException) -> BaseException:
+    def _aborted(self, execution: Execution, failure: BaseException) -> BaseException:
         if self.on_abort is not None:
-            options.emit(self.on_abort, RetryAborted(attempt, failure))
+            event = RetryAborted(execution.attempts, failure, self.name, execution.semantics.method)
+            options.emit(self.on_abort, event)
         return failure
 
-    def _report_exceeded(self, attempt: int, failure: BaseException) -> None:
+    def _report_exceeded(self, execution: Execution, failure: BaseException) -> None:
         if self.on_retries_exceeded is not None:
-            options.emit(self.on_retries_exceeded, RetriesExceeded(attempt, failure))
+            event = RetriesExceeded(execution.attempts, failure, self.name, execution.semantics.method)
+            options.emit(self.on_retries_exceeded, event)
 
-    def _exceeded(self, attempt: int, failure: BaseException) -> BaseException:
-        self._report_exceeded(attempt, failure)
+    def _exceeded(self, execution: Execution, failure: BaseException) -> BaseException:
+        self._report_exceeded(execution, failure)
+        attempt = execution.attempts
         if self.reraise:
             return failure
         error = RetriesExceededError(attempt, failure)

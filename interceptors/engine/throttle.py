@@ -43,6 +43,7 @@ class AdaptiveThrottle(Policy):
     :param window: seconds over which requests and accepts are counted (default 10).
     :param handle: which failures are refusals (default: the transport's failures, as for retries).
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
+    :param name: the policy's name in its events (default: its class's name, "AdaptiveThrottle").
     :param clock: the clock of the window (default the system clock).
     """
 
@@ -66,11 +67,13 @@ class AdaptiveThrottle(Policy):
         handle: options.Handles | None = None,
         on_throttled: options.Listener[Throttled] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= options.MAX_CALLS:
             raise ValueError(f"k must be a number of requests per accept >= 1, got {k!r}")
         seconds, the_clock = options.seconds(window, "window", positive=True), options.clock(clock)
         self._init(
+            name=options.policy_name(name, self),
             k=float(k),
             max_rejection_rate=options.ratio(max_rejection_rate, "max_rejection_rate"),
             window=seconds,
@@ -93,14 +96,14 @@ class AdaptiveThrottle(Policy):
         requests, accepts = self._tally.first, self._tally.second
         return min(self.max_rejection_rate, max(0.0, (requests - self.k * accepts) / (requests + 1)))
 
-    def _admit(self) -> None:
+    def _admit(self, execution: Execution) -> None:
         """Raise ThrottledError if the call is to be rejected."""
         with self._lock:
             self._tally.roll()
             rate = self._rate()
         if rate and self._random() < rate:
             if self.on_throttled is not None:
-                options.emit(self.on_throttled, Throttled(rate))
+                options.emit(self.on_throttled, Throttled(rate, self.name, execution.semantics.method))
             raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
 
     def _record(self, execution: Execution, failure: BaseException | None) -> None:
@@ -115,7 +118,7 @@ class AdaptiveThrottle(Policy):
         admit, record = self._admit, self._record
 
         def run(execution: Execution) -> Any:
-            admit()
+            admit(execution)
             try:
                 result = inner(execution)
             except Exception as failure:
@@ -130,7 +133,7 @@ class AdaptiveThrottle(Policy):
         admit, record = self._admit, self._record
 
         async def run(execution: Execution) -> Any:
-            admit()
+            admit(execution)
             try:
                 result = await inner(execution)
             except Exception as failure:

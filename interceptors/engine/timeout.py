@@ -28,6 +28,7 @@ class Timeout(Policy):
 
     :param seconds: the time allowed (> 0, at most a year), positional.
     :param on_timeout_exceeded: hears :class:`TimeoutExceeded` when this policy's deadline passes.
+    :param name: the policy's name in its events (default: its class's name, "Timeout").
     :param clock: the clock deadlines are measured on (default the system clock).
     """
 
@@ -44,8 +45,10 @@ class Timeout(Policy):
         *,
         on_timeout_exceeded: options.Listener[TimeoutExceeded] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         self._init(
+            name=options.policy_name(name, self),
             seconds=options.seconds(seconds, "Timeout seconds", positive=True),
             on_timeout_exceeded=options.listener(on_timeout_exceeded, "on_timeout_exceeded"),
             clock=options.clock(clock),
@@ -63,7 +66,10 @@ class Timeout(Policy):
 
     def _exceeded(self, execution: Execution) -> TimeoutExceededError:
         if self.on_timeout_exceeded is not None:
-            options.emit(self.on_timeout_exceeded, TimeoutExceeded(self.seconds, execution.elapsed))
+            options.emit(
+                self.on_timeout_exceeded,
+                TimeoutExceeded(self.seconds, execution.elapsed, self.name, execution.semantics.method),
+            )
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)
 
     def wrap(self, inner: Link) -> Link:

@@ -96,6 +96,7 @@ class GrpcSemantics(Semantics):
     """The policies' view of one gRPC method: failures by status code, pushback from trailers, protobuf answers."""
 
     __slots__ = ("_caller_error", "_response_type", "concurrent_attempts", "method")
+    method: str
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
     cancellable_attempts = True  # the adapters keep each attempt's grpc call on its execution (see _core.sent)

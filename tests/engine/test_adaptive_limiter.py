@@ -67,7 +67,7 @@ def test_calls_beyond_the_limit_are_rejected_and_counted_for_nothing(clock: Fake
         Executor(limiter).call(lambda: None)
     with pytest.raises(LimitExceededError):
         limiter.acquire_permit()
-    assert events == [LimitExceeded(2, 2, 0)] * 2
+    assert events == [LimitExceeded(2, 2, 0, "AdaptiveLimiter")] * 2  # the second, taken by hand, is no call's
     for permit in held:
         permit.drop()
     assert limiter.in_flight == 0 and limiter._samples == 0

@@ -150,7 +150,7 @@ def test_time_based_failures_walk_through_every_state(clock: FakeClock) -> None:
     clock.advance(0.05)
     assert breaker.state is CLOSED
     run(breaker, False)
-    assert changes[0] == CircuitStateChanged(CLOSED, OPEN, CircuitMetrics(3, 2, 1, 0))
+    assert changes[0] == CircuitStateChanged(CLOSED, OPEN, CircuitMetrics(3, 2, 1, 0), "CircuitBreaker")
     assert breaker.state is HALF_OPEN  # delay 0: half-open at once
     run(breaker, False)
     assert breaker.state is HALF_OPEN  # re-opened, and half-open again right away
@@ -342,7 +342,7 @@ def test_state_changed_event_carries_the_window_that_tripped(clock: FakeClock) -
     changes: list[CircuitStateChanged] = []
     breaker = CircuitBreaker(failure_threshold=2, failure_window=4, clock=clock, on_state_change=changes.append)
     run(breaker, True, False, False)
-    assert changes == [CircuitStateChanged(CLOSED, OPEN, CircuitMetrics(3, 2, 1, 0))]
+    assert changes == [CircuitStateChanged(CLOSED, OPEN, CircuitMetrics(3, 2, 1, 0), "CircuitBreaker")]
 
 
 def test_a_cancelled_trial_frees_its_half_open_slot(clock: FakeClock) -> None:

@@ -19,7 +19,7 @@ def test_value_answers_a_failure() -> None:
         raise failure
 
     assert Executor(Fallback(value="cached", on_fallback=events.append)).call(fails) == "cached"
-    assert events == [FallbackExecuted(failure=failure, result="cached")]
+    assert events == [FallbackExecuted(failure=failure, result="cached", policy="Fallback")]
 
 
 def test_success_is_untouched() -> None:

@@ -100,7 +100,7 @@ def test_a_slow_attempt_is_hedged_and_the_loser_cancelled(mode: str) -> None:
     assert [type(e) for e in heard] == [HedgeStarted, HedgeWon, HedgeCancelled]
     started, won, cancelled = heard
     assert started.attempt == 2 and started.in_flight == 1 and 0.025 <= started.elapsed < 1.0
-    assert won == HedgeWon(2, 2) and cancelled == HedgeCancelled(1)
+    assert won == HedgeWon(2, 2, "HedgePolicy") and cancelled == HedgeCancelled(1, "HedgePolicy")
     if mode != "sync":
         assert script.cancelled == [1]
 
@@ -137,7 +137,7 @@ def test_a_fatal_failure_ends_the_call_and_cancels_the_others(mode: str) -> None
     executor = Executor(HedgePolicy(delay=0.01, non_fatal=ConnectionError, **listeners))
     with pytest.raises(ValueError, match="bad request"):
         run(mode, executor, script)
-    assert HedgeCancelled(1) in heard
+    assert HedgeCancelled(1, "HedgePolicy") in heard
 
 
 @MODES

@@ -52,7 +52,7 @@ def test_waits_never_pass_max_wait_or_the_deadline(clock: FakeClock) -> None:
     executor.call(lambda: None)  # takes the permit of t=0
     with pytest.raises(RateLimitedError) as raised:
         Executor(Timeout(0.5, clock=clock), limiter).call(lambda: None)  # its permit at t=1 is past its deadline
-    assert raised.value.remaining == pytest.approx(1.0) and events == [RateLimited(pytest.approx(1.0))]
+    assert raised.value.remaining == pytest.approx(1.0) and events == [RateLimited(pytest.approx(1.0), "RateLimiter")]
     assert clock.now() == 0  # rejected at once, without waiting
     executor.call(lambda: None)  # the refused call took nothing: the next permit is still t=1
     assert clock.now() == 1

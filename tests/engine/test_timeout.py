@@ -37,7 +37,7 @@ def test_sync_result_after_the_deadline_is_a_timeout(clock: FakeClock) -> None:
         Executor(timeout).call(slow)
     assert raised.value.timeout == 1
     assert isinstance(raised.value, TimeoutError)
-    assert events == [TimeoutExceeded(timeout=1.0, elapsed=2.0)]
+    assert events == [TimeoutExceeded(timeout=1.0, elapsed=2.0, policy="Timeout")]
 
 
 def test_failure_after_the_deadline_is_a_timeout_chaining_the_failure(clock: FakeClock) -> None:
