@@ -22,6 +22,13 @@ from interceptors import (
     replaced_by_fallback,
 )
 from interceptors.engine import Policy
+from interceptors.events import (
+    CircuitStateChanged,
+    FallbackExecuted,
+    LogEvents,
+    RetryScheduled,
+    TimeoutExceeded,
+)
 from interceptors.server import AioContextPropagation
 from service_b.runtime import start_server
 
@@ -40,24 +47,32 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
     ``pushback``: fallback > retry (default classification, so shed calls too, waiting out B's pushback, within a
     retry budget) > timeout."""
     unavailable = on_codes(grpc.StatusCode.UNAVAILABLE)
-    timeout = Timeout(1.0, on_timeout_exceeded=lambda e: log.info("Connection timed out"))
+    events = LogEvents(  # one listener for every policy: the article's words, the events' fields as extras
+        log,
+        messages={
+            TimeoutExceeded: lambda e: "Connection timed out",
+            RetryScheduled: lambda e: f"Retry {e.attempt} after delay of {e.delay:.3g}s",
+            CircuitStateChanged: lambda e: f"circuit breaker state changed from {e.old} to {e.new}",
+            FallbackExecuted: lambda e: "Fallback executed result",
+        },
+    )
+    timeout = Timeout(1.0, on_timeout_exceeded=events)
     retry = RetryPolicy(
         handle=unavailable,
         delay=Backoff(1.0, 10.0),
         min_attempt_time=0.1,  # no attempt squeezed into the last moments of the caller's deadline
-        on_retry_scheduled=lambda e: log.info(f"Retry {e.attempt} after delay of {e.delay:.3g}s"),
+        on_retry_scheduled=events,
     )
     breaker = CircuitBreaker(
         failure_threshold=1,  # failsafe-go's default, which the article keeps
         handle=unavailable,
         delay=1.0,
         pushback=True,  # the open delay is B's retry-after when it sends one
-        on_state_change=lambda e: log.info(f"circuit breaker state changed from {e.old} to {e.new}"),
+        on_state_change=events,
     )
-    retried = retry.on_retry_scheduled
     fallback = Fallback(
         message={"message": FALLBACK_MESSAGE},  # UNAVAILABLE and DEADLINE_EXCEEDED: the caller always gets an answer
-        on_fallback=lambda e: log.info("Fallback executed result", extra={"failure": type(e.failure).__name__}),
+        on_fallback=events,
     )
     chains: dict[str, tuple[Policy, ...]] = {
         "none": (),
@@ -67,7 +82,7 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
         "fallback": (fallback,),
         "composed": (fallback, retry, breaker, timeout),
         # waits out B's pushback (shed calls included), within a retry budget shared by all calls
-        "pushback": (fallback, RetryPolicy(max_attempts=4, budget=RetryBudget(), on_retry_scheduled=retried), timeout),
+        "pushback": (fallback, RetryPolicy(max_attempts=4, budget=RetryBudget(), on_retry_scheduled=events), timeout),
     }
     return chains[name]
 

@@ -77,9 +77,14 @@ class Service:
         """The log lines that are JSON records."""
         return [r for r in map(_json, list(self.lines)) if r]
 
+    def access(self) -> list[dict[str, Any]]:
+        """The access lines: one per request served, with its method, code and latency."""
+        return [r for r in self.records() if r.get("method") and "event" not in r]
+
     def events(self) -> list[str]:
-        """The messages of the policy event lines (not the access lines or the start-up line)."""
-        return [r["msg"] for r in self.records() if "method" not in r and r.get("msg") != "serving"]
+        """The messages of the policy event lines (LogEvents' lines, which carry ``event``; not the access lines or
+        the start-up line)."""
+        return [r["msg"] for r in self.records() if "event" in r]
 
     def kill(self) -> None:
         assert self._process is not None

@@ -8,7 +8,11 @@ serve many chains. :class:`LogEvents` logs them through :mod:`logging`.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import logging
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +28,7 @@ __all__ = [
     "HedgeWon",
     "LimitChanged",
     "LimitExceeded",
+    "LogEvents",
     "RateLimited",
     "RetriesExceeded",
     "RetryAborted",
@@ -234,3 +239,81 @@ class LimitExceeded:
     queued: int
     policy: str | None = None
     method: str | None = None
+
+
+Message = Callable[[Any], str]
+"""Words for one kind of event."""
+
+
+class LogEvents:
+    """A listener for every kind of event that logs each through :mod:`logging`: a message in words, and the
+    event's fields as structured extras — ``event`` (its kind in snake case, e.g. ``retry_scheduled``),
+    ``policy``, ``method`` and the event's own (failures as their status and details, states as their names), so
+    that JSON formatters (python-json-logger, structlog's stdlib integration) render them as fields.
+
+    Pass the one instance to every ``on_*`` option of every policy. ``messages`` gives some kinds their own words
+    (``{RetryScheduled: lambda e: f"Retry {e.attempt} after {e.delay:.3g}s"}``); others read as
+    ``"retry_scheduled attempt=1 delay=0.1 ..."``.
+
+    :param logger: a logger or its name (default ``"interceptors.events"``).
+    :param level: the level to log at (default INFO).
+    :param messages: words by kind of event (default none).
+    """
+
+    __slots__ = ("_logger", "_messages", "level")
+
+    def __init__(
+        self,
+        logger: logging.Logger | str = "interceptors.events",
+        *,
+        level: int = logging.INFO,
+        messages: Mapping[type, Message] | None = None,
+    ) -> None:
+        if isinstance(logger, str):
+            logger = logging.getLogger(logger)
+        if not isinstance(logger, logging.Logger):
+            raise ValueError(f"logger must be a logging.Logger or a logger's name, got {logger!r}")
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise ValueError(f"level must be a logging level (an int), got {level!r}")
+        if messages is not None and not (
+            isinstance(messages, Mapping) and all(isinstance(k, type) and callable(v) for k, v in messages.items())
+        ):
+            raise ValueError(f"messages must map event types to functions of the event, got {messages!r}")
+        self._logger, self.level, self._messages = logger, level, dict(messages or {})
+
+    def __call__(self, event: Any) -> None:
+        logger = self._logger
+        if not logger.isEnabledFor(self.level):
+            return
+        kind = re.sub(r"(?<!^)([A-Z])", r"_\1", type(event).__name__).lower()
+        fields = {f.name: _plain(getattr(event, f.name)) for f in dataclasses.fields(event)}
+        words = self._messages.get(type(event))
+        if words is None:
+            shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            message = f"{kind} {shown}"
+        else:
+            message = words(event)
+        logger.log(self.level, "%s", message, extra={"event": kind, **fields})
+
+    def __repr__(self) -> str:
+        return f"LogEvents({self._logger.name!r}, level={logging.getLevelName(self.level)})"
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as a logging extra: numbers, strings and None as they are, failures as "CODE: details"."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, BaseException):
+        code, details = getattr(value, "code", None), getattr(value, "details", None)
+        if callable(code) and callable(details):
+            try:
+                return f"{getattr(code(), 'name', code())}: {details()}"
+            except Exception:
+                pass
+        return f"{type(value).__name__}: {value}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -48,7 +48,7 @@ def call(a: Service, requests: int, timeout: float, concurrency: int = 4, interv
 
 
 def b_calls(b: Service) -> int:
-    return sum(1 for r in b.records() if r.get("method") == "/demo.v1.ServiceB/Hello")
+    return sum(1 for r in b.access() if r["method"] == "/demo.v1.ServiceB/Hello")
 
 
 @pytest.mark.parametrize("services", [("timeout",)], indirect=True)
@@ -58,7 +58,7 @@ def test_timeout_scenario(services: tuple[Service, Service]) -> None:
     assert {o.result for o in outcomes} == {"DEADLINE_EXCEEDED"}
     assert all(0.95 < o.latency_ms / 1000 < 1.5 for o in outcomes)  # ~1 s, not B's 5 s nor the caller's 3 s
     assert a.events().count("Connection timed out") == 4
-    access = [r for r in a.records() if r.get("method")]
+    access = a.access()
     assert [r["code"] for r in access] == ["DEADLINE_EXCEEDED"] * 4 and all(r["level"] == "ERROR" for r in access)
 
 
@@ -93,7 +93,7 @@ def test_fallback_scenario(services: tuple[Service, Service]) -> None:
     assert {o.result for o in outcomes} == {"FALLBACK"}
     assert all(o.detail == f"hello from service A / {FALLBACK_MESSAGE}" for o in outcomes)
     assert a.events().count("Fallback executed result") == 6
-    assert {r["code"] for r in a.records() if r.get("method")} == {"OK"}
+    assert {r["code"] for r in a.access()} == {"OK"}
 
 
 @pytest.mark.parametrize("services", [("composed",)], indirect=True)
@@ -173,7 +173,7 @@ def test_a_short_caller_deadline_gets_as_fallback_in_time(services: tuple[Servic
     outcomes = call(a, 8, timeout=0.5)
     assert {o.result for o in outcomes} == {"FALLBACK"}
     assert all(o.latency_ms < 500 for o in outcomes)
-    assert [r.get("code") for r in b.records() if r.get("method")] == ["DEADLINE_EXCEEDED"] * 8  # as A saw it
+    assert [r.get("code") for r in b.access()] == ["DEADLINE_EXCEEDED"] * 8  # as A saw it
 
 
 @pytest.mark.parametrize("services", [("overload", "pushback", "--max-concurrent", "4")], indirect=True)
@@ -182,7 +182,7 @@ def test_an_overloaded_b_sheds_with_pushback_and_a_backs_off(services: tuple[Ser
     outcomes = call(a, 60, timeout=5, concurrency=16)
     assert {o.result for o in outcomes} <= {"OK", "FALLBACK"}
     assert sum(o.result == "OK" for o in outcomes) >= 20
-    codes = [r.get("code") for r in b.records() if r.get("method")]
+    codes = [r.get("code") for r in b.access()]
     assert codes.count("RESOURCE_EXHAUSTED") > 0 and set(codes) == {"OK", "RESOURCE_EXHAUSTED"}
     served = sorted(r["latency_ms"] for r in b.records() if r.get("code") == "OK")
     assert served[-1] < 300  # B's accepted calls do not queue: ~100 ms each
@@ -210,9 +210,7 @@ def test_bad_requests_get_a_clean_status_and_one_access_line_each(services: tupl
                 == health_pb2.HealthCheckResponse.SERVING
             )
         time.sleep(0.2)
-        codes = [
-            r.get("code") for r in service.records() if r.get("method") in (method, method.replace("Hello", "Nope"))
-        ]
+        codes = [r.get("code") for r in service.access() if r["method"] in (method, method.replace("Hello", "Nope"))]
         assert codes == ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "UNIMPLEMENTED"]
         assert not any("Traceback" in line for line in service.lines)
 
