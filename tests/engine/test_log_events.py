@@ -67,9 +67,12 @@ def test_messages_give_some_kinds_their_own_words_and_json_formatters_get_the_fi
 
 def test_nothing_is_formatted_below_the_level(clock: FakeClock) -> None:
     calls: list[object] = []
-    events = LogEvents(
-        "test.events.quiet", level=logging.DEBUG, messages={RetryScheduled: lambda e: str(calls.append(e))}
-    )
+
+    def words(event: object) -> str:
+        calls.append(event)
+        return "never"
+
+    events = LogEvents("test.events.quiet", level=logging.DEBUG, messages={RetryScheduled: words})
     logging.getLogger("test.events.quiet").setLevel(logging.WARNING)
     with pytest.raises(FAILED):
         Executor(RetryPolicy(max_attempts=2, delay=0.1, on_retry_scheduled=events, clock=clock)).call(failing)
