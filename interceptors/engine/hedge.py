@@ -241,6 +241,7 @@ class _Race:
 
     __slots__ = (
         "_delay",
+        "_last",
         "_next_at",
         "_policy",
         "_started",
@@ -262,6 +263,7 @@ class _Race:
         self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
         self._started = 0
         self._stopped = False  # no more hedges: the server said so, the budget refused one
+        self._last: Outcome | None = None  # the latest non-fatal failure
         self._next_at = policy.clock.now() + delay
         if policy.budget is not None:
             policy.budget.record_call()
@@ -286,6 +288,8 @@ class _Race:
 
     def hedge(self) -> Execution | None:
         """The execution of a hedge now due, or None when it may not start (then no other will)."""
+        if self.until_hedge() is None:
+            return None
         policy, execution = self._policy, self.execution
         now = policy.clock.now()
         budget = policy.budget
@@ -325,7 +329,7 @@ class _Race:
             return True
         if not isinstance(failure, Exception) or not (policy.non_fatal or execution.semantics.is_failure)(failure):
             return True  # fatal (or cancelled): the call ends with it
-        execution.last_failure = failure
+        execution.last_failure, self._last = failure, (child, None, failure)
         if budget is not None:
             budget.record_outcome(failed=True)
         asked = options.pushback_delay(policy.pushback, failure, execution.semantics, policy.max_pushback)
@@ -334,6 +338,11 @@ class _Race:
         else:
             self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
         return not self.running and self.until_hedge() is None
+
+    def stalled(self) -> Outcome | None:
+        """After a hedge could not start: the last failure to end the call with, when no attempt is left running."""
+        with self.lock:
+            return None if self.running else self._last
 
     def elsewhere(self, outcome: Outcome) -> bool:
         """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
@@ -433,6 +442,8 @@ class _SyncRace(_Race):
                 child = self.hedge()
                 if child is not None:
                     self._start(child)
+                elif (last := self.stalled()) is not None:
+                    return self._end(last)
                 continue
             if outcome is _CANCELLED:
                 raise asyncio.CancelledError
@@ -547,6 +558,8 @@ class _AsyncRace(_Race):
                     child = self.hedge()
                     if child is not None:
                         self._start(child)
+                    elif (last := self.stalled()) is not None:
+                        return self._end(last)
                     continue
                 for task in done:
                     outcome = _task_outcome(tasks.pop(task), task)

@@ -177,6 +177,28 @@ def test_an_exhausted_budget_stops_hedging_without_failing_the_call(mode: str) -
 
 
 @MODES
+def test_a_failure_with_no_hedge_allowed_after_it_ends_the_call(mode: str) -> None:
+    """The first attempt fails (non-fatal) and the budget refuses the hedge that would follow: nothing is left to
+    wait for, so the call ends with that failure (it used to wait forever)."""
+    budget = RetryBudget.token_bucket(max_tokens=2, token_ratio=0.01)
+    budget.record_outcome(failed=True)
+    script = Script(0.0, 0.0, failures={1: ConnectionError("refused")})
+    policy = HedgePolicy(delay=SLOW, non_fatal=ConnectionError, budget=budget)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            run(mode, Executor(policy), script)
+        except BaseException as error:
+            outcome.append(error)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(5)
+    assert [str(e) for e in outcome] == ["refused"] and script.started == [1]
+
+
+@MODES
 def test_no_hedge_starts_past_the_deadline(mode: str) -> None:
     script = Script(0.2, 0.0)
     executor = Executor(Timeout(0.1), HedgePolicy(delay=0.15))
