@@ -98,6 +98,16 @@ def test_an_exhausted_budget_stops_hedging_without_failing_calls(server: Scripte
     assert all(server.attempts(f"b{i}") == 1 for i in range(3))
 
 
+@pytest.mark.parametrize("hedge_path", ["call", "future", "aio", "intercepted-call", "intercepted-aio"])
+def test_a_failure_with_no_hedge_allowed_after_it_ends_the_call(server: ScriptedServer, hedge_path: str) -> None:
+    budget = RetryBudget.token_bucket(max_tokens=10, token_ratio=0.01)
+    for _ in range(6):
+        budget.record_outcome(failed=True)  # no hedges
+    with Client(hedge_path, server.target, HedgePolicy(delay=0.5, budget=budget)) as client:
+        outcome = client.unary(Request(id="x", fail_first=1), timeout=5)
+    assert outcome.code is grpc.StatusCode.UNAVAILABLE and outcome.elapsed < 1.0 and server.attempts("x") == 1
+
+
 @pytest.mark.parametrize("stream_path", STREAM_PATHS)
 def test_a_server_stream_is_hedged_until_it_commits(server: ScriptedServer, stream_path: str) -> None:
     with Client(stream_path, server.target, HedgePolicy(delay=0.03)) as client:
