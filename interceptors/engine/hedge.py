@@ -117,9 +117,8 @@ class HedgePolicy(Policy):
     its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). The caller's thread or task
     runs the first attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's
     adapters), the hedges run in worker threads or tasks; otherwise every attempt does, while the caller waits.
-    Hedge only calls that are safe to make twice. Calls
-    whose transport cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that stream
-    requests) are not hedged.
+    Calls whose transport cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that
+    stream requests) are not hedged. Hedge only calls that are safe to make twice.
 
     :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
     :param max_attempts: attempts in all, the first included (>= 2; default 2).
