@@ -338,10 +338,18 @@ class _Race:
             self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
         return not self.running and self.until_hedge() is None
 
-    def stalled(self) -> Outcome | None:
-        """After a hedge could not start: the last failure to end the call with, when no attempt is left running."""
+    def hedge_due(self) -> Outcome | None:
+        """Start the hedge now due; when it may not start and no attempt is left running, the last failure to end
+        the call with."""
+        child = self.hedge()
+        if child is not None:
+            self._start(child)
+            return None
         with self.lock:
             return None if self.running else self._last
+
+    def _start(self, child: Execution) -> None:
+        raise NotImplementedError
 
     def elsewhere(self, outcome: Outcome) -> bool:
         """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
@@ -438,10 +446,7 @@ class _SyncRace(_Race):
             try:
                 outcome = self._outcomes.get(timeout=self.until_hedge())
             except queue.Empty:
-                child = self.hedge()
-                if child is not None:
-                    self._start(child)
-                elif (last := self.stalled()) is not None:
+                if (last := self.hedge_due()) is not None:
                     return self._end(last)
                 continue
             if outcome is _CANCELLED:
@@ -554,10 +559,7 @@ class _AsyncRace(_Race):
                     await self._policy.clock.asleep(wait or 0.0)
                     done = set()
                 if not done:
-                    child = self.hedge()
-                    if child is not None:
-                        self._start(child)
-                    elif (last := self.stalled()) is not None:
+                    if (last := self.hedge_due()) is not None:
                         return self._end(last)
                     continue
                 for task in done:
