@@ -224,6 +224,6 @@ class CircuitStateMachine:
         with self._lock:
             changes, self._changes = self._changes, []
         listener = self._config.on_state_change
-        if listener is not None:
+        if listener is not None or options.OBSERVERS:
             for change in changes:
                 options.emit(listener, change)

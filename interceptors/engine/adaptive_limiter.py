@@ -160,7 +160,7 @@ class AdaptiveLimiter(Policy):
 
     def _rejected(self, method: str | None) -> LimitExceededError:
         places = self._places
-        if self.on_rejected is not None:
+        if self.on_rejected is not None or options.OBSERVERS:
             options.emit(
                 self.on_rejected, LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method)
             )
@@ -186,7 +186,7 @@ class AdaptiveLimiter(Policy):
             self._reset(baseline, now)
             if new != old:
                 self._places.resize(new)
-        if new != old and self.on_limit_changed is not None:
+        if new != old and (self.on_limit_changed is not None or options.OBSERVERS):
             options.emit(self.on_limit_changed, LimitChanged(old, new, recent, baseline, self.name))
 
     def _next_limit(self, limit: int, gradient: float) -> int:

@@ -146,7 +146,7 @@ class RetryBudget:
                 allowed = tally.second < self.ratio * tally.first + self.min_per_second * self.window
                 if allowed:
                     tally.add(second=1)
-        if not allowed and self.on_exceeded is not None:
+        if not allowed and (self.on_exceeded is not None or options.OBSERVERS):
             options.emit(self.on_exceeded, BudgetExceeded(attempts, failure, "RetryBudget", method))
         return allowed
 

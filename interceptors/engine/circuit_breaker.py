@@ -9,8 +9,8 @@ from typing import Any
 from . import options
 from ._circuit_state import CLOSED, CircuitConfig, CircuitStateMachine
 from .clock import Clock
-from .errors import RejectedError
-from .events import CircuitMetrics, CircuitState, CircuitStateChanged
+from .errors import CircuitOpenError, RejectedError
+from .events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
 from .execution import PLAIN, Execution, Semantics
 from .policy import AsyncLink, Link, Policy
 
@@ -205,14 +205,25 @@ class CircuitBreaker(Policy):
         else:
             self._record(generation, start, outcome, semantics)
 
+    def _admit(self, execution: Execution) -> int:
+        """A place in the breaker's current generation for the call; raises CircuitOpenError (heard by the
+        observers as :class:`CircuitRejected`)."""
+        try:
+            return self._machine.acquire()
+        except CircuitOpenError as rejected:
+            if options.OBSERVERS:
+                options.emit(None, CircuitRejected(rejected.remaining, self.name, execution.semantics.method))
+            raise
+
     def wrap(self, inner: Link) -> Link:
         machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
+        admit = self._admit
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         def run(execution: Execution) -> Any:
             state, generation = machine.snapshot
             if state is not CLOSED:
-                generation = machine.acquire()
+                generation = admit(execution)
             start = now() if timed else 0.0
             try:
                 result = inner(execution)
@@ -232,12 +243,13 @@ class CircuitBreaker(Policy):
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
+        admit = self._admit
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         async def run(execution: Execution) -> Any:
             state, generation = machine.snapshot
             if state is not CLOSED:
-                generation = machine.acquire()
+                generation = admit(execution)
             start = now() if timed else 0.0
             try:
                 result = await inner(execution)

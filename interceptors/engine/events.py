@@ -20,6 +20,7 @@ __all__ = [
     "BudgetExceeded",
     "BulkheadFull",
     "CircuitMetrics",
+    "CircuitRejected",
     "CircuitState",
     "CircuitStateChanged",
     "FallbackExecuted",
@@ -76,6 +77,16 @@ class CircuitStateChanged:
     old: CircuitState
     new: CircuitState
     metrics: CircuitMetrics
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitRejected:
+    """The breaker rejected a call: it lets calls through again in ``remaining`` seconds (None: when its trial
+    calls have ended)."""
+
+    remaining: float | None
     policy: str | None = None
     method: str | None = None
 

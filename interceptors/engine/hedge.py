@@ -300,7 +300,7 @@ class _Race:
             return None
         self._next_at = now + self._delay
         child = self.launch()
-        if policy.on_hedge is not None:
+        if policy.on_hedge is not None or options.OBSERVERS:
             options.emit(
                 policy.on_hedge,
                 HedgeStarted(
@@ -320,7 +320,7 @@ class _Race:
             if budget is not None:
                 budget.record_outcome(failed=False)
             policy._record(child)
-            if self._started > 1 and policy.on_hedge_won is not None:
+            if self._started > 1 and (policy.on_hedge_won is not None or options.OBSERVERS):
                 options.emit(
                     policy.on_hedge_won,
                     HedgeWon(child.attempts, self._started, policy.name, execution.semantics.method),
@@ -384,7 +384,7 @@ class _Race:
         listen = self._policy.on_hedge_cancelled
         for loser in losers:
             loser.abandoned = True
-            if listen is not None:
+            if listen is not None or options.OBSERVERS:
                 options.emit(listen, HedgeCancelled(loser.attempts, self._policy.name, self.execution.semantics.method))
         return losers
 

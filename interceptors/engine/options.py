@@ -158,12 +158,33 @@ def listener(value: object, option: str) -> Listener[E] | None:
     return None if value is None else function(value, option, "event")
 
 
-def emit(listen: Listener[E], event: E) -> None:
-    """Report ``event``; a failing listener is logged and never breaks the call."""
-    try:
-        listen(event)
-    except Exception:
-        _log.exception("event listener %r failed on %r", listen, event)
+OBSERVERS: tuple[Callable[[Any], object], ...] = ()
+"""Listeners that hear every policy's events (see :func:`observe`); the policies build an event when it has a
+listener of its own or one of these."""
+
+
+def observe(listener: Callable[[Any], object]) -> Callable[[], None]:
+    """Make ``listener`` hear every event of every policy, from now on; returns what undoes that."""
+    global OBSERVERS
+    OBSERVERS = (*OBSERVERS, listener)
+
+    def forget() -> None:
+        global OBSERVERS
+        OBSERVERS = tuple(o for o in OBSERVERS if o is not listener)
+
+    return forget
+
+
+def emit(listen: Listener[E] | None, event: E) -> None:
+    """Report ``event`` to ``listen`` (if any) and to the observers; a failing listener is logged and never breaks
+    the call."""
+    for listener in (listen, *OBSERVERS) if OBSERVERS else (listen,):
+        if listener is None:
+            continue
+        try:
+            listener(event)
+        except Exception:
+            _log.exception("event listener %r failed on %r", listener, event)
 
 
 def pushback(value: object) -> PushbackReader | bool:

@@ -229,7 +229,7 @@ class RetryPolicy(Policy):
             ) from failure
         if self.budget is not None and not self.budget.try_retry(attempt, failure, execution.semantics.method):
             raise self._exceeded(execution, failure)
-        if self.on_retry_scheduled is not None:
+        if self.on_retry_scheduled is not None or options.OBSERVERS:
             options.emit(
                 self.on_retry_scheduled,
                 RetryScheduled(attempt, delay, failure, self.name, execution.semantics.method),
@@ -239,7 +239,7 @@ class RetryPolicy(Policy):
     def _start_attempt(self, execution: Execution) -> None:
         execution.attempts += 1
         execution.attempt_start_time = self.clock.now()
-        if self.on_retry is not None:
+        if self.on_retry is not None or options.OBSERVERS:
             assert execution.last_failure is not None
             options.emit(
                 self.on_retry,
@@ -247,13 +247,13 @@ class RetryPolicy(Policy):
             )
 
     def _aborted(self, execution: Execution, failure: BaseException) -> BaseException:
-        if self.on_abort is not None:
+        if self.on_abort is not None or options.OBSERVERS:
             event = RetryAborted(execution.attempts, failure, self.name, execution.semantics.method)
             options.emit(self.on_abort, event)
         return failure
 
     def _report_exceeded(self, execution: Execution, failure: BaseException) -> None:
-        if self.on_retries_exceeded is not None:
+        if self.on_retries_exceeded is not None or options.OBSERVERS:
             event = RetriesExceeded(execution.attempts, failure, self.name, execution.semantics.method)
             options.emit(self.on_retries_exceeded, event)
 

@@ -65,7 +65,7 @@ class Timeout(Policy):
         return outer, own
 
     def _exceeded(self, execution: Execution) -> TimeoutExceededError:
-        if self.on_timeout_exceeded is not None:
+        if self.on_timeout_exceeded is not None or options.OBSERVERS:
             options.emit(
                 self.on_timeout_exceeded,
                 TimeoutExceeded(self.seconds, execution.elapsed, self.name, execution.semantics.method),
