@@ -494,12 +494,29 @@ class Router:
     is checked against the method (e.g. a fallback's fields against its response type) when its route is made.
     """
 
-    __slots__ = ("_by_method", "_by_service", "_default", "_flavour", "_propagating", "_routes", "retries")
+    __slots__ = (
+        "_by_method",
+        "_by_service",
+        "_default",
+        "_flavour",
+        "_metrics",
+        "_propagating",
+        "_routes",
+        "_target",
+        "retries",
+    )
 
     # routes are kept by method name, and by (name, request stream, response stream) for streaming methods
 
-    def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None, flavour: Flavour) -> None:
-        self._flavour = flavour
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        methods: MethodPolicies | None,
+        flavour: Flavour,
+        metrics: Any = None,
+        target: str = "other",
+    ) -> None:
+        self._flavour, self._metrics, self._target = flavour, metrics, target
         self._default = _executor(policies, "policies")
         self._by_method: dict[str, Executor | None] = {}
         self._by_service: dict[str, Executor | None] = {}
@@ -531,6 +548,9 @@ class Router:
             executor = self._by_method.get(name, _UNSET)
             if executor is _UNSET:
                 executor = self._by_service.get(name[1:].partition("/")[0], self._default)
+            metrics = self._metrics
+            if metrics is not None:  # every call is measured, with policies or not
+                executor = metrics.instrument(executor or Executor(), name, self._target)
             route = None if executor is None else Route(name, executor, self._flavour, kind)
             self._routes[key] = route
         if route is not None or INCOMING.get() is None:

@@ -50,14 +50,18 @@ Attempt = Callable[[Execution], Awaitable[Any]]
 
 
 def resilience_interceptors(
-    *policies: Policy, methods: MethodPolicies | None = None, replay_buffer: int = DEFAULT_REPLAY_BUFFER
+    *policies: Policy,
+    methods: MethodPolicies | None = None,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    metrics: Any = None,
+    target: str = "other",
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
 
-    ``methods`` and ``replay_buffer`` work as for :class:`interceptors.ResilienceInterceptor`, and streams get
-    the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
+    ``methods``, ``replay_buffer``, ``metrics`` and ``target`` work as for :class:`interceptors.ResilienceInterceptor`,
+    and streams get the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
     """
-    router, buffer = Router(policies, methods, AIO), checked_replay_buffer(replay_buffer)
+    router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
     streams = _UnaryStream(router, buffer), _StreamUnary(router, buffer), _StreamStream(router, buffer)
     return [_UnaryUnary(router), *streams]
 
@@ -71,6 +75,7 @@ def resilient_channel(
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
+    metrics: Any = None,
 ) -> grpc.aio.Channel:
     """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries and service configs
     as for :func:`interceptors.resilient_channel`.
@@ -80,7 +85,7 @@ def resilient_channel(
     """
     pairs = option_pairs(options)
     policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
-    router, buffer = Router(policies, methods, AIO), checked_replay_buffer(replay_buffer)
+    router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
     opts = channel_options(pairs, retries=router.retries)
     streams: list[grpc.aio.ClientInterceptor] = [
         _UnaryStream(router, buffer),

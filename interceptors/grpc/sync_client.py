@@ -89,12 +89,19 @@ class ResilienceInterceptor(
         of another form, a value that is not a sequence of policies, or a chain whose policies cannot run together.
     :param replay_buffer: bytes of a client-streaming or bidi call's requests kept for a retry to send again
         (default 256 KiB, grpc's own); a call whose requests outgrow it commits.
+    :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
+    :param target: the channel's target, as metrics name it (``grpc.target``; default "other").
     """
 
     def __init__(
-        self, *policies: Policy, methods: MethodPolicies | None = None, replay_buffer: int = DEFAULT_REPLAY_BUFFER
+        self,
+        *policies: Policy,
+        methods: MethodPolicies | None = None,
+        replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+        metrics: Any = None,
+        target: str = "other",
     ) -> None:
-        self._router = Router(policies, methods, SYNC)
+        self._router = Router(policies, methods, SYNC, metrics, target)
         self._replay_buffer = checked_replay_buffer(replay_buffer)
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
@@ -162,6 +169,7 @@ def resilient_channel(
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
+    metrics: Any = None,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
@@ -180,10 +188,13 @@ def resilient_channel(
     :param replay_buffer: as for :class:`ResilienceInterceptor`.
     :param service_config: a gRPC service config, JSON or a mapping (default None); ValueError naming the JSON path
         of what is wrong in it.
+    :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
     """
     pairs = option_pairs(options)
     policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
-    interceptor = ResilienceInterceptor(*policies, methods=methods, replay_buffer=replay_buffer)
+    interceptor = ResilienceInterceptor(
+        *policies, methods=methods, replay_buffer=replay_buffer, metrics=metrics, target=target
+    )
     opts = channel_options(pairs, retries=interceptor._router.retries)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
     return _ResilientChannel(channel, interceptor)

@@ -1,0 +1,257 @@
+"""OpenTelemetry metrics for the resilient calls: gRPC's own vocabulary (gRFC A66) for attempts and calls, and the
+policies' metrics under ``resilience.``.
+
+Needs ``opentelemetry-api`` (``pip install 'grpc-resilience-interceptors[otel]'``). Give a :class:`Metrics` to the
+helpers or interceptors (``metrics=``); it records into ``meter_provider`` (default: the global one).
+
+- ``grpc.client.attempt.started`` ({attempt}; grpc.method, grpc.target) and ``grpc.client.attempt.duration``
+  (s; + grpc.status): every attempt the policies send, each one grpc call (a retry, a hedge, a resumed stream).
+  grpcio-observability records the same two from grpc's core, with the compressed message sizes Python cannot see;
+  with it registered, pass ``attempt_metrics=False``.
+- ``grpc.client.call.duration`` (s; grpc.method, grpc.target, grpc.status): the call as its caller sees it, across
+  retries, hedges and waits; a fallback's answer counts as OK (grpcio-observability records no logical call).
+- ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried),
+  ``resilience.client.hedges`` ({hedge}), ``resilience.client.rejections`` ({call}; resilience.rejection:
+  breaker, bulkhead, rate_limiter, throttle, limiter, budget), ``resilience.client.fallbacks`` ({call};
+  grpc.status: the status replaced), ``resilience.breaker.transitions`` ({transition}; resilience.policy,
+  resilience.state.old, resilience.state.new), and observable gauges ``resilience.breaker.state`` (0 closed, 1
+  half-open, 2 open, 3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets),
+  ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears
+  for every policy of the process from its creation until :meth:`Metrics.close`.
+
+Histograms carry A66's bucket boundaries as advice (opentelemetry-api 1.23 and later).
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+try:
+    from opentelemetry import metrics as otel
+except ImportError as error:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        "interceptors.otel needs opentelemetry-api: pip install 'grpc-resilience-interceptors[otel]'"
+    ) from error
+
+from .engine import options
+from .engine.adaptive_limiter import AdaptiveLimiter
+from .engine.budget import RetryBudget
+from .engine.circuit_breaker import CircuitBreaker
+from .engine.events import (
+    BudgetExceeded,
+    BulkheadFull,
+    CircuitRejected,
+    CircuitState,
+    CircuitStateChanged,
+    FallbackExecuted,
+    HedgeStarted,
+    LimitExceeded,
+    RateLimited,
+    RetryStarted,
+    Throttled,
+)
+from .engine.execution import Execution
+from .engine.policy import AsyncLink, Executor, Link, Policy
+from .grpc.status import status_code
+
+__all__ = ["LATENCY_BUCKETS", "Metrics"]
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
+    0.013, 0.016, 0.02, 0.025, 0.03, 0.04, 0.05, 0.065, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.4, 0.5, 0.65, 0.8,
+    1, 2, 5, 10, 20, 50, 100,
+)  # fmt: skip
+"""gRFC A66's latency buckets, seconds."""
+
+_STATES = {
+    CircuitState.CLOSED: 0,
+    CircuitState.HALF_OPEN: 1,
+    CircuitState.OPEN: 2,
+    CircuitState.FORCED_OPEN: 3,
+    CircuitState.DISABLED: 4,
+}
+_REJECTIONS: dict[type, str] = {
+    CircuitRejected: "breaker",
+    BulkheadFull: "bulkhead",
+    RateLimited: "rate_limiter",
+    Throttled: "throttle",
+    LimitExceeded: "limiter",
+    BudgetExceeded: "budget",
+}
+
+
+class Metrics:
+    """Where the resilient calls' metrics go (see the module's doc).
+
+    :param meter_provider: an OpenTelemetry MeterProvider (default: the global one).
+    :param attempt_metrics: record ``grpc.client.attempt.*`` (default True; False where grpcio-observability does).
+    """
+
+    def __init__(self, meter_provider: Any = None, *, attempt_metrics: bool = True) -> None:
+        provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
+        meter = provider.get_meter("grpc-resilience-interceptors")
+        self.attempt_metrics = options.flag(attempt_metrics, "attempt_metrics")
+        self._attempts = meter.create_counter("grpc.client.attempt.started", unit="{attempt}")
+        self._attempt_duration = meter.create_histogram(
+            "grpc.client.attempt.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
+        )
+        self._call_duration = meter.create_histogram(
+            "grpc.client.call.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
+        )
+        self._retries = meter.create_counter("resilience.client.retries", unit="{retry}")
+        self._hedges = meter.create_counter("resilience.client.hedges", unit="{hedge}")
+        self._rejections = meter.create_counter("resilience.client.rejections", unit="{call}")
+        self._fallbacks = meter.create_counter("resilience.client.fallbacks", unit="{call}")
+        self._transitions = meter.create_counter("resilience.breaker.transitions", unit="{transition}")
+        self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+        self._budgets: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
+        self._limiters: weakref.WeakSet[AdaptiveLimiter] = weakref.WeakSet()
+        meter.create_observable_gauge("resilience.breaker.state", [self._breaker_states], unit="{state}")
+        meter.create_observable_gauge("resilience.budget.tokens", [self._budget_tokens], unit="{token}")
+        meter.create_observable_gauge("resilience.limiter.limit", [self._limits], unit="{call}")
+        self._forget = options.observe(self._heard)
+
+    def close(self) -> None:
+        """Stop hearing the policies' events."""
+        self._forget()
+
+    def watch(self, policies: Iterable[Policy]) -> None:
+        """Report the state of these policies' breakers, budgets and limiters in the gauges."""
+        for policy in policies:
+            if isinstance(policy, CircuitBreaker):
+                self._breakers.add(policy)
+            elif isinstance(policy, AdaptiveLimiter):
+                self._limiters.add(policy)
+            budget = getattr(policy, "budget", None)
+            if isinstance(budget, RetryBudget):
+                self._budgets.add(budget)
+
+    def instrument(self, executor: Executor, method: str, target: str) -> Executor:
+        """``executor`` with the call's and each attempt's timing around its policies."""
+        self.watch(executor.policies)
+        base = {"grpc.method": method.lstrip("/"), "grpc.target": target}
+        timers: list[Policy] = [_Timer(self._call_duration, None, base)]
+        chain = [*timers, *executor.policies]
+        if self.attempt_metrics:
+            chain.append(_Timer(self._attempt_duration, self._attempts, base))
+        return Executor(*chain)
+
+    def _heard(self, event: Any) -> None:
+        method = event.method.lstrip("/") if event.method else ""
+        if isinstance(event, RetryStarted):
+            reason = _code(event.failure)
+            self._retries.add(
+                1, {"grpc.method": method, "resilience.policy": event.policy, "resilience.reason": reason}
+            )
+        elif isinstance(event, HedgeStarted):
+            self._hedges.add(1, {"grpc.method": method, "resilience.policy": event.policy})
+        elif isinstance(event, FallbackExecuted):
+            attributes = {"grpc.method": method, "resilience.policy": event.policy, "grpc.status": _code(event.failure)}
+            self._fallbacks.add(1, attributes)
+        elif isinstance(event, CircuitStateChanged):
+            attributes = {
+                "resilience.policy": event.policy,
+                "resilience.state.old": event.old.value,
+                "resilience.state.new": event.new.value,
+            }
+            self._transitions.add(1, attributes)
+        else:
+            rejection = _REJECTIONS.get(type(event))
+            if rejection is not None:
+                attributes = {
+                    "grpc.method": method,
+                    "resilience.policy": event.policy,
+                    "resilience.rejection": rejection,
+                }
+                self._rejections.add(1, attributes)
+
+    def _breaker_states(self, _: Any) -> Iterable[otel.Observation]:
+        return [otel.Observation(_STATES[b.state], {"resilience.policy": b.name}) for b in list(self._breakers)]
+
+    def _budget_tokens(self, _: Any) -> Iterable[otel.Observation]:
+        return [
+            otel.Observation(tokens, {"resilience.policy": "RetryBudget"})
+            for tokens in (b.tokens for b in list(self._budgets))
+            if tokens is not None
+        ]
+
+    def _limits(self, _: Any) -> Iterable[otel.Observation]:
+        return [
+            otel.Observation(limiter.limit, {"resilience.policy": limiter.name}) for limiter in list(self._limiters)
+        ]
+
+
+def _code(failure: BaseException | None) -> str:
+    if failure is None:
+        return "OK"
+    if not isinstance(failure, Exception):
+        return "CANCELLED"
+    code = status_code(failure)
+    return code.name if code is not None else "UNKNOWN"
+
+
+class _Timer(Policy):
+    """Times what it wraps into ``histogram`` with grpc.status (counting starts on ``counter``): outermost, the
+    call; innermost, each attempt. A stream (``execution.settle``) is timed to its end."""
+
+    __slots__ = ("_attributes", "_counter", "_histogram", "_statuses")
+    _attributes: dict[str, str]
+    _counter: Any
+    _histogram: Any
+    _statuses: dict[str, dict[str, str]]
+
+    def __init__(self, histogram: Any, counter: Any, attributes: dict[str, str]) -> None:
+        self._init(name="Metrics", _histogram=histogram, _counter=counter, _attributes=attributes, _statuses={})
+
+    def _status(self, code: str) -> dict[str, str]:
+        statuses: dict[str, dict[str, str]] = self._statuses
+        attributes = statuses.get(code)
+        if attributes is None:
+            attributes = statuses[code] = {**self._attributes, "grpc.status": code}
+        return attributes
+
+    def _ended(self, started: float, outcome: BaseException | None) -> None:
+        self._histogram.record(time.perf_counter() - started, self._status(_code(outcome)))
+
+    def _returned(self, execution: Execution, started: float) -> None:
+        if execution.settle is not None:  # a stream: it ends later
+            execution.settle.append(lambda outcome: self._ended(started, outcome))
+        else:
+            self._ended(started, None)
+
+    def wrap(self, inner: Link) -> Link:
+        counter, attributes = self._counter, self._attributes
+
+        def run(execution: Execution) -> Any:
+            if counter is not None:
+                counter.add(1, attributes)
+            started = time.perf_counter()
+            try:
+                result = inner(execution)
+            except BaseException as failure:
+                self._ended(started, failure)
+                raise
+            self._returned(execution, started)
+            return result
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        counter, attributes = self._counter, self._attributes
+
+        async def run(execution: Execution) -> Any:
+            if counter is not None:
+                counter.add(1, attributes)
+            started = time.perf_counter()
+            try:
+                result = await inner(execution)
+            except BaseException as failure:
+                self._ended(started, failure)
+                raise
+            self._returned(execution, started)
+            return result
+
+        return run
