@@ -59,7 +59,8 @@ def resilience_interceptors(
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
 
     ``methods``, ``replay_buffer``, ``metrics`` and ``target`` work as for :class:`interceptors.ResilienceInterceptor`,
-    and streams get the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of call it serves.
+    and streams get the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of
+    call it serves.
     """
     router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
     streams = _UnaryStream(router, buffer), _StreamUnary(router, buffer), _StreamStream(router, buffer)
