@@ -41,6 +41,7 @@ class RetryBudget:
     """
 
     __slots__ = (
+        "__weakref__",
         "_lock",
         "_max_tokens",
         "_tally",

@@ -26,7 +26,7 @@ class Policy(abc.ABC):
     ``name`` (every policy's ``name=`` option; by default the class's name) identifies it in its events.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("__weakref__", "name")
     name: str
 
     @abc.abstractmethod

@@ -72,6 +72,7 @@ class Client:
     ) -> None:
         self.path = path.removeprefix("intercepted-")
         more = helper_options  # e.g. replay_buffer
+        named = {**more, "target": target} if "metrics" in more else more  # the interceptors' grpc.target
         if path == "aio":
 
             async def make() -> Any:
@@ -81,14 +82,14 @@ class Client:
         elif path == "intercepted-aio":
 
             async def make_intercepted() -> Any:
-                chain = interceptors.aio.resilience_interceptors(*policies, methods=methods, **more)
+                chain = interceptors.aio.resilience_interceptors(*policies, methods=methods, **named)
                 opts = channel_options(options, retries=True)
                 return grpc.aio.insecure_channel(target, options=opts, interceptors=chain)
 
             self.channel = AIO_LOOP.run(make_intercepted())
         elif path.startswith("intercepted-"):
             raw = grpc.insecure_channel(target, options=channel_options(options, retries=True))
-            self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods, **more))
+            self.channel = grpc.intercept_channel(raw, ResilienceInterceptor(*policies, methods=methods, **named))
         else:
             self.channel = resilient_channel(target, *policies, methods=methods, options=options, **more)
         self.stub = pb_grpc.ScriptedStub(self.channel)

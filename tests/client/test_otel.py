@@ -1,0 +1,102 @@
+"""OpenTelemetry metrics through the in-memory reader: exact counts and attributes for scripted calls, sync and aio,
+unary and server-streaming."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from interceptors import Backoff, CircuitBreaker, RetryPolicy
+from interceptors.otel import Metrics
+
+from ..support.clients import PATHS, Client
+from ..support.server import Request, ScriptedServer
+from .test_stream_retries import STREAM_PATHS, call
+
+METHOD = "scripted.v1.Scripted/Unary"
+STREAM = "scripted.v1.Scripted/ServerStream"
+FAST = Backoff(0.01, 0.02)
+
+
+@pytest.fixture
+def reader() -> InMemoryMetricReader:
+    return InMemoryMetricReader()
+
+
+@pytest.fixture
+def metrics(reader: InMemoryMetricReader) -> Iterator[Metrics]:
+    recorder = Metrics(MeterProvider(metric_readers=[reader]))
+    yield recorder
+    recorder.close()
+
+
+def points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(attributes, value or count) of every point of the metric ``name``."""
+    data = reader.get_metrics_data()
+    found = []
+    for resource in data.resource_metrics if data is not None else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    for point in metric.data.data_points:
+                        value = point.value if hasattr(point, "value") else point.count  # type: ignore[union-attr]
+                        found.append((dict(point.attributes or {}), value))
+    return found
+
+
+def by_status(found: list[tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+    return {attributes["grpc.status"]: value for attributes, value in found}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_two_failures_then_ok(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    retry = RetryPolicy(max_attempts=3, delay=FAST)
+    with Client(path, server.target, retry, metrics=metrics) as client:
+        assert client.unary(Request(id="m", fail_first=2), timeout=5).error is None
+    started = points(reader, "grpc.client.attempt.started")
+    assert started == [({"grpc.method": METHOD, "grpc.target": server.target}, 3)]
+    assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 2}
+    assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
+    assert points(reader, "resilience.client.retries") == [
+        ({"grpc.method": METHOD, "resilience.policy": "RetryPolicy", "resilience.reason": "UNAVAILABLE"}, 2)
+    ]
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_an_open_breaker_counts_its_rejections_and_shows_open(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    breaker = CircuitBreaker(name="to-scripted", failure_threshold=1, delay=60)
+    with Client(path, server.target, breaker, metrics=metrics) as client:
+        assert client.unary(Request(id="o", fail_first=1), timeout=5).code is grpc.StatusCode.UNAVAILABLE
+        assert client.unary(Request(id="p"), timeout=5).code is grpc.StatusCode.UNAVAILABLE  # rejected
+    assert server.attempts("p") == 0
+    assert points(reader, "resilience.client.rejections") == [
+        ({"grpc.method": METHOD, "resilience.policy": "to-scripted", "resilience.rejection": "breaker"}, 1)
+    ]
+    assert points(reader, "resilience.breaker.state") == [({"resilience.policy": "to-scripted"}, 2)]  # open
+    assert points(reader, "resilience.breaker.transitions") == [
+        ({"resilience.policy": "to-scripted", "resilience.state.old": "closed", "resilience.state.new": "open"}, 1)
+    ]
+    assert by_status(points(reader, "grpc.client.call.duration")) == {"UNAVAILABLE": 2}
+
+
+@pytest.mark.parametrize("stream_path", STREAM_PATHS)
+def test_a_server_stream_is_one_call_timed_to_its_end(
+    server: ScriptedServer, stream_path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    retry = RetryPolicy(max_attempts=3, delay=FAST)
+    with Client(stream_path, server.target, retry, metrics=metrics, warm=False) as client:
+        ended = call(client, "server_stream", 4, timeout=5, id="s", fail_first=1)
+    assert ended.error is None and len(ended.messages) == 4
+    started = points(reader, "grpc.client.attempt.started")
+    assert started == [({"grpc.method": STREAM, "grpc.target": server.target}, 2)]
+    assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 1}
+    assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
