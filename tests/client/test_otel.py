@@ -44,7 +44,7 @@ def points(reader: InMemoryMetricReader, name: str) -> list[tuple[dict[str, Any]
             for metric in scope.metrics:
                 if metric.name == name:
                     for point in metric.data.data_points:
-                        value = point.value if hasattr(point, "value") else point.count  # type: ignore[union-attr]
+                        value = point.value if hasattr(point, "value") else point.count
                         found.append((dict(point.attributes or {}), value))
     return found
 
