@@ -56,9 +56,10 @@ from .engine.events import (
 )
 from .engine.execution import Execution
 from .engine.policy import AsyncLink, Executor, Link, Policy
+from .grpc.access_log import _Aio, _CallObserver, _Sync
 from .grpc.status import status_code
 
-__all__ = ["LATENCY_BUCKETS", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "AioServerMetrics", "Metrics", "ServerMetrics"]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
@@ -275,3 +276,33 @@ class _Timer(Policy):
             return result
 
         return run
+
+
+class _Records(_CallObserver):
+    """gRFC A66's server metrics: ``grpc.server.call.started`` ({call}; grpc.method) and
+    ``grpc.server.call.duration`` (s; grpc.method, grpc.status: what the client saw)."""
+
+    def __init__(self, meter_provider: Any = None) -> None:
+        provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
+        meter = provider.get_meter("grpc-resilience-interceptors")
+        self._calls = meter.create_counter("grpc.server.call.started", unit="{call}")
+        self._duration = meter.create_histogram(
+            "grpc.server.call.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
+        )
+
+    def _began(self, method: str) -> None:
+        self._calls.add(1, {"grpc.method": method.lstrip("/")})
+
+    def _ended(self, method: str, code: Any, started: float) -> None:
+        attributes = {"grpc.method": method.lstrip("/"), "grpc.status": code.name}
+        self._duration.record(time.monotonic() - started, attributes)
+
+
+class ServerMetrics(_Records, _Sync):
+    """Records gRFC A66's server metrics for every call of a sync server, into ``meter_provider`` (default: the
+    global one). Install it first (outermost), so that it sees the calls other interceptors refuse (a shed call is
+    RESOURCE_EXHAUSTED)."""
+
+
+class AioServerMetrics(_Records, _Aio):
+    """:class:`ServerMetrics` for ``grpc.aio`` servers."""

@@ -28,17 +28,37 @@ DEADLINE_TOLERANCE = 0.01
 """Seconds before its deadline within which a call that ended early is taken to have reached it."""
 
 
-class _AccessLog:
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
+class _CallObserver:
+    """What server interceptors that watch every call share: each call's start, and its end with the status its
+    client saw (see :func:`final_code`), for a sync or aio server (:class:`_Sync`, :class:`_Aio`)."""
 
-    def _logged(self, handler: Any, method: str, *, aio: bool) -> Any:
-        """``handler`` with its calls logged; an unknown method (no handler) is logged as UNIMPLEMENTED now."""
+    def _began(self, method: str) -> None:
+        """A call of ``method`` starts."""
+
+    def _ended(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        """A call of ``method`` that started at ``started`` (``time.monotonic()``) ended with ``code``."""
+        raise NotImplementedError
+
+    def _observed(self, handler: Any, method: str, *, aio: bool) -> Any:
+        """``handler`` with its calls observed; an unknown method (no handler) ends now, UNIMPLEMENTED."""
         if handler is None:
-            _log_call(self._log, method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
+            self._began(method)
+            self._ended(method, grpc.StatusCode.UNIMPLEMENTED, time.monotonic())
             return None
         unary, streaming = (lambda b: self._wrap(method, b)), (lambda b: self._wrap_streaming(method, b))
         return wrapped(self, handler, method, unary, streaming, aio=aio, refuse_first=False)
+
+    @contextlib.contextmanager
+    def _call(self, method: str, context: Any) -> Iterator[None]:
+        """Observe the call made inside the block."""
+        self._began(method)
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException as error:
+            self._ended(method, final_code(context, error), started)
+            raise
+        self._ended(method, final_code(context, None), started)
 
     def _wrap(self, method: str, behavior: Behavior) -> Behavior:
         raise NotImplementedError
@@ -47,7 +67,57 @@ class _AccessLog:
         raise NotImplementedError
 
 
-class AccessLog(_AccessLog, grpc.ServerInterceptor):
+class _Sync(_CallObserver, grpc.ServerInterceptor):
+    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        return self._observed(continuation(handler_call_details), handler_call_details.method, aio=False)
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        def observed(request: Any, context: grpc.ServicerContext) -> Any:
+            with self._call(method, context):
+                return behavior(request, context)
+
+        return observed
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        def observed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            with self._call(method, context):
+                yield from behavior(request, context)
+
+        return observed
+
+
+class _Aio(_CallObserver, grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
+        return self._observed(await continuation(handler_call_details), handler_call_details.method, aio=True)
+
+    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
+        async def observed(request: Any, context: Any) -> Any:
+            with self._call(method, context):
+                return await awaited(behavior(request, context))
+
+        return observed
+
+    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
+        async def observed(request: Any, context: Any) -> AsyncIterator[Any]:
+            with self._call(method, context):
+                async for response in aio_responses(behavior(request, context)):
+                    yield response
+
+        return observed
+
+
+class _Logs(_CallObserver):
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = _logger(logger)
+
+    def _ended(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        latency_ms = round((time.monotonic() - started) * 1000, 3)
+        level = logging.INFO if code is OK else logging.ERROR
+        extra = {"method": method, "code": code.name, "latency_ms": latency_ms}
+        self._log.log(level, "%s %s", code.name, method, extra=extra)
+
+
+class AccessLog(_Logs, _Sync):
     """Logs one record per call of a sync server, when it ends: its method, status code and latency.
 
     Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
@@ -55,44 +125,9 @@ class AccessLog(_AccessLog, grpc.ServerInterceptor):
     first (outermost), so that it sees the calls other interceptors refuse.
     """
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        return self._logged(continuation(handler_call_details), handler_call_details.method, aio=False)
 
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        def logged(request: Any, context: grpc.ServicerContext) -> Any:
-            with _logged_call(self._log, method, context):
-                return behavior(request, context)
-
-        return logged
-
-    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
-        def logged(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            with _logged_call(self._log, method, context):
-                yield from behavior(request, context)
-
-        return logged
-
-
-class AioAccessLog(_AccessLog, grpc.aio.ServerInterceptor):
+class AioAccessLog(_Logs, _Aio):
     """:class:`AccessLog` for ``grpc.aio`` servers."""
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        return self._logged(await continuation(handler_call_details), handler_call_details.method, aio=True)
-
-    def _wrap(self, method: str, behavior: Behavior) -> Behavior:
-        async def logged(request: Any, context: Any) -> Any:
-            with _logged_call(self._log, method, context):
-                return await awaited(behavior(request, context))
-
-        return logged
-
-    def _wrap_streaming(self, method: str, behavior: Behavior) -> Behavior:
-        async def logged(request: Any, context: Any) -> AsyncIterator[Any]:
-            with _logged_call(self._log, method, context):
-                async for response in aio_responses(behavior(request, context)):
-                    yield response
-
-        return logged
 
 
 def _logger(logger: object) -> logging.Logger:
@@ -101,24 +136,6 @@ def _logger(logger: object) -> logging.Logger:
     if not isinstance(logger, logging.Logger):
         raise ValueError(f"logger must be a logging.Logger, got {logger!r}")
     return logger
-
-
-@contextlib.contextmanager
-def _logged_call(log: logging.Logger, method: str, context: Any) -> Iterator[None]:
-    """Log the call made inside the block when it ends: its method, final status code and latency."""
-    started = time.monotonic()
-    try:
-        yield
-    except BaseException as error:
-        _log_call(log, method, final_code(context, error), started)
-        raise
-    _log_call(log, method, final_code(context, None), started)
-
-
-def _log_call(log: logging.Logger, method: str, code: grpc.StatusCode, started: float) -> None:
-    latency_ms = round((time.monotonic() - started) * 1000, 3)
-    level = logging.INFO if code is OK else logging.ERROR
-    log.log(level, "%s %s", code.name, method, extra={"method": method, "code": code.name, "latency_ms": latency_ms})
 
 
 def final_code(context: Any, error: BaseException | None) -> grpc.StatusCode:

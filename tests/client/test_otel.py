@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from interceptors import Backoff, CircuitBreaker, RetryPolicy
-from interceptors.otel import Metrics
+from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics
 
 from ..support.clients import PATHS, Client
 from ..support.server import Request, ScriptedServer
@@ -100,3 +100,27 @@ def test_a_server_stream_is_one_call_timed_to_its_end(
     assert started == [({"grpc.method": STREAM, "grpc.target": server.target}, 2)]
     assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 1}
     assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_server_records_a66_server_metrics(kind: str, reader: InMemoryMetricReader) -> None:
+    provider = MeterProvider(metric_readers=[reader])
+    observer = ServerMetrics(provider) if kind == "sync" else AioServerMetrics(provider)
+    server = ScriptedServer(kind, interceptors=[observer])
+    try:
+        with Client("call", server.target) as client:
+            assert client.unary(Request(id="ok"), timeout=5).error is None
+            assert client.unary(Request(id="no", fail_first=1), timeout=5).code is grpc.StatusCode.UNAVAILABLE
+            nope = client.channel.unary_unary("/scripted.v1.Scripted/Nope")
+            with pytest.raises(grpc.RpcError):
+                nope(b"", timeout=5)
+    finally:
+        server.stop()
+    started = {a["grpc.method"]: v for a, v in points(reader, "grpc.server.call.started")}
+    assert started == {METHOD: 2, "scripted.v1.Scripted/Nope": 1}
+    durations = {(a["grpc.method"], a["grpc.status"]): v for a, v in points(reader, "grpc.server.call.duration")}
+    assert durations == {
+        (METHOD, "OK"): 1,
+        (METHOD, "UNAVAILABLE"): 1,
+        ("scripted.v1.Scripted/Nope", "UNIMPLEMENTED"): 1,
+    }
