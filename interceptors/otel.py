@@ -32,6 +32,7 @@ from typing import Any
 
 try:
     from opentelemetry import metrics as otel
+    from opentelemetry import trace
 except ImportError as error:  # pragma: no cover - the extra is missing
     raise ImportError(
         "interceptors.otel needs opentelemetry-api: pip install 'grpc-resilience-interceptors[otel]'"
@@ -51,6 +52,7 @@ from .engine.events import (
     HedgeStarted,
     LimitExceeded,
     RateLimited,
+    RetryScheduled,
     RetryStarted,
     Throttled,
 )
@@ -146,6 +148,9 @@ class Metrics:
 
     def _heard(self, event: Any) -> None:
         method = event.method.lstrip("/") if event.method else ""
+        span = trace.get_current_span()
+        if span.is_recording():
+            _span_event(span, event, method)
         if isinstance(event, RetryStarted):
             reason = _code(event.failure)
             self._retries.add(
@@ -234,14 +239,25 @@ class _Timer(Policy):
             attributes = statuses[code] = {**self._attributes, "grpc.status": code}
         return attributes
 
-    def _ended(self, started: float, outcome: BaseException | None) -> None:
-        self._histogram.record(time.perf_counter() - started, self._status(_code(outcome)))
+    def _ended(self, started: float, outcome: BaseException | None, attempt: int, span: Any) -> None:
+        code = _code(outcome)
+        self._histogram.record(time.perf_counter() - started, self._status(code))
+        if span is not None:  # an attempt inside a span that records: a span event says how it went
+            span.add_event("grpc.attempt", {**self._attributes, "grpc.attempt": attempt, "grpc.status": code})
 
-    def _returned(self, execution: Execution, started: float) -> None:
+    def _returned(self, execution: Execution, started: float, span: Any) -> None:
+        attempt = execution.attempts
         if execution.settle is not None:  # a stream: it ends later
-            execution.settle.append(lambda outcome: self._ended(started, outcome))
+            execution.settle.append(lambda outcome: self._ended(started, outcome, attempt, span))
         else:
-            self._ended(started, None)
+            self._ended(started, None, attempt, span)
+
+    def _span(self) -> Any:
+        """The span an attempt runs in, if it records and this timer times attempts."""
+        if self._counter is None:
+            return None
+        span = trace.get_current_span()
+        return span if span.is_recording() else None
 
     def wrap(self, inner: Link) -> Link:
         counter, attributes = self._counter, self._attributes
@@ -249,13 +265,13 @@ class _Timer(Policy):
         def run(execution: Execution) -> Any:
             if counter is not None:
                 counter.add(1, attributes)
-            started = time.perf_counter()
+            span, started = self._span(), time.perf_counter()
             try:
                 result = inner(execution)
             except BaseException as failure:
-                self._ended(started, failure)
+                self._ended(started, failure, execution.attempts, span)
                 raise
-            self._returned(execution, started)
+            self._returned(execution, started, span)
             return result
 
         return run
@@ -266,13 +282,13 @@ class _Timer(Policy):
         async def run(execution: Execution) -> Any:
             if counter is not None:
                 counter.add(1, attributes)
-            started = time.perf_counter()
+            span, started = self._span(), time.perf_counter()
             try:
                 result = await inner(execution)
             except BaseException as failure:
-                self._ended(started, failure)
+                self._ended(started, failure, execution.attempts, span)
                 raise
-            self._returned(execution, started)
+            self._returned(execution, started, span)
             return result
 
         return run
@@ -306,3 +322,14 @@ class ServerMetrics(_Records, _Sync):
 
 class AioServerMetrics(_Records, _Aio):
     """:class:`ServerMetrics` for ``grpc.aio`` servers."""
+
+
+def _span_event(span: Any, event: Any, method: str) -> None:
+    """Retries scheduled, hedges started and fallbacks as events of the span they happen in."""
+    if isinstance(event, RetryScheduled):
+        attributes = {"grpc.method": method, "grpc.attempt": event.attempt, "resilience.delay": event.delay}
+        span.add_event("resilience.retry", {**attributes, "grpc.status": _code(event.failure)})
+    elif isinstance(event, HedgeStarted):
+        span.add_event("resilience.hedge", {"grpc.method": method, "grpc.attempt": event.attempt})
+    elif isinstance(event, FallbackExecuted):
+        span.add_event("resilience.fallback", {"grpc.method": method, "grpc.status": _code(event.failure)})

@@ -16,6 +16,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -467,7 +468,8 @@ class _ResilientFuture(grpc.Call, _Future):
         if inline:
             self._run(route, execution)
         else:
-            FUTURES.submit(lambda: self._run(route, execution))
+            context = contextvars.copy_context()  # the caller's context variables (e.g. a tracing span) go along
+            FUTURES.submit(lambda: context.run(self._run, route, execution))
 
     def _cancel_with_incoming(self, execution: CallExecution) -> None:
         """Be cancelled with the incoming call the execution is made for, until the call (a stream: its last

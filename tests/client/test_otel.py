@@ -10,6 +10,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from interceptors import Backoff, CircuitBreaker, RetryPolicy
 from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics
@@ -124,3 +127,26 @@ def test_a_server_records_a66_server_metrics(kind: str, reader: InMemoryMetricRe
         (METHOD, "UNAVAILABLE"): 1,
         ("scripted.v1.Scripted/Nope", "UNIMPLEMENTED"): 1,
     }
+
+
+@pytest.mark.parametrize("path", ["call", "with_call", "future", "intercepted-call"])
+def test_attempts_and_retries_are_events_of_the_callers_span(
+    server: ScriptedServer, path: str, metrics: Metrics
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    retry = RetryPolicy(max_attempts=3, delay=FAST)
+    tracer = provider.get_tracer("test")
+    with Client(path, server.target, retry, metrics=metrics) as client, tracer.start_as_current_span("caller"):
+        assert client.unary(Request(id="t", fail_first=2), timeout=5).error is None
+    (span,) = exporter.get_finished_spans()
+    events = [(e.name, dict(e.attributes or {})) for e in span.events]
+    events = [(name, a.get("grpc.attempt"), a.get("grpc.status")) for name, a in events]  # type: ignore[misc]
+    assert events == [
+        ("grpc.attempt", 1, "UNAVAILABLE"),
+        ("resilience.retry", 1, "UNAVAILABLE"),
+        ("grpc.attempt", 2, "UNAVAILABLE"),
+        ("resilience.retry", 2, "UNAVAILABLE"),
+        ("grpc.attempt", 3, "OK"),
+    ]
