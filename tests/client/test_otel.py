@@ -141,9 +141,8 @@ def test_attempts_and_retries_are_events_of_the_callers_span(
     with Client(path, server.target, retry, metrics=metrics) as client, tracer.start_as_current_span("caller"):
         assert client.unary(Request(id="t", fail_first=2), timeout=5).error is None
     (span,) = exporter.get_finished_spans()
-    events = [(e.name, dict(e.attributes or {})) for e in span.events]
-    events = [(name, a.get("grpc.attempt"), a.get("grpc.status")) for name, a in events]  # type: ignore[misc]
-    assert events == [
+    named = [(e.name, dict(e.attributes or {})) for e in span.events]
+    assert [(name, a.get("grpc.attempt"), a.get("grpc.status")) for name, a in named] == [
         ("grpc.attempt", 1, "UNAVAILABLE"),
         ("resilience.retry", 1, "UNAVAILABLE"),
         ("grpc.attempt", 2, "UNAVAILABLE"),
