@@ -11,13 +11,14 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
 - ``grpc.client.call.duration`` (s; grpc.method, grpc.target, grpc.status): the call as its caller sees it, across
   retries, hedges and waits; a fallback's answer counts as OK (grpcio-observability records no logical call).
 - ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried),
-  ``resilience.client.hedges`` ({hedge}), ``resilience.client.rejections`` ({call}; resilience.rejection:
-  breaker, bulkhead, rate_limiter, throttle, limiter, budget), ``resilience.client.fallbacks`` ({call};
-  grpc.status: the status replaced), ``resilience.breaker.transitions`` ({transition}; resilience.policy,
-  resilience.state.old, resilience.state.new), and observable gauges ``resilience.breaker.state`` (0 closed, 1
+  ``resilience.client.hedges`` ({hedge}), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker,
+  bulkhead, rate_limiter, throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the
+  status replaced), ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old,
+  resilience.state.new), ``resilience.server.sheds`` ({call}; resilience.policy: the shedding interceptor,
+  resilience.reason: overload or deadline), and observable gauges ``resilience.breaker.state`` (0 closed, 1
   half-open, 2 open, 3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets),
-  ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears
-  for every policy of the process from its creation until :meth:`Metrics.close`.
+  ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears for
+  every policy of the process from its creation until :meth:`Metrics.close`.
 
 Histograms carry A66's bucket boundaries as advice (opentelemetry-api 1.23 and later).
 """
@@ -54,6 +55,7 @@ from .engine.events import (
     RateLimited,
     RetryScheduled,
     RetryStarted,
+    Shed,
     Throttled,
 )
 from .engine.execution import Execution
@@ -111,6 +113,7 @@ class Metrics:
         self._rejections = meter.create_counter("resilience.client.rejections", unit="{call}")
         self._fallbacks = meter.create_counter("resilience.client.fallbacks", unit="{call}")
         self._transitions = meter.create_counter("resilience.breaker.transitions", unit="{transition}")
+        self._sheds = meter.create_counter("resilience.server.sheds", unit="{call}")
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         self._budgets: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
         self._limiters: weakref.WeakSet[AdaptiveLimiter] = weakref.WeakSet()
@@ -161,6 +164,8 @@ class Metrics:
         elif isinstance(event, FallbackExecuted):
             attributes = {"grpc.method": method, "resilience.policy": event.policy, "grpc.status": _code(event.failure)}
             self._fallbacks.add(1, attributes)
+        elif isinstance(event, Shed):
+            self._sheds.add(1, {"resilience.policy": event.policy, "resilience.reason": event.reason})
         elif isinstance(event, CircuitStateChanged):
             attributes = {
                 "resilience.policy": event.policy,

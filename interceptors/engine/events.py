@@ -35,6 +35,7 @@ __all__ = [
     "RetryAborted",
     "RetryScheduled",
     "RetryStarted",
+    "Shed",
     "Throttled",
     "TimeoutExceeded",
 ]
@@ -215,6 +216,18 @@ class BulkheadFull:
 
     max_concurrent: int
     waited: float
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    """A server refused a call: ``reason`` "overload" (``in_flight`` calls at its ``limit``) or "deadline" (too
+    little time left to serve it)."""
+
+    reason: str
+    in_flight: int
+    limit: int
     policy: str | None = None
     method: str | None = None
 

@@ -21,6 +21,7 @@ import grpc
 from ..engine import options
 from ..engine._places import Places
 from ..engine.adaptive_limiter import AdaptiveLimiter
+from ..engine.events import Shed
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
@@ -85,7 +86,7 @@ class _Shedding:
     def admit(self, time_remaining: float | None) -> End | Refusal:
         """Admit a call with ``time_remaining`` seconds left: how to end it, or why it is refused."""
         if time_remaining is not None and time_remaining < self.min_remaining:
-            self._count_refusal()
+            self._count_refusal("deadline")
             return Refusal(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
@@ -117,12 +118,15 @@ class _Shedding:
 
         return end
 
-    def _count_refusal(self) -> None:
+    def _count_refusal(self, reason: str) -> None:
         with self._lock:
             self.refused += 1
+        if options.OBSERVERS:
+            places = self._places
+            options.emit(None, Shed(reason, places.in_flight, places.limit, type(self).__name__))
 
     def _overloaded(self) -> Refusal:
-        self._count_refusal()
+        self._count_refusal("overload")
         delay = self.pushback
         if delay is None:
             delay = self._latency * random.uniform(1 - SPREAD, 1 + SPREAD)

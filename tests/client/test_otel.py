@@ -16,8 +16,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from interceptors import Backoff, CircuitBreaker, RetryPolicy
 from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics
+from interceptors.server import AioLoadShedding, LoadShedding
 
-from ..support.clients import PATHS, Client
+from ..support.clients import PATHS, Client, wait_until
 from ..support.server import Request, ScriptedServer
 from .test_stream_retries import STREAM_PATHS, call
 
@@ -148,4 +149,22 @@ def test_attempts_and_retries_are_events_of_the_callers_span(
         ("grpc.attempt", 2, "UNAVAILABLE"),
         ("resilience.retry", 2, "UNAVAILABLE"),
         ("grpc.attempt", 3, "OK"),
+    ]
+
+
+@pytest.mark.parametrize("kind", ["sync", "aio"])
+def test_a_shed_call_is_counted(kind: str, reader: InMemoryMetricReader, metrics: Metrics) -> None:
+    shedding = LoadShedding(1) if kind == "sync" else AioLoadShedding(1)
+    server = ScriptedServer(kind, interceptors=[shedding])
+    try:
+        with Client("call", server.target) as client:
+            slow = client.in_thread(Request(id="slow", sleep_ms=500), timeout=5)
+            wait_until(lambda: server.attempts("slow") == 1)
+            assert client.unary(Request(id="shed"), timeout=5).code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert slow().error is None
+    finally:
+        server.stop()
+    policy = type(shedding).__name__
+    assert points(reader, "resilience.server.sheds") == [
+        ({"resilience.policy": policy, "resilience.reason": "overload"}, 1)
     ]
