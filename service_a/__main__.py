@@ -1,4 +1,5 @@
-"""python -m service_a [--port 3000] [--service-b HOST:PORT] [--policy NAME]: the demo's front service."""
+"""python -m service_a [--port 3000] [--service-b HOST:PORT] [--policy NAME] [--metrics-port N]: the demo's front
+service."""
 
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--service-b", type=target, default="127.0.0.1:3001", help="where service B listens (host:port)"
     )
     parser.add_argument("--policy", choices=POLICIES, default="composed", help="policies around calls to B")
+    parser.add_argument(
+        "--metrics-port", type=port, default=None, help="serve Prometheus metrics on this port (0: a free one)"
+    )
     return parser.parse_args(argv)
 
 
@@ -26,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     log = setup_logging("service_a")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, args.service_b, args.policy, log))
+        asyncio.run(serve(args.host, args.port, args.service_b, args.policy, log, args.metrics_port))
 
 
 if __name__ == "__main__":

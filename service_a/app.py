@@ -103,9 +103,27 @@ class ServiceA(service_a_pb2_grpc.ServiceAServicer):
         return service_a_pb2.FrontReply(message_a=MESSAGE, message_b=reply.message)
 
 
-async def serve(host: str, port: int, service_b: str, policy: str, log: logging.Logger) -> None:
+def exported_metrics(host: str, port: int, log: logging.Logger) -> Any:
+    """Metrics of the calls to B, served for Prometheus at http://host:port/metrics (port 0: a free one, logged)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from prometheus_client import start_http_server
+
+    from interceptors.otel import Metrics
+
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics", extra={"metrics_port": server.server_port})
+    return Metrics(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+
+
+async def serve(
+    host: str, port: int, service_b: str, policy: str, log: logging.Logger, metrics_port: int | None = None
+) -> None:
     chain = policies(policy, log)
-    async with interceptors.aio.resilient_channel(service_b, *chain, options=CHANNEL_OPTIONS) as channel:
+    metrics = None if metrics_port is None else exported_metrics(host, metrics_port, log)
+    async with interceptors.aio.resilient_channel(
+        service_b, *chain, options=CHANNEL_OPTIONS, metrics=metrics
+    ) as channel:
         servicer = ServiceA(service_b_pb2_grpc.ServiceBStub(channel))
         server, bound = await start_server(
             host,

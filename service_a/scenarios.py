@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,15 +169,16 @@ SCENARIOS = [
 ]
 
 
-def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | None]:
-    """Run one scenario; returns the summary of the requests, service A's event lines, and the p99 latency (ms)
-    of the calls B answered OK, from its access log."""
+def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | None, dict[str, float]]:
+    """Run one scenario; returns the summary of the requests, service A's event lines, the p99 latency (ms) of the
+    calls B answered OK, from its access log, and service A's counters (see :func:`scraped`)."""
     b_args = ("--port", "0", "--scenario", scenario.name, "--seed", str(seed), *scenario.b_args)
     with (
         Service("service_b", *b_args) as b,
         Service(
             "service_a",
             *("--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", scenario.policy or scenario.name),
+            *("--metrics-port", "0"),
         ) as a,
     ):
         target = f"127.0.0.1:{a.port}"
@@ -184,7 +186,32 @@ def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | 
             drive(target, scenario.requests, scenario.concurrency, scenario.timeout, scenario.interval)
         )
         time.sleep(0.2)  # let the last log lines arrive
-        return summarize(outcomes), a.events(), _p99([r["latency_ms"] for r in b.records() if r.get("code") == "OK"])
+        b_p99 = _p99([r["latency_ms"] for r in b.records() if r.get("code") == "OK"])
+        return summarize(outcomes), a.events(), b_p99, scraped(a)
+
+
+COUNTERS = {
+    "retries": "resilience_client_retries_total",
+    "fallbacks": "resilience_client_fallbacks_total",
+    "transitions": "resilience_breaker_transitions_total",
+}
+"""The counters ``make demo`` shows, by column, as service A's Prometheus endpoint names them."""
+
+
+def scraped(a: Service) -> dict[str, float]:
+    """Service A's counters (:data:`COUNTERS`), read from its Prometheus endpoint: the sum over their labels."""
+    port = next((r["metrics_port"] for r in a.records() if "metrics_port" in r), None)
+    if port is None:
+        return {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals = dict.fromkeys(COUNTERS, 0.0)
+    for line in text.splitlines():
+        name, value = line.partition("{")[0], line.rsplit(" ", 1)[-1]
+        for column, metric in COUNTERS.items():
+            if name == metric:
+                totals[column] += float(value)
+    return totals
 
 
 def _p99(latencies: list[float]) -> float | None:
@@ -193,29 +220,36 @@ def _p99(latencies: list[float]) -> float | None:
     return statistics.quantiles(latencies, n=100, method="inclusive")[98] if len(latencies) > 1 else latencies[0]
 
 
-def table(rows: list[tuple[Scenario, Summary, float | None]]) -> str:
+Row = tuple[Scenario, Summary, "float | None", dict[str, float]]
+
+
+def table(rows: list[Row]) -> str:
     header = (
         f"{'scenario':<10}{'requests':>9}{'OK':>5}{'fallback':>10}  {'errors':<28}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'B p99 ms':>10}"
+        f"{'B p99 ms':>10}" + "".join(f"{column:>12}" for column in COUNTERS)
     )
     lines = [header, "-" * len(header)]
-    for scenario, s, b_p99 in rows:
+    for scenario, s, b_p99, counters in rows:
         errors = ", ".join(f"{code} {n}" for code, n in s.errors.items()) or "-"
         b_column = "-" if b_p99 is None else f"{b_p99:.0f}"
+        scraped_columns = "".join(f"{counters.get(column, 0):>12.0f}" for column in COUNTERS)
         lines.append(
             f"{scenario.name:<10}{s.requests:>9}{s.successes:>5}{s.fallbacks:>10}  {errors:<28}"
-            f"{s.p50_ms:>8.0f}{s.p99_ms:>8.0f}{b_column:>10}"
+            f"{s.p50_ms:>8.0f}{s.p99_ms:>8.0f}{b_column:>10}{scraped_columns}"
         )
+    lines.append(
+        "retries, fallbacks, transitions: counters scraped from service A's Prometheus endpoint (OpenTelemetry)"
+    )
     return "\n".join(lines)
 
 
 def main() -> int:
-    rows: list[tuple[Scenario, Summary, float | None]] = []
+    rows: list[Row] = []
     try:
         for scenario in SCENARIOS:
             print(f"\n=== {scenario.name}: {scenario.expect}")
-            summary, events, b_p99 = run(scenario)
-            rows.append((scenario, summary, b_p99))
+            summary, events, b_p99, counters = run(scenario)
+            rows.append((scenario, summary, b_p99, counters))
             print(describe(summary))
             shown = events[:6]
             for message in shown:

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from interceptors.grpc._pushback import _parse_retry_info, _parse_status
 from service_a.app import FALLBACK_MESSAGE
 from service_a.client import Outcome, drive
-from service_a.scenarios import ROOT, Service
+from service_a.scenarios import ROOT, Service, scraped
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -94,6 +94,23 @@ def test_fallback_scenario(services: tuple[Service, Service]) -> None:
     assert all(o.detail == f"hello from service A / {FALLBACK_MESSAGE}" for o in outcomes)
     assert a.events().count("Fallback executed result") == 6
     assert {r["code"] for r in a.access()} == {"OK"}
+
+
+def test_service_a_exports_its_counters_for_prometheus() -> None:
+    """With --metrics-port, A serves OpenTelemetry metrics for Prometheus: its fallbacks and retries are counted."""
+    b = Service("service_b", "--port", "0", "--scenario", "fallback", "--seed", "3")
+    a = Service(
+        "service_a", "--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", "composed", "--metrics-port", "0"
+    )
+    try:
+        outcomes = call(a, 4, timeout=5)
+        assert {o.result for o in outcomes} == {"FALLBACK"}
+        counters = scraped(a)
+    finally:
+        a.stop()
+        b.stop()
+    assert counters["fallbacks"] == 4
+    assert counters["retries"] == sum(1 for e in a.events() if e.startswith("Retry "))  # each one scheduled, started
 
 
 @pytest.mark.parametrize("services", [("composed",)], indirect=True)
