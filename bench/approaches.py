@@ -383,7 +383,42 @@ OURS_HEDGED = Approach(
     ),
     *_ours(lambda b: (HedgePolicy(delay=0.05),)),
 )
-HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED, OURS_HEDGED]
+
+
+def _metrics() -> Any:
+    """OpenTelemetry metrics into the SDK with an in-memory reader: the cost of recording, not of exporting."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from interceptors.otel import Metrics
+
+    return Metrics(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+def _ours_measured() -> tuple[Any, Any]:
+    def sync(target: str, budget: Budget) -> Client:
+        channel = resilient_channel(target, *_composed(budget), metrics=_metrics())
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    async def aio(target: str, budget: Budget) -> Client:
+        channel = interceptors.aio.resilient_channel(target, *_composed(budget), metrics=_metrics())
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    return sync, aio
+
+
+def _composed(b: Budget) -> tuple[Policy, ...]:
+    return Fallback(), _retry(b), _breaker(b), Timeout(b.attempt_timeout)
+
+
+OURS_MEASURED = Approach(
+    "ours: composed + OpenTelemetry metrics",
+    lambda b: "fallback > retry > breaker > timeout with Metrics(SDK MeterProvider, in-memory reader)",
+    *_ours_measured(),
+)
+HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED, OURS_HEDGED, OURS_MEASURED]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]
 """Compared under faults (no fallback: successes are real answers)."""

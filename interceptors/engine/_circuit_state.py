@@ -19,7 +19,7 @@ from ._windows import CountWindow, TimeWindow, Window
 from .clock import Clock
 from .delays import jittered
 from .errors import CircuitOpenError
-from .events import CircuitMetrics, CircuitState, CircuitStateChanged
+from .events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
 from .execution import PLAIN, Semantics
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
@@ -47,6 +47,7 @@ class CircuitConfig:
     on_state_change: options.Listener[CircuitStateChanged] | None
     clock: Clock
     name: str = "CircuitBreaker"
+    on_rejected: options.Listener[CircuitRejected] | None = None
 
     def failure_counter(self) -> Window:
         """An empty window of closed-state outcomes."""

@@ -60,6 +60,7 @@ class CircuitBreaker(Policy):
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param handle: which failures count (default: the transport's failures, as for retries).
     :param on_state_change: hears :class:`CircuitStateChanged` on every change of state.
+    :param on_rejected: hears :class:`CircuitRejected` for every call it rejects.
     :param name: the policy's name in its events (default: its class's name, "CircuitBreaker").
     :param clock: the clock for windows and delays (default the system clock).
     """
@@ -87,6 +88,7 @@ class CircuitBreaker(Policy):
         max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
         handle: options.Handles | None = None,
         on_state_change: options.Listener[CircuitStateChanged] | None = None,
+        on_rejected: options.Listener[CircuitRejected] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
@@ -139,6 +141,7 @@ class CircuitBreaker(Policy):
             max_pushback=options.seconds(max_pushback, "max_pushback"),
             handle=options.handles(handle, "handle"),
             on_state_change=options.listener(on_state_change, "on_state_change"),
+            on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=options.clock(clock),
             name=options.policy_name(name, self),
         )
@@ -206,13 +209,15 @@ class CircuitBreaker(Policy):
             self._record(generation, start, outcome, semantics)
 
     def _admit(self, execution: Execution) -> int:
-        """A place in the breaker's current generation for the call; raises CircuitOpenError (heard by the
-        observers as :class:`CircuitRejected`)."""
+        """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
+        :class:`CircuitRejected`)."""
         try:
             return self._machine.acquire()
         except CircuitOpenError as rejected:
-            if options.OBSERVERS:
-                options.emit(None, CircuitRejected(rejected.remaining, self.name, execution.semantics.method))
+            listener = self.config.on_rejected
+            if listener is not None or options.OBSERVERS:
+                event = CircuitRejected(rejected.remaining, self.name, execution.semantics.method)
+                options.emit(listener, event)
             raise
 
     def wrap(self, inner: Link) -> Link:

@@ -18,12 +18,11 @@ from interceptors import Backoff, CircuitBreaker, RetryPolicy
 from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics
 from interceptors.server import AioLoadShedding, LoadShedding
 
-from ..support.clients import PATHS, Client, wait_until
+from ..support.clients import PATHS, STREAM_KINDS, Client, wait_until
 from ..support.server import Request, ScriptedServer
 from .test_stream_retries import STREAM_PATHS, call
 
 METHOD = "scripted.v1.Scripted/Unary"
-STREAM = "scripted.v1.Scripted/ServerStream"
 FAST = Backoff(0.01, 0.02)
 
 
@@ -92,16 +91,18 @@ def test_an_open_breaker_counts_its_rejections_and_shows_open(
     assert by_status(points(reader, "grpc.client.call.duration")) == {"UNAVAILABLE": 2}
 
 
+@pytest.mark.parametrize("kind", STREAM_KINDS)
 @pytest.mark.parametrize("stream_path", STREAM_PATHS)
-def test_a_server_stream_is_one_call_timed_to_its_end(
-    server: ScriptedServer, stream_path: str, reader: InMemoryMetricReader, metrics: Metrics
+def test_a_stream_is_one_call_timed_to_its_end(
+    server: ScriptedServer, stream_path: str, kind: str, reader: InMemoryMetricReader, metrics: Metrics
 ) -> None:
     retry = RetryPolicy(max_attempts=3, delay=FAST)
     with Client(stream_path, server.target, retry, metrics=metrics, warm=False) as client:
-        ended = call(client, "server_stream", 4, timeout=5, id="s", fail_first=1)
-    assert ended.error is None and len(ended.messages) == 4
+        ended = call(client, kind, 4, timeout=5, id="s", fail_first=1)
+    assert ended.error is None
+    method = "scripted.v1.Scripted/" + "".join(part.title() for part in kind.split("_"))
     started = points(reader, "grpc.client.attempt.started")
-    assert started == [({"grpc.method": STREAM, "grpc.target": server.target}, 2)]
+    assert started == [({"grpc.method": method, "grpc.target": server.target}, 2)]
     assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 1}
     assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
 

@@ -9,7 +9,7 @@ import pytest
 
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, Executor, RetryPolicy
 from interceptors.engine import Semantics
-from interceptors.events import CircuitMetrics, CircuitStateChanged, RetryAborted
+from interceptors.events import CircuitMetrics, CircuitRejected, CircuitStateChanged, RetryAborted
 from interceptors.testing import FakeClock
 
 from ..support.calls import Boom, CallerMistake, Calls
@@ -433,3 +433,13 @@ def test_retry_around_breaker_counts(clock: FakeClock) -> None:
         Executor(RetryPolicy(max_attempts=7, on_abort=aborted.append, clock=clock), breaker).call(calls)
     assert calls.count == 3 and [a.attempts for a in aborted] == [4]
     assert breaker.metrics == CircuitMetrics(executions=3, failures=3, successes=0, slow_calls=0)
+
+
+def test_rejections_are_heard(clock: FakeClock) -> None:
+    heard: list[CircuitRejected] = []
+    breaker = CircuitBreaker(name="b", failure_threshold=1, delay=10, on_rejected=heard.append, clock=clock)
+    with pytest.raises(Boom):
+        Executor(breaker).call(Calls(1))
+    with pytest.raises(CircuitOpenError):
+        Executor(breaker).call(Calls(0))
+    assert heard == [CircuitRejected(pytest.approx(10.0), "b")]  # type: ignore[arg-type]
