@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from array import array
 from collections.abc import Iterable
 from typing import Any
 
@@ -63,7 +64,7 @@ from .engine.policy import AsyncLink, Executor, Link, Policy
 from .grpc.access_log import _Aio, _CallObserver, _Sync
 from .grpc.status import status_code
 
-__all__ = ["LATENCY_BUCKETS", "AioServerMetrics", "Metrics", "ServerMetrics"]
+__all__ = ["LATENCY_BUCKETS", "AioServerMetrics", "Metrics", "ServerMetrics", "canonical_target"]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
@@ -100,8 +101,12 @@ class Metrics:
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("grpc-resilience-interceptors")
         self.attempt_metrics = options.flag(attempt_metrics, "attempt_metrics")
-        self._started: list[_Started] = []  # attempts counted here, reported when the reader collects: cheaper
-        meter.create_observable_counter("grpc.client.attempt.started", [self._attempts_started], unit="{attempt}")
+        self._idle = isinstance(provider, otel.NoOpMeterProvider)  # nothing to time for
+        self._pending = _Pending()
+        self._started: list[_Counted] = []
+        meter.create_observable_counter(
+            "grpc.client.attempt.started", [self._pending.hand_over, self._attempts_started], unit="{attempt}"
+        )
         self._attempt_duration = meter.create_histogram(
             "grpc.client.attempt.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
         )
@@ -139,14 +144,18 @@ class Metrics:
 
     def instrument(self, executor: Executor, method: str, target: str) -> Executor:
         """``executor`` with the call's and each attempt's timing around its policies."""
+        if self._idle:
+            return executor
         self.watch(executor.policies)
-        base = {"grpc.method": method.lstrip("/"), "grpc.target": target}
-        timers: list[Policy] = [_Timer(self._call_duration, None, base)]
-        chain = [*timers, *executor.policies]
+        base = {
+            "grpc.method": method.lstrip("/"),
+            "grpc.target": target if target == "other" else canonical_target(target),
+        }
+        chain: list[Policy] = [_Timer(self._call_duration, self._pending, base), *executor.policies]
         if self.attempt_metrics:
-            started = _Started(base)
+            started = _Counted(base)
             self._started.append(started)
-            chain.append(_Timer(self._attempt_duration, started, base))
+            chain.append(_Timer(self._attempt_duration, self._pending, base, started))
         return Executor(*chain)
 
     def _heard(self, event: Any) -> None:
@@ -202,6 +211,19 @@ class Metrics:
         ]
 
 
+WAITING_LIMIT = 1 << 18
+"""Histogram values that wait for a collection at most, per Metrics or server (8 bytes each)."""
+
+_SCHEMES = frozenset({"dns", "ipv4", "ipv6", "unix", "unix-abstract", "vsock", "xds", "google-c2p"})
+
+
+def canonical_target(target: str) -> str:
+    """A66's ``grpc.target``: the target with gRPC's default scheme when it names none grpc knows
+    (``localhost:50051`` → ``dns:///localhost:50051``), as grpc itself reads it."""
+    scheme, colon, _ = target.partition(":")
+    return target if colon and scheme.lower() in _SCHEMES else f"dns:///{target}"
+
+
 def _code(failure: BaseException | None) -> str:
     if failure is None:
         return "OK"
@@ -211,89 +233,139 @@ def _code(failure: BaseException | None) -> str:
     return code.name if code is not None else "UNKNOWN"
 
 
-class _Started:
-    """Attempts started for one method, counted in place (an SDK counter's ``add`` costs ~10 µs)."""
+class _Counted:
+    """A count kept in place and reported by an observable counter when a reader collects (an SDK counter's
+    ``add`` costs ~7 µs: it cleans and hashes the attributes each time)."""
 
     __slots__ = ("_lock", "attributes", "count")
 
     def __init__(self, attributes: dict[str, str]) -> None:
         self.attributes, self.count, self._lock = attributes, 0, threading.Lock()
 
-    def add(self, _: int, __: object) -> None:
+    def add(self) -> None:
         with self._lock:
             self.count += 1
 
 
+class _Bin:
+    """Values of one histogram and attribute set waiting for the next collection."""
+
+    __slots__ = ("attributes", "histogram", "values")
+
+    def __init__(self, histogram: Any, attributes: dict[str, str]) -> None:
+        self.histogram, self.attributes, self.values = histogram, attributes, array("d")
+
+
+class _Pending:
+    """Histogram values waiting for the next collection: keeping one costs an append to an array (8 bytes), where
+    the SDK's ``record`` costs ~10 µs (it cleans and hashes the attributes of each value). Every collection hands
+    them over first (a MeterProvider runs the observable callbacks, where :meth:`hand_over` is, before it reads a
+    histogram), so each reader sees each value in the interval it was measured in. At most ``limit`` wait (no
+    reader, or none collecting yet); past that, and for values measured inside a span that records (the SDK may
+    take the span as an exemplar), a value is recorded at once."""
+
+    __slots__ = ("_bins", "_limit", "_lock", "_waiting")
+
+    def __init__(self, limit: int = WAITING_LIMIT) -> None:
+        self._bins: list[_Bin] = []
+        self._lock = threading.Lock()
+        self._limit, self._waiting = limit, 0
+
+    def bin(self, histogram: Any, attributes: dict[str, str]) -> _Bin:
+        """Where values of ``histogram`` with ``attributes`` wait."""
+        kept = _Bin(histogram, attributes)
+        with self._lock:
+            self._bins.append(kept)
+        return kept
+
+    def record(self, kept: _Bin, value: float, span: Any) -> None:
+        if not span.is_recording():
+            with self._lock:
+                if self._waiting < self._limit:
+                    self._waiting += 1
+                    kept.values.append(value)
+                    return
+        kept.histogram.record(value, kept.attributes)
+
+    def hand_over(self, _: Any = None) -> Iterable[otel.Observation]:
+        """Record every waiting value (an observable callback that observes nothing itself)."""
+        with self._lock:
+            taken = [(kept, kept.values) for kept in self._bins if kept.values]
+            for kept, _values in taken:
+                kept.values = array("d")
+            self._waiting = 0
+        for kept, values in taken:
+            for value in values:
+                kept.histogram.record(value, kept.attributes)
+        return ()
+
+
 class _Timer(Policy):
-    """Times what it wraps into ``histogram`` with grpc.status (counting starts on ``counter``): outermost, the
-    call; innermost, each attempt. A stream (``execution.settle``) is timed to its end."""
+    """Times what it wraps into ``histogram`` with grpc.status, through ``pending``: outermost, the call;
+    innermost, each attempt (``started`` counts them; in a span that records, each is also a span event). A stream
+    (``execution.settle``) is timed to its end."""
 
-    __slots__ = ("_attributes", "_counter", "_histogram", "_statuses")
+    __slots__ = ("_attributes", "_bins", "_histogram", "_pending", "_started")
     _attributes: dict[str, str]
-    _counter: Any
+    _bins: dict[str, _Bin]
     _histogram: Any
-    _statuses: dict[str, dict[str, str]]
+    _pending: _Pending
+    _started: _Counted | None
 
-    def __init__(self, histogram: Any, counter: Any, attributes: dict[str, str]) -> None:
-        self._init(name="Metrics", _histogram=histogram, _counter=counter, _attributes=attributes, _statuses={})
+    def __init__(
+        self, histogram: Any, pending: _Pending, attributes: dict[str, str], started: _Counted | None = None
+    ) -> None:
+        self._init(
+            name="Metrics", _histogram=histogram, _pending=pending, _attributes=attributes, _started=started, _bins={}
+        )
 
-    def _status(self, code: str) -> dict[str, str]:
-        statuses: dict[str, dict[str, str]] = self._statuses
-        attributes = statuses.get(code)
-        if attributes is None:
-            attributes = statuses[code] = {**self._attributes, "grpc.status": code}
-        return attributes
+    def _bin(self, code: str) -> _Bin:
+        bins: dict[str, _Bin] = self._bins
+        kept = bins.get(code)
+        if kept is None:
+            kept = bins[code] = self._pending.bin(self._histogram, {**self._attributes, "grpc.status": code})
+        return kept
 
-    def _ended(self, started: float, outcome: BaseException | None, attempt: int, span: Any) -> None:
+    def _ended(self, began: float, outcome: BaseException | None, attempt: int, span: Any) -> None:
         code = _code(outcome)
-        self._histogram.record(time.perf_counter() - started, self._status(code))
-        if span is not None:  # an attempt inside a span that records: a span event says how it went
+        self._pending.record(self._bin(code), time.perf_counter() - began, span)
+        if self._started is not None and span.is_recording():
             span.add_event("grpc.attempt", {**self._attributes, "grpc.attempt": attempt, "grpc.status": code})
 
-    def _returned(self, execution: Execution, started: float, span: Any) -> None:
+    def _began(self) -> tuple[Any, float]:
+        if self._started is not None:
+            self._started.add()
+        return trace.get_current_span(), time.perf_counter()
+
+    def _returned(self, execution: Execution, began: float, span: Any) -> None:
         attempt = execution.attempts
         if execution.settle is not None:  # a stream: it ends later
-            execution.settle.append(lambda outcome: self._ended(started, outcome, attempt, span))
+            execution.settle.append(lambda outcome: self._ended(began, outcome, attempt, span))
         else:
-            self._ended(started, None, attempt, span)
-
-    def _span(self) -> Any:
-        """The span an attempt runs in, if it records and this timer times attempts."""
-        if self._counter is None:
-            return None
-        span = trace.get_current_span()
-        return span if span.is_recording() else None
+            self._ended(began, None, attempt, span)
 
     def wrap(self, inner: Link) -> Link:
-        counter, attributes = self._counter, self._attributes
-
         def run(execution: Execution) -> Any:
-            if counter is not None:
-                counter.add(1, attributes)
-            span, started = self._span(), time.perf_counter()
+            span, began = self._began()
             try:
                 result = inner(execution)
             except BaseException as failure:
-                self._ended(started, failure, execution.attempts, span)
+                self._ended(began, failure, execution.attempts, span)
                 raise
-            self._returned(execution, started, span)
+            self._returned(execution, began, span)
             return result
 
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        counter, attributes = self._counter, self._attributes
-
         async def run(execution: Execution) -> Any:
-            if counter is not None:
-                counter.add(1, attributes)
-            span, started = self._span(), time.perf_counter()
+            span, began = self._began()
             try:
                 result = await inner(execution)
             except BaseException as failure:
-                self._ended(started, failure, execution.attempts, span)
+                self._ended(began, failure, execution.attempts, span)
                 raise
-            self._returned(execution, started, span)
+            self._returned(execution, began, span)
             return result
 
         return run
@@ -301,22 +373,42 @@ class _Timer(Policy):
 
 class _Records(_CallObserver):
     """gRFC A66's server metrics: ``grpc.server.call.started`` ({call}; grpc.method) and
-    ``grpc.server.call.duration`` (s; grpc.method, grpc.status: what the client saw)."""
+    ``grpc.server.call.duration`` (s; grpc.method, grpc.status: what the client saw), kept like the client's."""
 
     def __init__(self, meter_provider: Any = None) -> None:
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("grpc-resilience-interceptors")
-        self._calls = meter.create_counter("grpc.server.call.started", unit="{call}")
+        self._pending = _Pending()
+        self._started: dict[str, _Counted] = {}
+        self._lock = threading.Lock()
+        meter.create_observable_counter(
+            "grpc.server.call.started", [self._pending.hand_over, self._calls_started], unit="{call}"
+        )
         self._duration = meter.create_histogram(
             "grpc.server.call.duration", unit="s", explicit_bucket_boundaries_advisory=LATENCY_BUCKETS
         )
+        self._bins: dict[tuple[str, Any], _Bin] = {}
+
+    def _observed(self, handler: Any, method: str, *, aio: bool) -> Any:
+        # A66: a method the server does not serve is "other" (a client cannot grow the attribute sets)
+        return super()._observed(handler, method if handler is not None else "other", aio=aio)
 
     def _began(self, method: str) -> None:
-        self._calls.add(1, {"grpc.method": method.lstrip("/")})
+        counted = self._started.get(method)
+        if counted is None:
+            with self._lock:
+                counted = self._started.setdefault(method, _Counted({"grpc.method": method.lstrip("/")}))
+        counted.add()
 
     def _ended(self, method: str, code: Any, started: float) -> None:
-        attributes = {"grpc.method": method.lstrip("/"), "grpc.status": code.name}
-        self._duration.record(time.monotonic() - started, attributes)
+        kept = self._bins.get((method, code))
+        if kept is None:
+            attributes = {"grpc.method": method.lstrip("/"), "grpc.status": code.name}
+            kept = self._bins[method, code] = self._pending.bin(self._duration, attributes)
+        self._pending.record(kept, time.monotonic() - started, trace.get_current_span())
+
+    def _calls_started(self, _: Any) -> Iterable[otel.Observation]:
+        return [otel.Observation(c.count, c.attributes) for c in list(self._started.values())]
 
 
 class ServerMetrics(_Records, _Sync):

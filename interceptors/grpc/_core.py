@@ -516,6 +516,10 @@ class Router:
         metrics: Any = None,
         target: str = "other",
     ) -> None:
+        if metrics is not None and not callable(getattr(metrics, "instrument", None)):
+            raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
+        if not isinstance(target, str) or not target.strip():
+            raise ValueError(f"target must name the channel's target, such as 'host:port', got {target!r}")
         self._flavour, self._metrics, self._target = flavour, metrics, target
         self._default = _executor(policies, "policies")
         self._by_method: dict[str, Executor | None] = {}

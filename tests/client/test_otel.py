@@ -8,18 +8,21 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import trace
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from interceptors import Backoff, CircuitBreaker, RetryPolicy
-from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics
+import interceptors.aio
+from interceptors import Backoff, CircuitBreaker, Executor, ResilienceInterceptor, RetryPolicy
+from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics, _Pending, canonical_target
 from interceptors.server import AioLoadShedding, LoadShedding
 
 from ..support.clients import PATHS, STREAM_KINDS, Client, wait_until
-from ..support.server import Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 from .test_stream_retries import STREAM_PATHS, call
 
 METHOD = "scripted.v1.Scripted/Unary"
@@ -64,7 +67,7 @@ def test_two_failures_then_ok(
     with Client(path, server.target, retry, metrics=metrics) as client:
         assert client.unary(Request(id="m", fail_first=2), timeout=5).error is None
     started = points(reader, "grpc.client.attempt.started")
-    assert started == [({"grpc.method": METHOD, "grpc.target": server.target}, 3)]
+    assert started == [({"grpc.method": METHOD, "grpc.target": f"dns:///{server.target}"}, 3)]
     assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 2}
     assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
     assert points(reader, "resilience.client.retries") == [
@@ -102,7 +105,7 @@ def test_a_stream_is_one_call_timed_to_its_end(
     assert ended.error is None
     method = "scripted.v1.Scripted/" + "".join(part.title() for part in kind.split("_"))
     started = points(reader, "grpc.client.attempt.started")
-    assert started == [({"grpc.method": method, "grpc.target": server.target}, 2)]
+    assert started == [({"grpc.method": method, "grpc.target": f"dns:///{server.target}"}, 2)]
     assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 1}
     assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
 
@@ -122,16 +125,30 @@ def test_a_server_records_a66_server_metrics(kind: str, reader: InMemoryMetricRe
     finally:
         server.stop()
     started = {a["grpc.method"]: v for a, v in points(reader, "grpc.server.call.started")}
-    assert started == {METHOD: 2, "scripted.v1.Scripted/Nope": 1}
+    assert started == {METHOD: 2, "other": 1}  # A66: a method the server does not serve is "other"
     durations = {(a["grpc.method"], a["grpc.status"]): v for a, v in points(reader, "grpc.server.call.duration")}
     assert durations == {
         (METHOD, "OK"): 1,
         (METHOD, "UNAVAILABLE"): 1,
-        ("scripted.v1.Scripted/Nope", "UNIMPLEMENTED"): 1,
+        ("other", "UNIMPLEMENTED"): 1,
     }
 
 
-@pytest.mark.parametrize("path", ["call", "with_call", "future", "intercepted-call"])
+def traced(client: Client, tracer: Any, request: Any) -> None:
+    """Make a unary call inside a span ``caller`` (on the aio client's loop for aio paths)."""
+    if client.is_aio:
+
+        async def call() -> None:
+            with tracer.start_as_current_span("caller"):
+                await client.stub.Unary(request, timeout=5)
+
+        AIO_LOOP.run(call())
+    else:
+        with tracer.start_as_current_span("caller"):
+            assert client.unary(request, timeout=5).error is None
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_attempts_and_retries_are_events_of_the_callers_span(
     server: ScriptedServer, path: str, metrics: Metrics
 ) -> None:
@@ -139,9 +156,8 @@ def test_attempts_and_retries_are_events_of_the_callers_span(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     retry = RetryPolicy(max_attempts=3, delay=FAST)
-    tracer = provider.get_tracer("test")
-    with Client(path, server.target, retry, metrics=metrics) as client, tracer.start_as_current_span("caller"):
-        assert client.unary(Request(id="t", fail_first=2), timeout=5).error is None
+    with Client(path, server.target, retry, metrics=metrics) as client:
+        traced(client, provider.get_tracer("test"), Request(id="t", fail_first=2))
     (span,) = exporter.get_finished_spans()
     named = [(e.name, dict(e.attributes or {})) for e in span.events]
     assert [(name, a.get("grpc.attempt"), a.get("grpc.status")) for name, a in named] == [
@@ -169,3 +185,87 @@ def test_a_shed_call_is_counted(kind: str, reader: InMemoryMetricReader, metrics
     assert points(reader, "resilience.server.sheds") == [
         ({"resilience.policy": policy, "resilience.reason": "overload"}, 1)
     ]
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_the_call_duration_carries_the_callers_trace_as_exemplar(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with Client(path, server.target, RetryPolicy(max_attempts=2, delay=FAST), metrics=metrics) as client:
+        traced(client, provider.get_tracer("test"), Request(id="e"))
+    (span,) = exporter.get_finished_spans()
+    data = reader.get_metrics_data()
+    assert data is not None
+    (call,) = [m for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics
+               if m.name == "grpc.client.call.duration"]  # fmt: skip
+    (point,) = call.data.data_points
+    assert [e.trace_id for e in point.exemplars] == [span.context.trace_id]
+
+
+def test_every_reader_sees_every_value_up_to_its_collection(server: ScriptedServer) -> None:
+    first, second = InMemoryMetricReader(), InMemoryMetricReader()
+    metrics = Metrics(MeterProvider(metric_readers=[first, second]))
+    with Client("call", server.target, RetryPolicy(max_attempts=2, delay=FAST), metrics=metrics) as client:
+        for n in range(3):
+            assert client.unary(Request(id=f"a{n}"), timeout=5).error is None
+        assert by_status(points(first, "grpc.client.call.duration")) == {"OK": 3}
+        for n in range(2):
+            assert client.unary(Request(id=f"b{n}"), timeout=5).error is None
+        assert by_status(points(second, "grpc.client.call.duration")) == {"OK": 5}
+        assert by_status(points(first, "grpc.client.attempt.duration")) == {"OK": 5}
+    metrics.close()
+
+
+def test_values_past_the_waiting_limit_are_recorded_at_once() -> None:
+    reader = InMemoryMetricReader()
+    histogram = MeterProvider(metric_readers=[reader]).get_meter("t").create_histogram("h")
+    pending = _Pending(limit=2)
+    kept = pending.bin(histogram, {"k": "v"})
+    for n in range(5):
+        pending.record(kept, n / 10, trace.INVALID_SPAN)
+    assert points(reader, "h") == [({"k": "v"}, 3)]  # nobody handed the two waiting ones over
+    pending.hand_over()
+    assert points(reader, "h") == [({"k": "v"}, 5)]
+    pending.record(kept, 0.1, trace.INVALID_SPAN)  # room again
+    assert points(reader, "h") == [({"k": "v"}, 5)]
+
+
+@pytest.mark.parametrize(
+    ("target", "canonical"),
+    [
+        ("localhost:50051", "dns:///localhost:50051"),
+        ("127.0.0.1:5", "dns:///127.0.0.1:5"),
+        ("[::1]:5", "dns:///[::1]:5"),
+        ("dns:///example.com:443", "dns:///example.com:443"),
+        ("ipv4:127.0.0.1:5", "ipv4:127.0.0.1:5"),
+        ("unix:/tmp/socket", "unix:/tmp/socket"),
+        ("xds:///service", "xds:///service"),
+    ],
+)
+def test_the_target_is_named_as_grpc_reads_it(target: str, canonical: str) -> None:
+    assert canonical_target(target) == canonical
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"metrics": object()}, "metrics must be an interceptors.otel.Metrics"),
+        ({"metrics": None, "target": ""}, "target must name the channel's target"),
+        ({"metrics": None, "target": 5}, "target must name the channel's target"),
+    ],
+)
+def test_wrong_metrics_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ResilienceInterceptor(RetryPolicy(), **options)
+    with pytest.raises(ValueError, match=message):
+        interceptors.aio.resilience_interceptors(RetryPolicy(), **options)
+
+
+def test_a_no_op_meter_provider_costs_nothing() -> None:
+    executor = Executor(RetryPolicy())
+    metrics = Metrics(NoOpMeterProvider())
+    assert metrics.instrument(executor, "/a.B/C", "t") is executor
+    metrics.close()
