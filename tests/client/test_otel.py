@@ -3,6 +3,8 @@ unary and server-streaming."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,7 +77,7 @@ def test_two_failures_then_ok(
     ]
 
 
-@pytest.mark.parametrize("path", ["call", "aio"])
+@pytest.mark.parametrize("path", PATHS)
 def test_an_open_breaker_counts_its_rejections_and_shows_open(
     server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
 ) -> None:
@@ -101,13 +103,39 @@ def test_a_stream_is_one_call_timed_to_its_end(
 ) -> None:
     retry = RetryPolicy(max_attempts=3, delay=FAST)
     with Client(stream_path, server.target, retry, metrics=metrics, warm=False) as client:
-        ended = call(client, kind, 4, timeout=5, id="s", fail_first=1)
+        ended = call(client, kind, 4, timeout=5, id="s", fail_first=2)
     assert ended.error is None
-    method = "scripted.v1.Scripted/" + "".join(part.title() for part in kind.split("_"))
+    method = stream_method(kind)
     started = points(reader, "grpc.client.attempt.started")
-    assert started == [({"grpc.method": method, "grpc.target": f"dns:///{server.target}"}, 2)]
-    assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 1}
+    assert started == [({"grpc.method": method, "grpc.target": f"dns:///{server.target}"}, 3)]
+    assert by_status(points(reader, "grpc.client.attempt.duration")) == {"OK": 1, "UNAVAILABLE": 2}
     assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}
+    assert points(reader, "resilience.client.retries") == [
+        ({"grpc.method": method, "resilience.policy": "RetryPolicy", "resilience.reason": "UNAVAILABLE"}, 2)
+    ]
+
+
+@pytest.mark.parametrize("kind", STREAM_KINDS)
+@pytest.mark.parametrize("stream_path", STREAM_PATHS)
+def test_an_open_breaker_counts_rejected_streams(
+    server: ScriptedServer, stream_path: str, kind: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    breaker = CircuitBreaker(name="streams", failure_threshold=1, delay=60)
+    with Client(stream_path, server.target, breaker, metrics=metrics, warm=False) as client:
+        assert call(client, kind, 2, timeout=5, id="f", fail_first=1).code is grpc.StatusCode.UNAVAILABLE
+        assert call(client, kind, 2, timeout=5, id="r").code is grpc.StatusCode.UNAVAILABLE  # rejected
+    assert server.attempts("r") == 0
+    method = stream_method(kind)
+    assert points(reader, "resilience.client.rejections") == [
+        ({"grpc.method": method, "resilience.policy": "streams", "resilience.rejection": "breaker"}, 1)
+    ]
+    assert points(reader, "resilience.breaker.state") == [({"resilience.policy": "streams"}, 2)]  # open
+    assert by_status(points(reader, "grpc.client.attempt.duration")) == {"UNAVAILABLE": 1}
+    assert by_status(points(reader, "grpc.client.call.duration")) == {"UNAVAILABLE": 2}
+
+
+def stream_method(kind: str) -> str:
+    return "scripted.v1.Scripted/" + "".join(part.title() for part in kind.split("_"))
 
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])
@@ -119,17 +147,20 @@ def test_a_server_records_a66_server_metrics(kind: str, reader: InMemoryMetricRe
         with Client("call", server.target) as client:
             assert client.unary(Request(id="ok"), timeout=5).error is None
             assert client.unary(Request(id="no", fail_first=1), timeout=5).code is grpc.StatusCode.UNAVAILABLE
+            assert call(client, "bidi_stream", 3, timeout=5, id="b").error is None
             nope = client.channel.unary_unary("/scripted.v1.Scripted/Nope")
             with pytest.raises(grpc.RpcError):
                 nope(b"", timeout=5)
     finally:
         server.stop()
     started = {a["grpc.method"]: v for a, v in points(reader, "grpc.server.call.started")}
-    assert started == {METHOD: 2, "other": 1}  # A66: a method the server does not serve is "other"
+    bidi = stream_method("bidi_stream")
+    assert started == {METHOD: 2, bidi: 1, "other": 1}  # A66: a method the server does not serve is "other"
     durations = {(a["grpc.method"], a["grpc.status"]): v for a, v in points(reader, "grpc.server.call.duration")}
     assert durations == {
         (METHOD, "OK"): 1,
         (METHOD, "UNAVAILABLE"): 1,
+        (bidi, "OK"): 1,
         ("other", "UNIMPLEMENTED"): 1,
     }
 
@@ -269,3 +300,19 @@ def test_a_no_op_meter_provider_costs_nothing() -> None:
     metrics = Metrics(NoOpMeterProvider())
     assert metrics.instrument(executor, "/a.B/C", "t") is executor
     metrics.close()
+
+
+def test_without_opentelemetry_the_library_works_and_the_extra_is_named() -> None:
+    script = """
+import sys
+sys.modules["opentelemetry"] = None  # as if the otel extra were not installed
+import interceptors, interceptors.aio, interceptors.server
+from interceptors import RetryPolicy, resilient_channel
+resilient_channel("localhost:1", RetryPolicy()).close()
+try:
+    import interceptors.otel
+except ImportError as error:
+    print(error)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert "pip install 'grpc-resilience-interceptors[otel]'" in done.stdout
