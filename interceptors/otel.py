@@ -20,7 +20,10 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
   ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears for
   every policy of the process from its creation until :meth:`Metrics.close`.
 
-Histograms carry A66's bucket boundaries as advice (opentelemetry-api 1.23 and later).
+Histograms carry A66's bucket boundaries as advice; ``grpc.target`` is the target with grpc's default scheme
+(:func:`canonical_target`). A call keeps its durations in an array until a reader collects, and the SDK records
+them then, in the reader's thread (its ``record`` costs ~10 µs a value); up to :data:`WAITING_LIMIT` wait, past
+that, and inside spans that record (for exemplars), a call records them itself.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from .engine.policy import AsyncLink, Executor, Link, Policy
 from .grpc.access_log import _Aio, _CallObserver, _Sync
 from .grpc.status import status_code
 
-__all__ = ["LATENCY_BUCKETS", "AioServerMetrics", "Metrics", "ServerMetrics", "canonical_target"]
+__all__ = ["LATENCY_BUCKETS", "WAITING_LIMIT", "AioServerMetrics", "Metrics", "ServerMetrics", "canonical_target"]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
