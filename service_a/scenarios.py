@@ -182,6 +182,9 @@ def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | 
         ) as a,
     ):
         target = f"127.0.0.1:{a.port}"
+        port = metrics_port(a)
+        if port is not None:
+            print(f"    service A serves its metrics at http://127.0.0.1:{port}/metrics while this runs")
         outcomes = asyncio.run(
             drive(target, scenario.requests, scenario.concurrency, scenario.timeout, scenario.interval)
         )
@@ -198,9 +201,14 @@ COUNTERS = {
 """The counters ``make demo`` shows, by column, as service A's Prometheus endpoint names them."""
 
 
+def metrics_port(a: Service) -> int | None:
+    """The port service A serves its Prometheus metrics on (it logs it before it serves)."""
+    return next((int(r["metrics_port"]) for r in a.records() if "metrics_port" in r), None)
+
+
 def scraped(a: Service) -> dict[str, float]:
     """Service A's counters (:data:`COUNTERS`), read from its Prometheus endpoint: the sum over their labels."""
-    port = next((r["metrics_port"] for r in a.records() if "metrics_port" in r), None)
+    port = metrics_port(a)
     if port is None:
         return {}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
