@@ -106,7 +106,7 @@ class Metrics:
         self.attempt_metrics = options.flag(attempt_metrics, "attempt_metrics")
         self._idle = isinstance(provider, otel.NoOpMeterProvider)  # nothing to time for
         self._pending = _Pending()
-        self._started: list[_Counted] = []
+        self._started: dict[tuple[str, str], _Counted] = {}  # by method and target: channels share them
         meter.create_observable_counter(
             "grpc.client.attempt.started", [self._pending.hand_over, self._attempts_started], unit="{attempt}"
         )
@@ -156,8 +156,7 @@ class Metrics:
         }
         chain: list[Policy] = [_Timer(self._call_duration, self._pending, base), *executor.policies]
         if self.attempt_metrics:
-            started = _Counted(base)
-            self._started.append(started)
+            started = self._started.setdefault((base["grpc.method"], base["grpc.target"]), _Counted(base))
             chain.append(_Timer(self._attempt_duration, self._pending, base, started))
         return Executor(*chain)
 
@@ -196,7 +195,7 @@ class Metrics:
                 self._rejections.add(1, attributes)
 
     def _attempts_started(self, _: Any) -> Iterable[otel.Observation]:
-        return [otel.Observation(s.count, s.attributes) for s in list(self._started) if s.count]
+        return [otel.Observation(s.count, s.attributes) for s in list(self._started.values()) if s.count]
 
     def _breaker_states(self, _: Any) -> Iterable[otel.Observation]:
         return [otel.Observation(_STATES[b.state], {"resilience.policy": b.name}) for b in list(self._breakers)]
@@ -270,16 +269,15 @@ class _Pending:
     __slots__ = ("_bins", "_limit", "_lock", "_waiting")
 
     def __init__(self, limit: int = WAITING_LIMIT) -> None:
-        self._bins: list[_Bin] = []
+        self._bins: dict[tuple[int, frozenset[tuple[str, str]]], _Bin] = {}
         self._lock = threading.Lock()
         self._limit, self._waiting = limit, 0
 
     def bin(self, histogram: Any, attributes: dict[str, str]) -> _Bin:
-        """Where values of ``histogram`` with ``attributes`` wait."""
-        kept = _Bin(histogram, attributes)
+        """Where values of ``histogram`` with ``attributes`` wait (one place for each, whoever asks)."""
         with self._lock:
-            self._bins.append(kept)
-        return kept
+            key = (id(histogram), frozenset(attributes.items()))
+            return self._bins.setdefault(key, _Bin(histogram, attributes))
 
     def record(self, kept: _Bin, value: float, span: Any) -> None:
         if not span.is_recording():
@@ -293,7 +291,7 @@ class _Pending:
     def hand_over(self, _: Any = None) -> Iterable[otel.Observation]:
         """Record every waiting value (an observable callback that observes nothing itself)."""
         with self._lock:
-            taken = [(kept, kept.values) for kept in self._bins if kept.values]
+            taken = [(kept, kept.values) for kept in self._bins.values() if kept.values]
             for kept, _values in taken:
                 kept.values = array("d")
             self._waiting = 0

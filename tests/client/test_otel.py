@@ -316,3 +316,15 @@ except ImportError as error:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert "pip install 'grpc-resilience-interceptors[otel]'" in done.stdout
+
+
+def test_channels_to_one_target_share_their_counts(server: ScriptedServer) -> None:
+    reader = InMemoryMetricReader()
+    metrics = Metrics(MeterProvider(metric_readers=[reader]))
+    for n in range(3):  # a channel per call, as some applications do
+        with Client("call", server.target, RetryPolicy(max_attempts=2, delay=FAST), metrics=metrics) as client:
+            assert client.unary(Request(id=f"c{n}"), timeout=5).error is None
+    attributes = {"grpc.method": METHOD, "grpc.target": f"dns:///{server.target}"}
+    assert points(reader, "grpc.client.attempt.started") == [(attributes, 3)]
+    assert points(reader, "grpc.client.call.duration") == [({**attributes, "grpc.status": "OK"}, 3)]
+    metrics.close()
