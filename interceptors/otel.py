@@ -11,13 +11,13 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
 - ``grpc.client.call.duration`` (s; grpc.method, grpc.target, grpc.status): the call as its caller sees it, across
   retries, hedges and waits; a fallback's answer counts as OK (grpcio-observability records no logical call).
 - ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried),
-  ``resilience.client.hedges`` ({hedge}), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker,
-  bulkhead, rate_limiter, throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the
-  status replaced), ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old,
-  resilience.state.new), ``resilience.server.sheds`` ({call}; resilience.policy: the shedding interceptor,
-  resilience.reason: overload or deadline), and observable gauges ``resilience.breaker.state`` (0 closed, 1
-  half-open, 2 open, 3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets),
-  ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears for
+  ``resilience.client.hedges`` ({hedge}; resilience.reason: "delay", or the non-fatal status that brought it
+  forward), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker, bulkhead, rate_limiter,
+  throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
+  ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
+  ``resilience.server.sheds`` ({call}; resilience.policy: the shedding interceptor, resilience.reason: overload or
+  deadline), and observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open, 3 forced open, 4
+  disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit`` (adaptive limiters). These come from the policies' events, which a Metrics hears for
   every policy of the process from its creation until :meth:`Metrics.close`.
 
 Histograms carry A66's bucket boundaries as advice; ``grpc.target`` is the target with grpc's default scheme
@@ -171,7 +171,8 @@ class Metrics:
                 1, {"grpc.method": method, "resilience.policy": event.policy, "resilience.reason": reason}
             )
         elif isinstance(event, HedgeStarted):
-            self._hedges.add(1, {"grpc.method": method, "resilience.policy": event.policy})
+            reason = "delay" if event.failure is None else _code(event.failure)
+            self._hedges.add(1, {"grpc.method": method, "resilience.policy": event.policy, "resilience.reason": reason})
         elif isinstance(event, FallbackExecuted):
             attributes = {"grpc.method": method, "resilience.policy": event.policy, "grpc.status": _code(event.failure)}
             self._fallbacks.add(1, attributes)

@@ -171,11 +171,13 @@ class BudgetExceeded:
 @dataclass(frozen=True, slots=True)
 class HedgeStarted:
     """The hedging policy started attempt number ``attempt`` (2 for the first hedge), ``elapsed`` seconds after the
-    call's first attempt, with ``in_flight`` attempts still running."""
+    call's first attempt, with ``in_flight`` attempts still running; ``failure``: the non-fatal failure that brought
+    it forward (None: the hedging delay had passed)."""
 
     attempt: int
     elapsed: float
     in_flight: int
+    failure: BaseException | None = None
     policy: str | None = None
     method: str | None = None
 

@@ -239,6 +239,7 @@ class _Race:
     """
 
     __slots__ = (
+        "_brought_by",
         "_delay",
         "_last",
         "_next_at",
@@ -264,6 +265,7 @@ class _Race:
         self._stopped = False  # no more hedges: the server said so, the budget refused one
         self._last: Outcome | None = None  # the latest non-fatal failure
         self._next_at = policy.clock.now() + delay
+        self._brought_by: BaseException | None = None  # the failure that brought the next hedge forward
         if policy.budget is not None:
             policy.budget.record_call()
 
@@ -298,15 +300,12 @@ class _Race:
         ):
             self._stopped = True
             return None
-        self._next_at = now + self._delay
+        self._next_at, brought_by, self._brought_by = now + self._delay, self._brought_by, None
         child = self.launch()
         if policy.on_hedge is not None or options.OBSERVERS:
-            options.emit(
-                policy.on_hedge,
-                HedgeStarted(
-                    child.attempts, execution.elapsed, len(self.running) - 1, policy.name, execution.semantics.method
-                ),
-            )
+            in_flight, method = len(self.running) - 1, execution.semantics.method
+            event = HedgeStarted(child.attempts, execution.elapsed, in_flight, brought_by, policy.name, method)
+            options.emit(policy.on_hedge, event)
         return child
 
     def ended(self, child: Execution, failure: BaseException | None) -> bool:
@@ -336,6 +335,7 @@ class _Race:
             self._stopped = True
         else:
             self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
+            self._brought_by = failure
         return not self.running and self.until_hedge() is None
 
     def hedge_due(self) -> Outcome | None:

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import interceptors.aio
-from interceptors import Backoff, CircuitBreaker, Executor, ResilienceInterceptor, RetryPolicy
+from interceptors import Backoff, CircuitBreaker, Executor, HedgePolicy, ResilienceInterceptor, RetryPolicy
 from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics, _Pending, canonical_target
 from interceptors.server import AioLoadShedding, LoadShedding
 
@@ -328,3 +328,17 @@ def test_channels_to_one_target_share_their_counts(server: ScriptedServer) -> No
     assert points(reader, "grpc.client.attempt.started") == [(attributes, 3)]
     assert points(reader, "grpc.client.call.duration") == [({**attributes, "grpc.status": "OK"}, 3)]
     metrics.close()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_hedges_are_counted_by_what_started_them(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    hedge = HedgePolicy(delay=0.05, max_attempts=3)
+    with Client(path, server.target, hedge, metrics=metrics) as client:
+        # the first attempt sleeps past the delay, the second fails at once (non-fatal), the third answers
+        outcome = client.unary(Request(id="h", sleep_ms=1000, sleep_attempts=1, fail_first=2), timeout=5)
+    assert outcome.error is None and outcome.elapsed < 0.9
+    reasons = {a["resilience.reason"]: n for a, n in points(reader, "resilience.client.hedges")}
+    assert reasons == {"delay": 1, "UNAVAILABLE": 1}
+    assert by_status(points(reader, "grpc.client.call.duration")) == {"OK": 1}

@@ -100,6 +100,7 @@ def test_a_slow_attempt_is_hedged_and_the_loser_cancelled(mode: str) -> None:
     assert [type(e) for e in heard] == [HedgeStarted, HedgeWon, HedgeCancelled]
     started, won, cancelled = heard
     assert started.attempt == 2 and started.in_flight == 1 and 0.025 <= started.elapsed < 1.0
+    assert started.failure is None  # the delay passed
     assert won == HedgeWon(2, 2, "HedgePolicy") and cancelled == HedgeCancelled(1, "HedgePolicy")
     if mode != "sync":
         assert script.cancelled == [1]
@@ -125,9 +126,13 @@ def test_hedges_start_one_delay_apart_up_to_max_attempts(mode: str) -> None:
 
 @MODES
 def test_a_non_fatal_failure_starts_the_next_attempt_at_once(mode: str) -> None:
-    script = Script(0.0, 0.0, failures={1: ConnectionError("flaky")})
-    executor = Executor(HedgePolicy(delay=SLOW, non_fatal=ConnectionError))
+    heard, listeners = events()
+    flaky = ConnectionError("flaky")
+    script = Script(0.0, 0.0, failures={1: flaky})
+    executor = Executor(HedgePolicy(delay=SLOW, non_fatal=ConnectionError, **listeners))
     assert run(mode, executor, script) == 2
+    (started,) = [e for e in heard if isinstance(e, HedgeStarted)]
+    assert started.attempt == 2 and started.failure is flaky  # brought forward by the failure
 
 
 @MODES
