@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import structlog
 from pythonjsonlogger.json import JsonFormatter
 
 from interceptors import Backoff, CircuitBreaker, Executor, ResilienceError, RetryPolicy
@@ -62,6 +63,27 @@ def test_messages_give_some_kinds_their_own_words_and_json_formatters_get_the_fi
     line = json.loads(stream.getvalue().splitlines()[0])
     assert line["message"] == "Retry 1 after 0.5s"
     assert line["event"] == "retry_scheduled" and line["policy"] == "RetryPolicy" and line["method"] is None
+    assert line["failure"] == "UNAVAILABLE: try later"
+
+
+def test_structlog_renders_the_fields(clock: FakeClock) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(), foreign_pre_chain=[structlog.stdlib.ExtraAdder()]
+        )
+    )
+    logger = logging.getLogger("test.events.structlog")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    retry = RetryPolicy(max_attempts=2, delay=0.5, jitter_factor=0, on_retry_scheduled=LogEvents(logger), clock=clock)
+    with pytest.raises(FAILED):
+        Executor(retry).call(failing)
+    line = json.loads(stream.getvalue().splitlines()[0])
+    assert line["event"] == "retry_scheduled"  # structlog's own "event" key: the kind, as our extra names it
+    assert (line["policy"], line["attempt"], line["delay"]) == ("RetryPolicy", 1, 0.5)
     assert line["failure"] == "UNAVAILABLE: try later"
 
 
