@@ -58,6 +58,7 @@ class Backend:
     def __init__(self, **faults: float) -> None:
         self._dir = tempfile.TemporaryDirectory()
         self._record_file = Path(self._dir.name, "record.json")
+        self._faults = faults
         self._process, self.target = _start("bench.server", self._dir.name, record_file=self._record_file, **faults)
         self.calls: list[float] = []
         self.switches: list[tuple[float, str]] = []
@@ -65,12 +66,37 @@ class Backend:
     def outage(self, on: bool) -> None:
         self._process.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once; the kernel resets its connections."""
+        self._process.kill()
+        self._process.wait(20)
+
+    def pause(self, paused: bool) -> None:
+        """SIGSTOP (True) or SIGCONT (False): the process freezes, its connections stay open and fill up."""
+        self._process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
+    def stop(self) -> None:
+        """SIGTERM: a graceful stop (GOAWAY, then ``grace`` seconds for the calls in flight)."""
+        self._process.terminate()
+        self._process.wait(20)
+
+    def restart(self) -> None:
+        """Start again on the same port (after :meth:`kill` or :meth:`stop`)."""
+        port = self.target.rpartition(":")[2]
+        directory = Path(self._dir.name, f"restart-{time.monotonic_ns()}")
+        directory.mkdir()
+        self._process, _ = _start(
+            "bench.server", str(directory), record_file=self._record_file, port=port, **self._faults
+        )
+
     def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._process.terminate()
-        self._process.wait(20)
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+            self._process.terminate()
+            self._process.wait(20)
         if self._record_file.exists():
             record: dict[str, Any] = json.loads(self._record_file.read_text())
             self.calls, self.switches = record["calls"], [tuple(s) for s in record["switches"]]

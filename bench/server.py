@@ -1,11 +1,13 @@
 """The benchmarks' backend: the demo's service B in a process of its own, recording every call it sees.
 
-python -m bench.server --port-file F --record-file R [--delay S] [--fail-rate R] [--slow-rate R]
-    [--slow-delay S] [--retry-after S] [--seed N] [--max-connection-age-ms N] [--down 1]
+python -m bench.server --port-file F --record-file R [--port N] [--grace S] [--delay S] [--fail-rate R]
+    [--slow-rate R] [--slow-delay S] [--retry-after S] [--seed N] [--max-connection-age-ms N] [--down 1]
 
 Faults come from the library's injector. SIGUSR1 starts an outage (every call UNAVAILABLE, no pushback: a backend
 that cannot say when to come back), SIGUSR2 ends it. On SIGTERM it writes the monotonic time of every call it saw,
-and of each switch, to the record file (CLOCK_MONOTONIC is shared by the processes of one machine).
+and of each switch, to the record file (CLOCK_MONOTONIC is shared by the processes of one machine), after a
+graceful stop of ``--grace`` seconds (a GOAWAY; calls in flight may finish). ``--port`` binds that port (0: a free
+one), so that a backend killed can come back where its clients look for it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ async def main(args: argparse.Namespace) -> None:
         ]
     server = grpc.aio.server(interceptors=[recorder, injector], options=options)
     service_b_pb2_grpc.add_ServiceBServicer_to_server(ServiceB(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{args.port}")
     await server.start()
     switches: list[tuple[float, str]] = []
     stopping = asyncio.Event()
@@ -71,7 +73,7 @@ async def main(args: argparse.Namespace) -> None:
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     args.port_file.write_text(str(port))
     await stopping.wait()
-    await server.stop(grace=0)
+    await server.stop(grace=args.grace)
     args.record_file.write_text(json.dumps({"calls": recorder.calls, "switches": switches}))
 
 
@@ -79,6 +81,8 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--record-file", type=Path, required=True)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--grace", type=float, default=0.0, help="seconds calls in flight get when stopped")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--slow-rate", type=float, default=0.0)

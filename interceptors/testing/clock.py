@@ -1,4 +1,4 @@
-"""Test helpers: a clock whose sleeps take no real time."""
+"""FakeClock: a clock whose sleeps take no real time."""
 
 from __future__ import annotations
 

@@ -1,0 +1,172 @@
+"""FaultProxy: each fault, seen by raw sockets and by gRPC calls (sync and aio servers) through it."""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from interceptors.testing import FaultProxy
+
+from ..support.clients import Client, wait_until
+from ..support.server import Request, ScriptedServer
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+
+@pytest.fixture
+def echo() -> Iterator[str]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def dial(proxy: FaultProxy) -> socket.socket:
+    host, port = proxy.address.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5)
+    return sock
+
+
+def received(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_bytes_pass_both_ways(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        sock.sendall(b"hello")
+        assert received(sock, 5) == b"hello"
+        assert proxy.accepted == 1 and proxy.open == 1
+
+
+def test_a_delay_holds_each_way(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        sock.sendall(b"warm")
+        assert received(sock, 4) == b"warm"
+        proxy.delay(up=0.1, down=0.05)
+        started = time.monotonic()
+        sock.sendall(b"slow")
+        assert received(sock, 4) == b"slow"
+        assert 0.15 <= time.monotonic() - started < 1.0
+
+
+def test_a_blackhole_drops_everything_and_keeps_the_socket_open(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        proxy.blackhole()
+        sock.sendall(b"lost")
+        sock.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            sock.recv(4)  # no answer, and no FIN or RST either
+        assert proxy.open == 1
+        with dial(proxy) as other:  # new connections are accepted too, and hear nothing
+            other.sendall(b"x")
+            other.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                other.recv(1)
+            proxy.pass_through()  # both lost bytes: reset
+            other.settimeout(5)
+            with pytest.raises(ConnectionResetError):
+                other.recv(1)
+        with dial(proxy) as fresh:
+            fresh.sendall(b"back")
+            assert received(fresh, 4) == b"back"
+
+
+def test_reset_sends_rst_to_open_connections(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        sock.sendall(b"a")
+        assert received(sock, 1) == b"a"
+        proxy.reset()
+        with pytest.raises(ConnectionResetError):
+            sock.recv(1)
+        assert proxy.open == 0
+
+
+def test_refused_connections_are_reset_and_open_ones_live_on(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        sock.sendall(b"a")
+        assert received(sock, 1) == b"a"
+        proxy.refuse()
+        with dial(proxy) as refused, pytest.raises(ConnectionResetError):
+            refused.recv(1)
+        sock.sendall(b"b")
+        assert received(sock, 1) == b"b"
+
+
+def test_bandwidth_limits_each_direction(echo: str) -> None:
+    with FaultProxy(echo) as proxy, dial(proxy) as sock:
+        proxy.bandwidth(100_000)
+        started = time.monotonic()
+        sock.sendall(b"x" * 20_000)
+        assert len(received(sock, 20_000)) == 20_000
+        assert time.monotonic() - started >= 0.3  # 0.2 s each way
+        proxy.bandwidth(None)
+
+
+def test_an_unreachable_target_resets_the_client() -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with FaultProxy(f"127.0.0.1:{port}") as proxy, dial(proxy) as sock, pytest.raises(ConnectionResetError):
+        sock.recv(1)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: FaultProxy("nowhere"), "target must be 'host:port'"),
+        (lambda: FaultProxy("host:0"), "target must be 'host:port'"),
+        (lambda: FaultProxy(5), "target must be 'host:port'"),  # type: ignore[arg-type]
+    ],
+)
+def test_wrong_targets_are_refused(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("switch", "message"),
+    [
+        (lambda p: p.delay(up=-1), "up must be a finite number of seconds"),
+        (lambda p: p.delay(down=float("nan")), "down must be a finite number of seconds"),
+        (lambda p: p.delay(up="1"), "up must be"),
+        (lambda p: p.bandwidth(0), "bytes_per_second must be above 0"),
+        (lambda p: p.bandwidth(-5), "bytes_per_second must be a finite number"),
+    ],
+)
+def test_wrong_fault_options_are_refused(echo: str, switch: object, message: str) -> None:
+    with FaultProxy(echo) as proxy, pytest.raises(ValueError, match=message):
+        switch(proxy)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_grpc_calls_through_the_proxy_see_each_fault(server: ScriptedServer, path: str) -> None:
+    with FaultProxy(server.target) as proxy, Client(path, proxy.address) as client:
+        assert client.unary(Request(id="ok"), timeout=5).error is None
+        proxy.blackhole()
+        lost = client.unary(Request(id="lost"), timeout=0.3)
+        assert lost.code is grpc.StatusCode.DEADLINE_EXCEEDED and lost.elapsed < 0.3 + 0.2
+        proxy.pass_through()
+        wait_until(lambda: client.unary(Request(id="again"), timeout=1).error is None, timeout=10)
+        slow = client.in_thread(Request(id="in-flight", sleep_ms=2000), timeout=5)
+        wait_until(lambda: server.attempts("in-flight") == 1)
+        proxy.reset()
+        ended = slow()
+        assert ended.code is grpc.StatusCode.UNAVAILABLE and ended.elapsed < 1.5

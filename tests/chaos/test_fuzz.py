@@ -1,0 +1,168 @@
+"""Hypothesis against everything read off the wire and every option of every policy: a value we cannot use is a
+clear ValueError or TypeError at construction, or an RpcError at call time — never anything else."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interceptors import (
+    AdaptiveLimiter,
+    AdaptiveThrottle,
+    Backoff,
+    Bulkhead,
+    CircuitBreaker,
+    Executor,
+    Fallback,
+    HedgePolicy,
+    LatencyQuantile,
+    RandomDelay,
+    RateLimiter,
+    ResilienceError,
+    RetryBudget,
+    RetryPolicy,
+    Timeout,
+)
+from interceptors.grpc._pushback import DO_NOT_RETRY, pushback_seconds, retry_info_details
+from interceptors.testing import FakeClock
+
+from ..support.clients import Client
+from ..support.server import Request, ScriptedServer
+
+WIRE_KEYS = ["grpc-retry-pushback-ms", "retry-after", "grpc-status-details-bin", "x-other"]
+numbers_as_text = st.one_of(
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", " ", "1e309", "-0", "0x10", "NaN", "inf", "1_000", "١٢", "9" * 5000]),
+)
+ascii_values = st.one_of(numbers_as_text, st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60))
+detail_bytes = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        retry_info_details,
+        st.integers(min_value=0, max_value=16),
+        st.text(max_size=20),
+        st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
+    ),
+)
+
+
+def trailer(key: str) -> st.SearchStrategy[tuple[str, str | bytes]]:
+    value = detail_bytes if key.endswith("-bin") else ascii_values
+    return st.tuples(st.just(key), value)
+
+
+trailers = st.lists(st.sampled_from(WIRE_KEYS).flatmap(trailer), max_size=4)
+
+
+class _Trailers:
+    def __init__(self, pairs: Any) -> None:
+        self._pairs = pairs
+
+    def trailing_metadata(self) -> Any:
+        return self._pairs
+
+
+@given(trailers)
+def test_pushback_from_any_trailers_is_a_delay_do_not_retry_or_nothing(pairs: list[tuple[str, Any]]) -> None:
+    delay = pushback_seconds(_Trailers(pairs), "/fuzz.v1.Fuzz/Call")
+    assert delay is None or delay == DO_NOT_RETRY or (math.isfinite(delay) and delay >= 0)
+
+
+@given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()), st.lists(st.tuples(st.integers()))))
+def test_trailing_metadata_of_any_shape_never_raises(value: Any) -> None:
+    delay = pushback_seconds(_Trailers(value), "/fuzz.v1.Fuzz/Call")
+    assert delay is None or delay == DO_NOT_RETRY or delay >= 0
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=trailers, code=st.sampled_from([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED]))
+def test_a_server_sending_any_trailers_gets_an_rpc_error_or_an_answer(
+    server: ScriptedServer, path: str, pairs: list[tuple[str, Any]], code: grpc.StatusCode
+) -> None:
+    server.script.trailers, server.script.code = tuple(pairs), code
+    retry = RetryPolicy(max_attempts=2, delay=0.001, max_pushback=0.05)
+    breaker = CircuitBreaker(failure_threshold=1_000_000, pushback=True, max_pushback=0.05)
+    with Client(path, server.target, retry, breaker) as client:
+        outcome = client.unary(Request(id="fuzz", fail_first=1), timeout=2)
+    assert outcome.error is None or isinstance(outcome.error, grpc.RpcError)
+    server.script.trailers = ()
+
+
+# every option of every policy, with values of every kind
+
+
+weird = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    st.just(object()),
+    st.just(lambda *a: None),
+    st.just(ValueError),
+    st.just((ConnectionError, "x")),
+)
+POLICIES: list[Callable[..., Any]] = [
+    RetryPolicy,
+    CircuitBreaker,
+    Timeout,
+    Fallback,
+    Bulkhead,
+    RateLimiter,
+    AdaptiveThrottle,
+    AdaptiveLimiter,
+    HedgePolicy,
+    RetryBudget,
+    Backoff,
+    RandomDelay,
+    LatencyQuantile,
+]
+
+
+def options_of(make: Callable[..., Any]) -> list[str]:
+    return [
+        name
+        for name, parameter in inspect.signature(make).parameters.items()
+        if name not in ("self", "clock") and parameter.kind is not parameter.VAR_POSITIONAL
+    ]
+
+
+def _flaky() -> int:
+    raise ConnectionError("flaky")
+
+
+@pytest.mark.parametrize("make", POLICIES, ids=lambda make: make.__name__)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_any_option_value_is_refused_clearly_or_works(make: Callable[..., Any], data: st.DataObject) -> None:
+    names = options_of(make)
+    chosen = data.draw(st.lists(st.sampled_from(names), max_size=3, unique=True), label="options")
+    values = {name: data.draw(weird, label=name) for name in chosen}
+    clock = {"clock": FakeClock()} if "clock" in inspect.signature(make).parameters else {}
+    refused: Exception | None = None
+    try:
+        made = make(**values, **clock)
+    except (ValueError, TypeError) as error:
+        refused = error
+    if refused is not None:
+        assert str(refused), "a refusal says what was wrong"
+        return
+    if not hasattr(made, "wrap"):  # a budget, backoff or quantile: built, nothing to call through
+        return
+    executor = Executor(made)
+    for fn in (lambda: 1, _flaky):
+        with contextlib.suppress(ConnectionError, ResilienceError):
+            executor.call(fn)
