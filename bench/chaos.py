@@ -25,13 +25,13 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
-    Policy,
     RetryBudget,
     RetryPolicy,
     Timeout,
     replaced_by_fallback,
     resilient_channel,
 )
+from interceptors.engine import Policy
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,7 @@ class Channel:
         self, kind: str, target: str, policies: Sequence[Policy], loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
         self.kind, self._loop = kind, loop
+        self._channel: Any
         if kind == "sync":
             self._channel = resilient_channel(target, *policies)
         else:

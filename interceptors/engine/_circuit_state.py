@@ -76,9 +76,12 @@ class CircuitConfig:
                 return asked, True
         return jittered(self.delay, factor=self.jitter_factor, absolute=0.0, maximum=None), False
 
-    def failed(self, failure: BaseException | None, semantics: Semantics) -> bool:
-        """Whether an outcome counts as a failure (failures ``handle`` rejects count as successes)."""
-        return failure is not None and (self.handle or semantics.is_failure)(failure)
+    def failed(self, failure: BaseException | None, semantics: Semantics, overdue: bool = False) -> bool:
+        """Whether an outcome counts as a failure (failures ``handle`` rejects count as successes); ``overdue``: it
+        came at the call's deadline (see :meth:`Semantics.trips`)."""
+        if failure is None:
+            return False
+        return self.handle(failure) if self.handle is not None else semantics.trips(failure, overdue)
 
 
 class CircuitStateMachine:

@@ -11,7 +11,7 @@ from ._circuit_state import CLOSED, CircuitConfig, CircuitStateMachine
 from .clock import Clock
 from .errors import CircuitOpenError, RejectedError
 from .events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
-from .execution import PLAIN, Execution, Semantics
+from .execution import PLAIN, Execution, Semantics, overdue
 from .policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_DELAY", "DEFAULT_FAILURE_THRESHOLD", "DEFAULT_RATE_MINIMUM_CALLS", "CircuitBreaker", "Permit"]
@@ -193,20 +193,36 @@ class CircuitBreaker(Policy):
         """Admit one call by hand (raises CircuitOpenError); report its outcome on the permit."""
         return Permit(self, self._machine.acquire())
 
-    def _record(self, generation: int, start: float, failure: BaseException | None, semantics: Semantics) -> None:
+    def _record(
+        self,
+        generation: int,
+        start: float,
+        failure: BaseException | None,
+        semantics: Semantics,
+        deadline: float | None = None,
+    ) -> None:
         if isinstance(failure, RejectedError):  # another policy sent nothing: it says nothing of the dependency
             self._machine.release(generation)
             return
         config = self.config
-        slow = config.slow_call_duration is not None and config.clock.now() - start >= config.slow_call_duration
-        self._machine.record(generation, config.failed(failure, semantics), slow, failure, semantics)
+        now = config.clock.now()
+        slow = config.slow_call_duration is not None and now - start >= config.slow_call_duration
+        failed = config.failed(failure, semantics, overdue(deadline, now))
+        self._machine.record(generation, failed, slow, failure, semantics)
 
-    def _settle(self, generation: int, start: float, semantics: Semantics, outcome: BaseException | None) -> None:
+    def _settle(
+        self,
+        generation: int,
+        start: float,
+        semantics: Semantics,
+        deadline: float | None,
+        outcome: BaseException | None,
+    ) -> None:
         """Record how a stream it admitted ended (see ``Execution.settle``)."""
         if Execution.cancelled(outcome):
             self._machine.release(generation)
         else:
-            self._record(generation, start, outcome, semantics)
+            self._record(generation, start, outcome, semantics, deadline)
 
     def _admit(self, execution: Execution) -> int:
         """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
@@ -233,13 +249,13 @@ class CircuitBreaker(Policy):
             try:
                 result = inner(execution)
             except Exception as failure:
-                record(generation, start, failure, execution.semantics)
+                record(generation, start, failure, execution.semantics, execution.deadline)
                 raise
             except BaseException:
                 machine.release(generation)
                 raise
             if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics))
+                execution.settle.append(partial(settle, generation, start, execution.semantics, execution.deadline))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
@@ -259,13 +275,13 @@ class CircuitBreaker(Policy):
             try:
                 result = await inner(execution)
             except Exception as failure:
-                record(generation, start, failure, execution.semantics)
+                record(generation, start, failure, execution.semantics, execution.deadline)
                 raise
             except BaseException:
                 machine.release(generation)
                 raise
             if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics))
+                execution.settle.append(partial(settle, generation, start, execution.semantics, execution.deadline))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result

@@ -13,6 +13,16 @@ if TYPE_CHECKING:
 __all__ = ["Execution", "Semantics"]
 
 
+OVERDUE_SLACK = 0.005
+"""Seconds before a deadline within which a failure counts as having come at it (the transport's timer and the
+policies' clock do not tick together)."""
+
+
+def overdue(deadline: float | None, now: float) -> bool:
+    """Whether a failure at ``now`` came when ``deadline`` had passed: nothing answered in the time the call had."""
+    return deadline is not None and now >= deadline - OVERDUE_SLACK
+
+
 class Semantics:
     """How a transport's failures and responses look to the policies.
 
@@ -41,6 +51,11 @@ class Semantics:
     def is_failure(self, failure: BaseException) -> bool:
         """Whether ``failure`` should be retried, counted by a breaker and answered by a fallback."""
         return isinstance(failure, Exception)
+
+    def trips(self, failure: BaseException, overdue: bool = False) -> bool:
+        """Whether ``failure`` says the dependency is unwell: what breakers and throttles count. ``overdue``: it
+        came when the call's deadline had passed (see :func:`overdue`). Default: what :meth:`is_failure` says."""
+        return self.is_failure(failure)
 
     def caller_error(self, failure: BaseException) -> BaseException:
         """``failure`` as the transport's callers see it (gRPC: a ``grpc.RpcError``), for fallback functions and

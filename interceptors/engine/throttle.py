@@ -11,7 +11,7 @@ from ._tally import Tally
 from .clock import Clock
 from .errors import RejectedError, ThrottledError
 from .events import Throttled
-from .execution import Execution
+from .execution import Execution, overdue
 from .policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_WINDOW", "AdaptiveThrottle"]
@@ -110,7 +110,13 @@ class AdaptiveThrottle(Policy):
         """Count a call that ended (one rejected further in, with nothing sent, counts for nothing)."""
         if isinstance(failure, RejectedError):
             return
-        accepted = failure is None or not (self.handle or execution.semantics.is_failure)(failure)
+        if failure is None:
+            accepted = True
+        elif self.handle is not None:
+            accepted = not self.handle(failure)
+        else:
+            late = overdue(execution.deadline, self.clock.now())
+            accepted = not execution.semantics.trips(failure, late)
         with self._lock:
             self._tally.add(first=1, second=int(accepted))
 

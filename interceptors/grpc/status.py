@@ -134,6 +134,14 @@ class GrpcSemantics(Semantics):
             return delay is not None and delay >= 0
         return False
 
+    def trips(self, failure: BaseException, overdue: bool = False) -> bool:
+        """What :meth:`is_failure` says, and DEADLINE_EXCEEDED at the call's deadline (``overdue``): a dependency
+        that does not answer in the time a call has (hung, or behind a network that drops everything) shows as
+        nothing else. Final for retries and fallbacks (the caller's own deadline passed), but breakers and
+        throttles count it. A server's own DEADLINE_EXCEEDED, sooner, counts for nothing (its downstream ran out
+        of time)."""
+        return self.is_failure(failure) or (overdue and status_code(failure) is StatusCode.DEADLINE_EXCEEDED)
+
     def pushback(self, failure: BaseException) -> float | None:
         """What the server asked for in its trailers (never raises: what cannot be read is ignored and logged)."""
         if isinstance(failure, grpc.RpcError) and callable(getattr(failure, "trailing_metadata", None)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import socketserver
 import threading
@@ -19,8 +20,9 @@ from ..support.server import Request, ScriptedServer
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        while data := self.request.recv(65536):
-            self.request.sendall(data)
+        with contextlib.suppress(ConnectionError):
+            while data := self.request.recv(65536):
+                self.request.sendall(data)
 
 
 @pytest.fixture
@@ -116,7 +118,7 @@ def test_bandwidth_limits_each_direction(echo: str) -> None:
         started = time.monotonic()
         sock.sendall(b"x" * 20_000)
         assert len(received(sock, 20_000)) == 20_000
-        assert time.monotonic() - started >= 0.3  # 0.2 s each way
+        assert 0.15 <= time.monotonic() - started < 2  # 0.2 s each way, the two ways overlapping
         proxy.bandwidth(None)
 
 

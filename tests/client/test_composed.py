@@ -96,13 +96,26 @@ def test_a_server_that_answers_deadline_exceeded_itself_is_final(server: Scripte
 
 
 @paths
-def test_the_callers_own_deadline_is_final_and_not_counted(server: ScriptedServer, path: str) -> None:
+def test_the_callers_own_deadline_is_final_and_counted_by_the_breaker(server: ScriptedServer, path: str) -> None:
+    """Issue 14 (the blackhole): no answer in the time the call had is final, and the breaker counts it (issue 8
+    had it uncounted; a backend behind a network that drops everything then never opened a breaker)."""
     breaker = CircuitBreaker(failure_threshold=1)
     with Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
         client.unary(Request(id="warm"))
         outcome = client.unary(Request(id="d", sleep_ms=500), timeout=0.1)
     assert outcome.code is DEADLINE_EXCEEDED
     assert server.attempts("d") == 1
+    assert breaker.state is CircuitState.OPEN
+
+
+@paths
+def test_a_servers_own_deadline_exceeded_is_final_and_not_counted(server: ScriptedServer, path: str) -> None:
+    breaker = CircuitBreaker(failure_threshold=1)
+    server.script.code = DEADLINE_EXCEEDED  # the server's downstream ran out of time: it says so at once
+    with Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
+        outcome = client.unary(Request(id="s", fail_first=1), timeout=5)
+    assert outcome.code is DEADLINE_EXCEEDED
+    assert server.attempts("s") == 1
     assert breaker.state is CircuitState.CLOSED
 
 

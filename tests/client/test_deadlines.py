@@ -9,6 +9,7 @@ import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors import (
+    AdaptiveThrottle,
     Backoff,
     CircuitBreaker,
     CircuitState,
@@ -117,3 +118,28 @@ def test_a_timeout_that_is_not_seconds_is_named(server: ScriptedServer, path: st
     with Client(path, server.target, RetryPolicy()) as client, pytest.raises(TypeError, match="timeout"):
         client.unary(Request(id="bad"), timeout=timeout)  # type: ignore[arg-type]
     assert server.attempts("bad") == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_calls_that_run_out_of_the_callers_time_trip_the_breaker(server: ScriptedServer, path: str) -> None:
+    """A backend that does not answer (hung, or a network that drops everything) shows only as deadlines passing:
+    the breaker counts them, and opens; a retry does not retry them (no time is left)."""
+    breaker = CircuitBreaker(failure_threshold=2, delay=60)
+    with Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
+        for n in range(2):
+            hung = client.unary(Request(id=f"hung{n}", sleep_ms=1000), timeout=0.1)
+            assert hung.code is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert server.attempts(f"hung{n}") == 1
+        assert breaker.state is CircuitState.OPEN
+        rejected = client.unary(Request(id="after"), timeout=5)
+    assert rejected.code is grpc.StatusCode.UNAVAILABLE and server.attempts("after") == 0
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_calls_that_run_out_of_the_callers_time_count_against_the_throttle(server: ScriptedServer, path: str) -> None:
+    throttle = AdaptiveThrottle(k=1.1, window=60)
+    with Client(path, server.target, throttle) as client:
+        for n in range(5):
+            client.unary(Request(id=f"hung{n}", sleep_ms=1000), timeout=0.05)
+        shed = [client.unary(Request(id=f"then{n}"), timeout=5) for n in range(20)]
+    assert sum(o.code is grpc.StatusCode.UNAVAILABLE for o in shed) > 0  # the throttle sheds some
