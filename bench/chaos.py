@@ -97,6 +97,12 @@ class Run:
         """Outcomes that were neither an answer nor a grpc.RpcError."""
         return [o.result for o in self.outcomes if o.result.startswith("exception:")]
 
+    def engaged(self, since: str, fast: float) -> float | None:
+        """When the first call after the switch ``since`` failed in less than ``fast`` seconds (a breaker or
+        throttle stopped it), or None."""
+        at = self.at(since)
+        return next((o.start for o in self.outcomes if o.start >= at and o.result != "OK" and o.latency < fast), None)
+
     def recovery(self, since: str) -> float | None:
         """Seconds from the switch ``since`` to the first real answer of a call started after it."""
         at = self.at(since)
