@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck pytest proto demo bench bench-quick clean
+.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean
 
 test: lint typecheck pytest
 
@@ -52,6 +52,12 @@ bench: proto $(BENCH_STAMP)
 
 bench-quick: proto $(BENCH_STAMP)
 	$(PY) -m bench.run --quick
+
+chaos: proto $(BENCH_STAMP)
+	$(PY) -m bench.chaos_run
+
+soak: proto $(STAMP)
+	$(PY) -m bench.soak --calls 1000000
 
 clean:
 	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ answer after the fault lifts, exceptions other than ``grpc.RpcError`` — are co
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import Counter
@@ -32,6 +33,16 @@ from interceptors import (
     resilient_channel,
 )
 from interceptors.engine import Policy
+from interceptors.testing import FaultProxy
+
+from .backend import Backend
+from .stats import percentile
+
+SLACK = 0.05
+"""Seconds a call may run past its deadline."""
+RECONNECT_ALLOWANCE = 1.0
+"""Seconds allowed beyond two breaker delays for the first real answer after a fault lifts: a restarted process's
+start-up and grpc's reconnect backoff (measured and reported apart in ``make chaos``)."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +131,19 @@ def _failure(error: BaseException) -> str:
     return f"exception:{type(error).__name__}"
 
 
+def _requests(request: Any) -> Callable[[], Any]:
+    """What makes each call's request: ``request`` itself, or, if it is a function, ``request(n)`` for the n-th."""
+    if not callable(request):
+        return lambda: request
+    numbers = itertools.count()
+    return lambda: request(next(numbers))
+
+
 class SyncLoad:
     """Paced calls of ``method`` from worker threads until :meth:`stop`."""
 
     def __init__(self, method: Any, request: Any, chaos: Chaos) -> None:
-        self._method, self._request, self._chaos = method, request, chaos
+        self._method, self._request, self._chaos = method, _requests(request), chaos
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.outcomes: list[Outcome] = []
@@ -145,7 +164,7 @@ class SyncLoad:
             next_at += interval
             start = time.monotonic()
             try:
-                reply, call = self._method.with_call(self._request, timeout=self._chaos.deadline)
+                reply, call = self._method.with_call(self._request(), timeout=self._chaos.deadline)
                 result = _result(reply, call)
             except BaseException as error:  # what reaches the caller, whatever it is
                 result = _failure(error)
@@ -163,7 +182,7 @@ class AioLoad:
     """Paced calls of ``method`` from tasks on ``loop`` until :meth:`stop`."""
 
     def __init__(self, method: Any, request: Any, chaos: Chaos, loop: asyncio.AbstractEventLoop) -> None:
-        self._method, self._request, self._chaos, self._loop = method, request, chaos, loop
+        self._method, self._request, self._chaos, self._loop = method, _requests(request), chaos, loop
         self._stopping = False
         self.outcomes: list[Outcome] = []
         self._tasks: list[Any] = []
@@ -185,7 +204,7 @@ class AioLoad:
             next_at += interval
             start = time.monotonic()
             try:
-                call = self._method(self._request, timeout=self._chaos.deadline)
+                call = self._method(self._request(), timeout=self._chaos.deadline)
                 reply = await call
                 result = "fallback" if replaced_by_fallback(await call.trailing_metadata()) else "OK"
                 del reply
@@ -255,6 +274,100 @@ def during(load: SyncLoad | AioLoad, run: Run, steps: Sequence[tuple[float, str,
         act()
     run.outcomes = load.stop()
     return run
+
+
+def _noop() -> None:
+    pass
+
+
+Step = tuple[float, str, Callable[[], object]]
+
+
+def blackhole_steps(proxy: FaultProxy, scale: float = 1.0) -> list[Step]:
+    """Healthy, then the network drops everything for 3 s (x ``scale``), then healthy again."""
+    return [
+        (0.5, "blackhole", proxy.blackhole),
+        (3.0 * scale, "lifted", proxy.pass_through),
+        (2.0 * scale, "end", _noop),
+    ]
+
+
+def reset_steps(proxy: FaultProxy, scale: float = 1.0) -> list[Step]:
+    """Every open connection reset, five times 0.4 s apart (x ``scale`` as many)."""
+    return [*((0.4, f"reset {n}", proxy.reset) for n in range(round(5 * scale))), (0.5, "end", _noop)]
+
+
+def kill_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
+    """The backend killed (SIGKILL), restarted on its port 0.5 s later."""
+    return [
+        (0.5, "killed", backend.kill),
+        (0.5, "restarting", backend.restart),
+        (0.0, "restarted", _noop),
+        (3.0 * scale, "end", _noop),
+    ]
+
+
+def freeze_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
+    """The backend frozen (SIGSTOP) for 2 s (x ``scale``), then thawed (SIGCONT)."""
+    return [
+        (0.5, "stopped", lambda: backend.pause(True)),
+        (2.0 * scale, "continued", lambda: backend.pause(False)),
+        (2.5 * scale, "end", _noop),
+    ]
+
+
+def graceful_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
+    """The backend stopped gracefully (GOAWAY, its grace for calls in flight), then restarted on its port."""
+    return [
+        (0.5, "stopping", backend.stop),
+        (0.0, "restarting", backend.restart),
+        (0.0, "restarted", _noop),
+        (3.0 * scale, "end", _noop),
+    ]
+
+
+def figures(run: Run, chaos: Chaos, *, fault: str, lifted: str | None) -> dict[str, Any]:
+    """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline and
+    ``SLACK``; after ``fault``, the breaker (or throttle) engaged and let only its probes be slow; after ``lifted``,
+    the time to the first real answer, and nothing but answers once recovered."""
+    latencies = [o.latency for o in run.outcomes]
+    found: dict[str, Any] = {
+        "calls": len(run.outcomes),
+        "outcomes": dict(run.counts()),
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "max_ms": max(latencies, default=0.0) * 1000,
+        "exceptions": run.exceptions(),
+        "deadline_ms": (chaos.deadline + SLACK) * 1000,
+    }
+    found["within_deadline"] = found["max_ms"] <= found["deadline_ms"]
+    if lifted is not None:
+        recovery = run.recovery(lifted)
+        found["recovery_ms"] = None if recovery is None else recovery * 1000
+        found["recovery_bound_ms"] = (2 * chaos.breaker_delay + RECONNECT_ALLOWANCE) * 1000
+        found["recovered"] = recovery is not None and recovery <= 2 * chaos.breaker_delay + RECONNECT_ALLOWANCE
+        if recovery is not None:
+            settled = run.between(run.at(lifted) + recovery + 0.6, run.at("end"))
+            found["answers_after_recovery"] = bool(settled) and all(o.result == "OK" for o in settled)
+    return found
+
+
+def engagement(run: Run, chaos: Chaos, fault: str, until: str) -> dict[str, Any]:
+    """When the breaker or throttle engaged after ``fault`` (its first fast failure), and how many calls were slow
+    from then until ``until`` against the probes the breaker allows (one each time it half-opens)."""
+    fast = chaos.deadline / 2
+    engaged = run.engaged(fault, fast=fast)
+    if engaged is None:
+        return {"engaged_ms": None, "slow_after": None, "probes_allowed": None, "fails_fast": False}
+    end = run.at(until)
+    slow = [o for o in run.between(engaged, end) if o.latency >= fast]
+    allowed = (end - engaged) / chaos.breaker_delay + 1
+    return {
+        "engaged_ms": (engaged - run.at(fault)) * 1000,
+        "slow_after": len(slow),
+        "probes_allowed": allowed,
+        "fails_fast": len(slow) <= allowed,
+    }
 
 
 def waited(awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop) -> Any:

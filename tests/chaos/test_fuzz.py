@@ -72,12 +72,18 @@ class _Trailers:
         return self._pairs
 
 
+LOADED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+"""Generation and each example may be slow on a machine running two suites at once: no time limits."""
+
+
+@LOADED
 @given(trailers)
 def test_pushback_from_any_trailers_is_a_delay_do_not_retry_or_nothing(pairs: list[tuple[str, Any]]) -> None:
     delay = pushback_seconds(_Trailers(pairs), "/fuzz.v1.Fuzz/Call")
     assert delay is None or delay == DO_NOT_RETRY or (math.isfinite(delay) and delay >= 0)
 
 
+@LOADED
 @given(st.one_of(st.none(), st.integers(), st.text(), st.lists(st.integers()), st.lists(st.tuples(st.integers()))))
 def test_trailing_metadata_of_any_shape_never_raises(value: Any) -> None:
     delay = pushback_seconds(_Trailers(value), "/fuzz.v1.Fuzz/Call")
@@ -85,7 +91,9 @@ def test_trailing_metadata_of_any_shape_never_raises(value: Any) -> None:
 
 
 @pytest.mark.parametrize("path", ["call", "aio"])
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(pairs=trailers, code=st.sampled_from([grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED]))
 def test_a_server_sending_any_trailers_gets_an_rpc_error_or_an_answer(
     server: ScriptedServer, path: str, pairs: list[tuple[str, Any]], code: grpc.StatusCode
@@ -155,7 +163,7 @@ class _Flaky:
 
 
 @pytest.mark.parametrize("make", POLICIES, ids=lambda make: make.__name__)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_any_option_value_is_refused_clearly_or_works(make: Callable[..., Any], data: st.DataObject) -> None:
     names = options_of(make)

@@ -8,13 +8,12 @@ from collections.abc import Iterator
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from bench.chaos import CHAINS, Channel, Chaos, Run, during
+from bench.chaos import CHAINS, Channel, Chaos, Run, blackhole_steps, during, engagement, figures, reset_steps
 from interceptors.testing import FaultProxy
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40)
-SLACK = 0.05  # a call ends by its deadline and this much
 
 
 @pytest.fixture
@@ -45,36 +44,27 @@ def proxied(server: ScriptedServer, kind: str, chain: str) -> Iterator[tuple[Fau
 
 
 def test_a_blackhole_costs_each_call_its_deadline_then_calls_fail_fast_then_answers_return(
-    server: ScriptedServer, proxied: tuple[FaultProxy, Channel], chain: str
+    proxied: tuple[FaultProxy, Channel],
 ) -> None:
     proxy, channel = proxied
     load = channel.load(pb_grpc.ScriptedStub, "Unary", Request(id="chaos"), CHAOS)
-    steps = [(0.5, "blackhole", proxy.blackhole), (3.0, "lifted", proxy.pass_through), (2.0, "end", lambda: None)]
-    run = during(load, Run(), steps)
-    assert run.exceptions() == []
-    slowest = max(o.latency for o in run.outcomes)
-    assert slowest <= CHAOS.deadline + SLACK, f"a call took {slowest:.3f} s"
-    # the breaker engages (the recommended one after 20 calls, 4 callers waiting 0.3 s each) ...
-    engaged, lifted = run.engaged("blackhole", fast=CHAOS.deadline / 2), run.at("lifted")
-    assert engaged is not None and engaged - run.at("blackhole") <= 2.0, f"engaged {engaged}: {run.counts()}"
-    # ... then calls fail fast, but for one probe each time the breaker half-opens
-    slow = [o for o in run.between(engaged, lifted) if o.latency >= CHAOS.deadline / 2]
-    assert len(slow) <= (lifted - engaged) / CHAOS.breaker_delay + 1, [round(o.start - engaged, 2) for o in slow]
-    recovery = run.recovery("lifted")
-    assert recovery is not None and recovery <= 2 * CHAOS.breaker_delay + 1.0, f"recovery {recovery}"
-    healthy = run.between(lifted + recovery + 0.6, run.at("end"))
-    assert healthy and all(o.result == "OK" for o in healthy), run.counts()
+    run = during(load, Run(), blackhole_steps(proxy))
+    found = {**figures(run, CHAOS, fault="blackhole", lifted="lifted"), **engagement(run, CHAOS, "blackhole", "lifted")}
+    assert found["exceptions"] == []
+    assert found["within_deadline"], found
+    # the recommended breaker needs 20 calls (4 callers waiting 0.3 s each); then only its probes are slow
+    assert found["engaged_ms"] is not None and found["engaged_ms"] <= 2000, found
+    assert found["fails_fast"], found
+    assert found["recovered"] and found["answers_after_recovery"], found
 
 
 def test_a_reset_of_every_connection_reaches_callers_as_rpc_errors_and_retries_recover(
-    server: ScriptedServer, proxied: tuple[FaultProxy, Channel], chain: str
+    server: ScriptedServer, proxied: tuple[FaultProxy, Channel]
 ) -> None:
     proxy, channel = proxied
     server.script.sleep = 0.05  # calls are in flight when the connections go
-    load = channel.load(pb_grpc.ScriptedStub, "Unary", Request(id="chaos"), CHAOS)
-    steps = [(0.4, f"reset {n}", proxy.reset) for n in range(5)]
-    run = during(load, Run(), [*steps, (0.5, "end", lambda: None)])
-    assert run.exceptions() == []
-    counts = run.counts()
-    answered = counts["OK"] + counts["fallback"]
-    assert answered >= 0.9 * len(run.outcomes), counts  # retries carry the calls in flight to a new connection
+    run = during(channel.load(pb_grpc.ScriptedStub, "Unary", Request(id="chaos"), CHAOS), Run(), reset_steps(proxy))
+    found = figures(run, CHAOS, fault="reset 0", lifted=None)
+    assert found["exceptions"] == [] and found["within_deadline"], found
+    answered = found["outcomes"].get("OK", 0) + found["outcomes"].get("fallback", 0)
+    assert answered >= 0.9 * found["calls"], found  # retries carry the calls in flight to a new connection

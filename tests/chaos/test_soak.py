@@ -1,0 +1,18 @@
+"""Soak, short: 20 000 mixed calls (OK, retried, timed out, answered by the fallback, cancelled), sync and aio at
+once, through the composed chain; the process's threads, fds, asyncio tasks and RSS may not grow past their bounds
+(``make soak`` runs a million)."""
+
+from __future__ import annotations
+
+from bench import soak
+
+
+def test_twenty_thousand_mixed_calls_leave_nothing_behind() -> None:
+    result = soak.run(calls=20_000, workers=4, warm=1000)
+    outcomes, events = result["outcomes"], result["events"]
+    assert result["calls"] >= 20_000 - 8  # each worker's share is whole
+    assert not [kind for kind in outcomes if kind.startswith("exception:")], outcomes
+    assert {"OK", "fallback", "cancelled"} <= set(outcomes), outcomes
+    assert events.get("retries", 0) > 0 and events.get("attempt timeouts", 0) > 0, events
+    growth = result["growth"]
+    assert result["within_bounds"], f"grew {growth} (bounds {soak.BOUNDS})"
