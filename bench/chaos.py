@@ -26,6 +26,7 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
+    HedgePolicy,
     RetryBudget,
     RetryPolicy,
     Timeout,
@@ -69,6 +70,29 @@ def composed(chaos: Chaos) -> tuple[Policy, ...]:
 
 
 CHAINS: dict[str, Callable[[Chaos], tuple[Policy, ...]]] = {"recommended": recommended, "composed": composed}
+
+SPIKE = 0.3
+"""Seconds a latency spike holds an attempt."""
+SPIKE_CHAINS: dict[str, tuple[Callable[[Chaos], tuple[Policy, ...]], float]] = {
+    "hedge 50 ms x3": (
+        lambda c: (
+            HedgePolicy(delay=0.05, max_attempts=3, budget=RetryBudget()),
+            AdaptiveThrottle(k=3),
+            CircuitBreaker(failure_rate=0.8, failure_window=20, delay=c.breaker_delay),
+        ),
+        0.05 * 2 + SLACK,  # the third attempt, a delay after the second, answers
+    ),
+    "retry after a 100 ms attempt timeout": (
+        lambda c: (
+            Fallback(),
+            RetryPolicy(max_attempts=3, delay=Backoff(0.01, 0.02)),
+            CircuitBreaker(failure_threshold=5, delay=c.breaker_delay),
+            Timeout(0.1),
+        ),
+        0.1 * 2 + 0.02 * 2 + SLACK,  # two attempts cut at 100 ms, two backoffs, the third answers
+    ),
+}
+"""Chains against a latency spike, and the p99 each keeps to (seconds)."""
 
 
 @dataclass(frozen=True)

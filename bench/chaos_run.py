@@ -24,6 +24,8 @@ from bench.backend import Backend
 from bench.chaos import (
     CHAINS,
     SLACK,
+    SPIKE,
+    SPIKE_CHAINS,
     Channel,
     Chaos,
     Run,
@@ -38,41 +40,12 @@ from bench.chaos import (
     reset_steps,
 )
 from bench.stats import percentile
-from interceptors import (
-    AdaptiveThrottle,
-    Backoff,
-    CircuitBreaker,
-    Fallback,
-    HedgePolicy,
-    RetryBudget,
-    RetryPolicy,
-    Timeout,
-)
 from interceptors.engine import Policy
 from interceptors.testing import FaultProxy
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HELLO = service_b_pb2.HelloRequest(name="chaos")
-SPIKE, SPIKE_RATE = 0.3, 0.2
-SPIKE_CHAINS: dict[str, tuple[Callable[[Chaos], tuple[Policy, ...]], float]] = {
-    "hedge 50 ms x3": (
-        lambda c: (
-            HedgePolicy(delay=0.05, max_attempts=3, budget=RetryBudget()),
-            AdaptiveThrottle(k=3),
-            CircuitBreaker(failure_rate=0.8, failure_window=20, delay=c.breaker_delay),
-        ),
-        0.05 * 2 + 0.05,  # the third attempt, a delay after the second, answers; and the slack
-    ),
-    "retry after a 100 ms attempt timeout": (
-        lambda c: (
-            Fallback(),
-            RetryPolicy(max_attempts=3, delay=Backoff(0.01, 0.02)),
-            CircuitBreaker(failure_threshold=5, delay=c.breaker_delay),
-            Timeout(0.1),
-        ),
-        0.1 * 2 + 0.02 * 2 + 0.05,  # two attempts cut at 100 ms, two backoffs, the third answers
-    ),
-}
+SPIKE_RATE = 0.2
 
 
 class Loop:

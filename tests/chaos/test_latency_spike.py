@@ -4,50 +4,18 @@ at about 1.2 attempts per call."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from bench.chaos import Channel, Chaos, Run, during
+from bench.chaos import SPIKE, SPIKE_CHAINS, Channel, Chaos, Run, during
 from bench.stats import percentile
-from interceptors import (
-    AdaptiveThrottle,
-    Backoff,
-    CircuitBreaker,
-    Fallback,
-    HedgePolicy,
-    RetryBudget,
-    RetryPolicy,
-    Timeout,
-)
-from interceptors.engine import Policy
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 CHAOS = Chaos(deadline=1.0, breaker_delay=0.5, workers=4, rate=40)
-SPIKE = 0.3
-HEDGE_DELAY, ATTEMPT_TIMEOUT, BACKOFF = 0.05, 0.1, Backoff(0.01, 0.02)
-CHAINS: dict[str, tuple[Callable[[], tuple[Policy, ...]], float]] = {  # the chain, and the p99 it keeps to
-    "hedged": (
-        lambda: (
-            HedgePolicy(delay=HEDGE_DELAY, max_attempts=3, budget=RetryBudget()),
-            AdaptiveThrottle(k=3),
-            CircuitBreaker(failure_rate=0.8, failure_window=20, delay=CHAOS.breaker_delay),
-        ),
-        HEDGE_DELAY + 0.1,  # the hedge's delay, its answer, and a loaded machine's slack
-    ),
-    "timeouts": (
-        lambda: (
-            Fallback(),
-            RetryPolicy(max_attempts=3, delay=BACKOFF),
-            CircuitBreaker(failure_threshold=5, delay=CHAOS.breaker_delay),
-            Timeout(ATTEMPT_TIMEOUT),
-        ),
-        ATTEMPT_TIMEOUT + BACKOFF.maximum + 0.1,
-    ),
-}
 
 
 def request(n: int) -> Any:
@@ -64,11 +32,11 @@ def server() -> Iterator[ScriptedServer]:
     running.stop()
 
 
-@pytest.mark.parametrize("chain", sorted(CHAINS))
+@pytest.mark.parametrize("chain", sorted(SPIKE_CHAINS))
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 def test_a_latency_spike_stays_out_of_the_p99(server: ScriptedServer, kind: str, chain: str) -> None:
-    policies, budget = CHAINS[chain]
-    channel = Channel(kind, server.target, policies(), AIO_LOOP.loop if kind == "aio" else None)
+    policies, budget = SPIKE_CHAINS[chain]
+    channel = Channel(kind, server.target, policies(CHAOS), AIO_LOOP.loop if kind == "aio" else None)
     channel.ready()
     try:
         run = during(channel.load(pb_grpc.ScriptedStub, "Unary", request, CHAOS), Run(), [(3.0, "end", lambda: None)])

@@ -24,16 +24,6 @@ def server() -> Iterator[ScriptedServer]:
     running.stop()
 
 
-@pytest.fixture(params=["sync", "aio"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=sorted(CHAINS))
-def chain(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def proxied(server: ScriptedServer, kind: str, chain: str) -> Iterator[tuple[FaultProxy, Channel]]:
     with FaultProxy(server.target) as proxy:

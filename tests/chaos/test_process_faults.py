@@ -30,16 +30,6 @@ CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40)
 HELLO = service_b_pb2.HelloRequest(name="chaos")
 
 
-@pytest.fixture(params=["sync", "aio"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=sorted(CHAINS))
-def chain(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
 def backend() -> Iterator[Backend]:
     with Backend(grace=1.0, delay=0.02) as running:
