@@ -210,6 +210,10 @@ class FaultProxy:
             for link in list(self._links):
                 link.reset()
             self._links.clear()
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:  # pumps still finishing a stream that ended
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         self._run(stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
