@@ -14,7 +14,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -291,7 +291,11 @@ class Channel:
             asyncio.run_coroutine_threadsafe(self._channel.close(), self._loop).result(10)
 
 
-def during(load: SyncLoad | AioLoad, run: Run, steps: Sequence[tuple[float, str, Callable[[], object]]]) -> Run:
+Step = tuple[float, str, Callable[[], object]]
+"""Seconds to wait, the switch's name, what to do."""
+
+
+def during(load: SyncLoad | AioLoad, run: Run, steps: Sequence[Step]) -> Run:
     """Take each step (seconds to wait first, its name, what to do; the switch is noted as the step begins) while
     ``load`` runs; then stop it."""
     for wait, name, act in steps:
@@ -304,9 +308,6 @@ def during(load: SyncLoad | AioLoad, run: Run, steps: Sequence[tuple[float, str,
 
 def _noop() -> None:
     pass
-
-
-Step = tuple[float, str, Callable[[], object]]
 
 
 def blackhole_steps(proxy: FaultProxy, scale: float = 1.0) -> list[Step]:
@@ -394,10 +395,3 @@ def engagement(run: Run, chaos: Chaos, fault: str, until: str) -> dict[str, Any]
         "probes_allowed": allowed,
         "fails_fast": len(slow) <= allowed,
     }
-
-
-def waited(awaitable: Awaitable[Any], loop: asyncio.AbstractEventLoop) -> Any:
-    async def wrapped() -> Any:
-        return await awaitable
-
-    return asyncio.run_coroutine_threadsafe(wrapped(), loop).result(30)
