@@ -280,7 +280,8 @@ def report(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in sorted(s["events"].items()))
         + ".",
         "",
-        f"Growth from after the warm-up to the end: {growth}: {_met(s['within_bounds'])}. Peak: "
+        f"Growth over the second half of the calls (pools fill up in the first): {growth}: "
+        f"{_met(s['within_bounds'])}. Peak: "
         + ", ".join(f"{k} {v:.1f}" for k, v in s["peak"].items())
         + ". `make soak` runs a million calls.",
         "",
