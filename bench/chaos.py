@@ -54,6 +54,7 @@ class Chaos:
     breaker_delay: float = 0.5
     workers: int = 4
     rate: float = 40.0  # calls a second, all workers together
+    slack: float = SLACK  # seconds a call may end past its deadline
 
 
 def recommended(chaos: Chaos) -> tuple[Policy, ...]:
@@ -355,7 +356,7 @@ def graceful_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
 
 def figures(run: Run, chaos: Chaos, *, fault: str, lifted: str | None) -> dict[str, Any]:
     """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline and
-    ``SLACK``; after ``fault``, the breaker (or throttle) engaged and let only its probes be slow; after ``lifted``,
+    ``chaos.slack``; after ``fault``, the breaker (or throttle) engaged and let only its probes be slow; after ``lifted``,
     the time to the first real answer, and nothing but answers once recovered."""
     latencies = [o.latency for o in run.outcomes]
     found: dict[str, Any] = {
@@ -365,7 +366,7 @@ def figures(run: Run, chaos: Chaos, *, fault: str, lifted: str | None) -> dict[s
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies, default=0.0) * 1000,
         "exceptions": run.exceptions(),
-        "deadline_ms": (chaos.deadline + SLACK) * 1000,
+        "deadline_ms": (chaos.deadline + chaos.slack) * 1000,
     }
     found["within_deadline"] = found["max_ms"] <= found["deadline_ms"]
     if lifted is not None:

@@ -13,7 +13,9 @@ from interceptors.testing import FaultProxy
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
-CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40)
+CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40, slack=0.15)
+"""``make chaos`` holds calls to their deadline + 50 ms; here, where the suite may share 2 cores with another, a
+call is late only past 150 ms: it is the hang that is tested, the latency is measured there."""
 
 
 @pytest.fixture

@@ -26,7 +26,9 @@ from bench.chaos import (
 
 from ..support.server import AIO_LOOP
 
-CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40)
+CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40, slack=0.15)
+"""``make chaos`` holds calls to their deadline + 50 ms; here, where the suite may share 2 cores with another, a
+call is late only past 150 ms: it is the hang that is tested, the latency is measured there."""
 HELLO = service_b_pb2.HelloRequest(name="chaos")
 
 
