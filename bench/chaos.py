@@ -356,8 +356,8 @@ def graceful_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
 
 def figures(run: Run, chaos: Chaos, *, fault: str, lifted: str | None) -> dict[str, Any]:
     """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline and
-    ``chaos.slack``; after ``fault``, the breaker (or throttle) engaged and let only its probes be slow; after ``lifted``,
-    the time to the first real answer, and nothing but answers once recovered."""
+    ``chaos.slack``; after ``lifted``, the time to the first real answer, and nothing but answers once recovered
+    (see :func:`engagement` for what happens after ``fault``)."""
     latencies = [o.latency for o in run.outcomes]
     found: dict[str, Any] = {
         "calls": len(run.outcomes),
