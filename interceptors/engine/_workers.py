@@ -25,6 +25,11 @@ class Workers:
         self._lock = threading.Lock()
         self._idle = 0  # workers waiting for a job that no submit has counted on yet
 
+    @property
+    def idle(self) -> int:
+        """Workers waiting for a job (they end after ``IDLE_SECONDS`` without one)."""
+        return self._idle
+
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a worker thread: an idle one, or a new one when none is idle."""
         self._jobs.put(job)
