@@ -354,7 +354,7 @@ def graceful_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
     ]
 
 
-def figures(run: Run, chaos: Chaos, *, fault: str, lifted: str | None) -> dict[str, Any]:
+def figures(run: Run, chaos: Chaos, *, lifted: str | None) -> dict[str, Any]:
     """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline and
     ``chaos.slack``; after ``lifted``, the time to the first real answer, and nothing but answers once recovered
     (see :func:`engagement` for what happens after ``fault``)."""

@@ -94,7 +94,7 @@ def network_and_process(chaos: Chaos, scale: float, loop: Loop) -> list[dict[str
         for kind in ("sync", "aio"):
             for chain, make in CHAINS.items():
                 run, arrivals = _scenario(kind, make(chaos), chaos, loop, steps, **faults)
-                found = figures(run, chaos, fault=fault, lifted=lifted)
+                found = figures(run, chaos, lifted=lifted)
                 if name in ("blackhole", "freeze and thaw"):
                     found.update(engagement(run, chaos, fault, lifted or "end"))
                 if lifted is not None and name != "blackhole":  # a new process: when the first call reached it

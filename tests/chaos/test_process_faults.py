@@ -51,13 +51,13 @@ def load(channel: Channel) -> SyncLoad | AioLoad:
 
 
 def test_a_killed_backend_restarted_on_its_port_is_called_again(backend: Backend, channel: Channel) -> None:
-    found = figures(during(load(channel), Run(), kill_steps(backend)), CHAOS, fault="killed", lifted="restarted")
+    found = figures(during(load(channel), Run(), kill_steps(backend)), CHAOS, lifted="restarted")
     assert found["exceptions"] == [] and found["within_deadline"], found
     assert found["recovered"] and found["answers_after_recovery"], found
 
 
 def test_a_frozen_backend_costs_deadlines_then_answers_when_thawed(backend: Backend, channel: Channel) -> None:
-    found = figures(during(load(channel), Run(), freeze_steps(backend)), CHAOS, fault="stopped", lifted="continued")
+    found = figures(during(load(channel), Run(), freeze_steps(backend)), CHAOS, lifted="continued")
     assert found["exceptions"] == [] and found["within_deadline"], found
     assert found["recovered"] and found["answers_after_recovery"], found
 
@@ -65,6 +65,6 @@ def test_a_frozen_backend_costs_deadlines_then_answers_when_thawed(backend: Back
 def test_a_graceful_stop_under_load_ends_calls_in_flight_cleanly(backend: Backend, channel: Channel) -> None:
     """Calls in flight finish, or fail with a status (one the server had not begun when it stopped may end
     CANCELLED); none hangs; answers return after the restart."""
-    found = figures(during(load(channel), Run(), graceful_steps(backend)), CHAOS, fault="stopping", lifted="restarted")
+    found = figures(during(load(channel), Run(), graceful_steps(backend)), CHAOS, lifted="restarted")
     assert found["exceptions"] == [] and found["within_deadline"], found
     assert found["recovered"] and found["answers_after_recovery"], found
