@@ -576,7 +576,8 @@ class _AsyncRace(_Race):
                 task.add_done_callback(functools.partial(_discard_task, child))
 
     def _end(self, outcome: Outcome) -> Any:
-        self.finish(outcome[0])
+        for loser in self.finish(outcome[0]):
+            loser.cancel()  # now, not when its task next runs: the caller may hold the loop after this returns
         return _answer(outcome)
 
     def _due(self) -> None:

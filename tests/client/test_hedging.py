@@ -4,6 +4,9 @@ without failing calls; server streams hedge until they commit."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import grpc
 import pytest
 
@@ -11,7 +14,7 @@ from interceptors import HedgePolicy, RetryBudget, Timeout
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 
 from ..support.clients import PATHS, Client, wait_until
-from ..support.server import Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 from .test_stream_retries import STREAM_PATHS, call
 
 
@@ -123,3 +126,26 @@ def test_streamed_requests_are_not_hedged(server: ScriptedServer, stream_path: s
     with Client(stream_path, server.target, HedgePolicy(delay=0.01)) as client:
         ended = call(client, "client_stream", 3, timeout=5, id="cs", sleep_ms=100)
     assert ended.error is None and server.attempts("cs") == 1
+
+
+@pytest.mark.parametrize("hedge_path", ["aio", "intercepted-aio"])
+def test_aio_losers_are_cancelled_before_the_winner_is_returned(hedge_path: str) -> None:
+    """A caller that does not yield to its loop right after the winning ``await`` (it blocks, or computes) must not
+    keep the losers running: they are cancelled before the answer is handed back, not on the loop's next turn."""
+    server = ScriptedServer("sync")  # an aio server would share the blocked test loop
+    try:
+        with Client(hedge_path, server.target, HedgePolicy(delay=0.05)) as client:
+
+            async def call_then_block() -> tuple[Any, bool]:
+                # both attempts sleep 300 ms: the first answers 50 ms before its hedge, which is the loser
+                reply = await client.stub.Unary(Request(id="l", sleep_ms=300, sleep_attempts=2), timeout=5)
+                ends = time.monotonic() + 1.0
+                while "l" not in server.recorder.cancelled and time.monotonic() < ends:
+                    time.sleep(0.005)  # noqa: ASYNC251  (the point: the loop is held, its next turn never comes)
+                return reply, "l" in server.recorder.cancelled
+
+            reply, cancelled = AIO_LOOP.run(call_then_block())
+        assert reply.attempt == 1
+        assert cancelled, "the hedge attempt was still running while the caller held the loop"
+    finally:
+        server.stop()
