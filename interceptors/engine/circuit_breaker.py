@@ -210,19 +210,14 @@ class CircuitBreaker(Policy):
         failed = config.failed(failure, semantics, overdue(deadline, now))
         self._machine.record(generation, failed, slow, failure, semantics)
 
-    def _settle(
-        self,
-        generation: int,
-        start: float,
-        semantics: Semantics,
-        deadline: float | None,
-        outcome: BaseException | None,
-    ) -> None:
-        """Record how a stream it admitted ended (see ``Execution.settle``)."""
+    def _settle(self, generation: int, start: float, semantics: Semantics, outcome: BaseException | None) -> None:
+        """Record how a stream it admitted ended (see ``Execution.settle``). A stream settles after it answered (its
+        first message came, or it ended well): its caller's deadline passing later is not a deadline with no answer,
+        and counts only as the failure it is for :meth:`Semantics.is_failure`."""
         if Execution.cancelled(outcome):
             self._machine.release(generation)
         else:
-            self._record(generation, start, outcome, semantics, deadline)
+            self._record(generation, start, outcome, semantics)
 
     def _admit(self, execution: Execution) -> int:
         """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
@@ -255,7 +250,7 @@ class CircuitBreaker(Policy):
                 machine.release(generation)
                 raise
             if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics, execution.deadline))
+                execution.settle.append(partial(settle, generation, start, execution.semantics))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
@@ -281,7 +276,7 @@ class CircuitBreaker(Policy):
                 machine.release(generation)
                 raise
             if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics, execution.deadline))
+                execution.settle.append(partial(settle, generation, start, execution.semantics))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result

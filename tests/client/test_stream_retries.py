@@ -22,6 +22,7 @@ from interceptors import (
     Backoff,
     Bulkhead,
     CircuitBreaker,
+    CircuitState,
     Fallback,
     RetryPolicy,
     StreamResume,
@@ -460,3 +461,20 @@ def test_an_aio_client_stream_written_with_write_is_retried_whole(server: Script
     with Client(aio_path, server.target, RetryPolicy(delay=FAST)) as client:
         assert AIO_LOOP.run(written(client.stub)).text == "c0c1c2"
     assert server.attempts("written") == 2
+
+
+def test_a_deadline_after_a_streams_first_message_is_not_counted_by_the_breaker(
+    server: ScriptedServer, path: str
+) -> None:
+    """Only a deadline with no answer says the dependency is unwell (gRPC's interop timeout_on_sleeping_server): a
+    stream that delivered messages and then ran out of its caller's time counts for nothing; one that delivered
+    none still counts."""
+    breaker = CircuitBreaker(failure_threshold=1)
+    with Client(path, server.target, breaker) as client:
+        answered = call(client, "server_stream", 3, timeout=0.3, id="answered", pause_ms=2000)
+        assert answered.code is grpc.StatusCode.DEADLINE_EXCEEDED and len(answered.messages) == 1
+        time.sleep(0.05)  # a stream's end is counted when grpc reports it
+        assert breaker.state is CircuitState.CLOSED and breaker.metrics.failures == 0
+        silent = call(client, "server_stream", 3, timeout=0.3, id="silent", sleep_ms=2000)
+        assert silent.code is grpc.StatusCode.DEADLINE_EXCEEDED and not silent.messages
+    wait_until(lambda: breaker.state is CircuitState.OPEN)
