@@ -68,7 +68,15 @@ from .engine.policy import AsyncLink, Executor, Link, Policy
 from .grpc.access_log import _Aio, _CallObserver, _Sync
 from .grpc.status import status_code
 
-__all__ = ["LATENCY_BUCKETS", "WAITING_LIMIT", "AioServerMetrics", "Metrics", "ServerMetrics", "canonical_target"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "METHODS_NAMED",
+    "WAITING_LIMIT",
+    "AioServerMetrics",
+    "Metrics",
+    "ServerMetrics",
+    "canonical_target",
+]
 
 LATENCY_BUCKETS: tuple[float, ...] = (
     0, 0.00001, 0.00005, 0.0001, 0.0003, 0.0006, 0.0008, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01,
@@ -108,6 +116,8 @@ class Metrics:
         self._idle = isinstance(provider, otel.NoOpMeterProvider)  # nothing to time for
         self._pending = _Pending()
         self._started: dict[tuple[str, str], _Counted] = {}  # by method and target: channels share them
+        self._methods: set[str] = set()  # the methods named in grpc.method (see METHODS_NAMED)
+        self._lock = threading.Lock()
         meter.create_observable_counter(
             "grpc.client.attempt.started", [self._pending.hand_over, self._attempts_started], unit="{attempt}"
         )
@@ -152,7 +162,7 @@ class Metrics:
             return executor
         self.watch(executor.policies)
         base = {
-            "grpc.method": method.lstrip("/"),
+            "grpc.method": self._method(method),
             "grpc.target": target if target == "other" else canonical_target(target),
         }
         chain: list[Policy] = [_Timer(self._call_duration, self._pending, base), *executor.policies]
@@ -161,8 +171,19 @@ class Metrics:
             chain.append(_Timer(self._attempt_duration, self._pending, base, started))
         return Executor(*chain)
 
+    def _method(self, method: str) -> str:
+        """``grpc.method`` for ``method``: its name, for the first :data:`METHODS_NAMED` methods; then "other"."""
+        name = method.lstrip("/")
+        if name in self._methods:
+            return name
+        with self._lock:
+            if len(self._methods) >= METHODS_NAMED:
+                return "other"
+            self._methods.add(name)
+        return name
+
     def _heard(self, event: Any) -> None:
-        method = event.method.lstrip("/") if event.method else ""
+        method = self._method(event.method) if event.method else ""
         span = trace.get_current_span()
         if span.is_recording():
             _span_event(span, event, method)
@@ -214,6 +235,11 @@ class Metrics:
             otel.Observation(limiter.limit, {"resilience.policy": limiter.name}) for limiter in list(self._limiters)
         ]
 
+
+METHODS_NAMED = 1000
+"""Methods a :class:`Metrics` names in ``grpc.method``, the first it sees; any other is "other", as gRFC A66 records
+the methods a client did not register (a Python client registers every method its stubs name, so this cap stands
+for that rule), so that what a Metrics keeps does not grow with method names."""
 
 WAITING_LIMIT = 1 << 18
 """Histogram values that wait for a collection at most, per Metrics or server (8 bytes each)."""
@@ -309,6 +335,7 @@ class _Timer(Policy):
     (``execution.settle``) is timed to its end."""
 
     __slots__ = ("_attributes", "_bins", "_histogram", "_pending", "_started")
+    serves_deferred = True
     _attributes: dict[str, str]
     _bins: dict[str, _Bin]
     _histogram: Any
@@ -342,7 +369,7 @@ class _Timer(Policy):
 
     def _returned(self, execution: Execution, began: float, span: Any) -> None:
         attempt = execution.attempts
-        if execution.settle is not None:  # a stream: it ends later
+        if execution.settle is not None:  # a stream or a deferred attempt: it ends later
             execution.settle.append(lambda outcome: self._ended(began, outcome, attempt, span))
         else:
             self._ended(began, None, attempt, span)

@@ -1,7 +1,8 @@
-"""Worker threads, one per job in flight, reused while idle, never joined at exit.
+"""Worker threads, one per job in flight (or at most ``limit``, the other jobs waiting their turn), reused while
+idle, never joined at exit.
 
-Sync ``.future()`` calls run their policies in one, so that one call's slow fallback function or listener holds
-up no other call; a HedgePolicy runs each sync attempt of a hedged call in one. Idle workers wait a while for
+Sync streams run their policies in one until they commit (their first message can only be waited for by a
+blocking read); a HedgePolicy runs each sync attempt that cannot be deferred in one. Idle workers wait a while for
 more work, then end. They are daemon threads, as grpc's own are: a call still waiting out a backoff does not
 keep the interpreter from exiting.
 """
@@ -17,13 +18,14 @@ IDLE_SECONDS = 30.0
 
 
 class Workers:
-    __slots__ = ("_idle", "_jobs", "_lock", "_name")
+    __slots__ = ("_alive", "_idle", "_jobs", "_limit", "_lock", "_name")
 
-    def __init__(self, name: str) -> None:
-        self._name = name
+    def __init__(self, name: str, limit: int | None = None) -> None:
+        self._name, self._limit = name, limit
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # workers waiting for a job that no submit has counted on yet
+        self._alive = 0
 
     @property
     def idle(self) -> int:
@@ -31,12 +33,16 @@ class Workers:
         return self._idle
 
     def submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` in a worker thread: an idle one, or a new one when none is idle."""
+        """Run ``job`` in a worker thread: an idle one, or a new one when none is idle (and fewer than ``limit`` are
+        alive; else the job waits for a worker)."""
         self._jobs.put(job)
         with self._lock:
             if self._idle:
                 self._idle -= 1  # that worker will take a job
                 return
+            if self._limit is not None and self._alive >= self._limit:
+                return
+            self._alive += 1
         threading.Thread(target=self._work, name=self._name, daemon=True).start()
 
     def _work(self) -> None:
@@ -49,6 +55,7 @@ class Workers:
                         continue  # a job arrived as the wait ended
                     if self._idle:
                         self._idle -= 1  # this worker stops being counted on
+                    self._alive -= 1
                     return
             job()
             del job  # an idle worker keeps nothing of the call it ran alive
@@ -57,3 +64,4 @@ class Workers:
 
 
 FUTURES = Workers("interceptors-future")
+"""The threads sync streams run their policies in until they commit."""

@@ -81,6 +81,7 @@ class AdaptiveLimiter(Policy):
         "on_rejected",
         "window",
     )
+    serves_deferred = True
     clock: Clock
     min_limit: int
     max_limit: int
@@ -220,7 +221,7 @@ class AdaptiveLimiter(Policy):
             except BaseException:
                 places.give()
                 raise
-            if execution.settle is not None:  # a stream: its place is held until it ends
+            if execution.settle is not None:  # a stream or a deferred attempt: its place is held until it ends
                 execution.settle.append(lambda outcome: end(started, outcome))
             else:
                 end(started, None)
@@ -243,7 +244,7 @@ class AdaptiveLimiter(Policy):
             except BaseException:
                 places.give()
                 raise
-            if execution.settle is not None:  # a stream: its place is held until it ends
+            if execution.settle is not None:  # a stream or a deferred attempt: its place is held until it ends
                 execution.settle.append(lambda outcome: end(started, outcome))
             else:
                 end(started, None)

@@ -29,6 +29,7 @@ class Bulkhead(Policy):
     """
 
     __slots__ = ("_places", "clock", "max_concurrent", "max_wait", "on_full")
+    serves_deferred = True
     clock: Clock
     max_concurrent: int
     max_wait: float
@@ -105,7 +106,8 @@ class Bulkhead(Policy):
 
 
 def _give_back(places: Places, execution: Execution) -> None:
-    """Give a call's place back now, or, for a stream (see ``Execution.settle``), when it ends."""
+    """Give a call's place back now, or, for a stream or a deferred attempt (see ``Execution.settle``), when it
+    ends."""
     if execution.settle is None:
         places.give()
     else:

@@ -66,6 +66,7 @@ class CircuitBreaker(Policy):
     """
 
     __slots__ = ("_machine", "config")
+    serves_deferred = True
     config: CircuitConfig
     """The options, as given and defaulted (``breaker.config.delay``), and the rules they make."""
     _machine: CircuitStateMachine
@@ -210,14 +211,16 @@ class CircuitBreaker(Policy):
         failed = config.failed(failure, semantics, overdue(deadline, now))
         self._machine.record(generation, failed, slow, failure, semantics)
 
-    def _settle(self, generation: int, start: float, semantics: Semantics, outcome: BaseException | None) -> None:
-        """Record how a stream it admitted ended (see ``Execution.settle``). A stream settles after it answered (its
-        first message came, or it ended well): its caller's deadline passing later is not a deadline with no answer,
-        and counts only as the failure it is for :meth:`Semantics.is_failure`."""
+    def _settle(
+        self, generation: int, start: float, semantics: Semantics, deadline: float | None, outcome: BaseException | None
+    ) -> None:
+        """Record how a call it admitted ended (see ``Execution.settle``). A stream settles after it answered (its
+        first message came, or it ended well), so its caller's deadline passing later is not a deadline with no
+        answer (``deadline`` None); a deferred attempt's is."""
         if Execution.cancelled(outcome):
             self._machine.release(generation)
         else:
-            self._record(generation, start, outcome, semantics)
+            self._record(generation, start, outcome, semantics, deadline)
 
     def _admit(self, execution: Execution) -> int:
         """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
@@ -249,8 +252,9 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
-            if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics))
+            if execution.settle is not None:  # a stream or a deferred attempt: its final status counts, once it ends
+                deadline = execution.deadline if execution.deferred else None
+                execution.settle.append(partial(settle, generation, start, execution.semantics, deadline))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
@@ -275,8 +279,9 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
-            if execution.settle is not None:  # a stream: its final status counts, once it ends
-                execution.settle.append(partial(settle, generation, start, execution.semantics))
+            if execution.settle is not None:  # a stream or a deferred attempt: its final status counts, once it ends
+                deadline = execution.deadline if execution.deferred else None
+                execution.settle.append(partial(settle, generation, start, execution.semantics, deadline))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .clock import Clock
 
 if TYPE_CHECKING:
     from .events import FallbackExecuted
 
-__all__ = ["Execution", "Semantics"]
+__all__ = ["Deferred", "Execution", "Semantics", "settle"]
+
+_log = logging.getLogger("interceptors")
+
+Settle = Callable[["BaseException | None"], "BaseException | None"]
+"""Told how a call ended (see ``Execution.settle``); returns None, or the failure the policies outside see instead."""
 
 
 OVERDUE_SLACK = 0.005
 """Seconds before a deadline within which a failure counts as having come at it (the transport's timer and the
 policies' clock do not tick together)."""
+
+
+LATE_REPORT = 0.02
+"""Seconds past an attempt's deadline a transport that ends attempts there is given to report the end; a sync
+:class:`HedgePolicy` waits no longer for a deferred attempt (gRPC reports a future's end from one thread per
+channel, which a busy process can hold up for longer: see :class:`Deferred`)."""
 
 
 def overdue(deadline: float | None, now: float) -> bool:
@@ -42,7 +54,11 @@ class Semantics:
 
     cancellable_attempts = False
     """Whether an attempt in flight ends promptly when ``execution.cancel()`` is called (the transport sets
-    ``on_cancel``): a :class:`HedgePolicy` then runs the first attempt in the caller's thread or task."""
+    ``on_cancel``): an async :class:`HedgePolicy` then runs the first attempt in the caller's task."""
+
+    defers_attempts = False
+    """Whether the transport's sync attempts can be deferred (see ``Execution.deferred``): a sync
+    :class:`HedgePolicy` then races them from the caller's thread alone, with no thread per attempt."""
 
     enforces_deadline = False
     """Whether the transport itself ends each attempt at ``execution.deadline`` (gRPC sends it as the call's
@@ -93,12 +109,22 @@ class Execution:
     - ``settle``: None for calls whose outcome is known when the attempt returns. Otherwise a list: policies that
       record an outcome or hold a place for the call's duration (breakers, bulkheads, limiters, throttles) append,
       when the attempt returns, a function that does so; the transport calls each once with how the call ended
-      (None: success; an Exception: that failure; any other BaseException: cancelled, release without recording).
+      (None: success; an Exception: that failure; any other BaseException: cancelled, release without recording),
+      innermost first (see :func:`settle`). A function returns None, or the failure the policies outside it see
+      instead (a Timeout's, when its deadline passed).
+    - ``deferred``: set (with ``settle``) on the attempts a sync :class:`HedgePolicy` races when every policy inside
+      it serves deferred attempts (``Policy.serves_deferred``) and the transport can defer them
+      (``Semantics.defers_attempts``): the attempt returns a :class:`Deferred` as soon as it is sent, and its
+      outcome settles when it comes.
     - ``committed``: set by the transport when the call can no longer be retried (e.g. a stream sent more than it
       can replay); a RetryPolicy then raises the attempt's failure as it is.
     - ``resuming``: a failure that ended the call after it returned (a stream that failed after commit), set
       before running the chain again to resume it: the RetryPolicy treats it as the last attempt's failure (its
       classification, delay, attempt count and budget) before it starts the next attempt.
+
+    ``offload``, where the transport sets it, runs a user's sync function that may block (a fallback function) off
+    the event loop an async chain runs on, when that loop serves other callers (the sync adapter's background
+    loop): ``await execution.offload(fn)``.
 
     Attempts that run at once (a :class:`HedgePolicy`'s) each get a :meth:`fork`; the one whose outcome the call
     takes is :meth:`adopt`-ed back. ``cancel()`` abandons an attempt: ``abandoned`` tells the transport to send
@@ -113,8 +139,10 @@ class Execution:
         "clock",
         "committed",
         "deadline",
+        "deferred",
         "fallback",
         "last_failure",
+        "offload",
         "on_cancel",
         "request",
         "resuming",
@@ -140,11 +168,12 @@ class Execution:
         self.attempts = 1
         self.last_failure: BaseException | None = None
         self.fallback: FallbackExecuted | None = None
-        self.settle: list[Callable[[BaseException | None], None]] | None = None
-        self.committed = False
+        self.settle: list[Settle] | None = None
+        self.committed = self.deferred = False
         self.resuming: BaseException | None = None
         self.abandoned = False
         self.on_cancel: Callable[[], object] | None = None
+        self.offload: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
 
     def cancel(self) -> None:
         """Abandon this execution: no attempt is sent after this, and the one in flight is cancelled."""
@@ -161,8 +190,8 @@ class Execution:
         child.deadline, child.start_time, child.attempt_start_time = self.deadline, self.start_time, self.clock.now()
         child.attempts, child.last_failure, child.fallback, child.resuming = attempts, None, None, None
         child.settle = None if self.settle is None else []
-        child.committed = child.abandoned = False
-        child.on_cancel = None
+        child.committed = child.abandoned = child.deferred = False
+        child.on_cancel, child.offload = None, self.offload
         return child
 
     def adopt(self, child: Execution) -> None:
@@ -197,3 +226,32 @@ class Execution:
             f"Execution(attempts={self.attempts}, elapsed={self.elapsed:.3f}, remaining={self.remaining}, "
             f"last_failure={self.last_failure!r})"
         )
+
+
+class Deferred(Protocol):
+    """An attempt sent and not yet ended (see ``Execution.deferred``): what a deferring transport's attempt returns."""
+
+    expires: float | None
+    """When the transport ends the attempt at the latest (its deadline, on the execution's clock), or None."""
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once, from any thread, when the attempt has ended (at once if it has)."""
+
+    def outcome(self) -> Any:
+        """What the ended attempt answered; raises its failure. Asked before its end was reported (only when
+        ``expires`` has passed by :data:`LATE_REPORT`), the transport ends the attempt and raises the failure of a
+        deadline passed."""
+
+
+def settle(callbacks: Sequence[Settle], outcome: BaseException | None) -> BaseException | None:
+    """Tell the policies that admitted a call how it ended (see ``Execution.settle``), each once, innermost first;
+    returns the outcome as the policies outside them see it. A function that raises is logged and passed over."""
+    for callback in callbacks:
+        try:
+            replaced = callback(outcome)
+        except Exception:
+            _log.exception("a policy could not record the end of a call")
+            continue
+        if replaced is not None:
+            outcome = replaced
+    return outcome

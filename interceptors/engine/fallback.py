@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping
@@ -141,6 +142,8 @@ class Fallback(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        offloads = self.fn is not None and not inspect.iscoroutinefunction(self.fn)
+
         async def run(execution: Execution) -> Any:
             try:
                 return await inner(execution)
@@ -148,7 +151,10 @@ class Fallback(Policy):
                 if not self._handles(execution, failure):
                     raise
                 try:
-                    result = self._answer(execution, failure)
+                    if offloads and execution.offload is not None:  # a sync function, which may block
+                        result = await execution.offload(functools.partial(self._answer, execution, failure))
+                    else:
+                        result = self._answer(execution, failure)
                     if inspect.isawaitable(result):
                         result = await result
                     return self._answered(execution, failure, result)

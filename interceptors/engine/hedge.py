@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import logging
 import math
 import queue
 import sys
@@ -14,26 +13,28 @@ from collections import deque
 from typing import Any
 
 from . import options
-from ._timers import TIMERS, Timer
 from ._workers import Workers
 from .budget import RetryBudget
 from .clock import Clock
 from .events import HedgeCancelled, HedgeStarted, HedgeWon
-from .execution import Execution, Semantics
+from .execution import LATE_REPORT, Deferred, Execution, Semantics, settle
 from .policy import AsyncLink, Link, Policy
 
 __all__ = ["HedgePolicy", "LatencyQuantile"]
 
-_log = logging.getLogger("interceptors")
-
 HEDGES = Workers("interceptors-hedge")
-"""The threads sync hedged attempts run in."""
+"""The threads sync hedged attempts that cannot be deferred run in (a stream's, until it commits)."""
+
+
+METHODS_KEPT = 1000
+"""Methods whose latencies a :class:`LatencyQuantile` keeps at most."""
 
 
 class LatencyQuantile:
     """A hedging delay that follows the method: the ``quantile`` of the latencies of its last ``window`` successful
     attempts (failsafe-go's ``WithDelayQuantile``). Until ``min_samples`` have been seen, calls are not hedged. The
-    delay is never below ``minimum`` seconds. Latencies are kept per method (per :class:`Semantics`).
+    delay is never below ``minimum`` seconds. Latencies are kept per method name (``Semantics.method``), for at
+    most :data:`METHODS_KEPT` methods: past that, the method seen first is forgotten first.
 
     :param quantile: in (0, 1), e.g. 0.95 hedges the slowest 5 % of calls.
     :param window: how many recent latencies to keep (default 1000).
@@ -53,21 +54,25 @@ class LatencyQuantile:
         self.min_samples = options.count(min_samples, "LatencyQuantile min_samples", maximum=self.window)
         self.minimum = options.seconds(minimum, "LatencyQuantile minimum")
         self._lock = threading.Lock()
-        self._windows: dict[Semantics, _Window] = {}
+        self._windows: dict[str | None, _Window] = {}
 
     def delay(self, semantics: Semantics) -> float | None:
         """The hedging delay for calls of ``semantics``' method now; None until enough latencies were seen."""
-        window = self._windows.get(semantics)
+        window = self._windows.get(semantics.method)
         if window is None or window.current is None:
             return None
         return max(window.current, self.minimum)
 
     def record(self, semantics: Semantics, latency: float) -> None:
         """A successful attempt of ``semantics``' method took ``latency`` seconds."""
-        window = self._windows.get(semantics)
+        window = self._windows.get(semantics.method)
         if window is None:
             with self._lock:
-                window = self._windows.setdefault(semantics, _Window(self))
+                window = self._windows.get(semantics.method)
+                if window is None:
+                    if len(self._windows) >= METHODS_KEPT:
+                        del self._windows[next(iter(self._windows))]
+                    window = self._windows[semantics.method] = _Window(self)
         window.add(latency)
 
     def __repr__(self) -> str:
@@ -114,11 +119,14 @@ class HedgePolicy(Policy):
     hedging stops and the attempts in flight finish the call. No hedge starts past the execution's deadline.
 
     Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries
-    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). The caller's thread or task
-    runs the first attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's
-    adapters), the hedges run in worker threads or tasks; otherwise every attempt does, while the caller waits.
-    Calls whose transport cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that
-    stream requests) are not hedged. Hedge only calls that are safe to make twice.
+    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Async: the caller's task runs
+    the first attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's adapters),
+    hedges run in tasks of their own. Sync: the caller's thread starts every attempt and waits for their outcomes;
+    where every policy inside serves deferred attempts (``Policy.serves_deferred``) and the transport defers them
+    (``Semantics.defers_attempts``: gRPC's unary attempts, sent as grpc futures), no thread is started for them,
+    otherwise each runs in a worker thread. Calls whose transport cannot run attempts side by side
+    (``Semantics.concurrent_attempts``: gRPC calls that stream requests) are not hedged. Hedge only calls that are
+    safe to make twice.
 
     :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
     :param max_attempts: attempts in all, the first included (>= 2; default 2).
@@ -199,6 +207,9 @@ class HedgePolicy(Policy):
             delay.record(execution.semantics, self.clock.now() - execution.attempt_start_time)
 
     def wrap(self, inner: Link) -> Link:
+        return self.wrap_over(inner, False)
+
+    def wrap_over(self, inner: Link, deferrable: bool) -> Link:
         def run(execution: Execution) -> Any:
             if not execution.semantics.concurrent_attempts:
                 return inner(execution)
@@ -207,7 +218,7 @@ class HedgePolicy(Policy):
                 result = inner(execution)
                 self._record(execution)
                 return result
-            return _SyncRace(self, execution, delay, inner).run()
+            return _SyncRace(self, execution, delay, inner, deferrable).run()
 
         return run
 
@@ -230,13 +241,7 @@ Outcome = tuple[Execution, Any, "BaseException | None"]
 
 
 class _Race:
-    """The attempts of one hedged call: which run, when the next may start, and what an outcome means.
-
-    The caller runs the first attempt itself when the transport can cancel it (``Semantics.cancellable_attempts``),
-    so that a call answered in time costs a timer and no more: hedges due meanwhile are started by the timer, and
-    an outcome of theirs that ends the call cancels the first attempt (``decided``). Otherwise, and once the first
-    attempt is done, the caller waits for the outcomes of attempts running elsewhere.
-    """
+    """The attempts of one hedged call: which run, when the next may start, and what an outcome means."""
 
     __slots__ = (
         "_brought_by",
@@ -246,9 +251,7 @@ class _Race:
         "_policy",
         "_started",
         "_stopped",
-        "decided",
         "execution",
-        "inline",
         "lock",
         "over",
         "running",
@@ -259,8 +262,6 @@ class _Race:
         self.lock = threading.RLock()
         self.running: list[Execution] = []
         self.over = False
-        self.inline: Execution | None = None  # the attempt the caller runs itself, while it does
-        self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
         self._started = 0
         self._stopped = False  # no more hedges: the server said so, the budget refused one
         self._last: Outcome | None = None  # the latest non-fatal failure
@@ -351,40 +352,18 @@ class _Race:
     def _start(self, child: Execution) -> None:
         raise NotImplementedError
 
-    def elsewhere(self, outcome: Outcome) -> bool:
-        """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
-        when it ends the call: it is kept in ``decided``, and the first attempt must be cancelled."""
-        if self.decided is not None:
-            discard(*outcome)
-            return False
-        if not self.ended(outcome[0], outcome[2]):
-            return False
-        self.decided = outcome
-        return True
-
-    def settled(self, first: Outcome) -> Outcome | None:
-        """After the caller's own first attempt: the outcome the call ends with (one decided meanwhile, else the
-        first attempt's if it ends the call), or None to wait on for the other attempts."""
-        with self.lock:
-            self.inline = None
-            decided = self.decided
-            if decided is None and self.ended(first[0], first[2]):
-                decided = first
-        if decided is not None and decided is not first:
-            discard(*first)
-        return decided
-
-    def finish(self, winner: Execution) -> list[Execution]:
-        """End the race with ``winner``'s outcome: the execution adopts it; returns the attempts still running,
-        marked abandoned (their outcomes are discarded, see :func:`discard`)."""
-        self.execution.adopt(winner)
+    def finish(self, winner: Execution | None) -> list[Execution]:
+        """End the race with ``winner``'s outcome (None: the call was cancelled): the execution adopts it; returns
+        the attempts still running, marked abandoned (their outcomes are discarded, see :func:`discard`)."""
+        if winner is not None:
+            self.execution.adopt(winner)
         with self.lock:
             self.over = True
             losers, self.running = self.running, []
         listen = self._policy.on_hedge_cancelled
         for loser in losers:
             loser.abandoned = True
-            if listen is not None or options.OBSERVERS:
+            if winner is not None and (listen is not None or options.OBSERVERS):
                 options.emit(listen, HedgeCancelled(loser.attempts, self._policy.name, self.execution.semantics.method))
         return losers
 
@@ -397,11 +376,7 @@ def discard(execution: Execution, result: Any, failure: BaseException | None) ->
     cancel = execution.on_cancel
     if cancel is not None:
         cancel()
-    for settle in execution.settle or ():
-        try:
-            settle(asyncio.CancelledError())
-        except Exception:
-            _log.exception("a policy could not record the end of a hedged attempt")
+    settle(execution.settle or (), asyncio.CancelledError())
 
 
 def _answer(outcome: Outcome) -> Any:
@@ -414,99 +389,104 @@ _CANCELLED = object()
 
 
 class _SyncRace(_Race):
-    """A race run by a thread: the first attempt in it (if the transport can cancel it), the others in worker
-    threads; a timer thread starts the hedges due while the caller's thread is busy."""
+    """A race the caller's thread runs: it starts each attempt, then waits for their outcomes, or for the next
+    hedge to be due.
 
-    __slots__ = ("_inner", "_outcomes", "_timers")
+    Where every policy inside the HedgePolicy serves deferred attempts and the transport can defer them
+    (``Execution.deferred``: gRPC's unary attempts, sent as grpc futures), an attempt returns as soon as it is sent
+    and its end is reported to this thread when it comes: the race starts no thread, and a call answered in time
+    costs its attempt's future and no more. Other attempts run in worker threads.
+    """
 
-    def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link) -> None:
+    __slots__ = ("_deferring", "_inner", "_outcomes", "_sent")
+
+    def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link, deferrable: bool) -> None:
         super().__init__(policy, execution, delay)
         self._inner = inner
+        self._deferring = deferrable and execution.semantics.defers_attempts
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._timers: list[Timer] = []
+        self._sent: dict[Execution, Deferred] = {}  # the deferred attempts whose end has not been taken yet
 
     def run(self) -> Any:
-        execution = self.execution
-        execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
-        if execution.semantics.cancellable_attempts:
-            first = self.inline = self.launch()
-            self._arm(self._delay)
-            try:
-                outcome: Outcome = (first, self._inner(first), None)
-            except BaseException as failure:
-                outcome = (first, None, failure)
-            for timer in self._timers:
-                timer.cancel()
-            decided = self.settled(outcome)
-            if decided is not None:
-                return self._end(decided)
-        else:
-            self._start(self.launch())
+        self.execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
+        self._start(self.launch())
         while True:
             try:
-                outcome = self._outcomes.get(timeout=self.until_hedge())
+                outcome = self._outcomes.get(timeout=self._wait())
             except queue.Empty:
-                if (last := self.hedge_due()) is not None:
-                    return self._end(last)
-                continue
-            if outcome is _CANCELLED:
+                outcome = self._expired()
+                if outcome is None:
+                    if (last := self.hedge_due()) is not None:
+                        return self._end(last)
+                    continue
+            if outcome is _CANCELLED or self.over:  # every attempt has been cancelled (see _cancelled)
+                for child in self.finish(None):
+                    _release(child)
                 raise asyncio.CancelledError
+            if len(outcome) == 2:  # a deferred attempt ended: what it answered, as the policies inside see it
+                if self._sent.pop(outcome[0], None) is None:
+                    continue  # taken already, when its report was late
+                outcome = _settled(*outcome)
             if self.ended(outcome[0], outcome[2]):
                 return self._end(outcome)
+
+    def _wait(self) -> float | None:
+        """Seconds to wait for an outcome: until the next hedge, and no longer than a deferred attempt's report of
+        its end may be late (see :data:`LATE_REPORT`)."""
+        wait = self.until_hedge()
+        expiries = [sent.expires for sent in self._sent.values() if sent.expires is not None]
+        if expiries:
+            late = max(min(expiries) + LATE_REPORT - self._policy.clock.now(), 0.0)
+            wait = late if wait is None else min(wait, late)
+        return wait
+
+    def _expired(self) -> Outcome | None:
+        """The outcome of a deferred attempt past its deadline whose end was not reported in time (the transport
+        ends it now), or None."""
+        now = self._policy.clock.now()
+        for child, sent in self._sent.items():
+            if sent.expires is not None and now >= sent.expires + LATE_REPORT:
+                del self._sent[child]
+                return _settled(child, sent)
+        return None
 
     def _end(self, outcome: Outcome) -> Any:
         for loser in self.finish(outcome[0]):
             loser.cancel()
+            _release(loser)
         return _answer(outcome)
 
-    def _arm(self, seconds: float) -> None:
-        self._timers.append(TIMERS.after(seconds, lambda: HEDGES.submit(self._due)))
-
-    def _due(self) -> None:
-        """A timer went off while the caller runs the first attempt: start the hedge now due."""
-        with self.lock:
-            if self.inline is None or self.decided is not None or self.over:
-                return
-            wait = self.until_hedge()
-            if wait is None:
-                return
-            if wait > 0:  # moved later by a pushback
-                self._arm(wait)
-                return
-            child = self.hedge()
-            if child is not None:
-                self._start(child)
-                wait = self.until_hedge()
-                if wait is not None:
-                    self._arm(wait)
-
     def _start(self, child: Execution) -> None:
-        context = contextvars.copy_context()  # each attempt sees the caller's context variables
-        HEDGES.submit(lambda: context.run(self._attempt, child))
+        if child.abandoned:
+            return  # the call was cancelled meanwhile
+        if not self._deferring:
+            context = contextvars.copy_context()  # each attempt sees the caller's context variables
+            HEDGES.submit(lambda: context.run(self._attempt, child))
+            return
+        child.deferred, child.settle = True, []
+        try:
+            sent = self._inner(child)
+        except BaseException as failure:  # refused before it was sent (an open breaker, no time left, ...)
+            if child.settle:  # sent, then failed by a policy outside the transport: it goes no further
+                child.cancel()
+                failure = settle(child.settle, failure) or failure
+                child.settle = []
+            self._outcomes.put((child, None, failure))
+            return
+        self._sent[child] = sent
+        sent.when_done(functools.partial(self._outcomes.put, (child, sent)))  # in the transport's thread: no more
 
     def _attempt(self, child: Execution) -> None:
+        """An attempt that cannot be deferred, in a worker thread."""
         try:
             outcome: Outcome = (child, self._inner(child), None)
         except BaseException as failure:
             outcome = (child, None, failure)
         with self.lock:
-            if self.over:
-                interrupt = None
-            elif self.inline is None:
+            if not self.over:
                 self._outcomes.put(outcome)
                 return
-            elif self.elsewhere(outcome):
-                interrupt = self.inline
-            else:
-                if self.decided is None:  # a non-fatal failure: the next hedge at once, or after the pushback
-                    wait = self.until_hedge()
-                    if wait is not None:
-                        self._arm(wait)
-                return
-        if interrupt is not None:
-            interrupt.cancel()  # the transport ends the caller's attempt (its call is cancelled)
-        else:
-            discard(*outcome)
+        discard(*outcome)
 
     def _cancelled(self) -> None:
         with self.lock:
@@ -517,17 +497,42 @@ class _SyncRace(_Race):
         self._outcomes.put(_CANCELLED)
 
 
+def _settled(child: Execution, sent: Deferred) -> Outcome:
+    """The outcome of a deferred attempt that ended, once the policies inside the race have settled it."""
+    try:
+        result, failure = sent.outcome(), None
+    except BaseException as error:
+        result, failure = None, error
+    failure = settle(child.settle or (), failure)
+    child.settle = []
+    return (child, result, None) if failure is None else (child, None, failure)
+
+
+def _release(child: Execution) -> None:
+    """An attempt the race no longer waits for, cancelled: a deferred one's policies learn of it now (a worker's
+    when its attempt returns: see :func:`discard`)."""
+    if child.deferred:
+        settle(child.settle or (), asyncio.CancelledError())
+        child.settle = []
+
+
 class _AsyncRace(_Race):
     """A race run by a task: the first attempt in it (if the transport can cancel it), the others in tasks of
-    their own; a loop timer starts the hedges due while the caller's task is busy."""
+    their own; a loop timer starts the hedges due while the caller's task is busy.
 
-    __slots__ = ("_inner", "_tasks", "_timer")
+    While the caller's task runs the first attempt (``inline``), an outcome of another attempt that ends the call
+    is kept in ``decided`` and the first attempt is cancelled.
+    """
+
+    __slots__ = ("_inner", "_tasks", "_timer", "decided", "inline")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: AsyncLink) -> None:
         super().__init__(policy, execution, delay)
         self._inner = inner
         self._tasks: dict[asyncio.Future[Any], Execution] = {}
         self._timer: asyncio.TimerHandle | None = None
+        self.inline: Execution | None = None  # the attempt the caller runs itself, while it does
+        self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
 
     async def run(self) -> Any:
         tasks = self._tasks
@@ -546,7 +551,7 @@ class _AsyncRace(_Race):
                 finally:
                     if self._timer is not None:
                         self._timer.cancel()
-                decided = self.settled(outcome)
+                decided = self._settled(outcome)
                 if decided is not None:
                     return self._end(decided)
             else:
@@ -580,6 +585,28 @@ class _AsyncRace(_Race):
             loser.cancel()  # now, not when its task next runs: the caller may hold the loop after this returns
         return _answer(outcome)
 
+    def _elsewhere(self, outcome: Outcome) -> bool:
+        """Take the outcome of an attempt that ended while the caller runs the first one; True when it ends the
+        call: it is kept in ``decided``, and the first attempt must be cancelled."""
+        if self.decided is not None:
+            discard(*outcome)
+            return False
+        if not self.ended(outcome[0], outcome[2]):
+            return False
+        self.decided = outcome
+        return True
+
+    def _settled(self, first: Outcome) -> Outcome | None:
+        """After the caller's own first attempt: the outcome the call ends with (one decided meanwhile, else the
+        first attempt's if it ends the call), or None to wait on for the other attempts."""
+        self.inline = None
+        decided = self.decided
+        if decided is None and self.ended(first[0], first[2]):
+            decided = first
+        if decided is not None and decided is not first:
+            discard(*first)
+        return decided
+
     def _due(self) -> None:
         """The loop's timer went off while the caller runs the first attempt: start the hedge now due."""
         if self.inline is None or self.decided is not None:
@@ -608,7 +635,7 @@ class _AsyncRace(_Race):
         if inline is None or child is None:
             return  # the caller waits for it now, or the race is over
         del self._tasks[task]
-        if self.elsewhere(_task_outcome(child, task)):
+        if self._elsewhere(_task_outcome(child, task)):
             inline.cancel()  # the transport ends the caller's attempt (its call is cancelled)
         elif self.decided is None:
             if self._timer is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from .clock import SYSTEM_CLOCK, Clock
 from .execution import PLAIN, Execution, Semantics
@@ -29,9 +29,18 @@ class Policy(abc.ABC):
     __slots__ = ("__weakref__", "name")
     name: str
 
+    serves_deferred: ClassVar[bool] = False
+    """Whether the policy serves deferred attempts (see ``Execution.deferred``): it reads nothing of an attempt's
+    outcome when the attempt returns, only what ``execution.settle`` tells it later."""
+
     @abc.abstractmethod
     def wrap(self, inner: Link) -> Link:
         """The sync step that applies this policy around ``inner``."""
+
+    def wrap_over(self, inner: Link, deferrable: bool) -> Link:
+        """The sync step around ``inner``, knowing whether every policy in ``inner`` serves deferred attempts (a
+        HedgePolicy then defers the attempts it races). By default, :meth:`wrap`."""
+        return self.wrap(inner)
 
     @abc.abstractmethod
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
@@ -81,8 +90,10 @@ class Executor:
         self.clock: Clock = next(iter(clocks.values()), SYSTEM_CLOCK)
         chain: Link = _invoke
         async_chain: AsyncLink = _invoke
+        deferrable = True  # every policy inside ``chain`` serves deferred attempts
         for p in reversed(policies):
-            chain, async_chain = p.wrap(chain), p.wrap_async(async_chain)
+            chain, async_chain = p.wrap_over(chain, deferrable), p.wrap_async(async_chain)
+            deferrable = deferrable and p.serves_deferred
         self._chain, self._async_chain = chain, async_chain
 
     def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:

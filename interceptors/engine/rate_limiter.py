@@ -38,6 +38,7 @@ class RateLimiter(Policy):
     """
 
     __slots__ = ("_lock", "_next", "_used", "bursty", "clock", "max_calls", "max_wait", "on_limited", "period")
+    serves_deferred = True  # a permit is taken when the call starts; how it ends is nothing to it
     clock: Clock
     max_calls: int
     period: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import threading
 from typing import Any
@@ -48,6 +49,7 @@ class AdaptiveThrottle(Policy):
     """
 
     __slots__ = ("_lock", "_random", "_tally", "clock", "handle", "k", "max_rejection_rate", "on_throttled", "window")
+    serves_deferred = True
     clock: Clock
     k: float
     max_rejection_rate: float
@@ -120,6 +122,10 @@ class AdaptiveThrottle(Policy):
         with self._lock:
             self._tally.add(first=1, second=int(accepted))
 
+    def _settled(self, execution: Execution, outcome: BaseException | None) -> None:
+        if not Execution.cancelled(outcome):
+            self._record(execution, outcome)
+
     def wrap(self, inner: Link) -> Link:
         admit, record = self._admit, self._record
 
@@ -130,7 +136,10 @@ class AdaptiveThrottle(Policy):
             except Exception as failure:
                 record(execution, failure)
                 raise
-            record(execution, None)
+            if execution.deferred:  # counted when it ends (a stream counts as accepted once it commits)
+                execution.settle.append(functools.partial(self._settled, execution))  # type: ignore[union-attr]
+            else:
+                record(execution, None)
             return result
 
         return run

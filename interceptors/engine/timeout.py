@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from typing import Any
 
@@ -33,6 +34,7 @@ class Timeout(Policy):
     """
 
     __slots__ = ("_alarms", "clock", "on_timeout_exceeded", "seconds")
+    serves_deferred = True
     clock: Clock
     seconds: float
     _alarms: Alarms
@@ -72,8 +74,17 @@ class Timeout(Policy):
             )
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)
 
+    def _settled(self, execution: Execution, own: float, outcome: BaseException | None) -> BaseException | None:
+        """How a deferred attempt's end looks from outside (see ``Execution.settle``): past this policy's deadline,
+        a failure or an answer is a :class:`TimeoutExceededError`."""
+        if Execution.cancelled(outcome) or self.clock.now() < own:
+            return None
+        exceeded = self._exceeded(execution)
+        exceeded.__cause__ = outcome
+        return exceeded
+
     def wrap(self, inner: Link) -> Link:
-        now, seconds = self.clock.now, self.seconds
+        now, seconds, settled = self.clock.now, self.seconds, self._settled
 
         def run(execution: Execution) -> Any:
             outer, own = execution.deadline, now() + seconds
@@ -88,7 +99,9 @@ class Timeout(Policy):
                 raise
             finally:
                 execution.deadline = outer
-            if now() >= own:
+            if execution.deferred:  # sent, not ended: its end is judged when it comes
+                execution.settle.append(functools.partial(settled, execution, own))  # type: ignore[union-attr]
+            elif now() >= own:
                 raise self._exceeded(execution)
             return result
 

@@ -15,6 +15,8 @@ attempt once it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import math
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -301,12 +303,14 @@ class CallExecution(Execution):
         self.call = cast(CallExecution, child).call
 
 
-def sent(execution: Execution, call: Any) -> Any:
-    """``call``, kept as the execution's attempt in flight: ``execution.cancel()`` cancels it (at once, if the
-    execution was abandoned while it was being sent), and a stream that commits settles with it."""
-    cast(CallExecution, execution).call, execution.on_cancel = call, call.cancel
+def sent(execution: Execution, call: Any, cancel: Callable[[], object] | None = None) -> Any:
+    """``call``, kept as the execution's attempt in flight: ``execution.cancel()`` cancels it (by ``cancel``,
+    default ``call.cancel``; at once if the execution was abandoned while it was being sent), and a stream that
+    commits settles with it."""
+    cancel = call.cancel if cancel is None else cancel
+    cast(CallExecution, execution).call, execution.on_cancel = call, cancel
     if execution.abandoned:
-        call.cancel()
+        cancel()
     return call
 
 
@@ -328,9 +332,12 @@ class Route:
         self.hedged = self.semantics.concurrent_attempts and any(isinstance(p, HedgePolicy) for p in executor.policies)
         """Whether its calls may race attempts: the sync adapter then sends them as futures, to cancel the losers."""
 
-    def execution(self, attempt: Callable[[Execution], Any], request: Any, timeout: object) -> CallExecution:
+    def execution(
+        self, attempt: Callable[[Execution], Any], request: Any, timeout: object, awaits: bool | None = None
+    ) -> CallExecution:
         """A new execution of ``attempt``, with the caller's ``timeout`` (checked: see :func:`caller_timeout`) as
-        its absolute deadline, or the incoming call's less its reserve when that is sooner.
+        its absolute deadline, or the incoming call's less its reserve when that is sooner. ``awaits``: whether
+        ``attempt`` is a coroutine function (default: as the route's flavour).
 
         Raises a CANCELLED StatusError if the incoming call has been cancelled: nothing is sent for it.
         """
@@ -346,7 +353,8 @@ class Route:
         inherited = None if remaining is None else now + remaining
         if inherited is None or (deadline is not None and deadline <= inherited):
             return CallExecution(attempt, clock, self.semantics, request, deadline, incoming)
-        bounded = _bounded_async(attempt) if self.flavour.awaits else _bounded(attempt)
+        awaited = self.flavour.awaits if awaits is None else awaits
+        bounded = _bounded_async(attempt) if awaited else _bounded(attempt)
         return CallExecution(bounded, clock, self.semantics, request, inherited, incoming, inherited)
 
     def ended(self, execution: Execution, result: Any, flavour: Flavour) -> Any:
@@ -462,11 +470,18 @@ def _inherited_timeout(execution: Execution, failure: Exception) -> Exception:
 def _bounded(attempt: Callable[[Execution], Any]) -> Callable[[Execution], Any]:
     def run(execution: Execution) -> Any:
         try:
-            return attempt(execution)
+            result = attempt(execution)
         except Exception as failure:
             raise _inherited_timeout(execution, failure)  # noqa: B904  (chained when converted)
+        if execution.deferred:  # sent, not ended: its failure is read when it comes
+            execution.settle.append(functools.partial(_inherited_settled, execution))  # type: ignore[union-attr]
+        return result
 
     return run
+
+
+def _inherited_settled(execution: Execution, outcome: BaseException | None) -> BaseException | None:
+    return _inherited_timeout(execution, outcome) if isinstance(outcome, Exception) else None
 
 
 def _bounded_async(attempt: Callable[[Execution], Any]) -> Callable[[Execution], Any]:
@@ -506,7 +521,8 @@ class Router:
         "retries",
     )
 
-    # routes are kept by method name, and by (name, request stream, response stream) for streaming methods
+    # routes are kept by method name, and by (name, request stream, response stream) for streaming methods: at most
+    # ROUTES_KEPT of each sort, the oldest made first to go (made again when called again)
 
     def __init__(
         self,
@@ -556,15 +572,28 @@ class Router:
             if metrics is not None:  # every call is measured, with policies or not
                 executor = metrics.instrument(executor or Executor(), name, self._target)
             route = None if executor is None else Route(name, executor, self._flavour, kind)
-            self._routes[key] = route
+            _keep(self._routes, key, route)
         if route is not None or INCOMING.get() is None:
             return route
         try:
             return self._propagating[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            route = self._propagating[key] = Route(name, Executor(), self._flavour, kind)
+            route = Route(name, Executor(), self._flavour, kind)
+            _keep(self._propagating, key, route)
             return route
+
+
+ROUTES_KEPT = 1000
+"""Routes a router keeps, of each sort (see :meth:`Router.route`): a channel that calls more distinct methods makes
+again the routes of those it called longest ago, rather than grow with method names."""
+
+
+def _keep(routes: dict[object, Any], key: object, route: Any) -> None:
+    if len(routes) >= ROUTES_KEPT:
+        with contextlib.suppress(StopIteration, RuntimeError):  # another thread made room meanwhile
+            routes.pop(next(iter(routes)), None)  # the oldest kept
+    routes[key] = route
 
 
 _UNSET: Any = object()

@@ -17,7 +17,7 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..engine.execution import Execution
+from ..engine.execution import Execution, Settle, settle
 from ..engine.policy import AsyncLink, Link, Policy
 
 __all__ = [
@@ -237,6 +237,7 @@ class StreamResume(Policy):
 
     __slots__ = ("resume",)
     resume: Callable[[Any, Sequence[Any]], Any]
+    serves_deferred = True
 
     def __init__(self, resume: Callable[[Any, Sequence[Any]], Any]) -> None:
         if not callable(resume):
@@ -265,20 +266,11 @@ class StreamResume(Policy):
         return True
 
 
-def settle(callbacks: Sequence[Callable[[BaseException | None], None]], outcome: BaseException | None) -> None:
-    """Tell the policies that admitted a stream how it ended (see ``Execution.settle``), each once."""
-    for callback in callbacks:
-        try:
-            callback(outcome)
-        except Exception:
-            _log.exception("a policy could not record the end of a stream")
-
-
 @contextlib.contextmanager
 def settled(
     execution: Execution,
     in_flight: Callable[[], Any],
-    when_done: Callable[[Any, list[Callable[[BaseException | None], None]]], None],
+    when_done: Callable[[Any, list[Settle]], None],
 ) -> Iterator[None]:
     """Around a run of a stream's policies: the policies that admitted its committed attempt (what they append to
     ``execution.settle``) learn how that attempt, ``in_flight()``, ends, through ``when_done(call, callbacks)``.

@@ -100,6 +100,7 @@ class GrpcSemantics(Semantics):
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
     cancellable_attempts = True  # the adapters keep each attempt's grpc call on its execution (see _core.sent)
+    defers_attempts = True  # a hedged unary attempt is a grpc future, whose end the sync adapter reports
 
     def __init__(
         self,
@@ -190,6 +191,8 @@ class ResponseStreamSemantics(GrpcSemantics):
     """A method with streamed responses: a fallback answers a sequence of response messages (by default none)."""
 
     __slots__ = ()
+
+    defers_attempts = False  # a stream's attempt ends at its first message, which only a blocking read can tell
 
     def default_response(self) -> Any:
         return ()

@@ -1,9 +1,11 @@
 """Sync gRPC client interceptor: the policy engine on every sync call path.
 
-Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in the caller's thread. ``.future()``
-calls return at once: their policies run in a worker thread of their own, so that nothing one call does (a slow
-fallback function, a listener) holds up another, and cancelling the future cancels the attempt in flight and
-every later one.
+Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in the caller's thread; a hedged
+method's attempts are grpc futures, raced from that thread. ``.future()`` calls return at once: their policies run
+as a task of the library's one background event loop (see :mod:`interceptors.engine._loop`), each attempt a grpc
+future whose end wakes the loop, so that calls in flight cost no thread; cancelling the future cancels the attempt
+in flight and every later one. Streams run their policies until they commit in a worker thread (their first
+message can only be waited for by a blocking read).
 
 In a handler with context propagation, an incoming call's cancellation cancels the calls made for it as
 ``cancel()`` would: their blocking calls then send each attempt as a grpc future, so that the attempt in flight
@@ -25,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from ..engine._workers import FUTURES
-from ..engine.execution import Execution
+from ..engine._loop import BACKGROUND, Spawned
+from ..engine._workers import FUTURES, Workers
+from ..engine.execution import LATE_REPORT, Execution
 from ..engine.policy import Policy
 from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
 from ._core import (
@@ -343,7 +346,7 @@ def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
     try:
         attempt: Callable[[Execution], Any]
         if route.hedged:
-            attempt = functools.partial(_cancellable_attempt, send=send, outcome=_succeeded)
+            attempt = functools.partial(_cancellable_attempt, send=send, outcome=_succeeded, unary=True)
         else:
             attempt = lambda execution: _succeeded(send(execution))  # noqa: E731
         execution = route.execution(attempt, request, timeout)
@@ -354,19 +357,150 @@ def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
         raise cancelled_error(SYNC, "no more attempts were sent") from None
 
 
-def _cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any]) -> Any:
+def _cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any], unary: bool) -> Any:
     """Send the execution's attempt, a grpc future, and wait for ``outcome(call)``; the call is kept on the execution
     (see :func:`sent`), so that cancelling the execution (its caller, or a hedge that won) cancels it. An attempt
-    cancelled so raises asyncio.CancelledError: breakers count nothing, retries stop."""
+    cancelled so raises asyncio.CancelledError: breakers count nothing, retries stop. A deferred attempt (see
+    ``Execution.deferred``) returns at once, as a :class:`_Sent`. A ``unary`` call's end is waited for no longer
+    than its deadline allows (see :func:`_expired`)."""
     if execution.abandoned:  # cancelled before this attempt was sent: it never will be
         raise asyncio.CancelledError
-    call = sent(execution, send(execution))
+    call = _sent_future(execution, send(execution))
+    if execution.deferred:
+        return _Sent(execution, call, outcome)
+    if unary and not _ended_by(call, execution.deadline, execution.clock):
+        return _expired(execution, call)
+    return _outcome_of(execution, call, outcome)
+
+
+async def _awaited_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any]) -> Any:
+    """:func:`_cancellable_attempt` on an event loop (the background loop of ``.future()`` calls): it waits for the
+    grpc future's end without a thread, and cancelling the task cancels the attempt."""
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    call = _sent_future(execution, send(execution))
+    expires = execution.deadline
+    try:
+        await _ended(call, None if expires is None else expires - execution.clock.now() + LATE_REPORT)
+    except asyncio.CancelledError:
+        call.cancel()
+        raise
+    if not call.done():
+        return _expired(execution, call)
+    return _outcome_of(execution, call, outcome)
+
+
+CANCELS = Workers("interceptors-cancel", limit=1)
+"""The one thread that cancels sync attempts (grpc futures) for the threads and the loop that decide it: grpc's
+``cancel()`` waits for the channel's lock, which its callback thread holds for tens of milliseconds in a busy
+process, and a hedged call's winner must not wait on its losers."""
+
+
+OFFLOADS = Workers("interceptors-offload", limit=4)
+"""The threads that run the sync fallback functions of ``.future()`` calls, which may block, off the background
+loop (see ``Execution.offload``): a slow one holds up no other call (at most four at once)."""
+
+
+def _offload(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``fn()`` in one of :data:`OFFLOADS`, in a copy of the current context, as a future of the running loop."""
+    loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def job() -> None:
+        try:
+            result = context.run(fn)
+        except BaseException as error:
+            loop.call_soon_threadsafe(_fail, done, error)
+        else:
+            loop.call_soon_threadsafe(_answer, done, result)
+
+    OFFLOADS.submit(job)
+    return done
+
+
+def _answer(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _sent_future(execution: Execution, call: Any) -> Any:
+    """The grpc future ``call``, kept as the execution's attempt in flight (see :func:`sent`), cancelled by
+    :data:`CANCELS`."""
+    return sent(execution, call, functools.partial(CANCELS.submit, call.cancel))
+
+
+def _ended(call: Any, timeout: float | None) -> asyncio.Future[None]:
+    """A future of the running loop, done when the grpc future ``call`` is (told by grpc's callback thread), or
+    after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    call.add_done_callback(lambda _: loop.call_soon_threadsafe(_resolve, waiter))
+    if timeout is not None:
+        timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
+    return waiter
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _ended_by(call: Any, expires: float | None, clock: Any) -> bool:
+    """Wait for the grpc future ``call`` to end, no longer than :data:`LATE_REPORT` past ``expires``; whether it
+    ended."""
+    if expires is None:
+        call.exception()
+        return True
+    try:
+        call.exception(timeout=max(expires + LATE_REPORT - clock.now(), 0.0))
+    except grpc.FutureTimeoutError:
+        return call.done()  # type: ignore[no-any-return]
+    except grpc.FutureCancelledError:
+        pass
+    return True
+
+
+def _expired(execution: Execution, call: Any) -> Any:
+    """An attempt whose deadline passed and whose end grpc did not report in time: ended now, as grpc ended it
+    (its core did, at the deadline). grpc reports a future's end from one thread per channel, which a busy process
+    (other threads, an event loop) can hold up far past the deadline; a caller's deadline must not wait on it."""
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    raise StatusError.of(_DEADLINE_PASSED, SYNC)
+
+
+def _outcome_of(execution: Execution, call: Any, outcome: Callable[[Any], Any]) -> Any:
+    """``outcome(call)``; a failure of an attempt that was cancelled (abandoned) is asyncio.CancelledError."""
     try:
         return outcome(call)
     except Exception:
         if execution.abandoned:
             raise asyncio.CancelledError from None
         raise
+
+
+class _Sent:
+    """A deferred attempt (see ``Execution.deferred``): its grpc future, whose end grpc reports."""
+
+    __slots__ = ("_call", "_execution", "_outcome", "expires")
+
+    def __init__(self, execution: Execution, call: Any, outcome: Callable[[Any], Any]) -> None:
+        self._execution, self._call, self._outcome = execution, call, outcome
+        self.expires = execution.deadline  # grpc ends it by then: it went out with what was left of it
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        self._call.add_done_callback(lambda _: callback())
+
+    def outcome(self) -> Any:
+        if not self._call.done():
+            return _expired(self._execution, self._call)
+        return _outcome_of(self._execution, self._call, self._outcome)
 
 
 def _call(route: Route, send: Send, request: Any, timeout: Any) -> Any:
@@ -448,17 +582,20 @@ def _ended_call(error: Exception) -> Any:
 
 
 class _ResilientFuture(grpc.Call, _Future):
-    """What ``.future()`` returns: its policies run in a worker thread (or, ``inline``, in this one before the
-    constructor returns), each attempt a grpc future that ``cancel()`` cancels, as does the cancellation of the
-    incoming call it is made for; then it stands for the call that ended it."""
+    """What ``.future()`` returns: its policies run as a task of the background loop (or, ``inline``, in this thread
+    before the constructor returns), each attempt a grpc future that ``cancel()`` cancels, as does the
+    cancellation of the incoming call it is made for; then it stands for the call that ended it."""
+
+    _spawned: Spawned | None = None
 
     def __init__(self, route: Route, send: Send, request: Any, timeout: Any, inline: bool = False) -> None:
         self._send = send
         self._ended: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._execution: CallExecution | None = None
         self._clock, self._deadline = route.executor.clock, None
+        background = not inline and self._unary
         try:
-            execution = route.execution(self._attempt_function(), request, timeout)
+            execution = route.execution(self._attempt_function(background), request, timeout, awaits=background)
         except Exception as error:
             self._ended.set_result(_ended_call(rpc_error(error, SYNC)))
             return
@@ -468,8 +605,26 @@ class _ResilientFuture(grpc.Call, _Future):
         if inline:
             self._run(route, execution)
         else:
-            context = contextvars.copy_context()  # the caller's context variables (e.g. a tracing span) go along
-            FUTURES.submit(lambda: context.run(self._run, route, execution))
+            self._background(route, execution)
+
+    _unary = True
+    """A unary response: its policies run on the background loop, its attempts end with the answer (a stream's run
+    in a worker thread, its attempts end at their first message: see :class:`_ResponseStream`)."""
+
+    def _background(self, route: Route, execution: CallExecution) -> None:
+        """Run the policies while the caller goes on, in a copy of the caller's context (e.g. a tracing span)."""
+        execution.offload = _offload
+        self._spawned = BACKGROUND.spawn(lambda: self._arun(route, execution), contextvars.copy_context())
+
+    async def _arun(self, route: Route, execution: CallExecution) -> None:
+        try:
+            ended = route.ended(execution, await route.executor.arun_execution(execution), SYNC)
+        except asyncio.CancelledError:
+            return  # cancel() has already ended the future
+        except Exception as failure:
+            ended = _ended_call(rpc_error(failure, SYNC))
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+            self._ended.set_result(ended)
 
     def _cancel_with_incoming(self, execution: CallExecution) -> None:
         """Be cancelled with the incoming call the execution is made for, until the call (a stream: its last
@@ -478,8 +633,8 @@ class _ResilientFuture(grpc.Call, _Future):
             forget = execution.incoming.on_cancel(self.cancel)
             self.add_done_callback(lambda _: forget())
 
-    def _attempt_function(self) -> Callable[[Execution], Any]:
-        return self._attempt
+    def _attempt_function(self, awaits: bool) -> Callable[[Execution], Any]:
+        return self._aattempt if awaits else self._attempt
 
     def _prepare(self, execution: Execution) -> None:
         """Make ready what the policies will run (nothing, for a unary call)."""
@@ -503,7 +658,10 @@ class _ResilientFuture(grpc.Call, _Future):
             self._ended.set_result(ended)
 
     def _attempt(self, execution: Execution) -> Any:
-        return _cancellable_attempt(execution, self._send, self._outcome)
+        return _cancellable_attempt(execution, self._send, self._outcome, self._unary)
+
+    def _aattempt(self, execution: Execution) -> Any:
+        return _awaited_attempt(execution, self._send, self._outcome)
 
     def cancel(self) -> bool:
         if self._ended.done():
@@ -511,6 +669,8 @@ class _ResilientFuture(grpc.Call, _Future):
         execution = self._execution
         if execution is not None:
             execution.cancel()  # the attempt in flight (every one, when hedged), and no more
+        if self._spawned is not None:
+            self._spawned.cancel()  # a backoff or a wait in progress
         return self._ended.cancel()
 
     def _final(self, timeout: float | None = None) -> Any:
@@ -587,6 +747,8 @@ class _ResponseStream(_ResilientFuture):
     run again, in the reading thread, as a retry of the failed attempt.
     """
 
+    _unary = False
+
     def __init__(self, route: Route, send: Send, request: Any, timeout: Any, replay: Replay | None = None) -> None:
         self._replay, self._route, self._request = replay, route, request
         self._resume = route.resume if replay is None else None
@@ -594,7 +756,11 @@ class _ResponseStream(_ResilientFuture):
         self._messages: Iterator[Any] | None = None
         super().__init__(route, send, request, timeout)
 
-    def _attempt_function(self) -> Callable[[Execution], Any]:
+    def _background(self, route: Route, execution: CallExecution) -> None:
+        context = contextvars.copy_context()  # the caller's context variables (e.g. a tracing span) go along
+        FUTURES.submit(lambda: context.run(self._run, route, execution))
+
+    def _attempt_function(self, awaits: bool) -> Callable[[Execution], Any]:
         """The attempt, through a weak reference: the stream keeps its execution (to resume it), and a stream its
         caller lets go of must be collected at once, to be cancelled."""
         attempt = weakref.WeakMethod(self._attempt)
@@ -737,6 +903,7 @@ class _Peeked:
 
 
 _LOCALLY_CANCELLED = Status(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), (), None)
+_DEADLINE_PASSED = Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", (), (), None)
 
 
 def _settle_when_done(call: Any, callbacks: Any) -> None:

@@ -1,4 +1,5 @@
-"""HedgePolicy on the engine alone: sync attempts in threads, async ones in tasks, real short delays."""
+"""HedgePolicy on the engine alone: sync attempts deferred (raced from the caller's thread) or in threads, async
+ones in tasks, real short delays."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from interceptors import Executor, HedgePolicy, LatencyQuantile, RetryBudget, Timeout, TimeoutExceededError
 from interceptors.engine.execution import PLAIN, Execution, Semantics
+from interceptors.engine.hedge import METHODS_KEPT
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 from interceptors.testing import FakeClock
 
@@ -39,6 +41,14 @@ class Script:
             raise self.failures[n]
         return n
 
+    def deferred(self, execution: Execution) -> Timed:
+        """The attempt as a transport that defers it returns it (``execution.deferred``): at once, ending later."""
+        assert execution.deferred and execution.settle is not None
+        n = execution.attempts
+        with self.lock:
+            self.started.append(n)
+        return Timed(self, execution, n)
+
     async def aio(self, execution: Execution) -> int:
         n = execution.attempts
         self.started.append(n)
@@ -59,23 +69,75 @@ class Script:
         return n
 
 
+class Timed:
+    """A deferred attempt of a :class:`Script`: it ends after its delay (a timer thread stands for the transport's),
+    or at once when cancelled through its execution."""
+
+    expires = None  # no deadline of the transport's
+
+    def __init__(self, script: Script, execution: Execution, n: int) -> None:
+        self.script, self.n, self.cancelled = script, n, False
+        self.callbacks: list[Any] = []
+        self.done = False
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(script.delays[n - 1], self._end)
+        execution.on_cancel = self._cancel
+        self.timer.start()
+
+    def _cancel(self) -> None:
+        self.timer.cancel()
+        with self.script.lock:
+            self.script.cancelled.append(self.n)
+        self.cancelled = True
+        self._end()
+
+    def _end(self) -> None:
+        with self.lock:
+            if self.done:
+                return
+            self.done, callbacks = True, self.callbacks
+        for callback in callbacks:
+            callback()
+
+    def when_done(self, callback: Any) -> None:
+        with self.lock:
+            if not self.done:
+                self.callbacks.append(callback)
+                return
+        callback()
+
+    def outcome(self) -> int:
+        if self.cancelled:
+            raise asyncio.CancelledError
+        if self.n in self.script.failures:
+            raise self.script.failures[self.n]
+        return self.n
+
+
 class Cancellable(Semantics):
     cancellable_attempts = True  # the caller runs the first attempt itself; the race cancels it through on_cancel
 
 
-INLINE = Cancellable()
+class Deferring(Cancellable):
+    defers_attempts = True  # the caller's thread races deferred attempts (see Execution.deferred)
+
+
+INLINE, DEFERRING = Cancellable(), Deferring()
 
 
 def run(mode: str, executor: Executor, script: Script) -> Any:
+    if mode == "sync-deferred":
+        return executor.call_with_execution(script.deferred, semantics=DEFERRING)
     semantics = INLINE if mode.endswith("inline") else PLAIN
     if mode.startswith("sync"):
         return executor.call_with_execution(script.sync, semantics=semantics)
     return asyncio.run(executor.acall_with_execution(script.aio, semantics=semantics))
 
 
-MODES = pytest.mark.parametrize("mode", ["sync", "aio", "sync-inline", "aio-inline"])
-"""Attempts each in a thread or task of their own (a transport that cannot cancel them), or the first one in the
-caller's thread or task (a transport that can, as gRPC's adapters)."""
+MODES = pytest.mark.parametrize("mode", ["sync", "aio", "sync-deferred", "aio-inline"])
+"""Attempts each in a thread or task of their own (a transport that cannot cancel them), deferred attempts raced
+from the caller's thread (a transport that defers them, as gRPC's sync adapter), or the first one in the caller's
+task (a transport that can cancel them, as gRPC's aio adapter)."""
 
 
 def events() -> tuple[list[Any], dict[str, Any]]:
@@ -221,6 +283,10 @@ def test_each_hedge_is_an_attempt_of_the_inner_policies(mode: str) -> None:
             seen.append(execution.attempts)
             return super().sync(execution)
 
+        def deferred(self, execution: Execution) -> Timed:
+            seen.append(execution.attempts)
+            return super().deferred(execution)
+
         async def aio(self, execution: Execution) -> int:
             seen.append(execution.attempts)
             return await super().aio(execution)
@@ -249,11 +315,11 @@ def test_an_async_caller_cancelled_cancels_every_attempt(semantics: Semantics) -
     assert sorted(script.cancelled) == [1, 2]
 
 
-@pytest.mark.parametrize("semantics", [PLAIN, INLINE], ids=["plain", "inline"])
+@pytest.mark.parametrize("semantics", [PLAIN, DEFERRING], ids=["plain", "deferred"])
 def test_a_sync_execution_cancelled_cancels_every_attempt(semantics: Semantics) -> None:
     script = Script(SLOW, SLOW)
     executor = Executor(HedgePolicy(delay=0.01))
-    execution = Execution(script.sync, executor.clock, semantics)
+    execution = Execution(script.deferred if semantics is DEFERRING else script.sync, executor.clock, semantics)
     outcome: list[BaseException] = []
 
     def call() -> None:
@@ -278,18 +344,33 @@ def test_a_sync_execution_cancelled_cancels_every_attempt(semantics: Semantics) 
     assert sorted(script.cancelled) == [1, 2]
 
 
+class Method(Semantics):
+    def __init__(self, name: str) -> None:
+        self.method = name
+
+
 def test_latency_quantile_hedges_only_once_it_has_enough_samples() -> None:
     quantile = LatencyQuantile(0.9, window=10, min_samples=5)
-    semantics = Executor().policies  # any hashable key stands for a method here
-    assert quantile.delay(semantics) is None  # type: ignore[arg-type]
+    semantics = Method("/pkg.S/M")
+    assert quantile.delay(semantics) is None
     for latency in (0.01, 0.02, 0.03, 0.04):
-        quantile.record(semantics, latency)  # type: ignore[arg-type]
-    assert quantile.delay(semantics) is None  # type: ignore[arg-type]
-    quantile.record(semantics, 0.05)  # type: ignore[arg-type]
-    assert quantile.delay(semantics) == 0.05  # type: ignore[arg-type]
+        quantile.record(semantics, latency)
+    assert quantile.delay(semantics) is None
+    quantile.record(semantics, 0.05)
+    assert quantile.delay(semantics) == 0.05
+    assert quantile.delay(Method("/pkg.S/M")) == 0.05  # kept by the method's name, whatever describes it
     for _ in range(10):
-        quantile.record(semantics, 0.001)  # type: ignore[arg-type]
-    assert quantile.delay(semantics) == 0.001  # type: ignore[arg-type]
+        quantile.record(semantics, 0.001)
+    assert quantile.delay(semantics) == 0.001
+
+
+def test_latency_quantile_keeps_a_bounded_number_of_methods() -> None:
+    quantile = LatencyQuantile(0.5, window=2, min_samples=1)
+    for i in range(METHODS_KEPT + 500):
+        quantile.record(Method(f"/pkg.S/M{i}"), 0.01)
+    assert len(quantile._windows) == METHODS_KEPT
+    assert quantile.delay(Method("/pkg.S/M0")) is None  # the first seen, forgotten first
+    assert quantile.delay(Method(f"/pkg.S/M{METHODS_KEPT + 499}")) == 0.01
 
 
 def test_latency_quantile_learns_from_the_attempts_that_answer() -> None:

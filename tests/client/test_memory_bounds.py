@@ -1,0 +1,148 @@
+"""What a channel keeps does not grow with the method names it calls: 20 000 distinct methods through the
+interceptors (sync and aio) and the helpers' stubs, with and without metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import interceptors.aio
+from interceptors import ResilienceInterceptor, RetryPolicy, resilient_channel
+from interceptors.grpc._core import ROUTES_KEPT
+from interceptors.otel import METHODS_NAMED, Metrics
+
+from ..support.remote import RemoteServer
+from ..support.server import AIO_LOOP
+
+METHODS = 20_000
+BURST = 500  # calls in flight at once
+TRACED = 1000
+"""The last methods called, whose memory is measured: before the bounds, each name kept ~0.7 KiB (5 KiB with
+metrics)."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RemoteServer]:
+    running = RemoteServer("aio")  # every method it is asked for is UNIMPLEMENTED, at once
+    yield running
+    running.stop()
+
+
+def _methods(start: int, stop: int) -> list[str]:
+    return [f"/pkg.Service{i % 7}/Method{i}" for i in range(start, stop)]
+
+
+def _sync_calls(channel: grpc.Channel, methods: list[str]) -> None:
+    def call(method: str) -> None:
+        with pytest.raises(grpc.RpcError) as failed:
+            channel.unary_unary(method)(b"", timeout=10)  # type: ignore[arg-type]  # no serializer: bytes
+        assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for done in pool.map(call, methods):
+            assert done is None
+
+
+async def _aio_calls(channel: Any, methods: list[str]) -> None:
+    async def call(method: str) -> None:
+        with pytest.raises(grpc.RpcError) as failed:
+            await channel.unary_unary(method)(b"", timeout=10)
+        assert failed.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+    for i in range(0, len(methods), BURST):
+        await asyncio.gather(*(call(m) for m in methods[i : i + BURST]))
+
+
+def _grown(calls: Any) -> int:
+    """Bytes still allocated after a second ``calls()`` that were not after the first (each collected first):
+    tracemalloc sees only what is allocated while it runs, so what a bounded cache drops in the second run must
+    have come in the first."""
+    tracemalloc.start()
+    try:
+        calls(0)
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        calls(1)
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+
+
+@pytest.mark.parametrize(("path", "measured"), [("intercepted-sync", True), ("intercepted-aio", False)])
+def test_twenty_thousand_method_names_keep_memory_bounded(server: RemoteServer, path: str, measured: bool) -> None:
+    """Routes (the same router serves both flavours) and metrics (flavour-blind) each on one path: a hedge's
+    latencies per method are bounded on the engine (tests/engine/test_hedge.py)."""
+    reader = InMemoryMetricReader()
+    metrics = Metrics(MeterProvider(metric_readers=[reader])) if measured else None
+    policies = (RetryPolicy(),)
+    named: dict[str, Any] = {"metrics": metrics, "target": server.target} if measured else {}
+    if path == "intercepted-sync":
+        interceptor = ResilienceInterceptor(*policies, **named)
+        channel: Any = grpc.intercept_channel(grpc.insecure_channel(server.target), interceptor)
+        router = interceptor._router
+
+        def calls(methods: list[str]) -> None:
+            _sync_calls(channel, methods)
+    else:
+        chain = interceptors.aio.resilience_interceptors(*policies, **named)
+
+        async def make() -> Any:
+            return grpc.aio.insecure_channel(server.target, interceptors=chain)
+
+        channel = AIO_LOOP.run(make())
+        router = chain[0]._router  # type: ignore[attr-defined]
+
+        def calls(methods: list[str]) -> None:
+            AIO_LOOP.run(_aio_calls(channel, methods), timeout=120)
+
+    calls(_methods(0, METHODS - 2 * TRACED))  # fills whatever may be filled
+
+    def more(run: int) -> None:
+        calls(_methods(METHODS - (2 - run) * TRACED, METHODS - (1 - run) * TRACED))
+        if metrics is not None:
+            reader.collect()
+
+    grown = _grown(more)
+    assert len(router._routes) <= ROUTES_KEPT
+    assert grown < 256 << 10, f"{grown >> 10} KiB kept for {TRACED} more method names"
+    if metrics is not None:
+        assert len(metrics._started) <= METHODS_NAMED + 1
+        assert len(metrics._pending._bins) <= 2 * (METHODS_NAMED + 1)  # call and attempt durations, one status
+        data = reader.get_metrics_data()
+        assert data is not None
+        names = {
+            (point.attributes or {})["grpc.method"]
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "grpc.client.call.duration"
+            for point in metric.data.data_points
+        }
+        assert "other" in names and len(names) <= METHODS_NAMED + 1
+        metrics.close()
+    if path == "intercepted-sync":
+        channel.close()
+    else:
+        AIO_LOOP.run(channel.close())
+
+
+def test_a_helpers_stubs_for_twenty_thousand_methods_keep_a_bounded_router(server: RemoteServer) -> None:
+    """The helpers' multicallables keep their route themselves (a stub holds them); the router keeps at most its
+    share, whatever the names."""
+    channel = resilient_channel(server.target, RetryPolicy())
+    for method in _methods(0, METHODS):
+        channel.unary_unary(method)
+        channel.unary_stream(method)
+    assert len(channel._router._routes) <= ROUTES_KEPT  # type: ignore[attr-defined]
+    channel.close()
