@@ -2,8 +2,8 @@
 machine of the bulkhead and the adaptive limiter.
 
 Threads and asyncio tasks (of any loop) may wait for the same places. A place given back goes straight to the
-first waiter, so that nobody arriving later can take it first. The lock is held only to take or give a place,
-never while a call runs or a waiter waits.
+first waiter who can use it (a thread, or a task whose loop is running), so that nobody arriving later can take it
+first. The lock is held only to take or give a place, never while a call runs or a waiter waits.
 """
 
 from __future__ import annotations
@@ -14,22 +14,17 @@ from collections import deque
 
 
 class _Waiter:
-    """Someone waiting for a place: ``granted`` is set (under the places' lock) when one is handed to them."""
+    """Someone waiting for a place. Under the places' lock: ``granted`` when one is handed to them, ``queued``
+    while they are in the line."""
 
-    __slots__ = ("event", "future", "granted", "loop")
+    __slots__ = ("event", "future", "granted", "loop", "queued")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.granted = False
+        self.queued = True
         self.loop = loop
         self.event = threading.Event() if loop is None else None
         self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
-
-    def wake(self) -> None:
-        if self.event is not None:
-            self.event.set()
-        else:
-            assert self.loop is not None and self.future is not None
-            self.loop.call_soon_threadsafe(_resolve, self.future)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -38,11 +33,24 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 class Places:
-    __slots__ = ("_lock", "_waiters", "in_flight", "limit", "max_waiting")
+    """Places for calls in flight (see the module's doc).
+
+    A task can use a place only while its event loop runs, so a place is handed to a task (``granted``, counted in
+    ``in_flight``) only if its loop is running, and the task *claims* it when it resumes (:meth:`_leave`, under the
+    lock). Until then the grant is an offer that can be taken back: whenever a place is asked for or given back,
+    offers to tasks whose loop no longer runs (stopped or closed before the task resumed) are withdrawn and the
+    places handed on, so none is ever lost. A task whose loop is not running when its turn comes is passed over
+    (woken without a place). Either way, if its loop runs again, the task wakes, finds no place granted and lines
+    up again, at the back, for the rest of its wait. Giving a place back never raises (a loop closed meanwhile is
+    a loop not running).
+    """
+
+    __slots__ = ("_lock", "_offered", "_waiters", "in_flight", "limit", "max_waiting")
 
     def __init__(self, limit: int, max_waiting: int | None = None) -> None:
         self._lock = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
+        self._offered: set[_Waiter] = set()  # tasks granted a place they have not claimed yet
         self.limit = limit
         self.max_waiting = max_waiting  # None: no bound
         self.in_flight = 0
@@ -52,6 +60,8 @@ class Places:
         return len(self._waiters)
 
     def _try_take(self) -> bool:
+        if self._offered and self.in_flight >= self.limit:
+            self._hand_over()  # withdraws the offers to loops that stopped meanwhile
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             return True
@@ -65,11 +75,14 @@ class Places:
         return waiter
 
     def _leave(self, waiter: _Waiter) -> bool:
-        """A waiter stops waiting; returns whether it holds a place after all (handed to it meanwhile)."""
+        """A waiter stops waiting (woken, timed out or cancelled); returns whether it holds a place (claimed)."""
         with self._lock:
+            self._offered.discard(waiter)
             if waiter.granted:
                 return True
-            self._waiters.remove(waiter)
+            if waiter.queued:
+                waiter.queued = False
+                self._waiters.remove(waiter)
             return False
 
     def take(self, timeout: float) -> bool:
@@ -87,25 +100,30 @@ class Places:
     async def atake(self, timeout: float) -> bool:
         """Take a place, waiting up to ``timeout`` seconds in this task; returns whether one was taken. Cancelling
         the task while it waits leaves no place taken."""
-        with self._lock:
-            if self._try_take():
-                return True
-            waiter = self._enqueue(asyncio.get_running_loop()) if timeout > 0 else None
-        if waiter is None:
-            return False
-        assert waiter.future is not None
-        try:
-            await asyncio.wait_for(waiter.future, timeout)
-        except asyncio.TimeoutError:
-            return self._leave(waiter)
-        except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            with self._lock:
+                if self._try_take():
+                    return True
+                waiter = self._enqueue(loop) if timeout > 0 else None
+            if waiter is None:
+                return False
+            assert waiter.future is not None
+            try:
+                await asyncio.wait_for(waiter.future, timeout)
+            except asyncio.TimeoutError:
+                return self._leave(waiter)
+            except asyncio.CancelledError:
+                if self._leave(waiter):
+                    self.give()  # handed over as the task was cancelled: pass it on
+                raise
             if self._leave(waiter):
-                self.give()  # handed over as the task was cancelled: pass it on
-            raise
-        return True
+                return True
+            timeout = deadline - loop.time()  # passed over while the loop stood still: line up again
 
     def give(self) -> None:
-        """Give a place back; the first waiter gets it."""
+        """Give a place back; the first waiter who can use it gets it. Never raises."""
         with self._lock:
             self.in_flight -= 1
             self._hand_over()
@@ -117,14 +135,37 @@ class Places:
             self._hand_over()
 
     def _hand_over(self) -> None:
+        """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line, in order."""
+        if self._offered:
+            for waiter in [w for w in self._offered if not _runs(w.loop)]:
+                self._offered.discard(waiter)
+                waiter.granted = False
+                self.in_flight -= 1
         while self._waiters and self.in_flight < self.limit:
             waiter = self._waiters.popleft()
-            waiter.granted = True
-            self.in_flight += 1
-            waiter.wake()
+            waiter.queued = False
+            if waiter.event is not None:
+                waiter.granted = True
+                self.in_flight += 1
+                waiter.event.set()
+                continue
+            assert waiter.loop is not None and waiter.future is not None
+            running = _runs(waiter.loop)
+            try:
+                waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
+            except RuntimeError:  # closed meanwhile: the task will never resume
+                continue
+            if running:
+                waiter.granted = True
+                self.in_flight += 1
+                self._offered.add(waiter)
 
     def __repr__(self) -> str:
         return f"Places(limit={self.limit}, in_flight={self.in_flight}, waiting={self.waiting})"
+
+
+def _runs(loop: asyncio.AbstractEventLoop | None) -> bool:
+    return loop is not None and loop.is_running()
 
 
 def wait_allowed(max_wait: float, remaining: float | None) -> float:

@@ -48,14 +48,18 @@ class AdaptiveLimiter(Policy):
     of a Timeout's time, are latency samples: calls cancelled by their caller, failing fast, or rejected further
     in say nothing of the dependency's queue.
 
-    A call that finds the limit reached waits (FIFO, at most ``max_queued`` waiting) up to ``max_wait`` seconds and
-    never past its deadline; one that gets no place is rejected with :class:`LimitExceededError`.
+    A call that finds the limit reached waits (FIFO, threads and tasks in one line) up to ``max_wait`` seconds and
+    never past its deadline; one that gets no place in that time is rejected with :class:`LimitExceededError`. By
+    default the line has no bound of its own, as the bulkhead's: a caller allowed to wait waits, and is not
+    rejected at once because a queue is full. ``max_queued`` bounds it; a call finding that many waiting is
+    rejected at once.
 
     :param min_limit: the smallest limit (default 1).
     :param max_limit: the largest limit (default 200, at most 100 000).
     :param initial_limit: the limit at first (default 20).
-    :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
-    :param max_queued: calls that may wait at once (default ``max_limit``).
+    :param max_wait: seconds a call may wait for a place (default 0: rejected at once); with ``max_queued`` None,
+        every call waits that long, or until its deadline, before it is rejected.
+    :param max_queued: calls that may wait at once (default None: no bound but ``max_wait``).
     :param window: seconds of calls between two updates of the limit (default 1).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
@@ -87,7 +91,7 @@ class AdaptiveLimiter(Policy):
     max_limit: int
     initial_limit: int
     max_wait: float
-    max_queued: int
+    max_queued: int | None
     window: float
     on_limit_changed: options.Listener[LimitChanged] | None
     on_rejected: options.Listener[LimitExceeded] | None
@@ -116,7 +120,7 @@ class AdaptiveLimiter(Policy):
         lowest = options.count(min_limit, "min_limit", maximum=options.MAX_CALLS)
         highest = options.count(max_limit, "max_limit", minimum=lowest, maximum=options.MAX_CALLS)
         initial = options.count(initial_limit, "initial_limit", minimum=lowest, maximum=highest)
-        queued = highest if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
+        queued = None if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
         the_clock = options.clock(clock)
         self._init(
             name=options.policy_name(name, self),

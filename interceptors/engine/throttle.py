@@ -15,10 +15,12 @@ from .events import Throttled
 from .execution import Execution, overdue
 from .policy import AsyncLink, Link, Policy
 
-__all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_WINDOW", "AdaptiveThrottle"]
+__all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_MIN_REQUESTS", "DEFAULT_WINDOW", "AdaptiveThrottle"]
 
 DEFAULT_K = 2.0
 DEFAULT_MAX_REJECTION_RATE = 0.9
+DEFAULT_MIN_REQUESTS = 10
+"""Requests in the window before anything is rejected: one a second over the default window."""
 DEFAULT_WINDOW = 10.0
 
 
@@ -26,7 +28,8 @@ class AdaptiveThrottle(Policy):
     """Client-side throttling from the Google SRE book: each call is rejected locally, with
     :class:`ThrottledError`, with probability::
 
-        min(max_rejection_rate, max(0, (requests - k * accepts) / (requests + 1)))
+        0                                                                           if requests < min_requests
+        min(max_rejection_rate, max(0, (requests - k * accepts) / (requests + 1)))  otherwise
 
     where, over the last ``window`` seconds, ``requests`` counts the calls that went to the dependency and ended,
     and ``accepts`` those it answered without a failure the throttle handles. A call counts when its outcome is
@@ -36,24 +39,40 @@ class AdaptiveThrottle(Policy):
     nothing, however many fail at random; when the dependency refuses everything it rejects up to
     ``max_rejection_rate`` of calls, and lets the rest probe. There is no open period: as soon as calls are accepted
     again, rejections fall with the accept rate. Calls cancelled by their caller, or rejected by another policy
-    further in, count for nothing.
+    further in, count for nothing. Below ``min_requests`` requests in the window (failsafe-go's execution threshold;
+    Envoy's admission control has ``rps_threshold``, per second) nothing is rejected, so a fresh or quiet channel is
+    never shed: a few failures are no evidence, and shedding a trickle of calls saves the dependency nothing; a
+    dependency refusing everything still sees at least about ``min_requests`` calls per window.
 
     :param k: how many requests per accept the dependency may see before the throttle sheds (default 2; lower is
         more aggressive), >= 1.
     :param max_rejection_rate: the largest share of calls ever rejected (default 0.9), in (0, 1].
     :param window: seconds over which requests and accepts are counted (default 10).
+    :param min_requests: requests in the window below which nothing is rejected (default 10; 0: none).
     :param handle: which failures are refusals (default: the transport's failures, as for retries).
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveThrottle").
     :param clock: the clock of the window (default the system clock).
     """
 
-    __slots__ = ("_lock", "_random", "_tally", "clock", "handle", "k", "max_rejection_rate", "on_throttled", "window")
+    __slots__ = (
+        "_lock",
+        "_random",
+        "_tally",
+        "clock",
+        "handle",
+        "k",
+        "max_rejection_rate",
+        "min_requests",
+        "on_throttled",
+        "window",
+    )
     serves_deferred = True
     clock: Clock
     k: float
     max_rejection_rate: float
     window: float
+    min_requests: int
     handle: options.FailurePredicate | None
     on_throttled: options.Listener[Throttled] | None
     _tally: Tally
@@ -66,6 +85,7 @@ class AdaptiveThrottle(Policy):
         k: float = DEFAULT_K,
         max_rejection_rate: float = DEFAULT_MAX_REJECTION_RATE,
         window: options.Duration = DEFAULT_WINDOW,
+        min_requests: int = DEFAULT_MIN_REQUESTS,
         handle: options.Handles | None = None,
         on_throttled: options.Listener[Throttled] | None = None,
         clock: Clock | None = None,
@@ -79,6 +99,7 @@ class AdaptiveThrottle(Policy):
             k=float(k),
             max_rejection_rate=options.ratio(max_rejection_rate, "max_rejection_rate"),
             window=seconds,
+            min_requests=options.count(min_requests, "min_requests", minimum=0, maximum=options.MAX_CALLS),
             handle=options.handles(handle, "handle"),
             on_throttled=options.listener(on_throttled, "on_throttled"),
             clock=the_clock,
@@ -96,6 +117,8 @@ class AdaptiveThrottle(Policy):
 
     def _rate(self) -> float:
         requests, accepts = self._tally.first, self._tally.second
+        if requests < self.min_requests:
+            return 0.0
         return min(self.max_rejection_rate, max(0.0, (requests - self.k * accepts) / (requests + 1)))
 
     def _admit(self, execution: Execution) -> None:

@@ -138,7 +138,7 @@ def test_calls_that_run_out_of_the_callers_time_trip_the_breaker(server: Scripte
 @pytest.mark.parametrize("path", PATHS)
 def test_calls_that_run_out_of_the_callers_time_count_against_the_throttle(server: ScriptedServer, path: str) -> None:
     throttled: list[object] = []
-    throttle = AdaptiveThrottle(k=1.1, window=60, on_throttled=throttled.append)
+    throttle = AdaptiveThrottle(k=1.1, window=60, min_requests=0, on_throttled=throttled.append)  # from the first
     with Client(path, server.target, throttle) as client:
         hung = [client.unary(Request(id=f"hung{n}", sleep_ms=1000), timeout=0.05) for n in range(5)]
         for n in range(40):  # each is shed with a chance of (requests - 1.1 accepts) / (requests + 1)

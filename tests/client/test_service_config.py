@@ -98,7 +98,7 @@ def test_names_timeouts_caps_and_the_extension_block() -> None:
                         "retryPolicy": {**RETRY_EXAMPLE, "maxAttempts": 9, "perAttemptRecvTimeout": "0.3s"},
                         "resilience": {
                             "fallback": {"message": {"text": "later"}},
-                            "adaptiveThrottle": {"k": 2},
+                            "adaptiveThrottle": {"k": 2, "minRequests": 5},
                             "bulkhead": {"maxConcurrent": 4, "maxWait": "0.05s"},
                             "circuitBreaker": {"failureRate": 0.5, "failureWindow": 20, "delay": "1s"},
                         },
@@ -124,6 +124,7 @@ def test_names_timeouts_caps_and_the_extension_block() -> None:
     assert fallback.message == {"text": "later"}  # type: ignore[attr-defined]
     assert call_timeout.seconds == 2.5 and attempt_timeout.seconds == 0.3  # type: ignore[attr-defined]
     assert retry.max_attempts == 5  # type: ignore[attr-defined]  # capped, as gRPC caps it
+    assert throttle.min_requests == 5  # type: ignore[attr-defined]
     assert throttle.k == 2 and bulkhead.max_concurrent == 4 and bulkhead.max_wait == 0.05  # type: ignore[attr-defined]
     assert breaker.config.failure_rate == 0.5 and breaker.config.delay == 1.0  # type: ignore[attr-defined]
     assert [type(p) for p in converted.policies] == [Timeout]

@@ -16,6 +16,7 @@ from interceptors.events import LimitChanged, LimitExceeded
 from interceptors.testing import FakeClock
 
 from ..support.calls import Boom
+from ..support.clients import wait_until
 
 
 def windows(limiter: AdaptiveLimiter, clock: FakeClock, latency: float, count: int, busy: float = 1.0) -> list[int]:
@@ -115,6 +116,56 @@ def test_waiters_queue_up_to_max_queued_within_max_wait() -> None:
     holder.join()
     queued.join()
     assert limiter.in_flight == 0 and limiter.queued == 0
+
+
+def test_a_burst_of_threads_beyond_max_limit_waits_within_max_wait_none_rejected_at_once(clock: FakeClock) -> None:
+    """By default (``max_queued`` None) a call that may wait does: only ``max_wait`` and its deadline bound it."""
+    limiter = AdaptiveLimiter(initial_limit=2, max_limit=4, max_wait=10, clock=clock)
+    gate, rejected, done = threading.Event(), list[BaseException](), list[int]()
+
+    def call() -> None:
+        try:
+            Executor(limiter).call(lambda: gate.wait(5))
+        except LimitExceededError as error:
+            rejected.append(error)
+        else:
+            done.append(1)
+
+    threads = [threading.Thread(target=call) for _ in range(40)]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: (limiter.in_flight, limiter.queued) == (2, 38) or bool(rejected))
+    assert rejected == [] and (limiter.in_flight, limiter.queued) == (2, 38)
+    gate.set()
+    for thread in threads:
+        thread.join(10)
+    assert len(done) == 40 and rejected == [] and limiter.in_flight == 0 and limiter.queued == 0
+    assert limiter.max_queued is None
+
+
+async def test_a_burst_of_tasks_beyond_max_limit_waits_within_max_wait_none_rejected_at_once(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(initial_limit=2, max_limit=4, max_wait=10, clock=clock)
+    gate = asyncio.Event()
+    calls = [asyncio.ensure_future(Executor(limiter).acall(gate.wait)) for _ in range(200)]
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if limiter.queued == 198 or any(call.done() for call in calls):
+            break
+    assert not [call.exception() for call in calls if call.done()]  # none rejected at once
+    assert (limiter.in_flight, limiter.queued) == (2, 198)
+    gate.set()
+    await asyncio.gather(*calls)
+    assert limiter.in_flight == 0 and limiter.queued == 0
+
+
+def test_without_max_wait_nobody_waits_and_max_queued_still_bounds_the_line(clock: FakeClock) -> None:
+    limiter = AdaptiveLimiter(initial_limit=1, clock=clock)
+    permit = limiter.acquire_permit()
+    with pytest.raises(LimitExceededError):  # max_wait 0: rejected at once, nobody queued
+        Executor(limiter).call(lambda: None)
+    assert limiter.queued == 0
+    permit.drop()
+    assert AdaptiveLimiter(max_wait=1, max_queued=3).max_queued == 3
 
 
 def test_32_threads_and_32_tasks_keep_exact_places(clock: FakeClock) -> None:

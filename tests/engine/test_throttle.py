@@ -62,6 +62,39 @@ def test_a_failing_dependency_sheds_nearly_everything_and_recovers_with_the_acce
     assert throttle.rejection_rate == 0  # the window forgot the outage: no fixed open period
 
 
+def test_a_fresh_channel_is_not_shed_for_its_first_failures(clock: FakeClock) -> None:
+    """A backend failing twice then answering: below ``min_requests`` (default 10) nothing is rejected."""
+    for _ in range(20):  # 20 fresh channels
+        throttle = AdaptiveThrottle(clock=clock)
+        assert feed(throttle, "xx") == (0, 2)
+        assert throttle.rejection_rate == 0
+        assert feed(throttle, "o" * 5) == (0, 5)
+    assert throttle.min_requests == 10
+
+
+def test_nothing_is_rejected_below_min_requests_and_the_formula_applies_from_it(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(min_requests=5, clock=clock)
+    assert feed(throttle, "xxxx") == (0, 4)
+    assert throttle.rejection_rate == 0  # 4 requests, none accepted: still below the minimum
+    feed(throttle, "x")
+    assert throttle.rejection_rate == pytest.approx(min(0.9, (5 - 2 * 0) / (5 + 1)))
+    eager = AdaptiveThrottle(min_requests=0, clock=clock)
+    eager._tally.add(first=1)
+    assert eager.rejection_rate == pytest.approx(0.5)  # no minimum: the SRE book's formula from the first request
+
+
+def test_a_quiet_channel_is_never_shed(clock: FakeClock) -> None:
+    """Fewer than ``min_requests`` calls in a window, all failing: the throttle would save the dependency nothing."""
+    throttle = AdaptiveThrottle(window=10, clock=clock)
+    for _ in range(100):
+        assert feed(throttle, "x") == (0, 1)
+        clock.advance(1.2)  # 9 calls in any 10 s
+    assert throttle.rejection_rate == 0
+    busy = AdaptiveThrottle(window=10, clock=clock)
+    rejected, _ = feed(busy, "x" * 100)
+    assert rejected > 0  # at the minimum and above, it sheds as before
+
+
 def test_random_failures_that_leave_most_calls_answered_are_never_shed(clock: FakeClock) -> None:
     throttle = AdaptiveThrottle(clock=clock)
     rejected, sent = feed(throttle, "oox" * 700)  # a third fail at random
@@ -164,6 +197,9 @@ async def test_a_throttle_counts_exactly_with_32_tasks(clock: FakeClock) -> None
         (lambda: AdaptiveThrottle(window=-1), "window"),
         (lambda: AdaptiveThrottle(handle=3), "handle"),
         (lambda: AdaptiveThrottle(on_throttled=1), "on_throttled"),
+        (lambda: AdaptiveThrottle(min_requests=-1), "min_requests"),
+        (lambda: AdaptiveThrottle(min_requests=2.5), "min_requests"),
+        (lambda: AdaptiveThrottle(min_requests=True), "min_requests"),
     ],
 )
 def test_bad_throttle_options_are_named(make: object, option: str) -> None:
