@@ -5,7 +5,8 @@ A service config's ``methodConfig`` entries become per-method chains, in this or
     Fallback > Timeout(timeout) > RetryPolicy | HedgePolicy > AdaptiveThrottle > Bulkhead > RateLimiter
         > AdaptiveLimiter > CircuitBreaker > Timeout(per attempt)
 
-- ``timeout``: the call's deadline (a Timeout around everything; the caller's own deadline still binds if sooner).
+- ``timeout``: the call's deadline (a Timeout around everything; the caller's own deadline still binds if sooner),
+  never handed to grpc, whose own service-config deadline fails calls long before it passes (grpc/grpc#34547).
 - ``retryPolicy``: a RetryPolicy with gRPC's backoff, ``random(0, min(initialBackoff * backoffMultiplier**(n-1),
   maxBackoff))``, retrying ``retryableStatusCodes``; ``maxAttempts`` above 5 counts as 5, as in gRPC;
   ``perAttemptRecvTimeout`` (gRFC A6's later addition) becomes the per-attempt Timeout.
@@ -295,11 +296,16 @@ def _policy(policy_type: Callable[..., Policy], positional: str | None, config: 
         raise _Invalid(path, str(error)) from None
 
 
+_POLICY_KEYS = ("timeout", "retryPolicy", "hedgingPolicy", "resilience")
+"""What a method config entry's policies do, never handed to grpc: grpcio's own ``timeout`` fails calls long
+before it passes (grpc/grpc#34547, #40633), its retries would multiply the policies' attempts."""
+
+
 def _for_grpc(config: Mapping[str, Any]) -> str | None:
-    """The config without what the policies now do (retries, hedging, throttling, the extension), for grpc."""
+    """The config without what the policies now do (timeouts, retries, hedging, throttling, the extension)."""
     rest = {key: value for key, value in config.items() if key != "retryThrottling"}
     entries = [
-        {key: value for key, value in entry.items() if key not in ("retryPolicy", "hedgingPolicy", "resilience")}
+        {key: value for key, value in entry.items() if key not in _POLICY_KEYS}
         for entry in config.get("methodConfig", [])
     ]
     if entries:

@@ -130,7 +130,7 @@ def test_names_timeouts_caps_and_the_extension_block() -> None:
     left = json.loads(converted.grpc_config or "")
     assert left["loadBalancingConfig"] == [{"round_robin": {}}]
     assert "retryPolicy" not in left["methodConfig"][0] and "resilience" not in left["methodConfig"][0]
-    assert left["methodConfig"][0]["timeout"] == "2.5s"  # grpc keeps the deadline too: the sooner one binds
+    assert "timeout" not in left["methodConfig"][0]  # a Timeout enforces it: grpcio's own is wrong (#34547)
 
 
 RETRY = "retryPolicy"
@@ -254,6 +254,21 @@ def test_a_service_configs_hedging_runs_through_the_helpers(server: ScriptedServ
     with Client(path, server.target, service_config=json.dumps(config(hedgingPolicy=hedging))) as client:
         outcome = client.unary(Request(id="h", sleep_ms=2000, sleep_attempts=1), timeout=5)
     assert outcome.error is None and outcome.reply.attempt == 2 and outcome.elapsed < 1.0
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_a_service_configs_timeout_is_the_calls_deadline_enforced_by_a_timeout_not_by_grpc(
+    server: ScriptedServer, path: str
+) -> None:
+    """grpcio's own service-config timeout fails calls at once, unsent (grpc/grpc#34547, #40633): the helpers
+    enforce it with a Timeout and never hand it to grpc."""
+    with Client(path, server.target, service_config=json.dumps(config(timeout="1s"))) as client:
+        outcome = client.unary(Request(id="in-time", sleep_ms=300), timeout=5)
+    assert outcome.code is grpc.StatusCode.OK and server.attempts("in-time") == 1
+    with Client(path, server.target, service_config=json.dumps(config(timeout="0.2s"))) as client:
+        outcome = client.unary(Request(id="late", sleep_ms=300), timeout=5)
+    assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED and server.attempts("late") == 1
+    assert outcome.elapsed >= 0.18  # at the config's deadline, not at once
 
 
 def grpc_error(code: grpc.StatusCode) -> grpc.RpcError:
