@@ -92,32 +92,139 @@ class ServiceConfig:
     grpc_config: str | None
 
 
+MAX_DEPTH = 255
+"""How deep gRPC's JSON parser lets a service config nest (objects and arrays, the config itself included)."""
+
+_SHOWN = 60  # the most characters of a value an error echoes
+
+
 class _Invalid(ValueError):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"service config: {path}: {reason}")
 
 
+def _shown(value: object) -> str:
+    """``value`` as an error shows it: its repr, cut to about 60 characters."""
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails, or an int too long to print
+        text = f"<{type(value).__name__}>"
+    return _cut(text)
+
+
+def _cut(text: str, limit: int = _SHOWN) -> str:
+    """``text`` cut to about ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 5]}... ({len(text)} characters)"
+
+
+def _at(path: str, key: str) -> str:
+    """The JSON path of member ``key`` of the object at ``path`` (the config itself is ``$``)."""
+    name = _cut(key)
+    return name if path == "$" else f"{path}.{name}"
+
+
+class _NotJson:
+    """What the JSON text held that JSON values cannot: NaN, infinities, numbers out of range."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    @classmethod
+    def constant(cls, name: str) -> _NotJson:
+        return cls(f"{name} is not a JSON number")
+
+    @classmethod
+    def number(cls, text: str) -> float | _NotJson:
+        value = float(text)
+        return value if math.isfinite(value) else cls(f"{_cut(text)} is out of range")
+
+    @classmethod
+    def integer(cls, text: str) -> int | _NotJson:
+        try:
+            return int(text)
+        except ValueError:  # past Python's limit on digits
+            return cls(f"an integer of {len(text)} digits is out of range")
+
+
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)  # strings whole, or a bracket
+
+
+def _too_deep(text: str) -> int:
+    """Where ``text`` nests past :data:`MAX_DEPTH` (-1: it does not)."""
+    depth = 0
+    for token in _STRUCTURE.finditer(text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return token.start()
+        elif mark in "]}":
+            depth -= 1
+    return -1
+
+
+def _parsed(text: str | bytes) -> Any:
+    """JSON text as JSON values; what JSON cannot hold is left as :class:`_NotJson` for :func:`_json` to name."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text))
+        return json.loads(
+            text, parse_constant=_NotJson.constant, parse_float=_NotJson.number, parse_int=_NotJson.integer
+        )
+    except RecursionError:
+        where = _too_deep(text) if isinstance(text, str) else -1
+        raise _Invalid("$", f"nested deeper than {MAX_DEPTH} levels (gRPC's limit), at character {where}") from None
+    except ValueError as error:
+        raise ValueError(f"service config: not JSON: {_cut(str(error), 200)}") from None
+
+
+def _json(value: object, path: str, depth: int = 1) -> Any:
+    """``value`` as plain JSON values (dict, list, str, int, float, bool, None); raises naming the path of what
+    JSON cannot hold (keys that are not strings, NaN, objects of other types, nesting past gRPC's limit)."""
+    if depth > MAX_DEPTH:
+        reason = f"nested deeper than {MAX_DEPTH} levels (gRPC's limit; a config may contain itself)"
+        raise _Invalid(_cut(path, 100), reason)
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > 13_000:  # about 4 000 digits: past what Python prints
+            raise _Invalid(path, "an integer of over 4 000 digits is out of range")
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Invalid(path, f"must be a finite number, got {_shown(value)}")
+        return value
+    if isinstance(value, Mapping):
+        members = {}
+        for key, member in value.items():
+            if not isinstance(key, str):
+                raise _Invalid(path, f"keys must be strings, got {_shown(key)}")
+            members[key] = _json(member, _at(path, key), depth + 1)
+        return members
+    if isinstance(value, (list, tuple)):
+        return [_json(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, _NotJson):
+        raise _Invalid(path, value.reason)
+    raise _Invalid(path, f"must be a JSON value (object, array, string, number, boolean, null), got {_shown(value)}")
+
+
 def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfig:
     """The policies a gRPC service config asks for (see the module's doc). Raises ValueError naming the JSON path
     of the first thing that is wrong, for configs gRPC would refuse and extension blocks the policies refuse."""
-    if isinstance(config, (str, bytes)):
-        try:
-            config = json.loads(config)
-        except ValueError as error:
-            raise ValueError(f"service config: not JSON: {error}") from None
-    if not isinstance(config, Mapping):
-        raise _Invalid("$", f"must be a JSON object, got {config!r}")
+    config = _json(_parsed(config) if isinstance(config, (str, bytes)) else config, "$")
+    if not isinstance(config, dict):
+        raise _Invalid("$", f"must be a JSON object, got {_shown(config)}")
     budget = _throttling(config.get("retryThrottling"))
     entries = config.get("methodConfig", [])
     if not isinstance(entries, list):
-        raise _Invalid("methodConfig", f"must be a list, got {entries!r}")
+        raise _Invalid("methodConfig", f"must be a list, got {_shown(entries)}")
     default: tuple[Policy, ...] = ()
     methods: dict[str, tuple[Policy, ...]] = {}
     seen: set[str] = set()
     for index, entry in enumerate(entries):
         path = f"methodConfig[{index}]"
         if not isinstance(entry, Mapping):
-            raise _Invalid(path, f"must be an object, got {entry!r}")
+            raise _Invalid(path, f"must be an object, got {_shown(entry)}")
         chain = _chain(entry, path, budget)
         for key in _names(entry.get("name"), f"{path}.name", seen):
             if key == "":
@@ -133,22 +240,22 @@ def _names(names: object, path: str, seen: set[str]) -> list[str]:
     if names is None:
         return []
     if not isinstance(names, list):
-        raise _Invalid(path, f"must be a list, got {names!r}")
+        raise _Invalid(path, f"must be a list, got {_shown(names)}")
     keys = []
     for index, name in enumerate(names):
         where = f"{path}[{index}]"
         if not isinstance(name, Mapping):
-            raise _Invalid(where, f"must be an object, got {name!r}")
+            raise _Invalid(where, f"must be an object, got {_shown(name)}")
         service, method = name.get("service", ""), name.get("method", "")
         if not isinstance(service, str):
-            raise _Invalid(f"{where}.service", f"must be a string, got {service!r}")
+            raise _Invalid(f"{where}.service", f"must be a string, got {_shown(service)}")
         if not isinstance(method, str):
-            raise _Invalid(f"{where}.method", f"must be a string, got {method!r}")
+            raise _Invalid(f"{where}.method", f"must be a string, got {_shown(method)}")
         if method and not service:
             raise _Invalid(where, "a method needs its service")
         key = f"/{service}/{method or '*'}" if service else ""
         if key in seen:
-            raise _Invalid(where, f"duplicate name {dict(name)!r}")
+            raise _Invalid(where, f"duplicate name {_shown(name)}")
         seen.add(key)
         keys.append(key)
     return keys
@@ -160,10 +267,10 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
         raise _Invalid(path, "retryPolicy and hedgingPolicy cannot both be set")
     extension = entry.get("resilience", {})
     if not isinstance(extension, Mapping):
-        raise _Invalid(f"{path}.resilience", f"must be an object, got {extension!r}")
+        raise _Invalid(f"{path}.resilience", f"must be an object, got {_shown(extension)}")
     unknown = sorted(set(extension) - _EXTENSION_KEYS)
     if unknown:
-        raise _Invalid(f"{path}.resilience", f"unknown keys {unknown}; known: {sorted(_EXTENSION_KEYS)}")
+        raise _Invalid(f"{path}.resilience", f"unknown keys {_shown(unknown)}; known: {sorted(_EXTENSION_KEYS)}")
     chain: list[Policy] = []
     if "fallback" in extension:
         chain.append(_policy(Fallback, None, extension["fallback"], f"{path}.resilience.fallback"))
@@ -189,13 +296,13 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
 
 def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[RetryPolicy, float | None]:
     if not isinstance(config, Mapping):
-        raise _Invalid(path, f"must be an object, got {config!r}")
+        raise _Invalid(path, f"must be an object, got {_shown(config)}")
     attempts = _attempts(config, path)
     initial = _duration(_required(config, "initialBackoff", path), f"{path}.initialBackoff", positive=True)
     maximum = _duration(_required(config, "maxBackoff", path), f"{path}.maxBackoff", positive=True)
     multiplier = _required(config, "backoffMultiplier", path)
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
-        raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {multiplier!r}")
+        raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {_shown(multiplier)}")
     codes = _codes(_required(config, "retryableStatusCodes", path), f"{path}.retryableStatusCodes", required=True)
     per_attempt = config.get("perAttemptRecvTimeout")
     if per_attempt is not None:
@@ -209,7 +316,7 @@ def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[Retry
 
 def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePolicy:
     if not isinstance(config, Mapping):
-        raise _Invalid(path, f"must be an object, got {config!r}")
+        raise _Invalid(path, f"must be an object, got {_shown(config)}")
     attempts = _attempts(config, path)
     delay = _duration(config.get("hedgingDelay", "0s"), f"{path}.hedgingDelay")
     codes = _codes(config.get("nonFatalStatusCodes", []), f"{path}.nonFatalStatusCodes", required=False)
@@ -226,21 +333,21 @@ def _throttling(config: object) -> RetryBudget | None:
         return None
     path = "retryThrottling"
     if not isinstance(config, Mapping):
-        raise _Invalid(path, f"must be an object, got {config!r}")
+        raise _Invalid(path, f"must be an object, got {_shown(config)}")
     tokens, ratio = _required(config, "maxTokens", path), _required(config, "tokenRatio", path)
     if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or not 0 < tokens <= 1000:
-        raise _Invalid(f"{path}.maxTokens", f"must be a number in (0, 1000], got {tokens!r}")
+        raise _Invalid(f"{path}.maxTokens", f"must be a number in (0, 1000], got {_shown(tokens)}")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise _Invalid(f"{path}.tokenRatio", f"must be a number in (0, 1], got {ratio!r}")
+        raise _Invalid(f"{path}.tokenRatio", f"must be a number in (0, 1], got {_shown(ratio)}")
     return RetryBudget.token_bucket(max_tokens=tokens, token_ratio=round(ratio, 3))  # 3 decimals, as in gRPC
 
 
 def _attempts(config: Mapping[str, Any], path: str) -> int:
     attempts = _required(config, "maxAttempts", path)
     if isinstance(attempts, bool) or not isinstance(attempts, (int, float)) or attempts != int(attempts):
-        raise _Invalid(f"{path}.maxAttempts", f"must be an integer, got {attempts!r}")
+        raise _Invalid(f"{path}.maxAttempts", f"must be an integer, got {_shown(attempts)}")
     if attempts < 2:
-        raise _Invalid(f"{path}.maxAttempts", f"must be at least 2, got {attempts!r}")
+        raise _Invalid(f"{path}.maxAttempts", f"must be at least 2, got {_shown(attempts)}")
     return min(int(attempts), MAX_ATTEMPTS)
 
 
@@ -254,25 +361,27 @@ def _duration(value: object, path: str, *, positive: bool = False) -> float:
     """A proto3 JSON duration (``"1.5s"``), in seconds."""
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise _Invalid(path, f'must be a duration such as "1.5s" (seconds, up to 9 decimals), got {value!r}')
+        raise _Invalid(path, f'must be a duration such as "1.5s" (seconds, up to 9 decimals), got {_shown(value)}')
     seconds = float(value[:-1])  # type: ignore[index]
     if positive and seconds <= 0:
-        raise _Invalid(path, f"must be longer than 0s, got {value!r}")
+        raise _Invalid(path, f"must be longer than 0s, got {_shown(value)}")
     if seconds > MAX_SECONDS:
-        raise _Invalid(path, f"must be at most a year, got {value!r}")
+        raise _Invalid(path, f"must be at most a year, got {_shown(value)}")
     return seconds
 
 
 def _codes(value: object, path: str, *, required: bool) -> list[grpc.StatusCode]:
     if not isinstance(value, list) or (required and not value):
-        raise _Invalid(path, f"must be a {'non-empty ' if required else ''}list of status codes, got {value!r}")
+        raise _Invalid(path, f"must be a {'non-empty ' if required else ''}list of status codes, got {_shown(value)}")
     codes: list[grpc.StatusCode] = []
     for index, item in enumerate(value):
         code = _CODES.get(item) if isinstance(item, str) else None
         if code is None and isinstance(item, int) and not isinstance(item, bool):
             code = _CODE_NUMBERS.get(item)
         if code is None or code is grpc.StatusCode.OK:
-            raise _Invalid(f"{path}[{index}]", f'must name a failing status code, such as "UNAVAILABLE", got {item!r}')
+            raise _Invalid(
+                f"{path}[{index}]", f'must name a failing status code, such as "UNAVAILABLE", got {_shown(item)}'
+            )
         codes.append(code)
     return codes
 
@@ -280,7 +389,7 @@ def _codes(value: object, path: str, *, required: bool) -> list[grpc.StatusCode]
 def _policy(policy_type: Callable[..., Policy], positional: str | None, config: object, path: str) -> Policy:
     """An extension's policy: its options in camelCase, durations as JSON durations or seconds."""
     if not isinstance(config, Mapping):
-        raise _Invalid(path, f"must be an object of the policy's options, got {config!r}")
+        raise _Invalid(path, f"must be an object of the policy's options, got {_shown(config)}")
     options = {}
     for key, value in config.items():
         name = re.sub(r"(?<!^)([A-Z])", r"_\1", str(key)).lower()
@@ -290,10 +399,8 @@ def _policy(policy_type: Callable[..., Policy], positional: str | None, config: 
     arguments = [options.pop(positional)] if positional is not None and positional in options else []
     try:
         return policy_type(*arguments, **options)
-    except TypeError as error:
-        raise _Invalid(path, str(error)) from None
-    except ValueError as error:
-        raise _Invalid(path, str(error)) from None
+    except (TypeError, ValueError) as error:
+        raise _Invalid(path, _cut(str(error), 200)) from None
 
 
 _POLICY_KEYS = ("timeout", "retryPolicy", "hedgingPolicy", "resilience")

@@ -188,6 +188,93 @@ def test_invalid_configs_are_refused_with_the_json_path(bad: Any, path: str) -> 
         from_service_config(bad if isinstance(bad, str) else json.dumps(bad))
 
 
+def nested(depth: int) -> Any:
+    """A list ``depth`` lists deep."""
+    value: Any = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+DEEPEST = r"loadBalancingConfig\[0\]\[0\].* \(781 characters\): nested deeper than 255"  # 254 [0], cut
+RETRY_AT = r"methodConfig\[0\]\.retryPolicy\.maxAttempts"
+
+
+@pytest.mark.parametrize(
+    ("bad", "path"),
+    [
+        ("[" * 1000 + "]" * 1000, r"\$: nested deeper than 255 levels .* at character 255"),
+        ('{"a":' * 2000 + "1" + "}" * 2000, r"\$: nested deeper than 255 levels"),
+        (json.dumps({"loadBalancingConfig": nested(300)}), DEEPEST),
+        ({"loadBalancingConfig": nested(300)}, DEEPEST),
+        (
+            json.dumps(config(retryPolicy=RETRY_EXAMPLE)).replace('"maxAttempts": 4', '"maxAttempts": Infinity'),
+            RETRY_AT,
+        ),
+        (json.dumps(config(retryPolicy=RETRY_EXAMPLE)).replace('"maxAttempts": 4', '"maxAttempts": 1e400'), RETRY_AT),
+        (json.dumps(config(retryPolicy=RETRY_EXAMPLE)).replace('"maxAttempts": 4', '"maxAttempts": NaN'), RETRY_AT),
+        (
+            json.dumps(config(retryPolicy=RETRY_EXAMPLE)).replace('"maxAttempts": 4', '"maxAttempts": ' + "9" * 5000),
+            RETRY_AT,
+        ),
+        (config(retryPolicy={**RETRY_EXAMPLE, "maxAttempts": float("inf")}), RETRY_AT + ": must be a finite number"),
+        (
+            config(retryPolicy={**RETRY_EXAMPLE, "backoffMultiplier": float("nan")}),
+            r"methodConfig\[0\]\.retryPolicy\.backoffMultiplier: must be a finite number, got nan",
+        ),
+        ({"methodConfig": [{("a",): 1}]}, r"methodConfig\[0\]: keys must be strings, got \('a',\)"),
+        (
+            {"methodConfig": [{"name": [{"service": object()}]}]},
+            r"methodConfig\[0\]\.name\[0\]\.service: must be a JSON value",
+        ),
+        (
+            {"methodConfig": [{"name": [{"service": Opaque()}]}]},
+            r"methodConfig\[0\]\.name\[0\]\.service: must be a JSON value",
+        ),
+        (
+            {"methodConfig": [{"name": [{"service": b"pkg.Svc"}]}]},
+            r"methodConfig\[0\]\.name\[0\]\.service: must be a JSON value",
+        ),
+        (
+            {"loadBalancingConfig": [{"round_robin": {"x": 10**5000}}]},
+            r"loadBalancingConfig\[0\]\.round_robin\.x: an integer of over",
+        ),
+        (b'{"methodConfig": [\xff]}', "not JSON"),
+    ],
+)
+def test_values_json_cannot_hold_are_refused_with_the_json_path(bad: Any, path: str) -> None:
+    with pytest.raises(ValueError, match=f"^service config: {path}"):
+        from_service_config(bad)
+
+
+def test_a_config_that_contains_itself_is_refused() -> None:
+    looped: dict[str, Any] = {}
+    looped["loadBalancingConfig"] = [looped]
+    with pytest.raises(ValueError, match=r"^service config: loadBalancingConfig.*: nested deeper than 255 levels"):
+        from_service_config(looped)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        config(timeout="1" * 10_000_000 + "x"),
+        config(retryPolicy={**RETRY_EXAMPLE, "retryableStatusCodes": ["X" * 10_000_000]}),
+        {"methodConfig": [{"name": {"x" * 10_000_000: 1}}]},
+        {"methodConfig": "m" * 10_000_000},
+    ],
+    ids=["duration", "status code", "name", "methodConfig"],
+)
+def test_a_huge_bad_value_is_not_echoed_whole(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"^service config: ") as refused:
+        from_service_config(bad)
+    assert len(str(refused.value)) < 400, str(refused.value)[:400]
+
+
 def test_the_helpers_take_service_config_once() -> None:
     with pytest.raises(ValueError, match="once"):
         resilient_channel(
