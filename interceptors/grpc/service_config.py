@@ -34,11 +34,13 @@ path of what is wrong.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import grpc
@@ -63,7 +65,7 @@ __all__ = ["MAX_ATTEMPTS", "ServiceConfig", "from_service_config"]
 MAX_ATTEMPTS = 5
 """gRPC's client-side cap on ``maxAttempts`` of retry and hedging policies."""
 
-_DURATION = re.compile(r"^(\d+(\.\d{1,9})?|\.\d{1,9})s$")
+_DURATION = re.compile(r"(\d+(\.\d{1,9})?|\.\d{1,9})s", re.ASCII)  # whole strings only (fullmatch)
 _CODES = {code.name: code for code in grpc.StatusCode}
 _CODE_NUMBERS = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -75,7 +77,17 @@ _LOAD_POLICIES: tuple[tuple[str, Callable[..., Policy], str | None], ...] = (
     ("adaptiveLimiter", AdaptiveLimiter, None),
     ("circuitBreaker", CircuitBreaker, None),
 )
-_EXTENSION_KEYS = frozenset({"fallback", "attemptTimeout"} | {key for key, _, _ in _LOAD_POLICIES})
+_EXTENSION_KEYS = ("fallback", "attemptTimeout", *(key for key, _, _ in _LOAD_POLICIES))
+
+# the keys of each object of a config (gRFC A2, A6; the extension's above): JSON keys are camelCase
+_TOP_KEYS = ("methodConfig", "loadBalancingConfig", "loadBalancingPolicy", "retryThrottling", "healthCheckConfig")
+_ENTRY_KEYS: tuple[str, ...] = ("name", "waitForReady", "timeout", "maxRequestMessageBytes", "maxResponseMessageBytes")
+_ENTRY_KEYS += ("retryPolicy", "hedgingPolicy", "resilience")
+_NAME_KEYS = ("service", "method")
+_RETRY_KEYS: tuple[str, ...] = ("maxAttempts", "initialBackoff", "maxBackoff", "backoffMultiplier")
+_RETRY_KEYS += ("retryableStatusCodes", "perAttemptRecvTimeout")
+_HEDGING_KEYS = ("maxAttempts", "hedgingDelay", "nonFatalStatusCodes")
+_THROTTLING_KEYS = ("maxTokens", "tokenRatio")
 
 
 @dataclass(frozen=True)
@@ -208,12 +220,42 @@ def _json(value: object, path: str, depth: int = 1) -> Any:
     raise _Invalid(path, f"must be a JSON value (object, array, string, number, boolean, null), got {_shown(value)}")
 
 
+def _fold(key: str) -> str:
+    return key.replace("_", "").replace("-", "").lower()
+
+
+def _keys(config: Mapping[str, Any], path: str, known: tuple[str, ...], *, closed: bool = True) -> None:
+    """Refuse the keys of ``config`` (at ``path``) that are not ``known``: every one when the object is ``closed``
+    (its fields are all known), else only misspellings of known ones, which gRPC would ignore, silently."""
+    for key in config:
+        if key in known:
+            continue
+        right = next((name for name in known if _fold(name) == _fold(key)), None)
+        if right is not None:
+            raise _Invalid(_at(path, key), f"unknown key; gRPC's JSON keys are camelCase: {right!r}")
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if near:
+            raise _Invalid(_at(path, key), f"unknown key; did you mean {near[0]!r}?")
+        if closed:
+            raise _Invalid(_at(path, key), f"unknown key; known: {', '.join(known)}")
+
+
+def _top_keys(config: Mapping[str, Any]) -> None:
+    """The config's own keys: a method config entry's key is refused, a misspelt standard one too; gRPC reads
+    others of its own (some behind flags, e.g. ``connectionScaling``) and ignores the rest."""
+    for key in config:
+        if key not in _TOP_KEYS and any(_fold(key) == _fold(name) for name in _ENTRY_KEYS):
+            raise _Invalid(key, "belongs in a methodConfig entry")
+    _keys(config, "$", _TOP_KEYS, closed=False)
+
+
 def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfig:
     """The policies a gRPC service config asks for (see the module's doc). Raises ValueError naming the JSON path
     of the first thing that is wrong, for configs gRPC would refuse and extension blocks the policies refuse."""
     config = _json(_parsed(config) if isinstance(config, (str, bytes)) else config, "$")
     if not isinstance(config, dict):
         raise _Invalid("$", f"must be a JSON object, got {_shown(config)}")
+    _top_keys(config)
     budget = _throttling(config.get("retryThrottling"))
     entries = config.get("methodConfig", [])
     if not isinstance(entries, list):
@@ -225,6 +267,7 @@ def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfi
         path = f"methodConfig[{index}]"
         if not isinstance(entry, Mapping):
             raise _Invalid(path, f"must be an object, got {_shown(entry)}")
+        _keys(entry, path, _ENTRY_KEYS)
         chain = _chain(entry, path, budget)
         for key in _names(entry.get("name"), f"{path}.name", seen):
             if key == "":
@@ -246,11 +289,20 @@ def _names(names: object, path: str, seen: set[str]) -> list[str]:
         where = f"{path}[{index}]"
         if not isinstance(name, Mapping):
             raise _Invalid(where, f"must be an object, got {_shown(name)}")
-        service, method = name.get("service", ""), name.get("method", "")
-        if not isinstance(service, str):
-            raise _Invalid(f"{where}.service", f"must be a string, got {_shown(service)}")
-        if not isinstance(method, str):
-            raise _Invalid(f"{where}.method", f"must be a string, got {_shown(method)}")
+        _keys(name, where, _NAME_KEYS)
+        service, method = name.get("service"), name.get("method")
+        service, method = "" if service is None else service, "" if method is None else method  # null: absent
+        for field, value in (("service", service), ("method", method)):
+            if not isinstance(value, str):
+                raise _Invalid(f"{where}.{field}", f"must be a string, got {_shown(value)}")
+            if "/" in value:
+                raise _Invalid(
+                    f"{where}.{field}", f"must not contain '/' (names are 'pkg.Service', 'Method'), got {_shown(value)}"
+                )
+        if method == "*":
+            raise _Invalid(
+                f"{where}.method", "'*' is no wildcard in gRPC: leave the method out to name the whole service"
+            )
         if method and not service:
             raise _Invalid(where, "a method needs its service")
         key = f"/{service}/{method or '*'}" if service else ""
@@ -265,16 +317,16 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
     retry, hedging = entry.get("retryPolicy"), entry.get("hedgingPolicy")
     if retry is not None and hedging is not None:
         raise _Invalid(path, "retryPolicy and hedgingPolicy cannot both be set")
-    extension = entry.get("resilience", {})
+    extension = entry.get("resilience")
+    if extension is None:
+        extension = {}
     if not isinstance(extension, Mapping):
         raise _Invalid(f"{path}.resilience", f"must be an object, got {_shown(extension)}")
-    unknown = sorted(set(extension) - _EXTENSION_KEYS)
-    if unknown:
-        raise _Invalid(f"{path}.resilience", f"unknown keys {_shown(unknown)}; known: {sorted(_EXTENSION_KEYS)}")
+    _keys(extension, f"{path}.resilience", _EXTENSION_KEYS)
     chain: list[Policy] = []
     if "fallback" in extension:
         chain.append(_policy(Fallback, None, extension["fallback"], f"{path}.resilience.fallback"))
-    if "timeout" in entry:
+    if entry.get("timeout") is not None:
         chain.append(Timeout(_duration(entry["timeout"], f"{path}.timeout", positive=True)))
     attempt_timeout = None
     if retry is not None:
@@ -297,6 +349,7 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
 def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[RetryPolicy, float | None]:
     if not isinstance(config, Mapping):
         raise _Invalid(path, f"must be an object, got {_shown(config)}")
+    _keys(config, path, _RETRY_KEYS)
     attempts = _attempts(config, path)
     initial = _duration(_required(config, "initialBackoff", path), f"{path}.initialBackoff", positive=True)
     maximum = _duration(_required(config, "maxBackoff", path), f"{path}.maxBackoff", positive=True)
@@ -317,6 +370,7 @@ def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[Retry
 def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePolicy:
     if not isinstance(config, Mapping):
         raise _Invalid(path, f"must be an object, got {_shown(config)}")
+    _keys(config, path, _HEDGING_KEYS)
     attempts = _attempts(config, path)
     delay = _duration(config.get("hedgingDelay", "0s"), f"{path}.hedgingDelay")
     codes = _codes(config.get("nonFatalStatusCodes", []), f"{path}.nonFatalStatusCodes", required=False)
@@ -334,12 +388,16 @@ def _throttling(config: object) -> RetryBudget | None:
     path = "retryThrottling"
     if not isinstance(config, Mapping):
         raise _Invalid(path, f"must be an object, got {_shown(config)}")
+    _keys(config, path, _THROTTLING_KEYS)
     tokens, ratio = _required(config, "maxTokens", path), _required(config, "tokenRatio", path)
     if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or not 0 < tokens <= 1000:
         raise _Invalid(f"{path}.maxTokens", f"must be a number in (0, 1000], got {_shown(tokens)}")
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
         raise _Invalid(f"{path}.tokenRatio", f"must be a number in (0, 1], got {_shown(ratio)}")
-    return RetryBudget.token_bucket(max_tokens=tokens, token_ratio=round(ratio, 3))  # 3 decimals, as in gRPC
+    kept = Decimal(repr(ratio)).quantize(Decimal("0.001"), ROUND_DOWN)  # gRPC keeps 3 decimals, cutting the rest
+    if not kept:
+        raise _Invalid(f"{path}.tokenRatio", f"must be at least 0.001 (gRPC keeps 3 decimals), got {_shown(ratio)}")
+    return RetryBudget.token_bucket(max_tokens=tokens, token_ratio=float(kept))
 
 
 def _attempts(config: Mapping[str, Any], path: str) -> int:
@@ -359,7 +417,7 @@ def _required(config: Mapping[str, Any], key: str, path: str) -> Any:
 
 def _duration(value: object, path: str, *, positive: bool = False) -> float:
     """A proto3 JSON duration (``"1.5s"``), in seconds."""
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise _Invalid(path, f'must be a duration such as "1.5s" (seconds, up to 9 decimals), got {_shown(value)}')
     seconds = float(value[:-1])  # type: ignore[index]
@@ -392,10 +450,12 @@ def _policy(policy_type: Callable[..., Policy], positional: str | None, config: 
         raise _Invalid(path, f"must be an object of the policy's options, got {_shown(config)}")
     options = {}
     for key, value in config.items():
-        name = re.sub(r"(?<!^)([A-Z])", r"_\1", str(key)).lower()
-        if isinstance(value, str) and _DURATION.match(value):
-            value = _duration(value, f"{path}.{key}")
-        options[name] = value
+        camel = re.sub(r"_+([a-z0-9])", lambda letter: letter.group(1).upper(), key[:1].lower() + key[1:])
+        if camel != key:
+            raise _Invalid(_at(path, key), f"unknown key; the extension's keys are camelCase: {camel!r}")
+        if isinstance(value, str) and _DURATION.fullmatch(value):
+            value = _duration(value, _at(path, key))
+        options[re.sub(r"([A-Z])", r"_\1", key).lower()] = value
     arguments = [options.pop(positional)] if positional is not None and positional in options else []
     try:
         return policy_type(*arguments, **options)

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
+import interceptors.aio
 from interceptors import (
     AdaptiveThrottle,
     Backoff,
@@ -172,7 +173,7 @@ RETRY = "retryPolicy"
         ({"retryThrottling": {"maxTokens": 10}}, r"retryThrottling.tokenRatio: is required"),
         ({"retryThrottling": {"maxTokens": 0, "tokenRatio": 0.1}}, r"retryThrottling.maxTokens: must be a number"),
         ({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0}}, r"retryThrottling.tokenRatio: must be a number"),
-        (config(resilience={"breaker": {}}), r"resilience: unknown keys \['breaker'\]"),
+        (config(resilience={"breaker": {}}), r"resilience\.breaker: unknown key; known: fallback, attemptTimeout"),
         (config(resilience={"circuitBreaker": {"failureRate": 2}}), r"resilience.circuitBreaker: .*failure_rate"),
         (config(resilience={"circuitBreaker": {"colour": "red"}}), r"resilience.circuitBreaker: .*colour"),
         (config(resilience={"bulkhead": 3}), r"resilience.bulkhead: must be an object"),
@@ -186,6 +187,90 @@ RETRY = "retryPolicy"
 def test_invalid_configs_are_refused_with_the_json_path(bad: Any, path: str) -> None:
     with pytest.raises(ValueError, match=f"service config: .*{path}"):
         from_service_config(bad if isinstance(bad, str) else json.dumps(bad))
+
+
+@pytest.mark.parametrize(
+    ("bad", "path"),
+    [
+        ({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.0001}}, r"retryThrottling\.tokenRatio: must be at le"),
+        (config(timeout="1s\n"), r"methodConfig\[0\]\.timeout: must be a duration"),
+        (config(timeout="\u0661s"), r"methodConfig\[0\]\.timeout: must be a duration"),  # an Arabic-Indic 1
+        (config(timeout="1.\u0665s"), r"methodConfig\[0\]\.timeout: must be a duration"),
+        (config(retryPolicy={**RETRY_EXAMPLE, "maxBackoff": "1s\n"}), r"retryPolicy\.maxBackoff: must be a dur"),
+        (config(resilience={"attemptTimeout": "1s\n"}), r"resilience\.attemptTimeout: must be a duration"),
+        (config(resilience={"circuitBreaker": {"delay": "1s\n"}}), r"resilience\.circuitBreaker: .*delay"),
+        ({"methodConfig": [{"name": [{"service": 0}]}]}, r"methodConfig\[0\]\.name\[0\]\.service: must be a str"),
+        ({"methodConfig": [{"name": [{"service": "pkg/Svc"}]}]}, r"methodConfig\[0\]\.name\[0\]\.service: .*'/'"),
+        ({"methodConfig": [{"name": [{"service": SERVICE, "method": "A/B"}]}]}, r"name\[0\]\.method: .*'/'"),
+        ({"methodConfig": [{"name": [{"service": SERVICE, "method": "*"}]}]}, r"name\[0\]\.method: '\*' is no wild"),
+        (config(retryPolicy={**RETRY_EXAMPLE, "max_attempts": 3}), r"retryPolicy\.max_attempts: .*'maxAttempts'"),
+        (config(retryPolicy={**RETRY_EXAMPLE, "MaxAttempts": 3}), r"retryPolicy\.MaxAttempts: .*'maxAttempts'"),
+        (config(retryPolicy={**RETRY_EXAMPLE, "jitter": 0.2}), r"retryPolicy\.jitter: unknown key; known: maxAtt"),
+        (config(hedgingPolicy={**HEDGING_EXAMPLE, "hedging_delay": "1s"}), r"hedging_delay: .*'hedgingDelay'"),
+        ({"retryThrottling": {**THROTTLING_EXAMPLE, "max_tokens": 3}}, r"retryThrottling\.max_tokens: .*'maxTokens'"),
+        (config(retry_policy=RETRY_EXAMPLE), r"methodConfig\[0\]\.retry_policy: .*camelCase: 'retryPolicy'"),
+        (config(Timeout="1s"), r"methodConfig\[0\]\.Timeout: .*camelCase: 'timeout'"),
+        (config(retryPolicies=RETRY_EXAMPLE), r"methodConfig\[0\]\.retryPolicies: unknown key; did you mean 'retryP"),
+        (config(retries=RETRY_EXAMPLE), r"methodConfig\[0\]\.retries: unknown key; known: name, waitForReady"),
+        ({"methodConfig": [{"name": [{"Service": SERVICE}]}]}, r"name\[0\]\.Service: .*camelCase: 'service'"),
+        ({"method_config": []}, r"method_config: .*camelCase: 'methodConfig'"),
+        ({"methodConfigs": []}, r"methodConfigs: unknown key; did you mean 'methodConfig'"),
+        ({"LoadBalancingConfig": []}, r"LoadBalancingConfig: .*'loadBalancingConfig'"),
+        ({"retryPolicy": RETRY_EXAMPLE}, r"retryPolicy: belongs in a methodConfig entry"),
+        ({"retry_policy": RETRY_EXAMPLE}, r"retry_policy: belongs in a methodConfig entry"),
+        (config(resilience={"bulkhead": {"max_concurrent": 3}}), r"bulkhead\.max_concurrent: .*'maxConcurrent'"),
+        (config(resilience={"bulkhead": {"MaxConcurrent": 3}}), r"bulkhead\.MaxConcurrent: .*'maxConcurrent'"),
+        (config(resilience={"CircuitBreaker": {}}), r"resilience\.CircuitBreaker: .*camelCase: 'circuitBreaker'"),
+    ],
+)
+def test_what_grpc_refuses_and_misspelt_keys_are_refused_with_the_json_path(bad: Any, path: str) -> None:
+    with pytest.raises(ValueError, match=f"^service config: .*{path}"):
+        from_service_config(bad)
+
+
+def test_unknown_top_level_keys_go_to_grpc_which_ignores_them() -> None:
+    """gRPC reads top-level fields of its own (some behind flags, e.g. ``connectionScaling``) and ignores those it
+    does not know: only misspellings of the standard ones are refused."""
+    converted = from_service_config({"connectionScaling": {"maxConnectionsPerSubchannel": 2}})
+    assert json.loads(converted.grpc_config or "") == {"connectionScaling": {"maxConnectionsPerSubchannel": 2}}
+
+
+def test_null_is_the_same_as_absent_as_in_grpc() -> None:
+    converted = from_service_config(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": SERVICE, "method": None}, {"service": None}],
+                    "timeout": None,
+                    "waitForReady": None,
+                    "retryPolicy": None,
+                    "hedgingPolicy": None,
+                    "resilience": None,
+                }
+            ],
+            "retryThrottling": None,
+            "healthCheckConfig": {"serviceName": None},
+            "loadBalancingPolicy": None,
+        }
+    )
+    assert converted.methods == {f"/{SERVICE}/*": ()} and converted.policies == () and converted.budget is None
+
+
+def test_token_ratio_keeps_three_decimals_cutting_the_rest_as_grpc_does() -> None:
+    budget = from_service_config({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1239}}).budget
+    assert budget is not None
+    budget.record_outcome(failed=True)
+    budget.record_outcome(failed=False)
+    assert budget.tokens == pytest.approx(9.123)
+
+
+@pytest.mark.parametrize("make", [resilient_channel, interceptors.aio.resilient_channel], ids=["sync", "aio"])
+@pytest.mark.parametrize(
+    ("name", "field"), [({"service": "pkg/Svc"}, "service"), ({"service": "s", "method": "*"}, "method")]
+)
+def test_the_helpers_refuse_a_bad_name_with_its_json_path(make: Any, name: dict[str, str], field: str) -> None:
+    with pytest.raises(ValueError, match=rf"^service config: methodConfig\[0\]\.name\[0\]\.{field}: "):
+        make("127.0.0.1:1", service_config={"methodConfig": [{"name": [name], "retryPolicy": RETRY_EXAMPLE}]})
 
 
 def nested(depth: int) -> Any:
