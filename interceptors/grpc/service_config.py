@@ -29,7 +29,8 @@ A service config's ``methodConfig`` entries become per-method chains, in this or
 
 Names: ``{"service": "pkg.Svc", "method": "M"}`` is one method, ``{"service": "pkg.Svc"}`` the service's other
 methods, ``{}`` every other method; the most specific wins. A config gRPC would refuse is refused with the JSON
-path of what is wrong.
+path of what is wrong (what grpc gets is also put to grpc itself); keys are camelCase, and objects whose fields are
+all known refuse unknown keys; null is absent.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from ..engine.rate_limiter import RateLimiter
 from ..engine.retry import RetryPolicy
 from ..engine.throttle import AdaptiveThrottle
 from ..engine.timeout import Timeout
+from ._channel import SERVICE_CONFIG
 from .status import on_codes
 
 __all__ = ["MAX_ATTEMPTS", "ServiceConfig", "from_service_config"]
@@ -88,6 +90,8 @@ _RETRY_KEYS: tuple[str, ...] = ("maxAttempts", "initialBackoff", "maxBackoff", "
 _RETRY_KEYS += ("retryableStatusCodes", "perAttemptRecvTimeout")
 _HEDGING_KEYS = ("maxAttempts", "hedgingDelay", "nonFatalStatusCodes")
 _THROTTLING_KEYS = ("maxTokens", "tokenRatio")
+_HEALTH_CHECK_KEYS = ("serviceName",)
+_MESSAGE_SIZES = ("maxRequestMessageBytes", "maxResponseMessageBytes")
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfi
     if not isinstance(config, dict):
         raise _Invalid("$", f"must be a JSON object, got {_shown(config)}")
     _top_keys(config)
+    _grpc_globals(config)
     budget = _throttling(config.get("retryThrottling"))
     entries = config.get("methodConfig", [])
     if not isinstance(entries, list):
@@ -268,6 +273,7 @@ def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfi
         if not isinstance(entry, Mapping):
             raise _Invalid(path, f"must be an object, got {_shown(entry)}")
         _keys(entry, path, _ENTRY_KEYS)
+        _grpc_fields(entry, path)
         chain = _chain(entry, path, budget)
         for key in _names(entry.get("name"), f"{path}.name", seen):
             if key == "":
@@ -275,7 +281,76 @@ def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfi
             else:
                 methods[key] = chain
     grpc_config = _for_grpc(config)
+    refusal = None if grpc_config is None else _refused_by_grpc(grpc_config)
+    if refusal is not None:
+        raise ValueError(f"service config: grpc refuses it: {_cut(refusal, 300)}")
     return ServiceConfig(default, methods, budget, grpc_config)
+
+
+def _grpc_globals(config: Mapping[str, Any]) -> None:
+    """The top-level fields grpc reads: ``loadBalancingConfig``, ``loadBalancingPolicy``, ``healthCheckConfig``."""
+    if "loadBalancingConfig" in config:
+        path, choices = "loadBalancingConfig", config["loadBalancingConfig"]
+        if not isinstance(choices, list):
+            raise _Invalid(path, f"must be a list of {{policy name: its config}} objects, got {_shown(choices)}")
+        if not choices:
+            raise _Invalid(path, "must name at least one policy (grpc takes the first it knows)")
+        for index, choice in enumerate(choices):
+            where = f"{path}[{index}]"
+            if not isinstance(choice, Mapping) or len(choice) != 1:
+                raise _Invalid(where, f"must be an object of one key, a policy's name, got {_shown(choice)}")
+            ((name, settings),) = choice.items()
+            if not isinstance(settings, Mapping):
+                raise _Invalid(_at(where, name), f"must be an object, the policy's config, got {_shown(settings)}")
+    policy = config.get("loadBalancingPolicy")
+    if policy is not None and not isinstance(policy, str):
+        raise _Invalid("loadBalancingPolicy", f"must be a string, such as 'round_robin', got {_shown(policy)}")
+    health = config.get("healthCheckConfig")
+    if health is None:
+        return
+    if not isinstance(health, Mapping):
+        raise _Invalid("healthCheckConfig", f"must be an object, got {_shown(health)}")
+    _keys(health, "healthCheckConfig", _HEALTH_CHECK_KEYS, closed=False)
+    service = health.get("serviceName")
+    if service is not None and not isinstance(service, str):
+        raise _Invalid("healthCheckConfig.serviceName", f"must be a string, got {_shown(service)}")
+
+
+def _grpc_fields(entry: Mapping[str, Any], path: str) -> None:
+    """The fields of a method config entry grpc reads: ``waitForReady`` and the message sizes."""
+    ready = entry.get("waitForReady")
+    if ready is not None and not isinstance(ready, bool):
+        raise _Invalid(f"{path}.waitForReady", f"must be true or false, got {_shown(ready)}")
+    for key in _MESSAGE_SIZES:
+        size = entry.get(key)
+        if size is None:
+            continue
+        digits = isinstance(size, str) and size.isascii() and size.isdigit() and len(size) <= 10
+        number = int(size) if digits else size  # proto3 JSON: an integer, or one as a string
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number < 2**32:
+            raise _Invalid(f"{path}.{key}", f"must be a number of bytes in 0..4294967295, got {_shown(size)}")
+
+
+def _refused_by_grpc(grpc_config: str) -> str | None:
+    """What grpc says is wrong with ``grpc_config`` (what it gets of a config), or None when it takes it.
+
+    grpc parses a channel's service config when the channel is made, and a channel whose config it refuses fails
+    every call with INVALID_ARGUMENT saying why: that is asked of a throwaway channel, which never connects (a new
+    channel is IDLE unless grpc refused its config). Only grpc knows the load balancing policies it has, and what
+    their configs may say."""
+    channel: Any = grpc.insecure_channel("localhost:1", options=[(SERVICE_CONFIG, grpc_config)])
+    try:
+        if channel._channel.check_connectivity_state(False) == grpc.ChannelConnectivity.IDLE.value[0]:
+            return None
+        channel.unary_unary("/grpc.ServiceConfig/Check")(b"", timeout=1)
+    except grpc.RpcError as refused:
+        if refused.code() is grpc.StatusCode.INVALID_ARGUMENT:
+            return str(refused.details()).rpartition("errors validating service config: ")[2]
+    except AttributeError:  # a grpcio that keeps its channel elsewhere: grpc's own calls will say
+        pass
+    finally:
+        channel.close()
+    return None
 
 
 def _names(names: object, path: str, seen: set[str]) -> list[str]:

@@ -3,13 +3,18 @@ and the same attempts and backoff bounds as grpc's built-in retries, measured si
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import json
+import re
 import time
 from typing import Any
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
@@ -228,6 +233,76 @@ def test_what_grpc_refuses_and_misspelt_keys_are_refused_with_the_json_path(bad:
         from_service_config(bad)
 
 
+@pytest.mark.parametrize(
+    ("bad", "path"),
+    [
+        (config(waitForReady="yes"), r"methodConfig\[0\]\.waitForReady: must be true or false, got 'yes'"),
+        (config(waitForReady=1), r"methodConfig\[0\]\.waitForReady: must be true or false, got 1"),
+        (config(maxRequestMessageBytes=-1), r"methodConfig\[0\]\.maxRequestMessageBytes: must be a number of bytes"),
+        (config(maxResponseMessageBytes=1.5), r"methodConfig\[0\]\.maxResponseMessageBytes: must be a number of b"),
+        (config(maxResponseMessageBytes=1024.0), r"methodConfig\[0\]\.maxResponseMessageBytes: must be a number of"),
+        (config(maxRequestMessageBytes=True), r"methodConfig\[0\]\.maxRequestMessageBytes: must be a number of b"),
+        (config(maxRequestMessageBytes=2**32), r"methodConfig\[0\]\.maxRequestMessageBytes: must be a number of b"),
+        (config(maxRequestMessageBytes="12k"), r"methodConfig\[0\]\.maxRequestMessageBytes: must be a number of b"),
+        ({"loadBalancingConfig": {}}, r"loadBalancingConfig: must be a list"),
+        ({"loadBalancingConfig": None}, r"loadBalancingConfig: must be a list"),
+        ({"loadBalancingConfig": []}, r"loadBalancingConfig: must name at least one policy"),
+        ({"loadBalancingConfig": [3]}, r"loadBalancingConfig\[0\]: must be an object of one key"),
+        ({"loadBalancingConfig": [{}]}, r"loadBalancingConfig\[0\]: must be an object of one key"),
+        ({"loadBalancingConfig": [{"round_robin": {}, "pick_first": {}}]}, r"loadBalancingConfig\[0\]: must be an"),
+        ({"loadBalancingConfig": [{"round_robin": []}]}, r"loadBalancingConfig\[0\]\.round_robin: must be an obj"),
+        ({"loadBalancingConfig": [{"round_robbin": {}}]}, r"grpc refuses it: .*loadBalancingConfig.*round_robbin"),
+        (
+            {"loadBalancingConfig": [{"weighted_round_robin": {"errorUtilizationPenalty": -1}}]},
+            r"grpc refuses it: .*loadBalancingConfig.*errorUtilizationPenalty",
+        ),
+        ({"loadBalancingPolicy": 3}, r"loadBalancingPolicy: must be a string"),
+        ({"loadBalancingPolicy": "nope"}, r"grpc refuses it: .*loadBalancingPolicy.*nope"),
+        ({"healthCheckConfig": []}, r"healthCheckConfig: must be an object"),
+        ({"healthCheckConfig": {"serviceName": 3}}, r"healthCheckConfig\.serviceName: must be a string"),
+        ({"healthCheckConfig": {"service_name": "x"}}, r"healthCheckConfig\.service_name: .*'serviceName'"),
+    ],
+)
+def test_what_grpc_gets_is_checked_when_the_channel_is_made(bad: Any, path: str) -> None:
+    """The part of a config the policies do not do goes to grpc, which would refuse every call of a channel whose
+    config it refuses (INVALID_ARGUMENT): it is refused as the channel is made, with the path."""
+    with pytest.raises(ValueError, match=f"^service config: {path}"):
+        from_service_config(bad)
+    with pytest.raises(ValueError, match=f"^service config: {path}"):
+        resilient_channel("127.0.0.1:1", service_config=bad)
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_the_standard_fields_grpc_takes_reach_it(server: ScriptedServer, path: str) -> None:
+    standard = {
+        "methodConfig": [
+            {
+                "name": [{"service": SERVICE}],
+                "waitForReady": True,
+                "maxRequestMessageBytes": "1024",
+                "maxResponseMessageBytes": 4096,
+                "retryPolicy": RETRY_EXAMPLE,
+            }
+        ],
+        "loadBalancingConfig": [{"unknown_first": {}}, {"pick_first": {}}],  # grpc takes the first it knows
+    }
+    converted = from_service_config(standard)
+    given = json.loads(converted.grpc_config or "")
+    assert given["methodConfig"][0] == {
+        "name": [{"service": SERVICE}],
+        "waitForReady": True,
+        "maxRequestMessageBytes": "1024",
+        "maxResponseMessageBytes": 4096,
+    }
+    assert given["loadBalancingConfig"] == standard["loadBalancingConfig"]
+    with Client(path, server.target, service_config=standard) as client:
+        assert client.unary(Request(id="standard", fail_first=1), timeout=5).code is grpc.StatusCode.OK
+    assert server.attempts("standard") == 2
+    with Client(path, server.target, service_config=standard) as client:  # grpc enforces its part
+        outcome = client.unary(Request(id="too-big", text="x" * 2000), timeout=5)
+    assert outcome.code is grpc.StatusCode.RESOURCE_EXHAUSTED and server.attempts("too-big") == 0
+
+
 def test_unknown_top_level_keys_go_to_grpc_which_ignores_them() -> None:
     """gRPC reads top-level fields of its own (some behind flags, e.g. ``connectionScaling``) and ignores those it
     does not know: only misspellings of the standard ones are refused."""
@@ -358,6 +433,99 @@ def test_a_huge_bad_value_is_not_echoed_whole(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"^service config: ") as refused:
         from_service_config(bad)
     assert len(str(refused.value)) < 400, str(refused.value)[:400]
+
+
+KEYS = [  # gRFC A2 and A6, the extension, a load balancing policy
+    *["methodConfig", "loadBalancingConfig", "loadBalancingPolicy", "retryThrottling", "healthCheckConfig"],
+    *["serviceName", "name", "service", "method", "waitForReady", "timeout", "maxRequestMessageBytes"],
+    *["maxResponseMessageBytes", "retryPolicy", "hedgingPolicy", "resilience", "maxAttempts", "initialBackoff"],
+    *["maxBackoff", "backoffMultiplier", "retryableStatusCodes", "perAttemptRecvTimeout", "hedgingDelay"],
+    *["nonFatalStatusCodes", "maxTokens", "tokenRatio", "fallback", "circuitBreaker", "attemptTimeout", "bulkhead"],
+    *["maxConcurrent", "round_robin"],
+]
+SPECIAL = st.sampled_from(
+    [
+        *[None, True, False, 0, -1, 1, 2, 5, 2**32, 10**30, 0.0001, 2.5, float("inf"), float("nan"), "", "0s"],
+        *["1s", ".5s", "-1s", "1s\n", "\u0661s", "1e400s", "*", "a/b", "UNAVAILABLE", "OK", "14", "round_robin"],
+        *[[], {}, [{}], object(), b"bytes", (1, 2)],  # the last three: not JSON (a mapping may hold them)
+    ]
+)
+JSON_LEAVES = st.one_of(SPECIAL, SPECIAL, SPECIAL, st.integers(), st.floats(), st.text(max_size=12))
+JSON_KEYS = st.one_of(
+    st.sampled_from(KEYS),
+    st.sampled_from(KEYS).map(lambda key: re.sub("([A-Z])", r"_\1", key).lower()),
+    st.sampled_from(KEYS).map(str.upper),
+    st.text(max_size=6),
+    st.tuples(st.text(max_size=2)),  # not JSON
+)
+JSONISH = st.recursive(
+    JSON_LEAVES,
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(JSON_KEYS, children, max_size=5)),
+    max_leaves=20,
+)
+FULL = {  # every field a service config may have, valid
+    "methodConfig": [
+        {
+            "name": [{"service": SERVICE, "method": "Unary"}, {"service": "other.v1.Other"}],
+            "timeout": "2.5s",
+            "waitForReady": True,
+            "maxRequestMessageBytes": 1024,
+            "maxResponseMessageBytes": "2048",
+            "retryPolicy": {**RETRY_EXAMPLE, "perAttemptRecvTimeout": "0.5s"},
+            "resilience": {
+                "fallback": {"message": {"text": "later"}},
+                "circuitBreaker": {"failureRate": 0.5, "failureWindow": 20, "delay": "1s"},
+                "bulkhead": {"maxConcurrent": 4, "maxWait": "0.05s"},
+                "rateLimiter": {"maxCalls": 100, "period": "1s"},
+            },
+        },
+        {"name": [{}], "hedgingPolicy": HEDGING_EXAMPLE},
+    ],
+    "retryThrottling": THROTTLING_EXAMPLE,
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "healthCheckConfig": {"serviceName": "svc"},
+}
+
+
+def places(value: Any) -> list[tuple[Any, Any]]:
+    """Every (container, key or index) in ``value``."""
+    found: list[tuple[Any, Any]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, member in items:
+        found.append((value, key))
+        found.extend(places(member))
+    return found
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), as_text=st.booleans())
+def test_any_json_value_builds_or_is_refused_with_a_value_error(data: st.DataObject, as_text: bool) -> None:
+    """Fuzz: a JSON-ish value, or a valid config with up to three values replaced, keys renamed (wrong case) or
+    deleted, given as a mapping or as JSON text, builds, or is refused with a ValueError saying it is the service
+    config's fault — never another exception."""
+    value: Any = copy.deepcopy(FULL)
+    if data.draw(st.booleans(), label="anything"):
+        value = copy.deepcopy(data.draw(JSONISH, label="value"))  # drawn constants are shared: not to be changed
+    for _ in range(data.draw(st.integers(min_value=0, max_value=3), label="changes")):
+        where = places(value)
+        if not where:
+            break
+        container, key = data.draw(st.sampled_from(where), label="at")
+        change = data.draw(st.sampled_from(["replace", "rename", "delete"]), label="change")
+        if change == "replace" or isinstance(container, list):
+            container[key] = copy.deepcopy(data.draw(JSONISH, label="by"))
+        elif change == "rename":
+            container[data.draw(JSON_KEYS, label="as")] = container.pop(key)
+        else:
+            del container[key]
+    if as_text:
+        with contextlib.suppress(TypeError, ValueError):  # what JSON text cannot say stays a mapping
+            value = json.dumps(value)
+    try:
+        from_service_config(value)
+    except ValueError as error:
+        refused = str(error)
+        assert refused.startswith("service config:"), refused
 
 
 def test_the_helpers_take_service_config_once() -> None:
