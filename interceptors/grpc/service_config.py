@@ -7,8 +7,8 @@ A service config's ``methodConfig`` entries become per-method chains, in this or
 
 - ``timeout``: the call's deadline (a Timeout around everything; the caller's own deadline still binds if sooner),
   never handed to grpc, whose own service-config deadline fails calls long before it passes (grpc/grpc#34547).
-- ``retryPolicy``: a RetryPolicy with gRPC's backoff, ``random(0, min(initialBackoff * backoffMultiplier**(n-1),
-  maxBackoff))``, retrying ``retryableStatusCodes``; ``maxAttempts`` above 5 counts as 5, as in gRPC;
+- ``retryPolicy``: a RetryPolicy with gRPC's backoff, ``min(initialBackoff * backoffMultiplier**(n-1), maxBackoff) *
+  random(0.8, 1.2)`` (gRFC A6 as amended), retrying ``retryableStatusCodes``; ``maxAttempts`` above 5 counts as 5;
   ``perAttemptRecvTimeout`` (gRFC A6's later addition) becomes the per-attempt Timeout.
 - ``hedgingPolicy``: a HedgePolicy (``maxAttempts`` capped at 5, ``hedgingDelay``, ``nonFatalStatusCodes``).
 - ``retryThrottling``: one token bucket (:meth:`RetryBudget.token_bucket`) shared by every retry and hedge of the
@@ -66,6 +66,9 @@ __all__ = ["MAX_ATTEMPTS", "ServiceConfig", "from_service_config"]
 
 MAX_ATTEMPTS = 5
 """gRPC's client-side cap on ``maxAttempts`` of retry and hedging policies."""
+
+A6_JITTER = 0.2
+"""gRPC's retry backoff spreads each delay by 20 % either way, after the cap (gRFC A6 as amended in 2024)."""
 
 _DURATION = re.compile(r"(\d+(\.\d{1,9})?|\.\d{1,9})s", re.ASCII)  # whole strings only (fullmatch)
 _CODES = {code.name: code for code in grpc.StatusCode}
@@ -435,7 +438,7 @@ def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[Retry
     per_attempt = config.get("perAttemptRecvTimeout")
     if per_attempt is not None:
         per_attempt = _duration(per_attempt, f"{path}.perAttemptRecvTimeout", positive=True)
-    delay = Backoff(min(initial, maximum), maximum, multiplier=multiplier, full_jitter=True)
+    delay = Backoff(min(initial, maximum), maximum, multiplier=multiplier, jitter_factor=A6_JITTER)
     policy = RetryPolicy(
         max_attempts=attempts, delay=delay, jitter_factor=0, handle=on_codes(*codes), budget=budget, reraise=True
     )
