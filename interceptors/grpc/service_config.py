@@ -51,6 +51,7 @@ from ..engine.budget import RetryBudget
 from ..engine.bulkhead import Bulkhead
 from ..engine.circuit_breaker import CircuitBreaker
 from ..engine.delays import Backoff
+from ..engine.errors import TimeoutExceededError
 from ..engine.fallback import Fallback
 from ..engine.hedge import HedgePolicy
 from ..engine.options import MAX_SECONDS
@@ -406,25 +407,28 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
         chain.append(_policy(Fallback, None, extension["fallback"], f"{path}.resilience.fallback"))
     if entry.get("timeout") is not None:
         chain.append(Timeout(_duration(entry["timeout"], f"{path}.timeout", positive=True)))
-    attempt_timeout = None
+    attempt_timeout = extension.get("attemptTimeout")
+    if attempt_timeout is not None:
+        attempt_timeout = _duration(attempt_timeout, f"{path}.resilience.attemptTimeout", positive=True)
     if retry is not None:
-        policy, attempt_timeout = _retry(retry, f"{path}.retryPolicy", budget)
+        policy, attempt_timeout = _retry(retry, f"{path}.retryPolicy", budget, attempt_timeout)
         chain.append(policy)
     if hedging is not None:
         chain.append(_hedging(hedging, f"{path}.hedgingPolicy", budget))
     for key, policy_type, positional in _LOAD_POLICIES:
         if key in extension:
             chain.append(_policy(policy_type, positional, extension[key], f"{path}.resilience.{key}"))
-    if "attemptTimeout" in extension:
-        if attempt_timeout is not None:
-            raise _Invalid(f"{path}.resilience.attemptTimeout", "retryPolicy.perAttemptRecvTimeout already sets it")
-        attempt_timeout = _duration(extension["attemptTimeout"], f"{path}.resilience.attemptTimeout", positive=True)
     if attempt_timeout is not None:
         chain.append(Timeout(attempt_timeout))
     return tuple(chain)
 
 
-def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[RetryPolicy, float | None]:
+def _retry(
+    config: object, path: str, budget: RetryBudget | None, attempt_timeout: float | None
+) -> tuple[RetryPolicy, float | None]:
+    """The RetryPolicy of a ``retryPolicy``, and the per-attempt timeout: ``perAttemptRecvTimeout``, or the
+    extension's ``attemptTimeout``. An attempt it cuts is retried whatever ``retryableStatusCodes`` says (which may
+    then be empty or left out), as gRPC's C core (with ``grpc.experimental.enable_hedging``) and grpc-java do."""
     if not isinstance(config, Mapping):
         raise _Invalid(path, f"must be an object, got {_shown(config)}")
     _keys(config, path, _RETRY_KEYS)
@@ -434,15 +438,36 @@ def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[Retry
     multiplier = _required(config, "backoffMultiplier", path)
     if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
         raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {_shown(multiplier)}")
-    codes = _codes(_required(config, "retryableStatusCodes", path), f"{path}.retryableStatusCodes", required=True)
     per_attempt = config.get("perAttemptRecvTimeout")
     if per_attempt is not None:
         per_attempt = _duration(per_attempt, f"{path}.perAttemptRecvTimeout", positive=True)
+        if attempt_timeout is not None:
+            raise _Invalid(f"{path}.perAttemptRecvTimeout", "the entry's resilience.attemptTimeout already sets it")
+        attempt_timeout = per_attempt
+    codes_path = f"{path}.retryableStatusCodes"
+    if per_attempt is None:
+        codes = _codes(_required(config, "retryableStatusCodes", path), codes_path, required=True)
+    else:
+        listed = config.get("retryableStatusCodes")
+        codes = _codes([] if listed is None else listed, codes_path, required=False)
     delay = Backoff(min(initial, maximum), maximum, multiplier=multiplier, jitter_factor=A6_JITTER)
+    handle = _retryable(codes, attempt_timeout)
     policy = RetryPolicy(
-        max_attempts=attempts, delay=delay, jitter_factor=0, handle=on_codes(*codes), budget=budget, reraise=True
+        max_attempts=attempts, delay=delay, jitter_factor=0, handle=handle, budget=budget, reraise=True
     )
-    return policy, per_attempt
+    return policy, attempt_timeout
+
+
+def _retryable(codes: list[grpc.StatusCode], cut: float | None) -> Callable[[BaseException], bool]:
+    """Failures with one of ``codes``, and attempts the per-attempt Timeout (of ``cut`` seconds) cut."""
+    by_code = on_codes(*codes) if codes else _never
+    if cut is None:
+        return by_code
+
+    def handle(failure: BaseException) -> bool:
+        return by_code(failure) or (isinstance(failure, TimeoutExceededError) and failure.timeout == cut)
+
+    return handle
 
 
 def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePolicy:

@@ -27,6 +27,7 @@ from interceptors import (
     HedgePolicy,
     RetryPolicy,
     Timeout,
+    TimeoutExceededError,
     from_service_config,
     resilient_channel,
 )
@@ -172,6 +173,10 @@ RETRY = "retryPolicy"
         (config(retryPolicy={**RETRY_EXAMPLE, "retryableStatusCodes": ["NOPE"]}), r"retryableStatusCodes\[0\]"),
         (config(retryPolicy={**RETRY_EXAMPLE, "retryableStatusCodes": ["OK"]}), r"retryableStatusCodes\[0\]"),
         (config(retryPolicy={**RETRY_EXAMPLE, "perAttemptRecvTimeout": "0s"}), "perAttemptRecvTimeout: must be lo"),
+        (
+            config(retryPolicy={**RETRY_EXAMPLE, "retryableStatusCodes": 0, "perAttemptRecvTimeout": "1s"}),
+            r"retryableStatusCodes: must be a list of status codes, got 0",
+        ),
         (config(hedgingPolicy={**HEDGING_EXAMPLE, "maxAttempts": 1}), r"hedgingPolicy.maxAttempts: must be at le"),
         (config(hedgingPolicy={**HEDGING_EXAMPLE, "hedgingDelay": "soon"}), r"hedgingDelay: must be a duration"),
         (config(hedgingPolicy={**HEDGING_EXAMPLE, "nonFatalStatusCodes": [99]}), r"nonFatalStatusCodes\[0\]"),
@@ -590,6 +595,62 @@ def test_the_same_attempts_and_backoff_bounds_as_grpcs_own_retries(
             seen = [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id == mine]
             assert seen == [None, *[str(n) for n in range(1, attempts)]]
     bare.close()
+
+
+def bare_unary(channel: Any, request: Any) -> grpc.StatusCode:
+    try:
+        pb_grpc.ScriptedStub(channel).Unary(request, timeout=5)
+    except grpc.RpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_an_attempt_cut_by_per_attempt_recv_timeout_is_retried_whatever_the_codes_as_grpc_does(
+    server: ScriptedServer, path: str
+) -> None:
+    policy = {**RETRY_EXAMPLE, "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.01s"}
+    service_config = json.dumps(config(retryPolicy={**policy, "perAttemptRecvTimeout": "0.05s"}))  # UNAVAILABLE
+    options = [("grpc.service_config", service_config), ("grpc.experimental.enable_hedging", 1)]  # else ignored
+    bare = grpc.insecure_channel(server.target, options=options)
+    grpc.channel_ready_future(bare).result(10)
+    with Client(path, server.target, service_config=service_config) as ours:
+        for who, call in (("grpc", lambda request: bare_unary(bare, request)), ("ours", ours.unary)):
+            once, always = f"{who}-once-{path}", f"{who}-always-{path}"
+            first = call(Request(id=once, sleep_ms=300, sleep_attempts=1))
+            every = call(Request(id=always, sleep_ms=300))
+            assert getattr(first, "code", first) is grpc.StatusCode.OK and server.attempts(once) == 2, who
+            assert server.attempts(always) == 3, who
+            # grpcio ends it CANCELLED ("retry perAttemptRecvTimeout exceeded"), we DEADLINE_EXCEEDED: see the README
+            code = getattr(every, "code", every)
+            assert code is (grpc.StatusCode.CANCELLED if who == "grpc" else grpc.StatusCode.DEADLINE_EXCEEDED)
+    bare.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "extension"),
+    [
+        ({**RETRY_EXAMPLE, "perAttemptRecvTimeout": "0.3s"}, {}),
+        ({**RETRY_EXAMPLE, "retryableStatusCodes": [], "perAttemptRecvTimeout": "0.3s"}, {}),
+        (
+            {k: v for k, v in RETRY_EXAMPLE.items() if k != "retryableStatusCodes"} | {"perAttemptRecvTimeout": "0.3s"},
+            {},
+        ),
+        (RETRY_EXAMPLE, {"attemptTimeout": "0.3s"}),
+    ],
+    ids=["listed codes", "no codes", "codes left out", "the extension's attemptTimeout"],
+)
+def test_the_retry_handles_what_the_per_attempt_timeout_cut(policy: dict[str, Any], extension: dict[str, Any]) -> None:
+    """As gRPC's C core (and grpc-java): an attempt the per-attempt timeout cut is retried whatever the codes, which
+    may then be empty; nothing else is added to what the codes say."""
+    retry, *_, attempt_timeout = from_service_config(config(retryPolicy=policy, resilience=extension)).methods[
+        f"/{SERVICE}/*"
+    ]
+    assert isinstance(retry, RetryPolicy) and retry.handle is not None and isinstance(attempt_timeout, Timeout)
+    assert retry.handle(TimeoutExceededError("cut", timeout=0.3))
+    assert not retry.handle(TimeoutExceededError("no time left for another attempt"))
+    assert not retry.handle(grpc_error(grpc.StatusCode.DEADLINE_EXCEEDED))  # a server's own, or the call's deadline
+    assert retry.handle(grpc_error(grpc.StatusCode.UNAVAILABLE)) is bool(policy.get("retryableStatusCodes"))
 
 
 @pytest.mark.parametrize("path", ["call", "aio"])
