@@ -475,8 +475,9 @@ def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePoli
         raise _Invalid(path, f"must be an object, got {_shown(config)}")
     _keys(config, path, _HEDGING_KEYS)
     attempts = _attempts(config, path)
-    delay = _duration(config.get("hedgingDelay", "0s"), f"{path}.hedgingDelay")
-    codes = _codes(config.get("nonFatalStatusCodes", []), f"{path}.nonFatalStatusCodes", required=False)
+    delay, codes = config.get("hedgingDelay"), config.get("nonFatalStatusCodes")
+    delay = 0.0 if delay is None else _duration(delay, f"{path}.hedgingDelay")
+    codes = _codes([] if codes is None else codes, f"{path}.nonFatalStatusCodes", required=False)
     non_fatal = on_codes(*codes) if codes else _never
     return HedgePolicy(delay=delay, max_attempts=attempts, non_fatal=non_fatal, budget=budget)
 

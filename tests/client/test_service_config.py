@@ -334,6 +334,9 @@ def test_null_is_the_same_as_absent_as_in_grpc() -> None:
         }
     )
     assert converted.methods == {f"/{SERVICE}/*": ()} and converted.policies == () and converted.budget is None
+    hedging = {"maxAttempts": 2, "hedgingDelay": None, "nonFatalStatusCodes": None}
+    (hedge,) = from_service_config(config(hedgingPolicy=hedging)).methods[f"/{SERVICE}/*"]
+    assert isinstance(hedge, HedgePolicy) and hedge.delay == 0.0
 
 
 def test_token_ratio_keeps_three_decimals_cutting_the_rest_as_grpc_does() -> None:
