@@ -235,13 +235,15 @@ def _fold(key: str) -> str:
 def _keys(config: Mapping[str, Any], path: str, known: tuple[str, ...], *, closed: bool = True) -> None:
     """Refuse the keys of ``config`` (at ``path``) that are not ``known``: every one when the object is ``closed``
     (its fields are all known), else only misspellings of known ones, which gRPC would ignore, silently."""
+    longest = max(map(len, known))
     for key in config:
         if key in known:
             continue
-        right = next((name for name in known if _fold(name) == _fold(key)), None)
+        folded = _fold(key)
+        right = next((name for name in known if _fold(name) == folded), None)
         if right is not None:
             raise _Invalid(_at(path, key), f"unknown key; gRPC's JSON keys are camelCase: {right!r}")
-        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8) if len(key) <= 2 * longest else []
         if near:
             raise _Invalid(_at(path, key), f"unknown key; did you mean {near[0]!r}?")
         if closed:
@@ -253,7 +255,7 @@ def _top_keys(config: Mapping[str, Any]) -> None:
     others of its own (some behind flags, e.g. ``connectionScaling``) and ignores the rest."""
     for key in config:
         if key not in _TOP_KEYS and any(_fold(key) == _fold(name) for name in _ENTRY_KEYS):
-            raise _Invalid(key, "belongs in a methodConfig entry")
+            raise _Invalid(_at("$", key), "belongs in a methodConfig entry")
     _keys(config, "$", _TOP_KEYS, closed=False)
 
 

@@ -434,8 +434,10 @@ def test_a_config_that_contains_itself_is_refused() -> None:
         config(retryPolicy={**RETRY_EXAMPLE, "retryableStatusCodes": ["X" * 10_000_000]}),
         {"methodConfig": [{"name": {"x" * 10_000_000: 1}}]},
         {"methodConfig": "m" * 10_000_000},
+        {"methodConfig": [{"k" * 10_000_000: 1}]},
+        {"retry" + "_" * 10_000_000 + "Policy": {}},
     ],
-    ids=["duration", "status code", "name", "methodConfig"],
+    ids=["duration", "status code", "name", "methodConfig", "key", "misplaced key"],
 )
 def test_a_huge_bad_value_is_not_echoed_whole(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"^service config: ") as refused:
