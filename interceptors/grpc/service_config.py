@@ -198,13 +198,28 @@ def _parsed(text: str | bytes) -> Any:
         raise ValueError(f"service config: not JSON: {_cut(str(error), 200)}") from None
 
 
+def _lone_surrogate(text: str) -> int:
+    """Where ``text`` holds half of a UTF-16 pair, which no JSON text may (-1: nowhere)."""
+    if text.isascii():
+        return -1
+    try:
+        text.encode()
+    except UnicodeEncodeError as error:
+        return error.start
+    return -1
+
+
 def _json(value: object, path: str, depth: int = 1) -> Any:
     """``value`` as plain JSON values (dict, list, str, int, float, bool, None); raises naming the path of what
     JSON cannot hold (keys that are not strings, NaN, objects of other types, nesting past gRPC's limit)."""
     if depth > MAX_DEPTH:
         reason = f"nested deeper than {MAX_DEPTH} levels (gRPC's limit; a config may contain itself)"
         raise _Invalid(_cut(path, 100), reason)
-    if value is None or isinstance(value, (bool, str)):
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if _lone_surrogate(value) >= 0:
+            raise _Invalid(path, f"not Unicode: a lone surrogate at character {_lone_surrogate(value)}")
         return value
     if isinstance(value, int):
         if value.bit_length() > 13_000:  # about 4 000 digits: past what Python prints
@@ -219,6 +234,8 @@ def _json(value: object, path: str, depth: int = 1) -> Any:
         for key, member in value.items():
             if not isinstance(key, str):
                 raise _Invalid(path, f"keys must be strings, got {_shown(key)}")
+            if _lone_surrogate(key) >= 0:
+                raise _Invalid(path, f"keys must be Unicode, got {_shown(key)} (a lone surrogate)")
             members[key] = _json(member, _at(path, key), depth + 1)
         return members
     if isinstance(value, (list, tuple)):
@@ -351,7 +368,8 @@ def _refused_by_grpc(grpc_config: str) -> str | None:
         channel.unary_unary("/grpc.ServiceConfig/Check")(b"", timeout=1)
     except grpc.RpcError as refused:
         if refused.code() is grpc.StatusCode.INVALID_ARGUMENT:
-            return str(refused.details()).rpartition("errors validating service config: ")[2]
+            said = str(refused.details())
+            return said.partition("errors validating service config: ")[2] or said.partition("':")[2] or said
     except AttributeError:  # a grpcio that keeps its channel elsewhere: grpc's own calls will say
         pass
     finally:

@@ -413,6 +413,14 @@ RETRY_AT = r"methodConfig\[0\]\.retryPolicy\.maxAttempts"
             r"loadBalancingConfig\[0\]\.round_robin\.x: an integer of over",
         ),
         (b'{"methodConfig": [\xff]}', "not JSON"),
+        (
+            '{"loadBalancingConfig": [{"round_robin": {"x": "\\ud800"}}]}',
+            r"loadBalancingConfig\[0\]\.round_robin\.x: not Unicode: a lone",
+        ),
+        (
+            {"loadBalancingConfig": [{"round_robin": {"x\ud800": 1}}]},
+            r"loadBalancingConfig\[0\]\.round_robin: keys must be Unicode",
+        ),
     ],
 )
 def test_values_json_cannot_hold_are_refused_with_the_json_path(bad: Any, path: str) -> None:
@@ -457,7 +465,7 @@ SPECIAL = st.sampled_from(
     [
         *[None, True, False, 0, -1, 1, 2, 5, 2**32, 10**30, 0.0001, 2.5, float("inf"), float("nan"), "", "0s"],
         *["1s", ".5s", "-1s", "1s\n", "\u0661s", "1e400s", "*", "a/b", "UNAVAILABLE", "OK", "14", "round_robin"],
-        *[[], {}, [{}], object(), b"bytes", (1, 2)],  # the last three: not JSON (a mapping may hold them)
+        *[[], {}, [{}], "\ud800", object(), b"bytes", (1, 2)],  # the last four: not JSON (a mapping may hold them)
     ]
 )
 JSON_LEAVES = st.one_of(SPECIAL, SPECIAL, SPECIAL, st.integers(), st.floats(), st.text(max_size=12))
