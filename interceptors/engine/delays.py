@@ -13,20 +13,25 @@ __all__ = ["Backoff", "RandomDelay", "jittered"]
 
 @dataclass(frozen=True, slots=True, init=False)
 class Backoff:
-    """Exponential backoff: the delay after failed attempt ``n`` is ``min(initial * multiplier**(n-1), maximum)``;
-    with ``full_jitter``, a delay drawn uniformly from ``[0, that]`` (gRPC's retry backoff, gRFC A6), and a
-    RetryPolicy adds no jitter of its own.
+    """Exponential backoff: the delay after failed attempt ``n`` is ``d = min(initial * multiplier**(n-1),
+    maximum)``. A RetryPolicy spreads it with its own jitter, never past ``maximum``, unless the backoff draws it
+    itself: with ``jitter_factor``, from ``d * [1 - jitter_factor, 1 + jitter_factor]``, the jitter after the cap
+    (gRPC's retry backoff, gRFC A6 as amended in 2024: 0.2, so a delay may pass ``maximum`` by 20 %); with
+    ``full_jitter``, from ``[0, d]`` (A6's first formula).
 
     :param initial: seconds before the first retry (> 0).
-    :param maximum: the longest delay, seconds (>= ``initial``).
+    :param maximum: the longest delay before jitter, seconds (>= ``initial``).
     :param multiplier: growth per attempt (> 0, finite; default 2).
-    :param full_jitter: draw each delay from ``[0, delay]`` (default False).
+    :param full_jitter: draw each delay from ``[0, d]`` (default False).
+    :param jitter_factor: draw each delay from ``d * [1 - jitter_factor, 1 + jitter_factor]`` (0..1; default 0:
+        the RetryPolicy's jitter). Not with ``full_jitter``.
     """
 
     initial: float
     maximum: float
     multiplier: float
     full_jitter: bool
+    jitter_factor: float
 
     def __init__(
         self,
@@ -35,6 +40,7 @@ class Backoff:
         *,
         multiplier: float = 2.0,
         full_jitter: bool = False,
+        jitter_factor: float = 0.0,
     ) -> None:
         lo = options.seconds(initial, "Backoff initial", positive=True)
         hi = options.seconds(maximum, "Backoff maximum", positive=True)
@@ -42,10 +48,15 @@ class Backoff:
             raise ValueError(f"Backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
         if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
             raise ValueError(f"Backoff multiplier must be a finite number > 0, got {multiplier!r}")
+        full = options.flag(full_jitter, "Backoff full_jitter")
+        share = options.ratio(jitter_factor, "Backoff jitter_factor", allow_zero=True)
+        if full and share:
+            raise ValueError("Backoff: give full_jitter or jitter_factor, not both")
         object.__setattr__(self, "initial", lo)
         object.__setattr__(self, "maximum", hi)
         object.__setattr__(self, "multiplier", float(multiplier))
-        object.__setattr__(self, "full_jitter", options.flag(full_jitter, "Backoff full_jitter"))
+        object.__setattr__(self, "full_jitter", full)
+        object.__setattr__(self, "jitter_factor", share)
 
     def delay(self, attempt: int) -> float:
         """The delay after failed attempt ``attempt``, before jitter (the largest, with ``full_jitter``)."""
@@ -53,6 +64,15 @@ class Backoff:
             return min(self.initial * self.multiplier ** (attempt - 1), self.maximum)
         except OverflowError:
             return self.maximum
+
+    def draw(self, attempt: int) -> float | None:
+        """The delay after failed attempt ``attempt`` with the backoff's own jitter; None when it has none (the
+        RetryPolicy jitters :meth:`delay`)."""
+        if self.full_jitter:
+            return random.uniform(0.0, self.delay(attempt))
+        if self.jitter_factor:
+            return self.delay(attempt) * random.uniform(1 - self.jitter_factor, 1 + self.jitter_factor)
+        return None
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from . import options
@@ -41,7 +40,8 @@ class RetryPolicy(Policy):
     2. the server's pushback for the failure, capped at ``max_pushback``. A negative pushback means "do not
        retry": the failure is raised as is.
     3. ``delay``, moved by ``jitter`` seconds or ``jitter_factor`` of itself either way, never beyond the schedule's
-       maximum; a :class:`Backoff` with ``full_jitter`` draws it from ``[0, delay]`` instead (gRPC's formula).
+       maximum; a :class:`Backoff` with a jitter of its own (``jitter_factor``, gRPC's formula; ``full_jitter``)
+       draws it instead.
 
     A retry is not scheduled when its delay would reach ``max_duration`` after the first attempt (retries
     exceeded), or when it would leave less than ``min_attempt_time`` before the execution's deadline
@@ -175,8 +175,8 @@ class RetryPolicy(Policy):
         schedule = self.delay
         if isinstance(schedule, float):
             base, maximum = schedule, None
-        elif isinstance(schedule, Backoff) and schedule.full_jitter:
-            return random.uniform(0.0, schedule.delay(attempt))
+        elif isinstance(schedule, Backoff) and (drawn := schedule.draw(attempt)) is not None:
+            return drawn  # the backoff's own jitter
         else:
             base, maximum = schedule.delay(attempt), schedule.maximum
         return jittered(base, factor=self.jitter_factor, absolute=self.jitter, maximum=maximum)

@@ -152,4 +152,4 @@ def test_defaults_are_documented_values() -> None:
 def test_repr_shows_the_configuration() -> None:
     assert "max_attempts=5" in repr(RetryPolicy(max_attempts=5))
     shown = repr(RetryPolicy(delay=Backoff(1, 10)))
-    assert "Backoff(initial=1.0, maximum=10.0, multiplier=2.0, full_jitter=False)" in shown
+    assert "Backoff(initial=1.0, maximum=10.0, multiplier=2.0, full_jitter=False, jitter_factor=0.0)" in shown

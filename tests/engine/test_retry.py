@@ -75,6 +75,30 @@ def test_full_jitter_draws_each_delay_from_zero_to_the_backoff(clock: FakeClock)
     assert min(first) < 0.05 and max(third) > 0.2  # spread over the whole range, not around the backoff
 
 
+def test_a6_jitter_spreads_each_delay_by_a_share_after_the_cap(clock: FakeClock) -> None:
+    """gRFC A6 as amended (2024), as gRPC's C core, Go and Java retry: retry n waits
+    min(initial * multiplier**(n-1), maximum) * random(0.8, 1.2), so a delay at the cap may pass it by 20 %; the
+    policy adds no jitter of its own."""
+    backoff = Backoff(0.1, 0.3, multiplier=2, jitter_factor=0.2)
+    for _ in range(100):
+        with pytest.raises(RetriesExceededError):
+            Executor(RetryPolicy(max_attempts=5, delay=backoff, jitter_factor=0.5, clock=clock)).call(Calls())
+    by_retry = [clock.sleeps[n::4] for n in range(4)]
+    for delays, nominal in zip(by_retry, [0.1, 0.2, 0.3, 0.3], strict=True):
+        assert 0.8 * nominal <= min(delays) and max(delays) <= 1.2 * nominal
+    assert min(by_retry[0]) < 0.09 and max(by_retry[0]) > 0.11  # spread over the whole share
+    assert max(by_retry[3]) > 0.3  # past the cap: the jitter comes after it
+    assert backoff.delay(4) == 0.3  # the schedule itself, before jitter
+
+
+def test_a_backoff_jitters_one_way() -> None:
+    with pytest.raises(ValueError, match="full_jitter or jitter_factor"):
+        Backoff(0.1, 1, full_jitter=True, jitter_factor=0.2)
+    for bad in (-0.1, 1.5, float("nan"), "0.2", True):
+        with pytest.raises(ValueError, match="Backoff jitter_factor"):
+            Backoff(0.1, 1, jitter_factor=bad)  # type: ignore[arg-type]
+
+
 def test_a_backoff_may_shrink() -> None:
     assert [Backoff(1, 1, multiplier=0.5).delay(n) for n in (1, 2, 3)] == [1, 0.5, 0.25]
 
