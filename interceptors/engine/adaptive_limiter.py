@@ -56,7 +56,7 @@ class AdaptiveLimiter(Policy):
     :param initial_limit: the limit at first (default 20).
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
     :param max_queued: calls that may wait at once (default ``max_limit``).
-    :param window: seconds of calls between two updates of the limit (default 1).
+    :param window: seconds of calls between two updates of the limit (default 1; at least 1 ms).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveLimiter").
@@ -124,7 +124,7 @@ class AdaptiveLimiter(Policy):
             initial_limit=initial,
             max_wait=options.seconds(max_wait, "max_wait"),
             max_queued=queued,
-            window=options.seconds(window, "window", positive=True),
+            window=options.window(window, "window"),
             on_limit_changed=options.listener(on_limit_changed, "on_limit_changed"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=the_clock,

@@ -319,5 +319,5 @@ class RetryPolicy(Policy):
 
 def _budget(value: object) -> RetryBudget | None:
     if value is not None and not isinstance(value, RetryBudget):
-        raise ValueError(f"budget must be a RetryBudget, got {value!r}")
+        raise ValueError(f"budget must be a RetryBudget, got {options.shown(value)}")
     return value

@@ -34,8 +34,8 @@ path of what is wrong.
 from __future__ import annotations
 
 import json
-import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +49,7 @@ from ..engine.circuit_breaker import CircuitBreaker
 from ..engine.delays import Backoff
 from ..engine.fallback import Fallback
 from ..engine.hedge import HedgePolicy
-from ..engine.options import MAX_SECONDS
+from ..engine.options import MAX_SECONDS, shown
 from ..engine.policy import Policy
 from ..engine.rate_limiter import RateLimiter
 from ..engine.retry import RetryPolicy
@@ -193,8 +193,8 @@ def _retry(config: object, path: str, budget: RetryBudget | None) -> tuple[Retry
     initial = _duration(_required(config, "initialBackoff", path), f"{path}.initialBackoff", positive=True)
     maximum = _duration(_required(config, "maxBackoff", path), f"{path}.maxBackoff", positive=True)
     multiplier = _required(config, "backoffMultiplier", path)
-    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
-        raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {multiplier!r}")
+    if not _is_number(multiplier) or not 0 < multiplier <= sys.float_info.max:  # exact: no huge int, NaN or inf
+        raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {shown(multiplier)}")
     codes = _codes(_required(config, "retryableStatusCodes", path), f"{path}.retryableStatusCodes", required=True)
     per_attempt = config.get("perAttemptRecvTimeout")
     if per_attempt is not None:
@@ -227,20 +227,26 @@ def _throttling(config: object) -> RetryBudget | None:
     if not isinstance(config, Mapping):
         raise _Invalid(path, f"must be an object, got {config!r}")
     tokens, ratio = _required(config, "maxTokens", path), _required(config, "tokenRatio", path)
-    if isinstance(tokens, bool) or not isinstance(tokens, (int, float)) or not 0 < tokens <= 1000:
-        raise _Invalid(f"{path}.maxTokens", f"must be a number in (0, 1000], got {tokens!r}")
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-        raise _Invalid(f"{path}.tokenRatio", f"must be a number in (0, 1], got {ratio!r}")
-    return RetryBudget.token_bucket(max_tokens=tokens, token_ratio=round(ratio, 3))  # 3 decimals, as in gRPC
+    if not _is_number(tokens) or not 0 < tokens <= 1000:
+        raise _Invalid(f"{path}.maxTokens", f"must be a number in (0, 1000], got {shown(tokens)}")
+    if not _is_number(ratio) or not 0 < ratio <= 1:
+        raise _Invalid(f"{path}.tokenRatio", f"must be a number in (0, 1], got {shown(ratio)}")
+    if round(ratio, 3) == 0:  # 3 decimals, as in gRPC
+        raise _Invalid(f"{path}.tokenRatio", f"must be at least 0.001 (gRPC keeps 3 decimals), got {ratio!r}")
+    return RetryBudget.token_bucket(max_tokens=tokens, token_ratio=round(ratio, 3))
 
 
 def _attempts(config: Mapping[str, Any], path: str) -> int:
     attempts = _required(config, "maxAttempts", path)
-    if isinstance(attempts, bool) or not isinstance(attempts, (int, float)) or attempts != int(attempts):
-        raise _Invalid(f"{path}.maxAttempts", f"must be an integer, got {attempts!r}")
+    if not _is_number(attempts) or (isinstance(attempts, float) and not attempts.is_integer()):  # NaN, inf too
+        raise _Invalid(f"{path}.maxAttempts", f"must be an integer, got {shown(attempts)}")
     if attempts < 2:
         raise _Invalid(f"{path}.maxAttempts", f"must be at least 2, got {attempts!r}")
     return min(int(attempts), MAX_ATTEMPTS)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _required(config: Mapping[str, Any], key: str, path: str) -> Any:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import socket
 import struct
+import sys
 import threading
 from typing import Any
 
@@ -17,8 +17,10 @@ _RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST instead o
 
 
 def _seconds(value: object, option: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"FaultProxy: {option} must be a finite number of seconds >= 0, got {value!r}")
+    # compared exactly: NaN, infinities and integers too large for a float are all outside
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= sys.float_info.max:
+        shown = f"an integer of {value.bit_length()} bits" if isinstance(value, int) else repr(value)
+        raise ValueError(f"FaultProxy: {option} must be a finite number of seconds >= 0, got {shown}")
     return float(value)
 
 

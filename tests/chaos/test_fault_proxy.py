@@ -154,6 +154,7 @@ def test_wrong_targets_are_refused(make: object, message: str) -> None:
         (lambda p: p.delay(up=-1), "up must be a finite number of seconds"),
         (lambda p: p.delay(down=float("nan")), "down must be a finite number of seconds"),
         (lambda p: p.delay(up="1"), "up must be"),
+        (lambda p: p.delay(down=10**400), "down must be a finite number of seconds"),  # OverflowError before
         (lambda p: p.bandwidth(0), "bytes_per_second must be above 0"),
         (lambda p: p.bandwidth(-5), "bytes_per_second must be a finite number"),
     ],
