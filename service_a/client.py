@@ -18,7 +18,7 @@ import grpc
 from demo.v1 import service_a_pb2_grpc, service_b_pb2
 
 from interceptors import replaced_by_fallback
-from service_b.runtime import seconds
+from service_b.runtime import seconds, target, whole
 
 
 @dataclass(frozen=True)
@@ -92,19 +92,17 @@ def describe(summary: Summary) -> str:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m service_a.client", description=__doc__)
-    parser.add_argument("--target", default="127.0.0.1:3000", help="service A's address")
-    parser.add_argument("-n", "--requests", type=_positive, default=20, help="how many requests (default 20)")
-    parser.add_argument("-c", "--concurrency", type=_positive, default=4, help="how many at once (default 4)")
+    parser.add_argument("--target", type=target, default="127.0.0.1:3000", help="service A's address")
+    parser.add_argument(
+        "-n", "--requests", type=whole(1, 1_000_000), default=20, help="how many requests, up to a million (default 20)"
+    )
+    parser.add_argument(
+        "-c", "--concurrency", type=whole(1, 1000), default=4, help="how many at once, up to 1000 (default 4)"
+    )
     parser.add_argument("--timeout", type=seconds, default=3.0, help="each request's deadline, seconds")
     parser.add_argument("--interval", type=seconds, default=0.0, help="seconds between request starts")
     parser.add_argument("--json", action="store_true", help="print only the summary, as JSON")
     return parser.parse_args(argv)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
 
 
 def main(argv: list[str] | None = None) -> None:

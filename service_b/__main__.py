@@ -9,7 +9,7 @@ import contextlib
 from interceptors.server import Faults
 
 from .app import SCENARIOS, serve
-from .runtime import port, positive, rate, seconds, setup_logging
+from .runtime import port, positive, rate, seconds, seed, setup_logging
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -25,11 +25,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-delay", type=seconds, help="the extra wait of slow calls")
     parser.add_argument("--retry-after", type=seconds, help="pushback sent with failures, seconds (default 1)")
     parser.add_argument("--down", action="store_true", default=None, help="answer every call UNAVAILABLE")
-    parser.add_argument("--seed", type=int, help="seed for reproducible faults")
+    parser.add_argument("--seed", type=seed, help="seed for reproducible faults")
     parser.add_argument(
         "--max-concurrent",
         type=positive,
-        help="refuse calls beyond this many at once (RESOURCE_EXHAUSTED with pushback); default: no limit",
+        help="refuse calls beyond this many at once, up to 100000 (RESOURCE_EXHAUSTED with pushback); default: none",
     )
     return parser.parse_args(argv)
 

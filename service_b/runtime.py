@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -71,38 +72,60 @@ async def start_server(
     return server, bound
 
 
+MAX_SECONDS = 24 * 3600.0
+"""The longest duration a command line takes (a day): far beyond the demo's waits, and within every limit further
+on (the policies' year, grpc's int32 milliseconds of pushback)."""
+
+MAX_CALLS = 100_000
+"""The most calls a command line may count (as the library's limits)."""
+
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+"""A number in ASCII: float() also reads other scripts' digits, "1_0", " 1", "nan" and "inf"."""
+
+
+def _number(text: str, what: str) -> float:
+    if not _DECIMAL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what} (ASCII digits)")
+    return float(text)
+
+
 def seconds(text: str) -> float:
-    """An argparse type: a number of seconds >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 seconds")
+    """An argparse type: a number of seconds from 0 to a day."""
+    value = _number(text, "a number of seconds")
+    if not 0 <= value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 seconds and at most {MAX_SECONDS:g} (a day)")
     return value
 
 
 def rate(text: str) -> float:
     """An argparse type: a probability in 0..1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text, "a number")
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
     return value
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
+def whole(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number in ``minimum..maximum``, in ASCII digits (int() reads any script's)."""
+
+    def parse(text: str) -> int:
+        if not (text.isascii() and text.isdigit() and len(text) <= 20) or not minimum <= int(text) <= maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number in {minimum}..{maximum}")
+        return int(text)
+
+    return parse
+
+
+positive = whole(1, MAX_CALLS)
+"""An argparse type: a whole number of calls >= 1."""
+
+seed = whole(0, 2**64 - 1)
+"""An argparse type: a seed for random faults."""
 
 
 def port(text: str) -> int:
-    """An argparse type: a TCP port, 0 for any free one."""
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    """An argparse type: a TCP port in ASCII digits, 0 for any free one."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port (0..65535)")
     return int(text)
 
@@ -122,7 +145,8 @@ def target(text: str) -> str:
     elif ":" in host:
         host = ""  # an IPv6 address needs brackets before its port
     bad_host = not host or any(c.isspace() or c in "/?#@[]" for c in host)
-    if bad_host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    bad_port = not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5)
+    if bad_host or bad_port or not 1 <= int(port_text) <= 65535:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a gRPC target: give host:port with a port in 1..65535, or a URI such as unix:/path"
         )

@@ -5,6 +5,7 @@ Nothing here imports grpc: the engine runs plain sync callables and coroutines, 
 :class:`Policy`; describe another transport by subclassing :class:`Semantics`.
 """
 
+from .adaptive_limiter import LimiterPermit
 from .circuit_breaker import Permit
 from .clock import SYSTEM_CLOCK, Clock, SystemClock
 from .execution import PLAIN, Execution, Semantics

@@ -60,7 +60,7 @@ class AdaptiveLimiter(Policy):
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once); with ``max_queued`` None,
         every call waits that long, or until its deadline, before it is rejected.
     :param max_queued: calls that may wait at once (default None: no bound but ``max_wait``).
-    :param window: seconds of calls between two updates of the limit (default 1).
+    :param window: seconds of calls between two updates of the limit (default 1; at least 1 ms).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveLimiter").
@@ -129,7 +129,7 @@ class AdaptiveLimiter(Policy):
             initial_limit=initial,
             max_wait=options.seconds(max_wait, "max_wait"),
             max_queued=queued,
-            window=options.seconds(window, "window", positive=True),
+            window=options.window(window, "window"),
             on_limit_changed=options.listener(on_limit_changed, "on_limit_changed"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=the_clock,

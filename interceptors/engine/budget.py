@@ -35,7 +35,7 @@ class RetryBudget:
 
     :param ratio: retries per call allowed on top of the calls (default 0.2: 20 % more load at most), in (0, 1].
     :param min_per_second: retries a second allowed whatever the traffic (default 10, as Finagle's; 0 for none).
-    :param window: seconds over which calls and retries are counted (default 10).
+    :param window: seconds over which calls and retries are counted (default 10; at least 1 ms).
     :param on_exceeded: hears :class:`BudgetExceeded` when a retry is refused.
     :param clock: the clock of the window (default the system clock).
     """
@@ -71,14 +71,11 @@ class RetryBudget:
         on_exceeded: options.Listener[BudgetExceeded] | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if isinstance(min_per_second, bool) or not isinstance(min_per_second, (int, float)):
-            raise ValueError(f"min_per_second must be a number of retries >= 0, got {min_per_second!r}")
-        if not 0 <= min_per_second <= options.MAX_CALLS:
-            raise ValueError(f"min_per_second must be in 0..{options.MAX_CALLS}, got {min_per_second!r}")
-        seconds = options.seconds(window, "window", positive=True)
+        floor = options.number(min_per_second, "min_per_second", 0, options.MAX_CALLS)
+        seconds = options.window(window, "window")
         self._set(
             ratio=options.ratio(ratio, "ratio"),
-            min_per_second=float(min_per_second),
+            min_per_second=floor,
             window=seconds,
             on_exceeded=options.listener(on_exceeded, "on_exceeded"),
             _tally=Tally(seconds, options.clock(clock)),  # calls, retries
@@ -110,10 +107,8 @@ class RetryBudget:
         :param max_tokens: the bucket's size, in (0, 1000] as in gRPC.
         :param token_ratio: tokens a success puts back, in (0, 1].
         """
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, (int, float)) or not 0 < max_tokens <= 1000:
-            raise ValueError(f"max_tokens must be a number in (0, 1000], got {max_tokens!r}")
+        tokens = options.number(max_tokens, "max_tokens", 0, 1000, above=True)
         budget = cls(on_exceeded=on_exceeded)
-        tokens = float(max_tokens)
         budget._set(_token_ratio=options.ratio(token_ratio, "token_ratio"), _max_tokens=tokens, _tokens=tokens)
         return budget
 

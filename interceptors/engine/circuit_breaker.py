@@ -46,7 +46,7 @@ class CircuitBreaker(Policy):
         ``failure_rate``).
     :param failure_rate: share of failures in the window that opens the breaker, in (0, 1].
     :param failure_window: the window's size in calls (default ``failure_threshold``; at most 100 000).
-    :param failure_period: the window's length in seconds instead (exclusive with ``failure_window``).
+    :param failure_period: the window's length in seconds instead (at least 1 ms; exclusive with ``failure_window``).
     :param minimum_calls: calls the window must hold before it may open the breaker (default 1; 10 or the window
         size with a rate).
     :param slow_call_duration: seconds from which a call is slow (default None: no call is).
@@ -104,7 +104,7 @@ class CircuitBreaker(Policy):
             threshold = DEFAULT_FAILURE_THRESHOLD if failure_threshold is None else failure_threshold
             rate, threshold = None, options.count(threshold, "failure_threshold", maximum=calls)
         window = None if failure_window is None else options.count(failure_window, "failure_window", maximum=calls)
-        period = options.optional_seconds(failure_period, "failure_period", positive=True)
+        period = options.optional_window(failure_period, "failure_period")
         if rate is not None and window is None and period is None:
             raise ValueError("failure_rate needs failure_window or failure_period to measure the rate over")
         if threshold is not None and window is not None and threshold > window:

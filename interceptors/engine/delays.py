@@ -46,15 +46,14 @@ class Backoff:
         hi = options.seconds(maximum, "Backoff maximum", positive=True)
         if hi < lo:
             raise ValueError(f"Backoff maximum ({maximum!r}) must be >= initial ({initial!r})")
-        if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
-            raise ValueError(f"Backoff multiplier must be a finite number > 0, got {multiplier!r}")
+        growth = options.number(multiplier, "Backoff multiplier", 0, math.inf, above=True, below=True)
         full = options.flag(full_jitter, "Backoff full_jitter")
         share = options.ratio(jitter_factor, "Backoff jitter_factor", allow_zero=True)
         if full and share:
             raise ValueError("Backoff: give full_jitter or jitter_factor, not both")
         object.__setattr__(self, "initial", lo)
         object.__setattr__(self, "maximum", hi)
-        object.__setattr__(self, "multiplier", float(multiplier))
+        object.__setattr__(self, "multiplier", growth)
         object.__setattr__(self, "full_jitter", full)
         object.__setattr__(self, "jitter_factor", share)
 

@@ -68,9 +68,13 @@ class Fallback(Policy):
         if fn is not None:
             takes_request = callable(fn) and options.takes(fn, 2)
             if not (takes_request or (callable(fn) and options.takes(fn, 1))):
-                raise ValueError(f"the fallback function must take (request, failure) or (failure), got {fn!r}")
+                raise ValueError(
+                    f"the fallback function must take (request, failure) or (failure), got {options.shown(fn)}"
+                )
         if message is not None and not (isinstance(message, Mapping) and all(isinstance(k, str) for k in message)):
-            raise ValueError(f"message must be a mapping of response field names to values, got {message!r}")
+            raise ValueError(
+                f"message must be a mapping of response field names to values, got {options.shown(message)}"
+            )
         self._init(
             name=options.policy_name(name, self),
             fn=fn,

@@ -47,9 +47,7 @@ class LatencyQuantile:
     def __init__(
         self, quantile: float, *, window: int = 1000, min_samples: int = 100, minimum: options.Duration = 0.0
     ) -> None:
-        if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 1:
-            raise ValueError(f"LatencyQuantile quantile must be a number in (0, 1), got {quantile!r}")
-        self.quantile = float(quantile)
+        self.quantile = options.number(quantile, "LatencyQuantile quantile", 0, 1, above=True, below=True)
         self.window = options.count(window, "LatencyQuantile window", minimum=1, maximum=options.MAX_CALLS)
         self.min_samples = options.count(min_samples, "LatencyQuantile min_samples", maximum=self.window)
         self.minimum = options.seconds(minimum, "LatencyQuantile minimum")
@@ -181,7 +179,7 @@ class HedgePolicy(Policy):
         name: str | None = None,
     ) -> None:
         if budget is not None and not isinstance(budget, RetryBudget):
-            raise ValueError(f"budget must be a RetryBudget, got {budget!r}")
+            raise ValueError(f"budget must be a RetryBudget, got {options.shown(budget)}")
         self._init(
             name=options.policy_name(name, self),
             delay=delay if isinstance(delay, LatencyQuantile) else options.seconds(delay, "delay"),

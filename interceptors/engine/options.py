@@ -12,14 +12,23 @@ import logging
 import math
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
 
 from .clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
     from .execution import Semantics
 
-__all__ = ["MAX_CALLS", "MAX_SECONDS", "Duration", "FailurePredicate", "Handles", "Listener", "PushbackReader"]
+__all__ = [
+    "MAX_CALLS",
+    "MAX_SECONDS",
+    "MIN_WINDOW",
+    "Duration",
+    "FailurePredicate",
+    "Handles",
+    "Listener",
+    "PushbackReader",
+]
 
 Duration: TypeAlias = float | timedelta
 """Seconds as a number, or a :class:`datetime.timedelta`."""
@@ -40,54 +49,122 @@ Listener: TypeAlias = Callable[[E], object]
 MAX_SECONDS = 365 * 24 * 3600.0
 """The longest duration any option accepts (a year): longer ones overflow clocks and timers."""
 
+MIN_WINDOW = 0.001
+"""The shortest time window any option accepts (1 ms): a window is cut into slices that divide the clock's time, so
+a shorter one counts hardly any call, and one of denormal seconds overflows that division."""
+
 MAX_CALLS = 100_000
 """The largest number of calls a window or a half-open trial may hold (each takes memory up front)."""
 
 _log = logging.getLogger("interceptors")
 
 
+SHOWN = 80
+"""The most characters of a value an error message echoes."""
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """``value`` for an error message: its repr, cut to about ``limit`` characters (an integer of thousands of
+    digits has no repr; neither has an object whose ``__repr__`` fails)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        digits = int(value.bit_length() * math.log10(2)) + 1
+        return f"{'a negative' if value < 0 else 'an'} integer of about {digits} digits"
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return cut(text, limit)
+
+
+def cut(text: str, limit: int = SHOWN) -> str:
+    """``text`` cut to about ``limit`` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 5]}... ({len(text)} characters)"
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _within(value: float, lowest: float, highest: float, *, above: bool, below: bool) -> bool:
+    """Whether ``value`` lies between the bounds (exclusive where ``above``/``below``); compared exactly, so an
+    integer too large for a float is outside, never an OverflowError, and NaN is outside every range."""
+    return (lowest < value if above else lowest <= value) and (value < highest if below else value <= highest)
+
+
+def number(
+    value: object, option: str, lowest: float, highest: float, *, above: bool = False, below: bool = False
+) -> float:
+    """``value`` as a float: a finite number (not a bool) between ``lowest`` and ``highest`` (exclusive where
+    ``above`` / ``below``); NaN, infinities and integers too large for a float are refused like any number out of
+    range."""
+    if _is_number(value) and _within(value, lowest, highest, above=above, below=below):
+        try:
+            result = float(value)
+        except OverflowError:
+            result = math.inf
+        if math.isfinite(result):
+            return result
+    interval = f"{'(' if above else '['}{lowest:g}, {highest:g}{')' if below else ']'}"
+    raise ValueError(f"{option} must be a finite number in {interval}, got {shown(value)}")
+
+
 def seconds(value: object, option: str, *, positive: bool = False) -> float:
     """``value`` as seconds: a number or a timedelta, finite, >= 0 (> 0 when ``positive``), at most a year."""
     if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        result = float(value)
+        result: float = value.total_seconds()
+    elif _is_number(value):
+        result = value  # compared before it becomes a float: it may be too large for one
     else:
-        raise ValueError(f"{option} must be seconds (a number) or a timedelta, got {value!r}")
-    if not (0 <= result <= MAX_SECONDS) or (positive and result == 0):
+        raise ValueError(f"{option} must be seconds (a number) or a timedelta, got {shown(value)}")
+    if not _within(result, 0, MAX_SECONDS, above=positive, below=False):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{option} must be {bound} and at most {MAX_SECONDS:g} seconds, got {value!r}")
-    return result
+        raise ValueError(f"{option} must be {bound} and at most {MAX_SECONDS:g} seconds, got {shown(value)}")
+    return float(result)
 
 
 def optional_seconds(value: object, option: str, *, positive: bool = False) -> float | None:
     return None if value is None else seconds(value, option, positive=positive)
 
 
+def window(value: object, option: str) -> float:
+    """``value`` as the length of a time window: seconds (a number or a timedelta) from :data:`MIN_WINDOW` (1 ms)
+    to :data:`MAX_SECONDS` (a year)."""
+    result = seconds(value, option, positive=True)
+    if result < MIN_WINDOW:
+        raise ValueError(
+            f"{option} must be a time window of at least {MIN_WINDOW:g} seconds (1 ms), got {shown(value)}"
+        )
+    return result
+
+
+def optional_window(value: object, option: str) -> float | None:
+    return None if value is None else window(value, option)
+
+
 def count(value: object, option: str, *, minimum: int = 1, maximum: int | None = None) -> int:
     """An integer in ``[minimum, maximum]``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum or (maximum and value > maximum):
+    if (
+        not isinstance(value, int)
+        or isinstance(value, bool)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         bounds = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"{option} must be an integer {bounds}, got {value!r}")
+        raise ValueError(f"{option} must be an integer {bounds}, got {shown(value)}")
     return value
 
 
 def ratio(value: object, option: str, *, allow_zero: bool = False) -> float:
     """A number in (0, 1], or [0, 1] when ``allow_zero``."""
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or not (0 <= value <= 1)
-        or (value == 0 and not allow_zero)
-    ):
+    if not _is_number(value) or not _within(value, 0, 1, above=not allow_zero, below=False):
         bounds = "a number in 0..1" if allow_zero else "a number in (0, 1]"
-        raise ValueError(f"{option} must be {bounds}, got {value!r}")
+        raise ValueError(f"{option} must be {bounds}, got {shown(value)}")
     return float(value)
 
 
 def flag(value: object, option: str) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{option} must be True or False, got {value!r}")
+        raise ValueError(f"{option} must be True or False, got {shown(value)}")
     return value
 
 
@@ -95,7 +172,7 @@ def clock(value: object) -> Clock:
     if value is None:
         return SYSTEM_CLOCK
     if not isinstance(value, Clock) or not all(callable(getattr(value, m)) for m in ("now", "sleep", "asleep")):
-        raise ValueError(f"clock must have now(), sleep() and asleep(), got {value!r}")
+        raise ValueError(f"clock must have now(), sleep() and asleep(), got {shown(value)}")
     return value
 
 
@@ -122,7 +199,7 @@ def takes(fn: Callable[..., Any], arguments: int) -> bool:
 def function(value: object, option: str, arguments: str) -> Callable[..., Any]:
     """A callable taking one positional argument; ``arguments`` names it in the error."""
     if not callable(value) or not takes(value, 1):
-        raise ValueError(f"{option} must be a function of ({arguments}), got {value!r}")
+        raise ValueError(f"{option} must be a function of ({arguments}), got {shown(value)}")
     return value
 
 
@@ -140,7 +217,7 @@ def handles(value: object, option: str) -> FailurePredicate | None:
         types = ()
     if not types or not all(issubclass(t, BaseException) for t in types):
         raise ValueError(
-            f"{option} must be an exception type, a tuple of them, or a predicate of (failure), got {value!r}"
+            f"{option} must be an exception type, a tuple of them, or a predicate of (failure), got {shown(value)}"
         )
     return lambda failure: isinstance(failure, types)
 
@@ -150,7 +227,7 @@ def policy_name(value: object, policy: object) -> str:
     if value is None:
         return type(policy).__name__
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"name must be a non-empty string or None, got {value!r}")
+        raise ValueError(f"name must be a non-empty string or None, got {shown(value)}")
     return value
 
 
@@ -210,9 +287,9 @@ def pushback_delay(
                 return None
             if isinstance(raw, timedelta):
                 raw = raw.total_seconds()
-            if not isinstance(raw, (int, float)) or isinstance(raw, bool) or math.isnan(raw):
-                raise ValueError(f"a pushback reader must return seconds or None, got {raw!r}")
-            asked = float(raw)
+            if not _is_number(raw) or raw != raw:  # NaN
+                raise ValueError(f"a pushback reader must return seconds or None, got {shown(raw)}")
+            asked = -1.0 if raw < 0 else float(min(raw, cap))  # an integer too large for a float is the cap
     except Exception:
         _log.exception("pushback reader %r failed on %r; going on without pushback", source, failure)
         return None

@@ -29,7 +29,7 @@ class RateLimiter(Policy):
     permit. Outside a chain: :meth:`try_acquire`, :meth:`acquire`, :meth:`aacquire` and :meth:`reserve`.
 
     :param max_calls: permits per period, positional (1..100 000).
-    :param period: the period, seconds (default 1).
+    :param period: the period, seconds (default 1; at least 1 ms).
     :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
     :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
     :param on_limited: hears :class:`RateLimited` when a call is rejected.
@@ -64,7 +64,7 @@ class RateLimiter(Policy):
         self._init(
             name=options.policy_name(name, self),
             max_calls=options.count(max_calls, "max_calls", maximum=options.MAX_CALLS),
-            period=options.seconds(period, "period", positive=True),
+            period=options.window(period, "period"),
             bursty=options.flag(bursty, "bursty"),
             max_wait=options.seconds(max_wait, "max_wait"),
             on_limited=options.listener(on_limited, "on_limited"),

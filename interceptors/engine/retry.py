@@ -45,7 +45,10 @@ class RetryPolicy(Policy):
 
     A retry is not scheduled when its delay would reach ``max_duration`` after the first attempt (retries
     exceeded), or when it would leave less than ``min_attempt_time`` before the execution's deadline
-    (:class:`TimeoutExceededError` now, chaining the last failure, rather than after waiting). Failures ``handle``
+    (:class:`TimeoutExceededError` now, chaining the last failure, rather than after waiting) — unless that delay
+    is the server's pushback: a server that asks callers to stay away past the deadline has given the call its
+    answer, so retries are exceeded (its status, with its pushback, is what the caller gets, at once; no deadline
+    has passed). Failures ``handle``
     rejects and failures ``abort_on`` accepts are raised at once. When retries run out, raises
     :class:`RetriesExceededError` chaining the last failure, or with ``reraise=True`` the last failure itself.
 
@@ -207,6 +210,7 @@ class RetryPolicy(Policy):
             raise failure
         if self.max_attempts is not None and attempt >= self.max_attempts:
             raise self._exceeded(execution, failure)
+        pushed_back = False
         if isinstance(failure, RejectedError):
             delay = self._rejection_wait(attempt, failure)
             if delay is None:
@@ -217,10 +221,14 @@ class RetryPolicy(Policy):
                 delay = self._scheduled_delay(attempt)
             elif delay < 0:
                 raise self._aborted(execution, failure)
+            else:
+                pushed_back = True
         resume = self.clock.now() + delay
         if self.max_duration is not None and resume - execution.start_time >= self.max_duration:
             raise self._exceeded(execution, failure)
         if execution.deadline is not None and resume + self.min_attempt_time >= execution.deadline:
+            if pushed_back:  # the server asked to be left alone past the deadline: its answer is the call's
+                raise self._exceeded(execution, failure)
             self._report_exceeded(execution, failure)
             raise TimeoutExceededError(
                 f"no time left to retry: the next attempt would start {delay:g}s from now, "
@@ -319,5 +327,5 @@ class RetryPolicy(Policy):
 
 def _budget(value: object) -> RetryBudget | None:
     if value is not None and not isinstance(value, RetryBudget):
-        raise ValueError(f"budget must be a RetryBudget, got {value!r}")
+        raise ValueError(f"budget must be a RetryBudget, got {options.shown(value)}")
     return value

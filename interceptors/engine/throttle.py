@@ -47,7 +47,7 @@ class AdaptiveThrottle(Policy):
     :param k: how many requests per accept the dependency may see before the throttle sheds (default 2; lower is
         more aggressive), >= 1.
     :param max_rejection_rate: the largest share of calls ever rejected (default 0.9), in (0, 1].
-    :param window: seconds over which requests and accepts are counted (default 10).
+    :param window: seconds over which requests and accepts are counted (default 10; at least 1 ms).
     :param min_requests: requests in the window below which nothing is rejected (default 10; 0: none).
     :param handle: which failures are refusals (default: the transport's failures, as for retries).
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
@@ -91,12 +91,11 @@ class AdaptiveThrottle(Policy):
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k <= options.MAX_CALLS:
-            raise ValueError(f"k must be a number of requests per accept >= 1, got {k!r}")
-        seconds, the_clock = options.seconds(window, "window", positive=True), options.clock(clock)
+        requests_per_accept = options.number(k, "k (requests per accept)", 1, options.MAX_CALLS)
+        seconds, the_clock = options.window(window, "window"), options.clock(clock)
         self._init(
             name=options.policy_name(name, self),
-            k=float(k),
+            k=requests_per_accept,
             max_rejection_rate=options.ratio(max_rejection_rate, "max_rejection_rate"),
             window=seconds,
             min_requests=options.count(min_requests, "min_requests", minimum=0, maximum=options.MAX_CALLS),

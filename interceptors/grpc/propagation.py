@@ -32,12 +32,15 @@ from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
 from ._pushback import (
     DO_NOT_RETRY,
+    MAX_PUSHBACK_MS,
     PUSHBACK_MS,
     RETRY_AFTER,
     STATUS_DETAILS,
+    capped_retry_after,
     is_status_of,
     pushback_seconds,
     retry_info_details,
+    with_retry_delay,
 )
 
 __all__ = ["DEFAULT_RESERVE", "AioContextPropagation", "ContextPropagation", "aforward", "forward"]
@@ -206,11 +209,13 @@ async def aforward(context: Any, error: grpc.RpcError) -> NoReturn:
 def forwarded(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, Pairs]:
     """The status to answer for a downstream ``error``: its code, details and pushback trailers.
 
-    The delay it asked for (see :mod:`._pushback`) goes on as ``grpc-retry-pushback-ms`` and, unless the error
-    carried its own ``grpc-status-details-bin`` for this very status (same code and message; anything else is
-    dropped, as clients refuse a rich status that contradicts the call's), as a ``google.rpc.RetryInfo`` in one made
-    for the forwarded status; a ``retry-after`` goes on as it was. Raises ``error`` when it has no status other than
-    OK.
+    The delay it asked for (see :mod:`._pushback`), capped at what ``grpc-retry-pushback-ms`` carries (an int32 of
+    milliseconds, about 24.8 days), goes on as ``grpc-retry-pushback-ms`` and as a ``google.rpc.RetryInfo``: in the
+    error's own ``grpc-status-details-bin`` when it carried one for this very status (same code and message; its
+    other details kept, its RetryInfo made to say that delay, or none when there is none to forward; a rich status
+    for another status is dropped, as clients refuse one that contradicts the call's), else in one made for the
+    forwarded status. A ``retry-after`` goes on as it was, or capped. Raises ``error`` when it has no status other
+    than OK.
     """
     call: Any = error
     try:
@@ -220,15 +225,17 @@ def forwarded(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, Pairs]:
     if not isinstance(code, grpc.StatusCode) or code is OK:
         raise error
     details = details if isinstance(details, str) else ""
-    trailers = [
-        (k, v)
-        for k, v in trailing or ()
-        if k == RETRY_AFTER or (k == STATUS_DETAILS and is_status_of(v, code.value[0], details))
-    ]
-    delay = pushback_seconds(error, "a forwarded status")
+    delay = pushback_seconds(error, "a forwarded status")  # capped at MAX_PUSHBACK
+    asked = delay if delay is not None and delay >= 0 else None
+    trailers: list[tuple[str, str | bytes]] = []
+    for k, v in trailing or ():
+        if k == RETRY_AFTER:
+            trailers.append((k, capped_retry_after(v)))
+        elif k == STATUS_DETAILS and is_status_of(v, code.value[0], details):
+            trailers.append((k, with_retry_delay(v, asked)))  # bytes: is_status_of says so
     if delay is not None:
-        milliseconds = -1 if delay == DO_NOT_RETRY else math.ceil(delay * 1000)
+        milliseconds = -1 if delay == DO_NOT_RETRY else min(math.ceil(delay * 1000), MAX_PUSHBACK_MS)
         trailers.append((PUSHBACK_MS, str(milliseconds)))
-        if delay >= 0 and not any(k == STATUS_DETAILS for k, _ in trailers):
-            trailers.append((STATUS_DETAILS, retry_info_details(code.value[0], details, delay)))
+        if asked is not None and not any(k == STATUS_DETAILS for k, _ in trailers):
+            trailers.append((STATUS_DETAILS, retry_info_details(code.value[0], details, asked)))
     return code, details, tuple(trailers)

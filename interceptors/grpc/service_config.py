@@ -54,7 +54,7 @@ from ..engine.delays import Backoff
 from ..engine.errors import TimeoutExceededError
 from ..engine.fallback import Fallback
 from ..engine.hedge import HedgePolicy
-from ..engine.options import MAX_SECONDS
+from ..engine.options import MAX_SECONDS, cut, shown
 from ..engine.policy import Policy
 from ..engine.rate_limiter import RateLimiter
 from ..engine.retry import RetryPolicy
@@ -124,17 +124,11 @@ class _Invalid(ValueError):
 
 
 def _shown(value: object) -> str:
-    """``value`` as an error shows it: its repr, cut to about 60 characters."""
-    try:
-        text = repr(value)
-    except Exception:  # a repr that fails, or an int too long to print
-        text = f"<{type(value).__name__}>"
-    return _cut(text)
+    return shown(value, _SHOWN)
 
 
 def _cut(text: str, limit: int = _SHOWN) -> str:
-    """``text`` cut to about ``limit`` characters."""
-    return text if len(text) <= limit else f"{text[: limit - 5]}... ({len(text)} characters)"
+    return cut(text, limit)
 
 
 def _at(path: str, key: str) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import math
+import sys
 import threading
 
 __all__ = ["FakeClock"]
+
+_LARGEST = sys.float_info.max
+"""Compared exactly: NaN, infinities and integers too large for a float are all outside."""
 
 
 class FakeClock:
@@ -17,8 +20,9 @@ class FakeClock:
     """
 
     def __init__(self, start: float = 0.0) -> None:
-        if not isinstance(start, (int, float)) or isinstance(start, bool) or not math.isfinite(start):
-            raise ValueError(f"FakeClock start must be a finite number of seconds, got {start!r}")
+        if not isinstance(start, (int, float)) or isinstance(start, bool) or not -_LARGEST <= start <= _LARGEST:
+            shown = f"an integer of {start.bit_length()} bits" if isinstance(start, int) else repr(start)
+            raise ValueError(f"FakeClock start must be a finite number of seconds, got {shown}")
         self._now = float(start)
         self._lock = threading.Lock()
         self.sleeps: list[float] = []

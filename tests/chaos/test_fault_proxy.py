@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import socket
 import socketserver
 import threading
@@ -141,11 +142,68 @@ def test_an_unreachable_target_resets_the_client() -> None:
         (lambda: FaultProxy("nowhere"), "target must be 'host:port'"),
         (lambda: FaultProxy("host:0"), "target must be 'host:port'"),
         (lambda: FaultProxy(5), "target must be 'host:port'"),  # type: ignore[arg-type]
+        (lambda: FaultProxy("http://127.0.0.1:80"), "a host without a scheme"),
+        (lambda: FaultProxy("dns:///localhost:80"), "a host without a scheme"),
+        (lambda: FaultProxy("127.0.0.1:\u0668\u0660"), "ASCII digits"),  # Arabic-Indic 80: int() reads it
+        (lambda: FaultProxy("127.0.0.1:\uff18\uff10"), "ASCII digits"),  # fullwidth 80
+        (lambda: FaultProxy("127.0.0.1:+80"), "ASCII digits"),
+        (lambda: FaultProxy("127.0.0.1:65536"), "port in 1..65535"),
+        (lambda: FaultProxy("::1:80"), "an IPv6 host in brackets"),
+        (lambda: FaultProxy("[nope]:80"), "an IPv6 host in brackets"),
+        (lambda: FaultProxy("bad host:80"), "a host without a scheme"),
+        (lambda: FaultProxy("h\u00f6st:80"), "a host without a scheme"),
     ],
 )
 def test_wrong_targets_are_refused(make: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("target", ["localhost:{port}", "127.0.0.1:{port}", "[::1]:{port}"])
+def test_hosts_names_ipv4_and_bracketed_ipv6_are_targets(target: str) -> None:
+    with FaultProxy(target.format(port=50051)) as proxy:
+        assert proxy.address.startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda p: p.pass_through(),
+        lambda p: p.delay(up=0.01),
+        lambda p: p.blackhole(),
+        lambda p: p.refuse(),
+        lambda p: p.bandwidth(1000),
+        lambda p: p.bandwidth(None),
+        lambda p: p.reset(),
+        lambda p: p.__enter__(),
+    ],
+    ids=["pass_through", "delay", "blackhole", "refuse", "bandwidth", "unlimited", "reset", "enter"],
+)
+def test_a_closed_proxy_says_it_is_closed(echo: str, use: object) -> None:
+    proxy = FaultProxy(echo)
+    proxy.close()
+    with pytest.raises(RuntimeError, match=r"FaultProxy .* is closed"):
+        use(proxy)  # type: ignore[operator]
+    proxy.close()  # closing again does nothing
+    assert proxy.open == 0 and "closed" in repr(proxy)
+
+
+def proxy_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("FaultProxy")}
+
+
+def test_a_proxy_dropped_without_close_stops_its_thread(echo: str) -> None:
+    before = proxy_threads()
+    proxy = FaultProxy(echo)
+    with dial(proxy) as sock:
+        sock.sendall(b"a")
+        assert received(sock, 1) == b"a"
+        (thread,) = proxy_threads() - before
+        del proxy
+        gc.collect()
+        wait_until(lambda: not thread.is_alive())
+        with pytest.raises(ConnectionResetError):  # its connections were reset as by close()
+            sock.recv(1)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +212,10 @@ def test_wrong_targets_are_refused(make: object, message: str) -> None:
         (lambda p: p.delay(up=-1), "up must be a finite number of seconds"),
         (lambda p: p.delay(down=float("nan")), "down must be a finite number of seconds"),
         (lambda p: p.delay(up="1"), "up must be"),
+        (lambda p: p.delay(down=10**400), "down must be a finite number of seconds"),  # OverflowError before
         (lambda p: p.bandwidth(0), "bytes_per_second must be above 0"),
-        (lambda p: p.bandwidth(-5), "bytes_per_second must be a finite number"),
+        (lambda p: p.bandwidth(-5), "bytes_per_second must be a finite number of bytes per second"),
+        (lambda p: p.bandwidth(float("inf")), "bytes_per_second must be a finite number of bytes per second"),
     ],
 )
 def test_wrong_fault_options_are_refused(echo: str, switch: object, message: str) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import math
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -31,6 +32,7 @@ from interceptors import (
     RetryPolicy,
     Timeout,
 )
+from interceptors.engine.options import MIN_WINDOW
 from interceptors.grpc._pushback import DO_NOT_RETRY, pushback_seconds, retry_info_details
 from interceptors.testing import FakeClock
 
@@ -184,3 +186,81 @@ def test_any_option_value_is_refused_clearly_or_works(make: Callable[..., Any], 
     for fn in (lambda: 1, _Flaky()):
         with contextlib.suppress(ConnectionError, ResilienceError):
             executor.call(fn)
+
+
+# every option of every policy, with the numbers that break float arithmetic: integers too large for a float,
+# denormal and tiny floats, NaN and infinities, tiny and huge timedeltas
+
+extreme_numbers = st.one_of(
+    st.integers(min_value=2**1000, max_value=10**5000),
+    st.integers(min_value=-(10**5000), max_value=-(2**1000)),
+    st.sampled_from([10**309, -(10**309), 10**4400, 2**1024, 0, -1]),
+    st.floats(min_value=5e-324, max_value=1e-3),  # denormals up to just under 1 ms
+    st.floats(min_value=-1e-3, max_value=-5e-324),
+    st.sampled_from([5e-324, 1e-320, 1e-300, 1e-9, 0.000999, 0.001, math.nan, math.inf, -math.inf, 1.7e308]),
+    st.timedeltas(max_value=timedelta(milliseconds=2)),
+    st.sampled_from([timedelta.max, timedelta(microseconds=1)]),
+)
+BASE: dict[Callable[..., Any], dict[str, Any]] = {
+    Backoff: {"initial": 0.1, "maximum": 1.0},
+    RandomDelay: {"minimum": 0.0, "maximum": 1.0},
+    LatencyQuantile: {"quantile": 0.5},
+    Timeout: {"seconds": 1.0},
+    RateLimiter: {"max_calls": 10},
+    HedgePolicy: {"delay": 0.01},
+    Bulkhead: {"max_concurrent": 10},
+}
+"""What a policy needs to be built at all; each drawn option replaces one of these or is added."""
+TIME_WINDOWS = {
+    (CircuitBreaker, "failure_period"),
+    (RetryBudget, "window"),
+    (AdaptiveThrottle, "window"),
+    (AdaptiveLimiter, "window"),
+    (RateLimiter, "period"),
+}
+"""Options that are time windows: at least 1 ms (MIN_WINDOW)."""
+NOT_NUMBERS = {(Fallback, "value")}
+"""Options where any value is fine (a fallback's answer)."""
+CALLED: dict[tuple[Callable[..., Any], str], str] = {(Fallback, "fn"): "fallback function"}
+"""Options that errors call by another name (a positional one)."""
+
+
+def build(make: Callable[..., Any], values: dict[str, Any]) -> Any:
+    """``make`` called with ``values``, positional-only ones passed by position."""
+    parameters = inspect.signature(make).parameters.values()
+    positional = [values.pop(p.name) for p in parameters if p.kind is p.POSITIONAL_ONLY and p.name in values]
+    return make(*positional, **values)
+
+
+@pytest.mark.parametrize("make", [*POLICIES, FakeClock], ids=lambda make: make.__name__)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_extreme_numbers_are_refused_naming_the_option_or_work(make: Callable[..., Any], data: st.DataObject) -> None:
+    """A number a float cannot hold, or a window too short to count in, is a ValueError naming the option —
+    never an OverflowError or ZeroDivisionError at construction or at the first call."""
+    names = [name for name in options_of(make) if (make, name) not in NOT_NUMBERS]
+    if make is FakeClock:
+        names = ["start"]
+    option = data.draw(st.sampled_from(names), label="option")
+    value = data.draw(extreme_numbers, label=option)
+    clock = FakeClock(30 * 24 * 3600.0)  # a month of uptime: large times divided by tiny windows overflow
+    uses_clock = make is not FakeClock and "clock" in inspect.signature(make).parameters
+    refused: ValueError | None = None
+    try:
+        made = build(make, {**BASE.get(make, {}), option: value, **({"clock": clock} if uses_clock else {})})
+    except ValueError as error:
+        refused = error
+    if refused is not None:
+        named = CALLED.get((make, option), option)
+        assert named in str(refused), f"the refusal names {named}: {refused}"
+        return
+    if (make, option) in TIME_WINDOWS:
+        seconds = value.total_seconds() if isinstance(value, timedelta) else value
+        assert seconds >= MIN_WINDOW, f"a {option} of {seconds!r} s is accepted: windows are at least 1 ms"
+    if not hasattr(made, "wrap"):  # a budget, backoff, quantile or clock: built, nothing to call through
+        return
+    executor = Executor(made)
+    for fn in (lambda: 1, _Flaky(), lambda: 1):
+        with contextlib.suppress(ConnectionError, ResilienceError):
+            executor.call(fn)
+        clock.advance(0.0005)

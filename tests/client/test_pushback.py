@@ -22,7 +22,17 @@ def retry_info(
     seconds: float, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE, message: str = "scripted failure"
 ) -> bytes:
     detail = status_pb2.Status(code=code.value[0], message=message)
-    detail.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(nanos=int(seconds * 1e9))))
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round(seconds * 1e9))  # a valid Duration: whole seconds, then nanos below one
+    detail.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    return bytes(detail.SerializeToString())
+
+
+def raw_retry_info(seconds: int, nanos: int, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> bytes:
+    """A rich status whose RetryInfo holds these Duration fields as they are, valid or not."""
+    detail = status_pb2.Status(code=code.value[0], message="scripted failure")
+    delay = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    detail.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return bytes(detail.SerializeToString())
 
 
@@ -110,10 +120,58 @@ class _Failed(grpc.RpcError):
         ((("grpc-status-details-bin", retry_info(1.5)),), 1.5),
         ((("grpc-status-details-bin", b"\xff\x00garbage"),), None),
         ((("grpc-status-details-bin", b"\xff\x00garbage"), ("retry-after", "3")), 3.0),
+        # a RetryInfo that is no proto3 Duration (nanos in -999999999..999999999, of the seconds' sign; seconds
+        # within 10 000 years) is unparsable: ignored, and the next place is read
+        ((("grpc-status-details-bin", raw_retry_info(0, 2_000_000_000)),), None),
+        ((("grpc-status-details-bin", raw_retry_info(0, 1_000_000_000)),), None),
+        ((("grpc-status-details-bin", raw_retry_info(1, -5)),), None),
+        ((("grpc-status-details-bin", raw_retry_info(10**12, 0)),), None),
+        ((("grpc-status-details-bin", raw_retry_info(0, 2_000_000_000)), ("retry-after", "3")), 3.0),
+        ((("grpc-status-details-bin", raw_retry_info(1, 999_999_999)),), 1.999999999),
+        # a rich status for another code than the call's (a proxy rewrote the status): its RetryInfo is ignored
+        ((("grpc-status-details-bin", retry_info(1.5, code=grpc.StatusCode.INTERNAL)),), None),
+        ((("grpc-status-details-bin", retry_info(1.5, code=grpc.StatusCode.OK)), ("retry-after", "3")), 3.0),
+        # every delay read is capped at what grpc-retry-pushback-ms can carry (an int32 of milliseconds)
+        ((("grpc-retry-pushback-ms", "1000000000000"),), 2147483.647),
+        ((("grpc-status-details-bin", raw_retry_info(10**9, 0)),), 2147483.647),
+        ((("retry-after", "1e300"),), 2147483.647),
     ],
 )
 def test_pushback_parsing(trailers: Any, expected: float | None) -> None:
     assert GrpcSemantics("/s.S/M").pushback(_Failed(trailers)) == expected
+
+
+@pytest.mark.parametrize(
+    "rich",
+    [raw_retry_info(0, 2_000_000_000), retry_info(1.5, code=grpc.StatusCode.INTERNAL)],
+    ids=["invalid-nanos", "other-code"],
+)
+def test_an_untrustworthy_retry_info_is_logged_once(
+    rich: bytes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pushback, "_warned", set())
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            assert GrpcSemantics("/s.S/Once").pushback(_Failed((("grpc-status-details-bin", rich),))) is None
+    warnings = [r.getMessage() for r in caplog.records if "grpc-status-details-bin" in r.getMessage()]
+    assert len(warnings) == 1 and "/s.S/Once" in warnings[0]
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(
+    "rich",
+    [raw_retry_info(0, 2_000_000_000), retry_info(5.0, code=grpc.StatusCode.INTERNAL)],
+    ids=["invalid-nanos", "other-code"],
+)
+def test_a_real_server_s_untrustworthy_retry_info_is_not_waited(server: ScriptedServer, path: str, rich: bytes) -> None:
+    """The call is UNAVAILABLE; the retry waits its own delay (0), not the 2 s or 5 s the rich status says."""
+    server.script.trailers = (("grpc-status-details-bin", rich),)
+    scheduled: list[Any] = []
+    retry = RetryPolicy(max_attempts=2, delay=0.0, on_retry_scheduled=scheduled.append)
+    with Client(path, server.target, retry) as client:
+        outcome = client.unary(Request(id="u", fail_first=1))
+    assert outcome.code is grpc.StatusCode.OK
+    assert [event.delay for event in scheduled] == [0.0]
 
 
 def test_retry_info_without_grpcio_status() -> None:
@@ -124,10 +182,13 @@ def test_retry_info_without_grpcio_status() -> None:
     assert retry_info_type.FromString(detail.value).retry_delay.nanos == 750_000_000
 
 
-def test_retry_info_is_read_whatever_the_rich_status_says_besides() -> None:
-    """A proxy may rewrite grpc-message (or the code) and not the rich status: the delay asked for still holds."""
-    mismatched = retry_info(1.0, code=grpc.StatusCode.INTERNAL, message="rewritten by a proxy")
-    assert GrpcSemantics("/s.S/M").pushback(_Failed((("grpc-status-details-bin", mismatched),))) == 1.0
+def test_retry_info_is_read_whatever_the_rich_status_says_besides_its_code() -> None:
+    """A proxy may rewrite grpc-message and not the rich status: the delay asked for still holds. A rich status for
+    another code is another status (gRPC requires them to match): its RetryInfo is not the call's."""
+    reworded = retry_info(1.0, message="rewritten by a proxy")
+    assert GrpcSemantics("/s.S/M").pushback(_Failed((("grpc-status-details-bin", reworded),))) == 1.0
+    recoded = retry_info(1.0, code=grpc.StatusCode.INTERNAL, message="rewritten by a proxy")
+    assert GrpcSemantics("/s.S/M").pushback(_Failed((("grpc-status-details-bin", recoded),))) is None
 
 
 def garbage_retry_info() -> bytes:

@@ -4,6 +4,8 @@ reflection, and bad command lines."""
 from __future__ import annotations
 
 import asyncio
+import importlib
+import re
 import signal
 import subprocess
 import sys
@@ -246,13 +248,101 @@ def test_bad_requests_get_a_clean_status_and_one_access_line_each(services: tupl
         ("service_a", ["--service-b", "127.0.0.1:99999"], "--service-b: '127.0.0.1:99999' is not a gRPC target"),
         ("service_a", ["--service-b", "localhost"], "--service-b: 'localhost' is not a gRPC target"),
         ("service_a", ["--service-b", "::1:3001"], "--service-b: '::1:3001' is not a gRPC target"),
-        ("service_a.client", ["-n", "0"], "is not a whole number >= 1"),
+        ("service_a.client", ["-n", "0"], "--requests: '0' is not a whole number in 1..1000000"),
+        # Unicode digits (int() and float() read them) and numbers out of range (a traceback and exit 1 before)
+        ("service_b", ["--port", "\u0663\u0660\u0660\u0660"], "--port: '\u0663\u0660\u0660\u0660' is not a port"),
+        ("service_b", ["--delay", "1e308"], "--delay: '1e308' must be >= 0 seconds and at most 86400"),
+        (
+            "service_b",
+            ["--max-concurrent", "1000000"],
+            "--max-concurrent: '1000000' is not a whole number in 1..100000",
+        ),
+        ("service_a", ["--port", "\u0663\u0660\u0660\u0660"], "--port: '\u0663\u0660\u0660\u0660' is not a port"),
+        ("service_a", ["--metrics-port", "\uff19\uff10"], "--metrics-port: '\uff19\uff10' is not a port"),
+        ("service_a.client", ["-n", "\u0663"], "--requests: '\u0663' is not a whole number"),
+        ("service_a.client", ["--timeout", "1e308"], "--timeout: '1e308' must be >= 0 seconds"),
     ],
 )
 def test_bad_command_lines_exit_2_with_a_clear_message(module: str, args: list[str], message: str) -> None:
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
-    assert done.returncode == 2
+    assert done.returncode == 2, done.stderr
     assert message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+NUMERIC_OPTIONS = [
+    ("service_b", "--port"),
+    ("service_b", "--delay"),
+    ("service_b", "--fail-rate"),
+    ("service_b", "--slow-rate"),
+    ("service_b", "--slow-delay"),
+    ("service_b", "--retry-after"),
+    ("service_b", "--seed"),
+    ("service_b", "--max-concurrent"),
+    ("service_a", "--port"),
+    ("service_a", "--metrics-port"),
+    ("service_a.client", "--requests"),
+    ("service_a.client", "--concurrency"),
+    ("service_a.client", "--timeout"),
+    ("service_a.client", "--interval"),
+]
+BAD_NUMBERS = [
+    "\u0663",  # ARABIC-INDIC DIGIT THREE
+    "\uff13",  # FULLWIDTH DIGIT THREE
+    "\u00b2",  # SUPERSCRIPT TWO (str.isdigit() says yes)
+    "1e308",
+    "1" * 400,
+    "nan",
+    "inf",
+    "-inf",
+    "-1",
+    "1_0",
+    " 1",
+    "0x10",
+    "",
+]
+
+
+@pytest.mark.parametrize(("module", "option"), NUMERIC_OPTIONS)
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+def test_every_numeric_option_refuses_what_is_not_an_ascii_number_in_range(
+    module: str, option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse itself refuses it: exit 2 with its usage line and the option named, before anything starts."""
+    with pytest.raises(SystemExit) as exited:
+        parse_of(module)([f"{option}={value}"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert re.search(rf"error: argument (-\w/)?{option}: ", error) and error.startswith("usage:"), error
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "expected"),
+    [
+        ("service_b", "--port 0 --delay 0.5 --fail-rate 1 --seed 42", {"port": 0, "delay": 0.5, "seed": 42}),
+        ("service_b", "--retry-after 86400 --max-concurrent 100000", {"retry_after": 86400, "max_concurrent": 100000}),
+        ("service_a", "--port 65535 --metrics-port 0", {"port": 65535, "metrics_port": 0}),
+        ("service_a.client", "-n 1000000 -c 1000 --timeout 2.5e1", {"requests": 1000000, "concurrency": 1000}),
+        ("service_a.client", "--timeout 2.5e1 --interval .5", {"timeout": 25.0, "interval": 0.5}),
+    ],
+)
+def test_numeric_options_in_range_are_taken(module: str, argv: str, expected: dict[str, object]) -> None:
+    args = vars(parse_of(module)(argv.split()))
+    assert {name: args[name] for name in expected} == expected
+
+
+@pytest.mark.parametrize(("module", "option"), [("service_a", "--service-b"), ("service_a.client", "--target")])
+@pytest.mark.parametrize("value", ["127.0.0.1:\u0663\u0660\u0660\u0661", "127.0.0.1:+3001", "http://127.0.0.1:80"])
+def test_targets_need_an_ascii_port(module: str, option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_of(module)([option, value])
+    assert exited.value.code == 2
+    assert f"argument {option}: {value!r} is not a gRPC target" in capsys.readouterr().err
+
+
+def parse_of(module: str) -> Any:
+    """The command line parser of ``python -m module``."""
+    return importlib.import_module(module if "." in module else f"{module}.__main__").parse
 
 
 @pytest.mark.parametrize("good", ["127.0.0.1:3001", "[::1]:3001", "service-b.internal:443", "unix:/tmp/b.sock"])

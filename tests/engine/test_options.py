@@ -10,7 +10,22 @@ from typing import Any
 
 import pytest
 
-from interceptors import Backoff, CircuitBreaker, Executor, Fallback, RandomDelay, RetryPolicy, Timeout
+from interceptors import (
+    AdaptiveLimiter,
+    AdaptiveThrottle,
+    Backoff,
+    CircuitBreaker,
+    CircuitState,
+    Executor,
+    Fallback,
+    HedgePolicy,
+    LatencyQuantile,
+    RandomDelay,
+    RateLimiter,
+    RetryBudget,
+    RetryPolicy,
+    Timeout,
+)
 from interceptors.testing import FakeClock
 
 
@@ -103,11 +118,72 @@ from interceptors.testing import FakeClock
         (lambda: CircuitBreaker(max_pushback=-1), "max_pushback"),
         (lambda: CircuitBreaker(clock=1), "clock"),
         (lambda: Executor(RetryPolicy(), Timeout(1), RetryPolicy(clock=FakeClock())), "clock"),
+        # integers too large for a float, denormal windows (OverflowError before), windows shorter than 1 ms
+        (lambda: Backoff(1, 10, multiplier=10**400), "Backoff multiplier"),
+        (lambda: Backoff(10**400, 10**401), "Backoff initial"),
+        (lambda: Timeout(10**400), "Timeout seconds"),
+        (lambda: CircuitBreaker(delay=10**400), "delay"),
+        (lambda: CircuitBreaker(failure_period=1e-320), "failure_period"),
+        (lambda: CircuitBreaker(failure_period=1e-300), r"failure_period must be a time window of at least 0.001 s"),
+        (lambda: CircuitBreaker(failure_period=timedelta(microseconds=999)), "failure_period.*1 ms"),
+        (lambda: RetryBudget(window=1e-320), "window.*1 ms"),
+        (lambda: RetryBudget(min_per_second=float("nan")), "min_per_second"),
+        (lambda: RetryBudget.token_bucket(max_tokens=10**400, token_ratio=0.1), "max_tokens"),
+        (lambda: AdaptiveThrottle(window=1e-320), "window.*1 ms"),
+        (lambda: AdaptiveThrottle(k=float("inf")), "k"),
+        (lambda: AdaptiveLimiter(window=1e-300), "window.*1 ms"),
+        (lambda: RateLimiter(1, period=1e-320), "period.*1 ms"),
+        (lambda: LatencyQuantile(10**400), "quantile"),
+        (lambda: HedgePolicy(delay=10**400), "delay"),
+        (lambda: RetryPolicy(jitter=-(10**400)), "jitter"),
+        (lambda: RetryPolicy(max_attempts=-(10**5000)), "max_attempts"),  # too long for a repr: still named
+        (lambda: RetryPolicy(reraise=10**5000), "reraise"),
+        (lambda: RetryPolicy(budget=10**5000), "budget"),
+        (lambda: FakeClock(10**400), "FakeClock start"),
     ],
 )
 def test_invalid_options_name_the_option(make: Any, option: str) -> None:
     with pytest.raises(ValueError, match=option):
         make()
+
+
+def test_time_windows_of_one_ms_are_the_shortest_accepted() -> None:
+    """Windows are cut into slices that divide the clock's time: from 1 ms on they count calls as documented."""
+    clock = FakeClock(30 * 24 * 3600.0)  # a month of uptime: now / slice is large
+    breaker = CircuitBreaker(failure_threshold=2, failure_period=0.001, clock=clock)
+    executor = Executor(breaker)
+
+    def fail() -> None:
+        raise ConnectionError("down")
+
+    with pytest.raises(ConnectionError):
+        executor.call(fail)
+    clock.advance(0.002)  # the first failure leaves the window
+    with pytest.raises(ConnectionError):
+        executor.call(fail)
+    assert breaker.state is CircuitState.CLOSED
+    with pytest.raises(ConnectionError):
+        executor.call(fail)
+    assert breaker.state is CircuitState.OPEN
+    assert RateLimiter(1, period=timedelta(milliseconds=1)).period == 0.001
+    assert RetryBudget(window=0.001).window == AdaptiveThrottle(window=0.001).window == 0.001
+    assert AdaptiveLimiter(window=0.001).window == 0.001
+
+
+def test_a_pushback_reader_asking_more_than_a_float_holds_waits_the_cap() -> None:
+    """An integer too large for a float asks for the longest pushback (before: logged and ignored)."""
+    clock = FakeClock()
+    retry = RetryPolicy(max_attempts=2, pushback=lambda failure: 10**400, max_pushback=7, clock=clock)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("down")
+        return "ok"
+
+    assert Executor(retry).call(flaky) == "ok"
+    assert clock.sleeps == [7]
 
 
 def test_the_same_policy_twice_in_a_chain_is_refused() -> None:

@@ -247,6 +247,23 @@ def test_a_retry_that_would_pass_the_deadline_fails_now(clock: FakeClock) -> Non
     assert isinstance(raised.value.__cause__, Boom)
 
 
+def test_a_pushback_reaching_past_the_deadline_ends_with_the_servers_failure(clock: FakeClock) -> None:
+    """The server asked callers to stay away longer than the call has: no retry, and the caller gets that answer
+    (retries exceeded, chaining it), not a DEADLINE_EXCEEDED of a deadline that has not passed."""
+    exceeded: list[RetriesExceeded] = []
+    calls = Calls()
+    retry = RetryPolicy(max_attempts=5, pushback=lambda _: 30.0, on_retries_exceeded=exceeded.append, clock=clock)
+    with pytest.raises(RetriesExceededError) as raised:
+        Executor(retry).call_with_execution(lambda _: calls(), deadline=clock.now() + 5)
+    assert calls.count == 1 and clock.now() == 0  # at once
+    assert isinstance(raised.value.last_failure, Boom) and raised.value.__cause__ is raised.value.last_failure
+    assert len(exceeded) == 1
+    with pytest.raises(Boom):  # reraise=True: the failure itself
+        Executor(RetryPolicy(max_attempts=5, pushback=lambda _: 30.0, reraise=True, clock=clock)).call_with_execution(
+            lambda _: calls(), deadline=clock.now() + 5
+        )
+
+
 def test_execution_data_per_attempt(clock: FakeClock) -> None:
     seen: list[tuple[int, float, object]] = []
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
@@ -227,6 +228,69 @@ def test_a_downstream_status_and_its_pushback_reach_the_caller(relay: Any) -> No
     code, message, delay = _retry_delay(trailers["grpc-status-details-bin"])
     assert (code, message, delay) == (grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.3)
     assert b.attempts("p") == 2  # A's retry waited out the pushback once, then forwarded the status
+
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+LONGEST_MS = 2**31 - 1
+"""The longest pushback grpc-retry-pushback-ms carries (an int32 of milliseconds, about 24.8 days)."""
+
+
+@pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
+@pytest.mark.parametrize(
+    "trailers",
+    [
+        (("grpc-retry-pushback-ms", str(10**12)),),
+        (("grpc-status-details-bin", retry_info_details(UNAVAILABLE, "scripted failure", 1e9)),),
+    ],
+    ids=["pushback-ms-1e12", "retry-info-1e9s"],
+)
+def test_a_huge_downstream_pushback_reaches_the_caller_capped_with_the_downstream_status(
+    relay: Any, trailers: Any
+) -> None:
+    """B asks for 31.7 years: A does not retry (the pushback reaches past the deadline) and answers B's status,
+    UNAVAILABLE, with the pushback capped at what the header carries — not DEADLINE_EXCEEDED."""
+    b = ScriptedServer("aio")
+    b.script.fail_first, b.script.trailers = 100, trailers
+    a = RelayServer(relay, b.target, RetryPolicy(max_attempts=2))
+    try:
+        with (
+            grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel,
+            pytest.raises(grpc.RpcError) as raised,
+        ):
+            pb_grpc.ScriptedStub(channel).Unary(Request(id="p"), timeout=10)
+    finally:
+        a.close()
+        b.stop()
+    error: Any = raised.value
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
+    forwarded_trailers = dict(error.trailing_metadata())
+    assert forwarded_trailers["grpc-retry-pushback-ms"] == str(LONGEST_MS)
+    code, message, delay = _retry_delay(forwarded_trailers["grpc-status-details-bin"])
+    assert (code, message, delay) == (UNAVAILABLE, "scripted failure", LONGEST_MS / 1000)
+    assert b.attempts("p") == 1
+
+
+def test_forwarding_caps_every_place_a_pushback_is_in() -> None:
+    """What is forwarded says one delay, at most an int32 of milliseconds, in all three places; the downstream's
+    own rich status goes on with its other details, its RetryInfo capped."""
+    capped = LONGEST_MS / 1000
+    _, _, trailers = forwarded(_failed_call((("grpc-retry-pushback-ms", str(10**12)),)))
+    got: dict[str, Any] = dict(trailers)
+    assert got["grpc-retry-pushback-ms"] == str(LONGEST_MS)
+    assert _retry_delay(got["grpc-status-details-bin"])[2] == capped
+    _, _, trailers = forwarded(_failed_call((("retry-after", "1e300"),)))
+    got = dict(trailers)
+    assert (got["retry-after"], got["grpc-retry-pushback-ms"]) == ("2147483", str(LONGEST_MS))
+    own = _parse_status(retry_info_details(UNAVAILABLE, "scripted failure", 1e9))
+    own.details.add().Pack(error_details_pb2.ErrorInfo(reason="DOWN", domain="b.example"))
+    _, _, trailers = forwarded(_failed_call((("grpc-status-details-bin", own.SerializeToString()),)))
+    got = dict(trailers)
+    assert got["grpc-retry-pushback-ms"] == str(LONGEST_MS)
+    status = _parse_status(got["grpc-status-details-bin"])
+    assert (status.code, status.message, len(status.details)) == (UNAVAILABLE, "scripted failure", 2)
+    assert _retry_delay(got["grpc-status-details-bin"])[2] == capped
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[1].Unpack(info) and info.reason == "DOWN"
 
 
 @pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
