@@ -116,6 +116,7 @@ MAX_DEPTH = 255
 """How deep gRPC's JSON parser lets a service config nest (objects and arrays, the config itself included)."""
 
 _SHOWN = 60  # the most characters of a value an error echoes
+_LARGEST = float.fromhex("0x1.fffffffffffffp+1023")  # the largest float: no larger int can be one
 
 
 class _Invalid(ValueError):
@@ -450,7 +451,7 @@ def _retry(
     initial = _duration(_required(config, "initialBackoff", path), f"{path}.initialBackoff", positive=True)
     maximum = _duration(_required(config, "maxBackoff", path), f"{path}.maxBackoff", positive=True)
     multiplier = _required(config, "backoffMultiplier", path)
-    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < math.inf:
+    if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)) or not 0 < multiplier < _LARGEST:
         raise _Invalid(f"{path}.backoffMultiplier", f"must be a number > 0, got {_shown(multiplier)}")
     per_attempt = config.get("perAttemptRecvTimeout")
     if per_attempt is not None:
