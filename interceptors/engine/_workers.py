@@ -9,23 +9,29 @@ keep the interpreter from exiting.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
+
+_log = logging.getLogger("interceptors")
 
 IDLE_SECONDS = 30.0
 """How long an idle worker waits for another call before it ends."""
 
 
 class Workers:
-    __slots__ = ("_alive", "_idle", "_jobs", "_limit", "_lock", "_name")
+    """Worker threads for jobs. ``idle`` counts the workers waiting for a job that no submit has promised them yet,
+    and ``backlog`` the jobs queued while every worker was busy and ``limit`` reached: the next worker done takes
+    one (rather than count itself idle)."""
+
+    __slots__ = ("_alive", "_backlog", "_idle", "_jobs", "_limit", "_lock", "_name")
 
     def __init__(self, name: str, limit: int | None = None) -> None:
         self._name, self._limit = name, limit
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._idle = 0  # workers waiting for a job that no submit has counted on yet
-        self._alive = 0
+        self._idle = self._backlog = self._alive = 0
 
     @property
     def idle(self) -> int:
@@ -34,15 +40,16 @@ class Workers:
 
     def submit(self, job: Callable[[], None]) -> None:
         """Run ``job`` in a worker thread: an idle one, or a new one when none is idle (and fewer than ``limit`` are
-        alive; else the job waits for a worker)."""
-        self._jobs.put(job)
+        alive; else the job waits for the first worker done)."""
         with self._lock:
+            self._jobs.put(job)
             if self._idle:
-                self._idle -= 1  # that worker will take a job
+                self._idle -= 1  # promised to a waiting worker
                 return
             if self._limit is not None and self._alive >= self._limit:
+                self._backlog += 1
                 return
-            self._alive += 1
+            self._alive += 1  # a new worker, for this job
         threading.Thread(target=self._work, name=self._name, daemon=True).start()
 
     def _work(self) -> None:
@@ -51,16 +58,21 @@ class Workers:
                 job = self._jobs.get(timeout=IDLE_SECONDS)
             except queue.Empty:
                 with self._lock:
-                    if not self._jobs.empty():
-                        continue  # a job arrived as the wait ended
-                    if self._idle:
-                        self._idle -= 1  # this worker stops being counted on
-                    self._alive -= 1
-                    return
-            job()
+                    if self._jobs.empty():  # nothing was promised to it as its wait ended
+                        self._idle -= 1
+                        self._alive -= 1
+                        return
+                continue
+            try:
+                job()
+            except BaseException:  # a worker outlives its jobs: the others queued behind it must run
+                _log.exception("a job of %s failed", self._name)
             del job  # an idle worker keeps nothing of the call it ran alive
             with self._lock:
-                self._idle += 1
+                if self._backlog:
+                    self._backlog -= 1  # a queued job is this worker's next
+                else:
+                    self._idle += 1
 
 
 FUTURES = Workers("interceptors-future")

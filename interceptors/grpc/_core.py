@@ -590,7 +590,7 @@ again the routes of those it called longest ago, rather than grow with method na
 
 
 def _keep(routes: dict[object, Any], key: object, route: Any) -> None:
-    if len(routes) >= ROUTES_KEPT:
+    while len(routes) >= ROUTES_KEPT:
         with contextlib.suppress(StopIteration, RuntimeError):  # another thread made room meanwhile
             routes.pop(next(iter(routes)), None)  # the oldest kept
     routes[key] = route

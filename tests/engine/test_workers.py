@@ -1,0 +1,83 @@
+"""Worker threads: every job runs, a bounded pool queues what it cannot start, a failing job stops no other, and
+idle workers end and are replaced."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from interceptors.engine import _workers
+from interceptors.engine._workers import Workers
+
+
+def wait_for(condition: object, timeout: float = 5.0) -> None:
+    ends = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < ends, "not in time"
+        time.sleep(0.002)
+
+
+def alive(name: str) -> int:
+    return sum(1 for thread in threading.enumerate() if thread.name == name)
+
+
+def test_a_bounded_pool_runs_every_job_with_no_more_threads_than_its_limit() -> None:
+    workers = Workers("test-bounded", limit=2)
+    gate, done, peak = threading.Event(), [], [0]
+
+    def job(n: int) -> None:
+        peak[0] = max(peak[0], alive("test-bounded"))
+        gate.wait(5)
+        done.append(n)
+
+    for n in range(50):
+        workers.submit(lambda n=n: job(n))  # type: ignore[misc]
+    gate.set()
+    wait_for(lambda: len(done) == 50)
+    assert sorted(done) == list(range(50)) and peak[0] <= 2
+    wait_for(lambda: workers.idle == 2)  # both wait for more; nothing counted twice
+    workers.submit(lambda: done.append(50))
+    wait_for(lambda: len(done) == 51)
+    assert alive("test-bounded") == 2
+
+
+def test_an_unbounded_pool_starts_a_worker_for_each_job_in_flight() -> None:
+    workers = Workers("test-unbounded")
+    gate, started = threading.Event(), threading.Semaphore(0)
+
+    def job() -> None:
+        started.release()
+        gate.wait(5)
+
+    for _ in range(8):
+        workers.submit(job)
+    for _ in range(8):
+        assert started.acquire(timeout=5)  # all at once: none waits for another
+    gate.set()
+    wait_for(lambda: workers.idle == 8)
+
+
+def test_a_failing_job_stops_no_other(caplog: pytest.LogCaptureFixture) -> None:
+    workers = Workers("test-failing", limit=1)
+    done: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    workers.submit(boom)
+    workers.submit(lambda: done.append(1))
+    wait_for(lambda: done == [1])
+    assert "a job of test-failing failed" in caplog.text
+
+
+def test_idle_workers_end_and_new_ones_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_workers, "IDLE_SECONDS", 0.05)
+    workers = Workers("test-idle", limit=1)
+    done: list[int] = []
+    workers.submit(lambda: done.append(1))
+    wait_for(lambda: done == [1])
+    wait_for(lambda: alive("test-idle") == 0 and workers.idle == 0)
+    workers.submit(lambda: done.append(2))
+    wait_for(lambda: done == [1, 2])
