@@ -35,6 +35,7 @@ from .engine.retry import RetryPolicy
 from .engine.throttle import AdaptiveThrottle
 from .engine.timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
+from .grpc._fit import FallbackMisfitWarning
 from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
 from .grpc.service_config import ServiceConfig, from_service_config
 from .grpc.status import (
@@ -62,6 +63,7 @@ __all__ = [
     "CircuitState",
     "Executor",
     "Fallback",
+    "FallbackMisfitWarning",
     "HedgePolicy",
     "LatencyQuantile",
     "LimitExceededError",

@@ -19,6 +19,7 @@ import contextlib
 import functools
 import math
 import types
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
@@ -42,6 +43,7 @@ from ..engine.execution import Execution
 from ..engine.hedge import HedgePolicy
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
+from ._fit import FallbackMisfitWarning, fitted, misfits, reasons, service_methods
 from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
 from ._streams import StreamResume
@@ -320,14 +322,12 @@ class Route:
 
     __slots__ = ("executor", "flavour", "hedged", "resume", "semantics")
 
-    def __init__(self, method: str, executor: Executor, flavour: Flavour, kind: tuple[bool, bool] = UNARY) -> None:
+    def __init__(
+        self, method: str, executor: Executor, flavour: Flavour, kind: tuple[bool, bool] = UNARY, wide: bool = False
+    ) -> None:
         self.flavour = flavour
-        request_stream, response_stream = kind
-        semantics = ResponseStreamSemantics if response_stream else GrpcSemantics
-        caller_error = lambda failure: rpc_error(failure, flavour)  # noqa: E731
-        self.semantics = semantics(method, caller_error, request_stream=request_stream)
-        executor.check(self.semantics)  # e.g. a fallback's fields against the response type, before any call
-        self.executor = executor
+        self.semantics = semantics_of(method, kind, lambda failure: rpc_error(failure, flavour))
+        self.executor = executor = fitted(executor, self.semantics, wide)  # a chain for many methods, as it fits this
         self.resume = next((p for p in executor.policies if isinstance(p, StreamResume)), None)
         self.hedged = self.semantics.concurrent_attempts and any(isinstance(p, HedgePolicy) for p in executor.policies)
         """Whether its calls may race attempts: the sync adapter then sends them as futures, to cancel the losers."""
@@ -363,10 +363,20 @@ class Route:
         return result if fallback is None else flavour.answered(result, Status.answered(fallback))
 
 
+def semantics_of(
+    method: str, kind: tuple[bool, bool], caller_error: Callable[[Exception], Exception] | None = None
+) -> GrpcSemantics:
+    """How the policies see calls of ``method``, a call of ``kind``."""
+    request_stream, response_stream = kind
+    semantics = ResponseStreamSemantics if response_stream else GrpcSemantics
+    return semantics(method, caller_error, request_stream=request_stream)
+
+
 class RoutedChannel:
     """What the helpers' channels (sync and aio) share: a unary-unary multicallable gets its method's route
     around grpc's own (``_unary_type``, see :class:`RoutedMethod`); streams go through ``_streams``, a channel that
-    has the interceptors."""
+    has the interceptors. Every method's route is made (its chain checked against it) when its multicallable is:
+    when a stub is made."""
 
     _channel: Any
     _streams: Any
@@ -377,12 +387,15 @@ class RoutedChannel:
         return self._unary_type(self._channel.unary_unary(method, *args, **kwargs), self._router, method)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._router.route(method, SERVER_STREAM, calling=False)
         return self._streams.unary_stream(method, *args, **kwargs)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._router.route(method, CLIENT_STREAM, calling=False)
         return self._streams.stream_unary(method, *args, **kwargs)
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._router.route(method, BIDI_STREAM, calling=False)
         return self._streams.stream_stream(method, *args, **kwargs)
 
 
@@ -394,7 +407,7 @@ class RoutedMethod:
 
     def __init__(self, multicallable: Any, router: Router, method: str) -> None:
         self._multicallable, self._router, self._method = multicallable, router, method
-        self._route = router.route(method)
+        self._route = router.route(method, calling=False)
 
     def route(self) -> Route | None:
         route = self._route
@@ -505,13 +518,16 @@ def attempt_metadata(metadata: Any, execution: Execution) -> Any:
 class Router:
     """Finds the route of a method: exact name first, then its service's wildcard, then the default policies.
 
-    Every chain is checked when the router is built (policy types, one clock, no policy twice); a method's chain
-    is checked against the method (e.g. a fallback's fields against its response type) when its route is made.
+    Every chain is checked when the router is built (policy types, one clock, no policy twice), and against the
+    methods it serves (e.g. a fallback's fields against their response types, see :mod:`._fit`): a service's methods
+    all at once, when the router is built for the services ``methods`` names, else when the first route of the
+    service is made (a helper's stub, or the first call through grpc's own interceptor hooks).
     """
 
     __slots__ = (
         "_by_method",
         "_by_service",
+        "_checked",
         "_default",
         "_flavour",
         "_metrics",
@@ -555,23 +571,65 @@ class Router:
         """Whether a RetryPolicy or a HedgePolicy applies to some method (grpc's own retries are then off)."""
         self._routes: dict[object, Route | None] = {}
         self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
+        self._checked: dict[str, None] = {}  # the services whose methods were checked against their chains
+        for key in methods or {}:
+            self._check(key[1:].partition("/")[0], calling=False)
 
-    def route(self, method: str | bytes, kind: tuple[bool, bool] = UNARY) -> Route | None:
+    def _chain(self, method: str) -> tuple[Executor | None, bool]:
+        """``method``'s chain, and whether it is a chain for many methods (a service's or the default one)."""
+        executor = self._by_method.get(method, _UNSET)
+        if executor is not _UNSET:
+            return executor, False
+        return self._by_service.get(method[1:].partition("/")[0], self._default), True
+
+    def _check(self, service: str, calling: bool) -> None:
+        """Check every method of ``service`` the descriptor pool knows against its chain, once (see :mod:`._fit`):
+        a chain given for one method that does not fit it, or a policy of a chain for many methods that fits none
+        of the service's, raises ValueError naming every method; one FallbackMisfitWarning names the methods a
+        chain for many methods steps aside for. A call (``calling``) is never failed: it warns."""
+        if service in self._checked:
+            return
+        _keep(self._checked, service, None)
+        served: dict[Policy, list[str]] = {}  # the methods each policy of a wide chain serves
+        unfit: dict[Policy, list[str]] = {}  # the methods it does not fit, and why
+        for method, kind in service_methods(service):
+            executor, wide = self._chain(method)
+            if executor is None:
+                continue
+            found = misfits(executor, semantics_of(method, kind))
+            if not wide and found and not calling:
+                raise ValueError(f"the chain given for {method} does not fit it: {reasons(found)}")
+            for policy in executor.policies:
+                served.setdefault(policy, []).append(method)
+            for policy, reason in found.items():
+                unfit.setdefault(policy, []).append(f"{method} ({reason})")
+        for policy, methods in unfit.items():
+            listed = "; ".join(methods)
+            if len(methods) == len(served[policy]) and not calling:  # of use to none: a mistake, not a choice
+                raise ValueError(f"{policy.name} fits no method of {service}: {listed}")
+            warnings.warn(
+                f"{policy.name} steps aside for the methods of {service} it does not fit: {listed}. Their failures "
+                "reach the caller as they are; give them a chain of their own (methods=...)",
+                FallbackMisfitWarning,
+                stacklevel=4,
+            )
+
+    def route(self, method: str | bytes, kind: tuple[bool, bool] = UNARY, calling: bool = True) -> Route | None:
         """The route for ``method``, a call of ``kind`` (whether its requests, its responses are streamed; see
         :data:`UNARY` and the others), or None when no policy applies to it and no incoming call's context (see
-        :mod:`._incoming`) does either: then the route has no policies."""
+        :mod:`._incoming`) does either: then the route has no policies. ``calling``: made for a call (not for a
+        stub), which a chain's misfit never fails."""
         key: object = method if kind is UNARY else (method, kind)
         try:
             route = self._routes[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            executor = self._by_method.get(name, _UNSET)
-            if executor is _UNSET:
-                executor = self._by_service.get(name[1:].partition("/")[0], self._default)
+            executor, wide = self._chain(name)
+            self._check(name[1:].partition("/")[0], calling)
             metrics = self._metrics
             if metrics is not None:  # every call is measured, with policies or not
                 executor = metrics.instrument(executor or Executor(), name, self._target)
-            route = None if executor is None else Route(name, executor, self._flavour, kind)
+            route = None if executor is None else Route(name, executor, self._flavour, kind, wide or calling)
             _keep(self._routes, key, route)
         if route is not None or INCOMING.get() is None:
             return route
@@ -589,7 +647,7 @@ ROUTES_KEPT = 1000
 again the routes of those it called longest ago, rather than grow with method names."""
 
 
-def _keep(routes: dict[object, Any], key: object, route: Any) -> None:
+def _keep(routes: dict[Any, Any], key: object, route: Any) -> None:
     while len(routes) >= ROUTES_KEPT:
         with contextlib.suppress(StopIteration, RuntimeError):  # another thread made room meanwhile
             routes.pop(next(iter(routes)), None)  # the oldest kept

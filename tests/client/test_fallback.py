@@ -10,7 +10,7 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2 as pb
 
-from interceptors import FALLBACK_METADATA_KEY, CircuitBreaker, Fallback, RetryPolicy, Timeout
+from interceptors import FALLBACK_METADATA_KEY, CircuitBreaker, Fallback, FallbackMisfitWarning, RetryPolicy, Timeout
 
 from ..support.clients import PATHS, Client, returns_call
 from ..support.server import Request, ScriptedServer
@@ -72,17 +72,23 @@ def test_caller_errors_are_not_answered(server: ScriptedServer, path: str) -> No
     ],
     ids=["unknown-field", "wrong-type", "value-str", "value-none"],
 )
-def test_a_bad_fallback_fails_before_anything_is_sent(
+def test_a_fallback_that_fits_no_method_is_refused_when_the_stub_is_made(
     server: ScriptedServer, path: str, fallback: Fallback, problem: str
 ) -> None:
-    """Checked against the response type as soon as it is known: when the helper's stub is made, or at the first
-    call through grpc's own interceptor hooks; either way nothing reaches the server."""
+    """Checked against the response types as soon as they are known: when the helper's stub is made (a fallback of
+    use to no method of the service is a mistake: ValueError naming them all), or, through grpc's own interceptor
+    hooks, at the first call, which is never failed for it: a warning names the methods, and the fallback steps
+    aside."""
+    if not path.startswith("intercepted-"):
+        with pytest.raises(ValueError, match=rf"fits no method of scripted.v1.Scripted: .*/Unary.*{problem}"):
+            Client(path, server.target, fallback)
+        return
     with (
-        pytest.raises(ValueError, match=rf"/scripted.v1.Scripted/Unary.*{problem}"),
+        pytest.warns(FallbackMisfitWarning, match=rf"/Unary.*{problem}.*/BidiStream.*methods="),
         Client(path, server.target, fallback) as client,
     ):
-        client.unary(Request(id="bad"))
-    assert server.attempts("bad") == 0
+        assert client.unary(Request(id="bad")).error is None
+    assert server.attempts("bad") == 1
 
 
 def test_fallback_function_sees_the_request_and_the_grpc_failure(server: ScriptedServer) -> None:
