@@ -64,5 +64,3 @@ def service_methods(service: str) -> Iterator[tuple[str, tuple[bool, bool]]]:
         return
     for method in found.methods:
         yield f"/{service}/{method.name}", (method.client_streaming, method.server_streaming)
-
-
