@@ -9,15 +9,42 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import options
-from .errors import out_of_time, underlying_failure
+from ._alarms import Alarms
+from .errors import TimeoutExceededError, out_of_time, underlying_failure
 from .events import FallbackExecuted
 from .execution import Execution, Semantics
 from .policy import AsyncLink, Link, Policy
+from .timeout import Bounds
 
 __all__ = ["Fallback"]
 
 _UNSET: Any = object()
 _log = logging.getLogger("interceptors")
+
+
+DEFAULT_RESERVE = 0.02
+"""Seconds of a call's deadline a Fallback keeps to answer in, by default."""
+
+
+class _Reserve(Bounds):
+    """The deadline a Fallback's inner chain sees: the outer one less the reserve (at most half the time left)."""
+
+    __slots__ = ("reserve",)
+    late_answers_fail = False  # a real answer just past it is kept: the caller's deadline has not passed
+    reserve: float
+
+    def __init__(self, reserve: float) -> None:
+        self._init(name="Fallback", reserve=reserve, _alarms=Alarms())
+
+    def _own(self, outer: float | None, now: float) -> float | None:
+        return None if outer is None else outer - min(self.reserve, max(outer - now, 0.0) / 2)
+
+    def _exceeded(self, execution: Execution) -> TimeoutExceededError:
+        return _InReserve(f"the call's deadline, less the fallback's reserve of {self.reserve:g}s, passed")
+
+
+class _InReserve(TimeoutExceededError):
+    """The caller's deadline, less a Fallback's reserve, passed: the fallback answers it, whatever it handles."""
 
 
 class Fallback(Policy):
@@ -35,15 +62,24 @@ class Fallback(Policy):
     ``str`` for a gRPC method) answers nothing: the error is logged and the caller gets the failure it would have
     got without the fallback, with the fallback's error as its ``__context__``.
 
+    The caller's own deadline is answered too, before it passes: the inner chain runs to the deadline less
+    ``reserve`` (at most half the time left when the call starts), and a failure once that has passed is the
+    deadline's (a :class:`TimeoutExceededError`), which the fallback answers, out of time, whatever ``handle``
+    says. ``reserve=None`` leaves the caller's deadline to the caller: its passing is final, as for a chain without
+    a fallback.
+
     :param fn: the function that answers, positional (default None).
     :param value: the answer itself.
     :param message: the fields of the answer, for the transport to build it from.
     :param handle: which failures are answered (default: the transport's failures, as for retries).
+    :param reserve: seconds of the caller's deadline kept to answer in (default 0.02), or None.
     :param on_fallback: hears :class:`FallbackExecuted` when the fallback answers.
     :param name: the policy's name in its events (default: its class's name, "Fallback").
     """
 
-    __slots__ = ("_takes_request", "fn", "handle", "message", "on_fallback", "value")
+    __slots__ = ("_reserve", "_takes_request", "fn", "handle", "message", "on_fallback", "reserve", "value")
+    reserve: float | None
+    _reserve: _Reserve | None
     fn: Callable[..., Any] | None
     _takes_request: bool
     value: Any
@@ -59,6 +95,7 @@ class Fallback(Policy):
         value: Any = _UNSET,
         message: Mapping[str, Any] | None = None,
         handle: options.Handles | None = None,
+        reserve: options.Duration | None = DEFAULT_RESERVE,
         on_fallback: options.Listener[FallbackExecuted] | None = None,
         name: str | None = None,
     ) -> None:
@@ -84,6 +121,8 @@ class Fallback(Policy):
             on_fallback=options.listener(on_fallback, "on_fallback"),
             _takes_request=takes_request,
         )
+        seconds = options.optional_seconds(reserve, "reserve")
+        self._init(reserve=seconds, _reserve=None if not seconds else _Reserve(seconds))
 
     def check(self, semantics: Semantics) -> None:
         """Build the answer once, so that fields, a value or a response type that cannot work fail now."""
@@ -102,7 +141,7 @@ class Fallback(Policy):
         return semantics.default_response()
 
     def _handles(self, execution: Execution, failure: BaseException) -> bool:
-        return (self.handle or execution.semantics.is_failure)(failure)
+        return isinstance(failure, _InReserve) or (self.handle or execution.semantics.is_failure)(failure)
 
     def _answer(self, execution: Execution, failure: BaseException) -> Any:
         """The answer, or an awaitable of it (from an async function)."""
@@ -127,6 +166,9 @@ class Fallback(Policy):
         return failure
 
     def wrap(self, inner: Link) -> Link:
+        if self._reserve is not None:
+            inner = self._reserve.wrap(inner)
+
         def run(execution: Execution) -> Any:
             try:
                 return inner(execution)
@@ -146,6 +188,8 @@ class Fallback(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        if self._reserve is not None:
+            inner = self._reserve.wrap_async(inner)
         offloads = self.fn is not None and not inspect.iscoroutinefunction(self.fn)
 
         async def run(execution: Execution) -> Any:

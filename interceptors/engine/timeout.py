@@ -15,10 +15,98 @@ from .events import TimeoutExceeded
 from .execution import Execution
 from .policy import AsyncLink, Link, Policy
 
-__all__ = ["Timeout"]
+__all__ = ["Bounds", "Timeout"]
 
 
-class Timeout(Policy):
+class Bounds(Policy):
+    """A deadline for everything inside it: ``execution.deadline`` becomes :meth:`_own` (when sooner than the outer
+    one) while the inner chain runs. Async work is cancelled at it (unless the transport ends its attempts there
+    itself); a sync call is handed it to honour (the gRPC adapters send it as the call's timeout). A failure that
+    comes once it has passed, and (``late_answers_fail``) an answer that does, become :meth:`_exceeded`'s
+    :class:`TimeoutExceededError`, chaining the failure; an outer deadline passing is left to its owner."""
+
+    __slots__ = ("_alarms",)
+    serves_deferred = True
+    late_answers_fail = True
+    _alarms: Alarms
+
+    def _own(self, outer: float | None, now: float) -> float | None:
+        """This step's deadline, or None when ``outer`` binds (sooner, or this step sets none)."""
+        raise NotImplementedError
+
+    def _exceeded(self, execution: Execution) -> TimeoutExceededError:
+        raise NotImplementedError
+
+    def _settled(self, execution: Execution, own: float, outcome: BaseException | None) -> BaseException | None:
+        """How a deferred attempt's end looks from outside (see ``Execution.settle``): past this deadline, a failure
+        (or an answer, when late answers fail) is a :class:`TimeoutExceededError`."""
+        late = self.late_answers_fail or outcome is not None
+        if Execution.cancelled(outcome) or execution.clock.now() < own or not late:
+            return None
+        exceeded = self._exceeded(execution)
+        exceeded.__cause__ = outcome
+        return exceeded
+
+    def wrap(self, inner: Link) -> Link:
+        bound, settled, late = self._own, self._settled, self.late_answers_fail
+
+        def run(execution: Execution) -> Any:
+            now = execution.clock.now  # the chain's one clock
+            outer = execution.deadline
+            own = bound(outer, now())
+            if own is None:
+                return inner(execution)  # the outer deadline binds, and belongs to its owner
+            execution.deadline = own
+            try:
+                result = inner(execution)
+            except Exception as failure:
+                if now() >= own:
+                    raise self._exceeded(execution) from failure
+                raise
+            finally:
+                execution.deadline = outer
+            if execution.deferred:  # sent, not ended: its end is judged when it comes
+                execution.settle.append(functools.partial(settled, execution, own))  # type: ignore[union-attr]
+            elif late and now() >= own:
+                raise self._exceeded(execution)
+            return result
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        arm, bound, late = self._alarms.arm, self._own, self.late_answers_fail
+
+        async def run(execution: Execution) -> Any:
+            now = execution.clock.now
+            outer = execution.deadline
+            own = bound(outer, now())
+            if own is None:
+                return await inner(execution)
+            execution.deadline = own
+            alarm = NO_ALARM if execution.semantics.enforces_deadline else arm(own - now())
+            try:
+                result = await inner(execution)
+            except asyncio.CancelledError:
+                if not alarm.fired:
+                    raise
+                if sys.version_info >= (3, 11):
+                    alarm.task.uncancel()
+                raise self._exceeded(execution) from None
+            except Exception as failure:
+                if now() >= own:
+                    raise self._exceeded(execution) from failure
+                raise
+            finally:
+                alarm.disarm()
+                execution.deadline = outer
+            if late and now() >= own:
+                raise self._exceeded(execution)
+            return result
+
+        return run
+
+
+class Timeout(Bounds):
     """Bounds the time the inner chain may take to ``seconds``.
 
     The deadline inner policies and the call see (``execution.deadline``) is ``min(now + seconds, outer
@@ -33,11 +121,9 @@ class Timeout(Policy):
     :param clock: the clock deadlines are measured on (default the system clock).
     """
 
-    __slots__ = ("_alarms", "clock", "on_timeout_exceeded", "seconds")
-    serves_deferred = True
+    __slots__ = ("clock", "on_timeout_exceeded", "seconds")
     clock: Clock
     seconds: float
-    _alarms: Alarms
     on_timeout_exceeded: options.Listener[TimeoutExceeded] | None
 
     def __init__(
@@ -57,14 +143,9 @@ class Timeout(Policy):
             _alarms=Alarms(),
         )
 
-    def _enter(self, execution: Execution) -> tuple[float | None, float | None]:
-        """Set this policy's deadline; returns (outer deadline, own deadline or None if the outer one binds)."""
-        outer = execution.deadline
-        own = self.clock.now() + self.seconds
-        if outer is not None and outer < own:
-            return outer, None
-        execution.deadline = own
-        return outer, own
+    def _own(self, outer: float | None, now: float) -> float | None:
+        own = now + self.seconds
+        return None if outer is not None and outer < own else own
 
     def _exceeded(self, execution: Execution) -> TimeoutExceededError:
         if self.on_timeout_exceeded is not None or options.OBSERVERS:
@@ -73,65 +154,3 @@ class Timeout(Policy):
                 TimeoutExceeded(self.seconds, execution.elapsed, self.name, execution.semantics.method),
             )
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)
-
-    def _settled(self, execution: Execution, own: float, outcome: BaseException | None) -> BaseException | None:
-        """How a deferred attempt's end looks from outside (see ``Execution.settle``): past this policy's deadline,
-        a failure or an answer is a :class:`TimeoutExceededError`."""
-        if Execution.cancelled(outcome) or self.clock.now() < own:
-            return None
-        exceeded = self._exceeded(execution)
-        exceeded.__cause__ = outcome
-        return exceeded
-
-    def wrap(self, inner: Link) -> Link:
-        now, seconds, settled = self.clock.now, self.seconds, self._settled
-
-        def run(execution: Execution) -> Any:
-            outer, own = execution.deadline, now() + seconds
-            if outer is not None and outer < own:
-                return inner(execution)  # the outer deadline binds, and belongs to its owner
-            execution.deadline = own
-            try:
-                result = inner(execution)
-            except Exception as failure:
-                if now() >= own:
-                    raise self._exceeded(execution) from failure
-                raise
-            finally:
-                execution.deadline = outer
-            if execution.deferred:  # sent, not ended: its end is judged when it comes
-                execution.settle.append(functools.partial(settled, execution, own))  # type: ignore[union-attr]
-            elif now() >= own:
-                raise self._exceeded(execution)
-            return result
-
-        return run
-
-    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        now, arm = self.clock.now, self._alarms.arm
-
-        async def run(execution: Execution) -> Any:
-            outer, own = self._enter(execution)
-            if own is None:
-                return await inner(execution)
-            alarm = NO_ALARM if execution.semantics.enforces_deadline else arm(own - now())
-            try:
-                result = await inner(execution)
-            except asyncio.CancelledError:
-                if not alarm.fired:
-                    raise
-                if sys.version_info >= (3, 11):
-                    alarm.task.uncancel()
-                raise self._exceeded(execution) from None
-            except Exception as failure:
-                if now() >= own:
-                    raise self._exceeded(execution) from failure
-                raise
-            finally:
-                alarm.disarm()
-                execution.deadline = outer
-            if now() >= own:
-                raise self._exceeded(execution)
-            return result
-
-        return run

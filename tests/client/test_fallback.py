@@ -10,7 +10,15 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2 as pb
 
-from interceptors import FALLBACK_METADATA_KEY, CircuitBreaker, Fallback, FallbackMisfitWarning, RetryPolicy, Timeout
+from interceptors import (
+    FALLBACK_METADATA_KEY,
+    FALLBACK_OUT_OF_TIME_KEY,
+    CircuitBreaker,
+    Fallback,
+    FallbackMisfitWarning,
+    RetryPolicy,
+    Timeout,
+)
 
 from ..support.clients import PATHS, Client, returns_call
 from ..support.server import Request, ScriptedServer
@@ -154,3 +162,30 @@ def test_a_slow_fallback_holds_up_no_other_future(server: ScriptedServer, path: 
     assert healthy_time < 0.5  # not after the fallback's second
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.25 < timed_time < 0.6
+
+
+@paths
+def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: ScriptedServer, path: str) -> None:
+    """Fallback > Retry > Timeout(0.2 s) with the caller's 0.3 s: the retry starts in time and its attempt is cut by
+    the caller's deadline, which the fallback answers in its reserve (issue 21: the caller got DEADLINE_EXCEEDED)."""
+    chain = (
+        Fallback(message={"text": "cached"}),
+        RetryPolicy(max_attempts=3, delay=0.01, jitter_factor=0),
+        Timeout(0.2),
+    )
+    with Client(path, server.target, *chain) as client:
+        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.3)
+    assert outcome.error is None and outcome.reply.text == "cached", outcome
+    assert server.attempts("late") == 2  # the retry was sent: its deadline is the caller's, less the reserve
+    assert outcome.elapsed < 0.3 + 0.05  # by the caller's deadline (and, on a quiet machine, 20 ms before it)
+    if returns_call(path):
+        assert outcome.trailing[FALLBACK_METADATA_KEY] == "DEADLINE_EXCEEDED"
+        assert outcome.trailing[FALLBACK_OUT_OF_TIME_KEY] == "true"
+
+
+@paths
+def test_a_fallback_without_a_reserve_leaves_the_callers_deadline_final(server: ScriptedServer, path: str) -> None:
+    chain = (Fallback(message={"text": "cached"}, reserve=None), RetryPolicy(delay=0.01, jitter_factor=0), Timeout(0.2))
+    with Client(path, server.target, *chain) as client:
+        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.3)
+    assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED and server.attempts("late") == 2

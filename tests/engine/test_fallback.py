@@ -4,9 +4,10 @@ from typing import Any
 
 import pytest
 
-from interceptors import Executor, Fallback
-from interceptors.engine import Semantics
+from interceptors import Executor, Fallback, Timeout
+from interceptors.engine import Execution, Semantics
 from interceptors.events import FallbackExecuted
+from interceptors.testing import FakeClock
 
 from ..support.calls import Boom, CallerMistake, Calls
 
@@ -122,3 +123,26 @@ def test_only_one_source_of_answer() -> None:
         Fallback(message=[("a", 1)])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="callable"):
         Fallback("not callable")  # type: ignore[arg-type]
+
+
+def test_the_callers_deadline_is_answered_in_the_reserve(clock: FakeClock) -> None:
+    """The inner chain sees the deadline less the reserve (at most half the time left); a failure once that has
+    passed is the deadline's, and answered; with no reserve it is final."""
+    seen: list[float | None] = []
+
+    def late(execution: Execution) -> str:
+        seen.append(execution.deadline)
+        clock.advance(0.995)
+        raise ConnectionAbortedError("the transport's deadline")
+
+    answered = Executor(Fallback(value="cached", handle=ValueError), Timeout(60, clock=clock))
+    assert answered.call_with_execution(late, deadline=clock.now() + 1.0) == "cached"
+    assert seen == [pytest.approx(1.0 - 0.02)]
+    final = Executor(Fallback(value="cached", handle=ValueError, reserve=None), Timeout(60, clock=clock))
+    with pytest.raises(ConnectionAbortedError):
+        final.call_with_execution(late, deadline=clock.now() + 1.0)
+    short = Executor(Fallback(value="cached", reserve=0.5), Timeout(60, clock=clock))
+    start = clock.now()
+    seen.clear()
+    short.call_with_execution(lambda execution: seen.append(execution.deadline), deadline=start + 0.2)
+    assert seen == [pytest.approx(start + 0.1)]  # half the time left, not the whole reserve
