@@ -43,6 +43,7 @@ from ..engine.execution import Execution
 from ..engine.hedge import HedgePolicy
 from ..engine.policy import Executor, Policy
 from ..engine.retry import RetryPolicy
+from ._channel import StackedRetriesWarning
 from ._fit import FallbackMisfitWarning, fitted, misfits, reasons, service_methods
 from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
@@ -507,10 +508,21 @@ def _bounded_async(attempt: Callable[[Execution], Any]) -> Callable[[Execution],
     return run
 
 
-def attempt_metadata(metadata: Any, execution: Execution) -> Any:
-    """The caller's metadata, plus ``grpc-previous-rpc-attempts`` on retries, as gRPC's own retries send."""
+def attempt_metadata(metadata: Any, execution: Execution, router: Router | None = None) -> Any:
+    """The caller's metadata, plus ``grpc-previous-rpc-attempts`` on retries, as gRPC's own retries send. On a
+    channel that is not a helper's (``router``), the first retry warns, once, that grpcio strips the header unless
+    the channel has its own retries off (``grpc.enable_retries=0``): we cannot see a channel's options."""
     if execution.attempts == 1:
         return metadata
+    if router is not None and router.unwarned:
+        router.unwarned = False
+        warnings.warn(
+            "grpc-previous-rpc-attempts: grpcio strips it from the retries of an intercepted channel that has its own "
+            "retries on (its default), so servers cannot tell retries apart; make the channel with "
+            "options=[('grpc.enable_retries', 0)], or use interceptors.resilient_channel, which does",
+            StackedRetriesWarning,
+            stacklevel=2,
+        )
     kept = tuple(pair for pair in metadata or () if pair[0] != PREVIOUS_ATTEMPTS)
     return (*kept, (PREVIOUS_ATTEMPTS, str(execution.attempts - 1)))
 
@@ -535,6 +547,7 @@ class Router:
         "_routes",
         "_target",
         "retries",
+        "unwarned",
     )
 
     # routes are kept by method name, and by (name, request stream, response stream) for streaming methods: at most
@@ -569,6 +582,9 @@ class Router:
             isinstance(p, (RetryPolicy, HedgePolicy)) for chain in chains if chain for p in chain.policies
         )
         """Whether a RetryPolicy or a HedgePolicy applies to some method (grpc's own retries are then off)."""
+        self.unwarned = True
+        """Whether its first retry is still to warn that grpcio may strip ``grpc-previous-rpc-attempts`` (see
+        :func:`attempt_metadata`); the helpers, whose channels have grpcio's retries off, set it False."""
         self._routes: dict[object, Route | None] = {}
         self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
         self._checked: dict[str, None] = {}  # the services whose methods were checked against their chains

@@ -87,6 +87,7 @@ def resilient_channel(
     pairs = option_pairs(options)
     policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
     router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
+    router.unwarned = False  # its channel has grpcio's retries off where they would strip the header
     opts = channel_options(pairs, retries=router.retries)
     streams: list[grpc.aio.ClientInterceptor] = [
         _UnaryStream(router, buffer),
@@ -151,7 +152,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
             return await continuation(client_call_details, request)
 
         async def attempt(execution: Execution) -> Any:
-            details = _details(client_call_details, attempt_timeout(execution), execution)
+            details = _details(client_call_details, attempt_timeout(execution), execution, self._router)
             call = sent(execution, await continuation(details, request))
             await call  # raises the attempt's AioRpcError; awaiting call.code() instead can hang (grpc/grpc#34530)
             return call
@@ -195,7 +196,7 @@ class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
         route = self._router.route(client_call_details.method, SERVER_STREAM)
         if route is None:
             return await continuation(client_call_details, request)
-        return _ResilientStream(route, continuation, client_call_details, request, None)
+        return _ResilientStream(self._router, route, continuation, client_call_details, request, None)
 
 
 class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
@@ -206,7 +207,7 @@ class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
         replay = replay_of(request_iterator, self._replay_buffer)
 
         async def attempt(execution: Execution) -> Any:
-            details = _details(client_call_details, attempt_timeout(execution), execution)
+            details = _details(client_call_details, attempt_timeout(execution), execution, self._router)
             call = await continuation(details, replay.attempt(execution))
             witness = _StatusWitness(call)
             try:
@@ -224,16 +225,16 @@ class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
         if route is None:
             return await continuation(client_call_details, request_iterator)
         replay = replay_of(request_iterator, self._replay_buffer)
-        return _ResilientStream(route, continuation, client_call_details, None, replay)
+        return _ResilientStream(self._router, route, continuation, client_call_details, None, replay)
 
 
-def _details(details: Any, timeout: float | None, execution: Execution | None = None) -> ClientCallDetails:
-    metadata = details.metadata if execution is None else _metadata(details.metadata, execution)
+def _details(details: Any, timeout: float | None, execution: Execution, router: Router) -> ClientCallDetails:
+    metadata = _metadata(details.metadata, execution, router)
     return ClientCallDetails(details.method, timeout, metadata, details.credentials, details.wait_for_ready)
 
 
-def _metadata(metadata: Any, execution: Execution) -> Any:
-    metadata = attempt_metadata(metadata, execution)
+def _metadata(metadata: Any, execution: Execution, router: Router | None = None) -> Any:
+    metadata = attempt_metadata(metadata, execution, router)
     return metadata if metadata is None or isinstance(metadata, Metadata) else Metadata(*metadata)
 
 
@@ -464,9 +465,15 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
     """
 
     def __init__(
-        self, route: Route, continuation: Any, details: Any, request: Any, replay: Replay | AsyncReplay | None
+        self,
+        router: Router,
+        route: Route,
+        continuation: Any,
+        details: Any,
+        request: Any,
+        replay: Replay | AsyncReplay | None,
     ) -> None:
-        self._continuation, self._details, self._replay = continuation, details, replay
+        self._router, self._continuation, self._details, self._replay = router, continuation, details, replay
         self._resume = route.resume if replay is None else None
         self._delivered: list[Any] | None = None if self._resume is None else []
         self._source: Any = None
@@ -480,7 +487,7 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
             self.add_done_callback(lambda _: forget())
 
     async def _send(self, execution: Execution) -> Any:
-        details = _details(self._details, attempt_timeout(execution), execution)
+        details = _details(self._details, attempt_timeout(execution), execution, self._router)
         replay = self._replay
         requests = execution.request if replay is None else replay.attempt(execution)
         call = sent(execution, await self._continuation(details, requests))

@@ -115,7 +115,7 @@ class ResilienceInterceptor(
         timeout = client_call_details.timeout
         if not _blocks(continuation):
             return _ResilientFuture(
-                route, _via_continuation(continuation, client_call_details, request), request, timeout
+                route, _via_continuation(self._router, continuation, client_call_details, request), request, timeout
             )
         incoming = INCOMING.get()
         futures_of = None if incoming is None and not route.hedged else _futures_of(continuation)
@@ -129,6 +129,7 @@ class ResilienceInterceptor(
                     "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
                     "compression": getattr(client_call_details, "compression", None),
                 },
+                self._router,
             )
             if incoming is None:
                 return _call(route, send, request, timeout)
@@ -136,13 +137,14 @@ class ResilienceInterceptor(
                 return _cancellable(route, send, request, timeout)
             except grpc.RpcError as cancelled:
                 return _ended_call(cancelled)
-        return _call(route, _via_continuation(continuation, client_call_details, request), request, timeout)
+        send = _via_continuation(self._router, continuation, client_call_details, request)
+        return _call(route, send, request, timeout)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method, SERVER_STREAM)
         if route is None:
             return continuation(client_call_details, request)
-        send = _via_continuation(continuation, client_call_details, None, _current_request)
+        send = _via_continuation(self._router, continuation, client_call_details, None, _current_request)
         return _ResponseStream(route, send, request, client_call_details.timeout)
 
     def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
@@ -150,7 +152,7 @@ class ResilienceInterceptor(
         if route is None:
             return continuation(client_call_details, request_iterator)
         replay = Replay(request_iterator, self._replay_buffer)
-        send = _via_continuation(continuation, client_call_details, None, replay.attempt)
+        send = _via_continuation(self._router, continuation, client_call_details, None, replay.attempt)
         if _blocks(continuation):
             return _call(route, send, None, client_call_details.timeout)
         return _ResilientFuture(route, send, None, client_call_details.timeout)
@@ -160,7 +162,7 @@ class ResilienceInterceptor(
         if route is None:
             return continuation(client_call_details, request_iterator)
         replay = Replay(request_iterator, self._replay_buffer)
-        send = _via_continuation(continuation, client_call_details, None, replay.attempt)
+        send = _via_continuation(self._router, continuation, client_call_details, None, replay.attempt)
         return _ResponseStream(route, send, None, client_call_details.timeout, replay)
 
 
@@ -199,6 +201,7 @@ def resilient_channel(
     interceptor = ResilienceInterceptor(
         *policies, methods=methods, replay_buffer=replay_buffer, metrics=metrics, target=target
     )
+    interceptor._router.unwarned = False  # its channel has grpcio's retries off where they would strip the header
     opts = channel_options(pairs, retries=interceptor._router.retries)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
     return _ResilientChannel(channel, interceptor)
@@ -308,14 +311,18 @@ def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:
 
 
 def _via_continuation(
-    continuation: Any, details: Any, request: Any, requests: Callable[[Execution], Any] | None = None
+    router: Router,
+    continuation: Any,
+    details: Any,
+    request: Any,
+    requests: Callable[[Execution], Any] | None = None,
 ) -> Send:
     """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
     metadata; each sends ``request``, or what ``requests`` gives for the attempt."""
     method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
 
     def send(execution: Execution) -> Any:
-        timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution)
+        timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution, router)
         details = _CallDetails(method, timeout, attempt, credentials, wait_for_ready, compression)
         return continuation(details, request if requests is None else requests(execution))
 
@@ -327,13 +334,16 @@ def _current_request(execution: Execution) -> Any:
     return execution.request
 
 
-def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any]) -> Send:
+def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any], router: Router | None = None) -> Send:
     """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata and the
     caller's other ``options``."""
 
     def send(execution: Execution) -> Any:
         return invoke(
-            request, timeout=attempt_timeout(execution), metadata=attempt_metadata(metadata, execution), **options
+            request,
+            timeout=attempt_timeout(execution),
+            metadata=attempt_metadata(metadata, execution, router),
+            **options,
         )
 
     return send

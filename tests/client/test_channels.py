@@ -302,3 +302,41 @@ def test_helpers_name_a_bad_target_credentials_or_compression(arguments: dict[st
     make = (lambda: AIO_LOOP.run(make_aio())) if path == "aio" else lambda: resilient_channel(target, **settings)
     with pytest.raises(ValueError, match=name):
         make()
+
+
+@pytest.mark.parametrize("intercepted", ["sync", "aio"])
+def test_an_intercepted_channel_with_grpcs_retries_on_warns_once_that_the_header_is_stripped(
+    server: ScriptedServer, intercepted: str
+) -> None:
+    """grpcio strips grpc-previous-rpc-attempts from the calls of a channel with its own retries on (its default),
+    and an interceptor cannot see a channel's options: its first retry warns, once, naming the option; with the
+    option the server sees the header."""
+    retry = RetryPolicy(max_attempts=2, delay=0.01)
+
+    def retried(options: list[tuple[str, Any]], id: str) -> list[Any]:
+        if intercepted == "sync":
+            raw = grpc.insecure_channel(server.target, options)
+            channel = grpc.intercept_channel(raw, ResilienceInterceptor(retry))
+            stub = pb_grpc.ScriptedStub(channel)
+            for n in range(2):
+                assert stub.Unary(Request(id=f"{id}{n}", fail_first=1), timeout=5).attempt == 2
+            channel.close()
+        else:
+
+            async def call() -> None:
+                chain = interceptors.aio.resilience_interceptors(retry)
+                async with grpc.aio.insecure_channel(server.target, options, interceptors=chain) as channel:
+                    stub = pb_grpc.ScriptedStub(channel)
+                    for n in range(2):
+                        assert (await stub.Unary(Request(id=f"{id}{n}", fail_first=1), timeout=5)).attempt == 2
+
+            AIO_LOOP.run(call())
+        return [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id.startswith(id)]
+
+    with pytest.warns(StackedRetriesWarning, match=r"grpc-previous-rpc-attempts.*grpc\.enable_retries") as heard:
+        seen = retried([], "default")
+    assert len(heard) == 1  # once per interceptor, however many retries
+    assert "1" not in seen  # stripped, as the warning says
+    with pytest.warns(StackedRetriesWarning):
+        seen = retried([("grpc.enable_retries", 0)], "off")  # it cannot tell: it warns all the same
+    assert "1" in seen
