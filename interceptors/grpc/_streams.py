@@ -46,10 +46,15 @@ def replay_buffer(value: object) -> int:
 
 
 def message_size(message: object) -> int:
-    """A request's size as sent: a protobuf message's serialized size, the length of bytes, else Python's size."""
+    """A request's size as sent: a protobuf message's serialized size, the length of bytes, else Python's size. A
+    request whose size cannot be read counts as Python's size: grpc fails it when it serializes it, as grpc does
+    (INTERNAL, "Exception serializing request!")."""
     byte_size = getattr(message, "ByteSize", None)
     if callable(byte_size):
-        return int(byte_size())
+        try:
+            return int(byte_size())
+        except Exception:
+            return sys.getsizeof(message)
     if isinstance(message, (bytes, bytearray, memoryview)):
         return len(message)
     return sys.getsizeof(message)

@@ -297,10 +297,12 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
             outcome.cancel()
             raise
         except BaseException as error:
-            outcome.set_exception(error)
-            outcome.exception()  # retrieved: whoever awaits the call raises it
+            if not outcome.done():  # else cancelled meanwhile
+                outcome.set_exception(error)
+                outcome.exception()  # retrieved: whoever awaits the call raises it
             raise
-        outcome.set_result(call)
+        if not outcome.done():
+            outcome.set_result(call)
         return call
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -345,7 +347,10 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
             self._outcome.cancel()
             self._runner = self._outcome  # never started, never will be
             return True
-        return self._runner.cancel()
+        if not self._runner.cancel():
+            return False
+        self._outcome.cancel()  # cancelled() says so now, as a bare call's does; the policies end on the next turn
+        return True
 
     def cancelled(self) -> bool:
         return self._outcome.cancelled()
@@ -554,10 +559,9 @@ class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall,
         try:
             ended = await asyncio.shield(self._outcome)
         except asyncio.CancelledError:
-            if self._outcome.cancelled():
-                raise _CANCELLED from None
-            self.cancel()
-            raise
+            if not self._outcome.cancelled():  # the reading task's own cancellation: the call's too
+                self.cancel()
+            raise  # a cancelled call raises CancelledError when read, as grpc.aio's own
         return _Answer(ended._response) if isinstance(ended, _AnsweredCall) else ended
 
     async def _resumed(self, failure: AioRpcError) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import grpc
 import pytest
 
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, RetryPolicy, Timeout
 
 from ..support.clients import STREAM_KINDS, Client, wait_until
-from ..support.server import ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
+
+CANCELLED = grpc.StatusCode.CANCELLED
 
 STREAM_PATHS = ["call", "aio", "intercepted-call", "intercepted-aio"]
 
@@ -91,3 +97,81 @@ def test_a_stream_whose_deadline_has_passed_is_never_sent(
         client.close()
     assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert server.attempts("late") == 0 and breaker.state is CircuitState.CLOSED
+
+
+class Unsizable:
+    """A request whose serialized size cannot be read (nor can it be serialized)."""
+
+    def ByteSize(self) -> int:
+        raise RuntimeError("no size")
+
+
+def _bare(client_kind: str, target: str) -> Client:
+    """A client of the same flavour with no policies on a channel of grpc's own: what grpc itself does."""
+    return Client("intercepted-aio" if "aio" in client_kind else "intercepted-call", target)
+
+
+def _outcome(client: Client, kind: str, requests: list[Any]) -> tuple[Any, ...]:
+    """How a stream of ``requests`` ended, for the caller: its code, or the exception type when not an RpcError."""
+
+    async def aio() -> Any:
+        call = getattr(client.stub, kind)(iter(requests), timeout=5)
+        return [r async for r in call] if kind == "BidiStream" else await call
+
+    try:
+        if client.is_aio or client.path == "aio":
+            AIO_LOOP.run(aio())
+        else:
+            call = getattr(client.stub, kind)(iter(requests), timeout=5)
+            _ = list(call) if kind == "BidiStream" else call
+    except grpc.RpcError as failed:
+        return ("rpc", failed.code())
+    except BaseException as raised:
+        return (type(raised).__name__,)
+    return ("ok",)
+
+
+@pytest.mark.parametrize("kind", ["ClientStream", "BidiStream"])
+def test_a_request_whose_size_cannot_be_read_ends_the_call_as_grpc_does(
+    server: ScriptedServer, client_kind: str, kind: str
+) -> None:
+    """The replay buffer's size reading must not turn grpc's INTERNAL ("Exception serializing request!") into an
+    UNKNOWN of its own."""
+    requests = [Request(text="a"), Unsizable()]
+    with Client(client_kind, server.target, RetryPolicy()) as ours, _bare(client_kind, server.target) as bare:
+        assert _outcome(ours, kind, requests) == _outcome(bare, kind, requests)
+
+
+async def _raising_requests() -> AsyncIterator[Any]:
+    yield Request(text="a")
+    raise ValueError("the caller's iterator broke")
+
+
+@pytest.mark.parametrize("client_kind", ["aio", "intercepted-aio"])
+def test_an_aio_stream_whose_requests_raise_ends_as_grpc_does(server: ScriptedServer, client_kind: str) -> None:
+    """grpc.aio cancels the call and its reader gets asyncio.CancelledError; ours raised an RpcError CANCELLED."""
+
+    async def read(client: Client) -> tuple[str, grpc.StatusCode, bool]:
+        call = client.stub.BidiStream(_raising_requests(), timeout=5)
+        try:
+            _ = [r async for r in call]
+            raised = "nothing"
+        except BaseException as error:
+            raised = type(error).__name__
+        return raised, await call.code(), call.cancelled()
+
+    with Client(client_kind, server.target, RetryPolicy()) as ours, _bare(client_kind, server.target) as bare:
+        assert AIO_LOOP.run(read(ours)) == AIO_LOOP.run(read(bare)) == ("CancelledError", CANCELLED, True)
+
+
+def test_an_aio_call_cancelled_says_so_at_once(server: ScriptedServer) -> None:
+    """As a bare grpc.aio call (gRPC's interop case cancel_after_begin): once its policies have started."""
+
+    async def cancel() -> tuple[bool, bool]:
+        call = client.stub.Unary(Request(id="c", sleep_ms=2000), timeout=5)
+        await asyncio.sleep(0.05)  # sent: its policies run in a task of their own
+        cancelled = call.cancel()
+        return cancelled, call.cancelled()
+
+    with Client("aio", server.target, RetryPolicy()) as client:
+        assert AIO_LOOP.run(cancel()) == (True, True)
