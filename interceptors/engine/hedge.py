@@ -13,6 +13,7 @@ from collections import deque
 from typing import Any
 
 from . import options
+from ._timers import TIMERS, Timer
 from ._workers import Workers
 from .budget import RetryBudget
 from .clock import Clock
@@ -239,7 +240,13 @@ Outcome = tuple[Execution, Any, "BaseException | None"]
 
 
 class _Race:
-    """The attempts of one hedged call: which run, when the next may start, and what an outcome means."""
+    """The attempts of one hedged call: which run, when the next may start, and what an outcome means.
+
+    The caller runs the first attempt itself where it can (``inline``): a call answered in time then costs little
+    more than a plain one. Hedges due meanwhile are started by a timer; an outcome of theirs that ends the call is
+    kept in ``decided``, and the first attempt is cancelled. Otherwise, and once the first attempt is done, the
+    caller waits for the outcomes of attempts running elsewhere.
+    """
 
     __slots__ = (
         "_brought_by",
@@ -249,7 +256,9 @@ class _Race:
         "_policy",
         "_started",
         "_stopped",
+        "decided",
         "execution",
+        "inline",
         "lock",
         "over",
         "running",
@@ -265,6 +274,8 @@ class _Race:
         self._last: Outcome | None = None  # the latest non-fatal failure
         self._next_at = policy.clock.now() + delay
         self._brought_by: BaseException | None = None  # the failure that brought the next hedge forward
+        self.inline: Execution | None = None  # the attempt the caller runs itself, while it does
+        self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
         if policy.budget is not None:
             policy.budget.record_call()
 
@@ -350,6 +361,29 @@ class _Race:
     def _start(self, child: Execution) -> None:
         raise NotImplementedError
 
+    def elsewhere(self, outcome: Outcome) -> bool:
+        """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
+        when it ends the call: it is kept in ``decided``, and the first attempt must be cancelled."""
+        if self.decided is not None:
+            discard(*outcome)
+            return False
+        if not self.ended(outcome[0], outcome[2]):
+            return False
+        self.decided = outcome
+        return True
+
+    def settled(self, first: Outcome) -> Outcome | None:
+        """After the caller's own first attempt: the outcome the call ends with (one decided meanwhile, else the
+        first attempt's if it ends the call), or None to wait on for the other attempts."""
+        with self.lock:
+            self.inline = None
+            decided = self.decided
+            if decided is None and self.ended(first[0], first[2]):
+                decided = first
+        if decided is not None and decided is not first:
+            discard(*first)
+        return decided
+
     def finish(self, winner: Execution | None) -> list[Execution]:
         """End the race with ``winner``'s outcome (None: the call was cancelled): the execution adopts it; returns
         the attempts still running, marked abandoned (their outcomes are discarded, see :func:`discard`)."""
@@ -387,16 +421,19 @@ _CANCELLED = object()
 
 
 class _SyncRace(_Race):
-    """A race the caller's thread runs: it starts each attempt, then waits for their outcomes, or for the next
-    hedge to be due.
+    """A race run by the caller's thread.
 
-    Where every policy inside the HedgePolicy serves deferred attempts and the transport can defer them
-    (``Execution.deferred``: gRPC's unary attempts, sent as grpc futures), an attempt returns as soon as it is sent
-    and its end is reported to this thread when it comes: the race starts no thread, and a call answered in time
-    costs its attempt's future and no more. Other attempts run in worker threads.
+    Where every policy inside the HedgePolicy serves deferred attempts and the transport defers them
+    (``Semantics.defers_attempts``), the caller runs the first attempt itself, not deferred (gRPC: a call its thread
+    waits for as for a blocking one, which can still be cancelled), and the hedges are deferred attempts, started
+    when due by the one timer thread: they return as soon as they are sent (a policy inside that waits for a place
+    holds the timer up meanwhile), and their ends come through the transport's callbacks. So hedging starts no
+    thread per call, and a call answered in time costs a timer more than a plain one. An outcome of a hedge that
+    ends the call while the caller runs its attempt cancels that attempt. Where attempts cannot be deferred, each
+    runs in a worker thread, and the caller waits for their outcomes.
     """
 
-    __slots__ = ("_deferring", "_inner", "_outcomes", "_sent")
+    __slots__ = ("_deferring", "_inner", "_outcomes", "_sent", "_timers")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link, deferrable: bool) -> None:
         super().__init__(policy, execution, delay)
@@ -404,10 +441,25 @@ class _SyncRace(_Race):
         self._deferring = deferrable and execution.semantics.defers_attempts
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._sent: dict[Execution, Deferred] = {}  # the deferred attempts whose end has not been taken yet
+        self._timers: list[Timer] = []
 
     def run(self) -> Any:
         self.execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
-        self._start(self.launch())
+        if self._deferring:
+            first = self.inline = self.launch()
+            self._arm(self._delay)
+            try:
+                own: Outcome = (first, self._inner(first), None)
+            except BaseException as failure:
+                own = (first, None, failure)
+            with self.lock:
+                for timer in self._timers:
+                    timer.cancel()
+            decided = self.settled(own)
+            if decided is not None:
+                return self._end(decided)
+        else:
+            self._start(self.launch())
         while True:
             try:
                 outcome = self._outcomes.get(timeout=self._wait())
@@ -419,10 +471,12 @@ class _SyncRace(_Race):
                     continue
             if outcome is _CANCELLED or self.over:  # every attempt has been cancelled (see _cancelled)
                 for child in self.finish(None):
-                    _release(child)
+                    self._release(child)
                 raise asyncio.CancelledError
             if len(outcome) == 2:  # a deferred attempt ended: what it answered, as the policies inside see it
-                if self._sent.pop(outcome[0], None) is None:
+                with self.lock:
+                    taken = self._sent.pop(outcome[0], None)
+                if taken is None:
                     continue  # taken already, when its report was late
                 outcome = _settled(*outcome)
             if self.ended(outcome[0], outcome[2]):
@@ -432,7 +486,8 @@ class _SyncRace(_Race):
         """Seconds to wait for an outcome: until the next hedge, and no longer than a deferred attempt's report of
         its end may be late (see :data:`LATE_REPORT`)."""
         wait = self.until_hedge()
-        expiries = [sent.expires for sent in self._sent.values() if sent.expires is not None]
+        with self.lock:
+            expiries = [sent.expires for sent in self._sent.values() if sent.expires is not None]
         if expiries:
             late = max(min(expiries) + LATE_REPORT - self._policy.clock.now(), 0.0)
             wait = late if wait is None else min(wait, late)
@@ -442,17 +497,46 @@ class _SyncRace(_Race):
         """The outcome of a deferred attempt past its deadline whose end was not reported in time (the transport
         ends it now), or None."""
         now = self._policy.clock.now()
-        for child, sent in self._sent.items():
-            if sent.expires is not None and now >= sent.expires + LATE_REPORT:
-                del self._sent[child]
-                return _settled(child, sent)
-        return None
+        with self.lock:
+            for child, sent in self._sent.items():
+                if sent.expires is not None and now >= sent.expires + LATE_REPORT:
+                    del self._sent[child]
+                    break
+            else:
+                return None
+        return _settled(child, sent)
 
     def _end(self, outcome: Outcome) -> Any:
+        cancelled = self.over  # the call was: every attempt has been (see _cancelled)
         for loser in self.finish(outcome[0]):
-            loser.cancel()
-            _release(loser)
+            if not cancelled:
+                loser.cancel()
+            self._release(loser)
         return _answer(outcome)
+
+    def _arm(self, seconds: float) -> None:
+        with self.lock:
+            self._timers.append(TIMERS.after(seconds, self._due))
+
+    def _due(self) -> None:
+        """A timer went off while the caller runs the first attempt (in the timer thread): start the hedge now due."""
+        with self.lock:
+            if self.inline is None or self.decided is not None or self.over:
+                return
+            wait = self.until_hedge()
+            if wait is None:
+                return
+            if wait > 0:  # moved later by a pushback
+                self._arm(wait)
+                return
+            child = self.hedge()
+        if child is None:
+            return
+        self._start(child)
+        with self.lock:
+            wait = self.until_hedge()
+            if wait is not None and self.inline is not None and self.decided is None:
+                self._arm(wait)
 
     def _start(self, child: Execution) -> None:
         if child.abandoned:
@@ -469,10 +553,39 @@ class _SyncRace(_Race):
                 child.cancel()
                 failure = settle(child.settle, failure) or failure
                 child.settle = []
-            self._outcomes.put((child, None, failure))
+            self._took((child, None, failure))
             return
-        self._sent[child] = sent
-        sent.when_done(functools.partial(self._outcomes.put, (child, sent)))  # in the transport's thread: no more
+        with self.lock:
+            if child not in self.running:  # the race ended as it was sent: released, or released now
+                self._release(child)
+                return
+            self._sent[child] = sent
+        sent.when_done(functools.partial(self._came, child, sent))  # in the transport's thread: no more
+
+    def _came(self, child: Execution, sent: Deferred) -> None:
+        """A deferred hedge ended (in the transport's thread): the caller takes its outcome, or, while it runs the
+        first attempt, it is taken now."""
+        with self.lock:
+            if self.inline is None or self._sent.pop(child, None) is None:
+                self._outcomes.put((child, sent))
+                return
+            self._took(_settled(child, sent))
+
+    def _took(self, outcome: Outcome) -> None:
+        """An outcome of an attempt started elsewhere: the caller's to take, or, while it runs the first attempt,
+        one that may end the call (the first attempt is then cancelled) or bring the next hedge forward."""
+        with self.lock:
+            inline = self.inline
+            if inline is None or self.over:
+                self._outcomes.put(outcome)
+                return
+            if not self.elsewhere(outcome):
+                if self.decided is None:  # a non-fatal failure: the next hedge at once, or after the pushback
+                    wait = self.until_hedge()
+                    if wait is not None:
+                        self._arm(wait)
+                return
+        inline.cancel()  # the transport ends the caller's attempt (its call is cancelled)
 
     def _attempt(self, child: Execution) -> None:
         """An attempt that cannot be deferred, in a worker thread."""
@@ -494,6 +607,14 @@ class _SyncRace(_Race):
             child.cancel()
         self._outcomes.put(_CANCELLED)
 
+    def _release(self, child: Execution) -> None:
+        """An attempt the race no longer waits for, cancelled: a deferred one's policies learn of it now (a worker's
+        when its attempt returns: see :func:`discard`)."""
+        with self.lock:
+            if child.deferred:
+                settle(child.settle or (), asyncio.CancelledError())
+                child.settle = []
+
 
 def _settled(child: Execution, sent: Deferred) -> Outcome:
     """The outcome of a deferred attempt that ended, once the policies inside the race have settled it."""
@@ -506,31 +627,17 @@ def _settled(child: Execution, sent: Deferred) -> Outcome:
     return (child, result, None) if failure is None else (child, None, failure)
 
 
-def _release(child: Execution) -> None:
-    """An attempt the race no longer waits for, cancelled: a deferred one's policies learn of it now (a worker's
-    when its attempt returns: see :func:`discard`)."""
-    if child.deferred:
-        settle(child.settle or (), asyncio.CancelledError())
-        child.settle = []
-
-
 class _AsyncRace(_Race):
     """A race run by a task: the first attempt in it (if the transport can cancel it), the others in tasks of
-    their own; a loop timer starts the hedges due while the caller's task is busy.
+    their own; a loop timer starts the hedges due while the caller's task is busy."""
 
-    While the caller's task runs the first attempt (``inline``), an outcome of another attempt that ends the call
-    is kept in ``decided`` and the first attempt is cancelled.
-    """
-
-    __slots__ = ("_inner", "_tasks", "_timer", "decided", "inline")
+    __slots__ = ("_inner", "_tasks", "_timer")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: AsyncLink) -> None:
         super().__init__(policy, execution, delay)
         self._inner = inner
         self._tasks: dict[asyncio.Future[Any], Execution] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self.inline: Execution | None = None  # the attempt the caller runs itself, while it does
-        self.decided: Outcome | None = None  # an outcome that ended the call while the caller ran the first attempt
 
     async def run(self) -> Any:
         tasks = self._tasks
@@ -549,7 +656,7 @@ class _AsyncRace(_Race):
                 finally:
                     if self._timer is not None:
                         self._timer.cancel()
-                decided = self._settled(outcome)
+                decided = self.settled(outcome)
                 if decided is not None:
                     return self._end(decided)
             else:
@@ -583,28 +690,6 @@ class _AsyncRace(_Race):
             loser.cancel()  # now, not when its task next runs: the caller may hold the loop after this returns
         return _answer(outcome)
 
-    def _elsewhere(self, outcome: Outcome) -> bool:
-        """Take the outcome of an attempt that ended while the caller runs the first one; True when it ends the
-        call: it is kept in ``decided``, and the first attempt must be cancelled."""
-        if self.decided is not None:
-            discard(*outcome)
-            return False
-        if not self.ended(outcome[0], outcome[2]):
-            return False
-        self.decided = outcome
-        return True
-
-    def _settled(self, first: Outcome) -> Outcome | None:
-        """After the caller's own first attempt: the outcome the call ends with (one decided meanwhile, else the
-        first attempt's if it ends the call), or None to wait on for the other attempts."""
-        self.inline = None
-        decided = self.decided
-        if decided is None and self.ended(first[0], first[2]):
-            decided = first
-        if decided is not None and decided is not first:
-            discard(*first)
-        return decided
-
     def _due(self) -> None:
         """The loop's timer went off while the caller runs the first attempt: start the hedge now due."""
         if self.inline is None or self.decided is not None:
@@ -633,7 +718,7 @@ class _AsyncRace(_Race):
         if inline is None or child is None:
             return  # the caller waits for it now, or the race is over
         del self._tasks[task]
-        if self._elsewhere(_task_outcome(child, task)):
+        if self.elsewhere(_task_outcome(child, task)):
             inline.cancel()  # the transport ends the caller's attempt (its call is cancelled)
         elif self.decided is None:
             if self._timer is not None:

@@ -414,6 +414,11 @@ class RoutedMethod:
         route = self._route
         return route if route is not None else self._router.route(self._method)
 
+    @property
+    def hedged(self) -> bool:
+        """Whether its calls race attempts (see :attr:`Route.hedged`)."""
+        return self._route is not None and self._route.hedged
+
 
 def caller_timeout(timeout: object) -> float | None:
     """The timeout a caller gave, in seconds. Raises TypeError for one that is not a number of seconds, and

@@ -23,7 +23,7 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -60,6 +60,9 @@ from .service_config import configured
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
 OK = grpc.StatusCode.OK
+READ_ALONE = "SingleThreadedUnaryStream"
+"""grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: the channel's unary-stream calls are read by the
+thread that reads them (see :class:`_ResilientChannel`)."""
 
 if TYPE_CHECKING:  # generic in typeshed only
     _Future = grpc.Future[Any]
@@ -204,15 +207,33 @@ def resilient_channel(
     interceptor._router.unwarned = False  # its channel has grpcio's retries off where they would strip the header
     opts = channel_options(pairs, retries=interceptor._router.retries)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
-    return _ResilientChannel(channel, interceptor)
+    read_alone = [*opts, (READ_ALONE, 1)]
+    return _ResilientChannel(channel, interceptor, lambda: open_channel(grpc, target, credentials, read_alone))
 
 
 class _ResilientChannel(RoutedChannel, grpc.Channel):
-    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor."""
+    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor.
 
-    def __init__(self, channel: grpc.Channel, interceptor: ResilienceInterceptor) -> None:
+    A hedged unary method's own attempt (the first, which its caller's thread runs) is made through a twin channel
+    whose unary-stream calls are read by the thread that reads them (grpc's ``SingleThreadedUnaryStream``): the call
+    is the unary call, read as a stream of one message, which its caller's thread waits for as for a blocking call
+    (no thread of grpc's in between, unlike a future) and which, unlike a blocking call, can be cancelled when a
+    hedge wins. The twin shares the channel's connections (grpc pools its subchannels by target and options)."""
+
+    def __init__(
+        self, channel: grpc.Channel, interceptor: ResilienceInterceptor, twin: Callable[[], grpc.Channel]
+    ) -> None:
         self._channel, self._router, self._unary_type = channel, interceptor._router, _UnaryUnary
         self._streams = grpc.intercept_channel(channel, interceptor)
+        self._make_twin, self._twin = twin, cast("grpc.Channel | None", None)
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        multicallable = super().unary_unary(method, *args, **kwargs)
+        if multicallable.hedged:
+            twin = self._twin = self._twin or self._make_twin()
+            multicallable.read_alone = twin.unary_stream(method, *args, **kwargs)
+            multicallable.twin = twin  # a stub outlives the channel object it was made from, as grpc's own do
+        return multicallable
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect)
@@ -222,6 +243,8 @@ class _ResilientChannel(RoutedChannel, grpc.Channel):
 
     def close(self) -> None:
         self._channel.close()
+        if self._twin is not None:
+            self._twin.close()
 
     def __enter__(self) -> _ResilientChannel:
         return self
@@ -236,6 +259,10 @@ class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
     Blocking attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so
     a healthy call touches grpc's call object no more than a bare one does.
     """
+
+    read_alone: Any = None
+    """For a hedged method, its unary-stream twin on the channel's twin (see :class:`_ResilientChannel`)."""
+    twin: grpc.Channel | None = None
 
     # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
@@ -252,8 +279,10 @@ class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
             send = _directly(self._multicallable.future, request, metadata, options)
             ended = _cancellable(route, send, request, timeout)
             return ended.result(), ended
-        if route.hedged:  # attempts as grpc futures, which a hedge that wins cancels
-            ended = _run(route, _directly(self._multicallable.future, request, metadata, options), request, timeout)
+        if route.hedged:  # hedges as grpc futures, and the caller's own attempt read alone: either can be cancelled
+            futures = _directly(self._multicallable.future, request, metadata, options)
+            alone = None if self.read_alone is None else _directly(self.read_alone, request, metadata, options)
+            ended = _run(route, futures, request, timeout, alone)
             return ended.result(), ended
         send = _directly(self._multicallable.with_call, request, metadata, options)
         result = _run(route, send, request, timeout)
@@ -349,14 +378,14 @@ def _directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any],
     return send
 
 
-def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+def _run(route: Route, send: Send, request: Any, timeout: Any, alone: Send | None = None) -> Any:
     """A blocking call through the route's policies, in this thread: the last attempt's outcome or a fallback's
     answer (an ended call); raises the error the caller gets. A hedged route's attempts are sent by ``send`` as grpc
-    futures, to be cancelled (see :func:`_cancellable_attempt`)."""
+    futures, to be cancelled (see :func:`_hedged_attempt`), the caller's own by ``alone`` where there is one."""
     try:
         attempt: Callable[[Execution], Any]
         if route.hedged:
-            attempt = functools.partial(_cancellable_attempt, send=send, outcome=_succeeded, unary=True)
+            attempt = functools.partial(_hedged_attempt, futures=send, alone=alone)
         else:
             attempt = lambda execution: _succeeded(send(execution))  # noqa: E731
         execution = route.execution(attempt, request, timeout)
@@ -365,6 +394,27 @@ def _run(route: Route, send: Send, request: Any, timeout: Any) -> Any:
         raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
     except asyncio.CancelledError:  # the incoming call was cancelled: no attempt after that
         raise cancelled_error(SYNC, "no more attempts were sent") from None
+
+
+def _hedged_attempt(execution: Execution, futures: Send, alone: Send | None) -> Any:
+    """An attempt of a hedged unary call: a hedge (``execution.deferred``), a grpc future whose end grpc reports;
+    the caller's own, with ``alone``, the unary call read as a stream of one message by the caller's thread, as a
+    blocking call is waited for, and cancelled (through :data:`CANCELS`) when a hedge wins. Its answer is a finished
+    call (see :class:`_ReadAlone`)."""
+    if execution.deferred or alone is None:
+        return _cancellable_attempt(execution, futures, _succeeded, True)
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    call = sent(execution, alone(execution))  # cancelled by whoever decides the race: the caller waits on it
+    try:
+        messages = list(call)  # the response, then the status: raises the call's failure
+    except grpc.RpcError:
+        if execution.abandoned:
+            raise asyncio.CancelledError from None
+        raise
+    if len(messages) != 1:
+        raise StatusError.of(_NOT_ONE_ANSWER, SYNC)
+    return _ReadAlone(call, messages[0])
 
 
 def _cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any], unary: bool) -> Any:
@@ -564,6 +614,35 @@ class _AnsweredCall(EndedCall):
 
     def exception(self, timeout: float | None = None) -> Exception | None:
         return None
+
+
+class _ReadAlone(EndedCall):
+    """A hedged unary call's own attempt, read to its end (see :func:`_hedged_attempt`): its answer, and the call
+    for what else a caller asks (its status, its metadata)."""
+
+    def __init__(self, call: Any, response: Any) -> None:
+        self._call, self._response = call, response
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._response
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return None
+
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        return self._call.code()  # type: ignore[no-any-return]
+
+    def details(self) -> str:
+        return self._call.details()  # type: ignore[no-any-return]
+
+    def debug_error_string(self) -> str | None:
+        return self._call.debug_error_string()  # type: ignore[no-any-return]
 
 
 class _FailedCall(EndedCall):
@@ -914,6 +993,7 @@ class _Peeked:
 
 _LOCALLY_CANCELLED = Status(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), (), None)
 _DEADLINE_PASSED = Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", (), (), None)
+_NOT_ONE_ANSWER = Status(grpc.StatusCode.INTERNAL, "a unary call answered other than one message", (), (), None)
 
 
 def _settle_when_done(call: Any, callbacks: Any) -> None:

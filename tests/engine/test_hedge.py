@@ -41,9 +41,12 @@ class Script:
             raise self.failures[n]
         return n
 
-    def deferred(self, execution: Execution) -> Timed:
-        """The attempt as a transport that defers it returns it (``execution.deferred``): at once, ending later."""
-        assert execution.deferred and execution.settle is not None
+    def deferring(self, execution: Execution) -> Any:
+        """The attempt as a transport that defers attempts makes it: the caller's own, as ``sync``; a hedge
+        (``execution.deferred``), returned at once, ending later."""
+        if not execution.deferred:
+            return self.sync(execution)
+        assert execution.settle is not None
         n = execution.attempts
         with self.lock:
             self.started.append(n)
@@ -127,7 +130,7 @@ INLINE, DEFERRING = Cancellable(), Deferring()
 
 def run(mode: str, executor: Executor, script: Script) -> Any:
     if mode == "sync-deferred":
-        return executor.call_with_execution(script.deferred, semantics=DEFERRING)
+        return executor.call_with_execution(script.deferring, semantics=DEFERRING)
     semantics = INLINE if mode.endswith("inline") else PLAIN
     if mode.startswith("sync"):
         return executor.call_with_execution(script.sync, semantics=semantics)
@@ -135,9 +138,9 @@ def run(mode: str, executor: Executor, script: Script) -> Any:
 
 
 MODES = pytest.mark.parametrize("mode", ["sync", "aio", "sync-deferred", "aio-inline"])
-"""Attempts each in a thread or task of their own (a transport that cannot cancel them), deferred attempts raced
-from the caller's thread (a transport that defers them, as gRPC's sync adapter), or the first one in the caller's
-task (a transport that can cancel them, as gRPC's aio adapter)."""
+"""Attempts each in a thread or task of their own (a transport that cannot cancel them), the first in the caller's
+thread and the hedges deferred (a transport that defers them, as gRPC's sync adapter), or the first one in the
+caller's task (a transport that can cancel them, as gRPC's aio adapter)."""
 
 
 def events() -> tuple[list[Any], dict[str, Any]]:
@@ -283,9 +286,10 @@ def test_each_hedge_is_an_attempt_of_the_inner_policies(mode: str) -> None:
             seen.append(execution.attempts)
             return super().sync(execution)
 
-        def deferred(self, execution: Execution) -> Timed:
-            seen.append(execution.attempts)
-            return super().deferred(execution)
+        def deferring(self, execution: Execution) -> Any:
+            if execution.deferred:  # the first attempt is the caller's own: sync() counts it
+                seen.append(execution.attempts)
+            return super().deferring(execution)
 
         async def aio(self, execution: Execution) -> int:
             seen.append(execution.attempts)
@@ -319,7 +323,7 @@ def test_an_async_caller_cancelled_cancels_every_attempt(semantics: Semantics) -
 def test_a_sync_execution_cancelled_cancels_every_attempt(semantics: Semantics) -> None:
     script = Script(SLOW, SLOW)
     executor = Executor(HedgePolicy(delay=0.01))
-    execution = Execution(script.deferred if semantics is DEFERRING else script.sync, executor.clock, semantics)
+    execution = Execution(script.deferring if semantics is DEFERRING else script.sync, executor.clock, semantics)
     outcome: list[BaseException] = []
 
     def call() -> None:

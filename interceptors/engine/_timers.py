@@ -1,0 +1,80 @@
+"""One thread that runs callbacks at given times, for sync callers busy with something else (a hedge is due while
+the caller's thread waits on its first attempt).
+
+Scheduling takes a heap push under a lock; most timers are cancelled before they are due (a call that answered in
+time), which only marks them: the thread drops them when it next wakes. Callbacks run in the timer thread and must
+be quick (hand the work to a worker).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["TIMERS", "Timer", "Timers"]
+
+_log = logging.getLogger("interceptors")
+
+
+class Timer:
+    __slots__ = ("callback", "order", "when")
+
+    def __init__(self, when: float, order: int, callback: Callable[[], object]) -> None:
+        self.when, self.order, self.callback = when, order, callback
+
+    def __lt__(self, other: Timer) -> bool:
+        return (self.when, self.order) < (other.when, other.order)
+
+    def cancel(self) -> None:
+        self.callback = None  # type: ignore[assignment]  # also lets go of what the callback holds
+
+
+class Timers:
+    __slots__ = ("_heap", "_name", "_order", "_ready", "_thread")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._heap: list[Timer] = []
+        self._ready = threading.Condition(threading.Lock())
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def after(self, seconds: float, callback: Callable[[], object]) -> Timer:
+        """Run ``callback`` in the timer thread ``seconds`` from now, unless the returned timer is cancelled."""
+        timer = Timer(time.monotonic() + seconds, next(self._order), callback)
+        with self._ready:
+            heapq.heappush(self._heap, timer)
+            if self._heap[0] is timer:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                    self._thread.start()
+                self._ready.notify()
+        return timer
+
+    def _run(self) -> None:
+        heap, ready = self._heap, self._ready
+        while True:
+            with ready:
+                while True:
+                    while heap and heap[0].callback is None:
+                        heapq.heappop(heap)
+                    if not heap:
+                        ready.wait()
+                        continue
+                    wait = heap[0].when - time.monotonic()
+                    if wait <= 0:
+                        callback = heapq.heappop(heap).callback
+                        break
+                    ready.wait(wait)
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    _log.exception("a timer's callback failed")
+
+
+TIMERS = Timers("interceptors-timer")
