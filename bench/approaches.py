@@ -30,6 +30,7 @@ from interceptors import (
     Fallback,
     HedgePolicy,
     RateLimiter,
+    ResilienceInterceptor,
     RetryBudget,
     RetryPolicy,
     Timeout,
@@ -413,12 +414,38 @@ def _composed(b: Budget) -> tuple[Policy, ...]:
     return Fallback(), _retry(b), _breaker(b), Timeout(b.attempt_timeout)
 
 
+def _ours_intercepted() -> tuple[Any, Any]:
+    """The composed chain through grpc's own interceptor hooks, on channels of the user's own."""
+
+    def sync(target: str, budget: Budget) -> Client:
+        interceptor = ResilienceInterceptor(*_composed(budget))
+        channel = grpc.intercept_channel(grpc.insecure_channel(target, options=NO_RETRIES), interceptor)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    async def aio(target: str, budget: Budget) -> Client:
+        chain = interceptors.aio.resilience_interceptors(*_composed(budget))
+        channel = grpc.aio.insecure_channel(target, options=NO_RETRIES, interceptors=chain)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    return sync, aio
+
+
+OURS_INTERCEPTED = Approach(
+    "ours: composed, intercepted",
+    lambda b: "fallback > retry > breaker > timeout as ResilienceInterceptor / resilience_interceptors on a channel of "
+    "one's own (grpc's interceptor machinery)",
+    *_ours_intercepted(),
+)
+
+
 OURS_MEASURED = Approach(
     "ours: composed + OpenTelemetry metrics",
     lambda b: "fallback > retry > breaker > timeout with Metrics(SDK MeterProvider, in-memory reader)",
     *_ours_measured(),
 )
-HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_LIMITED, OURS_HEDGED, OURS_MEASURED]
+HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_INTERCEPTED, OURS_LIMITED, OURS_HEDGED, OURS_MEASURED]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]
 """Compared under faults (no fallback: successes are real answers)."""

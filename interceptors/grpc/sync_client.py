@@ -348,7 +348,8 @@ def _via_continuation(
 ) -> Send:
     """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
     metadata; each sends ``request``, or what ``requests`` gives for the attempt."""
-    method, _, metadata, credentials, wait_for_ready, compression = _CallDetails.of(details, None)
+    method, metadata, credentials = details.method, details.metadata, details.credentials
+    wait_for_ready, compression = getattr(details, "wait_for_ready", None), getattr(details, "compression", None)
 
     def send(execution: Execution) -> Any:
         timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution, router)
@@ -595,12 +596,6 @@ class _CallDetails(
     grpc.ClientCallDetails,
 ):
     """Call details for the continuation, shaped as grpc's own."""
-
-    @classmethod
-    def of(cls, details: Any, timeout: float | None) -> _CallDetails:
-        """The caller's ``details`` with another timeout."""
-        wait_for_ready, compression = getattr(details, "wait_for_ready", None), getattr(details, "compression", None)
-        return cls(details.method, timeout, details.metadata, details.credentials, wait_for_ready, compression)
 
 
 class _AnsweredCall(EndedCall):
