@@ -434,8 +434,10 @@ def _ours_intercepted() -> tuple[Any, Any]:
 
 OURS_INTERCEPTED = Approach(
     "ours: composed, intercepted",
-    lambda b: "fallback > retry > breaker > timeout as ResilienceInterceptor / resilience_interceptors on a channel of "
-    "one's own (grpc's interceptor machinery)",
+    lambda b: (
+        "fallback > retry > breaker > timeout as ResilienceInterceptor / resilience_interceptors on a channel of "
+        "one's own (grpc's interceptor machinery)"
+    ),
     *_ours_intercepted(),
 )
 

@@ -11,12 +11,15 @@ OURS_COMPOSED = "ours: fallback > retry > breaker > timeout"
 OURS_RESILIENT = "ours: retry > breaker > timeout"
 OURS_RETRY = "ours: retry"
 OURS_MEASURED = "ours: composed + OpenTelemetry metrics"
+OURS_INTERCEPTED = "ours: composed, intercepted"
+OURS_HEDGED = "ours: hedge"
 BUILTIN = "grpc built-in retry"
 TENACITY = "tenacity + pybreaker"
 SAME_JOB = {  # the peers that retry and break circuits, and those that only retry; pybreaker has no asyncio support
     "sync": (["tenacity + pybreaker", "redress"], [BUILTIN]),
     "aio": (["redress"], [BUILTIN, TENACITY]),
 }
+INTERCEPTED_TARGET, HEDGED_TARGET = 1.06, 1.08
 HEALTHY_TARGET, CONCURRENCY_TARGET, OUTAGE_TARGET, SLOW_MARGIN = 1.08, 0.95, 0.1, 0.1
 METRICS_TARGET = 1.10
 AMPLIFICATION_TARGET = 2.0
@@ -140,7 +143,11 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
             f"retry alone {retry:.3f}x against peers that only retry ({_ratios(suite, retrying)}): "
             f"{_check(all(retry <= _ratio(suite, n) for n in retrying))}; "
             f"composed with OpenTelemetry metrics {_ratio(suite, OURS_MEASURED):.3f}x "
-            f"(target ≤ {METRICS_TARGET}: {_check(_ratio(suite, OURS_MEASURED) <= METRICS_TARGET)}).",
+            f"(target ≤ {METRICS_TARGET}: {_check(_ratio(suite, OURS_MEASURED) <= METRICS_TARGET)}); "
+            f"composed through grpc's interceptor hooks {_ratio(suite, OURS_INTERCEPTED):.3f}x "
+            f"(target ≤ {INTERCEPTED_TARGET}: {_check(_ratio(suite, OURS_INTERCEPTED) <= INTERCEPTED_TARGET)}); "
+            f"hedged {_ratio(suite, OURS_HEDGED):.3f}x "
+            f"(target ≤ {HEDGED_TARGET}: {_check(_ratio(suite, OURS_HEDGED) <= HEDGED_TARGET)}).",
             "",
             "| approach | µs/call | ratio to bare | quartiles |",
             "|---|---|---|---|",
