@@ -71,6 +71,7 @@ from .grpc.status import status_code
 __all__ = [
     "LATENCY_BUCKETS",
     "METHODS_NAMED",
+    "TARGETS_NAMED",
     "WAITING_LIMIT",
     "AioServerMetrics",
     "Metrics",
@@ -117,6 +118,7 @@ class Metrics:
         self._pending = _Pending()
         self._started: dict[tuple[str, str], _Counted] = {}  # by method and target: channels share them
         self._methods: set[str] = set()  # the methods named in grpc.method (see METHODS_NAMED)
+        self._targets: set[str] = set()  # the targets named in grpc.target (see TARGETS_NAMED)
         self._lock = threading.Lock()
         meter.create_observable_counter(
             "grpc.client.attempt.started", [self._pending.hand_over, self._attempts_started], unit="{attempt}"
@@ -161,10 +163,8 @@ class Metrics:
         if self._idle:
             return executor
         self.watch(executor.policies)
-        base = {
-            "grpc.method": self._method(method),
-            "grpc.target": target if target == "other" else canonical_target(target),
-        }
+        named = target if target == "other" else self._named(canonical_target(target), self._targets, TARGETS_NAMED)
+        base = {"grpc.method": self._method(method), "grpc.target": named}
         chain: list[Policy] = [_Timer(self._call_duration, self._pending, base), *executor.policies]
         if self.attempt_metrics:
             started = self._started.setdefault((base["grpc.method"], base["grpc.target"]), _Counted(base))
@@ -173,13 +173,16 @@ class Metrics:
 
     def _method(self, method: str) -> str:
         """``grpc.method`` for ``method``: its name, for the first :data:`METHODS_NAMED` methods; then "other"."""
-        name = method.lstrip("/")
-        if name in self._methods:
+        return self._named(method.lstrip("/"), self._methods, METHODS_NAMED)
+
+    def _named(self, name: str, named: set[str], most: int) -> str:
+        """``name``, if it is one of the first ``most`` of its kind seen (kept in ``named``); else "other"."""
+        if name in named:
             return name
         with self._lock:
-            if len(self._methods) >= METHODS_NAMED:
+            if len(named) >= most:
                 return "other"
-            self._methods.add(name)
+            named.add(name)
         return name
 
     def _heard(self, event: Any) -> None:
@@ -240,6 +243,10 @@ METHODS_NAMED = 1000
 """Methods a :class:`Metrics` names in ``grpc.method``, the first it sees; any other is "other", as gRFC A66 records
 the methods a client did not register (a Python client registers every method its stubs name, so this cap stands
 for that rule), so that what a Metrics keeps does not grow with method names."""
+
+TARGETS_NAMED = 100
+"""Targets a :class:`Metrics` names in ``grpc.target``, the first it sees; any other is "other" (A66 lets a
+target filter do so), so that what it keeps does not grow with the targets a process dials."""
 
 WAITING_LIMIT = 1 << 18
 """Histogram values that wait for a collection at most, per Metrics or server (8 bytes each)."""

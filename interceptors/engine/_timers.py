@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,10 @@ class Timers:
 
     def __init__(self, name: str) -> None:
         self._name = name
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """No timer, no thread: when made, and in a child forked from this process (whose thread it does not have)."""
         self._heap: list[Timer] = []
         self._ready = threading.Condition(threading.Lock())
         self._order = itertools.count()
@@ -78,3 +83,5 @@ class Timers:
 
 
 TIMERS = Timers("interceptors-timer")
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=TIMERS._start_afresh)

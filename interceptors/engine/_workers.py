@@ -10,8 +10,10 @@ keep the interpreter from exiting.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 
 _log = logging.getLogger("interceptors")
@@ -25,10 +27,15 @@ class Workers:
     and ``backlog`` the jobs queued while every worker was busy and ``limit`` reached: the next worker done takes
     one (rather than count itself idle)."""
 
-    __slots__ = ("_alive", "_backlog", "_idle", "_jobs", "_limit", "_lock", "_name")
+    __slots__ = ("__weakref__", "_alive", "_backlog", "_idle", "_jobs", "_limit", "_lock", "_name")
 
     def __init__(self, name: str, limit: int | None = None) -> None:
         self._name, self._limit = name, limit
+        self._start_afresh()
+        _ALL.add(self)
+
+    def _start_afresh(self) -> None:
+        """No worker, no job: when made, and in a child forked from this process (whose workers it does not have)."""
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = self._backlog = self._alive = 0
@@ -74,6 +81,17 @@ class Workers:
                 else:
                     self._idle += 1
 
+
+_ALL: weakref.WeakSet[Workers] = weakref.WeakSet()
+
+
+def _forked() -> None:
+    for workers in list(_ALL):
+        workers._start_afresh()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows
+    os.register_at_fork(after_in_child=_forked)
 
 FUTURES = Workers("interceptors-future")
 """The threads sync streams run their policies in until they commit."""

@@ -239,8 +239,8 @@ class Deferred(Protocol):
 
     def outcome(self) -> Any:
         """What the ended attempt answered; raises its failure. Asked before its end was reported (only when
-        ``expires`` has passed by :data:`LATE_REPORT`), the transport ends the attempt and raises the failure of a
-        deadline passed."""
+        ``expires`` has passed by :data:`LATE_REPORT`), the transport takes it as ended by its deadline (its own end
+        is then late news) and raises the failure of a deadline passed."""
 
 
 def settle(callbacks: Sequence[Settle], outcome: BaseException | None) -> BaseException | None:

@@ -25,6 +25,9 @@ __all__ = ["HedgePolicy", "LatencyQuantile"]
 
 HEDGES = Workers("interceptors-hedge")
 """The threads sync hedged attempts that cannot be deferred run in (a stream's, until it commits)."""
+STARTERS = Workers("interceptors-hedge-start", limit=4)
+"""The threads that start sync hedges when their timer goes off: a start runs the policies inside the HedgePolicy
+(a bulkhead may wait for a place, listeners hear it) and the transport's send, which must not hold up the timer."""
 
 
 METHODS_KEPT = 1000
@@ -117,15 +120,15 @@ class HedgePolicy(Policy):
     no attempt is left running and no more may start. Hedges draw on ``budget`` as retries do: when it refuses one,
     hedging stops and the attempts in flight finish the call. No hedge starts past the execution's deadline.
 
-    Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries
-    its number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Async: the caller's task runs
-    the first attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's adapters),
-    hedges run in tasks of their own. Sync: the caller's thread starts every attempt and waits for their outcomes;
-    where every policy inside serves deferred attempts (``Policy.serves_deferred``) and the transport defers them
+    Each attempt is an attempt of the inner policies (a breaker admits it, a Timeout inside bounds it) and carries its
+    number (``execution.attempts``; gRPC sends ``grpc-previous-rpc-attempts``). Async: the caller's task runs the first
+    attempt when the transport can cancel it (``Semantics.cancellable_attempts``, as gRPC's adapters), hedges run in
+    tasks of their own. Sync: the caller's thread starts every attempt and waits for their outcomes; where every policy
+    inside serves deferred attempts (``Policy.serves_deferred``) and the transport defers them
     (``Semantics.defers_attempts``: gRPC's unary attempts, sent as grpc futures), no thread is started for them,
-    otherwise each runs in a worker thread. Calls whose transport cannot run attempts side by side
-    (``Semantics.concurrent_attempts``: gRPC calls that stream requests) are not hedged. Hedge only calls that are
-    safe to make twice.
+    otherwise (a RetryPolicy or Fallback inside the HedgePolicy) each runs in a worker thread. Calls whose transport
+    cannot run attempts side by side (``Semantics.concurrent_attempts``: gRPC calls that stream requests) are not
+    hedged. Hedge only calls that are safe to make twice.
 
     :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
     :param max_attempts: attempts in all, the first included (>= 2; default 2).
@@ -426,14 +429,15 @@ class _SyncRace(_Race):
     Where every policy inside the HedgePolicy serves deferred attempts and the transport defers them
     (``Semantics.defers_attempts``), the caller runs the first attempt itself, not deferred (gRPC: a call its thread
     waits for as for a blocking one, which can still be cancelled), and the hedges are deferred attempts, started
-    when due by the one timer thread: they return as soon as they are sent (a policy inside that waits for a place
-    holds the timer up meanwhile), and their ends come through the transport's callbacks. So hedging starts no
-    thread per call, and a call answered in time costs a timer more than a plain one. An outcome of a hedge that
+    when due by one of :data:`STARTERS`, which the one timer thread wakes, in the caller's context: they return as
+    soon as they are sent (a policy inside that waits for a place holds its starter meanwhile), and their ends come
+    through the transport's callbacks. So hedging starts no thread per call, and a call answered in time costs a
+    timer more than a plain one. An outcome of a hedge that
     ends the call while the caller runs its attempt cancels that attempt. Where attempts cannot be deferred, each
     runs in a worker thread, and the caller waits for their outcomes.
     """
 
-    __slots__ = ("_deferring", "_inner", "_outcomes", "_sent", "_timers")
+    __slots__ = ("_context", "_deferring", "_inner", "_outcomes", "_sent", "_timers")
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float, inner: Link, deferrable: bool) -> None:
         super().__init__(policy, execution, delay)
@@ -442,6 +446,7 @@ class _SyncRace(_Race):
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._sent: dict[Execution, Deferred] = {}  # the deferred attempts whose end has not been taken yet
         self._timers: list[Timer] = []
+        self._context = contextvars.copy_context()  # the caller's, for the hedges started for it
 
     def run(self) -> Any:
         self.execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
@@ -452,10 +457,10 @@ class _SyncRace(_Race):
                 own: Outcome = (first, self._inner(first), None)
             except BaseException as failure:
                 own = (first, None, failure)
+            decided = self.settled(own)  # no timer is armed after this
             with self.lock:
                 for timer in self._timers:
                     timer.cancel()
-            decided = self.settled(own)
             if decided is not None:
                 return self._end(decided)
         else:
@@ -495,7 +500,7 @@ class _SyncRace(_Race):
 
     def _expired(self) -> Outcome | None:
         """The outcome of a deferred attempt past its deadline whose end was not reported in time (the transport
-        ends it now), or None."""
+        takes it as ended by its deadline), or None."""
         now = self._policy.clock.now()
         with self.lock:
             for child, sent in self._sent.items():
@@ -516,10 +521,14 @@ class _SyncRace(_Race):
 
     def _arm(self, seconds: float) -> None:
         with self.lock:
-            self._timers.append(TIMERS.after(seconds, self._due))
+            self._timers.append(TIMERS.after(seconds, self._went_off))
+
+    def _went_off(self) -> None:
+        """A timer went off (in the timer thread): a starter runs :meth:`_due` in the caller's context."""
+        STARTERS.submit(functools.partial(self._context.copy().run, self._due))
 
     def _due(self) -> None:
-        """A timer went off while the caller runs the first attempt (in the timer thread): start the hedge now due."""
+        """A hedge may be due while the caller runs the first attempt (in a starter thread): start it now."""
         with self.lock:
             if self.inline is None or self.decided is not None or self.over:
                 return

@@ -331,7 +331,7 @@ class Route:
         self.executor = executor = fitted(executor, self.semantics, wide)  # a chain for many methods, as it fits this
         self.resume = next((p for p in executor.policies if isinstance(p, StreamResume)), None)
         self.hedged = self.semantics.concurrent_attempts and any(isinstance(p, HedgePolicy) for p in executor.policies)
-        """Whether its calls may race attempts: the sync adapter then sends them as futures, to cancel the losers."""
+        """Whether its calls may race attempts: the sync adapter then sends them so that the losers can be cancelled."""
 
     def execution(
         self, attempt: Callable[[Execution], Any], request: Any, timeout: object, awaits: bool | None = None
@@ -610,7 +610,6 @@ class Router:
         chain for many methods steps aside for. A call (``calling``) is never failed: it warns."""
         if service in self._checked:
             return
-        _keep(self._checked, service, None)
         served: dict[Policy, list[str]] = {}  # the methods each policy of a wide chain serves
         unfit: dict[Policy, list[str]] = {}  # the methods it does not fit, and why
         for method, kind in service_methods(service):
@@ -625,9 +624,11 @@ class Router:
             for policy, reason in found.items():
                 unfit.setdefault(policy, []).append(f"{method} ({reason})")
         for policy, methods in unfit.items():
-            listed = "; ".join(methods)
             if len(methods) == len(served[policy]) and not calling:  # of use to none: a mistake, not a choice
-                raise ValueError(f"{policy.name} fits no method of {service}: {listed}")
+                raise ValueError(f"{policy.name} fits no method of {service}: {'; '.join(methods)}")
+        _keep(self._checked, service, None)  # checked: a service refused is refused again, each time
+        for policy, methods in unfit.items():
+            listed = "; ".join(methods)
             warnings.warn(
                 f"{policy.name} steps aside for the methods of {service} it does not fit: {listed}. Their failures "
                 "reach the caller as they are; give them a chain of their own (methods=...)",
@@ -664,8 +665,8 @@ class Router:
 
 
 ROUTES_KEPT = 1000
-"""Routes a router keeps, of each sort (see :meth:`Router.route`): a channel that calls more distinct methods makes
-again the routes of those it called longest ago, rather than grow with method names."""
+"""Routes a router keeps, of each sort (see :meth:`Router.route`), first made first let go: a channel that calls
+more distinct methods makes a route again when its method is called again, rather than grow with method names."""
 
 
 def _keep(routes: dict[Any, Any], key: object, route: Any) -> None:

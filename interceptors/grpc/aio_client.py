@@ -312,11 +312,16 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         return self._respond(self._awaited()).__await__()
 
     async def _awaited(self) -> Any:
-        """The outcome of policies running elsewhere; cancelling the awaiting task cancels them."""
+        """The outcome of policies running elsewhere; cancelling the awaiting task cancels them. A cancelled call is
+        awaited until its policies have ended, so that they have let go of what they held (a breaker's trial, a
+        place) when the awaiting task goes on."""
         try:
             return await asyncio.shield(self._outcome)
         except asyncio.CancelledError:
             self.cancel()
+            runner = self._runner
+            if runner is not None and not runner.done():
+                await asyncio.wait([runner])
             raise
 
     @staticmethod

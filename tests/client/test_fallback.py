@@ -9,7 +9,9 @@ from typing import Any
 import grpc
 import pytest
 from scripted.v1 import scripted_pb2 as pb
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
+import interceptors.aio
 from interceptors import (
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
@@ -18,10 +20,11 @@ from interceptors import (
     FallbackMisfitWarning,
     RetryPolicy,
     Timeout,
+    resilient_channel,
 )
 
 from ..support.clients import PATHS, Client, returns_call
-from ..support.server import Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 paths = pytest.mark.parametrize("path", PATHS)
 
@@ -97,6 +100,23 @@ def test_a_fallback_that_fits_no_method_is_refused_when_the_stub_is_made(
     ):
         assert client.unary(Request(id="bad")).error is None
     assert server.attempts("bad") == 1
+
+
+def test_every_stub_made_for_a_fallback_that_fits_no_method_is_refused(server: ScriptedServer) -> None:
+    """Not only the first: a stub made again on the same channel is refused again (the helpers, sync and aio)."""
+    fallback = Fallback(message={"nonexistent": 1})
+    with resilient_channel(server.target, fallback) as channel:
+        for _ in range(2):
+            with pytest.raises(ValueError, match="fits no method"):
+                pb_grpc.ScriptedStub(channel)
+
+    async def aio() -> None:
+        async with interceptors.aio.resilient_channel(server.target, fallback) as channel:
+            for _ in range(2):
+                with pytest.raises(ValueError, match="fits no method"):
+                    pb_grpc.ScriptedStub(channel)
+
+    AIO_LOOP.run(aio())
 
 
 def test_fallback_function_sees_the_request_and_the_grpc_failure(server: ScriptedServer) -> None:

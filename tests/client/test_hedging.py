@@ -9,8 +9,10 @@ from typing import Any
 
 import grpc
 import pytest
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors import HedgePolicy, RetryBudget, Timeout
+import interceptors.aio
+from interceptors import HedgePolicy, RetryBudget, Timeout, resilient_channel
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 
 from ..support.clients import PATHS, Client, wait_until
@@ -149,3 +151,37 @@ def test_aio_losers_are_cancelled_before_the_winner_is_returned(hedge_path: str)
         assert cancelled, "the hedge attempt was still running while the caller held the loop"
     finally:
         server.stop()
+
+
+def test_every_attempt_of_a_hedged_method_has_the_channels_compression() -> None:
+    """The helpers' channels compress every attempt, the caller's own included, as grpc's channel does: a server
+    that accepts no gzip refuses the call alike (the sync helper's own attempt of a hedged method goes out through
+    a twin of its channel, which must compress as well)."""
+    refusing = ScriptedServer("sync", options=[("grpc.compression_enabled_algorithms_bitset", 1)])  # identity only
+    try:
+        bare = grpc.insecure_channel(refusing.target, compression=grpc.Compression.Gzip)
+        with pytest.raises(grpc.RpcError) as grpcs:
+            pb_grpc.ScriptedStub(bare).Unary(Request(id="bare"), timeout=5)
+        bare.close()
+        assert grpcs.value.code() is grpc.StatusCode.UNIMPLEMENTED
+        policy = HedgePolicy(delay=1)
+        with (
+            resilient_channel(refusing.target, policy, compression=grpc.Compression.Gzip) as channel,
+            pytest.raises(grpc.RpcError) as ours,
+        ):
+            pb_grpc.ScriptedStub(channel).Unary(Request(id="ours"), timeout=5)
+        assert ours.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+        async def aio() -> grpc.StatusCode:
+            async with interceptors.aio.resilient_channel(
+                refusing.target, policy, compression=grpc.Compression.Gzip
+            ) as channel:
+                try:
+                    await pb_grpc.ScriptedStub(channel).Unary(Request(id="aio"), timeout=5)
+                except grpc.RpcError as error:
+                    return error.code()
+            return grpc.StatusCode.OK
+
+        assert AIO_LOOP.run(aio()) is grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        refusing.stop()

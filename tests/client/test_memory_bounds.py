@@ -1,5 +1,6 @@
 """What a channel keeps does not grow with the method names it calls: 20 000 distinct methods through the
-interceptors (sync and aio) and the helpers' stubs, with and without metrics."""
+interceptors (sync and aio) and the helpers' stubs, with and without metrics; nor what a Metrics keeps with the
+targets it is given."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import interceptors.aio
 from interceptors import ResilienceInterceptor, RetryPolicy, resilient_channel
+from interceptors.engine import Executor
 from interceptors.grpc._core import ROUTES_KEPT
-from interceptors.otel import METHODS_NAMED, Metrics
+from interceptors.otel import METHODS_NAMED, TARGETS_NAMED, Metrics
 
 from ..support.remote import RemoteServer
 from ..support.server import AIO_LOOP
@@ -153,3 +155,14 @@ def test_a_helpers_stubs_for_twenty_thousand_methods_keep_a_bounded_router(serve
         channel.unary_stream(method)
     assert len(channel._router._routes) <= ROUTES_KEPT  # type: ignore[attr-defined]
     channel.close()
+
+
+def test_a_metrics_names_its_first_targets_and_the_others_other() -> None:
+    metrics = Metrics(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    try:
+        for n in range(TARGETS_NAMED + 50):
+            metrics.instrument(Executor(), "/s.S/M", f"host{n}:50051")
+        targets = {target for _, target in metrics._started}
+        assert len(targets) == TARGETS_NAMED + 1 and "other" in targets and "dns:///host0:50051" in targets
+    finally:
+        metrics.close()

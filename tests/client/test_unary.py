@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -159,6 +160,36 @@ def test_blocking_calls_run_in_the_callers_thread(server: ScriptedServer, monkey
         assert client.unary(Request(id="b", fail_first=1)).reply.attempt == 2
     with Client("with_call", server.target, RetryPolicy()) as client:
         assert client.unary(Request(id="c", fail_first=1)).reply.attempt == 2
+
+
+def test_a_continuation_of_a_shape_grpc_never_made_runs_in_the_callers_thread(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One not recognised as grpc's ``.future()`` continuation is taken as blocking: its policies run in the
+    caller's thread (a future's caller waits for it, which is slower, never wrong), never on the library's shared
+    loop, which a blocking continuation would hold up."""
+    from scripted.v1 import scripted_pb2 as pb
+
+    from interceptors import ResilienceInterceptor
+    from interceptors.engine import _loop
+
+    def no_background(*_: object) -> None:
+        raise AssertionError("a call of a continuation of unknown shape went to the background loop")
+
+    monkeypatch.setattr(_loop.Background, "spawn", no_background)
+    bare = grpc.insecure_channel(server.target)
+    unary = bare.unary_unary("/scripted.v1.Scripted/Unary", pb.Request.SerializeToString, pb.Reply.FromString)
+    interceptor = ResilienceInterceptor(RetryPolicy())
+    details = SimpleNamespace(method="/scripted.v1.Scripted/Unary", timeout=5, metadata=None, credentials=None)
+    for name, continuation in {  # a future's, a blocking call's
+        "future": lambda details, request: unary.future(request, timeout=details.timeout, metadata=details.metadata),
+        "blocking": lambda details, request: unary.with_call(
+            request, timeout=details.timeout, metadata=details.metadata
+        )[1],
+    }.items():
+        answered = interceptor.intercept_unary_unary(continuation, details, Request(id=name, fail_first=1))
+        assert answered.result().attempt == 2
+    bare.close()
 
 
 def test_future_calls_also_see_failures_raised_below(server: ScriptedServer) -> None:

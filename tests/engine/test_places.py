@@ -126,8 +126,15 @@ def test_a_task_whose_loop_ran_again_waits_for_a_place_it_never_received(policy:
     loop.stop()
     holder.release()
     assert policy.in_flight == 0 and waiting(policy) == 0  # back to the pool
-    second = Caller(policy, hold=True)  # takes it
-    assert second.running.wait(5)
+    lines_up_again_behind_another_caller(policy, loop, task, ran)
+
+
+def lines_up_again_behind_another_caller(policy: Limited, loop: Loop, task: Any, ran: list[str]) -> None:
+    """Another caller takes the place while the task's loop stands still: the task, its loop started again, waits
+    for the place once more, then runs."""
+    second = Caller(policy, hold=True)
+    assert second.running.wait(5), second.outcome
+    assert policy.in_flight == 1
     loop.start()
     wait_until(lambda: waiting(policy) == 1)  # the task waits again: the place is the second caller's
     assert ran == [] and policy.in_flight == 1
@@ -186,17 +193,7 @@ def test_a_place_handed_over_as_the_loop_stops_comes_back_when_the_loop_is_close
 
 def test_a_place_handed_over_as_the_loop_stops_serves_one_caller_at_a_time(policy: Limited) -> None:
     loop, task, ran = handed_over_as_the_loop_stops(policy)
-    second = Caller(policy, hold=True)  # takes the place back while the loop stands still
-    assert second.running.wait(5), second.outcome
-    assert policy.in_flight == 1
-    loop.start()  # the task wakes to find the place was taken back: it lines up again
-    wait_until(lambda: waiting(policy) == 1)
-    assert ran == [] and policy.in_flight == 1
-    second.release()
-    task.result(5)
-    assert ran == ["task with 1 in flight"] and policy.in_flight == 0 and waiting(policy) == 0
-    loop.stop()
-    loop.loop.close()
+    lines_up_again_behind_another_caller(policy, loop, task, ran)  # the place was taken back: it lines up again
 
 
 def test_a_place_handed_over_as_the_loop_stops_is_the_tasks_when_its_loop_runs_again(policy: Limited) -> None:

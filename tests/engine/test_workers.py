@@ -3,12 +3,14 @@ idle workers end and are replaced."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 import pytest
 
 from interceptors.engine import _workers
+from interceptors.engine._timers import TIMERS
 from interceptors.engine._workers import Workers
 
 
@@ -81,3 +83,22 @@ def test_idle_workers_end_and_new_ones_start(monkeypatch: pytest.MonkeyPatch) ->
     wait_for(lambda: alive("test-idle") == 0 and workers.idle == 0)
     workers.submit(lambda: done.append(2))
     wait_for(lambda: done == [1, 2])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_gets_workers_and_timers_of_its_own() -> None:
+    """The parent's threads are not in a forked child: its pools and timer start afresh there (a job promised to an
+    idle worker of the parent's, or a timer waiting for the parent's timer thread, would never run)."""
+    workers, ran = Workers("test-fork", limit=1), threading.Event()
+    workers.submit(ran.set)
+    wait_for(lambda: workers.idle == 1)  # the parent's worker waits for more
+    TIMERS.after(0.001, ran.clear)
+    wait_for(lambda: not ran.is_set())  # the parent's timer thread runs
+    pid = os.fork()
+    if pid == 0:  # the child: exits 0 only if a worker and a timer run for it
+        done, fired = threading.Event(), threading.Event()
+        workers.submit(done.set)
+        TIMERS.after(0.001, fired.set)
+        os._exit(0 if done.wait(5) and fired.wait(5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -209,8 +209,18 @@ def _retry_delay(status_details: Any) -> tuple[int, str, float]:
 
 @pytest.mark.parametrize("relay", RELAYS, ids=relay_id)
 def test_a_downstream_status_and_its_pushback_reach_the_caller(relay: Any) -> None:
+    trailers, attempts = _relayed_failure(relay, (("grpc-retry-pushback-ms", "300"),))
+    assert trailers["grpc-retry-pushback-ms"] == "300"
+    code, message, delay = _retry_delay(trailers["grpc-status-details-bin"])
+    assert (code, message, delay) == (grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.3)
+    assert attempts == 2  # A's retry waited out the pushback once, then forwarded the status
+
+
+def _relayed_failure(relay: Any, trailers: Any) -> tuple[dict[str, Any], int]:
+    """A caller's call into A, relaying to B, which fails every attempt with ``trailers``: the caller gets B's
+    status (asserted); the trailing metadata it got, and the attempts B saw."""
     b = ScriptedServer("aio")
-    b.script.fail_first, b.script.trailers = 100, (("grpc-retry-pushback-ms", "300"),)
+    b.script.fail_first, b.script.trailers = 100, trailers
     a = RelayServer(relay, b.target, RetryPolicy(max_attempts=2))
     try:
         with (
@@ -223,11 +233,7 @@ def test_a_downstream_status_and_its_pushback_reach_the_caller(relay: Any) -> No
         b.stop()
     error: Any = raised.value
     assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
-    trailers = dict(error.trailing_metadata())
-    assert trailers["grpc-retry-pushback-ms"] == "300"
-    code, message, delay = _retry_delay(trailers["grpc-status-details-bin"])
-    assert (code, message, delay) == (grpc.StatusCode.UNAVAILABLE.value[0], "scripted failure", 0.3)
-    assert b.attempts("p") == 2  # A's retry waited out the pushback once, then forwarded the status
+    return dict(error.trailing_metadata()), b.attempts("p")
 
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -249,25 +255,11 @@ def test_a_huge_downstream_pushback_reaches_the_caller_capped_with_the_downstrea
 ) -> None:
     """B asks for 31.7 years: A does not retry (the pushback reaches past the deadline) and answers B's status,
     UNAVAILABLE, with the pushback capped at what the header carries — not DEADLINE_EXCEEDED."""
-    b = ScriptedServer("aio")
-    b.script.fail_first, b.script.trailers = 100, trailers
-    a = RelayServer(relay, b.target, RetryPolicy(max_attempts=2))
-    try:
-        with (
-            grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel,
-            pytest.raises(grpc.RpcError) as raised,
-        ):
-            pb_grpc.ScriptedStub(channel).Unary(Request(id="p"), timeout=10)
-    finally:
-        a.close()
-        b.stop()
-    error: Any = raised.value
-    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, "scripted failure")
-    forwarded_trailers = dict(error.trailing_metadata())
-    assert forwarded_trailers["grpc-retry-pushback-ms"] == str(LONGEST_MS)
-    code, message, delay = _retry_delay(forwarded_trailers["grpc-status-details-bin"])
+    forwarded, attempts = _relayed_failure(relay, trailers)
+    assert forwarded["grpc-retry-pushback-ms"] == str(LONGEST_MS)
+    code, message, delay = _retry_delay(forwarded["grpc-status-details-bin"])
     assert (code, message, delay) == (UNAVAILABLE, "scripted failure", LONGEST_MS / 1000)
-    assert b.attempts("p") == 1
+    assert attempts == 1
 
 
 def test_forwarding_caps_every_place_a_pushback_is_in() -> None:

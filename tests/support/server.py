@@ -227,23 +227,25 @@ class ScriptedServer:
     """A running server of ``kind`` ("sync" or "aio"); ``target`` to dial, ``recorder`` to script and inspect;
     ``interceptors`` are server interceptors of that kind."""
 
-    def __init__(self, kind: str, interceptors: Sequence[Any] = ()) -> None:
+    def __init__(self, kind: str, interceptors: Sequence[Any] = (), options: Sequence[tuple[str, Any]] = ()) -> None:
         self.kind = kind
         self.recorder = Recorder()
         self._stop: Any = None
         if kind == "sync":
-            server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), interceptors=list(interceptors))
+            server = grpc.server(
+                futures.ThreadPoolExecutor(max_workers=64), interceptors=list(interceptors), options=list(options)
+            )
             pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             self._stop = lambda: server.stop(grace=None)
         else:
-            self._start_aio(interceptors)
+            self._start_aio(interceptors, options)
         self.target = f"127.0.0.1:{self.port}"
 
-    def _start_aio(self, interceptors: Sequence[Any]) -> None:
+    def _start_aio(self, interceptors: Sequence[Any], options: Sequence[tuple[str, Any]]) -> None:
         async def start() -> Any:
-            server = grpc.aio.server(interceptors=interceptors)
+            server = grpc.aio.server(interceptors=interceptors, options=options)
             pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
