@@ -200,6 +200,22 @@ def test_attempts_and_retries_are_events_of_the_callers_span(
     ]
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_hedge_and_its_attempt_are_events_of_the_callers_span(
+    server: ScriptedServer, path: str, metrics: Metrics
+) -> None:
+    """Started when due by another thread (sync) or task, in the caller's context."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with Client(path, server.target, HedgePolicy(delay=0.05), metrics=metrics) as client:
+        traced(client, provider.get_tracer("test"), Request(id="h", sleep_ms=1000, sleep_attempts=1))
+    (span,) = exporter.get_finished_spans()
+    named = [(e.name, dict(e.attributes or {})) for e in span.events]
+    assert ("resilience.hedge", 2) in [(name, a.get("grpc.attempt")) for name, a in named], named
+    assert ("grpc.attempt", 2, "OK") in [(n, a.get("grpc.attempt"), a.get("grpc.status")) for n, a in named], named
+
+
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 def test_a_shed_call_is_counted(kind: str, reader: InMemoryMetricReader, metrics: Metrics) -> None:
     shedding = LoadShedding(1) if kind == "sync" else AioLoadShedding(1)
