@@ -1,0 +1,202 @@
+"""The hedging load of ``tests/client/test_load_bounds.py``, in a client process of its own so that nothing an
+earlier test left behind (threads, channels, an event loop's tasks) shares its GIL: 64 threads and 64 tasks call
+through a sync and an aio channel, hedged by hand with grpc's futures and tasks first (the yardstick), then through
+ours. ``python -m tests.support.hedged_load TARGET`` prints what it saw as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+import interceptors.aio
+from interceptors import HedgePolicy, resilient_channel
+
+from .server import AIO_LOOP, Request
+
+THREADS = TASKS = 64
+CALLS = 10
+DEADLINE = 0.1
+LATE = 0.05
+"""How far past its deadline a call may end."""
+DELAY = 0.05
+
+
+def request(worker: int, call: int) -> Any:
+    """A tail: one call in ten has a first attempt of 300 ms (past the deadline), which its hedge answers, one in
+    twenty has every attempt that slow and runs out of time; the others answer in 5 ms."""
+    slow = (worker + call) % 20
+    if slow in (0, 10):
+        return Request(id=f"{worker}-{call}", sleep_ms=300, sleep_attempts=1)
+    if slow == 5:
+        return Request(id=f"{worker}-{call}", sleep_ms=300, sleep_attempts=3)
+    return Request(id=f"{worker}-{call}", sleep_ms=5)
+
+
+class PeakThreads:
+    """The most threads alive at once while it runs (sampled every 10 ms), less ``callers`` (the test's own)."""
+
+    def __init__(self, callers: int = 0) -> None:
+        self.peak, self._callers = 0, callers + 1  # and the sampler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-threads", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, threading.active_count() - self._callers)
+
+    def __enter__(self) -> PeakThreads:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def in_threads(work: Callable[[int], None]) -> None:
+    callers = [threading.Thread(target=work, args=(w,), name=f"caller-{w}") for w in range(THREADS)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert not any(caller.is_alive() for caller in callers)
+
+
+class Callers:
+    """Threads and tasks calling through a sync and an aio stub, each call's latency and code noted."""
+
+    def __init__(self, stub: Any, aio_stub: Any) -> None:
+        self.stub, self.aio_stub = stub, aio_stub
+        self.latencies: list[float] = []
+        self.codes: list[grpc.StatusCode] = []
+        self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
+
+    def load(self) -> None:
+        """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first)."""
+        self.stub.Unary(Request(id="warm"), timeout=10)
+
+        async def warm() -> None:
+            await self.aio_stub.Unary(Request(id="warm"), timeout=10)
+
+        AIO_LOOP.run(warm())
+        tasks = asyncio.run_coroutine_threadsafe(_all(self.task, TASKS), AIO_LOOP.loop)
+        in_threads(self.thread)
+        tasks.result(30)
+
+    def thread(self, worker: int) -> None:
+        for call in range(CALLS):
+            started, asked = time.monotonic(), request(worker, call)
+            try:
+                self.stub.Unary(asked, timeout=DEADLINE)
+                self._ended(started, grpc.StatusCode.OK, "sync", asked)
+            except grpc.RpcError as error:
+                self._ended(started, error.code(), "sync", asked)
+
+    async def task(self, worker: int) -> None:
+        for call in range(CALLS):
+            started, asked = time.monotonic(), request(THREADS + worker, call)
+            try:
+                await self.aio_stub.Unary(asked, timeout=DEADLINE)
+                self._ended(started, grpc.StatusCode.OK, "aio", asked)
+            except grpc.RpcError as error:
+                self._ended(started, error.code(), "aio", asked)
+
+    def _ended(self, started: float, code: grpc.StatusCode, path: str = "", asked: Any = None) -> None:
+        latency = time.monotonic() - started
+        self.latencies.append(latency)
+        self.codes.append(code)
+        if latency > DEADLINE + LATE and asked is not None:
+            self.late[(path, f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}", code.name)] += 1
+
+
+class ByHand(Callers):
+    """Calls hedged by hand, as a user would without the library: grpc futures (tasks), the second sent after the
+    delay, the first to end taken, the other cancelled."""
+
+    def thread(self, worker: int) -> None:
+        for call in range(CALLS):
+            started, ended = time.monotonic(), queue.SimpleQueue[Any]()
+            calls = [self.stub.Unary.future(request(worker, call), timeout=DEADLINE)]
+            calls[0].add_done_callback(ended.put)
+            try:
+                first = ended.get(timeout=DELAY)
+            except queue.Empty:
+                calls.append(self.stub.Unary.future(request(worker, call), timeout=DEADLINE - DELAY))
+                calls[1].add_done_callback(ended.put)
+                first = ended.get()
+            for other in calls:
+                other.cancel()
+            self._ended(started, first.code())
+
+    async def task(self, worker: int) -> None:
+        for call in range(CALLS):
+            started = time.monotonic()
+            calls = {asyncio.ensure_future(self._call(worker, call, DEADLINE))}
+            done, _ = await asyncio.wait(calls, timeout=DELAY)
+            if not done:
+                calls.add(asyncio.ensure_future(self._call(worker, call, DEADLINE - DELAY)))
+                done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+            for other in calls - done:
+                other.cancel()
+            self._ended(started, next(iter(done)).result())
+
+    async def _call(self, worker: int, call: int, timeout: float) -> grpc.StatusCode:
+        try:
+            await self.aio_stub.Unary(request(THREADS + worker, call), timeout=timeout)
+        except grpc.RpcError as error:
+            return error.code()
+        return grpc.StatusCode.OK
+
+
+async def _all(task: Callable[[int], Any], count: int) -> None:
+    await asyncio.gather(*(task(w) for w in range(count)))
+
+
+async def _aio_channel(make: Callable[..., Any], *arguments: Any) -> Any:
+    return make(*arguments)
+
+
+def main(target: str) -> None:
+    """Both loads against ``target``, then a JSON object: each load's latencies, our codes, the late calls by kind,
+    and the threads alive before ours and at its peak."""
+    by_hand = ByHand(
+        pb_grpc.ScriptedStub(grpc.insecure_channel(target)),
+        pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(grpc.aio.insecure_channel, target))),
+    )
+    policy = HedgePolicy(delay=DELAY)
+    ours = Callers(
+        pb_grpc.ScriptedStub(resilient_channel(target, policy)),
+        pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(interceptors.aio.resilient_channel, target, policy))),
+    )
+    by_hand.load()
+    before = threading.active_count()
+    with PeakThreads(THREADS) as threads:
+        ours.load()
+    report = {
+        "by_hand": by_hand.latencies,
+        "ours": ours.latencies,
+        "codes": [code.name for code in ours.codes],
+        "late": [[*kind, count] for kind, count in ours.late.items()],
+        "threads_before": before,
+        "threads_peak": threads.peak,
+    }
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
