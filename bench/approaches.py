@@ -3,6 +3,7 @@ configuration (:class:`Budget`), with a sync and (where the library has one) an 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -442,12 +443,84 @@ OURS_INTERCEPTED = Approach(
 )
 
 
+# -- what grpc's own hooks cost, with nothing of ours -----------------------------------------------------------------
+
+
+class _PassThrough(grpc.UnaryUnaryClientInterceptor):
+    """An interceptor that only calls on: the floor of any interceptor on grpc's hooks."""
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return continuation(client_call_details, request)
+
+
+class _AioPassThrough(grpc.aio.UnaryUnaryClientInterceptor):
+    """:class:`_PassThrough` for grpc.aio."""
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(client_call_details, request)
+
+
+def _intercepted_floor() -> tuple[Any, Any]:
+    def sync(target: str, budget: Budget) -> Client:
+        channel = grpc.intercept_channel(grpc.insecure_channel(target, options=NO_RETRIES), _PassThrough())
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    async def aio(target: str, budget: Budget) -> Client:
+        channel = grpc.aio.insecure_channel(target, options=NO_RETRIES, interceptors=[_AioPassThrough()])
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
+
+    return sync, aio
+
+
+def _by_hand_hedge_floor() -> tuple[Any, Any]:
+    """One attempt as a call hedged by hand must send it: a grpc future (sync) or a task (aio), waited for."""
+
+    def sync(target: str, budget: Budget) -> Client:
+        channel = grpc.insecure_channel(target, options=NO_RETRIES)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+        return Client(lambda: hello.future(REQUEST, timeout=budget.deadline).result(), channel.close)
+
+    async def aio(target: str, budget: Budget) -> Client:
+        channel = grpc.aio.insecure_channel(target, options=NO_RETRIES)
+        hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
+
+        async def attempt() -> Any:
+            return await hello(REQUEST, timeout=budget.deadline)
+
+        return Client(lambda: asyncio.ensure_future(attempt()), channel.close)
+
+    return sync, aio
+
+
+GRPC_INTERCEPTED = Approach(
+    "grpc: a pass-through interceptor",
+    lambda b: "grpc.intercept_channel / grpc.aio interceptors= with one interceptor that only calls on (no policies)",
+    *_intercepted_floor(),
+)
+GRPC_BY_HAND = Approach(
+    "grpc: one attempt as hedged by hand",
+    lambda b: "the call as a grpc future waited for (sync) or a task awaited (aio), as a hedge by hand sends it",
+    *_by_hand_hedge_floor(),
+)
+
 OURS_MEASURED = Approach(
     "ours: composed + OpenTelemetry metrics",
     lambda b: "fallback > retry > breaker > timeout with Metrics(SDK MeterProvider, in-memory reader)",
     *_ours_measured(),
 )
-HEALTHY = [*PEERS, OURS_RETRY, OURS_COMPOSED, OURS_INTERCEPTED, OURS_LIMITED, OURS_HEDGED, OURS_MEASURED]
+HEALTHY = [
+    *PEERS,
+    OURS_RETRY,
+    OURS_COMPOSED,
+    GRPC_INTERCEPTED,
+    OURS_INTERCEPTED,
+    OURS_LIMITED,
+    GRPC_BY_HAND,
+    OURS_HEDGED,
+    OURS_MEASURED,
+]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]
 """Compared under faults (no fallback: successes are real answers)."""
