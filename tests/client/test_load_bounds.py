@@ -30,12 +30,12 @@ def aio_server() -> Any:
 def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_server: RemoteServer) -> None:
     """The sync and aio helpers share a fresh client process (the issue's load: 1 280 calls, 100 ms deadline, a tail
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
-    starts at most 8 threads, and every call ends by its deadline + 50 ms. The same load hedged by hand, with grpc's
-    own futures and tasks, just before, is the yardstick: on two cores this load keeps the process's one GIL so busy
-    that some of those end later (~5 % past the deadline + 50 ms, the slowest ~0.2 s), and ours may too, but their
-    p99 no later than theirs + 50 ms, and none more than twice as late as their slowest. With another test suite
-    beside this one (p99 hedged by hand past 0.2 s), every Python thread waits its turn for the GIL, and the deadline
-    is not judged."""
+    starts at most 8 threads more than grpc does for the same load hedged by hand, with grpc's own futures and
+    tasks, and every call ends by its deadline + 50 ms. That load, run just before ours and just after, is the
+    yardstick: on two cores it keeps the process's one GIL so busy that some of its calls end later (~5 % past the
+    deadline + 50 ms, the slowest ~0.2 s), and ours may too, but their p99 no later than the worse of its two + 50 ms,
+    and none more than twice as late as its slowest. With another test suite beside this one (p99 hedged by hand
+    past 0.2 s), every Python thread waits its turn for the GIL, and the deadline is not judged."""
     ran = subprocess.run(
         [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
         cwd=ROOT,
@@ -45,16 +45,17 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout.splitlines()[-1])
-    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]
+    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
     assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
     assert set(codes) <= {"OK", "DEADLINE_EXCEEDED"}
     assert "OK" in codes
-    assert seen["threads_peak"] - seen["threads_before"] <= 8, (seen["threads_before"], seen["threads_peak"])
-    yardstick = quantile(by_hand, 0.99)
+    assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
+    yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
     if yardstick > DEADLINE + 2 * LATE:  # another suite beside this one: every Python thread waits its turn
         pytest.skip(f"too busy a machine to judge the deadline: grpc hedged by hand ended its p99 at {yardstick:.3f} s")
     assert quantile(ours, 0.99) <= max(DEADLINE + LATE, yardstick + LATE), (yardstick, ours[-15:], seen["late"])
-    assert ours[-1] <= 2 * max(DEADLINE + LATE, *by_hand), (max(by_hand), ours[-5:])
+    slowest = max(max(latencies) for latencies in by_hand)
+    assert ours[-1] <= 2 * max(DEADLINE + LATE, slowest), (slowest, ours[-5:])
 
 
 @pytest.mark.parametrize("hedged", [False, True], ids=["plain", "hedged"])

@@ -172,8 +172,9 @@ async def _aio_channel(make: Callable[..., Any], *arguments: Any) -> Any:
 
 
 def main(target: str) -> None:
-    """Both loads against ``target``, then a JSON object: each load's latencies, our codes, the late calls by kind,
-    and the threads alive before ours and at its peak."""
+    """The loads against ``target`` — by hand, ours, by hand again (so that the yardstick brackets ours, whatever
+    else the machine does meanwhile) — then a JSON object: each load's latencies, our codes, our late calls by
+    kind, and the most threads alive at once by hand and through ours."""
     by_hand = ByHand(
         pb_grpc.ScriptedStub(grpc.insecure_channel(target)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(grpc.aio.insecure_channel, target))),
@@ -183,17 +184,19 @@ def main(target: str) -> None:
         pb_grpc.ScriptedStub(resilient_channel(target, policy)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(interceptors.aio.resilient_channel, target, policy))),
     )
-    by_hand.load()
-    before = threading.active_count()
+    with PeakThreads(THREADS) as bare_threads:
+        by_hand.load()
     with PeakThreads(THREADS) as threads:
         ours.load()
+    by_hand_after = ByHand(by_hand.stub, by_hand.aio_stub)
+    by_hand_after.load()
     report = {
-        "by_hand": by_hand.latencies,
+        "by_hand": [by_hand.latencies, by_hand_after.latencies],
         "ours": ours.latencies,
         "codes": [code.name for code in ours.codes],
         "late": [[*kind, count] for kind, count in ours.late.items()],
-        "threads_before": before,
-        "threads_peak": threads.peak,
+        "threads_by_hand": bare_threads.peak,
+        "threads_ours": threads.peak,
     }
     print(json.dumps(report), flush=True)
 
