@@ -26,6 +26,9 @@ from ..support.relay import RELAYS, RelayServer, relay_id
 from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer
 
 RESERVE = 0.05
+ROOM_TO_ANSWER = 0.2
+"""A reserve for tests whose answer must reach the caller in time through a loaded process (two suites at once
+delay an aio relay's loop by tens of milliseconds); the rule under test holds for any reserve."""
 PAIRS = list(zip(RELAYS, RELAYS[3:] + RELAYS[:3], strict=True))
 """(A, B): every relay appears once as A and once as B, sync and aio mixed."""
 
@@ -133,7 +136,7 @@ def test_a_fallback_answers_a_short_deadline_in_time(relay: Any) -> None:
     """The demo's composed chain in A, B slow: a caller with 500 ms gets A's fallback before its deadline."""
     b = ScriptedServer("aio")
     chain = (Fallback(), RetryPolicy(max_attempts=3), CircuitBreaker(failure_threshold=5), Timeout(1.0))
-    a = RelayServer(relay, b.target, *chain, reserve=RESERVE)
+    a = RelayServer(relay, b.target, *chain, reserve=ROOM_TO_ANSWER)
     try:
         with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
             stub = pb_grpc.ScriptedStub(channel)
@@ -153,14 +156,14 @@ def test_a_fallback_answers_a_short_deadline_in_time(relay: Any) -> None:
 def test_a_fallback_answers_a_longer_deadline_in_time(relay: Any) -> None:
     """Above a second grpc sends timeouts in 10 ms units: the fallback still answers, in the reserve."""
     b = ScriptedServer("sync")
-    a = RelayServer(relay, b.target, Fallback(), reserve=RESERVE)
+    a = RelayServer(relay, b.target, Fallback(), reserve=ROOM_TO_ANSWER)
     try:
         with grpc.insecure_channel(a.target, options=[("grpc.enable_retries", 0)]) as channel:
             stub = pb_grpc.ScriptedStub(channel)
             stub.Unary(Request(id="warm"), timeout=10)
             started = time.monotonic()
             reply = stub.Unary(Request(id="long", sleep_ms=5000), timeout=1.5)
-            assert reply == type(reply)() and 1.4 < time.monotonic() - started < 1.5
+            assert reply == type(reply)() and 1.5 - ROOM_TO_ANSWER - 0.1 < time.monotonic() - started < 1.5
     finally:
         a.close()
         b.stop()
