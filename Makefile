@@ -35,8 +35,9 @@ lint: proto
 typecheck: proto
 	$(BIN)/mypy
 
+WORKERS ?= 0
 pytest: proto
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal --durations=20
 
 demo: proto
 	$(PY) -m service_a.scenarios

@@ -12,6 +12,18 @@ from interceptors.testing import FakeClock
 
 from .support.server import ScriptedServer
 
+MARKED_BY_PATH = {"chaos": "tests/chaos/", "soak": "tests/chaos/test_soak.py", "e2e": "tests/e2e/"}
+"""Markers given by where a test lives, so that a slice runs with ``-m`` (e.g. ``-m "not chaos and not e2e"``)."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        for marker, prefix in MARKED_BY_PATH.items():
+            if where.startswith(prefix):
+                item.add_marker(marker)
+
 
 @pytest.fixture
 def clock() -> FakeClock:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import engine, report, run, streams
 
 
+@pytest.mark.timeout(300)  # every suite in turn: ~20 s alone, ~50 s beside a suite's other workers, more with two
 def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
     suites = {
         "engine": lambda: engine.run(quick=True),
