@@ -255,17 +255,22 @@ class Channel:
     """A resilient channel of either kind to ``target`` through ``policies``, and a load on one of its methods."""
 
     def __init__(
-        self, kind: str, target: str, policies: Sequence[Policy], loop: asyncio.AbstractEventLoop | None = None
+        self,
+        kind: str,
+        target: str,
+        policies: Sequence[Policy],
+        loop: asyncio.AbstractEventLoop | None = None,
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.kind, self._loop = kind, loop
         self._channel: Any
         if kind == "sync":
-            self._channel = resilient_channel(target, *policies)
+            self._channel = resilient_channel(target, *policies, options=options)
         else:
             assert loop is not None, "aio channels run on a loop"
 
             async def make() -> Any:
-                return interceptors.aio.resilient_channel(target, *policies)
+                return interceptors.aio.resilient_channel(target, *policies, options=options)
 
             self._channel = asyncio.run_coroutine_threadsafe(make(), loop).result(10)
 

@@ -31,6 +31,8 @@ from interceptors import (
     from_service_config,
     resilient_channel,
 )
+from interceptors.engine import options as engine_options
+from interceptors.events import RetryScheduled
 
 from ..support.clients import Client
 from ..support.server import Request, ScriptedServer
@@ -560,7 +562,6 @@ def test_the_helpers_take_service_config_once() -> None:
 
 
 EARLY = 0.003  # a timer may fire a clock tick early
-LOADED = 0.1  # what a loaded machine may add to a wait
 
 
 def builtin(target: str, service_config: str) -> Any:
@@ -586,32 +587,45 @@ def gaps(server: ScriptedServer, id: str) -> list[float]:
 def test_the_same_attempts_and_backoff_bounds_as_grpcs_own_retries(
     server: ScriptedServer, path: str, max_attempts: int, fail_first: int, code: grpc.StatusCode, attempts: int
 ) -> None:
+    """The same attempts and codes as grpc's own retries; both wait at least 0.8 d before retry n+1 (the server
+    sees the gaps), and ours schedules each wait within A6's d * random(0.8, 1.2) (its RetryScheduled events say
+    so exactly: what a loaded machine adds to a wait is no part of the rule, so no upper bound is timed)."""
     server.script.code = code
     policy = {**RETRY_EXAMPLE, "maxAttempts": max_attempts, "initialBackoff": "0.02s", "maxBackoff": "0.06s"}
     service_config = json.dumps(config(retryPolicy=policy))
     bare = builtin(server.target, service_config)
     grpc.channel_ready_future(bare).result(10)
-    with Client(path, server.target, service_config=service_config) as ours:
-        for run in range(3):
-            theirs = f"grpc-{run}-{time.monotonic_ns()}"
-            mine = f"ours-{run}-{time.monotonic_ns()}"
-            try:
-                pb_grpc.ScriptedStub(bare).Unary(Request(id=theirs, fail_first=fail_first), timeout=10)
-                their_code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                their_code = error.code()
-            outcome = ours.unary(Request(id=mine, fail_first=fail_first), timeout=10)
-            assert outcome.code is their_code
-            assert server.attempts(theirs) == server.attempts(mine) == attempts
-            nominal = [min(0.02 * 2**n, 0.06) for n in range(attempts - 1)]  # A6: retry n+1 waits d * random(0.8, 1.2)
-            for id in (theirs, mine):
-                measured = gaps(server, id)  # the backoff and a round trip
-                low, high = [0.8 * d - EARLY for d in nominal], [1.2 * d + LOADED for d in nominal]
-                assert all(lo <= gap <= hi for gap, lo, hi in zip(measured, low, high, strict=True)), (id, measured)
-                assert sum(low) <= sum(measured) <= 1.2 * sum(nominal) + LOADED, (id, measured)
-            seen = [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id == mine]
-            assert seen == [None, *[str(n) for n in range(1, attempts)]]
-    bare.close()
+    scheduled: list[RetryScheduled] = []
+    forget = engine_options.observe(
+        lambda event: scheduled.append(event) if isinstance(event, RetryScheduled) else None
+    )
+    try:
+        with Client(path, server.target, service_config=service_config) as ours:
+            for run in range(3):
+                theirs = f"grpc-{run}-{time.monotonic_ns()}"
+                mine = f"ours-{run}-{time.monotonic_ns()}"
+                try:
+                    pb_grpc.ScriptedStub(bare).Unary(Request(id=theirs, fail_first=fail_first), timeout=10)
+                    their_code = grpc.StatusCode.OK
+                except grpc.RpcError as error:
+                    their_code = error.code()
+                scheduled.clear()
+                outcome = ours.unary(Request(id=mine, fail_first=fail_first), timeout=10)
+                assert outcome.code is their_code
+                assert server.attempts(theirs) == server.attempts(mine) == attempts
+                nominal = [
+                    min(0.02 * 2**n, 0.06) for n in range(attempts - 1)
+                ]  # A6: retry n+1 waits d * random(0.8, 1.2)
+                assert [e.attempt for e in scheduled] == list(range(1, attempts))
+                assert all(0.8 * d <= e.delay <= 1.2 * d for e, d in zip(scheduled, nominal, strict=True)), scheduled
+                for id in (theirs, mine):
+                    measured = gaps(server, id)  # the backoff and a round trip
+                    assert all(gap >= 0.8 * d - EARLY for gap, d in zip(measured, nominal, strict=True)), (id, measured)
+                seen = [s.metadata.get("grpc-previous-rpc-attempts") for s in server.recorder.seen if s.id == mine]
+                assert seen == [None, *[str(n) for n in range(1, attempts)]]
+    finally:
+        forget()
+        bare.close()
 
 
 def bare_unary(channel: Any, request: Any) -> grpc.StatusCode:

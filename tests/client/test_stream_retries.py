@@ -31,7 +31,7 @@ from interceptors import (
 )
 
 from ..support.clients import STREAM_KINDS, Client, arequests, requests, wait_until
-from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer
+from ..support.server import AIO_LOOP, Reply, Request, ScriptedServer, check_deadline
 from .test_streams import expected
 
 STREAM_PATHS = ["call", "aio", "intercepted-call", "intercepted-aio"]
@@ -144,11 +144,13 @@ def test_retried_streams_carry_previous_attempts_and_their_own_deadline(
     """As for unary calls: grpc-previous-rpc-attempts on retries, each attempt bounded by the per-attempt Timeout."""
     chain = (RetryPolicy(delay=FAST), Timeout(0.8))
     with Client(path, server.target, *chain) as client:
+        started = time.monotonic()
         ended = call(client, kind, 2, timeout=20, id=f"meta-{kind}", fail_first=2)
     assert ended.error is None
     seen = [s for s in server.recorder.seen if s.id == f"meta-{kind}"]
     assert [s.metadata.get("grpc-previous-rpc-attempts") for s in seen] == [None, "1", "2"]
-    assert all(s.time_remaining is not None and 0.5 < s.time_remaining <= 0.81 for s in seen)
+    for s, after in zip(seen, [started, *(s.at for s in seen[:-1])], strict=True):  # each after the one before
+        check_deadline(s, timeout=0.8, sent_after=after)
 
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)

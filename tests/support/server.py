@@ -70,6 +70,21 @@ class Seen:
     fail_after: int = 0
 
 
+GRPC_CLOCK = 0.08
+"""How much later or earlier than the caller's a deadline may reach a server: grpc rounds a timeout up to its
+10 ms units, and its cached clock lags the real one by tens of ms when both cores are busy."""
+
+
+def check_deadline(seen: Seen, *, timeout: float, sent_after: float) -> None:
+    """``seen`` came with the deadline ``timeout`` from a moment after ``sent_after`` (``time.monotonic()``): the
+    server had at most ``timeout`` left, and its deadline (``at + time_remaining``) is no earlier than
+    ``sent_after + timeout``, within grpc's clock. Both hold however late a loaded server starts the handler."""
+    assert seen.time_remaining is not None, seen.id
+    assert seen.time_remaining <= timeout + GRPC_CLOCK, (seen.id, seen.time_remaining, timeout)
+    late = seen.at + seen.time_remaining - (sent_after + timeout)
+    assert late >= -GRPC_CLOCK, (seen.id, seen.time_remaining, timeout, f"deadline {-late:.3f} s early")
+
+
 @dataclass
 class Recorder:
     script: Script = field(default_factory=Script)
@@ -82,12 +97,9 @@ class Recorder:
         """Record an attempt; returns it and the failure it should answer (None: answer normally)."""
         with self._lock:
             self._counts[request.id] += 1
+            time_remaining, at = context.time_remaining(), time.monotonic()  # together: at + time_remaining
             seen = Seen(
-                request.id,
-                self._counts[request.id],
-                context.time_remaining(),
-                dict(context.invocation_metadata() or ()),
-                time.monotonic(),
+                request.id, self._counts[request.id], time_remaining, dict(context.invocation_metadata() or ()), at
             )
             self.seen.append(seen)
         fail_first = request.fail_first or self.script.fail_first
