@@ -251,10 +251,38 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+class _CtrlC:
+    """SIGINT raises KeyboardInterrupt, as Python's own handler does, and is remembered: a KeyboardInterrupt raised
+    while a finalizer (``__del__``) runs is printed and dropped by Python, and the demo must stop all the same."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
 def main() -> int:
+    ctrl_c = _CtrlC()
+    if threading.current_thread() is not threading.main_thread():
+        return _run_all(ctrl_c)
+    before = signal.signal(signal.SIGINT, ctrl_c)
+    try:
+        return _run_all(ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _run_all(ctrl_c: _CtrlC) -> int:
     rows: list[Row] = []
     try:
         for scenario in SCENARIOS:
+            ctrl_c.check()
             print(f"\n=== {scenario.name}: {scenario.expect}")
             summary, events, b_p99, counters = run(scenario)
             rows.append((scenario, summary, b_p99, counters))
@@ -264,6 +292,7 @@ def main() -> int:
                 print(f"    service A: {message}")
             if len(events) > len(shown):
                 print(f"    ... and {len(events) - len(shown)} more event lines")
+        ctrl_c.check()
     except ServiceFailed as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return 1
