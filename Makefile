@@ -35,9 +35,9 @@ lint: proto
 typecheck: proto
 	$(BIN)/mypy
 
-WORKERS ?= 0
+WORKERS ?= 6
 pytest: proto
-	$(BIN)/pytest -n $(WORKERS) --dist worksteal --durations=20
+	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
 demo: proto
 	$(PY) -m service_a.scenarios

@@ -16,6 +16,23 @@ MARKED_BY_PATH = {"chaos": "tests/chaos/", "soak": "tests/chaos/test_soak.py", "
 """Markers given by where a test lives, so that a slice runs with ``-m`` (e.g. ``-m "not chaos and not e2e"``)."""
 
 
+LONGEST_FIRST = (
+    "tests/test_bench_smoke.py",
+    "tests/client/test_memory_bounds.py",
+    "tests/e2e/",
+    "tests/chaos/test_process_faults.py",
+    "tests/chaos/test_network_faults.py",
+    "tests/chaos/",
+    "tests/client/test_load_bounds.py",
+)
+"""Where the longest tests live (tens of seconds each, or many of several seconds): the suite starts them first, so
+that its workers (``make test WORKERS=N``, which hands out tests one at a time) do not end waiting for one of them."""
+
+
+def _rank(where: str) -> int:
+    return next((n for n, prefix in enumerate(LONGEST_FIRST) if where.startswith(prefix)), len(LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = config.rootpath
     for item in items:
@@ -23,6 +40,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker, prefix in MARKED_BY_PATH.items():
             if where.startswith(prefix):
                 item.add_marker(marker)
+    items.sort(key=lambda item: _rank(item.path.relative_to(root).as_posix()))
 
 
 @pytest.fixture
