@@ -141,22 +141,33 @@ class Metrics:
         meter.create_observable_gauge("resilience.breaker.state", [self._breaker_states], unit="{state}")
         meter.create_observable_gauge("resilience.budget.tokens", [self._budget_tokens], unit="{token}")
         meter.create_observable_gauge("resilience.limiter.limit", [self._limits], unit="{call}")
-        self._forget = options.observe(self._heard)
+        self._heard_from: weakref.WeakSet[Any] = weakref.WeakSet()  # what it observes (see watch)
 
     def close(self) -> None:
-        """Stop hearing the policies' events."""
-        self._forget()
+        """Stop hearing the events of what it watches."""
+        for source in list(self._heard_from):
+            options.unobserve(source, self._heard)
+        self._heard_from.clear()
 
-    def watch(self, policies: Iterable[Policy]) -> None:
-        """Report the state of these policies' breakers, budgets and limiters in the gauges."""
+    def watch(self, policies: Iterable[Any]) -> None:
+        """Count the events of these policies (their budgets', a shedding interceptor's), and report the state of
+        their breakers, budgets and limiters in the gauges. The channels and interceptors given this Metrics
+        (``metrics=``) watch their policies: it counts theirs, and no one else's."""
         for policy in policies:
+            self._hear(policy)
             if isinstance(policy, CircuitBreaker):
                 self._breakers.add(policy)
             elif isinstance(policy, AdaptiveLimiter):
                 self._limiters.add(policy)
             budget = getattr(policy, "budget", None)
             if isinstance(budget, RetryBudget):
+                self._hear(budget)
                 self._budgets.add(budget)
+
+    def _hear(self, source: object) -> None:
+        if source not in self._heard_from:
+            self._heard_from.add(source)
+            options.observe(source, self._heard)
 
     def instrument(self, executor: Executor, method: str, target: str) -> Executor:
         """``executor`` with the call's and each attempt's timing around its policies."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from . import options
 from ._windows import CountWindow, TimeWindow, Window
@@ -91,6 +92,7 @@ class CircuitStateMachine:
         "_lock",
         "_open_until",
         "_opened_by_pushback",
+        "_owner",
         "_trials",
         "_window",
         "generation",
@@ -98,8 +100,9 @@ class CircuitStateMachine:
         "state",
     )
 
-    def __init__(self, config: CircuitConfig) -> None:
+    def __init__(self, config: CircuitConfig, owner: Any) -> None:
         self._config = config
+        self._owner = owner  # the breaker: its observers hear the changes of state
         self._lock = threading.Lock()
         self._changes: list[CircuitStateChanged] = []
         self.state = CLOSED
@@ -228,6 +231,7 @@ class CircuitStateMachine:
         with self._lock:
             changes, self._changes = self._changes, []
         listener = self._config.on_state_change
-        if listener is not None or options.OBSERVERS:
+        observers = self._owner._observers
+        if listener is not None or observers:
             for change in changes:
-                options.emit(listener, change)
+                options.emit(listener, change, observers)

@@ -165,9 +165,11 @@ class AdaptiveLimiter(Policy):
 
     def _rejected(self, method: str | None) -> LimitExceededError:
         places = self._places
-        if self.on_rejected is not None or options.OBSERVERS:
+        if self.on_rejected is not None or self._observers:
             options.emit(
-                self.on_rejected, LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method)
+                self.on_rejected,
+                LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method),
+                self._observers,
             )
         return LimitExceededError(f"concurrency limit of {places.limit} reached ({places.waiting} waiting)")
 
@@ -191,8 +193,8 @@ class AdaptiveLimiter(Policy):
             self._reset(baseline, now)
             if new != old:
                 self._places.resize(new)
-        if new != old and (self.on_limit_changed is not None or options.OBSERVERS):
-            options.emit(self.on_limit_changed, LimitChanged(old, new, recent, baseline, self.name))
+        if new != old and (self.on_limit_changed is not None or self._observers):
+            options.emit(self.on_limit_changed, LimitChanged(old, new, recent, baseline, self.name), self._observers)
 
     def _next_limit(self, limit: int, gradient: float) -> int:
         queued = limit * (1 - gradient)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 from . import options
 from ._tally import Tally
@@ -44,6 +46,7 @@ class RetryBudget:
         "__weakref__",
         "_lock",
         "_max_tokens",
+        "_observers",
         "_tally",
         "_token_ratio",
         "_tokens",
@@ -61,6 +64,7 @@ class RetryBudget:
     _max_tokens: float
     _token_ratio: float
     _tokens: float
+    _observers: tuple[Callable[[Any], object], ...]
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class RetryBudget:
             _max_tokens=0.0,  # token bucket mode when > 0
             _token_ratio=0.0,
             _tokens=0.0,
+            _observers=(),
         )
 
     def _set(self, **values: object) -> None:
@@ -142,8 +147,8 @@ class RetryBudget:
                 allowed = tally.second < self.ratio * tally.first + self.min_per_second * self.window
                 if allowed:
                     tally.add(second=1)
-        if not allowed and (self.on_exceeded is not None or options.OBSERVERS):
-            options.emit(self.on_exceeded, BudgetExceeded(attempts, failure, "RetryBudget", method))
+        if not allowed and (self.on_exceeded is not None or self._observers):
+            options.emit(self.on_exceeded, BudgetExceeded(attempts, failure, "RetryBudget", method), self._observers)
         return allowed
 
     def __repr__(self) -> str:

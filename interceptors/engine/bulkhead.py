@@ -66,8 +66,12 @@ class Bulkhead(Policy):
 
     def _full(self, started: float, execution: Execution) -> BulkheadFullError:
         waited = self.clock.now() - started
-        if self.on_full is not None or options.OBSERVERS:
-            options.emit(self.on_full, BulkheadFull(self.max_concurrent, waited, self.name, execution.semantics.method))
+        if self.on_full is not None or self._observers:
+            options.emit(
+                self.on_full,
+                BulkheadFull(self.max_concurrent, waited, self.name, execution.semantics.method),
+                self._observers,
+            )
         return BulkheadFullError(f"bulkhead full: {self.max_concurrent} calls in flight, none done in {waited:.3g}s")
 
     def wrap(self, inner: Link) -> Link:

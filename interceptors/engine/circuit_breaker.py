@@ -146,7 +146,7 @@ class CircuitBreaker(Policy):
             clock=options.clock(clock),
             name=options.policy_name(name, self),
         )
-        self._init(name=config.name, config=config, _machine=CircuitStateMachine(config))
+        self._init(name=config.name, config=config, _machine=CircuitStateMachine(config, self))
 
     @property
     def clock(self) -> Clock:
@@ -229,9 +229,9 @@ class CircuitBreaker(Policy):
             return self._machine.acquire()
         except CircuitOpenError as rejected:
             listener = self.config.on_rejected
-            if listener is not None or options.OBSERVERS:
+            if listener is not None or self._observers:
                 event = CircuitRejected(rejected.remaining, self.name, execution.semantics.method)
-                options.emit(listener, event)
+                options.emit(listener, event, self._observers)
             raise
 
     def wrap(self, inner: Link) -> Link:

@@ -156,8 +156,8 @@ class Fallback(Policy):
         execution.last_failure = real = execution.semantics.caller_error(underlying_failure(failure))
         method = execution.semantics.method
         execution.fallback = event = FallbackExecuted(real, result, out_of_time(failure), self.name, method)
-        if self.on_fallback is not None or options.OBSERVERS:
-            options.emit(self.on_fallback, event)
+        if self.on_fallback is not None or self._observers:
+            options.emit(self.on_fallback, event, self._observers)
         return result
 
     @staticmethod

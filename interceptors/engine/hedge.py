@@ -315,10 +315,10 @@ class _Race:
             return None
         self._next_at, brought_by, self._brought_by = now + self._delay, self._brought_by, None
         child = self.launch()
-        if policy.on_hedge is not None or options.OBSERVERS:
+        if policy.on_hedge is not None or policy._observers:
             in_flight, method = len(self.running) - 1, execution.semantics.method
             event = HedgeStarted(child.attempts, execution.elapsed, in_flight, brought_by, policy.name, method)
-            options.emit(policy.on_hedge, event)
+            options.emit(policy.on_hedge, event, policy._observers)
         return child
 
     def ended(self, child: Execution, failure: BaseException | None) -> bool:
@@ -332,10 +332,11 @@ class _Race:
             if budget is not None:
                 budget.record_outcome(failed=False)
             policy._record(child)
-            if self._started > 1 and (policy.on_hedge_won is not None or options.OBSERVERS):
+            if self._started > 1 and (policy.on_hedge_won is not None or policy._observers):
                 options.emit(
                     policy.on_hedge_won,
                     HedgeWon(child.attempts, self._started, policy.name, execution.semantics.method),
+                    policy._observers,
                 )
             return True
         if not isinstance(failure, Exception) or not (policy.non_fatal or execution.semantics.is_failure)(failure):
@@ -395,11 +396,16 @@ class _Race:
         with self.lock:
             self.over = True
             losers, self.running = self.running, []
-        listen = self._policy.on_hedge_cancelled
+        policy = self._policy
+        listen = policy.on_hedge_cancelled
         for loser in losers:
             loser.abandoned = True
-            if winner is not None and (listen is not None or options.OBSERVERS):
-                options.emit(listen, HedgeCancelled(loser.attempts, self._policy.name, self.execution.semantics.method))
+            if winner is not None and (listen is not None or policy._observers):
+                options.emit(
+                    listen,
+                    HedgeCancelled(loser.attempts, policy.name, self.execution.semantics.method),
+                    policy._observers,
+                )
         return losers
 
 

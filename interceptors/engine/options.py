@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
@@ -235,27 +236,30 @@ def listener(value: object, option: str) -> Listener[E] | None:
     return None if value is None else function(value, option, "event")
 
 
-OBSERVERS: tuple[Callable[[Any], object], ...] = ()
-"""Listeners that hear every policy's events (see :func:`observe`); the policies build an event when it has a
-listener of its own or one of these."""
+_OBSERVING = threading.Lock()
 
 
-def observe(listener: Callable[[Any], object]) -> Callable[[], None]:
-    """Make ``listener`` hear every event of every policy, from now on; returns what undoes that."""
-    global OBSERVERS
-    OBSERVERS = (*OBSERVERS, listener)
-
-    def forget() -> None:
-        global OBSERVERS
-        OBSERVERS = tuple(o for o in OBSERVERS if o is not listener)
-
-    return forget
+def observe(source: object, listener: Callable[[Any], object]) -> None:
+    """Make ``listener`` hear every event ``source`` reports (a policy, a :class:`RetryBudget`, a shedding
+    interceptor), besides its own ``on_*`` listeners: how a ``Metrics`` hears the policies of the channels it was
+    given, and only those. Observing twice is observing once."""
+    with _OBSERVING:
+        observers = getattr(source, "_observers", ())
+        if listener not in observers:
+            object.__setattr__(source, "_observers", (*observers, listener))
 
 
-def emit(listen: Listener[E] | None, event: E) -> None:
-    """Report ``event`` to ``listen`` (if any) and to the observers; a failing listener is logged and never breaks
-    the call."""
-    for listener in (listen, *OBSERVERS) if OBSERVERS else (listen,):
+def unobserve(source: object, listener: Callable[[Any], object]) -> None:
+    """Undo :func:`observe`."""
+    with _OBSERVING:
+        observers = getattr(source, "_observers", ())
+        object.__setattr__(source, "_observers", tuple(o for o in observers if o != listener))
+
+
+def emit(listen: Listener[E] | None, event: E, observers: tuple[Callable[[Any], object], ...] = ()) -> None:
+    """Report ``event`` to ``listen`` (if any) and to ``observers`` (the reporting object's: see :func:`observe`);
+    a failing listener is logged and never breaks the call."""
+    for listener in (listen, *observers) if observers else (listen,):
         if listener is None:
             continue
         try:

@@ -26,8 +26,15 @@ class Policy(abc.ABC):
     ``name`` (every policy's ``name=`` option; by default the class's name) identifies it in its events.
     """
 
-    __slots__ = ("__weakref__", "name")
+    __slots__ = ("__weakref__", "_observers", "name")
     name: str
+    _observers: tuple[Callable[[Any], object], ...]
+    """Who hears its events besides its ``on_*`` listeners (see :func:`~interceptors.engine.options.observe`)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        made = super().__new__(cls)
+        object.__setattr__(made, "_observers", ())
+        return made
 
     serves_deferred: ClassVar[bool] = False
     """Whether the policy serves deferred attempts (see ``Execution.deferred``): it reads nothing of an attempt's

@@ -128,8 +128,8 @@ class RateLimiter(Policy):
         """The wait before the call may go; raises RateLimitedError if its permit comes too late."""
         wait, taken = self._reserve(1, wait_allowed(self.max_wait, execution.remaining))
         if not taken:
-            if self.on_limited is not None or options.OBSERVERS:
-                options.emit(self.on_limited, RateLimited(wait, self.name, execution.semantics.method))
+            if self.on_limited is not None or self._observers:
+                options.emit(self.on_limited, RateLimited(wait, self.name, execution.semantics.method), self._observers)
             raise RateLimitedError(f"rate limited: the next permit comes in {wait:.3g}s", remaining=wait)
         return wait
 

@@ -237,33 +237,35 @@ class RetryPolicy(Policy):
             ) from failure
         if self.budget is not None and not self.budget.try_retry(attempt, failure, execution.semantics.method):
             raise self._exceeded(execution, failure)
-        if self.on_retry_scheduled is not None or options.OBSERVERS:
+        if self.on_retry_scheduled is not None or self._observers:
             options.emit(
                 self.on_retry_scheduled,
                 RetryScheduled(attempt, delay, failure, self.name, execution.semantics.method),
+                self._observers,
             )
         return delay
 
     def _start_attempt(self, execution: Execution) -> None:
         execution.attempts += 1
         execution.attempt_start_time = self.clock.now()
-        if self.on_retry is not None or options.OBSERVERS:
+        if self.on_retry is not None or self._observers:
             assert execution.last_failure is not None
             options.emit(
                 self.on_retry,
                 RetryStarted(execution.attempts, execution.last_failure, self.name, execution.semantics.method),
+                self._observers,
             )
 
     def _aborted(self, execution: Execution, failure: BaseException) -> BaseException:
-        if self.on_abort is not None or options.OBSERVERS:
+        if self.on_abort is not None or self._observers:
             event = RetryAborted(execution.attempts, failure, self.name, execution.semantics.method)
-            options.emit(self.on_abort, event)
+            options.emit(self.on_abort, event, self._observers)
         return failure
 
     def _report_exceeded(self, execution: Execution, failure: BaseException) -> None:
-        if self.on_retries_exceeded is not None or options.OBSERVERS:
+        if self.on_retries_exceeded is not None or self._observers:
             event = RetriesExceeded(execution.attempts, failure, self.name, execution.semantics.method)
-            options.emit(self.on_retries_exceeded, event)
+            options.emit(self.on_retries_exceeded, event, self._observers)
 
     def _exceeded(self, execution: Execution, failure: BaseException) -> BaseException:
         self._report_exceeded(execution, failure)

@@ -126,8 +126,8 @@ class AdaptiveThrottle(Policy):
             self._tally.roll()
             rate = self._rate()
         if rate and self._random() < rate:
-            if self.on_throttled is not None or options.OBSERVERS:
-                options.emit(self.on_throttled, Throttled(rate, self.name, execution.semantics.method))
+            if self.on_throttled is not None or self._observers:
+                options.emit(self.on_throttled, Throttled(rate, self.name, execution.semantics.method), self._observers)
             raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
 
     def _record(self, execution: Execution, failure: BaseException | None) -> None:

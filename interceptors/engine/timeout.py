@@ -148,9 +148,10 @@ class Timeout(Bounds):
         return None if outer is not None and outer < own else own
 
     def _exceeded(self, execution: Execution) -> TimeoutExceededError:
-        if self.on_timeout_exceeded is not None or options.OBSERVERS:
+        if self.on_timeout_exceeded is not None or self._observers:
             options.emit(
                 self.on_timeout_exceeded,
                 TimeoutExceeded(self.seconds, execution.elapsed, self.name, execution.semantics.method),
+                self._observers,
             )
         return TimeoutExceededError(f"timeout of {self.seconds:g}s exceeded", timeout=self.seconds)

@@ -55,7 +55,11 @@ class _Shedding:
         code: grpc.StatusCode = RESOURCE_EXHAUSTED,
         pushback: options.Duration | None = None,
         min_remaining: options.Duration = 0.0,
+        on_shed: options.Listener[Shed] | None = None,
+        metrics: Any = None,
     ) -> None:
+        if metrics is not None and not callable(getattr(metrics, "watch", None)):
+            raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
         if isinstance(limit, AdaptiveLimiter):
             self._limiter: AdaptiveLimiter | None = limit
             self._places = limit._places
@@ -71,6 +75,10 @@ class _Shedding:
         self._lock = threading.Lock()
         self.refused = 0
         """Calls refused so far (overload and too little time left)."""
+        self.on_shed: options.Listener[Shed] | None = options.listener(on_shed, "on_shed")
+        self._observers: tuple[Callable[[Any], object], ...] = ()
+        if metrics is not None:
+            metrics.watch([self])
 
     @property
     def limit(self) -> int:
@@ -121,9 +129,10 @@ class _Shedding:
     def _count_refusal(self, reason: str) -> None:
         with self._lock:
             self.refused += 1
-        if options.OBSERVERS:
+        if self.on_shed is not None or self._observers:
             places = self._places
-            options.emit(None, Shed(reason, places.in_flight, places.limit, type(self).__name__))
+            event = Shed(reason, places.in_flight, places.limit, type(self).__name__)
+            options.emit(self.on_shed, event, self._observers)
 
     def _overloaded(self) -> Refusal:
         self._count_refusal("overload")
@@ -153,6 +162,8 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         took, varied by up to 20 % either way; 0.1 s before any call has ended).
     :param min_remaining: calls with less time left than this are refused DEADLINE_EXCEEDED, with no pushback
         (default 0: none).
+    :param on_shed: called with a :class:`~interceptors.events.Shed` for each call refused (default None).
+    :param metrics: an :class:`interceptors.otel.Metrics` to count the refused calls in (default None).
     """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:

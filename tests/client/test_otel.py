@@ -77,6 +77,25 @@ def test_two_failures_then_ok(
     ]
 
 
+@pytest.mark.parametrize("path", ["call", "aio", "intercepted-call", "intercepted-aio"])
+def test_a_metrics_counts_the_channels_it_was_given_and_no_others(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    """Two channels in one process, each with its own retry: only the one given the Metrics is counted; a closed
+    Metrics counts nothing more."""
+    with (
+        Client(path, server.target, RetryPolicy(max_attempts=3, delay=FAST), metrics=metrics) as measured,
+        Client(path, server.target, RetryPolicy(max_attempts=3, delay=FAST)) as other,
+    ):
+        assert other.unary(Request(id="other", fail_first=2), timeout=5).error is None
+        assert measured.unary(Request(id="measured", fail_first=1), timeout=5).error is None
+        metrics.close()
+        assert measured.unary(Request(id="closed", fail_first=1), timeout=5).error is None
+    assert points(reader, "resilience.client.retries") == [
+        ({"grpc.method": METHOD, "resilience.policy": "RetryPolicy", "resilience.reason": "UNAVAILABLE"}, 1)
+    ]
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_an_open_breaker_counts_its_rejections_and_shows_open(
     server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
@@ -218,7 +237,7 @@ def test_a_hedge_and_its_attempt_are_events_of_the_callers_span(
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])
 def test_a_shed_call_is_counted(kind: str, reader: InMemoryMetricReader, metrics: Metrics) -> None:
-    shedding = LoadShedding(1) if kind == "sync" else AioLoadShedding(1)
+    shedding = LoadShedding(1, metrics=metrics) if kind == "sync" else AioLoadShedding(1, metrics=metrics)
     server = ScriptedServer(kind, interceptors=[shedding])
     try:
         with Client("call", server.target) as client:
