@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean
+.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean matrix floors
 
 test: lint typecheck pytest
 
@@ -39,6 +39,16 @@ WORKERS ?= 6
 pytest: proto
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
+PYTHONS := 3.10 3.11 3.12 3.13
+# every Python from requires-python up to 3.13 (.ci/suites says so when one is absent)
+
+matrix:
+	@for version in $(PYTHONS); do WORKERS=$(WORKERS) .ci/suites py$$version $$version || exit 1; done
+
+floors: $(STAMP)
+	mkdir -p .matrix && $(PY) .ci/floors.py > .matrix/floors.txt
+	WORKERS=$(WORKERS) .ci/suites floors $(firstword $(PYTHONS)) .matrix/floors.txt
+
 demo: proto
 	$(PY) -m service_a.scenarios
 
@@ -61,4 +71,4 @@ soak: proto $(STAMP)
 	$(PY) -m bench.soak --calls 1000000
 
 clean:
-	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix

@@ -364,7 +364,8 @@ def _refused_by_grpc(grpc_config: str) -> str | None:
     except grpc.RpcError as refused:
         if refused.code() is grpc.StatusCode.INVALID_ARGUMENT:
             said = str(refused.details())
-            return said.partition("errors validating service config: ")[2] or said.partition("':")[2] or said
+            reason = said.partition("errors validating service config: ")[2] or said.partition("':")[2]
+            return reason or f"{said} (grpcio {grpc.__version__} says no more here; its log line names the field)"
     except AttributeError:  # a grpcio that keeps its channel elsewhere: grpc's own calls will say
         pass
     finally:

@@ -49,7 +49,7 @@ class Ended:
 
     def __init__(self, messages: list[Any], error: grpc.RpcError | None, code: Any, trailing: Any) -> None:
         self.messages, self.error, self.code = messages, error, code
-        self.trailing = dict(trailing or ())
+        self.trailing = {key: value for key, value in trailing or ()}  # grpcio < 1.63: dict() of aio metadata fails
 
 
 def call(client: Client, kind: str, n: int, timeout: float | None = None, **fields: Any) -> Ended:
