@@ -31,6 +31,7 @@ proto: $(GEN)/.stamp
 lint: proto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache  # the layering contracts of pyproject.toml
 
 typecheck: proto
 	$(BIN)/mypy

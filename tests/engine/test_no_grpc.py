@@ -1,4 +1,5 @@
-"""The policy engine is transport-agnostic: no module in interceptors/engine/ imports grpc or protobuf."""
+"""The policy engine is transport-agnostic: every module in interceptors/engine/ imports and runs with grpc and
+protobuf blocked (the import-linter contracts of pyproject.toml check its imports as ``make lint`` runs)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,3 @@ def test_every_engine_module_imports_without_grpc() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-
-
-def test_the_engine_source_never_names_grpc() -> None:
-    for path in ENGINE.glob("*.py"):
-        imports = [line for line in path.read_text().splitlines() if line.startswith(("import ", "from "))]
-        assert not [line for line in imports if "grpc" in line or "protobuf" in line], path

@@ -120,7 +120,7 @@ class Callers:
         latency = time.monotonic() - started
         self.latencies.append(latency)
         self.codes.append(code)
-        if latency > DEADLINE + LATE and asked is not None:
+        if (latency > DEADLINE + LATE or code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)) and asked:
             self.late[(path, f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}", code.name)] += 1
 
 
