@@ -36,8 +36,8 @@ from interceptors import (
     resilient_channel,
 )
 from interceptors.engine import Policy
+from interceptors.engine._hedge import HEDGES
 from interceptors.engine._workers import FUTURES
-from interceptors.engine.hedge import HEDGES
 
 
 class _Counts:

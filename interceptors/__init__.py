@@ -10,12 +10,12 @@ what a new policy or transport extends in :mod:`interceptors.engine`, the asynci
 :mod:`interceptors.testing`.
 """
 
-from .engine.adaptive_limiter import AdaptiveLimiter
-from .engine.budget import RetryBudget
-from .engine.bulkhead import Bulkhead
-from .engine.circuit_breaker import CircuitBreaker
-from .engine.delays import Backoff, RandomDelay
-from .engine.errors import (
+from .engine._adaptive_limiter import AdaptiveLimiter
+from .engine._budget import RetryBudget
+from .engine._bulkhead import Bulkhead
+from .engine._circuit_breaker import CircuitBreaker
+from .engine._delays import Backoff, RandomDelay
+from .engine._errors import (
     BulkheadFullError,
     CircuitOpenError,
     LimitExceededError,
@@ -26,19 +26,18 @@ from .engine.errors import (
     ThrottledError,
     TimeoutExceededError,
 )
-from .engine.events import CircuitState
-from .engine.fallback import Fallback
-from .engine.hedge import HedgePolicy, LatencyQuantile
-from .engine.policy import Executor
-from .engine.rate_limiter import RateLimiter
-from .engine.retry import RetryPolicy
-from .engine.throttle import AdaptiveThrottle
-from .engine.timeout import Timeout
+from .engine._events import CircuitState
+from .engine._fallback import Fallback
+from .engine._hedge import HedgePolicy, LatencyQuantile
+from .engine._policy import Executor
+from .engine._rate_limiter import RateLimiter
+from .engine._retry import RetryPolicy
+from .engine._throttle import AdaptiveThrottle
+from .engine._timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc._fit import FallbackMisfitWarning
-from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
-from .grpc.service_config import ServiceConfig, from_service_config
-from .grpc.status import (
+from .grpc._service_config import ServiceConfig, from_service_config
+from .grpc._status import (
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
     RETRYABLE_CODES,
@@ -46,7 +45,8 @@ from .grpc.status import (
     replaced_by_fallback,
     status_code,
 )
-from .grpc.sync_client import ResilienceInterceptor, resilient_channel
+from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
+from .grpc._sync_client import ResilienceInterceptor, resilient_channel
 
 __all__ = [
     "DEFAULT_REPLAY_BUFFER",

@@ -44,11 +44,11 @@ except ImportError as error:  # pragma: no cover - the extra is missing
         "interceptors.otel needs opentelemetry-api: pip install 'grpc-resilience-interceptors[otel]'"
     ) from error
 
-from .engine import options
-from .engine.adaptive_limiter import AdaptiveLimiter
-from .engine.budget import RetryBudget
-from .engine.circuit_breaker import CircuitBreaker
-from .engine.events import (
+from .engine import _options as options
+from .engine._adaptive_limiter import AdaptiveLimiter
+from .engine._budget import RetryBudget
+from .engine._circuit_breaker import CircuitBreaker
+from .engine._events import (
     BudgetExceeded,
     BulkheadFull,
     CircuitRejected,
@@ -63,10 +63,10 @@ from .engine.events import (
     Shed,
     Throttled,
 )
-from .engine.execution import Execution
-from .engine.policy import AsyncLink, Executor, Link, Policy
-from .grpc.access_log import _Aio, _CallObserver, _Sync
-from .grpc.status import status_code
+from .engine._execution import Execution
+from .engine._policy import AsyncLink, Executor, Link, Policy
+from .grpc._observer import AioObserver, CallObserver, SyncObserver
+from .grpc._status import status_code
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -419,7 +419,7 @@ class _Timer(Policy):
         return run
 
 
-class _Records(_CallObserver):
+class _Records(CallObserver):
     """gRFC A66's server metrics: ``grpc.server.call.started`` ({call}; grpc.method) and
     ``grpc.server.call.duration`` (s; grpc.method, grpc.status: what the client saw), kept like the client's."""
 
@@ -459,13 +459,13 @@ class _Records(_CallObserver):
         return [otel.Observation(c.count, c.attributes) for c in list(self._started.values())]
 
 
-class ServerMetrics(_Records, _Sync):
+class ServerMetrics(_Records, SyncObserver):
     """Records gRFC A66's server metrics for every call of a sync server, into ``meter_provider`` (default: the
     global one). Install it first (outermost), so that it sees the calls other interceptors refuse (a shed call is
     RESOURCE_EXHAUSTED)."""
 
 
-class AioServerMetrics(_Records, _Aio):
+class AioServerMetrics(_Records, AioObserver):
     """:class:`ServerMetrics` for ``grpc.aio`` servers."""
 
 

@@ -5,10 +5,10 @@ Install the access log first (outermost), so that it sees the calls the others r
 ``grpc.aio.server(interceptors=[AioAccessLog(), AioLoadShedding(64), AioContextPropagation()])``.
 """
 
-from .grpc.access_log import AccessLog, AioAccessLog
-from .grpc.propagation import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation, aforward, forward
-from .grpc.server import AioFaultInjection, FaultInjection, Faults
-from .grpc.shedding import AioLoadShedding, LoadShedding
+from .grpc._access_log import AccessLog, AioAccessLog
+from .grpc._faults import AioFaultInjection, FaultInjection, Faults
+from .grpc._propagation import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation, aforward, forward
+from .grpc._shedding import AioLoadShedding, LoadShedding
 
 __all__ = [
     "DEFAULT_RESERVE",

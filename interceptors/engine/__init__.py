@@ -5,11 +5,11 @@ Nothing here imports grpc: the engine runs plain sync callables and coroutines, 
 :class:`Policy`; describe another transport by subclassing :class:`Semantics`.
 """
 
-from .adaptive_limiter import LimiterPermit
-from .circuit_breaker import Permit
-from .clock import SYSTEM_CLOCK, Clock, SystemClock
-from .execution import PLAIN, Execution, Semantics
-from .policy import AsyncLink, Executor, Link, Policy
+from ._adaptive_limiter import LimiterPermit
+from ._circuit_breaker import Permit
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock
+from ._execution import PLAIN, Execution, Semantics
+from ._policy import AsyncLink, Executor, Link, Policy  # noqa: F401  (Executor: at home in interceptors)
 
 __all__ = [
     "PLAIN",
@@ -17,7 +17,6 @@ __all__ = [
     "AsyncLink",
     "Clock",
     "Execution",
-    "Executor",
     "LimiterPermit",
     "Link",
     "Permit",

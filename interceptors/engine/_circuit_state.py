@@ -15,13 +15,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._delays import jittered
+from ._errors import CircuitOpenError
+from ._events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
+from ._execution import PLAIN, Semantics
 from ._windows import CountWindow, TimeWindow, Window
-from .clock import Clock
-from .delays import jittered
-from .errors import CircuitOpenError
-from .events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
-from .execution import PLAIN, Semantics
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
 FORCED_OPEN, DISABLED = CircuitState.FORCED_OPEN, CircuitState.DISABLED

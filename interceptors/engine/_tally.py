@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .clock import Clock
+from ._clock import Clock
 
 SLICES = 10
 

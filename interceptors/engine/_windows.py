@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .clock import Clock
-from .events import CircuitMetrics
+from ._clock import Clock
+from ._events import CircuitMetrics
 
 # A recorded outcome: bit 0 set (a call), bit 1 failed, bit 2 slow.
 _CALL, _FAILED, _SLOW = 1, 2, 4

@@ -2,7 +2,7 @@
 policies read gRPC (:class:`GrpcSemantics`). Users import them from :mod:`interceptors`, :mod:`interceptors.aio`
 and :mod:`interceptors.server`; what is here is for extending them."""
 
-from ._core import MethodPolicies, Status, StatusError
-from .status import GrpcSemantics
+from ._core import Status, StatusError
+from ._status import GrpcSemantics
 
-__all__ = ["GrpcSemantics", "MethodPolicies", "Status", "StatusError"]
+__all__ = ["GrpcSemantics", "Status", "StatusError"]  # MethodPolicies: in interceptors.typing

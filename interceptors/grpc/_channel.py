@@ -2,7 +2,7 @@
 
 grpcio has retries of its own. Configured ones (a service config's ``retryPolicy``) would run under a RetryPolicy
 and multiply its attempts; the helpers convert service configs to policies instead (see
-:mod:`interceptors.grpc.service_config`), and hand grpc only the rest. Transparent
+:mod:`interceptors.grpc._service_config`), and hand grpc only the rest. Transparent
 retries (of calls that never reached the server application, e.g. refused on a GOAWAY) are safe and worth
 keeping, but they come with grpcio's retry machinery, which strips the application's
 ``grpc-previous-rpc-attempts`` header from every call. So the helpers turn grpcio's retries off

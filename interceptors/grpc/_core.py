@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import grpc
 from grpc.aio import AioRpcError
 
-from ..engine.errors import (
+from ..engine._errors import (
     BulkheadFullError,
     CircuitOpenError,
     LimitExceededError,
@@ -38,23 +38,23 @@ from ..engine.errors import (
     ThrottledError,
     TimeoutExceededError,
 )
-from ..engine.events import FallbackExecuted
-from ..engine.execution import Execution
-from ..engine.hedge import HedgePolicy
-from ..engine.policy import Executor, Policy
-from ..engine.retry import RetryPolicy
+from ..engine._events import FallbackExecuted
+from ..engine._execution import Execution
+from ..engine._hedge import HedgePolicy
+from ..engine._policy import Executor, Policy
+from ..engine._retry import RetryPolicy
 from ._channel import StackedRetriesWarning
 from ._fit import FallbackMisfitWarning, fitted, misfits, reasons, service_methods
 from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
-from ._streams import StreamResume
-from .status import (
+from ._status import (
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
     GrpcSemantics,
     ResponseStreamSemantics,
     status_code,
 )
+from ._streams import StreamResume
 
 __all__ = [
     "CallExecution",

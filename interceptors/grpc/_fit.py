@@ -15,9 +15,9 @@ from collections.abc import Iterator
 
 from google.protobuf import descriptor_pool
 
-from ..engine.execution import Semantics
-from ..engine.options import cut
-from ..engine.policy import Executor, Policy
+from ..engine._execution import Semantics
+from ..engine._options import cut
+from ..engine._policy import Executor, Policy
 
 __all__ = ["FallbackMisfitWarning", "fitted", "misfits", "reasons", "service_methods"]
 

@@ -17,8 +17,8 @@ import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from ..engine.execution import Execution, Settle, settle
-from ..engine.policy import AsyncLink, Link, Policy
+from ..engine._execution import Execution, Settle, settle
+from ..engine._policy import AsyncLink, Link, Policy
 
 __all__ = [
     "DEFAULT_REPLAY_BUFFER",

@@ -2,7 +2,7 @@
 a test switches while calls flow through it (:class:`FaultProxy`) — to try a chain of policies against a network
 that drops, delays, resets and refuses, on loopback, with no root and nothing but the standard library."""
 
-from .clock import FakeClock
-from .fault_proxy import FaultProxy
+from ._clock import FakeClock
+from ._fault_proxy import FaultProxy
 
 __all__ = ["FakeClock", "FaultProxy"]

@@ -32,7 +32,7 @@ from interceptors import (
     RetryPolicy,
     Timeout,
 )
-from interceptors.engine.options import MIN_WINDOW
+from interceptors.engine._options import MIN_WINDOW
 from interceptors.grpc._pushback import DO_NOT_RETRY, pushback_seconds, retry_info_details
 from interceptors.testing import FakeClock
 

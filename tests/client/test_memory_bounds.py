@@ -17,8 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import interceptors.aio
-from interceptors import ResilienceInterceptor, RetryPolicy, resilient_channel
-from interceptors.engine import Executor
+from interceptors import Executor, ResilienceInterceptor, RetryPolicy, resilient_channel
 from interceptors.grpc._core import ROUTES_KEPT
 from interceptors.otel import METHODS_NAMED, TARGETS_NAMED, Metrics
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from interceptors import Executor, HedgePolicy, LatencyQuantile, RetryBudget, Timeout, TimeoutExceededError
-from interceptors.engine.execution import PLAIN, Execution, Semantics
-from interceptors.engine.hedge import METHODS_KEPT
+from interceptors.engine._execution import PLAIN, Execution, Semantics
+from interceptors.engine._hedge import METHODS_KEPT
 from interceptors.events import HedgeCancelled, HedgeStarted, HedgeWon
 from interceptors.testing import FakeClock
 

@@ -14,7 +14,7 @@ ENGINE = Path(interceptors.engine.__file__).parent
 
 def test_every_engine_module_imports_without_grpc() -> None:
     modules = sorted(f"interceptors.engine.{path.stem}" for path in ENGINE.glob("*.py") if path.stem != "__init__")
-    assert "interceptors.engine.retry" in modules and "interceptors.engine.circuit_breaker" in modules
+    assert "interceptors.engine._retry" in modules and "interceptors.engine._circuit_breaker" in modules
     code = (
         "import sys, importlib, importlib.util, types\n"
         "sys.modules['grpc'] = sys.modules['google.protobuf'] = None  # any import of them now fails\n"
@@ -23,7 +23,7 @@ def test_every_engine_module_imports_without_grpc() -> None:
         "sys.modules['interceptors'] = package\n"
         f"for name in {modules!r}: importlib.import_module(name)\n"
         "from interceptors.engine import Executor\n"
-        "from interceptors.engine.retry import RetryPolicy\n"
+        "from interceptors.engine._retry import RetryPolicy\n"
         "assert Executor(RetryPolicy()).call(lambda: 1) == 1\n"
         "loaded = [m for m, module in sys.modules.items() if module is not None]\n"
         "assert not [m for m in loaded if m == 'grpc' or m.startswith(('grpc.', 'google.protobuf'))], loaded\n"

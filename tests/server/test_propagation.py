@@ -17,8 +17,8 @@ from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 import interceptors.aio
 from interceptors import CircuitBreaker, Fallback, RetryPolicy, Timeout, resilient_channel
+from interceptors.grpc._propagation import forwarded
 from interceptors.grpc._pushback import _parse_retry_info, _parse_status, retry_info_details
-from interceptors.grpc.propagation import forwarded
 from interceptors.server import AioContextPropagation, ContextPropagation, aforward, forward
 
 from ..support.clients import wait_until

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from interceptors.engine import Executor
-from interceptors.engine import options as engine_options
+from interceptors import Executor
+from interceptors.engine import _options as engine_options
 
 
 class Heard:

@@ -1,18 +1,15 @@
-"""An access log for sync and aio servers: one record per call, with the status its client saw.
+"""What server interceptors that watch every call share (the access log, ``interceptors.otel``'s server
+metrics): each call's start, and its end with the status its client saw, for sync and aio servers.
 
-Every call gets its line: answered, failed, aborted, refused by another interceptor further in (a shedding
-rejection, an undecodable request) and calls to methods the server does not have (UNIMPLEMENTED). A call that
-ended because its deadline passed or its client cancelled it is logged as DEADLINE_EXCEEDED or CANCELLED, as its
-client saw it, not as the error its abandoned handler may have raised. Requests larger than the server's
-``grpc.max_receive_message_length`` are refused by grpc's core before any Python code sees them: grpcio offers
-no hook to log those.
+Every call is seen: answered, failed, aborted, refused by another interceptor further in, and calls to methods the
+server does not have (UNIMPLEMENTED). A call that ended because its deadline passed or its client cancelled it
+ends DEADLINE_EXCEEDED or CANCELLED, as its client saw it, not with the error its abandoned handler may raise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -21,16 +18,14 @@ import grpc
 
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 
-__all__ = ["AccessLog", "AioAccessLog"]
-
 OK, UNKNOWN = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN
 DEADLINE_TOLERANCE = 0.01
 """Seconds before its deadline within which a call that ended early is taken to have reached it."""
 
 
-class _CallObserver:
+class CallObserver:
     """What server interceptors that watch every call share: each call's start, and its end with the status its
-    client saw (see :func:`final_code`), for a sync or aio server (:class:`_Sync`, :class:`_Aio`)."""
+    client saw (see :func:`final_code`), for a sync or aio server (:class:`SyncObserver`, :class:`AioObserver`)."""
 
     def _began(self, method: str) -> None:
         """A call of ``method`` starts."""
@@ -67,7 +62,7 @@ class _CallObserver:
         raise NotImplementedError
 
 
-class _Sync(_CallObserver, grpc.ServerInterceptor):
+class SyncObserver(CallObserver, grpc.ServerInterceptor):
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         return self._observed(continuation(handler_call_details), handler_call_details.method, aio=False)
 
@@ -86,7 +81,7 @@ class _Sync(_CallObserver, grpc.ServerInterceptor):
         return observed
 
 
-class _Aio(_CallObserver, grpc.aio.ServerInterceptor):
+class AioObserver(CallObserver, grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         return self._observed(await continuation(handler_call_details), handler_call_details.method, aio=True)
 
@@ -104,38 +99,6 @@ class _Aio(_CallObserver, grpc.aio.ServerInterceptor):
                     yield response
 
         return observed
-
-
-class _Logs(_CallObserver):
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self._log = _logger(logger)
-
-    def _ended(self, method: str, code: grpc.StatusCode, started: float) -> None:
-        latency_ms = round((time.monotonic() - started) * 1000, 3)
-        level = logging.INFO if code is OK else logging.ERROR
-        extra = {"method": method, "code": code.name, "latency_ms": latency_ms}
-        self._log.log(level, "%s %s", code.name, method, extra=extra)
-
-
-class AccessLog(_Logs, _Sync):
-    """Logs one record per call of a sync server, when it ends: its method, status code and latency.
-
-    Records go to ``logger`` (default ``interceptors.access``) at INFO when OK, ERROR otherwise, with the fields
-    ``method``, ``code`` and ``latency_ms`` as extras, for a structured (e.g. JSON) formatter to print. Install it
-    first (outermost), so that it sees the calls other interceptors refuse.
-    """
-
-
-class AioAccessLog(_Logs, _Aio):
-    """:class:`AccessLog` for ``grpc.aio`` servers."""
-
-
-def _logger(logger: object) -> logging.Logger:
-    if logger is None:
-        return logging.getLogger("interceptors.access")
-    if not isinstance(logger, logging.Logger):
-        raise ValueError(f"logger must be a logging.Logger, got {logger!r}")
-    return logger
 
 
 def final_code(context: Any, error: BaseException | None) -> grpc.StatusCode:

@@ -6,10 +6,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._events import BudgetExceeded
 from ._tally import Tally
-from .clock import Clock
-from .events import BudgetExceeded
 
 __all__ = ["DEFAULT_MIN_PER_SECOND", "DEFAULT_RATIO", "DEFAULT_WINDOW", "RetryBudget"]
 

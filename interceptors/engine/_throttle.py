@@ -7,13 +7,13 @@ import random
 import threading
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._errors import RejectedError, ThrottledError
+from ._events import Throttled
+from ._execution import Execution, overdue
+from ._policy import AsyncLink, Link, Policy
 from ._tally import Tally
-from .clock import Clock
-from .errors import RejectedError, ThrottledError
-from .events import Throttled
-from .execution import Execution, overdue
-from .policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_MIN_REQUESTS", "DEFAULT_WINDOW", "AdaptiveThrottle"]
 

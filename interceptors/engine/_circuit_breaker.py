@@ -6,13 +6,13 @@ from dataclasses import fields
 from functools import partial
 from typing import Any
 
-from . import options
+from . import _options as options
 from ._circuit_state import CLOSED, CircuitConfig, CircuitStateMachine
-from .clock import Clock
-from .errors import CircuitOpenError, RejectedError
-from .events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
-from .execution import PLAIN, Execution, Semantics, overdue
-from .policy import AsyncLink, Link, Policy
+from ._clock import Clock
+from ._errors import CircuitOpenError, RejectedError
+from ._events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
+from ._execution import PLAIN, Execution, Semantics, overdue
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_DELAY", "DEFAULT_FAILURE_THRESHOLD", "DEFAULT_RATE_MINIMUM_CALLS", "CircuitBreaker", "Permit"]
 

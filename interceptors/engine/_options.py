@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
 
-from .clock import SYSTEM_CLOCK, Clock
+from ._clock import SYSTEM_CLOCK, Clock
 
 if TYPE_CHECKING:
-    from .execution import Semantics
+    from ._execution import Semantics
 
 __all__ = [
     "MAX_CALLS",

@@ -12,14 +12,14 @@ import threading
 from collections import deque
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._budget import RetryBudget
+from ._clock import Clock
+from ._events import HedgeCancelled, HedgeStarted, HedgeWon
+from ._execution import LATE_REPORT, Deferred, Execution, Semantics, settle
+from ._policy import AsyncLink, Link, Policy
 from ._timers import TIMERS, Timer
 from ._workers import Workers
-from .budget import RetryBudget
-from .clock import Clock
-from .events import HedgeCancelled, HedgeStarted, HedgeWon
-from .execution import LATE_REPORT, Deferred, Execution, Semantics, settle
-from .policy import AsyncLink, Link, Policy
 
 __all__ = ["HedgePolicy", "LatencyQuantile"]
 

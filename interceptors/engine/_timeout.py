@@ -7,13 +7,13 @@ import functools
 import sys
 from typing import Any
 
-from . import options
+from . import _options as options
 from ._alarms import NO_ALARM, Alarms
-from .clock import Clock
-from .errors import TimeoutExceededError
-from .events import TimeoutExceeded
-from .execution import Execution
-from .policy import AsyncLink, Link, Policy
+from ._clock import Clock
+from ._errors import TimeoutExceededError
+from ._events import TimeoutExceeded
+from ._execution import Execution
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["Bounds", "Timeout"]
 

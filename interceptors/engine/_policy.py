@@ -6,8 +6,8 @@ import abc
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
-from .clock import SYSTEM_CLOCK, Clock
-from .execution import PLAIN, Execution, Semantics
+from ._clock import SYSTEM_CLOCK, Clock
+from ._execution import PLAIN, Execution, Semantics
 
 __all__ = ["AsyncLink", "Executor", "Link", "Policy"]
 
@@ -29,7 +29,7 @@ class Policy(abc.ABC):
     __slots__ = ("__weakref__", "_observers", "name")
     name: str
     _observers: tuple[Callable[[Any], object], ...]
-    """Who hears its events besides its ``on_*`` listeners (see :func:`~interceptors.engine.options.observe`)."""
+    """Who hears its events besides its ``on_*`` listeners (see :func:`~interceptors.engine._options.observe`)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         made = super().__new__(cls)

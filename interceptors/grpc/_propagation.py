@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import grpc
 
-from ..engine import options
+from ..engine import _options as options
 from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
 from ._pushback import (

@@ -46,22 +46,23 @@ from typing import Any
 
 import grpc
 
-from ..engine.adaptive_limiter import AdaptiveLimiter
-from ..engine.budget import RetryBudget
-from ..engine.bulkhead import Bulkhead
-from ..engine.circuit_breaker import CircuitBreaker
-from ..engine.delays import Backoff
-from ..engine.errors import TimeoutExceededError
-from ..engine.fallback import Fallback
-from ..engine.hedge import HedgePolicy
-from ..engine.options import MAX_SECONDS, cut, shown
-from ..engine.policy import Policy
-from ..engine.rate_limiter import RateLimiter
-from ..engine.retry import RetryPolicy
-from ..engine.throttle import AdaptiveThrottle
-from ..engine.timeout import Timeout
+from ..engine._adaptive_limiter import AdaptiveLimiter
+from ..engine._budget import RetryBudget
+from ..engine._bulkhead import Bulkhead
+from ..engine._circuit_breaker import CircuitBreaker
+from ..engine._delays import Backoff
+from ..engine._errors import TimeoutExceededError
+from ..engine._fallback import Fallback
+from ..engine._hedge import HedgePolicy
+from ..engine._options import MAX_SECONDS, cut, shown
+from ..engine._policy import Policy
+from ..engine._rate_limiter import RateLimiter
+from ..engine._retry import RetryPolicy
+from ..engine._throttle import AdaptiveThrottle
+from ..engine._timeout import Timeout
 from ._channel import SERVICE_CONFIG
-from .status import on_codes
+from ._grpc_shapes import is_idle
+from ._status import on_codes
 
 __all__ = ["MAX_ATTEMPTS", "ServiceConfig", "from_service_config"]
 
@@ -358,7 +359,7 @@ def _refused_by_grpc(grpc_config: str) -> str | None:
     their configs may say."""
     channel: Any = grpc.insecure_channel("localhost:1", options=[(SERVICE_CONFIG, grpc_config)])
     try:
-        if channel._channel.check_connectivity_state(False) == grpc.ChannelConnectivity.IDLE.value[0]:
+        if is_idle(channel):
             return None
         channel.unary_unary("/grpc.ServiceConfig/Check")(b"", timeout=1)
     except grpc.RpcError as refused:
@@ -366,8 +367,6 @@ def _refused_by_grpc(grpc_config: str) -> str | None:
             said = str(refused.details())
             reason = said.partition("errors validating service config: ")[2] or said.partition("':")[2]
             return reason or f"{said} (grpcio {grpc.__version__} says no more here; its log line names the field)"
-    except AttributeError:  # a grpcio that keeps its channel elsewhere: grpc's own calls will say
-        pass
     finally:
         channel.close()
     return None

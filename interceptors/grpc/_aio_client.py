@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 
-from ..engine.execution import Execution
-from ..engine.policy import Policy
+from ..engine._execution import Execution
+from ..engine._policy import Policy
 from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
 from ._core import (
     BIDI_STREAM,
@@ -37,10 +37,11 @@ from ._core import (
     rpc_error,
     sent,
 )
+from ._grpc_shapes import WrittenByGrpc, at_once
 from ._incoming import INCOMING, cancel_task
+from ._service_config import configured
 from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
-from .service_config import configured
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
 
@@ -447,24 +448,11 @@ class _AnsweredCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         yield  # a generator that finishes at once
 
 
-class _WrittenByGrpc:
-    """A call with streamed requests returned to grpc's intercepted call, which serves ``write()`` and
-    ``done_writing()`` itself: it writes to the request iterator it gave the interceptor."""
-
-    _done_writing_flag = False  # read by grpc's intercepted call; its done_writing() ends our requests
-
-    async def write(self, request: Any) -> None:
-        raise NotImplementedError
-
-    async def done_writing(self) -> None:
-        raise NotImplementedError
-
-
-class _ResilientStreamUnary(_WrittenByGrpc, _ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
+class _ResilientStreamUnary(WrittenByGrpc, _ResilientCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
     """A client-streaming call: as a unary one, its requests replayed to each attempt (see :func:`replay_of`)."""
 
 
-class _ResilientStream(_WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
+class _ResilientStream(WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
     """A call with streamed responses (server-streaming or bidi).
 
     Its policies run in a task of their own until an attempt commits: when its first response message arrives
@@ -667,8 +655,8 @@ class _StatusWitness:
     def _ended(self, call: Any) -> None:
         if self._status is not None or call.cancelled():
             return
-        code, details = _at_once(call.code()), _at_once(call.details())
-        initial, trailing = _at_once(call.initial_metadata()), _at_once(call.trailing_metadata())
+        code, details = at_once(call.code()), at_once(call.details())
+        initial, trailing = at_once(call.initial_metadata()), at_once(call.trailing_metadata())
         if isinstance(code, grpc.StatusCode):
             self._status = AioRpcError(code, initial or Metadata(), trailing or Metadata(), details)
 
@@ -679,18 +667,6 @@ class _StatusWitness:
             failure.debug_error_string() or ""
         )
         return status if overwritten and status is not None and status.code() is not failure.code() else failure
-
-
-def _at_once(coroutine: Any) -> Any:
-    """What a coroutine returns when it finishes without waiting (a finished call's accessors do); else None."""
-    try:
-        coroutine.send(None)
-    except StopIteration as returned:
-        return returned.value
-    except Exception:
-        return None
-    coroutine.close()
-    return None
 
 
 class _Answer:

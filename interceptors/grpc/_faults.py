@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from ..engine import options
+from ..engine import _options as options
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._pushback import PUSHBACK_MS, RETRY_AFTER
 

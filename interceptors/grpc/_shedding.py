@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 import grpc
 
-from ..engine import options
+from ..engine import _options as options
+from ..engine._adaptive_limiter import AdaptiveLimiter
+from ..engine._events import Shed
 from ..engine._places import Places
-from ..engine.adaptive_limiter import AdaptiveLimiter
-from ..engine.events import Shed
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS

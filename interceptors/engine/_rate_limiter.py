@@ -6,13 +6,13 @@ import math
 import threading
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._errors import RateLimitedError
+from ._events import RateLimited
+from ._execution import Execution
 from ._places import wait_allowed
-from .clock import Clock
-from .errors import RateLimitedError
-from .events import RateLimited
-from .execution import Execution
-from .policy import AsyncLink, Link, Policy
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["RateLimiter"]
 

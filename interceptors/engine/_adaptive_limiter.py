@@ -7,13 +7,13 @@ import math
 import threading
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._errors import LimitExceededError, TimeoutExceededError
+from ._events import LimitChanged, LimitExceeded
+from ._execution import Execution
 from ._places import Places, wait_allowed
-from .clock import Clock
-from .errors import LimitExceededError, TimeoutExceededError
-from .events import LimitChanged, LimitExceeded
-from .execution import Execution
-from .policy import AsyncLink, Link, Policy
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = [
     "DEFAULT_INITIAL_LIMIT",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import options
+from . import _options as options
+from ._clock import Clock
+from ._errors import BulkheadFullError
+from ._events import BulkheadFull
+from ._execution import Execution
 from ._places import Places, wait_allowed
-from .clock import Clock
-from .errors import BulkheadFullError
-from .events import BulkheadFull
-from .execution import Execution
-from .policy import AsyncLink, Link, Policy
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["Bulkhead"]
 

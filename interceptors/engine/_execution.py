@@ -6,10 +6,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .clock import Clock
+from ._clock import Clock
 
 if TYPE_CHECKING:
-    from .events import FallbackExecuted
+    from ._events import FallbackExecuted
 
 __all__ = ["Deferred", "Execution", "Semantics", "settle"]
 

@@ -8,13 +8,13 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import options
+from . import _options as options
 from ._alarms import Alarms
-from .errors import TimeoutExceededError, out_of_time, underlying_failure
-from .events import FallbackExecuted
-from .execution import Execution, Semantics
-from .policy import AsyncLink, Link, Policy
-from .timeout import Bounds
+from ._errors import TimeoutExceededError, out_of_time, underlying_failure
+from ._events import FallbackExecuted
+from ._execution import Execution, Semantics
+from ._policy import AsyncLink, Link, Policy
+from ._timeout import Bounds
 
 __all__ = ["Fallback"]
 

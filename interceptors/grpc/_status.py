@@ -9,7 +9,7 @@ import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
-from ..engine.errors import (
+from ..engine._errors import (
     BulkheadFullError,
     RateLimitedError,
     RejectedError,
@@ -18,7 +18,7 @@ from ..engine.errors import (
     TimeoutExceededError,
     underlying_failure,
 )
-from ..engine.execution import Semantics
+from ..engine._execution import Semantics
 from ._pushback import pushback_seconds
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Sync gRPC client interceptor: the policy engine on every sync call path.
 
 Blocking calls (``stub.M(req)``, ``stub.M.with_call(req)``) run the policies in the caller's thread; a hedged method's
-hedges are grpc futures, started by the library's timer (see :mod:`interceptors.engine.hedge`), and the caller's thread
+hedges are grpc futures, started by the library's timer (see :mod:`interceptors.engine._hedge`), and the caller's thread
 waits for its own attempt (see :func:`_hedged_attempt`), so that a winner can cancel the others. ``.future()`` calls
 return at once: their policies run as a task of the library's one background event loop (see
 :mod:`interceptors.engine._loop`), each attempt a grpc future whose end wakes the loop, so that calls in flight cost no
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
+from ..engine._execution import LATE_REPORT, Execution
 from ..engine._loop import BACKGROUND, Spawned
+from ..engine._policy import Policy
 from ..engine._workers import FUTURES, Workers
-from ..engine.execution import LATE_REPORT, Execution
-from ..engine.policy import Policy
 from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
 from ._core import (
     BIDI_STREAM,
@@ -54,10 +54,11 @@ from ._core import (
     rpc_error,
     sent,
 )
+from ._grpc_shapes import blocks, futures_of
 from ._incoming import INCOMING
+from ._service_config import configured
 from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
-from .service_config import configured
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
@@ -118,15 +119,15 @@ class ResilienceInterceptor(
         if route is None:
             return continuation(client_call_details, request)
         timeout = client_call_details.timeout
-        if not _blocks(continuation):
+        if not blocks(continuation):
             return _ResilientFuture(
                 route, _via_continuation(self._router, continuation, client_call_details, request), request, timeout
             )
         incoming = INCOMING.get()
-        futures_of = None if incoming is None and not route.hedged else _futures_of(continuation)
-        if futures_of is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
+        futures = None if incoming is None and not route.hedged else futures_of(continuation)
+        if futures is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
             send = _directly(
-                futures_of(client_call_details.method),
+                futures(client_call_details.method),
                 request,
                 client_call_details.metadata,
                 {
@@ -158,7 +159,7 @@ class ResilienceInterceptor(
             return continuation(client_call_details, request_iterator)
         replay = Replay(request_iterator, self._replay_buffer)
         send = _via_continuation(self._router, continuation, client_call_details, None, replay.attempt)
-        if _blocks(continuation):
+        if blocks(continuation):
             return _call(route, send, None, client_call_details.timeout)
         return _ResilientFuture(route, send, None, client_call_details.timeout)
 
@@ -304,41 +305,6 @@ class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
             return self._multicallable.future(request, timeout, metadata, **options)
         send = _directly(self._multicallable.future, request, metadata, options)
         return _ResilientFuture(route, send, request, timeout)
-
-
-_BLOCKING: dict[object, bool] = {}
-
-
-def _blocks(continuation: Any) -> bool:
-    """Whether grpc called us for a blocking call (its continuation then blocks too) rather than ``.future()``.
-
-    grpc gives no flag; its continuations for ``.future()`` are defined in ``future``, those for
-    ``__call__``/``with_call`` in ``_with_call``. Any other is taken as blocking: its policies run in the caller's
-    thread, which is correct for both kinds (a future's caller then waits for its end: slower, never wrong) and
-    holds up no thread the library shares. The answer is kept per code object: grpc makes a new continuation per
-    call, all with the same code.
-    """
-    code = getattr(continuation, "__code__", None)
-    blocks = _BLOCKING.get(code)
-    if blocks is None:
-        qualname = getattr(continuation, "__qualname__", "")
-        blocks = _BLOCKING[code] = not qualname.endswith(".future.<locals>.continuation")
-    return blocks
-
-
-def _futures_of(continuation: Any) -> Callable[[str], Any] | None:
-    """For a blocking continuation of ``grpc.intercept_channel``: the ``future`` of the multicallable it calls
-    ``with_call`` on, by method (None if grpc's continuation does not have the shape this knows).
-
-    A blocking attempt cannot be cancelled; its future can. grpc's continuation closes over the intercepted
-    multicallable (``self``), whose ``_thunk(method)`` is the next multicallable in the channel.
-    """
-    try:
-        owner = continuation.__closure__[continuation.__code__.co_freevars.index("self")].cell_contents
-        thunk = owner._thunk
-    except (AttributeError, ValueError, IndexError, TypeError):
-        return None
-    return lambda method: thunk(method).future
 
 
 def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:

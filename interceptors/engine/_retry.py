@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import options
-from .budget import RetryBudget
-from .clock import Clock
-from .delays import Backoff, RandomDelay, jittered
-from .errors import CircuitOpenError, RejectedError, RetriesExceededError, TimeoutExceededError
-from .events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
-from .execution import Execution
-from .policy import AsyncLink, Link, Policy
+from . import _options as options
+from ._budget import RetryBudget
+from ._clock import Clock
+from ._delays import Backoff, RandomDelay, jittered
+from ._errors import CircuitOpenError, RejectedError, RetriesExceededError, TimeoutExceededError
+from ._events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
+from ._execution import Execution
+from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_DELAY", "DEFAULT_JITTER_FACTOR", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_PUSHBACK", "RetryPolicy"]
 

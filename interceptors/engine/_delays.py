@@ -6,7 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from . import options
+from . import _options as options
 
 __all__ = ["Backoff", "RandomDelay", "jittered"]
 

@@ -1,0 +1,70 @@
+"""The private shapes of grpcio the library reads (interceptors/grpc/_grpc_shapes.py), checked against the grpcio
+installed: when a release changes one, this fails naming the version, instead of the library quietly taking its
+safe answer (slower, or less precise) from then on."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import grpc
+import grpc.aio._interceptor
+from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+from interceptors.grpc._grpc_shapes import at_once, blocks, futures_of, is_idle
+
+from ..support.server import AIO_LOOP, Request, ScriptedServer
+
+GRPCIO = f"grpcio {grpc.__version__}"
+
+
+class _Continuations(grpc.UnaryUnaryClientInterceptor):
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.seen.append(continuation)
+        return continuation(details, request)
+
+
+def test_a_blocking_continuation_is_told_from_a_futures_and_leads_to_futures(server: ScriptedServer) -> None:
+    kept = _Continuations()
+    with grpc.intercept_channel(grpc.insecure_channel(server.target), kept) as channel:
+        stub = pb_grpc.ScriptedStub(channel)
+        stub.Unary(Request(id="blocking"), timeout=5)
+        stub.Unary.future(Request(id="future"), timeout=5).result()
+        blocking, future = kept.seen
+        assert blocks(blocking), f"{GRPCIO}: a blocking call's continuation is no longer {blocking.__qualname__!r}"
+        assert not blocks(future), f"{GRPCIO}: a future's continuation is no longer {future.__qualname__!r}"
+        send = futures_of(blocking)
+        assert send is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
+        reply = send("/scripted.v1.Scripted/Unary")(Request(id="through"), timeout=5).result()
+    assert reply.id == "through"
+
+
+def test_grpc_reads_the_done_writing_flag_of_the_call_an_interceptor_returns() -> None:
+    source = inspect.getsource(grpc.aio._interceptor)
+    assert "call._done_writing_flag" in source, f"{GRPCIO}: intercepted streams no longer read _done_writing_flag"
+
+
+def test_a_finished_aio_calls_accessors_answer_without_waiting(server: ScriptedServer) -> None:
+    async def ended() -> tuple[Any, Any]:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            call = pb_grpc.ScriptedStub(channel).Unary(Request(id="aio"), timeout=5)
+            await call
+            return at_once(call.code()), at_once(call.details())
+
+    code, details = AIO_LOOP.run(ended())
+    assert code is grpc.StatusCode.OK, f"{GRPCIO}: a finished aio call's code() now waits"
+    assert details is not None, f"{GRPCIO}: a finished aio call's details() now waits"
+
+
+def test_a_new_channel_tells_whether_grpc_took_its_service_config() -> None:
+    good = grpc.insecure_channel("localhost:1", options=[("grpc.service_config", "{}")])
+    bad = grpc.insecure_channel("localhost:1", options=[("grpc.service_config", '{"loadBalancingPolicy": "nope"}')])
+    try:
+        assert is_idle(good), f"{GRPCIO}: a new channel's core channel no longer tells its state"
+        assert not is_idle(bad)
+    finally:
+        good.close()
+        bad.close()
