@@ -36,11 +36,12 @@ from ._core import (
     attempt_timeout,
     rpc_error,
     sent,
+    time_left,
 )
 from ._grpc_shapes import WrittenByGrpc, at_once
 from ._incoming import INCOMING, cancel_task
 from ._service_config import configured
-from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, settle, settled
+from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, resumes, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
 __all__ = ["resilience_interceptors", "resilient_channel"]
@@ -276,7 +277,7 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
     def __init__(self, route: Route, attempt: Attempt, request: Any, timeout: Any) -> None:
         loop = asyncio.get_running_loop()
         self._route, self._attempt, self._request, self._timeout = route, attempt, request, timeout
-        self._deadline = loop.time() + timeout if isinstance(timeout, (int, float)) and timeout > 0 else None
+        self._deadline = route.deadline(timeout)
         self._outcome: asyncio.Future[Any] = loop.create_future()
         self._runner: asyncio.Future[Any] | None = None
         loop.call_soon(self._start)  # a call nobody awaits is still made, as grpc's are
@@ -369,7 +370,7 @@ class _ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         self._outcome.add_done_callback(lambda _: callback(self))
 
     def time_remaining(self) -> float | None:
-        return None if self._deadline is None else max(self._deadline - asyncio.get_running_loop().time(), 0.0)
+        return time_left(self._deadline, self._route.executor.clock)
 
     async def initial_metadata(self) -> Metadata:
         end = await self._end()
@@ -560,15 +561,13 @@ class _ResilientStream(WrittenByGrpc, _ResilientCall, grpc.aio.UnaryStreamCall, 
     async def _resumed(self, failure: AioRpcError) -> None:
         """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
-        execution, resume, delivered = self._execution, self._resume, self._delivered
+        execution = self._execution
         if getattr(self._source, "witness", None) is not None:  # a bidi stream: its status as the server gave it
             self._failure = failure
-        if execution is None or resume is None or delivered is None or self._source is None:
+        answered = self._source is None or isinstance(self._source, _Answer)  # a fallback's, not a stream
+        if not resumes(execution, self._resume, self._delivered, answered, self._request, failure):
             raise failure
-        if isinstance(self._source, _Answer) or execution.call.cancelled():
-            raise failure
-        if not resume.prepare(execution, self._request, delivered, failure):
-            raise failure
+        assert execution is not None
         try:
             ended = await self._conclude(execution)
         except Exception as error:

@@ -349,19 +349,43 @@ class Route:
             return CallExecution(attempt, clock, self.semantics, request, deadline)
         if incoming.cancelled:
             raise cancelled_error(self.flavour, "nothing was sent")
-        now, remaining = clock.now(), incoming.outgoing_remaining()
-        deadline = None if seconds is None else now + seconds
-        inherited = None if remaining is None else now + remaining
+        deadline, inherited = _deadlines(clock, seconds, incoming)
         if inherited is None or (deadline is not None and deadline <= inherited):
             return CallExecution(attempt, clock, self.semantics, request, deadline, incoming)
         awaited = self.flavour.awaits if awaits is None else awaits
         bounded = _bounded_async(attempt) if awaited else _bounded(attempt)
         return CallExecution(bounded, clock, self.semantics, request, inherited, incoming, inherited)
 
+    def deadline(self, timeout: object) -> float | None:
+        """The deadline (on the executor's clock) of a call with the caller's ``timeout``, as :meth:`execution`
+        gives it: the caller's, or the incoming call's less its reserve when that is sooner; None for neither, or
+        for a timeout :meth:`execution` refuses. What a call's ``time_remaining()`` counts down to."""
+        clock = self.executor.clock
+        try:
+            seconds = caller_timeout(timeout)
+        except Exception:
+            return None
+        incoming = INCOMING.get()
+        if incoming is None:
+            return None if seconds is None else clock.now() + seconds
+        deadline, inherited = _deadlines(clock, seconds, incoming)
+        return inherited if deadline is None or (inherited is not None and inherited < deadline) else deadline
+
     def ended(self, execution: Execution, result: Any, flavour: Flavour) -> Any:
         """What the caller gets for the chain's ``result``: the last attempt's own, or a fallback's answer."""
         fallback = execution.fallback
         return result if fallback is None else flavour.answered(result, Status.answered(fallback))
+
+
+def _deadlines(clock: Any, seconds: float | None, incoming: IncomingCall) -> tuple[float | None, float | None]:
+    """The caller's own deadline (``seconds`` from now) and the one inherited from ``incoming``, on ``clock``."""
+    now, remaining = clock.now(), incoming.outgoing_remaining()
+    return None if seconds is None else now + seconds, None if remaining is None else now + remaining
+
+
+def time_left(deadline: float | None, clock: Any) -> float | None:
+    """What a call's ``time_remaining()`` says: seconds to ``deadline`` on ``clock`` (never below 0), or None."""
+    return None if deadline is None else max(deadline - clock.now(), 0.0)
 
 
 def semantics_of(

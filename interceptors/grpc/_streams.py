@@ -271,6 +271,26 @@ class StreamResume(Policy):
         return True
 
 
+def resumes(
+    execution: Execution | None,
+    resume: StreamResume | None,
+    delivered: Sequence[Any] | None,
+    answered: bool,
+    request: Any,
+    failure: BaseException,
+) -> bool:
+    """Whether a stream whose committed attempt ``failure`` ended is to run its policies again, resumed (both
+    flavours' rule): its chain resumes streams and kept what it delivered, its messages are an attempt's and not a
+    fallback's answer (``answered``), the call was not cancelled, and the resume function gave a request (the
+    execution is then ready to run: see :meth:`StreamResume.prepare`)."""
+    if execution is None or resume is None or delivered is None or answered or execution.abandoned:
+        return False
+    call = getattr(execution, "call", None)
+    if call is not None and call.cancelled():
+        return False
+    return resume.prepare(execution, request, delivered, failure)
+
+
 @contextlib.contextmanager
 def settled(
     execution: Execution,

@@ -53,11 +53,12 @@ from ._core import (
     cancelled_error,
     rpc_error,
     sent,
+    time_left,
 )
 from ._grpc_shapes import blocks, futures_of
 from ._incoming import INCOMING
 from ._service_config import configured
-from ._streams import DEFAULT_REPLAY_BUFFER, Replay, settle, settled
+from ._streams import DEFAULT_REPLAY_BUFFER, Replay, resumes, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
@@ -807,9 +808,7 @@ class _ResilientFuture(grpc.Call, _Future):
         return not self._ended.done()
 
     def time_remaining(self) -> float | None:  # type: ignore[override]
-        if self._deadline is None:
-            return None
-        return max(self._deadline - self._clock.now(), 0.0)
+        return time_left(self._deadline, self._clock)
 
     def add_callback(self, callback: Callable[[], None]) -> bool:
         if self._ended.done():
@@ -922,14 +921,11 @@ class _ResponseStream(_ResilientFuture):
     def _resumed(self, failure: grpc.RpcError) -> None:
         """After ``failure`` ended the committed attempt: run the policies again with the request that resumes
         the stream; raises ``failure`` when there is none (or the call was cancelled), or what ends the retry."""
-        execution, resume, delivered = self._execution, self._resume, self._delivered
-        if execution is None or resume is None or delivered is None or execution.abandoned:
+        execution, committed = self._execution, self._messages
+        answered = self._resume is not None and isinstance(self._final(), EndedCall)  # a fallback's, not a stream
+        if not resumes(execution, self._resume, self._delivered, answered, self._request, failure):
             raise failure
-        if isinstance(self._final(), EndedCall):  # a fallback's answer, not a stream to resume
-            raise failure
-        committed = self._messages
-        if not resume.prepare(execution, self._request, delivered, failure):
-            raise failure
+        assert execution is not None
         try:
             ended = self._conclude(self._route, execution)
         except asyncio.CancelledError:

@@ -1,5 +1,6 @@
 """A service in the middle: a real server (sync or aio) whose Scripted.Unary calls the same method downstream
-through this library's client, on one of the call paths, with context propagation installed.
+through this library's client, on one of the call paths, with context propagation installed. Asked with the text
+"time_remaining", it answers what the call it made said of its deadline as it began (paths with a call object).
 
 ``spawn`` makes the handler call downstream from a thread that carries its context (sync) or from a task it
 shields from its own cancellation (aio), so that only the propagated cancellation can stop that call.
@@ -98,7 +99,12 @@ class _SyncRelay(pb_grpc.ScriptedServicer):
         try:
             if self._path == "call":
                 return stub.Unary(request)
-            return stub.Unary.future(request).result()
+            future = stub.Unary.future(request)
+            left = future.time_remaining()
+            reply = future.result()
+            if request.text == "time_remaining":  # what the call it made said of its deadline, as it began
+                reply.text = repr(left)
+            return reply
         except grpc.RpcError as error:
             if error.code() is grpc.StatusCode.CANCELLED:
                 self._relay.cancelled += 1
@@ -115,7 +121,7 @@ class _AioRelay(pb_grpc.ScriptedServicer):
     async def Unary(self, request: Any, context: Any) -> Any:
         try:
             if not self._spawn:
-                return await self._relay.client.stub.Unary(request)
+                return await self._call(request)
             task = asyncio.ensure_future(self._call(request))
             return await asyncio.shield(task)  # only the propagated cancellation reaches the task
         except asyncio.CancelledError:
@@ -123,4 +129,9 @@ class _AioRelay(pb_grpc.ScriptedServicer):
             raise
 
     async def _call(self, request: Any) -> Any:
-        return await self._relay.client.stub.Unary(request)
+        call = self._relay.client.stub.Unary(request)
+        left = call.time_remaining()
+        reply = await call
+        if request.text == "time_remaining":  # what the call it made said of its deadline, as it began
+            reply.text = repr(left)
+        return reply
