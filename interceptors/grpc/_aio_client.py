@@ -19,7 +19,7 @@ from grpc.aio import AioRpcError, ClientCallDetails, Metadata
 
 from ..engine._execution import Execution
 from ..engine._policy import Policy
-from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
+from ._channel import open_channel
 from ._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
@@ -40,7 +40,7 @@ from ._core import (
 )
 from ._grpc_shapes import WrittenByGrpc, at_once
 from ._incoming import INCOMING, cancel_task
-from ._service_config import configured
+from ._service_config import channel_plan
 from ._streams import DEFAULT_REPLAY_BUFFER, AsyncReplay, Replay, replay_of, resumes, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
@@ -86,11 +86,8 @@ def resilient_channel(
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
-    pairs = option_pairs(options)
-    policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
-    router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
-    router.unwarned = False  # its channel has grpcio's retries off where they would strip the header
-    opts = channel_options(pairs, retries=router.retries)
+    router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target)
+    buffer = checked_replay_buffer(replay_buffer)
     streams: list[grpc.aio.ClientInterceptor] = [
         _UnaryStream(router, buffer),
         _StreamUnary(router, buffer),

@@ -60,7 +60,8 @@ from ..engine._rate_limiter import RateLimiter
 from ..engine._retry import RetryPolicy
 from ..engine._throttle import AdaptiveThrottle
 from ..engine._timeout import Timeout
-from ._channel import SERVICE_CONFIG
+from ._channel import SERVICE_CONFIG, channel_options, option_pairs
+from ._core import Flavour, Router
 from ._grpc_shapes import is_idle
 from ._status import on_codes
 
@@ -619,3 +620,22 @@ def configured(
         kept.append((option, config.grpc_config))
     chains = {**config.methods, **methods} if isinstance(methods, Mapping) else methods or config.methods
     return (policies or config.policies), chains, kept
+
+
+def channel_plan(
+    policies: tuple[Policy, ...],
+    methods: Any,
+    options: Any,
+    service_config: object,
+    flavour: Flavour,
+    metrics: Any,
+    target: str,
+) -> tuple[Router, list[tuple[str, Any]]]:
+    """What a helper's channel, sync or aio, is built from: the router of its chains (a service config's under the
+    ones given, see :func:`configured`) and grpc's channel options (the config's part for grpc; grpcio's retries
+    off where ours apply: see :func:`channel_options`)."""
+    pairs = option_pairs(options)
+    policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
+    router = Router(policies, methods, flavour, metrics, target)
+    router.unwarned = False  # the channel has grpcio's retries off where they would strip the header
+    return router, channel_options(pairs, retries=router.retries)

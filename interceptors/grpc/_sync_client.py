@@ -33,7 +33,7 @@ from ..engine._execution import LATE_REPORT, Execution
 from ..engine._loop import BACKGROUND, Spawned
 from ..engine._policy import Policy
 from ..engine._workers import FUTURES, Workers
-from ._channel import SERVICE_CONFIG, channel_options, open_channel, option_pairs
+from ._channel import open_channel
 from ._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
@@ -57,7 +57,7 @@ from ._core import (
 )
 from ._grpc_shapes import blocks, futures_of
 from ._incoming import INCOMING
-from ._service_config import configured
+from ._service_config import channel_plan
 from ._streams import DEFAULT_REPLAY_BUFFER, Replay, resumes, settle, settled
 from ._streams import replay_buffer as checked_replay_buffer
 
@@ -114,6 +114,13 @@ class ResilienceInterceptor(
     ) -> None:
         self._router = Router(policies, methods, SYNC, metrics, target)
         self._replay_buffer = checked_replay_buffer(replay_buffer)
+
+    @classmethod
+    def _routed(cls, router: Router, replay_buffer: int) -> ResilienceInterceptor:
+        """An interceptor over ``router`` (a helper's, see :func:`channel_plan`)."""
+        interceptor = cls.__new__(cls)
+        interceptor._router, interceptor._replay_buffer = router, checked_replay_buffer(replay_buffer)
+        return interceptor
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method)
@@ -203,13 +210,8 @@ def resilient_channel(
         of what is wrong in it.
     :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
     """
-    pairs = option_pairs(options)
-    policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
-    interceptor = ResilienceInterceptor(
-        *policies, methods=methods, replay_buffer=replay_buffer, metrics=metrics, target=target
-    )
-    interceptor._router.unwarned = False  # its channel has grpcio's retries off where they would strip the header
-    opts = channel_options(pairs, retries=interceptor._router.retries)
+    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target)
+    interceptor = ResilienceInterceptor._routed(router, replay_buffer)
     channel = open_channel(grpc, target, credentials, opts, compression=compression)
     read_alone = [*opts, (READ_ALONE, 1)]
     twin = functools.partial(open_channel, grpc, target, credentials, read_alone, compression=compression)
