@@ -64,9 +64,14 @@ def resilience_interceptors(
     and streams get the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of
     call it serves.
     """
-    router, buffer = Router(policies, methods, AIO, metrics, target), checked_replay_buffer(replay_buffer)
-    streams = _UnaryStream(router, buffer), _StreamUnary(router, buffer), _StreamStream(router, buffer)
-    return [_UnaryUnary(router), *streams]
+    router = Router(policies, methods, AIO, metrics, target)
+    return [_UnaryUnaryInterceptor(router), *_stream_interceptors(router, replay_buffer)]
+
+
+def _stream_interceptors(router: Router, replay_buffer: int) -> list[grpc.aio.ClientInterceptor]:
+    buffer = checked_replay_buffer(replay_buffer)
+    kinds = (_UnaryStreamInterceptor, _StreamUnaryInterceptor, _StreamStreamInterceptor)
+    return [kind(router, buffer) for kind in kinds]
 
 
 def resilient_channel(
@@ -87,12 +92,7 @@ def resilient_channel(
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
     router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target)
-    buffer = checked_replay_buffer(replay_buffer)
-    streams: list[grpc.aio.ClientInterceptor] = [
-        _UnaryStream(router, buffer),
-        _StreamUnary(router, buffer),
-        _StreamStream(router, buffer),
-    ]
+    streams = _stream_interceptors(router, replay_buffer)
     channel = open_channel(grpc.aio, target, credentials, opts, compression=compression, interceptors=streams)
     return _ResilientChannel(channel, router)
 
@@ -102,7 +102,7 @@ class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
 
     def __init__(self, channel: grpc.aio.Channel, router: Router) -> None:
         self._channel = self._streams = channel
-        self._router, self._unary_type = router, _UnaryUnaryMultiCallable
+        self._router, self._unary_type = router, _ResilientUnaryUnary
 
     async def __aenter__(self) -> _ResilientChannel:
         return self
@@ -124,7 +124,7 @@ class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
         await self._channel.channel_ready()
 
 
-class _UnaryUnaryMultiCallable(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
+class _ResilientUnaryUnary(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
         multicallable, route = self._multicallable, self.route()
@@ -141,7 +141,7 @@ class _UnaryUnaryMultiCallable(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable): 
         return _ResilientCall(route, attempt, request, timeout)
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+class _UnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, router: Router) -> None:
         self._router = router
 
@@ -190,7 +190,7 @@ class _Streams:
         self._router, self._replay_buffer = router, replay_buffer
 
 
-class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
+class _UnaryStreamInterceptor(_Streams, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method, SERVER_STREAM)
         if route is None:
@@ -198,7 +198,7 @@ class _UnaryStream(_Streams, grpc.aio.UnaryStreamClientInterceptor):
         return _ResilientStream(self._router, route, continuation, client_call_details, request, None)
 
 
-class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
+class _StreamUnaryInterceptor(_Streams, grpc.aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         route = self._router.route(client_call_details.method, CLIENT_STREAM)
         if route is None:
@@ -218,7 +218,7 @@ class _StreamUnary(_Streams, grpc.aio.StreamUnaryClientInterceptor):
         return _ResilientStreamUnary(route, attempt, None, client_call_details.timeout)
 
 
-class _StreamStream(_Streams, grpc.aio.StreamStreamClientInterceptor):
+class _StreamStreamInterceptor(_Streams, grpc.aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
         route = self._router.route(client_call_details.method, BIDI_STREAM)
         if route is None:

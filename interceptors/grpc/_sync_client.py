@@ -230,7 +230,7 @@ class _ResilientChannel(RoutedChannel, grpc.Channel):
     def __init__(
         self, channel: grpc.Channel, interceptor: ResilienceInterceptor, twin: Callable[[], grpc.Channel]
     ) -> None:
-        self._channel, self._router, self._unary_type = channel, interceptor._router, _UnaryUnary
+        self._channel, self._router, self._unary_type = channel, interceptor._router, _ResilientUnaryUnary
         self._streams = grpc.intercept_channel(channel, interceptor)
         self._make_twin, self._twin = twin, cast("grpc.Channel | None", None)
         self._lock, self._closed = threading.Lock(), False
@@ -267,7 +267,7 @@ class _ResilientChannel(RoutedChannel, grpc.Channel):
         self.close()
 
 
-class _UnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
+class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
     """A unary method of a :func:`resilient_channel`: the policies around grpc's own multicallable.
 
     Blocking attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so

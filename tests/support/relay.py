@@ -100,9 +100,10 @@ class _SyncRelay(pb_grpc.ScriptedServicer):
             if self._path == "call":
                 return stub.Unary(request)
             future = stub.Unary.future(request)
-            left = future.time_remaining()
+            asked = request.text == "time_remaining"  # what the call it made says of its deadline, as it begins
+            left = future.time_remaining() if asked else None
             reply = future.result()
-            if request.text == "time_remaining":  # what the call it made said of its deadline, as it began
+            if asked:
                 reply.text = repr(left)
             return reply
         except grpc.RpcError as error:
@@ -130,8 +131,9 @@ class _AioRelay(pb_grpc.ScriptedServicer):
 
     async def _call(self, request: Any) -> Any:
         call = self._relay.client.stub.Unary(request)
-        left = call.time_remaining()
+        asked = request.text == "time_remaining"  # what the call it made says of its deadline, as it begins
+        left = call.time_remaining() if asked else None
         reply = await call
-        if request.text == "time_remaining":  # what the call it made said of its deadline, as it began
+        if asked:
             reply.text = repr(left)
         return reply
