@@ -8,14 +8,11 @@ from collections.abc import Iterator
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from bench.chaos import CHAINS, Channel, Chaos, Run, blackhole_steps, during, engagement, figures, reset_steps
+from bench.chaos import CHAINS, Channel, Run, blackhole_steps, during, engagement, figures, reset_steps
 from interceptors.testing import FaultProxy
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
-
-CHAOS = Chaos(deadline=0.3, breaker_delay=0.5, workers=4, rate=40, slack=0.15)
-"""``make chaos`` holds calls to their deadline + 50 ms; here, where the suite may share 2 cores with another, a
-call is late only past 150 ms: it is the hang that is tested, the latency is measured there."""
+from . import CHAOS
 
 
 @pytest.fixture

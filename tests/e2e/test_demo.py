@@ -192,7 +192,10 @@ def test_a_short_caller_deadline_gets_as_fallback_in_time(services: tuple[Servic
     outcomes = call(a, 8, timeout=0.5)
     assert {o.result for o in outcomes} == {"FALLBACK"}
     assert all(o.latency_ms < 500 for o in outcomes)
-    assert [r.get("code") for r in b.access()] == ["DEADLINE_EXCEEDED"] * 8  # as A saw it
+    # B's calls ended as A saw them: at their deadline, or cancelled by A when its fallback answered first (in its
+    # reserve, which a loaded machine may reach before the deadline A gave B): none ran on
+    codes = [r.get("code") for r in b.access()]
+    assert len(codes) == 8 and set(codes) <= {"DEADLINE_EXCEEDED", "CANCELLED"}, codes
 
 
 @pytest.mark.parametrize("services", [("overload", "pushback", "--max-concurrent", "4")], indirect=True)
