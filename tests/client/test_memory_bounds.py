@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import time
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -66,20 +67,26 @@ async def _aio_calls(channel: Any, methods: list[str]) -> None:
 def _grown(calls: Any) -> int:
     """Bytes still allocated after a second ``calls()`` that were not after the first (each collected first):
     tracemalloc sees only what is allocated while it runs, so what a bounded cache drops in the second run must
-    have come in the first."""
+    have come in the first. What grpc's own threads still hold of calls just ended (a loaded machine lets them
+    lag) is let go a moment later: the least of three looks, 0.2 s apart, is what stays."""
     tracemalloc.start()
     try:
         calls(0)
         gc.collect()
         before = tracemalloc.take_snapshot()
         calls(1)
-        gc.collect()
-        after = tracemalloc.take_snapshot()
+        looks = []
+        for _ in range(3):
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            looks.append(sum(stat.size_diff for stat in after.compare_to(before, "filename")))
+            time.sleep(0.2)
     finally:
         tracemalloc.stop()
-    return sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    return min(looks)
 
 
+@pytest.mark.timeout(300)  # 20 000 calls under tracemalloc: ~25 s alone, a minute beside two suites' workers
 @pytest.mark.parametrize(("path", "measured"), [("intercepted-sync", True), ("intercepted-aio", False)])
 def test_twenty_thousand_method_names_keep_memory_bounded(server: RemoteServer, path: str, measured: bool) -> None:
     """Routes (the same router serves both flavours) and metrics (flavour-blind) each on one path: a hedge's
