@@ -64,7 +64,8 @@ def test_abandoning_a_call_during_backoff_stops_its_retries(server: ScriptedServ
         given_up = server.attempts("c")
         time.sleep(0.35)  # three more attempts would have been due by now
         assert server.attempts("c") == given_up
-    assert 2 <= given_up <= 3  # at 0 and 0.1 s (and 0.2 s if the machine was slow to give up at 0.15 s)
+    # at 0 and 0.1 s (and 0.2 s if the machine was slow to give up at 0.15 s; only 1 if it was slow to send the 2nd)
+    assert 1 <= given_up <= 3
 
 
 @pytest.mark.parametrize("path", AIO_PATHS)

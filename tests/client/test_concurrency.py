@@ -19,12 +19,12 @@ WORKERS, CALLS = 16, 8
 
 def plan(worker: int, call: int) -> tuple[str, int, float]:
     """Each call's id, how many attempts of it fail, and the caller's timeout."""
-    return f"w{worker}-c{call}", (worker + call) % 3, 1.0 + worker * 0.25
+    return f"w{worker}-c{call}", (worker + call) % 3, 2.0 + worker * 0.25
 
 
 def shared_policies() -> tuple[CircuitBreaker, tuple[Any, ...]]:
     breaker = CircuitBreaker(failure_threshold=1000, failure_window=1000)
-    return breaker, (RetryPolicy(max_attempts=4), breaker, Timeout(3.0))
+    return breaker, (RetryPolicy(max_attempts=4), breaker, Timeout(4.0))
 
 
 def check(server: ScriptedServer, breaker: CircuitBreaker, replies: dict[str, Any], started: dict[str, float]) -> None:
@@ -40,7 +40,7 @@ def check(server: ScriptedServer, breaker: CircuitBreaker, replies: dict[str, An
                 str(n) for n in range(1, fails + 1)
             ]
             # the caller's own timeout, not a neighbour's (theirs are 250 ms apart)
-            check_deadline(seen[0], timeout=min(timeout, 3.0), sent_after=started[id])
+            check_deadline(seen[0], timeout=min(timeout, 4.0), sent_after=started[id])
     metrics = breaker.metrics
     assert (metrics.executions, metrics.failures) == (WORKERS * CALLS + total_failures, total_failures)
 
