@@ -1,6 +1,6 @@
 """A latency spike, small: one call in five has its first attempt held 300 ms (a replica pausing, a GC, a slow
 disk). Hedging, or a per-attempt timeout with a retry, keeps the p99 far under the spike, for sync and aio clients,
-at about 1.2 attempts per call."""
+at about 1.2 attempts per call: no more than the chain's budget above the p99 of the same load without the spike."""
 
 from __future__ import annotations
 
@@ -25,6 +25,15 @@ def request(n: int) -> Any:
     return Request(id=f"fast{n}")
 
 
+def steady(n: int) -> Any:
+    """The same calls without the spike."""
+    return Request(id=f"steady{n}")
+
+
+def _none() -> None:
+    pass
+
+
 @pytest.fixture
 def server() -> Iterator[ScriptedServer]:
     running = ScriptedServer("sync")
@@ -39,13 +48,17 @@ def test_a_latency_spike_stays_out_of_the_p99(server: ScriptedServer, kind: str,
     channel = Channel(kind, server.target, policies(CHAOS), AIO_LOOP.loop if kind == "aio" else None)
     channel.ready()
     try:
-        run = during(channel.load(pb_grpc.ScriptedStub, "Unary", request, CHAOS), Run(), [(3.0, "end", lambda: None)])
+        quiet = during(channel.load(pb_grpc.ScriptedStub, "Unary", steady, CHAOS), Run(), [(1.5, "end", _none)])
+        seen_quiet = len(server.recorder.seen)
+        run = during(channel.load(pb_grpc.ScriptedStub, "Unary", request, CHAOS), Run(), [(3.0, "end", _none)])
     finally:
         channel.close()
     assert run.exceptions() == []
     assert set(run.counts()) == {"OK"}, run.counts()
     latencies = [o.latency for o in run.outcomes]
     p99 = percentile(latencies, 99)
-    assert p99 <= budget < SPIKE, f"p99 {p99:.3f} s over {budget:.3f} s"
-    attempts = len(server.recorder.seen)
+    # the machine's own p99, without the spike, is the floor: beside other suites it alone may pass the budget
+    floor = percentile([o.latency for o in quiet.outcomes], 99)
+    assert budget < SPIKE and p99 <= floor + budget, f"p99 {p99:.3f} s over {floor:.3f} + {budget:.3f} s"
+    attempts = len(server.recorder.seen) - seen_quiet
     assert attempts <= 1.3 * len(latencies), f"{attempts} attempts for {len(latencies)} calls"
