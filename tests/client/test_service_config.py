@@ -641,15 +641,16 @@ def test_an_attempt_cut_by_per_attempt_recv_timeout_is_retried_whatever_the_code
     server: ScriptedServer, path: str
 ) -> None:
     policy = {**RETRY_EXAMPLE, "maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.01s"}
-    service_config = json.dumps(config(retryPolicy={**policy, "perAttemptRecvTimeout": "0.05s"}))  # UNAVAILABLE
+    # (0.3 s per attempt: each reaches the server within it on a busy machine; 0.05 s did not, for grpc's own)
+    service_config = json.dumps(config(retryPolicy={**policy, "perAttemptRecvTimeout": "0.3s"}))  # UNAVAILABLE
     options = [("grpc.service_config", service_config), ("grpc.experimental.enable_hedging", 1)]  # else ignored
     bare = grpc.insecure_channel(server.target, options=options)
     grpc.channel_ready_future(bare).result(10)
     with Client(path, server.target, service_config=service_config) as ours:
         for who, call in (("grpc", lambda request: bare_unary(bare, request)), ("ours", ours.unary)):
             once, always = f"{who}-once-{path}", f"{who}-always-{path}"
-            first = call(Request(id=once, sleep_ms=300, sleep_attempts=1))
-            every = call(Request(id=always, sleep_ms=300))
+            first = call(Request(id=once, sleep_ms=1500, sleep_attempts=1))
+            every = call(Request(id=always, sleep_ms=1500))
             assert getattr(first, "code", first) is grpc.StatusCode.OK and server.attempts(once) == 2, who
             assert server.attempts(always) == 3, who
             # grpcio ends it CANCELLED ("retry perAttemptRecvTimeout exceeded"), we DEADLINE_EXCEEDED: see the README
