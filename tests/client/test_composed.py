@@ -123,9 +123,10 @@ def test_a_servers_own_deadline_exceeded_is_final_and_not_counted(server: Script
 @paths
 def test_our_timeout_makes_deadline_exceeded_retryable_and_countable(server: ScriptedServer, path: str) -> None:
     breaker = CircuitBreaker(failure_threshold=2)
-    with Client(path, server.target, RetryPolicy(max_attempts=2, delay=0), breaker, Timeout(0.1)) as client:
+    # 0.4 s per attempt: the warm call's attempts must not time out on a loaded machine (two would open the breaker)
+    with Client(path, server.target, RetryPolicy(max_attempts=2, delay=0), breaker, Timeout(0.4)) as client:
         client.unary(Request(id="warm"))
-        outcome = client.unary(Request(id="d", sleep_ms=500))
+        outcome = client.unary(Request(id="d", sleep_ms=2000))
     assert outcome.code is DEADLINE_EXCEEDED
     assert server.attempts("d") == 2
     assert breaker.state is CircuitState.OPEN
