@@ -23,7 +23,7 @@ from interceptors import (
     resilient_channel,
 )
 
-from ..support.clients import PATHS, Client, returns_call
+from ..support.clients import PATHS, Client, returns_call, wait_until
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 paths = pytest.mark.parametrize("path", PATHS)
@@ -186,18 +186,19 @@ def test_a_slow_fallback_holds_up_no_other_future(server: ScriptedServer, path: 
 
 @paths
 def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: ScriptedServer, path: str) -> None:
-    """Fallback > Retry > Timeout(0.2 s) with the caller's 0.3 s: the retry starts in time and its attempt is cut by
-    the caller's deadline, which the fallback answers in its reserve (issue 21: the caller got DEADLINE_EXCEEDED)."""
+    """Fallback > Retry > Timeout(0.3 s) with the caller's 0.6 s: the retry starts in time and its attempt is cut by
+    the caller's deadline, which the fallback answers in its reserve (issue 21: the caller got DEADLINE_EXCEEDED).
+    The retry has ~0.28 s: room to reach a loaded server (with 0.07 s, one CI run's retry never arrived)."""
     chain = (
         Fallback(message={"text": "cached"}),
         RetryPolicy(max_attempts=3, delay=0.01, jitter_factor=0),
-        Timeout(0.2),
+        Timeout(0.3),
     )
     with Client(path, server.target, *chain) as client:
-        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.3)
+        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
     assert outcome.error is None and outcome.reply.text == "cached", outcome
-    assert server.attempts("late") == 2  # the retry was sent: its deadline is the caller's, less the reserve
-    assert outcome.elapsed < 0.3 + 0.05  # by the caller's deadline (and, on a quiet machine, 20 ms before it)
+    wait_until(lambda: server.attempts("late") == 2)  # the retry was sent: its deadline is the caller's, less the reserve
+    assert outcome.elapsed < 0.6 + 0.05  # by the caller's deadline (and, on a quiet machine, 20 ms before it)
     if returns_call(path):
         assert outcome.trailing[FALLBACK_METADATA_KEY] == "DEADLINE_EXCEEDED"
         assert outcome.trailing[FALLBACK_OUT_OF_TIME_KEY] == "true"
@@ -205,7 +206,8 @@ def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: Scripted
 
 @paths
 def test_a_fallback_without_a_reserve_leaves_the_callers_deadline_final(server: ScriptedServer, path: str) -> None:
-    chain = (Fallback(message={"text": "cached"}, reserve=None), RetryPolicy(delay=0.01, jitter_factor=0), Timeout(0.2))
+    chain = (Fallback(message={"text": "cached"}, reserve=None), RetryPolicy(delay=0.01, jitter_factor=0), Timeout(0.3))
     with Client(path, server.target, *chain) as client:
-        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.3)
-    assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED and server.attempts("late") == 2
+        outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
+    assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    wait_until(lambda: server.attempts("late") == 2)  # the retry, cut by the caller's deadline, was sent
