@@ -197,7 +197,7 @@ def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: Scripted
     with Client(path, server.target, *chain) as client:
         outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
     assert outcome.error is None and outcome.reply.text == "cached", outcome
-    wait_until(lambda: server.attempts("late") == 2)  # the retry was sent: its deadline is the caller's, less the reserve
+    wait_until(lambda: server.attempts("late") == 2)  # the retry was sent, with the caller's deadline less the reserve
     assert outcome.elapsed < 0.6 + 0.05  # by the caller's deadline (and, on a quiet machine, 20 ms before it)
     if returns_call(path):
         assert outcome.trailing[FALLBACK_METADATA_KEY] == "DEADLINE_EXCEEDED"
