@@ -46,7 +46,7 @@ from .grpc._status import (
     status_code,
 )
 from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
-from .grpc._sync_client import ResilienceInterceptor, resilient_channel
+from .grpc._sync.client import ResilienceInterceptor, resilient_channel
 
 __all__ = [
     "DEFAULT_REPLAY_BUFFER",

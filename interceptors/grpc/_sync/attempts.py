@@ -1,0 +1,318 @@
+"""How a sync call's attempts are sent and waited for: blocking, as grpc futures, read alone, or awaited on the
+background loop."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextvars
+import functools
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from ...engine._execution import LATE_REPORT, Execution
+from ...engine._workers import Workers
+from .._core import Route, Router, StatusError, attempt_metadata, attempt_timeout, cancelled_error, rpc_error, sent
+from .ended import DEADLINE_PASSED, NOT_ONE_ANSWER, SYNC, ReadAlone, ended_call
+
+Send = Callable[[Execution], Any]
+"""Sends the execution's current attempt (its own timeout and metadata); returns what grpc gives back for it."""
+
+
+def via_continuation(
+    router: Router,
+    continuation: Any,
+    details: Any,
+    request: Any,
+    requests: Callable[[Execution], Any] | None = None,
+) -> Send:
+    """Attempts through an interceptor's continuation: the caller's details with each attempt's timeout and
+    metadata; each sends ``request``, or what ``requests`` gives for the attempt."""
+    method, metadata, credentials = details.method, details.metadata, details.credentials
+    wait_for_ready, compression = getattr(details, "wait_for_ready", None), getattr(details, "compression", None)
+
+    def send(execution: Execution) -> Any:
+        timeout, attempt = attempt_timeout(execution), attempt_metadata(metadata, execution, router)
+        details = _CallDetails(method, timeout, attempt, credentials, wait_for_ready, compression)
+        return continuation(details, request if requests is None else requests(execution))
+
+    return send
+
+
+def current_request(execution: Execution) -> Any:
+    """The request of a server stream's attempt: the caller's, or the one that resumes the stream."""
+    return execution.request
+
+
+def directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any], router: Router | None = None) -> Send:
+    """Attempts through grpc's own ``with_call`` or ``future``, with each attempt's timeout and metadata and the
+    caller's other ``options``."""
+
+    def send(execution: Execution) -> Any:
+        return invoke(
+            request,
+            timeout=attempt_timeout(execution),
+            metadata=attempt_metadata(metadata, execution, router),
+            **options,
+        )
+
+    return send
+
+
+def run_blocking(route: Route, send: Send, request: Any, timeout: Any, alone: Send | None = None) -> Any:
+    """A blocking call through the route's policies, in this thread: the last attempt's outcome or a fallback's
+    answer (an ended call); raises the error the caller gets. A hedged route's attempts are sent by ``send`` as grpc
+    futures, to be cancelled (see :func:`_hedged_attempt`), the caller's own by ``alone`` where there is one."""
+    try:
+        attempt: Callable[[Execution], Any]
+        if route.hedged:
+            attempt = functools.partial(_hedged_attempt, futures=send, alone=alone)
+        else:
+            attempt = lambda execution: succeeded(send(execution))  # noqa: E731
+        execution = route.execution(attempt, request, timeout)
+        return route.ended(execution, route.executor.run_execution(execution), SYNC)
+    except Exception as failure:
+        raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
+    except asyncio.CancelledError:  # the incoming call was cancelled: no attempt after that
+        raise cancelled_error(SYNC, "no more attempts were sent") from None
+
+
+def _hedged_attempt(execution: Execution, futures: Send, alone: Send | None) -> Any:
+    """An attempt of a hedged unary call: a hedge (``execution.deferred``), a grpc future whose end grpc reports.
+    The caller's own, with ``alone`` and while at most :data:`ALONE_AT_MOST` callers' own attempts are in flight,
+    is the unary call read as a stream of one message by the caller's thread, as a blocking call is waited for, and
+    cancelled (through :data:`CANCELS`) when a hedge wins; its answer is a finished call (see :class:`ReadAlone`).
+    With more in flight it is a grpc future too, which the caller waits for."""
+    if execution.deferred or alone is None:
+        return cancellable_attempt(execution, futures, succeeded, True)
+    with OWN_ATTEMPTS as in_flight:
+        if in_flight > ALONE_AT_MOST:
+            return cancellable_attempt(execution, futures, succeeded, True)
+        return _read_alone(execution, alone)
+
+
+def _read_alone(execution: Execution, alone: Send) -> Any:
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    call = alone(execution)
+    sent(execution, call, functools.partial(CANCELS.submit, call.cancel))  # by whoever decides the race
+    try:
+        messages = list(call)  # the response, then the status: raises the call's failure
+    except grpc.RpcError:
+        if execution.abandoned:
+            raise asyncio.CancelledError from None
+        raise
+    if len(messages) != 1:
+        raise StatusError.of(NOT_ONE_ANSWER, SYNC)
+    return ReadAlone(call, messages[0])
+
+
+def cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any], unary: bool) -> Any:
+    """Send the execution's attempt, a grpc future, and wait for ``outcome(call)``; the call is kept on the execution
+    (see :func:`sent`), so that cancelling the execution (its caller, or a hedge that won) cancels it. An attempt
+    cancelled so raises asyncio.CancelledError: breakers count nothing, retries stop. A deferred attempt (see
+    ``Execution.deferred``) returns at once, as a :class:`_Sent`. A ``unary`` call's end is waited for no longer
+    than its deadline allows (see :func:`_expired`)."""
+    if execution.abandoned:  # cancelled before this attempt was sent: it never will be
+        raise asyncio.CancelledError
+    call = _sent_future(execution, send(execution))
+    if execution.deferred:
+        return _Sent(execution, call, outcome)
+    if unary and not _ended_by(call, execution.deadline, execution.clock):
+        return _expired(execution, call)
+    return _outcome_of(execution, call, outcome)
+
+
+async def awaited_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any]) -> Any:
+    """:func:`cancellable_attempt` on an event loop (the background loop of ``.future()`` calls): it waits for the
+    grpc future's end without a thread, and cancelling the task cancels the attempt."""
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    call = _sent_future(execution, send(execution))
+    expires = execution.deadline
+    try:
+        await _ended(call, None if expires is None else expires - execution.clock.now() + LATE_REPORT)
+    except asyncio.CancelledError:
+        CANCELS.submit(call.cancel)  # not on the loop, which grpc's cancel() may hold up
+        raise
+    if not call.done():
+        return _expired(execution, call)
+    return _outcome_of(execution, call, outcome)
+
+
+class _InFlight:
+    """A count of what is in flight: ``with`` it, as the count with this one."""
+
+    __slots__ = ("_count", "_lock")
+
+    def __init__(self) -> None:
+        self._count, self._lock = 0, threading.Lock()
+
+    def __enter__(self) -> int:
+        with self._lock:
+            self._count += 1
+            return self._count
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+OWN_ATTEMPTS = _InFlight()
+"""The callers' own attempts of hedged calls in flight in the process."""
+ALONE_AT_MOST = 4
+"""How many callers' own attempts of hedged calls are read alone at once (see :func:`_hedged_attempt`). Read alone,
+an attempt costs its caller's thread five wake-ups (one per event of a stream's call) where a blocking call costs
+one, cheaper than a grpc future in a quiet process (1.1x a bare call where a future costs 1.2x), but under load
+each wake-up waits its turn for the GIL: 64 threads hedging so had a p99 of 0.18-0.23 s at a 0.1 s deadline,
+0.11-0.13 s as futures, whose ends one grpc thread reports for all."""
+
+
+CANCELS = Workers("interceptors-cancel", limit=2)
+"""The threads that cancel sync attempts (grpc futures) for the threads and the loop that decide it: grpc's
+``cancel()`` waits for the channel's lock, which its callback thread holds for tens of milliseconds in a busy
+process, and a hedged call's winner must not wait on its losers."""
+
+
+OFFLOADS = Workers("interceptors-offload", limit=4)
+"""The threads that run the sync fallback functions of ``.future()`` calls, which may block, off the background
+loop (see ``Execution.offload``): a slow one holds up no other call (at most four at once)."""
+
+
+def offload(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """``fn()`` in one of :data:`OFFLOADS`, in a copy of the current context, as a future of the running loop."""
+    loop, context = asyncio.get_running_loop(), contextvars.copy_context()
+    done: asyncio.Future[Any] = loop.create_future()
+
+    def job() -> None:
+        try:
+            result = context.run(fn)
+        except BaseException as error:
+            loop.call_soon_threadsafe(_fail, done, error)
+        else:
+            loop.call_soon_threadsafe(_answer, done, result)
+
+    OFFLOADS.submit(job)
+    return done
+
+
+def _answer(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _sent_future(execution: Execution, call: Any) -> Any:
+    """The grpc future ``call``, kept as the execution's attempt in flight (see :func:`sent`), cancelled by
+    :data:`CANCELS`."""
+    return sent(execution, call, functools.partial(CANCELS.submit, call.cancel))
+
+
+def _ended(call: Any, timeout: float | None) -> asyncio.Future[None]:
+    """A future of the running loop, done when the grpc future ``call`` is (told by grpc's callback thread), or
+    after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    call.add_done_callback(lambda _: loop.call_soon_threadsafe(_resolve, waiter))
+    if timeout is not None:
+        timer = loop.call_later(max(timeout, 0.0), _resolve, waiter)
+        waiter.add_done_callback(lambda _: timer.cancel())
+    return waiter
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _ended_by(call: Any, expires: float | None, clock: Any) -> bool:
+    """Wait for the grpc future ``call`` to end, no longer than :data:`LATE_REPORT` past ``expires``; whether it
+    ended."""
+    if expires is None:
+        call.exception()
+        return True
+    try:
+        call.exception(timeout=max(expires + LATE_REPORT - clock.now(), 0.0))
+    except grpc.FutureTimeoutError:
+        return call.done()  # type: ignore[no-any-return]
+    except grpc.FutureCancelledError:
+        pass
+    return True
+
+
+def _expired(execution: Execution, call: Any) -> Any:
+    """An attempt whose deadline passed and whose end grpc did not report in time: ended now, as grpc ended it
+    (its core did, at the deadline). grpc reports a future's end from one thread per channel, which a busy process
+    (other threads, an event loop) can hold up far past the deadline; a caller's deadline must not wait on it."""
+    if execution.abandoned:
+        raise asyncio.CancelledError
+    raise StatusError.of(DEADLINE_PASSED, SYNC)
+
+
+def _outcome_of(execution: Execution, call: Any, outcome: Callable[[Any], Any]) -> Any:
+    """``outcome(call)``; a failure of an attempt that was cancelled (abandoned) is asyncio.CancelledError."""
+    try:
+        return outcome(call)
+    except Exception:
+        if execution.abandoned:
+            raise asyncio.CancelledError from None
+        raise
+
+
+class _Sent:
+    """A deferred attempt (see ``Execution.deferred``): its grpc future, whose end grpc reports."""
+
+    __slots__ = ("_call", "_execution", "_outcome", "expires")
+
+    def __init__(self, execution: Execution, call: Any, outcome: Callable[[Any], Any]) -> None:
+        self._execution, self._call, self._outcome = execution, call, outcome
+        self.expires = execution.deadline  # grpc ends it by then: it went out with what was left of it
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        self._call.add_done_callback(lambda _: callback())
+
+    def outcome(self) -> Any:
+        if not self._call.done():
+            return _expired(self._execution, self._call)
+        return _outcome_of(self._execution, self._call, self._outcome)
+
+
+def run_for_interceptor(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call for an interceptor, which hands grpc a finished call whether it failed or not."""
+    try:
+        return run_blocking(route, send, request, timeout)
+    except Exception as error:
+        return ended_call(error)
+
+
+def succeeded(outcome: Any) -> Any:
+    """``outcome`` if the attempt succeeded; else raises its failure.
+
+    grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls (futures whose
+    ``exception()`` tells, waiting for them to end), and, as they were, errors an interceptor further down raised.
+    """
+    exception = getattr(outcome, "exception", None)
+    if exception is None:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    failure = exception()
+    if failure is not None:
+        raise failure
+    return outcome
+
+
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    """Call details for the continuation, shaped as grpc's own."""

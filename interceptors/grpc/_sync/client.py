@@ -1,0 +1,285 @@
+"""The sync flavour's entry points: the interceptor, the channel and its unary methods."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+
+from ...engine._policy import Policy
+from .._channel import open_channel
+from .._core import (
+    BIDI_STREAM,
+    CLIENT_STREAM,
+    SERVER_STREAM,
+    MethodPolicies,
+    Route,
+    RoutedChannel,
+    RoutedMethod,
+    Router,
+    cancelled_error,
+)
+from .._grpc_shapes import blocks, futures_of
+from .._incoming import INCOMING
+from .._service_config import channel_plan
+from .._streams import DEFAULT_REPLAY_BUFFER, Replay
+from .._streams import replay_buffer as checked_replay_buffer
+from .attempts import Send, current_request, directly, run_blocking, run_for_interceptor, via_continuation
+from .calls import ResilientFuture
+from .ended import SYNC, AnsweredCall, ended_call
+from .streams import ResilientStream
+
+__all__ = ["ResilienceInterceptor", "resilient_channel"]
+
+OK = grpc.StatusCode.OK
+READ_ALONE = "SingleThreadedUnaryStream"
+"""grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: the channel's unary-stream calls are read by the
+thread that reads them (see :class:`_ResilientChannel`)."""
+if TYPE_CHECKING:  # generic in typeshed only
+    _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable[Any, Any]
+else:
+    _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable
+
+
+class ResilienceInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Runs every call of a sync channel through ``policies`` (first = outermost).
+
+    ``methods`` gives some methods or services their own chains: ``{"/pkg.Service/Method": [...],
+    "/pkg.Service/*": [...]}``; an empty chain, or no policies at all for a method, lets its calls pass untouched.
+    Every chain is checked when the interceptor is built.
+
+    Every kind of call gets every policy. Streaming calls are retried until they commit (see
+    :mod:`interceptors.grpc._streams`): a server or bidi stream at its first response message, any stream whose
+    requests outgrow ``replay_buffer``; breakers, bulkheads and limiters count a stream's final status, once.
+
+    :param policies: the chain for every method (default: none), first outermost.
+    :param methods: chains by ``/pkg.Service/Method`` or ``/pkg.Service/*`` (default None); ValueError for a key
+        of another form, a value that is not a sequence of policies, or a chain whose policies cannot run together.
+    :param replay_buffer: bytes of a client-streaming or bidi call's requests kept for a retry to send again
+        (default 256 KiB, grpc's own); a call whose requests outgrow it commits.
+    :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
+    :param target: the channel's target, as metrics name it (``grpc.target``; default "other").
+    """
+
+    def __init__(
+        self,
+        *policies: Policy,
+        methods: MethodPolicies | None = None,
+        replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+        metrics: Any = None,
+        target: str = "other",
+    ) -> None:
+        self._router = Router(policies, methods, SYNC, metrics, target)
+        self._replay_buffer = checked_replay_buffer(replay_buffer)
+
+    @classmethod
+    def _routed(cls, router: Router, replay_buffer: int) -> ResilienceInterceptor:
+        """An interceptor over ``router`` (a helper's, see :func:`channel_plan`)."""
+        interceptor = cls.__new__(cls)
+        interceptor._router, interceptor._replay_buffer = router, checked_replay_buffer(replay_buffer)
+        return interceptor
+
+    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        route = self._router.route(client_call_details.method)
+        if route is None:
+            return continuation(client_call_details, request)
+        timeout = client_call_details.timeout
+        if not blocks(continuation):
+            return ResilientFuture(
+                route, via_continuation(self._router, continuation, client_call_details, request), request, timeout
+            )
+        incoming = INCOMING.get()
+        futures = None if incoming is None and not route.hedged else futures_of(continuation)
+        if futures is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
+            send = directly(
+                futures(client_call_details.method),
+                request,
+                client_call_details.metadata,
+                {
+                    "credentials": client_call_details.credentials,
+                    "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
+                    "compression": getattr(client_call_details, "compression", None),
+                },
+                self._router,
+            )
+            if incoming is None:
+                return run_for_interceptor(route, send, request, timeout)
+            try:
+                return _cancellable(route, send, request, timeout)
+            except grpc.RpcError as cancelled:
+                return ended_call(cancelled)
+        send = via_continuation(self._router, continuation, client_call_details, request)
+        return run_for_interceptor(route, send, request, timeout)
+
+    def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        route = self._router.route(client_call_details.method, SERVER_STREAM)
+        if route is None:
+            return continuation(client_call_details, request)
+        send = via_continuation(self._router, continuation, client_call_details, None, current_request)
+        return ResilientStream(route, send, request, client_call_details.timeout)
+
+    def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        route = self._router.route(client_call_details.method, CLIENT_STREAM)
+        if route is None:
+            return continuation(client_call_details, request_iterator)
+        replay = Replay(request_iterator, self._replay_buffer)
+        send = via_continuation(self._router, continuation, client_call_details, None, replay.attempt)
+        if blocks(continuation):
+            return run_for_interceptor(route, send, None, client_call_details.timeout)
+        return ResilientFuture(route, send, None, client_call_details.timeout)
+
+    def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        route = self._router.route(client_call_details.method, BIDI_STREAM)
+        if route is None:
+            return continuation(client_call_details, request_iterator)
+        replay = Replay(request_iterator, self._replay_buffer)
+        send = via_continuation(self._router, continuation, client_call_details, None, replay.attempt)
+        return ResilientStream(route, send, None, client_call_details.timeout, replay)
+
+
+def resilient_channel(
+    target: str,
+    *policies: Policy,
+    methods: MethodPolicies | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+    compression: grpc.Compression | None = None,
+    replay_buffer: int = DEFAULT_REPLAY_BUFFER,
+    service_config: str | Mapping[str, Any] | None = None,
+    metrics: Any = None,
+) -> grpc.Channel:
+    """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
+
+    It behaves as ``grpc.intercept_channel(channel, ResilienceInterceptor(...))`` but sends unary calls without
+    grpc's interceptor machinery, which costs more per call than the policies. grpcio's own retries are turned
+    off where a RetryPolicy or a HedgePolicy applies (see :mod:`interceptors.grpc._channel`). A gRPC service config
+    (``service_config=``, or the ``grpc.service_config`` option) is converted to policies (see
+    :func:`interceptors.from_service_config`): its retries, hedging and throttling run as policies, under the chains
+    given here (``policies`` replaces its default chain, ``methods`` entries its own), and grpc gets the rest.
+
+    :param target: what to dial, as for ``grpc.insecure_channel``.
+    :param policies: and ``methods``: as for :class:`ResilienceInterceptor`.
+    :param credentials: a secure channel's credentials (default None: an insecure channel).
+    :param options: grpc channel options, (key, value) pairs (default none).
+    :param compression: the channel's default compression (default None).
+    :param replay_buffer: as for :class:`ResilienceInterceptor`.
+    :param service_config: a gRPC service config, JSON or a mapping (default None); ValueError naming the JSON path
+        of what is wrong in it.
+    :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
+    """
+    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target)
+    interceptor = ResilienceInterceptor._routed(router, replay_buffer)
+    channel = open_channel(grpc, target, credentials, opts, compression=compression)
+    read_alone = [*opts, (READ_ALONE, 1)]
+    twin = functools.partial(open_channel, grpc, target, credentials, read_alone, compression=compression)
+    return _ResilientChannel(channel, interceptor, twin)
+
+
+class _ResilientChannel(RoutedChannel, grpc.Channel):
+    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor.
+
+    A hedged unary method's own attempt (the first, which its caller's thread runs) is made through a twin channel
+    whose unary-stream calls are read by the thread that reads them (grpc's ``SingleThreadedUnaryStream``): the call
+    is the unary call, read as a stream of one message, which its caller's thread waits for as for a blocking call
+    (no thread of grpc's in between, unlike a future) and which, unlike a blocking call, can be cancelled when a
+    hedge wins. The twin shares the channel's connections (grpc pools its subchannels by target and options)."""
+
+    def __init__(
+        self, channel: grpc.Channel, interceptor: ResilienceInterceptor, twin: Callable[[], grpc.Channel]
+    ) -> None:
+        self._channel, self._router, self._unary_type = channel, interceptor._router, _ResilientUnaryUnary
+        self._streams = grpc.intercept_channel(channel, interceptor)
+        self._make_twin, self._twin = twin, cast("grpc.Channel | None", None)
+        self._lock, self._closed = threading.Lock(), False
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        multicallable = super().unary_unary(method, *args, **kwargs)
+        if multicallable.hedged:
+            with self._lock:
+                if self._twin is None and not self._closed:  # a stub made after close() has calls that fail as
+                    self._twin = self._make_twin()  # grpc's do: through the closed channel
+                twin = self._twin
+            if twin is not None:
+                multicallable.read_alone = twin.unary_stream(method, *args, **kwargs)
+                multicallable.twin = twin  # a stub outlives the channel object it was made from, as grpc's own do
+        return multicallable
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self._channel.subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self._channel.unsubscribe(callback)
+
+    def close(self) -> None:
+        self._channel.close()
+        with self._lock:
+            self._closed, twin = True, self._twin
+        if twin is not None:
+            twin.close()
+
+    def __enter__(self) -> _ResilientChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
+    """A unary method of a :func:`resilient_channel`: the policies around grpc's own multicallable.
+
+    Blocking attempts use grpc's ``with_call``, which raises failures and answers (response, call) on success, so
+    a healthy call touches grpc's call object no more than a bare one does.
+    """
+
+    read_alone: Any = None
+    """For a hedged method, its unary-stream twin on the channel's twin (see :class:`_ResilientChannel`)."""
+    twin: grpc.Channel | None = None
+
+    # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
+    def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
+        return self.with_call(request, timeout, metadata, **options)[0]
+
+    def with_call(  # type: ignore[override]
+        self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
+    ) -> tuple[Any, Any]:
+        """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
+        route = self.route()
+        if route is None:
+            return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
+        if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
+            send = directly(self._multicallable.future, request, metadata, options)
+            ended = _cancellable(route, send, request, timeout)
+            return ended.result(), ended
+        if route.hedged:  # hedges as grpc futures, and the caller's own attempt read alone: either can be cancelled
+            futures = directly(self._multicallable.future, request, metadata, options)
+            alone = None if self.read_alone is None else directly(self.read_alone, request, metadata, options)
+            ended = run_blocking(route, futures, request, timeout, alone)
+            return ended.result(), ended
+        send = directly(self._multicallable.with_call, request, metadata, options)
+        result = run_blocking(route, send, request, timeout)
+        return (result.result(), result) if isinstance(result, AnsweredCall) else result
+
+    def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
+        route = self.route()
+        if route is None:
+            return self._multicallable.future(request, timeout, metadata, **options)
+        send = directly(self._multicallable.future, request, metadata, options)
+        return ResilientFuture(route, send, request, timeout)
+
+
+def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call made for an incoming call (see :mod:`._incoming`): its policies run in this thread, each
+    attempt a grpc future (``send``) that the incoming call's cancellation cancels. Returns the ended call; raises
+    a CANCELLED StatusError when the incoming call was cancelled."""
+    try:
+        return ResilientFuture(route, send, request, timeout, inline=True)._final()
+    except grpc.FutureCancelledError:
+        raise cancelled_error(SYNC, "the call was cancelled") from None
