@@ -35,9 +35,10 @@ def test_events_name_the_policy_and_the_method(server: ScriptedServer, path: str
 @pytest.mark.parametrize("path", ["call", "aio"])
 def test_timeout_and_hedge_events_name_the_method(server: ScriptedServer, path: str) -> None:
     heard: list[Any] = []
-    chain = (Timeout(0.3, on_timeout_exceeded=heard.append), HedgePolicy(delay=0.05, on_hedge=heard.append))
+    # the hedge is due at 0.05 s, the Timeout at 1 s: room for a loaded machine's late timer (at 0.3 s, one was late)
+    chain = (Timeout(1.0, on_timeout_exceeded=heard.append), HedgePolicy(delay=0.05, on_hedge=heard.append))
     with Client(path, server.target, *chain) as client:
-        client.unary(Request(id="t", sleep_ms=2000), timeout=5)
+        client.unary(Request(id="t", sleep_ms=3000), timeout=5)
     kinds = {type(e): e for e in heard}
     assert (kinds[HedgeStarted].policy, kinds[HedgeStarted].method) == ("HedgePolicy", UNARY)
     assert (kinds[TimeoutExceeded].policy, kinds[TimeoutExceeded].method) == ("Timeout", UNARY)
