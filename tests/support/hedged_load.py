@@ -85,6 +85,7 @@ class Callers:
         self.latencies: list[float] = []
         self.codes: list[grpc.StatusCode] = []
         self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
+        self.odd: list[str] = []  # the first few calls that ended neither OK nor DEADLINE_EXCEEDED: who ended them
 
     def load(self) -> None:
         """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first)."""
@@ -105,7 +106,7 @@ class Callers:
                 self.stub.Unary(asked, timeout=DEADLINE)
                 self._ended(started, grpc.StatusCode.OK, "sync", asked)
             except grpc.RpcError as error:
-                self._ended(started, error.code(), "sync", asked)
+                self._ended(started, error.code(), "sync", asked, error)
 
     async def task(self, worker: int) -> None:
         for call in range(CALLS):
@@ -114,12 +115,18 @@ class Callers:
                 await self.aio_stub.Unary(asked, timeout=DEADLINE)
                 self._ended(started, grpc.StatusCode.OK, "aio", asked)
             except grpc.RpcError as error:
-                self._ended(started, error.code(), "aio", asked)
+                self._ended(started, error.code(), "aio", asked, error)
 
-    def _ended(self, started: float, code: grpc.StatusCode, path: str = "", asked: Any = None) -> None:
+    def _ended(
+        self, started: float, code: grpc.StatusCode, path: str = "", asked: Any = None, error: Any = None
+    ) -> None:
         latency = time.monotonic() - started
         self.latencies.append(latency)
         self.codes.append(code)
+        expected = code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
+        if not expected and error is not None and len(self.odd) < 5:
+            debug = error.debug_error_string() if hasattr(error, "debug_error_string") else ""
+            self.odd.append(f"{path} {code.name} {error.details()!r} {debug}")
         if (latency > DEADLINE + LATE or code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)) and asked:
             self.late[(path, f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}", code.name)] += 1
 
@@ -194,6 +201,8 @@ def main(target: str) -> None:
         "by_hand": [by_hand.latencies, by_hand_after.latencies],
         "ours": ours.latencies,
         "codes": [code.name for code in ours.codes],
+        "odd": ours.odd,
+        "codes_by_hand": sorted({code.name for code in by_hand.codes + by_hand_after.codes}),
         "late": [[*kind, count] for kind, count in ours.late.items()],
         "threads_by_hand": bare_threads.peak,
         "threads_ours": threads.peak,

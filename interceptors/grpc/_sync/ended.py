@@ -30,8 +30,8 @@ class AnsweredCall(_Answered):
 
 
 class ReadAlone(_Answered):
-    """A hedged unary call's own attempt, read to its end (see :func:`.attempts._hedged_attempt`): its answer, and the call
-    for what else a caller asks (its status, its metadata)."""
+    """A hedged unary call's own attempt, read to its end (see :func:`.attempts._hedged_attempt`): its answer, and
+    the call for what else a caller asks (its status, its metadata)."""
 
     def __init__(self, call: Any, response: Any) -> None:
         self._call, self._response = call, response
