@@ -97,6 +97,10 @@ class Semantics:
 PLAIN = Semantics()
 
 
+def _over(execution: Execution) -> Any:
+    raise RuntimeError("the call is over: its execution was released, it makes no more attempts")
+
+
 class Execution:
     """State of one call through a chain of policies, visible to every policy and to the call itself.
 
@@ -181,6 +185,15 @@ class Execution:
         cancel = self.on_cancel
         if cancel is not None:
             cancel()
+
+    def release(self) -> None:
+        """Let go of what the attempts left behind (failures, a fallback's, how to cancel the last attempt): the call
+        is over. A failure's traceback holds the frames that hold this execution, so kept here it would make a
+        reference cycle that only the garbage collector frees (at any moment, in any thread, which grpc's objects do
+        not bear well)."""
+        self.last_failure = self.resuming = self.fallback = None
+        self.on_cancel = None
+        self._fn = _over  # what made the attempts may hold what holds this execution
 
     def fork(self, attempts: int) -> Execution:
         """A copy of this execution for attempt number ``attempts`` running beside others: the same call (function,

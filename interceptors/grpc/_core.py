@@ -305,6 +305,10 @@ class CallExecution(Execution):
         super().adopt(child)
         self.call = cast(CallExecution, child).call
 
+    def release(self) -> None:
+        super().release()
+        self.call = None
+
 
 def sent(execution: Execution, call: Any, cancel: Callable[[], object] | None = None) -> Any:
     """``call``, kept as the execution's attempt in flight: ``execution.cancel()`` cancels it (by ``cancel``,

@@ -24,7 +24,10 @@ async def unary_call(route: Route, attempt: Attempt, request: Any, timeout: Any)
         execution = route.execution(attempt, request, timeout)
     except Exception as failure:
         raise rpc_error(failure, AIO)  # noqa: B904  (its own cause is kept; the failure is its context)
-    return await run_policies(route, execution)
+    try:
+        return await run_policies(route, execution)
+    finally:
+        execution.release()  # what its attempts left behind, which their tracebacks would keep in a cycle
 
 
 async def run_policies(route: Route, execution: CallExecution) -> Any:

@@ -73,7 +73,10 @@ def run_blocking(route: Route, send: Send, request: Any, timeout: Any, alone: Se
         else:
             attempt = lambda execution: succeeded(send(execution))  # noqa: E731
         execution = route.execution(attempt, request, timeout)
-        return route.ended(execution, route.executor.run_execution(execution), SYNC)
+        try:
+            return route.ended(execution, route.executor.run_execution(execution), SYNC)
+        finally:
+            execution.release()  # what its attempts left behind, which their tracebacks would keep in a cycle
     except Exception as failure:
         raise rpc_error(failure, SYNC)  # noqa: B904  (its own cause is kept; the failure is its context)
     except asyncio.CancelledError:  # the incoming call was cancelled: no attempt after that
@@ -123,7 +126,10 @@ def cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any
         return _Sent(execution, call, outcome)
     if unary and not _ended_by(call, execution.deadline, execution.clock):
         return _expired(execution, call)
-    return _outcome_of(execution, call, outcome)
+    try:
+        return _outcome_of(execution, call, outcome)
+    finally:
+        del call  # in a failure's traceback, this frame lets go of the call (see _outcome_of)
 
 
 async def awaited_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any]) -> Any:
@@ -140,7 +146,10 @@ async def awaited_attempt(execution: Execution, send: Send, outcome: Callable[[A
         raise
     if not call.done():
         return _expired(execution, call)
-    return _outcome_of(execution, call, outcome)
+    try:
+        return _outcome_of(execution, call, outcome)
+    finally:
+        del call  # in a failure's traceback, this frame lets go of the call (see _outcome_of)
 
 
 class _InFlight:
@@ -257,13 +266,18 @@ def _expired(execution: Execution, call: Any) -> Any:
 
 
 def _outcome_of(execution: Execution, call: Any, outcome: Callable[[Any], Any]) -> Any:
-    """``outcome(call)``; a failure of an attempt that was cancelled (abandoned) is asyncio.CancelledError."""
+    """``outcome(call)``; a failure of an attempt that was cancelled (abandoned) is asyncio.CancelledError.
+
+    A grpc future is its own failure: raised, its traceback holds every frame it passes through, and one that
+    still held the call would make a reference cycle (see ``Execution.release``): each lets go of it."""
     try:
         return outcome(call)
     except Exception:
         if execution.abandoned:
             raise asyncio.CancelledError from None
         raise
+    finally:
+        del call
 
 
 class _Sent:
@@ -297,16 +311,17 @@ def succeeded(outcome: Any) -> Any:
 
     grpc hands failures back rather than raising them (grpc/grpc#25207): its own failed calls (futures whose
     ``exception()`` tells, waiting for them to end), and, as they were, errors an interceptor further down raised.
+    Raised, a failure's traceback holds this frame: it keeps no reference to the failure (a cycle, see
+    ``Execution.release``).
     """
     exception = getattr(outcome, "exception", None)
-    if exception is None:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    failure = outcome if exception is None else exception()
+    if not isinstance(failure, BaseException):
         return outcome
-    failure = exception()
-    if failure is not None:
+    try:
         raise failure
-    return outcome
+    finally:
+        del exception, failure, outcome
 
 
 class _CallDetails(

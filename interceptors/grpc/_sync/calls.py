@@ -66,6 +66,8 @@ class ResilientFuture(grpc.Call, _Future):
             return  # cancel() has already ended the future
         except Exception as failure:
             ended = ended_call(rpc_error(failure, SYNC))
+        finally:
+            execution.release()  # a unary call is over (see Execution.release)
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self._ended.set_result(ended)
 
@@ -87,8 +89,12 @@ class ResilientFuture(grpc.Call, _Future):
         return route.ended(execution, route.executor.run_execution(execution), SYNC)
 
     def _outcome(self, call: Any) -> Any:
-        """The attempt ``call`` when it has succeeded; raises its failure (see :func:`succeeded`)."""
-        return succeeded(call)
+        """The attempt ``call`` when it has succeeded; raises its failure (see :func:`succeeded`), holding it no
+        more."""
+        try:
+            return succeeded(call)
+        finally:
+            del call
 
     def _run(self, route: Route, execution: CallExecution) -> None:
         try:
@@ -97,6 +103,9 @@ class ResilientFuture(grpc.Call, _Future):
             return  # cancel() has already ended the future
         except Exception as failure:
             ended = ended_call(rpc_error(failure, SYNC))
+        finally:
+            if self._unary:  # a stream's execution lives on with its committed attempt (to cancel, to resume)
+                execution.release()
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self._ended.set_result(ended)
 
