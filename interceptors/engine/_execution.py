@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,6 +97,27 @@ class Semantics:
 
 
 PLAIN = Semantics()
+
+
+def forget_frames(failure: BaseException) -> None:
+    """Clear the local variables of the finished function frames ``failure`` passed through (and those of its
+    causes and contexts): frames that held the failure, or what holds it, made it a reference cycle. Its traceback
+    still says where it came from. Frames still running (in any thread) and those of generators and coroutines
+    (clearing a suspended one would close it) are left as they are."""
+    seen: set[int] = set()
+    chained: BaseException | None = failure
+    while chained is not None and id(chained) not in seen and len(seen) < 16:
+        seen.add(id(chained))
+        entry = chained.__traceback__
+        while entry is not None:
+            if not entry.tb_frame.f_code.co_flags & _SUSPENDABLE:
+                with contextlib.suppress(RuntimeError):  # running
+                    entry.tb_frame.clear()
+            entry = entry.tb_next
+        chained = chained.__cause__ or chained.__context__
+
+
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 
 
 def _over(execution: Execution) -> Any:

@@ -16,7 +16,7 @@ from . import _options as options
 from ._budget import RetryBudget
 from ._clock import Clock
 from ._events import HedgeCancelled, HedgeStarted, HedgeWon
-from ._execution import LATE_REPORT, Deferred, Execution, Semantics, settle
+from ._execution import LATE_REPORT, Deferred, Execution, Semantics, forget_frames, settle
 from ._policy import AsyncLink, Link, Policy
 from ._timers import TIMERS, Timer
 from ._workers import Workers
@@ -255,6 +255,7 @@ class _Race:
         "_brought_by",
         "_delay",
         "_last",
+        "_launched",
         "_next_at",
         "_policy",
         "_started",
@@ -271,6 +272,7 @@ class _Race:
         self._policy, self.execution, self._delay = policy, execution, delay
         self.lock = threading.RLock()
         self.running: list[Execution] = []
+        self._launched: list[Execution] = []  # every attempt's execution, forgotten when the race is over
         self.over = False
         self._started = 0
         self._stopped = False  # no more hedges: the server said so, the budget refused one
@@ -287,6 +289,7 @@ class _Race:
         execution = self.execution
         with self.lock:
             child = execution.fork(execution.attempts + self._started)
+            self._launched.append(child)
             self._started += 1
             if self.over:  # the call was cancelled meanwhile: nothing is sent for this one
                 child.abandoned = True
@@ -326,6 +329,8 @@ class _Race:
         to raise); False: wait on."""
         with self.lock:
             self.running.remove(child)
+        if failure is not None:
+            child.last_failure = failure  # how the attempt ended, its frames cleared when the race is over
         policy, execution = self._policy, self.execution
         budget = policy.budget
         if failure is None:
@@ -364,6 +369,19 @@ class _Race:
 
     def _start(self, child: Execution) -> None:
         raise NotImplementedError
+
+    def forget(self) -> None:
+        """The race is over (the call's execution has adopted the winner's outcome): let go of the outcomes it kept
+        and of every attempt's execution (see ``Execution.release``), and clear the frames of the attempts'
+        failures, which the race's own frames hold (an attempt's failure, a grpc call, would otherwise wait for the
+        garbage collector)."""
+        with self.lock:
+            self.decided = self._last = self._brought_by = None
+            launched, self._launched = self._launched, []
+        for child in launched:
+            if child.last_failure is not None:
+                forget_frames(child.last_failure)
+            child.release()
 
     def elsewhere(self, outcome: Outcome) -> bool:
         """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
@@ -413,6 +431,7 @@ def discard(execution: Execution, result: Any, failure: BaseException | None) ->
     """An abandoned attempt's outcome, which no caller takes: a stream it committed is cancelled, and the policies
     that wait for its end (``execution.settle``) learn that it was cancelled."""
     if failure is not None:
+        execution.last_failure = failure  # its frames cleared when the race is over (see _Race.forget)
         return
     cancel = execution.on_cancel
     if cancel is not None:
@@ -455,6 +474,12 @@ class _SyncRace(_Race):
         self._context = contextvars.copy_context()  # the caller's, for the hedges started for it
 
     def run(self) -> Any:
+        try:
+            return self._run()
+        finally:
+            self.forget()
+
+    def _run(self) -> Any:
         self.execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
         if self._deferring:
             first = self.inline = self.launch()
@@ -655,6 +680,12 @@ class _AsyncRace(_Race):
         self._timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> Any:
+        try:
+            return await self._run()
+        finally:
+            self.forget()
+
+    async def _run(self) -> Any:
         tasks = self._tasks
         try:
             if self.execution.semantics.cancellable_attempts:
