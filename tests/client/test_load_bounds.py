@@ -27,17 +27,6 @@ def aio_server() -> Any:
     server.stop()
 
 
-DEADLOCKS_ON_312 = pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known defect found by make matrix: on Python 3.12 this load deadlocked in about 1 run of 5 with CPU "
-    "burners beside it (a grpc call's finalizer, run by the garbage collector in the event loop's thread while it "
-    "held grpc's observability-plugin lock, waits for the call's lock, held by a thread that waits for the plugin "
-    "lock; grpc/grpc#36927); the failed attempts' tracebacks put grpc calls in reference cycles. Open: see README",
-    strict=False,
-)
-
-
-@DEADLOCKS_ON_312
 def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_server: RemoteServer) -> None:
     """The sync and aio helpers share a fresh client process (the issue's load: 1 280 calls, 100 ms deadline, a tail
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
