@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,15 +103,16 @@ PLAIN = Semantics()
 def forget_frames(failure: BaseException) -> None:
     """Clear the local variables of the finished function frames ``failure`` passed through (and those of its
     causes and contexts): frames that held the failure, or what holds it, made it a reference cycle. Its traceback
-    still says where it came from. Frames still running (in any thread) and those of generators and coroutines
-    (clearing a suspended one would close it) are left as they are."""
+    still says where it came from. Frames still running (in any thread) are left as they are, and so, before Python
+    3.13, are those of generators and coroutines (clearing a suspended one closed it; 3.13 refuses, as it refuses
+    a running one)."""
     seen: set[int] = set()
     chained: BaseException | None = failure
     while chained is not None and id(chained) not in seen and len(seen) < 16:
         seen.add(id(chained))
         entry = chained.__traceback__
         while entry is not None:
-            if not entry.tb_frame.f_code.co_flags & _SUSPENDABLE:
+            if _CLEARS_SAFELY or not entry.tb_frame.f_code.co_flags & _SUSPENDABLE:
                 with contextlib.suppress(RuntimeError):  # running
                     entry.tb_frame.clear()
             entry = entry.tb_next
@@ -118,6 +120,7 @@ def forget_frames(failure: BaseException) -> None:
 
 
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+_CLEARS_SAFELY = sys.version_info >= (3, 13)  # frame.clear() raises RuntimeError for a suspended frame
 
 
 def _over(execution: Execution) -> Any:
