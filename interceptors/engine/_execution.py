@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
@@ -101,30 +103,38 @@ PLAIN = Semantics()
 
 
 def forget_frames(failure: BaseException) -> None:
-    """Clear the local variables of the finished function frames ``failure`` passed through (and those of its
-    causes and contexts): frames that held the failure, or what holds it, made it a reference cycle. Its traceback
-    still says where it came from. Frames still running (in any thread) are left as they are, and so, before Python
-    3.13, are those of generators and coroutines (clearing a suspended one closed it; 3.13 refuses, as it refuses
-    a running one)."""
+    """Clear the local variables of the finished frames ``failure`` (and its causes and contexts) passed through in
+    this library and in the transport it drives (:data:`INTERNAL_FRAMES`): frames that held the failure, or what
+    holds it, made it a reference cycle. Its traceback still says where it came from, and a user's frames keep
+    their locals. Frames still running (in any thread) are left as they are, and so, before Python 3.13, are those
+    of generators and coroutines (clearing a suspended one closed it; 3.13 refuses, as it refuses a running one)."""
+    internal = tuple(INTERNAL_FRAMES)
     seen: set[int] = set()
-    chained: BaseException | None = failure
-    while chained is not None and id(chained) not in seen and len(seen) < 16:
-        seen.add(id(chained))
-        entry = chained.__traceback__
+    chained = [failure]
+    while chained and len(seen) < 16:
+        error = chained.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        entry = error.__traceback__
         while entry is not None:
-            if _CLEARS_SAFELY or not entry.tb_frame.f_code.co_flags & _SUSPENDABLE:
+            code = entry.tb_frame.f_code
+            if code.co_filename.startswith(internal) and (_CLEARS_SAFELY or not code.co_flags & _SUSPENDABLE):
                 with contextlib.suppress(RuntimeError):  # running
                     entry.tb_frame.clear()
             entry = entry.tb_next
-        chained = chained.__cause__ or chained.__context__
+        chained.extend(linked for linked in (error.__cause__, error.__context__) if linked is not None)
 
 
+INTERNAL_FRAMES = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep]
+"""Where the frames :func:`forget_frames` clears live: this library, and the transport it drives (a transport adds
+its own, as the gRPC adapter adds grpcio's)."""
 _SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _CLEARS_SAFELY = sys.version_info >= (3, 13)  # frame.clear() raises RuntimeError for a suspended frame
 
 
 def _over(execution: Execution) -> Any:
-    raise RuntimeError("the call is over: its execution was released, it makes no more attempts")
+    raise asyncio.CancelledError  # released: the call is over, and makes no more attempts
 
 
 class Execution:
@@ -217,6 +227,8 @@ class Execution:
         is over. A failure's traceback holds the frames that hold this execution, so kept here it would make a
         reference cycle that only the garbage collector frees (at any moment, in any thread, which grpc's objects do
         not bear well)."""
+        if self.last_failure is not None:
+            forget_frames(self.last_failure)  # frames that hold what holds it (the call's future, a bound method)
         self.last_failure = self.resuming = self.fallback = None
         self.on_cancel = None
         self._fn = _over  # what made the attempts may hold what holds this execution

@@ -220,7 +220,11 @@ class HedgePolicy(Policy):
                 result = inner(execution)
                 self._record(execution)
                 return result
-            return _SyncRace(self, execution, delay, inner, deferrable).run()
+            race = _SyncRace(self, execution, delay, inner, deferrable)
+            try:
+                return race.run()
+            finally:
+                race.forget()
 
         return run
 
@@ -233,7 +237,11 @@ class HedgePolicy(Policy):
                 result = await inner(execution)
                 self._record(execution)
                 return result
-            return await _AsyncRace(self, execution, delay, inner).run()
+            race = _AsyncRace(self, execution, delay, inner)
+            try:
+                return await race.run()
+            finally:
+                race.forget()
 
         return run
 
@@ -254,8 +262,9 @@ class _Race:
     __slots__ = (
         "_brought_by",
         "_delay",
+        "_ended",
+        "_forgotten",
         "_last",
-        "_launched",
         "_next_at",
         "_policy",
         "_started",
@@ -272,7 +281,8 @@ class _Race:
         self._policy, self.execution, self._delay = policy, execution, delay
         self.lock = threading.RLock()
         self.running: list[Execution] = []
-        self._launched: list[Execution] = []  # every attempt's execution, forgotten when the race is over
+        self._ended: list[Outcome] = []  # the outcomes taken, forgotten when the race is over
+        self._forgotten = False
         self.over = False
         self._started = 0
         self._stopped = False  # no more hedges: the server said so, the budget refused one
@@ -289,7 +299,6 @@ class _Race:
         execution = self.execution
         with self.lock:
             child = execution.fork(execution.attempts + self._started)
-            self._launched.append(child)
             self._started += 1
             if self.over:  # the call was cancelled meanwhile: nothing is sent for this one
                 child.abandoned = True
@@ -329,8 +338,7 @@ class _Race:
         to raise); False: wait on."""
         with self.lock:
             self.running.remove(child)
-        if failure is not None:
-            child.last_failure = failure  # how the attempt ended, its frames cleared when the race is over
+            self._ended.append((child, None, failure))
         policy, execution = self._policy, self.execution
         budget = policy.budget
         if failure is None:
@@ -371,23 +379,30 @@ class _Race:
         raise NotImplementedError
 
     def forget(self) -> None:
-        """The race is over (the call's execution has adopted the winner's outcome): let go of the outcomes it kept
-        and of every attempt's execution (see ``Execution.release``), and clear the frames of the attempts'
-        failures, which the race's own frames hold (an attempt's failure, a grpc call, would otherwise wait for the
-        garbage collector)."""
+        """The race is over (the call's execution has adopted the winner's outcome): let go of what it kept, and
+        forget each attempt whose outcome it took (see :func:`forget_attempt`); one that ends later is forgotten
+        then (see :meth:`discarded`)."""
         with self.lock:
+            self._forgotten = True
             self.decided = self._last = self._brought_by = None
-            launched, self._launched = self._launched, []
-        for child in launched:
-            if child.last_failure is not None:
-                forget_frames(child.last_failure)
-            child.release()
+            ended, self._ended = self._ended, []
+        for outcome in ended:
+            forget_attempt(*outcome)
+
+    def discarded(self, outcome: Outcome) -> None:
+        """An outcome no caller takes (see :func:`discard`), forgotten with the race, or now if the race is."""
+        discard(*outcome)
+        with self.lock:
+            if not self._forgotten:
+                self._ended.append(outcome)
+                return
+        forget_attempt(*outcome)
 
     def elsewhere(self, outcome: Outcome) -> bool:
         """Take the outcome of an attempt that ended while the caller runs the first one (under ``lock``); True
         when it ends the call: it is kept in ``decided``, and the first attempt must be cancelled."""
         if self.decided is not None:
-            discard(*outcome)
+            self.discarded(outcome)
             return False
         if not self.ended(outcome[0], outcome[2]):
             return False
@@ -403,7 +418,7 @@ class _Race:
             if decided is None and self.ended(first[0], first[2]):
                 decided = first
         if decided is not None and decided is not first:
-            discard(*first)
+            self.discarded(first)
         return decided
 
     def finish(self, winner: Execution | None) -> list[Execution]:
@@ -427,11 +442,19 @@ class _Race:
         return losers
 
 
+def forget_attempt(execution: Execution, result: Any, failure: BaseException | None) -> None:
+    """An attempt whose outcome a race took, once the race is over: its execution released, and its failure's
+    frames cleared (see ``forget_frames``): the race's frames hold it, and a grpc call would otherwise wait for the
+    garbage collector."""
+    if failure is not None:
+        forget_frames(failure)
+    execution.release()
+
+
 def discard(execution: Execution, result: Any, failure: BaseException | None) -> None:
     """An abandoned attempt's outcome, which no caller takes: a stream it committed is cancelled, and the policies
     that wait for its end (``execution.settle``) learn that it was cancelled."""
     if failure is not None:
-        execution.last_failure = failure  # its frames cleared when the race is over (see _Race.forget)
         return
     cancel = execution.on_cancel
     if cancel is not None:
@@ -474,12 +497,6 @@ class _SyncRace(_Race):
         self._context = contextvars.copy_context()  # the caller's, for the hedges started for it
 
     def run(self) -> Any:
-        try:
-            return self._run()
-        finally:
-            self.forget()
-
-    def _run(self) -> Any:
         self.execution.on_cancel = self._cancelled  # cancelling the call cancels every attempt
         if self._deferring:
             first = self.inline = self.launch()
@@ -637,7 +654,7 @@ class _SyncRace(_Race):
             if not self.over:
                 self._outcomes.put(outcome)
                 return
-        discard(*outcome)
+        self.discarded(outcome)
 
     def _cancelled(self) -> None:
         with self.lock:
@@ -680,12 +697,6 @@ class _AsyncRace(_Race):
         self._timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> Any:
-        try:
-            return await self._run()
-        finally:
-            self.forget()
-
-    async def _run(self) -> Any:
         tasks = self._tasks
         try:
             if self.execution.semantics.cancellable_attempts:
@@ -729,7 +740,7 @@ class _AsyncRace(_Race):
                 self._timer.cancel()
             for task, child in tasks.items():
                 task.cancel()
-                task.add_done_callback(functools.partial(_discard_task, child))
+                task.add_done_callback(functools.partial(self._discard_task, child))
 
     def _end(self, outcome: Outcome) -> Any:
         for loser in self.finish(outcome[0]):
@@ -758,6 +769,10 @@ class _AsyncRace(_Race):
         if self.inline is not None:
             task.add_done_callback(self._ended_elsewhere)
 
+    def _discard_task(self, child: Execution, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            self.discarded(_task_outcome(child, task))
+
     def _ended_elsewhere(self, task: asyncio.Future[Any]) -> None:
         """An attempt ended while the caller runs the first one."""
         inline, child = self.inline, self._tasks.get(task)
@@ -783,8 +798,3 @@ def _task_outcome(child: Execution, task: asyncio.Future[Any]) -> Outcome:
         return child, None, asyncio.CancelledError()
     failure = task.exception()
     return child, None if failure is not None else task.result(), failure
-
-
-def _discard_task(child: Execution, task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        discard(*_task_outcome(child, task))

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import os
 import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -39,7 +40,7 @@ from ..engine._errors import (
     TimeoutExceededError,
 )
 from ..engine._events import FallbackExecuted
-from ..engine._execution import Execution
+from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
 from ..engine._retry import RetryPolicy
@@ -55,6 +56,8 @@ from ._status import (
     status_code,
 )
 from ._streams import StreamResume
+
+INTERNAL_FRAMES.append(os.path.dirname(os.path.abspath(grpc.__file__)) + os.sep)  # grpcio's frames: see forget_frames
 
 __all__ = [
     "CallExecution",

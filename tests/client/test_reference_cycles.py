@@ -9,6 +9,7 @@ import gc
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -43,10 +44,10 @@ def collector_off() -> Iterator[None]:
         gc.enable()
 
 
-def settled() -> None:
-    """Free (the collector's debugging off) until nothing more is found: what earlier tests in this process, or the
-    calls that warmed the channel, left to their threads and loops to let go of is gone before the calls looked at
-    are made; then what the collector finds is kept again."""
+def settled() -> set[int]:
+    """Free (the collector's debugging off) until nothing more is found, then keep what the collector finds again;
+    returns the grpc calls still alive: what earlier tests in this process (pytest keeps an expected failure's
+    frames for a while) let go of later is not counted against the calls looked at."""
     gc.set_debug(0)
     gc.garbage.clear()
     for _ in range(40):
@@ -54,11 +55,14 @@ def settled() -> None:
             break
         time.sleep(0.025)
     gc.set_debug(gc.DEBUG_SAVEALL)
+    return {id(alive) for alive in gc.get_objects() if type(alive).__name__ in GRPC_CALLS}
 
 
-def grpc_calls_in_cycles() -> list[str]:
+def grpc_calls_in_cycles(before: set[int]) -> list[str]:
+    """The grpc calls made since ``before`` (see :func:`settled`) that only the collector could free."""
     gc.collect()
-    return [type(found).__name__ for found in gc.garbage if type(found).__name__ in GRPC_CALLS]
+    found = [type(kept).__name__ for kept in gc.garbage if id(kept) not in before]
+    return [name for name in found if name in GRPC_CALLS]
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -66,12 +70,38 @@ def test_retried_calls_leave_no_grpc_call_in_a_cycle(server: ScriptedServer, pat
     retry = RetryPolicy(max_attempts=3, delay=0.001)
     with Client(path, server.target, Fallback(message={"text": "fallback"}), retry) as client:
         client.unary(Request(id="warm"))
-        settled()
+        before = settled()
         answered = [client.unary(Request(id=f"r{i}", fail_first=2)) for i in range(5)]  # answered by the third
         failed = [client.unary(Request(id=f"f{i}", fail_first=9)) for i in range(5)]  # the fallback's
     assert [o.code for o in answered + failed] == [grpc.StatusCode.OK] * 10
     assert [o.reply.text for o in failed] == ["fallback"] * 5
-    assert grpc_calls_in_cycles() == []
+    assert grpc_calls_in_cycles(before) == []
+
+
+def failed_calls_in_cycles(server: ScriptedServer, path: str, *policies: Any) -> list[str]:
+    with Client(path, server.target, *policies) as client:
+        client.unary(Request(id="warm"))
+        before = settled()
+        failed = [client.unary(Request(id=f"f{i}", fail_first=9)) for i in range(5)]
+        assert {o.code for o in failed} == {grpc.StatusCode.UNAVAILABLE}
+        del failed  # what a caller does with its failures: let go of them
+    return grpc_calls_in_cycles(before)
+
+
+AIO_KEEPS_ITS_FAILURE = pytest.mark.xfail(
+    strict=True, reason="an aio call keeps the failure it raised for code() and details(): README Known issues"
+)
+
+
+@pytest.mark.parametrize(
+    "path", [pytest.param(path, marks=AIO_KEEPS_ITS_FAILURE) if "aio" in path else path for path in PATHS]
+)
+def test_failed_calls_leave_no_more_in_cycles_than_grpc(server: ScriptedServer, path: str, collector_off: None) -> None:
+    """Calls whose retries run out, with no fallback: the caller gets the failure, as grpc's own calls on the same
+    path give theirs (grpc's futures and aio calls raise themselves, in frames that hold them: cycles of grpc's)."""
+    theirs = failed_calls_in_cycles(server, path)
+    ours = failed_calls_in_cycles(server, path, RetryPolicy(max_attempts=2, delay=0.001))
+    assert len(ours) <= len(theirs), (ours, theirs)
 
 
 ASYNC_RACES = {"future", "intercepted-future", "aio", "intercepted-aio"}
@@ -89,9 +119,9 @@ def test_hedged_calls_leave_no_grpc_call_in_a_cycle(server: ScriptedServer, path
     """Hedges that win (the first attempt, held 0.2 s, is cancelled) and attempts that fail, one after another."""
     with Client(path, server.target, HedgePolicy(delay=0.02)) as client:
         client.unary(Request(id="warm"))
-        settled()
+        before = settled()
         won = [client.unary(Request(id=f"h{i}", sleep_ms=200, sleep_attempts=1)) for i in range(4)]
         failed = [client.unary(Request(id=f"f{i}", fail_first=9)) for i in range(4)]
     assert [o.code for o in won] == [grpc.StatusCode.OK] * 4
     assert [o.code for o in failed] == [grpc.StatusCode.UNAVAILABLE] * 4
-    assert grpc_calls_in_cycles() == []
+    assert grpc_calls_in_cycles(before) == []

@@ -126,7 +126,10 @@ class Client:
         if call is None:
             return Outcome(reply, None, grpc.StatusCode.OK, "", {}, elapsed)
         code, details, trailing = call.code(), call.details(), call.trailing_metadata()
-        return Outcome(reply, error, code, details or "", {key: value for key, value in trailing or ()}, elapsed)
+        try:
+            return Outcome(reply, error, code, details or "", {key: value for key, value in trailing or ()}, elapsed)
+        finally:
+            del error, call  # a failure's traceback holds this frame: no cycle (see test_reference_cycles)
 
     async def _aio_unary(self, request: Any, timeout: float | None, metadata: Any) -> tuple[Any, Any]:
         call = self.stub.Unary(request, timeout=timeout, metadata=metadata)

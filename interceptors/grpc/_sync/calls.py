@@ -70,6 +70,7 @@ class ResilientFuture(grpc.Call, _Future):
             execution.release()  # a unary call is over (see Execution.release)
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self._ended.set_result(ended)
+        del ended  # it may be the failure, whose traceback holds this frame
 
     def _cancel_with_incoming(self, execution: CallExecution) -> None:
         """Be cancelled with the incoming call the execution is made for, until the call (a stream: its last
@@ -108,6 +109,7 @@ class ResilientFuture(grpc.Call, _Future):
                 execution.release()
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             self._ended.set_result(ended)
+        del ended  # it may be the failure, whose traceback holds this frame
 
     def _attempt(self, execution: Execution) -> Any:
         return cancellable_attempt(execution, self._send, self._outcome, self._unary)
