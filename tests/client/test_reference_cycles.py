@@ -65,8 +65,27 @@ def grpc_calls_in_cycles(before: set[int]) -> list[str]:
     return [name for name in found if name in GRPC_CALLS]
 
 
+def failed_calls_in_cycles(server: ScriptedServer, path: str, *policies: Any) -> list[str]:
+    with Client(path, server.target, *policies) as client:
+        client.unary(Request(id="warm"))
+        before = settled()
+        failed = [client.unary(Request(id=f"f{i}", fail_first=9)) for i in range(5)]
+        assert {o.code for o in failed} == {grpc.StatusCode.UNAVAILABLE}
+        del failed  # what a caller does with its failures: let go of them
+    return grpc_calls_in_cycles(before)
+
+
+def skip_where_grpc_leaves_cycles(server: ScriptedServer, path: str) -> None:
+    """Skip the intercepted aio path where grpc.aio's interceptor machinery leaves a failed call in a cycle of its
+    own (grpcio 1.65 does, with an interceptor that only calls on; 1.85 does not): there no count of ours means
+    anything."""
+    if path == "intercepted-aio" and (theirs := failed_calls_in_cycles(server, path)):
+        pytest.skip(f"grpcio {grpc.__version__}'s own intercepted aio calls leave {len(theirs)} grpc calls in cycles")
+
+
 @pytest.mark.parametrize("path", PATHS)
 def test_retried_calls_leave_no_grpc_call_in_a_cycle(server: ScriptedServer, path: str, collector_off: None) -> None:
+    skip_where_grpc_leaves_cycles(server, path)
     retry = RetryPolicy(max_attempts=3, delay=0.001)
     with Client(path, server.target, Fallback(message={"text": "fallback"}), retry) as client:
         client.unary(Request(id="warm"))
@@ -76,16 +95,6 @@ def test_retried_calls_leave_no_grpc_call_in_a_cycle(server: ScriptedServer, pat
     assert [o.code for o in answered + failed] == [grpc.StatusCode.OK] * 10
     assert [o.reply.text for o in failed] == ["fallback"] * 5
     assert grpc_calls_in_cycles(before) == []
-
-
-def failed_calls_in_cycles(server: ScriptedServer, path: str, *policies: Any) -> list[str]:
-    with Client(path, server.target, *policies) as client:
-        client.unary(Request(id="warm"))
-        before = settled()
-        failed = [client.unary(Request(id=f"f{i}", fail_first=9)) for i in range(5)]
-        assert {o.code for o in failed} == {grpc.StatusCode.UNAVAILABLE}
-        del failed  # what a caller does with its failures: let go of them
-    return grpc_calls_in_cycles(before)
 
 
 AIO_KEEPS_ITS_FAILURE = pytest.mark.xfail(
@@ -102,6 +111,7 @@ AIO_KEEPS_ITS_FAILURE = pytest.mark.xfail(
 def test_failed_calls_leave_no_more_in_cycles_than_grpc(server: ScriptedServer, path: str, collector_off: None) -> None:
     """Calls whose retries run out, with no fallback: the caller gets the failure, as grpc's own calls on the same
     path give theirs (grpc's futures and aio calls raise themselves, in frames that hold them: cycles of grpc's)."""
+    skip_where_grpc_leaves_cycles(server, path)
     theirs = failed_calls_in_cycles(server, path)
     ours = failed_calls_in_cycles(server, path, RetryPolicy(max_attempts=2, delay=0.001))
     assert len(ours) <= len(theirs), (ours, theirs)
@@ -120,6 +130,7 @@ COROUTINE_FRAMES = pytest.mark.xfail(
 )
 def test_hedged_calls_leave_no_grpc_call_in_a_cycle(server: ScriptedServer, path: str, collector_off: None) -> None:
     """Hedges that win (the first attempt, held 0.2 s, is cancelled) and attempts that fail, one after another."""
+    skip_where_grpc_leaves_cycles(server, path)
     with Client(path, server.target, HedgePolicy(delay=0.02)) as client:
         client.unary(Request(id="warm"))
         before = settled()
