@@ -24,6 +24,7 @@ __all__ = [
     "CircuitState",
     "CircuitStateChanged",
     "FallbackExecuted",
+    "FleetModeChanged",
     "HedgeCancelled",
     "HedgeStarted",
     "HedgeWon",
@@ -239,6 +240,17 @@ class RateLimited:
     """The rate limiter rejected a call: its next permit comes in ``wait`` seconds, later than allowed."""
 
     wait: float
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FleetModeChanged:
+    """A fleet policy turned to ``mode``: ``"local"`` (its store has not answered for a while: it decides alone)
+    or ``"fleet"`` (the store answers again). ``key`` is its name in the store."""
+
+    mode: str
+    key: str
     policy: str | None = None
     method: str | None = None
 

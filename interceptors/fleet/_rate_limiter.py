@@ -1,0 +1,407 @@
+"""GlobalRateLimiter: one rate limit for a whole fleet, leased to each replica in chunks from a shared bucket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+from collections import deque
+from typing import Any
+
+from ..engine import _options as options
+from ..engine._clock import Clock
+from ..engine._errors import RateLimitedError
+from ..engine._events import FleetModeChanged, RateLimited
+from ..engine._execution import Execution
+from ..engine._places import wait_allowed
+from ..engine._policy import AsyncLink, Link, Policy
+from ..engine._rate_limiter import RateLimiter
+from ._store import FleetStore, checked_name
+
+__all__ = ["GlobalRateLimiter"]
+
+# The shared bucket, in one atomic step on the store's clock. KEYS: the bucket's theoretical arrival time (when
+# every permit granted so far is paid for), the replicas asking (a sorted set by when they last asked), the
+# incident switch. ARGV: seconds per permit, the bucket's capacity, the most permits it may owe (debt), permits
+# wanted, this replica's id, how long a replica counts as asking after it last asked.
+# Tokens now = min(capacity, (now - tat) / interval), negative while granted permits are still owed; a grant of n
+# leaves tokens - n >= -debt. Of a lease, the permits the bucket holds are paid (usable at once), the others one
+# every interval from when the bucket has paid for the first of them. A replica gets
+# what it wants up to a fair share, (capacity + debt) / replicas asking, and nothing while less than half is free
+# (then it is told when it all will be).
+LEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval, capacity, debt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local want, ttl = tonumber(ARGV[4]), tonumber(ARGV[6])
+if want > 0 then
+  redis.call('ZADD', KEYS[2], now, ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl * 1000))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+local active = math.max(redis.call('ZCARD', KEYS[2]), 1)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local tokens = math.min(capacity, (now - tat) / interval)
+local need = math.min(want, math.max(1, math.floor((capacity + debt) / active)))
+local free = math.floor(tokens + debt + 1e-9)
+local granted = 0
+if free >= math.ceil(need / 2) then granted = math.min(need, free) end
+local paid, first, retry = 0, 0, 0
+if granted > 0 then
+  paid = math.min(granted, math.max(0, math.floor(tokens + 1e-9)))
+  first = (paid + 1 - tokens) * interval
+  tokens = tokens - granted
+  tat = now - tokens * interval
+  local life = math.ceil((tat - now + capacity * interval) * 1000) + 1000
+  redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', life)
+elseif want > 0 then
+  retry = (need - (tokens + debt)) * interval
+end
+local switch = redis.call('GET', KEYS[3]) or ''
+return {granted, paid, string.format('%.6f', first), active, string.format('%.6f', retry), switch}
+"""
+
+DISABLED = "disabled"
+
+
+class GlobalRateLimiter(Policy):
+    """At most ``max_calls`` calls per ``period`` across every replica of a fleet that names the same ``key``.
+
+    Replicas share one token bucket in the store (refilled at ``max_calls / period`` a second, holding at most
+    ``burst`` permits) and lease permits from it in chunks sized to their recent demand (``demand * horizon``, at
+    most a fair share of ``burst`` plus what the bucket may owe), so a call takes a permit leased beforehand and
+    never waits on the network. A lease taken while the bucket is empty is a reservation: it becomes usable when
+    the bucket has paid for it. Bound: over any T seconds the fleet admits at most ``burst + max_calls * T /
+    period`` calls, plus at most one lease per replica (leased before, spent within).
+
+    As :class:`~interceptors.RateLimiter`, a call waits for a permit up to ``max_wait`` seconds (never past its
+    deadline), else is rejected with :class:`RateLimitedError` (``remaining``: when a permit would come). While the
+    replica has not yet heard from the store, a call waits for the first lease, up to the store's ``timeout`` after
+    the limiter was made. When the
+    store does not answer (see :class:`FleetStore`), each replica limits itself locally to its share, ``max_calls``
+    divided by the replicas last seen asking (``fleet_size`` before it ever heard), and ``on_mode`` hears
+    :class:`FleetModeChanged`. The fleet switch (``python -m interceptors.fleet disable KEY``) lets every call
+    through on every replica until cleared.
+
+    :param store: the :class:`FleetStore`.
+    :param key: the limit's name in the store (letters, digits, ``_.:-``); replicas naming the same key share it.
+    :param max_calls: permits per period for the whole fleet, positional (1..100 000).
+    :param period: the period, seconds (default 1; at least 1 ms).
+    :param burst: the most permits the shared bucket holds (default a tenth of a period's, at least 1).
+    :param horizon: seconds of demand a lease covers, and of permits the bucket may owe (default 1).
+    :param fleet_size: replicas assumed before the store was ever heard, for the local share (default 1).
+    :param max_wait: seconds a call may wait for its permit (default 0).
+    :param on_limited: hears :class:`RateLimited` when a call is rejected.
+    :param on_mode: hears :class:`FleetModeChanged` when the limiter turns to local decisions or back.
+    :param name: the policy's name in its events (default "GlobalRateLimiter").
+    """
+
+    __slots__ = (
+        "_lease", "burst", "clock", "fleet_size", "horizon", "key", "max_calls", "max_wait", "on_limited", "on_mode",
+        "period", "store",
+    )  # fmt: skip
+    serves_deferred = True  # a permit is taken when the call starts; how it ends is nothing to it
+    store: FleetStore
+    key: str
+    max_calls: int
+    period: float
+    burst: int
+    horizon: float
+    fleet_size: int
+    max_wait: float
+    on_limited: options.Listener[RateLimited] | None
+    on_mode: options.Listener[FleetModeChanged] | None
+    clock: Clock
+    _lease: _Leases
+
+    def __init__(
+        self,
+        store: FleetStore,
+        key: str,
+        max_calls: int,
+        /,
+        *,
+        period: options.Duration = 1.0,
+        burst: int | None = None,
+        horizon: options.Duration = 1.0,
+        fleet_size: int = 1,
+        max_wait: options.Duration = 0.0,
+        on_limited: options.Listener[RateLimited] | None = None,
+        on_mode: options.Listener[FleetModeChanged] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(store, FleetStore):
+            raise ValueError(f"store must be a FleetStore (FleetStore(client, prefix=...)), got {options.shown(store)}")
+        max_calls = options.count(max_calls, "max_calls", maximum=options.MAX_CALLS)
+        period = options.window(period, "period")
+        default_burst = max(1, max_calls // 10)
+        self._init(
+            name=options.policy_name(name, self),
+            store=store,
+            key=checked_name(key, "key"),
+            max_calls=max_calls,
+            period=period,
+            burst=default_burst if burst is None else options.count(burst, "burst", maximum=options.MAX_CALLS),
+            horizon=options.window(horizon, "horizon"),
+            fleet_size=options.count(fleet_size, "fleet_size", maximum=options.MAX_CALLS),
+            max_wait=options.seconds(max_wait, "max_wait"),
+            on_limited=options.listener(on_limited, "on_limited"),
+            on_mode=options.listener(on_mode, "on_mode"),
+            clock=store.clock,
+        )
+        self._init(_lease=_Leases(self))
+        store.join(self._lease)
+
+    @property
+    def mode(self) -> str:
+        """``"fleet"`` while the store answers, ``"local"`` while the replica decides alone."""
+        return self._lease.mode(self.clock.now())
+
+    def _admit(self, execution: Execution) -> tuple[float, float]:
+        """(wait before the call goes, -1) or (-1, how long the caller may still wait for a lease to arrive)."""
+        now = self.clock.now()
+        allowed = wait_allowed(self.max_wait, execution.remaining)
+        wait = self._lease.take(now, allowed)
+        if wait is not None:
+            return wait, -1.0
+        starting = self._lease.starting(now)  # the first lease is on its way
+        return -1.0, max(allowed, wait_allowed(starting, execution.remaining)) if starting else allowed
+
+    def _rejected(self, execution: Execution) -> RateLimitedError:
+        remaining = self._lease.remaining(self.clock.now())
+        if self.on_limited is not None or self._observers:
+            options.emit(
+                self.on_limited, RateLimited(remaining, self.name, execution.semantics.method), self._observers
+            )
+        return RateLimitedError(f"rate limited (fleet): the next permit comes in {remaining:.3g}s", remaining=remaining)
+
+    def wrap(self, inner: Link) -> Link:
+        sleep = self.clock.sleep
+        lease = self._lease
+
+        def run(execution: Execution) -> Any:
+            while True:
+                wait, patience = self._admit(execution)
+                if wait >= 0:
+                    break
+                if patience <= 0 or not lease.await_lease(patience):
+                    raise self._rejected(execution)
+            if wait:
+                sleep(wait)
+            return inner(execution)
+
+        return run
+
+    def wrap_async(self, inner: AsyncLink) -> AsyncLink:
+        sleep = self.clock.asleep
+        lease, store = self._lease, self.store
+
+        async def run(execution: Execution) -> Any:
+            if store.asynchronous:
+                store.start_in_loop()
+            while True:
+                wait, patience = self._admit(execution)
+                if wait >= 0:
+                    break
+                if patience <= 0 or not await lease.await_lease_async(patience):
+                    raise self._rejected(execution)
+            if wait:
+                await sleep(wait)
+            return await inner(execution)
+
+        return run
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobalRateLimiter({self.key!r}, {self.max_calls}, period={self.period}, burst={self.burst}, "
+            f"store={self.store!r})"
+        )
+
+
+class _Leases:
+    """The replica's side of a :class:`GlobalRateLimiter`: permits in hand, leases the bucket still owes, the demand
+    that sizes the next lease, and the local limiter used while the store does not answer. A member of the store."""
+
+    CONTROL_EVERY = 0.9  # seconds between looks at the fleet switch when no lease was needed meanwhile
+
+    def __init__(self, limiter: GlobalRateLimiter) -> None:
+        self._limiter = limiter
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
+        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._generation = 0  # leases settled so far: a waiter waits only if none came since it looked
+        self._ready = 0  # permits usable now
+        self._owed: deque[list[float]] = deque()  # leased permits not paid yet: [when the next is (local), how many]
+        self._interval = limiter.period / limiter.max_calls  # seconds the bucket takes to pay for a permit
+        self._asked = 0  # calls that wanted a permit since the last exchange
+        self._demand = 0.0  # calls a second wanting permits (moving average)
+        now = self._born = limiter.clock.now()
+        self._exchanged = now - self.CONTROL_EVERY  # first exchange at once: the first lease is ready early
+        self._retry_at = -math.inf
+        self._asking = 1  # permits asked in the exchange in flight
+        self._heard = False
+        self._active = limiter.fleet_size
+        self._control = ""
+        self._mode = "fleet"
+        self._local: RateLimiter | None = None
+
+    # --- callers ---------------------------------------------------------------------------------------------
+
+    def starting(self, now: float) -> float:
+        """Seconds left of the start: until the replica first hears from the store, for at most the store's
+        ``timeout`` (0 when over)."""
+        store = self._limiter.store
+        if self._heard or store.failures:
+            return 0.0
+        return max(self._born + store.timeout - now, 0.0)
+
+    def mode(self, now: float) -> str:
+        return "fleet" if self._limiter.store.answering(now) or self.starting(now) else "local"
+
+    def _follow_mode(self, now: float) -> str:
+        mode = self.mode(now)
+        if mode != self._mode:
+            self._mode = mode
+            limiter = self._limiter
+            if mode == "local":  # permits owed by a store we lost may never be paid for (a restart forgets them)
+                self._owed.clear()
+                share = max(1, limiter.max_calls // max(self._active, 1))
+                self._local = RateLimiter(share, period=limiter.period, clock=limiter.clock)
+            if limiter.on_mode is not None or limiter._observers:
+                options.emit(limiter.on_mode, FleetModeChanged(mode, limiter.key, limiter.name), limiter._observers)
+        return mode
+
+    def take(self, now: float, allowed: float) -> float | None:
+        """Take a permit usable within ``allowed`` seconds: the wait until it is, or None."""
+        with self._lock:
+            self._asked += 1
+            if self._control == DISABLED:
+                return 0.0
+            if self._follow_mode(now) == "local":
+                local = self._local
+                assert local is not None
+                wait, taken = local._reserve(1, allowed)
+                return wait if taken else None
+            self._pay(now)
+            if self._ready:
+                self._ready -= 1
+                if self._ready + self._owing() < self._asking / 2:
+                    self._limiter.store.wake()
+                return 0.0
+            if self._owed and self._owed[0][0] - now <= allowed:
+                first = self._owed[0]
+                at = first[0]
+                first[0] += self._interval
+                first[1] -= 1
+                if not first[1]:
+                    self._owed.popleft()
+                return max(at - now, 0.0)
+        self._limiter.store.wake()
+        return None
+
+    def remaining(self, now: float) -> float:
+        with self._lock:
+            if self._owed:
+                return max(self._owed[0][0] - now, 0.0)
+            if self._local is not None and self._mode == "local":
+                return max(self._local._next - now, 0.0)
+            return self._limiter.period / self._limiter.max_calls
+
+    def await_lease(self, timeout: float) -> bool:
+        """Wait in this thread up to ``timeout`` seconds for a lease; returns whether one came."""
+        with self._arrived:
+            generation = self._generation
+            self._arrived.wait_for(lambda: self._generation != generation, timeout)
+            return self._generation != generation
+
+    async def await_lease_async(self, timeout: float) -> bool:
+        """:meth:`await_lease`, in this task."""
+        loop = asyncio.get_running_loop()
+        waiter = (loop, loop.create_future())
+        with self._lock:
+            self._async_waiters.add(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter[1]), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._async_waiters.discard(waiter)
+
+    def _pay(self, now: float) -> None:
+        """Move the permits the bucket has paid for by ``now`` into hand."""
+        while self._owed and self._owed[0][0] <= now:
+            first = self._owed[0]
+            paid = min(int(first[1]), int((now - first[0]) / self._interval) + 1)
+            self._ready += paid
+            first[0] += paid * self._interval
+            first[1] -= paid
+            if not first[1]:
+                self._owed.popleft()
+
+    def _owing(self) -> int:
+        return sum(int(count) for _, count in self._owed)
+
+    # --- the store's pump ------------------------------------------------------------------------------------
+
+    def _want(self) -> int:
+        """The next lease's size: the demand of a horizon, at most a fair share of what the bucket can give."""
+        limiter = self._limiter
+        share = (limiter.burst + limiter.max_calls / limiter.period * limiter.horizon) // max(self._active, 1)
+        return int(max(1, min(share, math.ceil(self._demand * limiter.horizon))))
+
+    def due(self, now: float) -> float:
+        with self._lock:
+            if self._asked and self._ready + self._owing() < self._want() / 2:
+                return max(self._retry_at, self._exchanged)  # now, unless the bucket said when to come back
+            return self._exchanged + self.CONTROL_EVERY
+
+    def request(self, now: float) -> tuple[str, list[str], list[Any]]:
+        limiter = self._limiter
+        with self._lock:
+            elapsed = now - self._exchanged
+            if elapsed > 0:
+                sample = self._asked / max(elapsed, 0.01)
+                self._demand = sample if self._demand == 0 else 0.5 * self._demand + 0.5 * sample
+            wanted = bool(self._asked) or not self._heard
+            self._asked = 0
+            self._exchanged = now
+            self._asking = self._want() if wanted and self._ready + self._owing() < self._want() else 0
+        interval = limiter.period / limiter.max_calls
+        debt = limiter.max_calls / limiter.period * limiter.horizon
+        store = limiter.store
+        keys = [store.key(limiter.key, "bucket"), store.key(limiter.key, "asking"), store.key(limiter.key, "switch")]
+        ttl = max(3 * limiter.horizon, 3 * self.CONTROL_EVERY)
+        return LEASE, keys, [repr(interval), limiter.burst, repr(debt), self._asking, store.id, repr(ttl)]
+
+    def settle(self, reply: Any, now: float) -> None:
+        granted, paid, first, active, retry, control = reply
+        granted, paid = int(granted), int(paid)
+        control = control.decode() if isinstance(control, bytes) else str(control)
+        with self._lock:
+            self._heard = True
+            self._active = int(active)
+            self._control = control
+            if granted > 0:
+                self._ready += paid
+                if granted > paid:
+                    self._owed.append([now + float(first), granted - paid])
+                self._retry_at = -math.inf
+            elif self._asking:
+                self._retry_at = now + float(retry)
+            self._generation += 1
+            self._arrived.notify_all()
+            waiters = list(self._async_waiters)
+        for loop, future in waiters:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody waits there any more
+                loop.call_soon_threadsafe(_resolve, future)
+
+    def __repr__(self) -> str:
+        return f"<leases of {self._limiter.key!r}: {self._ready} ready, {self._owing()} owed>"
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
