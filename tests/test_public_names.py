@@ -41,6 +41,7 @@ FACES = [
     "interceptors.aio",
     "interceptors.engine",
     "interceptors.events",
+    "interceptors.fleet",
     "interceptors.grpc",
     "interceptors.otel",
     "interceptors.server",

@@ -17,7 +17,8 @@ import redis
 import redis.asyncio
 
 from interceptors import Executor, RateLimitedError
-from interceptors.fleet import FleetModeChanged, FleetStore, FleetSwitch, FleetWarning, GlobalRateLimiter
+from interceptors.events import FleetModeChanged
+from interceptors.fleet import FleetStore, FleetSwitch, FleetWarning, GlobalRateLimiter
 
 from ..support.clients import PATHS, Client, wait_until
 from ..support.server import Request, ScriptedServer
