@@ -3,8 +3,8 @@
 Hand a redis-py client to a :class:`FleetStore`, and give the store to fleet policies: :class:`GlobalRateLimiter`
 (one rate limit for every replica). Calls never wait on the store: each replica keeps what it needs locally, a
 pump exchanges it with the store in the background, and when the store does not answer every policy decides
-locally until it does (each says so: :class:`~interceptors.events.FleetModeChanged`). :class:`FleetSwitch` (and ``python -m interceptors.fleet``) flips a policy on every replica
-at once.
+locally until it does (each says so: :class:`~interceptors.events.FleetModeChanged`). :class:`FleetSwitch` (and
+``python -m interceptors.fleet``) flips a policy on every replica at once.
 """
 
 from ._rate_limiter import GlobalRateLimiter

@@ -165,9 +165,13 @@ def test_the_switch_disables_a_limiter_on_every_replica(shared_valkey: str, pref
             executor.call(lambda: None)  # far past 1/s: the limiter is off
     switch.clear("quota")
     wait_until(lambda: all(limiter._lease._control == "" for limiter in limiters), timeout=2)
-    with pytest.raises(RateLimitedError):
-        for _ in range(5):
-            executors[0].call(lambda: None)
+    outcomes = []
+    for _ in range(5):
+        try:
+            outcomes.append(executors[0].call(lambda: "ok"))
+        except RateLimitedError as error:
+            outcomes.append(error)
+    assert any(isinstance(outcome, RateLimitedError) for outcome in outcomes)
 
 
 def test_the_switch_from_the_command_line(shared_valkey: str, prefix: str) -> None:
