@@ -17,6 +17,8 @@ from ..engine._execution import Execution
 from ..engine._places import wait_allowed
 from ..engine._policy import AsyncLink, Link, Policy
 from ..engine._rate_limiter import RateLimiter
+from ._member import LOCAL, FleetMember
+from ._scripts import MEMBERS, script
 from ._store import FleetStore, checked_name
 
 __all__ = ["GlobalRateLimiter"]
@@ -30,17 +32,12 @@ __all__ = ["GlobalRateLimiter"]
 # every interval from when the bucket has paid for the first of them. A replica gets
 # what it wants up to a fair share, (capacity + debt) / replicas asking, and nothing while less than half is free
 # (then it is told when it all will be).
-LEASE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+LEASE = script(
+    MEMBERS,
+    """
 local interval, capacity, debt = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local want, ttl = tonumber(ARGV[4]), tonumber(ARGV[6])
-if want > 0 then
-  redis.call('ZADD', KEYS[2], now, ARGV[5])
-  redis.call('PEXPIRE', KEYS[2], math.ceil(ttl * 1000))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
-local active = math.max(redis.call('ZCARD', KEYS[2]), 1)
+local want = tonumber(ARGV[4])
+local active = members(KEYS[2], ARGV[5], tonumber(ARGV[6]), want > 0)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local tokens = math.min(capacity, (now - tat) / interval)
 local need = math.min(want, math.max(1, math.floor((capacity + debt) / active)))
@@ -60,7 +57,8 @@ elseif want > 0 then
 end
 local switch = redis.call('GET', KEYS[3]) or ''
 return {granted, paid, string.format('%.6f', first), active, string.format('%.6f', retry), switch}
-"""
+""",
+)
 
 DISABLED = "disabled"
 
@@ -219,66 +217,42 @@ class GlobalRateLimiter(Policy):
         )
 
 
-class _Leases:
+class _Leases(FleetMember):
     """The replica's side of a :class:`GlobalRateLimiter`: permits in hand, leases the bucket still owes, the demand
-    that sizes the next lease, and the local limiter used while the store does not answer. A member of the store."""
-
-    CONTROL_EVERY = 0.9  # seconds between looks at the fleet switch when no lease was needed meanwhile
+    that sizes the next lease, and the local limiter used while the store does not answer."""
 
     def __init__(self, limiter: GlobalRateLimiter) -> None:
+        super().__init__(limiter, limiter.store, limiter.key, limiter.on_mode)
         self._limiter = limiter
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
+        self._arrived = threading.Condition(self.lock)
         self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
-        self._generation = 0  # leases settled so far: a waiter waits only if none came since it looked
+        self._generation = 0  # replies settled so far: a waiter waits only if none came since it looked
         self._ready = 0  # permits usable now
         self._owed: deque[list[float]] = deque()  # leased permits not paid yet: [when the next is (local), how many]
         self._interval = limiter.period / limiter.max_calls  # seconds the bucket takes to pay for a permit
         self._asked = 0  # calls that wanted a permit since the last exchange
         self._demand = 0.0  # calls a second wanting permits (moving average)
-        now = self._born = limiter.clock.now()
-        self._exchanged = now - self.CONTROL_EVERY  # first exchange at once: the first lease is ready early
         self._retry_at = -math.inf
         self._asking = 1  # permits asked in the exchange in flight
-        self._heard = False
-        self._active = limiter.fleet_size
-        self._control = ""
-        self._mode = "fleet"
+        self.active = limiter.fleet_size
         self._local: RateLimiter | None = None
+
+    def entered(self, mode: str) -> None:
+        if mode == LOCAL:  # permits owed by a store we lost may never be paid for (a restart forgets them)
+            self._owed.clear()
+            limiter = self._limiter
+            share = max(1, limiter.max_calls // self.active)
+            self._local = RateLimiter(share, period=limiter.period, clock=limiter.clock)
 
     # --- callers ---------------------------------------------------------------------------------------------
 
-    def starting(self, now: float) -> float:
-        """Seconds left of the start: until the replica first hears from the store, for at most the store's
-        ``timeout`` (0 when over)."""
-        store = self._limiter.store
-        if self._heard or store.failures:
-            return 0.0
-        return max(self._born + store.timeout - now, 0.0)
-
-    def mode(self, now: float) -> str:
-        return "fleet" if self._limiter.store.answering(now) or self.starting(now) else "local"
-
-    def _follow_mode(self, now: float) -> str:
-        mode = self.mode(now)
-        if mode != self._mode:
-            self._mode = mode
-            limiter = self._limiter
-            if mode == "local":  # permits owed by a store we lost may never be paid for (a restart forgets them)
-                self._owed.clear()
-                share = max(1, limiter.max_calls // max(self._active, 1))
-                self._local = RateLimiter(share, period=limiter.period, clock=limiter.clock)
-            if limiter.on_mode is not None or limiter._observers:
-                options.emit(limiter.on_mode, FleetModeChanged(mode, limiter.key, limiter.name), limiter._observers)
-        return mode
-
     def take(self, now: float, allowed: float) -> float | None:
         """Take a permit usable within ``allowed`` seconds: the wait until it is, or None."""
-        with self._lock:
+        with self.lock:
             self._asked += 1
-            if self._control == DISABLED:
+            if self.switch == DISABLED:
                 return 0.0
-            if self._follow_mode(now) == "local":
+            if self.follow_mode(now) == LOCAL:
                 local = self._local
                 assert local is not None
                 wait, taken = local._reserve(1, allowed)
@@ -301,10 +275,10 @@ class _Leases:
         return None
 
     def remaining(self, now: float) -> float:
-        with self._lock:
+        with self.lock:
             if self._owed:
                 return max(self._owed[0][0] - now, 0.0)
-            if self._local is not None and self._mode == "local":
+            if self._local is not None and self._mode == LOCAL:
                 return max(self._local._next - now, 0.0)
             return self._limiter.period / self._limiter.max_calls
 
@@ -319,7 +293,7 @@ class _Leases:
         """:meth:`await_lease`, in this task."""
         loop = asyncio.get_running_loop()
         waiter = (loop, loop.create_future())
-        with self._lock:
+        with self.lock:
             self._async_waiters.add(waiter)
         try:
             await asyncio.wait_for(asyncio.shield(waiter[1]), timeout)
@@ -327,7 +301,7 @@ class _Leases:
         except asyncio.TimeoutError:
             return False
         finally:
-            with self._lock:
+            with self.lock:
                 self._async_waiters.discard(waiter)
 
     def _pay(self, now: float) -> None:
@@ -349,41 +323,37 @@ class _Leases:
     def _want(self) -> int:
         """The next lease's size: the demand of a horizon, at most a fair share of what the bucket can give."""
         limiter = self._limiter
-        share = (limiter.burst + limiter.max_calls / limiter.period * limiter.horizon) // max(self._active, 1)
+        share = (limiter.burst + limiter.max_calls / limiter.period * limiter.horizon) // self.active
         return int(max(1, min(share, math.ceil(self._demand * limiter.horizon))))
 
     def due(self, now: float) -> float:
-        with self._lock:
+        with self.lock:
             if self._asked and self._ready + self._owing() < self._want() / 2:
-                return max(self._retry_at, self._exchanged)  # now, unless the bucket said when to come back
-            return self._exchanged + self.CONTROL_EVERY
+                return max(self._retry_at, self.exchanged)  # now, unless the bucket said when to come back
+            return self.exchanged + self.CONTROL_EVERY
 
     def request(self, now: float) -> tuple[str, list[str], list[Any]]:
         limiter = self._limiter
-        with self._lock:
-            elapsed = now - self._exchanged
+        with self.lock:
+            elapsed = now - self.exchanged
             if elapsed > 0:
                 sample = self._asked / max(elapsed, 0.01)
                 self._demand = sample if self._demand == 0 else 0.5 * self._demand + 0.5 * sample
-            wanted = bool(self._asked) or not self._heard
+            wanted = bool(self._asked) or not self.heard
             self._asked = 0
-            self._exchanged = now
+            self.exchanged = now
             self._asking = self._want() if wanted and self._ready + self._owing() < self._want() else 0
         interval = limiter.period / limiter.max_calls
         debt = limiter.max_calls / limiter.period * limiter.horizon
-        store = limiter.store
-        keys = [store.key(limiter.key, "bucket"), store.key(limiter.key, "asking"), store.key(limiter.key, "switch")]
         ttl = max(3 * limiter.horizon, 3 * self.CONTROL_EVERY)
-        return LEASE, keys, [repr(interval), limiter.burst, repr(debt), self._asking, store.id, repr(ttl)]
+        keys = self.keys("bucket", "asking", "switch")
+        return LEASE, keys, [repr(interval), limiter.burst, repr(debt), self._asking, self.store.id, repr(ttl)]
 
     def settle(self, reply: Any, now: float) -> None:
-        granted, paid, first, active, retry, control = reply
+        granted, paid, first, active, retry, switch = reply
         granted, paid = int(granted), int(paid)
-        control = control.decode() if isinstance(control, bytes) else str(control)
-        with self._lock:
-            self._heard = True
-            self._active = int(active)
-            self._control = control
+        with self.lock:
+            self.heard_from_store(active, switch)
             if granted > 0:
                 self._ready += paid
                 if granted > paid:

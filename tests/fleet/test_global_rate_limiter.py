@@ -157,15 +157,15 @@ def test_the_switch_disables_a_limiter_on_every_replica(shared_valkey: str, pref
     switch = FleetSwitch(sync_store(shared_valkey, prefix))
     switch.disable("quota")
     switched = time.monotonic()
-    wait_until(lambda: all(limiter._lease._control == "disabled" for limiter in limiters), timeout=2)
+    wait_until(lambda: all(limiter._lease.switch == "disabled" for limiter in limiters), timeout=2)
     assert time.monotonic() - switched < 1.2
     assert switch.state("quota") == "disabled"
     for executor in executors:
         for _ in range(20):
             executor.call(lambda: None)  # far past 1/s: the limiter is off
     switch.clear("quota")
-    wait_until(lambda: all(limiter._lease._control == "" for limiter in limiters), timeout=2)
-    outcomes = []
+    wait_until(lambda: all(limiter._lease.switch == "" for limiter in limiters), timeout=2)
+    outcomes: list[object] = []
     for _ in range(5):
         try:
             outcomes.append(executors[0].call(lambda: "ok"))
@@ -178,11 +178,11 @@ def test_the_switch_from_the_command_line(shared_valkey: str, prefix: str) -> No
     limiter = GlobalRateLimiter(sync_store(shared_valkey, prefix), "quota", 1)
     command = [sys.executable, "-m", "interceptors.fleet", "--url", shared_valkey, "--prefix", prefix]
     subprocess.run([*command, "disable", "quota", "--ttl", "30"], check=True, timeout=30)
-    wait_until(lambda: limiter._lease._control == "disabled", timeout=2)
+    wait_until(lambda: limiter._lease.switch == "disabled", timeout=2)
     shown = subprocess.run([*command, "show", "quota"], check=True, timeout=30, capture_output=True, text=True)
     assert shown.stdout.strip() == "disabled"
     subprocess.run([*command, "clear", "quota"], check=True, timeout=30)
-    wait_until(lambda: limiter._lease._control == "", timeout=2)
+    wait_until(lambda: limiter._lease.switch == "", timeout=2)
     bad = subprocess.run([*command, "disable", "no spaces"], timeout=30, capture_output=True, text=True)
     assert bad.returncode == 2 and "key must be" in bad.stderr
 
