@@ -40,13 +40,12 @@ class FleetRetryBudget(RetryBudget):
     Each replica counts its calls and retries locally and sends them to the store in batches (at most every
     ``sync_interval`` seconds, and only when it has any); the store's totals come back with each batch. Between
     two batches a replica may take as many whole retries as ``headroom / replicas + ratio * its new calls`` holds,
-    ``headroom`` being
-    what the fleet's totals left at the last batch and ``replicas`` those that looked at the store lately (idle ones
-    too: a busy replica's next batch brings it more),
-    so that replicas deciding at once cannot together overrun the budget by more than the calls they have not
-    reported yet allow. While the store does not answer, each replica keeps a budget of its own with the floor
-    divided by the replicas last seen (``on_mode`` hears :class:`FleetModeChanged`). The fleet switch
-    (``disable KEY``) allows every retry on every replica until cleared.
+    ``headroom`` being what the fleet's totals left at the last batch and ``replicas`` those that looked at the
+    store lately (idle ones too: a busy replica's next batch brings it more), so that replicas deciding at once
+    cannot together overrun the budget by more than the calls they have not reported yet allow. While the store
+    does not answer, each replica keeps a budget of its own with the floor divided by the replicas last seen
+    (``on_mode`` hears :class:`FleetModeChanged`). The fleet switch (``disable KEY``) allows every retry on every
+    replica until cleared.
 
     Give it to RetryPolicy and HedgePolicy as any budget (``RetryPolicy(budget=...)``).
 
