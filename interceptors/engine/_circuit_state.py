@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from . import _options as options
@@ -95,9 +96,11 @@ class CircuitStateMachine:
         "_owner",
         "_trials",
         "_window",
+        "gate",
         "generation",
         "snapshot",
         "state",
+        "tap",
     )
 
     def __init__(self, config: CircuitConfig, owner: Any) -> None:
@@ -112,6 +115,11 @@ class CircuitStateMachine:
         self._open_until = 0.0
         self._opened_by_pushback = False
         self._trials = 0  # half-open trial calls in flight
+        self.tap: Callable[[bool], object] | None = None
+        """Hears each closed-state outcome that counts (True: failed), under the lock: a fleet's shared evidence."""
+        self.gate: Callable[[float], float | None] | None = None
+        """Asked, under the lock, when the delay has passed: None lets the breaker turn half-open, else the seconds
+        it stays open before asking again (a fleet lets one replica at a time probe)."""
 
     def acquire(self) -> int:
         """Admit a call and return its generation, or raise CircuitOpenError."""
@@ -145,6 +153,8 @@ class CircuitStateMachine:
             window = self._window
             if self.state is CLOSED:
                 window.record(failed or (slow and config.slow_call_rate is None), slow)
+                if self.tap is not None:
+                    self.tap(failed or slow)
                 if config.trips(window):
                     self._open(*config.open_delay(failure, semantics))
             elif self.state is HALF_OPEN:
@@ -192,9 +202,19 @@ class CircuitStateMachine:
                 self._window = self._config.failure_counter()
         self._publish()
 
+    def open_for(self, delay: float) -> None:
+        """Open now for ``delay`` seconds (a fleet's decision)."""
+        with self._lock:
+            self._open(delay, False)
+        self._publish()
+
     def _half_open_if_due(self, now: float) -> None:
         if self.state is OPEN and now >= self._open_until:
-            self._transition(HALF_OPEN)
+            wait = None if self.gate is None else self.gate(now)
+            if wait is None:
+                self._transition(HALF_OPEN)
+            else:
+                self._open_until = now + wait
 
     def _open(self, delay: float, by_pushback: bool) -> None:
         self._open_until = self._config.clock.now() + delay

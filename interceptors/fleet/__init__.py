@@ -8,9 +8,10 @@ locally until it does (each says so: :class:`~interceptors.events.FleetModeChang
 ``python -m interceptors.fleet``) flips a policy on every replica at once.
 """
 
+from ._breaker import FleetCircuitBreaker
 from ._budget import FleetRetryBudget
 from ._rate_limiter import GlobalRateLimiter
 from ._store import FleetStore, FleetWarning
 from ._switch import FleetSwitch
 
-__all__ = ["FleetRetryBudget", "FleetStore", "FleetSwitch", "FleetWarning", "GlobalRateLimiter"]
+__all__ = ["FleetCircuitBreaker", "FleetRetryBudget", "FleetStore", "FleetSwitch", "FleetWarning", "GlobalRateLimiter"]

@@ -193,11 +193,9 @@ class GlobalRateLimiter(Policy):
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         sleep = self.clock.asleep
-        lease, store = self._lease, self.store
+        lease = self._lease
 
         async def run(execution: Execution) -> Any:
-            if store.asynchronous:
-                store.start_in_loop()
             while True:
                 wait, patience = self._admit(execution)
                 if wait >= 0:

@@ -135,7 +135,8 @@ class FleetStore:
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._pump: threading.Thread | asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None  # the pump of a sync client
+        self._task: asyncio.Task[None] | None = None  # the pump of an asyncio client, in ``_loop``
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_wake: asyncio.Event | None = None
         self._closed = False
@@ -159,41 +160,43 @@ class FleetStore:
         """Serve ``member`` from now on (the store holds it weakly: a policy dropped is forgotten)."""
         with self._lock:
             self._members.add(member)
-        if not self.asynchronous:
-            self._start_thread()
         self.wake()
 
     def wake(self) -> None:
-        """Ask the pump to look at its members now (cheap; any thread)."""
-        self._wake.set()
-        loop, event = self._loop, self._async_wake
-        if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):  # its loop closed: the next running loop starts another pump
+        """Ask the pump to look at its members now (cheap; any thread). Starts the pump if it is not running: a
+        thread for a sync client; for an asyncio client, a task in the running loop, if this runs in one (the
+        members wake it from their callers' first calls)."""
+        if not self.asynchronous:
+            if self._thread is None:
+                self._start_thread()
+            self._wake.set()
+            return
+        loop, event, task = self._loop, self._async_wake, self._task
+        if loop is None or loop.is_closed() or task is None or task.done():
+            self._start_in_running_loop()
+            return
+        if event is not None:
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: the next running loop starts another pump
                 loop.call_soon_threadsafe(event.set)
 
-    def start_in_loop(self) -> None:
-        """For an asyncio client: run the pump in the running loop, if it runs in none (policies call this from
-        their async path; cheap when it runs)."""
-        pump, loop = self._pump, self._loop
-        if (
-            pump is not None
-            and not (isinstance(pump, asyncio.Task) and pump.done())
-            and not (loop and loop.is_closed())
-        ):
+    def _start_in_running_loop(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs here: the next member's wake from a task starts the pump
             return
         with self._lock:
-            if self._closed:
+            task = self._task
+            if self._closed or (self._loop is loop and task is not None and not task.done()):
                 return
-            loop = asyncio.get_running_loop()
             self._loop, self._async_wake = loop, asyncio.Event()
-            self._pump = loop.create_task(self._run_async())
+            self._task = loop.create_task(self._run_async())
 
     def _start_thread(self) -> None:
         with self._lock:
-            if self._pump is not None or self._closed:
+            if self._thread is not None or self._closed:
                 return
-            self._pump = threading.Thread(target=self._run_thread, name=f"fleet-store-{self.prefix}", daemon=True)
-            self._pump.start()
+            self._thread = threading.Thread(target=self._run_thread, name=f"fleet-store-{self.prefix}", daemon=True)
+            self._thread.start()
 
     def close(self) -> None:
         """Stop the pump (policies then decide locally). The client stays the user's to close."""
