@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import _options as options
