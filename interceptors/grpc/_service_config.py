@@ -22,7 +22,8 @@ A service config's ``methodConfig`` entries become per-method chains, in this or
       "circuitBreaker": {"failureRate": 0.5, "failureWindow": 20, "delay": "1s"},
       "attemptTimeout": "0.5s",
       "adaptiveThrottle": {"k": 2}, "bulkhead": {"maxConcurrent": 10, "maxWait": "0.05s"},
-      "rateLimiter": {"maxCalls": 100, "period": "1s"}, "adaptiveLimiter": {"maxLimit": 50}
+      "rateLimiter": {"maxCalls": 100, "period": "1s"}, "adaptiveLimiter": {"maxLimit": 50},
+      "globalRateLimiter": {"key": "b-quota", "maxCalls": 200}  // with from_service_config(..., fleet_store=)
     }
 
   The policies of one entry are shared by every method it names (one breaker for them all).
@@ -60,6 +61,8 @@ from ..engine._rate_limiter import RateLimiter
 from ..engine._retry import RetryPolicy
 from ..engine._throttle import AdaptiveThrottle
 from ..engine._timeout import Timeout
+from ..fleet._rate_limiter import GlobalRateLimiter
+from ..fleet._store import FleetStore
 from ._channel import SERVICE_CONFIG, channel_options, option_pairs
 from ._core import Flavour, Router
 from ._grpc_shapes import is_idle
@@ -82,6 +85,7 @@ _LOAD_POLICIES: tuple[tuple[str, Callable[..., Policy], str | None], ...] = (
     ("adaptiveThrottle", AdaptiveThrottle, None),
     ("bulkhead", Bulkhead, "max_concurrent"),
     ("rateLimiter", RateLimiter, "max_calls"),
+    ("globalRateLimiter", GlobalRateLimiter, "max_calls"),  # built with the fleet store: see _fleet_policy
     ("adaptiveLimiter", AdaptiveLimiter, None),
     ("circuitBreaker", CircuitBreaker, None),
 )
@@ -273,9 +277,14 @@ def _top_keys(config: Mapping[str, Any]) -> None:
     _keys(config, "$", _TOP_KEYS, closed=False)
 
 
-def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfig:
+def from_service_config(
+    config: str | bytes | Mapping[str, Any], *, fleet_store: FleetStore | None = None
+) -> ServiceConfig:
     """The policies a gRPC service config asks for (see the module's doc). Raises ValueError naming the JSON path
-    of the first thing that is wrong, for configs gRPC would refuse and extension blocks the policies refuse."""
+    of the first thing that is wrong, for configs gRPC would refuse and extension blocks the policies refuse.
+    ``fleet_store``: the :class:`~interceptors.fleet.FleetStore` of the extension's ``globalRateLimiter`` blocks."""
+    if fleet_store is not None and not isinstance(fleet_store, FleetStore):
+        raise ValueError(f"fleet_store must be a FleetStore, got {_shown(fleet_store)}")
     config = _json(_parsed(config) if isinstance(config, (str, bytes)) else config, "$")
     if not isinstance(config, dict):
         raise _Invalid("$", f"must be a JSON object, got {_shown(config)}")
@@ -294,7 +303,7 @@ def from_service_config(config: str | bytes | Mapping[str, Any]) -> ServiceConfi
             raise _Invalid(path, f"must be an object, got {_shown(entry)}")
         _keys(entry, path, _ENTRY_KEYS)
         _grpc_fields(entry, path)
-        chain = _chain(entry, path, budget)
+        chain = _chain(entry, path, budget, fleet_store)
         for key in _names(entry.get("name"), f"{path}.name", seen):
             if key == "":
                 default = chain
@@ -408,7 +417,9 @@ def _names(names: object, path: str, seen: set[str]) -> list[str]:
     return keys
 
 
-def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> tuple[Policy, ...]:
+def _chain(
+    entry: Mapping[str, Any], path: str, budget: RetryBudget | None, fleet_store: FleetStore | None
+) -> tuple[Policy, ...]:
     retry, hedging = entry.get("retryPolicy"), entry.get("hedgingPolicy")
     if retry is not None and hedging is not None:
         raise _Invalid(path, "retryPolicy and hedgingPolicy cannot both be set")
@@ -433,7 +444,10 @@ def _chain(entry: Mapping[str, Any], path: str, budget: RetryBudget | None) -> t
         chain.append(_hedging(hedging, f"{path}.hedgingPolicy", budget))
     for key, policy_type, positional in _LOAD_POLICIES:
         if key in extension:
-            chain.append(_policy(policy_type, positional, extension[key], f"{path}.resilience.{key}"))
+            where = f"{path}.resilience.{key}"
+            if policy_type is GlobalRateLimiter:
+                policy_type = _fleet_policy(policy_type, fleet_store, extension[key], where)
+            chain.append(_policy(policy_type, positional, extension[key], where))
     if attempt_timeout is not None:
         chain.append(Timeout(attempt_timeout))
     return tuple(chain)
@@ -581,6 +595,21 @@ def _policy(policy_type: Callable[..., Policy], positional: str | None, config: 
         return policy_type(*arguments, **options)
     except (TypeError, ValueError) as error:
         raise _Invalid(path, _cut(str(error), 200)) from None
+
+
+def _fleet_policy(
+    policy_type: Callable[..., Policy], store: FleetStore | None, config: object, path: str
+) -> Callable[..., Policy]:
+    """A fleet policy's maker: the store, and the block's ``key``, before the rest of its options."""
+    if store is None:
+        raise _Invalid(path, "needs the fleet's store: from_service_config(config, fleet_store=FleetStore(...))")
+    if not isinstance(config, Mapping) or "key" not in config:
+        raise _Invalid(path, "needs the policy's key in the store (\"key\": \"...\")")
+
+    def make(*arguments: Any, key: object, **options: Any) -> Policy:
+        return policy_type(store, key, *arguments, **options)
+
+    return make
 
 
 _POLICY_KEYS = ("timeout", "retryPolicy", "hedgingPolicy", "resilience")

@@ -223,28 +223,6 @@ def test_through_grpc_every_path(server: ScriptedServer, shared_valkey: str, pre
     assert sum(server.attempts(f"c{i}") for i in range(12)) == codes.count(grpc.StatusCode.OK)
 
 
-def test_a_cluster(prefix: str) -> None:
-    from redis.cluster import RedisCluster
-
-    from ..support.valkey import start_cluster
-
-    nodes = start_cluster()
-    try:
-        url = nodes[0].url
-        limiters = [
-            GlobalRateLimiter(FleetStore(RedisCluster.from_url(url, socket_timeout=0.5), prefix=prefix), key, 50)
-            for key in ("a", "b", "c")
-            for _ in range(2)
-        ]
-        admitted, _ = hammer([Executor(limiter) for limiter in limiters], 1.5, threads_each=2)
-        for pair in (admitted[0:2], admitted[2:4], admitted[4:6]):
-            assert 40 <= sum(pair) <= 5 + 75 + 2 * 28, admitted
-        assert all(limiter.mode == "fleet" for limiter in limiters)
-    finally:
-        for node in nodes:
-            node.stop()
-
-
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -295,3 +273,38 @@ def test_bad_stores_are_refused_naming_what(client: Any, prefix: Any, message: s
 def test_a_client_without_socket_timeout_is_warned_of() -> None:
     with pytest.warns(FleetWarning, match="socket_timeout"):
         FleetStore(redis.Redis(port=1, socket_timeout=None), prefix="p")
+
+
+def test_in_a_service_config(server: ScriptedServer, shared_valkey: str, prefix: str) -> None:
+    from interceptors import from_service_config
+
+    store = sync_store(shared_valkey, prefix)
+    block = {"globalRateLimiter": {"key": "quota", "maxCalls": 3, "period": "10s", "burst": 1}}
+    config = from_service_config({"methodConfig": [{"name": [{}], "resilience": block}]}, fleet_store=store)
+    (limiter,) = config.policies
+    assert isinstance(limiter, GlobalRateLimiter) and limiter.key == "quota" and limiter.max_calls == 3
+    assert limiter.period == 10 and limiter.store is store
+    with Client("call", server.target, *config.policies) as client:
+        codes = [client.unary(Request(id=f"s{i}")).code for i in range(6)]
+    assert codes.count(grpc.StatusCode.OK) in range(1, 4) and grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+
+
+@pytest.mark.parametrize(
+    ("block", "store", "message"),
+    [
+        ({"key": "q", "maxCalls": 3}, False, "needs the fleet's store"),
+        ({"maxCalls": 3}, True, "needs the policy's key"),
+        ({"key": "a b", "maxCalls": 3}, True, "key must be"),
+        ({"key": "q", "maxCalls": 0}, True, "max_calls"),
+        ({"key": "q", "maxCalls": 3, "rate": 1}, True, "rate"),
+    ],
+)
+def test_bad_service_config_blocks_are_refused_with_their_path(
+    block: dict[str, Any], store: bool, message: str
+) -> None:
+    from interceptors import from_service_config
+
+    fleet_store = FleetStore(redis.Redis(port=1, socket_timeout=0.1), prefix="p") if store else None
+    config = {"methodConfig": [{"name": [{}], "resilience": {"globalRateLimiter": block}}]}
+    with pytest.raises(ValueError, match=rf"methodConfig\[0\]\.resilience\.globalRateLimiter.*{message}"):
+        from_service_config(config, fleet_store=fleet_store)

@@ -1,0 +1,104 @@
+"""Fleet policies under 64 threads and 64 tasks at once, with the store paused (SIGSTOP) half way: every call ends
+by its deadline, no caller waits on the store, and the threads the library starts do not grow with the calls in
+flight (one pump per store)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import redis.asyncio
+
+from interceptors import Executor, ResilienceError, RetryPolicy, Timeout
+from interceptors.fleet import FleetCircuitBreaker, FleetRetryBudget, FleetStore, GlobalRateLimiter
+
+from ..support.valkey import Valkey
+from .conftest import sync_store
+
+DEADLINE = 0.2
+
+
+def chain(store: FleetStore) -> Executor:
+    budget = FleetRetryBudget(store, "budget")
+    return Executor(
+        Timeout(DEADLINE),
+        RetryPolicy(max_attempts=2, delay=0.001, budget=budget, handle=ValueError),
+        GlobalRateLimiter(store, "limit", 2000, max_wait=0.01),
+        FleetCircuitBreaker(store, "breaker", failure_rate=0.9, failure_window=100),
+    )
+
+
+def sync_call(fail: bool) -> None:
+    time.sleep(0.002)
+    if fail:
+        raise ValueError
+
+
+async def async_call(fail: bool) -> None:
+    await asyncio.sleep(0.002)
+    if fail:
+        raise ValueError
+
+
+def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
+    sync_executor = chain(sync_store(valkey.url, prefix, stale_after=0.2))
+    client = redis.asyncio.Redis.from_url(valkey.url, socket_timeout=0.5)
+    aio_store = FleetStore(client, prefix=prefix, stale_after=0.2)
+    aio_executor = chain(aio_store)
+    before = threading.active_count()
+    slowest: list[float] = []
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    ends = time.monotonic() + 1.6
+
+    def note(started: float, what: str) -> None:
+        with lock:
+            slowest.append(time.monotonic() - started)
+            outcomes[what] = outcomes.get(what, 0) + 1
+
+    def work() -> None:
+        n = 0
+        while time.monotonic() < ends:
+            n += 1
+            started = time.monotonic()
+            try:
+                sync_executor.call(sync_call, n % 7 == 0)
+                note(started, "ok")
+            except (ResilienceError, ValueError) as error:
+                note(started, type(error).__name__)
+                time.sleep(0.002)
+
+    async def task() -> None:
+        n = 0
+        while time.monotonic() < ends:
+            n += 1
+            started = time.monotonic()
+            try:
+                await aio_executor.acall(async_call, n % 7 == 0)
+                note(started, "ok")
+            except (ResilienceError, ValueError) as error:
+                note(started, type(error).__name__)
+                await asyncio.sleep(0.002)
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task() for _ in range(64)))
+        aio_store.close()
+        await client.aclose()
+
+    threads = [threading.Thread(target=work) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    during = threading.active_count()
+    loop = threading.Thread(target=asyncio.run, args=(tasks(),))
+    loop.start()
+    time.sleep(0.5)
+    valkey.pause()
+    time.sleep(0.6)
+    valkey.resume()
+    for thread in (*threads, loop):
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in (*threads, loop))
+    assert during - before <= 64 + 1  # the callers, and the one pump of the sync store
+    assert max(slowest) <= DEADLINE + 0.05, sorted(slowest)[-5:]
+    assert outcomes.get("ok", 0) > 100 and "TimeoutExceededError" not in outcomes, outcomes
