@@ -3,7 +3,8 @@
 1. engine: the policy engine alone;  2. healthy: per-call overhead on a healthy backend;  3. concurrency: 64
 threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
 recovery, a slow backend, propagation through a service in the middle;  5. transparent retries;  6. streams
-(bench/streams.py);  7. the tail: hedging (bench/tail.py). The backends run in processes of their own.
+(bench/streams.py);  7. the tail: hedging (bench/tail.py);  8. fleet: replicas sharing one store
+(bench/fleet.py). The backends run in processes of their own.
 ``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
 """
 
@@ -28,10 +29,10 @@ import grpc
 from demo.v1 import service_b_pb2_grpc
 
 import interceptors
-from bench import approaches, engine, report, streams, tail
+from bench import approaches, engine, fleet, report, streams, tail
 from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend, Hop
-from bench.stats import percentile, quartiles
+from bench.stats import paired, percentile, quartiles
 from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
 
 RESULTS = Path(__file__).parent / "results"
@@ -39,25 +40,6 @@ PACKAGES = ["grpcio", "protobuf", "grpc-resilience-interceptors", "tenacity", "p
 
 
 # -- 2. healthy path --------------------------------------------------------------------------------------------------
-
-
-def _paired(batches: int, bare: Callable[[], float], others: dict[str, Callable[[], float]]) -> dict[str, Any]:
-    """Each contender timed in a batch right next to a batch of the bare channel, alternating which goes first."""
-    ratios: dict[str, list[float]] = {name: [] for name in others}
-    times: dict[str, list[float]] = {name: [] for name in [BARE.name, *others]}
-    for i in range(batches):
-        for name, run in others.items():
-            if i % 2:
-                base, ours = bare(), run()
-            else:
-                ours, base = run(), bare()
-            ratios[name].append(ours / base)
-            times[name].append(ours)
-            times[BARE.name].append(base)
-    result = {name: {"us_per_call": quartiles(values)} for name, values in times.items()}
-    for name, values in ratios.items():
-        result[name]["ratio"] = quartiles(values)
-    return result
 
 
 def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
@@ -106,7 +88,7 @@ async def _aio(approach: Approach, target: str, budget: Budget) -> Client:
 def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
     for run in runs.values():
         run()  # connect and warm up
-    return _paired(batches, runs.pop(BARE.name), runs)
+    return paired(batches, runs.pop(BARE.name), runs)
 
 
 def _profile(make_calls: Callable[[], Any], calls: int) -> dict[str, Any]:
@@ -516,6 +498,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "goaway": goaway,
     "streams": streams.run,
     "tail": tail.run,
+    "fleet": fleet.run,
 }
 
 

@@ -26,12 +26,12 @@ __all__ = ["GlobalRateLimiter"]
 # The shared bucket, in one atomic step on the store's clock. KEYS: the bucket's theoretical arrival time (when
 # every permit granted so far is paid for), the replicas asking (a sorted set by when they last asked), the
 # incident switch. ARGV: seconds per permit, the bucket's capacity, the most permits it may owe (debt), permits
-# wanted, this replica's id, how long a replica counts as asking after it last asked.
+# wanted, this replica's id, how long a replica counts as asking after it last asked, permits it holds.
 # Tokens now = min(capacity, (now - tat) / interval), negative while granted permits are still owed; a grant of n
 # leaves tokens - n >= -debt. Of a lease, the permits the bucket holds are paid (usable at once), the others one
-# every interval from when the bucket has paid for the first of them. A replica gets
-# what it wants up to a fair share, (capacity + debt) / replicas asking, and nothing while less than half is free
-# (then it is told when it all will be).
+# every interval from when the bucket has paid for the first of them. A replica gets what it wants up to a fair
+# share, (capacity + debt) / replicas asking, less what it holds, and nothing while less than half is free (then
+# it is told when it all will be).
 LEASE = script(
     MEMBERS,
     """
@@ -40,7 +40,7 @@ local want = tonumber(ARGV[4])
 local active = members(KEYS[2], ARGV[5], tonumber(ARGV[6]), want > 0)
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local tokens = math.min(capacity, (now - tat) / interval)
-local need = math.min(want, math.max(1, math.floor((capacity + debt) / active)))
+local need = math.min(want, math.max(1, math.floor((capacity + debt) / active) - tonumber(ARGV[7])))
 local free = math.floor(tokens + debt + 1e-9)
 local granted = 0
 if free >= math.ceil(need / 2) then granted = math.min(need, free) end
@@ -229,7 +229,8 @@ class _Leases(FleetMember):
         self._owed: deque[list[float]] = deque()  # leased permits not paid yet: [when the next is (local), how many]
         self._interval = limiter.period / limiter.max_calls  # seconds the bucket takes to pay for a permit
         self._asked = 0  # calls that wanted a permit since the last exchange
-        self._demand = 0.0  # calls a second wanting permits (moving average)
+        self._demand = 0.0  # calls a second wanting permits, over the last horizon (see _measure)
+        self._counted, self._counting_since = 0, self.born
         self._retry_at = -math.inf
         self._asking = 1  # permits asked in the exchange in flight
         self.active = limiter.fleet_size
@@ -319,10 +320,25 @@ class _Leases(FleetMember):
     # --- the store's pump ------------------------------------------------------------------------------------
 
     def _want(self) -> int:
-        """The next lease's size: the demand of a horizon, at most a fair share of what the bucket can give."""
+        """The next lease's size: the demand of a horizon, at least a fair share of the burst, at most a fair share
+        of what the bucket can give."""
         limiter = self._limiter
         share = (limiter.burst + limiter.max_calls / limiter.period * limiter.horizon) // self.active
-        return int(max(1, min(share, math.ceil(self._demand * limiter.horizon))))
+        least = max(1, limiter.burst // self.active)  # a share of the burst in hand, for calls that come at once
+        return int(min(share, max(least, math.ceil(self._demand * limiter.horizon))))
+
+    def _measure(self, now: float) -> None:
+        """Count the calls asked since the last exchange into the demand: calls a second over the last horizon
+        (the horizon's count so far over the whole horizon, until one has passed: a few calls in a short while are
+        not a high rate)."""
+        horizon = self._limiter.horizon
+        self._counted += self._asked
+        elapsed = now - self._counting_since
+        if elapsed >= horizon:
+            self._demand = self._counted / elapsed
+            self._counted, self._counting_since = 0, now
+        else:
+            self._demand = max(self._demand, self._counted / horizon)
 
     def due(self, now: float) -> float:
         with self.lock:
@@ -333,10 +349,7 @@ class _Leases(FleetMember):
     def request(self, now: float) -> tuple[str, list[str], list[Any]]:
         limiter = self._limiter
         with self.lock:
-            elapsed = now - self.exchanged
-            if elapsed > 0:
-                sample = self._asked / max(elapsed, 0.01)
-                self._demand = sample if self._demand == 0 else 0.5 * self._demand + 0.5 * sample
+            self._measure(now)
             wanted = bool(self._asked) or not self.heard
             self._asked = 0
             self.exchanged = now
@@ -345,7 +358,9 @@ class _Leases(FleetMember):
         debt = limiter.max_calls / limiter.period * limiter.horizon
         ttl = max(3 * limiter.horizon, 3 * self.CONTROL_EVERY)
         keys = self.keys("bucket", "asking", "switch")
-        return LEASE, keys, [repr(interval), limiter.burst, repr(debt), self._asking, self.store.id, repr(ttl)]
+        holding = self._ready + self._owing()
+        arguments = [repr(interval), limiter.burst, repr(debt), self._asking, self.store.id, repr(ttl), holding]
+        return LEASE, keys, arguments
 
     def settle(self, reply: Any, now: float) -> None:
         granted, paid, first, active, retry, switch = reply

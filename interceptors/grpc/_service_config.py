@@ -604,7 +604,7 @@ def _fleet_policy(
     if store is None:
         raise _Invalid(path, "needs the fleet's store: from_service_config(config, fleet_store=FleetStore(...))")
     if not isinstance(config, Mapping) or "key" not in config:
-        raise _Invalid(path, "needs the policy's key in the store (\"key\": \"...\")")
+        raise _Invalid(path, 'needs the policy\'s key in the store ("key": "...")')
 
     def make(*arguments: Any, key: object, **options: Any) -> Policy:
         return policy_type(store, key, *arguments, **options)

@@ -67,7 +67,7 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
                 note(started, "ok")
             except (ResilienceError, ValueError) as error:
                 note(started, type(error).__name__)
-                time.sleep(0.002)
+                time.sleep(0.01)
 
     async def task() -> None:
         n = 0
@@ -79,7 +79,7 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
                 note(started, "ok")
             except (ResilienceError, ValueError) as error:
                 note(started, type(error).__name__)
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.01)
 
     async def tasks() -> None:
         await asyncio.gather(*(task() for _ in range(64)))
