@@ -15,11 +15,11 @@ FLEET, LOCAL = "fleet", "local"
 class FleetMember:
     """A fleet policy's local side, and a member of its store (see :class:`~interceptors.fleet.FleetStore`).
 
-    Its **mode** is ``"fleet"`` while the store answers, and during the start (until the member first hears from
-    the store, at most the store's ``timeout``); else ``"local"``. Callers see a change of mode at their next call
-    (:meth:`follow_mode`, under the member's lock), which reports :class:`FleetModeChanged` to the policy's
-    ``on_mode`` and observers and calls :meth:`entered`. ``switch`` is the fleet switch's last word ("" when clear),
-    kept while the store is silent. The member looks at the store at least every ``CONTROL_EVERY`` seconds.
+    Its **mode** is ``"fleet"`` while the store answers, and during the start (the store's ``timeout`` after the
+    member was made, unless the store fails meanwhile); else ``"local"``. Callers see a change of mode at their
+    next call (:meth:`follow_mode`, under the member's lock), which reports :class:`FleetModeChanged` to the
+    policy's ``on_mode`` and observers and calls :meth:`entered`. ``switch`` is the fleet switch's last word (""
+    when clear), kept while the store is silent. The member looks at the store at least every ``CONTROL_EVERY`` seconds.
     """
 
     CONTROL_EVERY = 0.9  # seconds: a switch reaches every replica within a second
@@ -35,11 +35,9 @@ class FleetMember:
         self._mode = FLEET
 
     def starting(self, now: float) -> float:
-        """Seconds left of the start (0 when over)."""
-        store = self.store
-        if self.heard or store.failures:
-            return 0.0
-        return max(self.born + store.timeout - now, 0.0)
+        """Seconds left of the start: the store's ``timeout`` after the member was made, unless the store failed
+        (0 when over)."""
+        return 0.0 if self.store.failures else max(self.born + self.store.timeout - now, 0.0)
 
     def mode(self, now: float) -> str:
         return FLEET if self.store.answering(now) or self.starting(now) else LOCAL

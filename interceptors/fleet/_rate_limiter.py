@@ -74,13 +74,12 @@ class GlobalRateLimiter(Policy):
     period`` calls, plus at most one lease per replica (leased before, spent within).
 
     As :class:`~interceptors.RateLimiter`, a call waits for a permit up to ``max_wait`` seconds (never past its
-    deadline), else is rejected with :class:`RateLimitedError` (``remaining``: when a permit would come). While the
-    replica has not yet heard from the store, a call waits for the first lease, up to the store's ``timeout`` after
-    the limiter was made. When the
-    store does not answer (see :class:`FleetStore`), each replica limits itself locally to its share, ``max_calls``
-    divided by the replicas last seen asking (``fleet_size`` before it ever heard), and ``on_mode`` hears
-    :class:`FleetModeChanged`. The fleet switch (``python -m interceptors.fleet disable KEY``) lets every call
-    through on every replica until cleared.
+    deadline), else is rejected with :class:`RateLimitedError` (``remaining``: when a permit would come). Until its
+    first lease, and while the store does not answer (see :class:`FleetStore`: ``on_mode`` hears
+    :class:`FleetModeChanged`), each replica limits itself locally to its share, ``max_calls`` divided by the
+    replicas last seen asking (``fleet_size`` before it ever heard): no call waits on the store. The bound then
+    grows by each such replica's share for as long. The fleet switch (``python -m interceptors.fleet disable KEY``)
+    lets every call through on every replica until cleared.
 
     :param store: the :class:`FleetStore`.
     :param key: the limit's name in the store (letters, digits, ``_.:-``); replicas naming the same key share it.
@@ -158,13 +157,9 @@ class GlobalRateLimiter(Policy):
 
     def _admit(self, execution: Execution) -> tuple[float, float]:
         """(wait before the call goes, -1) or (-1, how long the caller may still wait for a lease to arrive)."""
-        now = self.clock.now()
         allowed = wait_allowed(self.max_wait, execution.remaining)
-        wait = self._lease.take(now, allowed)
-        if wait is not None:
-            return wait, -1.0
-        starting = self._lease.starting(now)  # the first lease is on its way
-        return -1.0, max(allowed, wait_allowed(starting, execution.remaining)) if starting else allowed
+        wait = self._lease.take(self.clock.now(), allowed)
+        return (wait, -1.0) if wait is not None else (-1.0, allowed)
 
     def _rejected(self, execution: Execution) -> RateLimitedError:
         remaining = self._lease.remaining(self.clock.now())
@@ -234,14 +229,18 @@ class _Leases(FleetMember):
         self._retry_at = -math.inf
         self._asking = 1  # permits asked in the exchange in flight
         self.active = limiter.fleet_size
-        self._local: RateLimiter | None = None
+        self._local = self._local_limiter()  # before the first lease, and while the store does not answer
+
+    def _local_limiter(self) -> RateLimiter:
+        """A limiter of the replica's share: ``max_calls`` over the replicas last seen asking (smooth: a replica
+        that just started admits about one call per share's interval before it hears from the store)."""
+        limiter = self._limiter
+        return RateLimiter(max(1, limiter.max_calls // self.active), period=limiter.period, clock=limiter.clock)
 
     def entered(self, mode: str) -> None:
         if mode == LOCAL:  # permits owed by a store we lost may never be paid for (a restart forgets them)
             self._owed.clear()
-            limiter = self._limiter
-            share = max(1, limiter.max_calls // self.active)
-            self._local = RateLimiter(share, period=limiter.period, clock=limiter.clock)
+            self._local = self._local_limiter()
 
     # --- callers ---------------------------------------------------------------------------------------------
 
@@ -251,10 +250,10 @@ class _Leases(FleetMember):
             self._asked += 1
             if self.switch == DISABLED:
                 return 0.0
-            if self.follow_mode(now) == LOCAL:
-                local = self._local
-                assert local is not None
-                wait, taken = local._reserve(1, allowed)
+            if self.follow_mode(now) == LOCAL or not self.heard:
+                wait, taken = self._local._reserve(1, allowed)
+                if not self.heard:
+                    self._limiter.store.wake()
                 return wait if taken else None
             self._pay(now)
             if self._ready:
@@ -277,7 +276,7 @@ class _Leases(FleetMember):
         with self.lock:
             if self._owed:
                 return max(self._owed[0][0] - now, 0.0)
-            if self._local is not None and self._mode == LOCAL:
+            if self._mode == LOCAL or not self.heard:
                 return max(self._local._next - now, 0.0)
             return self._limiter.period / self._limiter.max_calls
 
