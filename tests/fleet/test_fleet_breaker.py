@@ -55,6 +55,31 @@ def test_the_fleets_evidence_opens_every_breaker(shared_valkey: str, prefix: str
     assert outcome(c, fail) is CircuitOpenError  # c never failed: the fleet's evidence opened it
 
 
+def test_failures_in_a_row_across_the_fleet_start_again_at_any_success(shared_valkey: str, prefix: str) -> None:
+    a, b, c = fleet(shared_valkey, prefix, delay=30)
+    for _ in range(3):
+        outcome(a, fail)
+    wait_until(lambda: not a._member._calls)  # sent: the fleet has 3 in a row
+    assert outcome(c) == "ok"
+    wait_until(lambda: not c._member._calls)  # c's success starts them again
+    for _ in range(3):
+        outcome(b, fail)
+    wait_until(lambda: not b._member._calls)
+    assert all(x.state is CLOSED for x in (a, b, c))
+    for _ in range(2):
+        outcome(a, fail)  # 5 in a row now: b's 3 and a's 2
+    wait_until(lambda: all(x.state is OPEN for x in (a, b, c)), timeout=2)
+
+
+def test_a_rate_breakers_fleet_opens_on_the_fleets_rate(shared_valkey: str, prefix: str) -> None:
+    breakers = fleet(shared_valkey, prefix, count=2, delay=30, failure_rate=0.5, failure_period=5, minimum_calls=8)
+    assert breakers[0].fleet_failure_threshold is None and breakers[0].fleet_failure_rate == 0.5
+    for breaker in breakers:
+        for n in range(4):  # 4 calls each, half of them failing: each under its minimum of 8, the fleet at 8
+            outcome(breaker, fail if n % 2 else (lambda: "ok"))
+    wait_until(lambda: all(x.state is OPEN for x in breakers), timeout=2)
+
+
 def test_one_replica_probes_and_its_success_closes_them_all(shared_valkey: str, prefix: str) -> None:
     breakers = fleet(shared_valkey, prefix, delay=1.5, failure_threshold=2)
     for _ in range(2):
@@ -158,6 +183,7 @@ def test_through_grpc(server: ScriptedServer, shared_valkey: str, prefix: str, p
         ((..., "b c"), {}, "key must be"),
         ((..., "b"), {"fleet_failure_rate": 0}, "fleet_failure_rate"),
         ((..., "b"), {"fleet_minimum_calls": 0}, "fleet_minimum_calls"),
+        ((..., "b"), {"fleet_failure_threshold": 0}, "fleet_failure_threshold"),
         ((..., "b"), {"fleet_period": 0}, "fleet_period"),
         ((..., "b"), {"probe_timeout": 0}, "probe_timeout"),
         ((..., "b"), {"failure_threshold": 0}, "failure_threshold"),
