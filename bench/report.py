@@ -284,7 +284,65 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         out += _streams(results["streams"])
     if "tail" in results:
         out += _tail(results["tail"], plots)
+    if "fleet" in results:
+        out += _fleet(results["fleet"])
     return "\n".join(out)
+
+
+def _fleet(fleet: dict[str, Any]) -> list[str]:
+    limit, outage, faults, healthy = fleet["global_limit"], fleet["outage"], fleet["store_faults"], fleet["healthy"]
+    rate, seconds = limit["rate"], limit["seconds"]
+    ours, local = limit["global"], limit["local"]
+    within = abs(ours["rate_at_b"] / rate - 1)
+    cost = healthy["global rate limiter"]["ratio"]["median"]
+    out = [
+        "## 8. A fleet of replicas on one store (bench/fleet.py)",
+        "",
+        f"{limit['replicas']} replica processes of service A share one valkey-server ({fleet['store']}) in front of "
+        "one backend B; every time is the machine's monotonic clock.",
+        "",
+        f"**Global limit**: {limit['threads']} threads per replica as fast as they can for {seconds:g} s.",
+        "",
+        "| limiter | B's rate (calls/s) | replicas' shares | store round trips per admitted call |",
+        "|---|---|---|---|",
+        f"| GlobalRateLimiter({rate}/s) | {ours['rate_at_b']:.1f} | "
+        f"{' / '.join(f'{s:.1%}' for s in ours['shares'])} | {ours['commands_per_admitted']:.3f} |",
+        f"| RateLimiter({rate}/s) in each replica | {local['rate_at_b']:.1f} | "
+        f"{' / '.join(f'{s:.1%}' for s in local['shares'])} | - |",
+        "",
+        f"Within ±5 % of {rate}/s: {_check(within <= 0.05)} ({within:.1%}); round trips ≤ 0.05 per call: "
+        f"{_check(ours['commands_per_admitted'] <= 0.05)}; healthy-path cost {cost:.3f}x a bare call (target ≤ 1.05: "
+        f"{_check(cost <= 1.05)}; paired batches in one process).",
+        "",
+        f"**Outage detection**: {outage['threads']} callers per replica, {outage['deadline_s']:g} s deadline, breakers "
+        f"of {outage['breaker']}; B blackholed from {outage['blackhole_s'][0]:g} s to {outage['blackhole_s'][1]:g} s.",
+        "",
+        "| breakers | calls that waited their full deadline | each replica stopped sending after (s) | "
+        "calls sent while open |",
+        "|---|---|---|---|",
+    ]
+    for name, label in (("fleet-breaker", "FleetCircuitBreaker (shared evidence)"), ("breaker", "CircuitBreaker each")):
+        row = outage[name]
+        stopped = " / ".join("-" if s is None else f"{s:.2f}" for s in row["stopped_after_s"])
+        out.append(f"| {label} | {row['waited_full_deadline']} | {stopped} | {row['sent_while_open']} |")
+    out += ["", "**Store faults** (GlobalRateLimiter, as above):", ""]
+    if "skipped" in faults:
+        out += [faults["skipped"], ""]
+        return out
+    to_local = [s for s in faults["local_after_kill_s"] if s is not None]
+    back = faults["rate_from_2s_after_restart"]
+    out += [
+        f"- valkey-server killed at {faults['kill_s']:g} s: calls failed because of the store "
+        f"{faults['failed_by_store']} (target 0: {_check(faults['failed_by_store'] == 0)}); every replica decided "
+        f"locally within {max(to_local, default=float('nan')):.2f} s (target ≤ 1 s: "
+        f"{_check(len(to_local) == len(faults['local_after_kill_s']) and max(to_local) <= 1)}).",
+        f"- restarted at {faults['restart_s']:g} s: B's rate from 2 s after, {back:.1f}/s (target ±5 % of {rate}: "
+        f"{_check(abs(back / rate - 1) <= 0.05)}).",
+        f"- paused (SIGSTOP) from {faults['pause_s'][0]:g} s to {faults['pause_s'][1]:g} s: callers' calls p99 "
+        f"{faults['paused_p99_ms']:.1f} ms, slowest {faults['paused_max_ms']:.1f} ms (no caller waits on the store).",
+        "",
+    ]
+    return out
 
 
 def _tail(tail: dict[str, Any], plots: dict[str, str]) -> list[str]:
