@@ -222,6 +222,9 @@ class _Leases(FleetMember):
         self._generation = 0  # replies settled so far: a waiter waits only if none came since it looked
         self._ready = 0  # permits usable now
         self._owed: deque[list[float]] = deque()  # leased permits not paid yet: [when the next is (local), how many]
+        self._owed_count = 0  # permits in _owed
+        self._refilling = False  # a caller has woken the pump for the next lease
+        self._low = 0.5  # below so many permits held, the next lease is due
         self._interval = limiter.period / limiter.max_calls  # seconds the bucket takes to pay for a permit
         self._asked = 0  # calls that wanted a permit since the last exchange
         self._demand = 0.0  # calls a second wanting permits, over the last horizon (see _measure)
@@ -240,6 +243,7 @@ class _Leases(FleetMember):
     def entered(self, mode: str) -> None:
         if mode == LOCAL:  # permits owed by a store we lost may never be paid for (a restart forgets them)
             self._owed.clear()
+            self._owed_count = 0
             self._local = self._local_limiter()
 
     # --- callers ---------------------------------------------------------------------------------------------
@@ -252,25 +256,27 @@ class _Leases(FleetMember):
                 return 0.0
             if self.follow_mode(now) == LOCAL or not self.heard:
                 wait, taken = self._local._reserve(1, allowed)
-                if not self.heard:
-                    self._limiter.store.wake()
-                return wait if taken else None
-            self._pay(now)
-            if self._ready:
-                self._ready -= 1
-                if self._ready + self._owing() < self._asking / 2:
-                    self._limiter.store.wake()
-                return 0.0
-            if self._owed and self._owed[0][0] - now <= allowed:
-                first = self._owed[0]
-                at = first[0]
-                first[0] += self._interval
-                first[1] -= 1
-                if not first[1]:
-                    self._owed.popleft()
-                return max(at - now, 0.0)
-        self._limiter.store.wake()
-        return None
+                refill = not self.heard
+            else:
+                owed = self._owed
+                if owed and owed[0][0] <= now:
+                    self._pay(now)
+                wait, taken = 0.0, self._ready > 0
+                if taken:
+                    self._ready -= 1
+                elif owed and owed[0][0] - now <= allowed:
+                    first = owed[0]
+                    wait, taken = max(first[0] - now, 0.0), True
+                    first[0] += self._interval
+                    first[1] -= 1
+                    self._owed_count -= 1
+                    if not first[1]:
+                        owed.popleft()
+                refill = not self._refilling and self._ready + self._owed_count < self._low
+                self._refilling |= refill
+        if refill:
+            self._limiter.store.wake()
+        return wait if taken else None
 
     def remaining(self, now: float) -> float:
         with self.lock:
@@ -308,13 +314,11 @@ class _Leases(FleetMember):
             first = self._owed[0]
             paid = min(int(first[1]), int((now - first[0]) / self._interval) + 1)
             self._ready += paid
+            self._owed_count -= paid
             first[0] += paid * self._interval
             first[1] -= paid
             if not first[1]:
                 self._owed.popleft()
-
-    def _owing(self) -> int:
-        return sum(int(count) for _, count in self._owed)
 
     # --- the store's pump ------------------------------------------------------------------------------------
 
@@ -341,7 +345,7 @@ class _Leases(FleetMember):
 
     def due(self, now: float) -> float:
         with self.lock:
-            if self._asked and self._ready + self._owing() < self._want() / 2:
+            if self._asked and self._ready + self._owed_count < self._low:
                 return max(self._retry_at, self.exchanged)  # now, unless the bucket said when to come back
             return self.exchanged + self.CONTROL_EVERY
 
@@ -352,12 +356,14 @@ class _Leases(FleetMember):
             wanted = bool(self._asked) or not self.heard
             self._asked = 0
             self.exchanged = now
-            self._asking = self._want() if wanted and self._ready + self._owing() < self._want() else 0
+            want = self._want()
+            self._asking = want if wanted and self._ready + self._owed_count < want else 0
+            self._low, self._refilling = want / 2, False  # a caller wakes the pump again below half a lease
         interval = limiter.period / limiter.max_calls
         debt = limiter.max_calls / limiter.period * limiter.horizon
         ttl = max(3 * limiter.horizon, 3 * self.CONTROL_EVERY)
         keys = self.keys("bucket", "asking", "switch")
-        holding = self._ready + self._owing()
+        holding = self._ready + self._owed_count
         arguments = [repr(interval), limiter.burst, repr(debt), self._asking, self.store.id, repr(ttl), holding]
         return LEASE, keys, arguments
 
@@ -370,6 +376,7 @@ class _Leases(FleetMember):
                 self._ready += paid
                 if granted > paid:
                     self._owed.append([now + float(first), granted - paid])
+                    self._owed_count += granted - paid
                 self._retry_at = -math.inf
             elif self._asking:
                 self._retry_at = now + float(retry)
@@ -381,7 +388,7 @@ class _Leases(FleetMember):
                 loop.call_soon_threadsafe(_resolve, future)
 
     def __repr__(self) -> str:
-        return f"<leases of {self._limiter.key!r}: {self._ready} ready, {self._owing()} owed>"
+        return f"<leases of {self._limiter.key!r}: {self._ready} ready, {self._owed_count} owed>"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
