@@ -358,7 +358,7 @@ class _Leases(FleetMember):
             self.exchanged = now
             want = self._want()
             self._asking = want if wanted and self._ready + self._owed_count < want else 0
-            self._low, self._refilling = want / 2, False  # a caller wakes the pump again below half a lease
+            self._low = want / 2  # a caller wakes the pump when it holds fewer
         interval = limiter.period / limiter.max_calls
         debt = limiter.max_calls / limiter.period * limiter.horizon
         ttl = max(3 * limiter.horizon, 3 * self.CONTROL_EVERY)
@@ -372,6 +372,7 @@ class _Leases(FleetMember):
         granted, paid = int(granted), int(paid)
         with self.lock:
             self.heard_from_store(active, switch)
+            self._refilling = False  # from now on, the next caller to find too few permits wakes the pump
             if granted > 0:
                 self._ready += paid
                 if granted > paid:
