@@ -31,7 +31,7 @@ from demo.v1 import service_b_pb2, service_b_pb2_grpc
 
 from bench.backend import ROOT, Backend
 from bench.stats import paired, percentile
-from interceptors import resilient_channel
+from interceptors import RateLimiter, resilient_channel
 from interceptors.fleet import FleetStore, GlobalRateLimiter
 from interceptors.testing import FaultProxy
 from tests.support.valkey import Valkey
@@ -117,7 +117,7 @@ def outage(
     url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0, 6.0), threads: int = 2
 ) -> dict[str, Any]:
     """Replicas of ``threads`` callers each: a breaker of its own needs 5 of its calls to wait out their deadline."""
-    out: dict[str, Any] = {"blackhole_s": list(blackhole), "deadline_s": 0.2, "breaker": "5 failures, 1 s open"}
+    out: dict[str, Any] = {"blackhole_s": list(blackhole), "deadline_s": 0.2, "breakers": "5 failures, 1 s open"}
     out["threads"] = threads
     for policy in ("fleet-breaker", "breaker"):
         with Backend() as backend, FaultProxy(backend.target) as proxy:
@@ -175,11 +175,12 @@ def store_faults(url: str, server: Valkey | None, seconds: float = 15.0) -> dict
     }
 
 
-def healthy(url: str, batches: int = 60, n: int = 100) -> dict[str, Any]:
+def healthy(url: str, batches: int = 100, n: int = 100) -> dict[str, Any]:
     with Backend() as backend:
         bare = grpc.insecure_channel(backend.target)
         client = redis.Redis.from_url(url, socket_timeout=0.5)
         limited = resilient_channel(backend.target, GlobalRateLimiter(FleetStore(client, prefix="bench"), "h", 100_000))
+        local = resilient_channel(backend.target, RateLimiter(100_000))
 
         def timed(channel: grpc.Channel) -> Callable[[], float]:
             stub = service_b_pb2_grpc.ServiceBStub(channel)
@@ -193,9 +194,10 @@ def healthy(url: str, batches: int = 60, n: int = 100) -> dict[str, Any]:
 
             return run
 
-        result = paired(batches, timed(bare), {"global rate limiter": timed(limited)})
-        bare.close()
-        limited.close()
+        others = {"global rate limiter": timed(limited), "rate limiter": timed(local)}
+        result = paired(batches, timed(bare), others)
+        for channel in (bare, limited, local):
+            channel.close()
     return result
 
 

@@ -155,31 +155,41 @@ class GlobalRateLimiter(Policy):
         """``"fleet"`` while the store answers, ``"local"`` while the replica decides alone."""
         return self._lease.mode(self.clock.now())
 
-    def _admit(self, execution: Execution) -> tuple[float, float]:
-        """(wait before the call goes, -1) or (-1, how long the caller may still wait for a lease to arrive)."""
-        allowed = wait_allowed(self.max_wait, execution.remaining)
-        wait = self._lease.take(self.clock.now(), allowed)
-        return (wait, -1.0) if wait is not None else (-1.0, allowed)
-
     def _rejected(self, execution: Execution) -> RateLimitedError:
         remaining = self._lease.remaining(self.clock.now())
         if self.on_limited is not None or self._observers:
-            options.emit(
-                self.on_limited, RateLimited(remaining, self.name, execution.semantics.method), self._observers
-            )
+            event = RateLimited(remaining, self.name, execution.semantics.method)
+            options.emit(self.on_limited, event, self._observers)
         return RateLimitedError(f"rate limited (fleet): the next permit comes in {remaining:.3g}s", remaining=remaining)
 
+    def _waited(self, execution: Execution) -> float:
+        """A call with no permit in hand waits up to ``max_wait`` (never past its deadline) for leases to come: the
+        wait for the permit it then takes; raises RateLimitedError if none comes in time."""
+        now, lease = self.clock.now, self._lease
+        ends = now() + wait_allowed(self.max_wait, execution.remaining)
+        while (left := ends - now()) > 0 and lease.await_lease(left):
+            wait = lease.take(now(), execution)
+            if wait is not None:
+                return wait
+        raise self._rejected(execution)
+
+    async def _awaited(self, execution: Execution) -> float:
+        """:meth:`_waited`, in this task."""
+        now, lease = self.clock.now, self._lease
+        ends = now() + wait_allowed(self.max_wait, execution.remaining)
+        while (left := ends - now()) > 0 and await lease.await_lease_async(left):
+            wait = lease.take(now(), execution)
+            if wait is not None:
+                return wait
+        raise self._rejected(execution)
+
     def wrap(self, inner: Link) -> Link:
-        sleep = self.clock.sleep
-        lease = self._lease
+        sleep, now, take = self.clock.sleep, self.clock.now, self._lease.take
 
         def run(execution: Execution) -> Any:
-            while True:
-                wait, patience = self._admit(execution)
-                if wait >= 0:
-                    break
-                if patience <= 0 or not lease.await_lease(patience):
-                    raise self._rejected(execution)
+            wait = take(now(), execution)
+            if wait is None:
+                wait = self._waited(execution)
             if wait:
                 sleep(wait)
             return inner(execution)
@@ -187,16 +197,12 @@ class GlobalRateLimiter(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        sleep = self.clock.asleep
-        lease = self._lease
+        sleep, now, take = self.clock.asleep, self.clock.now, self._lease.take
 
         async def run(execution: Execution) -> Any:
-            while True:
-                wait, patience = self._admit(execution)
-                if wait >= 0:
-                    break
-                if patience <= 0 or not await lease.await_lease_async(patience):
-                    raise self._rejected(execution)
+            wait = take(now(), execution)
+            if wait is None:
+                wait = await self._awaited(execution)
             if wait:
                 await sleep(wait)
             return await inner(execution)
@@ -248,14 +254,16 @@ class _Leases(FleetMember):
 
     # --- callers ---------------------------------------------------------------------------------------------
 
-    def take(self, now: float, allowed: float) -> float | None:
-        """Take a permit usable within ``allowed`` seconds: the wait until it is, or None."""
+    def take(self, now: float, execution: Execution) -> float | None:
+        """Take a permit usable within the wait ``execution`` allows (see ``max_wait``): the wait until it is, or
+        None."""
         with self.lock:
             self._asked += 1
             if self.switch == DISABLED:
                 return 0.0
+            limiter = self._limiter
             if self.follow_mode(now) == LOCAL or not self.heard:
-                wait, taken = self._local._reserve(1, allowed)
+                wait, taken = self._local._reserve(1, wait_allowed(limiter.max_wait, execution.remaining))
                 refill = not self.heard
             else:
                 owed = self._owed
@@ -264,7 +272,7 @@ class _Leases(FleetMember):
                 wait, taken = 0.0, self._ready > 0
                 if taken:
                     self._ready -= 1
-                elif owed and owed[0][0] - now <= allowed:
+                elif owed and owed[0][0] - now <= wait_allowed(limiter.max_wait, execution.remaining):
                     first = owed[0]
                     wait, taken = max(first[0] - now, 0.0), True
                     first[0] += self._interval
@@ -275,7 +283,7 @@ class _Leases(FleetMember):
                 refill = not self._refilling and self._ready + self._owed_count < self._low
                 self._refilling |= refill
         if refill:
-            self._limiter.store.wake()
+            limiter.store.wake()
         return wait if taken else None
 
     def remaining(self, now: float) -> float:
