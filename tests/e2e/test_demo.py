@@ -426,3 +426,21 @@ def test_demo_stops_its_services_on_ctrl_c() -> None:
     assert process.wait(30) == 130
     assert "interrupted" in process.stderr.read()  # type: ignore[union-attr]
     assert [pid for pid in services if _running(pid)] == []
+
+
+def test_the_fleet_scenario_shares_bs_quota(valkey_url: str) -> None:
+    from service_a import scenarios as demo
+    from service_a.app import QUOTA
+
+    rates = demo.run_fleet(valkey_url)
+    assert rates["fleet-quota"] <= QUOTA * 1.3, rates  # the quota, its burst (a tenth) and each replica's lease
+    assert rates["quota"] >= 2 * QUOTA, rates  # three replicas with a quota each: about three times as much
+
+
+@pytest.fixture
+def valkey_url() -> Iterator[str]:
+    from ..support.valkey import Valkey
+
+    server = Valkey().start()
+    yield server.url
+    server.stop()
