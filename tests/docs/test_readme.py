@@ -129,3 +129,27 @@ async def _aio_calls(stub: Any) -> None:
     with pytest.raises(grpc.RpcError) as failed:
         _ = [total async for total in stub.Sync(items(), timeout=10)]
     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_fleet_example_runs_against_a_real_store(catalog: str) -> None:
+    import redis
+
+    from ..support.clients import wait_until
+    from ..support.valkey import Valkey
+
+    server = Valkey().start()
+    try:
+        code = python_blocks("## Running a fleet")[0]
+        code = code.replace("redis://localhost:6379", server.url).replace("localhost:3001", catalog)
+        example: dict[str, Any] = {}
+        exec(compile(code, "README.md", "exec"), example)
+        with pytest.raises(grpc.RpcError) as failed:
+            pb_grpc.CatalogStub(example["channel"]).Get(pb.Item(id="a"), timeout=5)
+        assert failed.value.code() is grpc.StatusCode.UNAVAILABLE  # the catalog is down: the chain let the call go
+        store = redis.Redis.from_url(server.url)
+        parts = ("bucket", "counts", "outcomes")  # the limiter's bucket, the budget's and the breaker's counts
+        wait_until(lambda: {f"service-a:{{service-b}}:{part}".encode() for part in parts} <= set(store.keys()))
+        example["channel"].close()
+        example["store"].close()
+    finally:
+        server.stop()
