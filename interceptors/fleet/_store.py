@@ -32,6 +32,7 @@ _log = logging.getLogger("interceptors.fleet")
 
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 MAX_BACKOFF = 2.0
+IDLE_EXIT = 5.0  # seconds a pump without members lives on
 
 
 class FleetWarning(UserWarning):
@@ -140,6 +141,7 @@ class FleetStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async_wake: asyncio.Event | None = None
         self._closed = False
+        self._idle_since: float | None = None  # since when the pump has had no member
         self.last_ok: float | None = None  # when an exchange last succeeded (None: never)
         self.failures = 0  # failed exchanges since the last success
         self._waiting_since: float | None = None  # when the exchange in flight started (None: none is)
@@ -203,6 +205,21 @@ class FleetStore:
         self._closed = True
         self.wake()
 
+    def _retired(self, now: float) -> bool:
+        """Whether the pump ends: it has had no member for ``IDLE_EXIT`` seconds (their policies were dropped; a
+        member joining later starts another). Decided under the lock that ``join`` holds, so none is left unserved."""
+        with self._lock:
+            if self._members:
+                self._idle_since = None
+                return False
+            if self._idle_since is None:
+                self._idle_since = now
+            if now - self._idle_since < IDLE_EXIT and not self._closed:
+                return False
+            self._thread = self._task = None
+            self._idle_since = None
+            return True
+
     def _due(self, now: float) -> tuple[list[Member], float]:
         """The members due now, and when the next one is due."""
         with self._lock:
@@ -240,46 +257,57 @@ class FleetStore:
             _log.warning("fleet store %s failed (%s); members decide locally until it answers", self.prefix, error)
 
     def _run_thread(self) -> None:
-        while not self._closed:
+        while not self._closed and not self._retired(self.clock.now()):
             self._wake.clear()  # a wake from now on is seen by the wait below
-            due, at = self._due(self.clock.now())
-            for member in due:
-                try:
-                    self._waiting_since = now = self.clock.now()
-                    source, keys, args = member.request(now)
-                    reply = self._script(source)(keys=list(keys), args=list(args))
-                except Exception as error:
-                    self._failed(error)
-                    break
-                finally:
-                    self._waiting_since = None
-                self._succeeded(member, reply)
-            if not due:
+            at = self._exchange()
+            if at is not None:
                 self._wake.wait(max(at - self.clock.now(), 0.0))
+
+    def _exchange(self) -> float | None:
+        """Run the exchanges of the members due now (stopping at the first failure); None if any were, else when
+        the next one is due. (Its own frame: the pump holds no member while it waits.)"""
+        due, at = self._due(self.clock.now())
+        for member in due:
+            try:
+                self._waiting_since = now = self.clock.now()
+                source, keys, args = member.request(now)
+                reply = self._script(source)(keys=list(keys), args=list(args))
+            except Exception as error:
+                self._failed(error)
+                break
+            finally:
+                self._waiting_since = None
+            self._succeeded(member, reply)
+        return None if due else at
 
     async def _run_async(self) -> None:
         event = self._async_wake
         assert event is not None
-        while not self._closed:
+        while not self._closed and not self._retired(self.clock.now()):
             event.clear()
-            due, at = self._due(self.clock.now())
-            for member in due:
-                try:
-                    self._waiting_since = now = self.clock.now()
-                    source, keys, args = member.request(now)
-                    reply: Awaitable[Any] = self._script(source)(keys=list(keys), args=list(args))
-                    reply = await asyncio.wait_for(reply, self.timeout)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as error:
-                    self._failed(error)
-                    break
-                finally:
-                    self._waiting_since = None
-                self._succeeded(member, reply)
-            if not due:
+            at = await self._aexchange()
+            if at is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), max(at - self.clock.now(), 0.0))
+
+    async def _aexchange(self) -> float | None:
+        """:meth:`_exchange` in the loop, each exchange cut at ``timeout``."""
+        due, at = self._due(self.clock.now())
+        for member in due:
+            try:
+                self._waiting_since = now = self.clock.now()
+                source, keys, args = member.request(now)
+                reply: Awaitable[Any] = self._script(source)(keys=list(keys), args=list(args))
+                reply = await asyncio.wait_for(reply, self.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                self._failed(error)
+                break
+            finally:
+                self._waiting_since = None
+            self._succeeded(member, reply)
+        return None if due else at
 
     def __repr__(self) -> str:
         return f"FleetStore(prefix={self.prefix!r}, {'asyncio' if self.asynchronous else 'sync'} client)"

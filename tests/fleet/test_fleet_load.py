@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 
+import pytest
 import redis.asyncio
 
 from interceptors import Executor, ResilienceError, RetryPolicy, Timeout
 from interceptors.fleet import FleetCircuitBreaker, FleetRetryBudget, FleetStore, GlobalRateLimiter
 
+from ..support.clients import wait_until
 from ..support.valkey import Valkey
 from .conftest import sync_store
 
@@ -102,3 +105,29 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
     assert during - before <= 64 + 1  # the callers, and the one pump of the sync store
     assert max(slowest) <= DEADLINE + 0.05, sorted(slowest)[-5:]
     assert outcomes.get("ok", 0) > 100 and "TimeoutExceededError" not in outcomes, outcomes
+
+
+def served(store: FleetStore) -> weakref.ref[GlobalRateLimiter]:
+    """A limiter the store has served once, dropped: a weak reference to it."""
+    limiter = GlobalRateLimiter(store, "limit", 10)
+    wait_until(lambda: limiter._lease.heard)
+    return weakref.ref(limiter)
+
+
+def test_a_pump_ends_when_its_policies_are_dropped(monkeypatch: pytest.MonkeyPatch, shared_valkey: str) -> None:
+    import gc
+
+    from interceptors.fleet import _store
+
+    monkeypatch.setattr(_store, "IDLE_EXIT", 0.2)
+    store = sync_store(shared_valkey, "dropped")
+    dropped = served(store)
+    pump = store._thread
+    assert pump is not None and pump.is_alive()
+    gc.collect()
+    assert dropped() is None
+    pump.join(timeout=5)
+    assert not pump.is_alive() and store._thread is None
+    again = GlobalRateLimiter(store, "limit", 10)  # a member joining later starts another
+    wait_until(lambda: again._lease.heard)
+    assert store._thread is not None and store._thread is not pump
