@@ -17,7 +17,8 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
   ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
   ``resilience.server.sheds`` ({call}; resilience.policy: the shedding interceptor, resilience.reason: overload or
   deadline), and observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open, 3 forced open, 4
-  disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit`` (adaptive limiters).
+  disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit`` (adaptive limiters),
+  ``resilience.fleet.local`` (fleet policies: 1 while one decides locally, its store silent).
   These come from the policies' events, which a Metrics hears for every policy of the process from its creation
   until :meth:`Metrics.close`.
 
@@ -65,6 +66,9 @@ from .engine._events import (
 )
 from .engine._execution import Execution
 from .engine._policy import AsyncLink, Executor, Link, Policy
+from .fleet._breaker import FleetCircuitBreaker
+from .fleet._budget import FleetRetryBudget
+from .fleet._rate_limiter import GlobalRateLimiter
 from .grpc._observer import AioObserver, CallObserver, SyncObserver
 from .grpc._status import status_code
 
@@ -141,6 +145,8 @@ class Metrics:
         meter.create_observable_gauge("resilience.breaker.state", [self._breaker_states], unit="{state}")
         meter.create_observable_gauge("resilience.budget.tokens", [self._budget_tokens], unit="{token}")
         meter.create_observable_gauge("resilience.limiter.limit", [self._limits], unit="{call}")
+        self._fleet: weakref.WeakSet[Any] = weakref.WeakSet()  # fleet policies: their mode
+        meter.create_observable_gauge("resilience.fleet.local", [self._fleet_modes], unit="{policy}")
         self._heard_from: weakref.WeakSet[Any] = weakref.WeakSet()  # what it observes (see watch)
 
     def close(self) -> None:
@@ -159,10 +165,14 @@ class Metrics:
                 self._breakers.add(policy)
             elif isinstance(policy, AdaptiveLimiter):
                 self._limiters.add(policy)
+            if isinstance(policy, (GlobalRateLimiter, FleetCircuitBreaker)):
+                self._fleet.add(policy)
             budget = getattr(policy, "budget", None)
             if isinstance(budget, RetryBudget):
                 self._hear(budget)
                 self._budgets.add(budget)
+                if isinstance(budget, FleetRetryBudget):
+                    self._fleet.add(budget)
 
     def _hear(self, source: object) -> None:
         if source not in self._heard_from:
@@ -242,6 +252,13 @@ class Metrics:
             otel.Observation(tokens, {"resilience.policy": "RetryBudget"})
             for tokens in (b.tokens for b in list(self._budgets))
             if tokens is not None
+        ]
+
+    def _fleet_modes(self, _: Any) -> Iterable[otel.Observation]:
+        """1 for a fleet policy deciding locally (its store does not answer), 0 while it decides with the fleet."""
+        return [
+            otel.Observation(int(p.mode == "local"), {"resilience.policy": p.name, "resilience.key": p.key})
+            for p in list(self._fleet)
         ]
 
     def _limits(self, _: Any) -> Iterable[otel.Observation]:

@@ -95,7 +95,7 @@ class GlobalRateLimiter(Policy):
     """
 
     __slots__ = (
-        "_lease", "burst", "clock", "fleet_size", "horizon", "key", "max_calls", "max_wait", "on_limited", "on_mode",
+        "_member", "burst", "clock", "fleet_size", "horizon", "key", "max_calls", "max_wait", "on_limited", "on_mode",
         "period", "store",
     )  # fmt: skip
     serves_deferred = True  # a permit is taken when the call starts; how it ends is nothing to it
@@ -110,7 +110,7 @@ class GlobalRateLimiter(Policy):
     on_limited: options.Listener[RateLimited] | None
     on_mode: options.Listener[FleetModeChanged] | None
     clock: Clock
-    _lease: _Leases
+    _member: _Leases
 
     def __init__(
         self,
@@ -147,16 +147,16 @@ class GlobalRateLimiter(Policy):
             on_mode=options.listener(on_mode, "on_mode"),
             clock=store.clock,
         )
-        self._init(_lease=_Leases(self))
-        store.join(self._lease)
+        self._init(_member=_Leases(self))
+        store.join(self._member)
 
     @property
     def mode(self) -> str:
         """``"fleet"`` while the store answers, ``"local"`` while the replica decides alone."""
-        return self._lease.mode(self.clock.now())
+        return self._member.mode(self.clock.now())
 
     def _rejected(self, execution: Execution) -> RateLimitedError:
-        remaining = self._lease.remaining(self.clock.now())
+        remaining = self._member.remaining(self.clock.now())
         if self.on_limited is not None or self._observers:
             event = RateLimited(remaining, self.name, execution.semantics.method)
             options.emit(self.on_limited, event, self._observers)
@@ -165,7 +165,7 @@ class GlobalRateLimiter(Policy):
     def _waited(self, execution: Execution) -> float:
         """A call with no permit in hand waits up to ``max_wait`` (never past its deadline) for leases to come: the
         wait for the permit it then takes; raises RateLimitedError if none comes in time."""
-        now, lease = self.clock.now, self._lease
+        now, lease = self.clock.now, self._member
         ends = now() + wait_allowed(self.max_wait, execution.remaining)
         while (left := ends - now()) > 0 and lease.await_lease(left):
             wait = lease.take(now(), execution)
@@ -175,7 +175,7 @@ class GlobalRateLimiter(Policy):
 
     async def _awaited(self, execution: Execution) -> float:
         """:meth:`_waited`, in this task."""
-        now, lease = self.clock.now, self._lease
+        now, lease = self.clock.now, self._member
         ends = now() + wait_allowed(self.max_wait, execution.remaining)
         while (left := ends - now()) > 0 and await lease.await_lease_async(left):
             wait = lease.take(now(), execution)
@@ -184,7 +184,7 @@ class GlobalRateLimiter(Policy):
         raise self._rejected(execution)
 
     def wrap(self, inner: Link) -> Link:
-        sleep, now, take = self.clock.sleep, self.clock.now, self._lease.take
+        sleep, now, take = self.clock.sleep, self.clock.now, self._member.take
 
         def run(execution: Execution) -> Any:
             wait = take(now(), execution)
@@ -197,7 +197,7 @@ class GlobalRateLimiter(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        sleep, now, take = self.clock.asleep, self.clock.now, self._lease.take
+        sleep, now, take = self.clock.asleep, self.clock.now, self._member.take
 
         async def run(execution: Execution) -> Any:
             wait = take(now(), execution)

@@ -110,7 +110,7 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
 def served(store: FleetStore) -> weakref.ref[GlobalRateLimiter]:
     """A limiter the store has served once, dropped: a weak reference to it."""
     limiter = GlobalRateLimiter(store, "limit", 10)
-    wait_until(lambda: limiter._lease.heard)
+    wait_until(lambda: limiter._member.heard)
     return weakref.ref(limiter)
 
 
@@ -129,5 +129,5 @@ def test_a_pump_ends_when_its_policies_are_dropped(monkeypatch: pytest.MonkeyPat
     pump.join(timeout=5)
     assert not pump.is_alive() and store._thread is None
     again = GlobalRateLimiter(store, "limit", 10)  # a member joining later starts another
-    wait_until(lambda: again._lease.heard)
+    wait_until(lambda: again._member.heard)
     assert store._thread is not None and store._thread is not pump

@@ -85,7 +85,7 @@ def test_calls_far_apart_never_wait_on_the_store(shared_valkey: str, prefix: str
     limiter = GlobalRateLimiter(sync_store(shared_valkey, prefix), "quota", 1000)
     executor = Executor(limiter)
     executor.call(lambda: None)
-    wait_until(lambda: limiter._lease._ready > 0)
+    wait_until(lambda: limiter._member._ready > 0)
     for _ in range(20):
         started = time.monotonic()
         executor.call(lambda: None)
@@ -157,14 +157,14 @@ def test_the_switch_disables_a_limiter_on_every_replica(shared_valkey: str, pref
     switch = FleetSwitch(sync_store(shared_valkey, prefix))
     switch.disable("quota")
     switched = time.monotonic()
-    wait_until(lambda: all(limiter._lease.switch == "disabled" for limiter in limiters), timeout=2)
+    wait_until(lambda: all(limiter._member.switch == "disabled" for limiter in limiters), timeout=2)
     assert time.monotonic() - switched < 1.2
     assert switch.state("quota") == "disabled"
     for executor in executors:
         for _ in range(20):
             executor.call(lambda: None)  # far past 1/s: the limiter is off
     switch.clear("quota")
-    wait_until(lambda: all(limiter._lease.switch == "" for limiter in limiters), timeout=2)
+    wait_until(lambda: all(limiter._member.switch == "" for limiter in limiters), timeout=2)
     outcomes: list[object] = []
     for _ in range(5):
         try:
@@ -178,11 +178,11 @@ def test_the_switch_from_the_command_line(shared_valkey: str, prefix: str) -> No
     limiter = GlobalRateLimiter(sync_store(shared_valkey, prefix), "quota", 1)
     command = [sys.executable, "-m", "interceptors.fleet", "--url", shared_valkey, "--prefix", prefix]
     subprocess.run([*command, "disable", "quota", "--ttl", "30"], check=True, timeout=30)
-    wait_until(lambda: limiter._lease.switch == "disabled", timeout=2)
+    wait_until(lambda: limiter._member.switch == "disabled", timeout=2)
     shown = subprocess.run([*command, "show", "quota"], check=True, timeout=30, capture_output=True, text=True)
     assert shown.stdout.strip() == "disabled"
     subprocess.run([*command, "clear", "quota"], check=True, timeout=30)
-    wait_until(lambda: limiter._lease.switch == "", timeout=2)
+    wait_until(lambda: limiter._member.switch == "", timeout=2)
     bad = subprocess.run([*command, "disable", "no spaces"], timeout=30, capture_output=True, text=True)
     assert bad.returncode == 2 and "key must be" in bad.stderr
 
@@ -214,7 +214,7 @@ async def test_aio_replicas_on_asyncio_clients_share_one_limit(shared_valkey: st
 @pytest.mark.parametrize("path", PATHS)
 def test_through_grpc_every_path(server: ScriptedServer, shared_valkey: str, prefix: str, path: str) -> None:
     limiter = GlobalRateLimiter(sync_store(shared_valkey, prefix), "quota", 5, period=10, burst=2)
-    wait_until(lambda: limiter._lease.heard)  # its first lease: the burst (before it, its local share: 1 per 2 s)
+    wait_until(lambda: limiter._member.heard)  # its first lease: the burst (before it, its local share: 1 per 2 s)
     with Client(path, server.target, limiter) as client:
         outcomes = [client.unary(Request(id=f"c{i}")) for i in range(12)]
     codes = [o.code for o in outcomes]
