@@ -93,6 +93,11 @@ class FleetRetryBudget(RetryBudget):
         self._set(_member=_Counts(self))
         store.join(self._member)
 
+    @classmethod
+    def token_bucket(cls, **options: Any) -> RetryBudget:
+        """Not for a fleet: gRPC's ``retryThrottling`` is a bucket per client; use :meth:`RetryBudget.token_bucket`."""
+        raise TypeError("a FleetRetryBudget has no token-bucket mode: use RetryBudget.token_bucket(...) per client")
+
     @property
     def name(self) -> str:
         return "FleetRetryBudget"

@@ -125,3 +125,8 @@ def test_bad_configuration_is_refused_naming_it(
     with pytest.raises(ValueError, match=message):
         FleetRetryBudget(*(store if a is ... else a for a in arguments), **options)  # type: ignore[arg-type]
     store.close()
+
+
+def test_it_has_no_token_bucket_mode() -> None:
+    with pytest.raises(TypeError, match="no token-bucket mode"):
+        FleetRetryBudget.token_bucket(max_tokens=10, token_ratio=0.1)

@@ -24,12 +24,19 @@ def cluster_url() -> Iterator[str]:
         pytest.skip("REDIS_URL names one server: the cluster case starts its own")
     nodes = start_cluster()
     yield nodes[0].url
+    for made in STORES:
+        made.close()  # before the nodes go: their clients would look for the cluster again
     for node in nodes:
         node.stop()
 
 
+STORES: list[FleetStore] = []
+
+
 def store(url: str, prefix: str) -> FleetStore:
-    return FleetStore(RedisCluster.from_url(url, socket_timeout=0.5), prefix=prefix)
+    made = FleetStore(RedisCluster.from_url(url, socket_timeout=0.5), prefix=prefix)
+    STORES.append(made)
+    return made
 
 
 def test_global_rate_limiters(cluster_url: str, prefix: str) -> None:
