@@ -127,7 +127,7 @@ def _bounded(server: RemoteServer, path: str, metrics: Metrics | None, reader: I
     def more(run: int) -> None:
         calls(_methods(METHODS - (2 - run) * TRACED, METHODS - (1 - run) * TRACED))
         if metrics is not None:
-            reader.collect()
+            reader.collect(timeout_millis=120_000)  # under tracemalloc, beside two suites: the 10 s default can pass
 
     grown = _grown(more)
     assert len(router._routes) <= ROUTES_KEPT + 8  # 8 threads may each add one as the oldest goes
