@@ -190,8 +190,9 @@ def test_without_policies_a_passes_bs_status_and_pushback_on(services: tuple[Ser
 def test_a_short_caller_deadline_gets_as_fallback_in_time(services: tuple[Service, Service]) -> None:
     b, a = services
     outcomes = call(a, 8, timeout=0.5)
+    # in time: an answer after the caller's 0.5 s would have ended DEADLINE_EXCEEDED in grpc's core (the latency the
+    # client measures adds its own scheduling, which a loaded machine stretches past 500 ms)
     assert {o.result for o in outcomes} == {"FALLBACK"}
-    assert all(o.latency_ms < 500 for o in outcomes)
     # B's calls ended as A saw them: at their deadline, or cancelled by A when its fallback answered first (in its
     # reserve, which a loaded machine may reach before the deadline A gave B): none ran on
     codes = [r.get("code") for r in b.access()]

@@ -34,13 +34,13 @@ def chain(store: FleetStore) -> Executor:
 
 
 def sync_call(fail: bool) -> None:
-    time.sleep(0.002)
+    time.sleep(0.02)
     if fail:
         raise ValueError
 
 
 async def async_call(fail: bool) -> None:
-    await asyncio.sleep(0.002)
+    await asyncio.sleep(0.02)
     if fail:
         raise ValueError
 
@@ -71,7 +71,7 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
                 note(started, "ok")
             except (ResilienceError, ValueError) as error:
                 note(started, type(error).__name__)
-                time.sleep(0.01)
+                time.sleep(0.02)
 
     async def task() -> None:
         n = 0
@@ -83,7 +83,7 @@ def test_64_threads_and_64_tasks(valkey: Valkey, prefix: str) -> None:
                 note(started, "ok")
             except (ResilienceError, ValueError) as error:
                 note(started, type(error).__name__)
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.02)
 
     async def tasks() -> None:
         await asyncio.gather(*(task() for _ in range(64)))
