@@ -22,6 +22,7 @@ from interceptors.otel import Metrics
 from ..support.valkey import Valkey
 
 STALE_AFTER = 0.3
+SLOWEST = 0.4  # a call waiting on the store would wait out its socket timeout (0.5 s) or the whole pause
 
 
 class Flaky(Exception):
@@ -149,7 +150,7 @@ def test_killed_then_restarted(valkey: Valkey, prefix: str, kind: str, flavour: 
     assert driver.until(lambda: policy.mode == "fleet", timeout=4) < 2.5  # the pump's backoff is at most 2 s
     assert local_gauge(reader) == [0]
     driver.close()
-    assert driver.unexpected == [] and driver.slowest < 0.1, (driver.unexpected, driver.slowest)
+    assert driver.unexpected == [] and driver.slowest < SLOWEST, (driver.unexpected, driver.slowest)
 
 
 @kinds
@@ -167,4 +168,4 @@ def test_paused_then_resumed(valkey: Valkey, prefix: str, kind: str, flavour: st
         valkey.resume()
     driver.until(lambda: policy.mode == "fleet", timeout=4)
     driver.close()
-    assert driver.unexpected == [] and driver.slowest < 0.1, (driver.unexpected, driver.slowest)
+    assert driver.unexpected == [] and driver.slowest < SLOWEST, (driver.unexpected, driver.slowest)
