@@ -19,7 +19,7 @@ from ._events import HedgeCancelled, HedgeStarted, HedgeWon
 from ._execution import LATE_REPORT, Deferred, Execution, Semantics, forget_frames, settle
 from ._policy import AsyncLink, Link, Policy
 from ._timers import TIMERS, Timer
-from ._workers import Workers
+from ._workers import Inbox, Workers
 
 __all__ = ["HedgePolicy", "LatencyQuantile"]
 
@@ -491,7 +491,7 @@ class _SyncRace(_Race):
         super().__init__(policy, execution, delay)
         self._inner = inner
         self._deferring = deferrable and execution.semantics.defers_attempts
-        self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outcomes: Inbox[Any] = Inbox()
         self._sent: dict[Execution, Deferred] = {}  # the deferred attempts whose end has not been taken yet
         self._timers: list[Timer] = []
         self._context = contextvars.copy_context()  # the caller's, for the hedges started for it

@@ -12,11 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import weakref
 from collections.abc import Callable
 
 _log = logging.getLogger("interceptors")
+
+if sys.version_info >= (3, 11):
+    Inbox = queue.SimpleQueue
+else:  # pragma: no cover
+    Inbox = queue.Queue
+"""A queue for one thread to wait on with a timeout. Not CPython 3.10's SimpleQueue: its ``get(timeout=...)`` can
+wait for ever (it takes its lock as the time runs out, computes a negative time left, and its lock takes that for
+no timeout: Modules/_queuemodule.c, rewritten in 3.11); ``queue.Queue`` waits on a Condition, whose lock does not."""
 
 IDLE_SECONDS = 30.0
 """How long an idle worker waits for another call before it ends."""
@@ -36,7 +45,7 @@ class Workers:
 
     def _start_afresh(self) -> None:
         """No worker, no job: when made, and in a child forked from this process (whose workers it does not have)."""
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._jobs: Inbox[Callable[[], None]] = Inbox()
         self._lock = threading.Lock()
         self._idle = self._backlog = self._alive = 0
 

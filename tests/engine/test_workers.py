@@ -4,6 +4,7 @@ idle workers end and are replaced."""
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from interceptors.engine import _workers
 from interceptors.engine._timers import TIMERS
-from interceptors.engine._workers import Workers
+from interceptors.engine._workers import Inbox, Workers
 
 
 def wait_for(condition: object, timeout: float = 5.0) -> None:
@@ -102,3 +103,27 @@ def test_a_forked_child_gets_workers_and_timers_of_its_own() -> None:
         os._exit(0 if done.wait(5) and fired.wait(5) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_timed_wait_on_an_inbox_ends_when_its_time_is_up() -> None:
+    """CPython 3.10's SimpleQueue.get(timeout=...) can wait for ever: taking its lock as the time runs out, it
+    computes a negative time left, which its lock takes as no timeout at all. A hedged sync call whose attempts all
+    failed waited so for an outcome that would never come."""
+    inbox: Inbox[int] = Inbox()
+    ended: list[int] = []
+
+    def hand_over_then_wait() -> None:
+        timed_out, ends = 0, time.monotonic() + 0.3
+        while time.monotonic() < ends:
+            inbox.put(1)  # put while nobody waits, then taken: what a hedge's outcome does
+            inbox.get()
+            try:
+                inbox.get(timeout=0.0)
+            except queue.Empty:
+                timed_out += 1
+        ended.append(timed_out)
+
+    waiter = threading.Thread(target=hand_over_then_wait, daemon=True)
+    waiter.start()
+    waiter.join(5)
+    assert ended and ended[0] > 0, "a timed wait on an empty inbox never ended"

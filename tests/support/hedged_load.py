@@ -137,7 +137,7 @@ class ByHand(Callers):
 
     def thread(self, worker: int) -> None:
         for call in range(CALLS):
-            started, ended = time.monotonic(), queue.SimpleQueue[Any]()
+            started, ended = time.monotonic(), queue.Queue[Any]()  # not SimpleQueue: see engine._workers.Inbox
             calls = [self.stub.Unary.future(request(worker, call), timeout=DEADLINE)]
             calls[0].add_done_callback(ended.put)
             try:
