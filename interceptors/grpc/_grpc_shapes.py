@@ -5,10 +5,19 @@ fails naming its version when one changes.
 
 from __future__ import annotations
 
+import copy
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+try:  # grpc's core status codes, for cancel_blocking
+    from grpc._cython.cygrpc import StatusCode as _CoreStatus  # type: ignore[import-not-found]
+
+    _CANCELLED: Any = _CoreStatus.cancelled
+except (ImportError, AttributeError):  # pragma: no cover
+    _CANCELLED = None
 
 BLOCKING: dict[object, bool] = {}
 
@@ -30,19 +39,75 @@ def blocks(continuation: Any) -> bool:
     return known
 
 
-def futures_of(continuation: Any) -> Callable[[str], Any] | None:
-    """For a blocking continuation of ``grpc.intercept_channel``: the ``future`` of the multicallable it calls
-    ``with_call`` on, by method (None if grpc's continuation does not have the shape this knows).
+def multicallables_of(continuation: Any) -> Callable[[str], Any] | None:
+    """For a blocking continuation of ``grpc.intercept_channel``: the unary-unary multicallable it calls ``with_call``
+    on, by method (None if grpc's continuation does not have the shape this knows).
 
-    A blocking attempt cannot be cancelled; its future can. grpc's continuation closes over the intercepted
-    multicallable (``self``), whose ``_thunk(method)`` is the next multicallable in the channel.
+    A blocking attempt cannot be cancelled; its future can, and so can a :func:`cancellable_blocking` call. grpc's
+    continuation closes over the intercepted multicallable (``self``), whose ``_thunk(method)`` is the next
+    multicallable in the channel.
     """
     try:
         owner = continuation.__closure__[continuation.__code__.co_freevars.index("self")].cell_contents
-        thunk = owner._thunk
+        thunk: Callable[[str], Any] = owner._thunk
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    return lambda method: thunk(method).future
+    return thunk
+
+
+def cancellable_blocking(multicallable: Any) -> Callable[..., Any] | None:
+    """grpc's ``with_call`` of a unary-unary ``multicallable``, as a blocking call that another thread can cancel
+    (None where grpc's multicallable does not have the shape this knows).
+
+    The caller's thread waits for the call in grpc's core as for ``with_call`` (one wake-up, no grpc thread in
+    between, unlike a future); before it waits, the call is handed to the thread's receiver (see
+    :func:`hand_calls_to`), and :func:`cancel_blocking` of it ends the wait with CANCELLED, as grpc's ``cancel()``
+    does. grpc gives a blocking call no handle: its ``_blocking`` makes the call with its channel's
+    ``segregated_call`` and waits for it in the same thread; a copy of the multicallable whose channel hands over
+    each call it makes gives one.
+    """
+    channel = getattr(multicallable, "_channel", None)
+    if _CANCELLED is None or not callable(getattr(channel, "segregated_call", None)):
+        return None
+    handing = copy.copy(multicallable)
+    handing._channel = _HandingChannel(channel)
+    return handing.with_call  # type: ignore[no-any-return]
+
+
+def hand_calls_to(receiver: Callable[[Any], object] | None) -> None:
+    """Hand each call that a :func:`cancellable_blocking` call of this thread makes to ``receiver`` (None: none)."""
+    _HANDS.receiver = receiver
+
+
+def cancel_blocking(call: Any) -> None:
+    """Cancel a call handed over by a :func:`cancellable_blocking` call (nothing if it has ended)."""
+    call.cancel(_CANCELLED, "Locally cancelled by application!")
+
+
+class _Hands(threading.local):
+    receiver: Callable[[Any], object] | None = None
+
+
+_HANDS = _Hands()
+
+
+class _HandingChannel:
+    """grpc's own channel (cygrpc's) as a :func:`cancellable_blocking` multicallable sees it."""
+
+    __slots__ = ("_channel",)
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def segregated_call(self, *args: Any) -> Any:
+        call = self._channel.segregated_call(*args)
+        receiver = _HANDS.receiver
+        if receiver is not None:
+            receiver(call)
+        return call
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._channel, name)
 
 
 class WrittenByGrpc:

@@ -5,13 +5,24 @@ safe answer (slower, or less precise) from then on."""
 from __future__ import annotations
 
 import inspect
+import threading
+import time
 from typing import Any
 
 import grpc
 import grpc.aio._interceptor
+import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors.grpc._grpc_shapes import at_once, blocks, futures_of, is_idle
+from interceptors.grpc._grpc_shapes import (
+    at_once,
+    blocks,
+    cancel_blocking,
+    cancellable_blocking,
+    hand_calls_to,
+    is_idle,
+    multicallables_of,
+)
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
@@ -36,10 +47,37 @@ def test_a_blocking_continuation_is_told_from_a_futures_and_leads_to_futures(ser
         blocking, future = kept.seen
         assert blocks(blocking), f"{GRPCIO}: a blocking call's continuation is no longer {blocking.__qualname__!r}"
         assert not blocks(future), f"{GRPCIO}: a future's continuation is no longer {future.__qualname__!r}"
-        send = futures_of(blocking)
-        assert send is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
-        reply = send("/scripted.v1.Scripted/Unary")(Request(id="through"), timeout=5).result()
+        multicallables = multicallables_of(blocking)
+        assert multicallables is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
+        reply = multicallables("/scripted.v1.Scripted/Unary").future(Request(id="through"), timeout=5).result()
     assert reply.id == "through"
+
+
+def test_a_blocking_call_is_handed_over_and_another_thread_can_cancel_it(server: ScriptedServer) -> None:
+    with grpc.insecure_channel(server.target) as channel:
+        with_call = cancellable_blocking(pb_grpc.ScriptedStub(channel).Unary)
+        assert with_call is not None, (
+            f"{GRPCIO}: a multicallable no longer makes its calls with _channel.segregated_call"
+        )
+        handed: list[Any] = []
+        hand_calls_to(handed.append)
+        try:
+            reply, call = with_call(Request(id="answered"), timeout=5)
+            assert (reply.id, call.code(), len(handed)) == ("answered", grpc.StatusCode.OK, 1)
+            threading.Timer(0.05, lambda: cancel_blocking(handed[-1])).start()
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as failed:
+                with_call(Request(id="held", sleep_ms=2000), timeout=10)
+        finally:
+            hand_calls_to(None)
+        assert time.monotonic() - started < 1.5, f"{GRPCIO}: a handed-over blocking call was not cancelled"
+        assert (failed.value.code(), failed.value.details()) == (
+            grpc.StatusCode.CANCELLED,
+            "Locally cancelled by application!",
+        )
+        cancel_blocking(handed[0])  # a call that has ended: nothing happens
+        with_call(Request(id="nobody-told"), timeout=5)
+        assert len(handed) == 2
 
 
 def test_grpc_reads_the_done_writing_flag_of_the_call_an_interceptor_returns() -> None:

@@ -155,8 +155,8 @@ def test_aio_losers_are_cancelled_before_the_winner_is_returned(hedge_path: str)
 
 def test_every_attempt_of_a_hedged_method_has_the_channels_compression() -> None:
     """The helpers' channels compress every attempt, the caller's own included, as grpc's channel does: a server
-    that accepts no gzip refuses the call alike (the sync helper's own attempt of a hedged method goes out through
-    a twin of its channel, which must compress as well)."""
+    that accepts no gzip refuses the call alike (the sync helper's own attempt of a hedged method is a blocking call
+    made otherwise than grpc's own, which must compress as well)."""
     refusing = ScriptedServer("sync", options=[("grpc.compression_enabled_algorithms_bitset", 1)])  # identity only
     try:
         bare = grpc.insecure_channel(refusing.target, compression=grpc.Compression.Gzip)

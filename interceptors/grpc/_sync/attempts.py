@@ -1,5 +1,5 @@
-"""How a sync call's attempts are sent and waited for: blocking, as grpc futures, read alone, or awaited on the
-background loop."""
+"""How a sync call's attempts are sent and waited for: blocking (cancellable or not), as grpc futures, or awaited on
+the background loop."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import collections
 import contextvars
 import functools
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,8 @@ import grpc
 from ...engine._execution import LATE_REPORT, Execution
 from ...engine._workers import Workers
 from .._core import Route, Router, StatusError, attempt_metadata, attempt_timeout, cancelled_error, rpc_error, sent
-from .ended import DEADLINE_PASSED, NOT_ONE_ANSWER, SYNC, ReadAlone, ended_call
+from .._grpc_shapes import cancel_blocking, hand_calls_to
+from .ended import DEADLINE_PASSED, SYNC, ended_call
 
 Send = Callable[[Execution], Any]
 """Sends the execution's current attempt (its own timeout and metadata); returns what grpc gives back for it."""
@@ -84,33 +84,28 @@ def run_blocking(route: Route, send: Send, request: Any, timeout: Any, alone: Se
 
 
 def _hedged_attempt(execution: Execution, futures: Send, alone: Send | None) -> Any:
-    """An attempt of a hedged unary call: a hedge (``execution.deferred``), a grpc future whose end grpc reports.
-    The caller's own, with ``alone`` and while at most :data:`ALONE_AT_MOST` callers' own attempts are in flight,
-    is the unary call read as a stream of one message by the caller's thread, as a blocking call is waited for, and
-    cancelled (through :data:`CANCELS`) when a hedge wins; its answer is a finished call (see :class:`ReadAlone`).
-    With more in flight it is a grpc future too, which the caller waits for."""
+    """An attempt of a hedged unary call. A hedge (``execution.deferred``) is a grpc future, whose end grpc reports.
+    The caller's own, with ``alone``, is a blocking call that a hedge that wins can cancel (see
+    :func:`.._grpc_shapes.cancellable_blocking`: the caller's thread waits for it as for any blocking call), answered
+    as the finished call; without ``alone``, it is a grpc future too, which the caller waits for."""
     if execution.deferred or alone is None:
         return cancellable_attempt(execution, futures, succeeded, True)
-    with OWN_ATTEMPTS as in_flight:
-        if in_flight > ALONE_AT_MOST:
-            return cancellable_attempt(execution, futures, succeeded, True)
-        return _read_alone(execution, alone)
-
-
-def _read_alone(execution: Execution, alone: Send) -> Any:
-    if execution.abandoned:
+    if execution.abandoned:  # cancelled before it was sent: it never will be
         raise asyncio.CancelledError
-    call = alone(execution)
-    sent(execution, call, functools.partial(CANCELS.submit, call.cancel))  # by whoever decides the race
+    hand_calls_to(functools.partial(_handed, execution))
     try:
-        messages = list(call)  # the response, then the status: raises the call's failure
+        return alone(execution)[1]  # (response, call): the call, finished, whose result() is the response
     except grpc.RpcError:
         if execution.abandoned:
             raise asyncio.CancelledError from None
         raise
-    if len(messages) != 1:
-        raise StatusError.of(NOT_ONE_ANSWER, SYNC)
-    return ReadAlone(call, messages[0])
+    finally:
+        hand_calls_to(None)
+
+
+def _handed(execution: Execution, call: Any) -> None:
+    """The grpc call of a caller's own attempt, kept to be cancelled (by :data:`CANCELS`) when a hedge wins."""
+    sent(execution, call, functools.partial(CANCELS.submit, functools.partial(cancel_blocking, call)))
 
 
 def cancellable_attempt(execution: Execution, send: Send, outcome: Callable[[Any], Any], unary: bool) -> Any:
@@ -150,34 +145,6 @@ async def awaited_attempt(execution: Execution, send: Send, outcome: Callable[[A
         return _outcome_of(execution, call, outcome)
     finally:
         del call  # in a failure's traceback, this frame lets go of the call (see _outcome_of)
-
-
-class _InFlight:
-    """A count of what is in flight: ``with`` it, as the count with this one."""
-
-    __slots__ = ("_count", "_lock")
-
-    def __init__(self) -> None:
-        self._count, self._lock = 0, threading.Lock()
-
-    def __enter__(self) -> int:
-        with self._lock:
-            self._count += 1
-            return self._count
-
-    def __exit__(self, *exc_info: object) -> None:
-        with self._lock:
-            self._count -= 1
-
-
-OWN_ATTEMPTS = _InFlight()
-"""The callers' own attempts of hedged calls in flight in the process."""
-ALONE_AT_MOST = 4
-"""How many callers' own attempts of hedged calls are read alone at once (see :func:`_hedged_attempt`). Read alone,
-an attempt costs its caller's thread five wake-ups (one per event of a stream's call) where a blocking call costs
-one, cheaper than a grpc future in a quiet process (1.1x a bare call where a future costs 1.2x), but under load
-each wake-up waits its turn for the GIL: 64 threads hedging so had a p99 of 0.18-0.23 s at a 0.1 s deadline,
-0.11-0.13 s as futures, whose ends one grpc thread reports for all."""
 
 
 CANCELS = Workers("interceptors-cancel", limit=2)
@@ -298,10 +265,11 @@ class _Sent:
         return _outcome_of(self._execution, self._call, self._outcome)
 
 
-def run_for_interceptor(route: Route, send: Send, request: Any, timeout: Any) -> Any:
-    """A blocking call for an interceptor, which hands grpc a finished call whether it failed or not."""
+def run_for_interceptor(route: Route, send: Send, request: Any, timeout: Any, alone: Send | None = None) -> Any:
+    """A blocking call for an interceptor (see :func:`run_blocking`), which hands grpc a finished call whether it
+    failed or not."""
     try:
-        return run_blocking(route, send, request, timeout)
+        return run_blocking(route, send, request, timeout, alone)
     except Exception as error:
         return ended_call(error)
 

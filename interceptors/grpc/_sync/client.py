@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,7 +21,7 @@ from .._core import (
     Router,
     cancelled_error,
 )
-from .._grpc_shapes import blocks, futures_of
+from .._grpc_shapes import blocks, cancellable_blocking, multicallables_of
 from .._incoming import INCOMING
 from .._service_config import channel_plan
 from .._streams import DEFAULT_REPLAY_BUFFER, Replay
@@ -35,9 +34,6 @@ from .streams import ResilientStream
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
 
 OK = grpc.StatusCode.OK
-READ_ALONE = "SingleThreadedUnaryStream"
-"""grpc.experimental.ChannelOptions.SingleThreadedUnaryStream: the channel's unary-stream calls are read by the
-thread that reads them (see :class:`_ResilientChannel`)."""
 if TYPE_CHECKING:  # generic in typeshed only
     _UnaryUnaryMultiCallable = grpc.UnaryUnaryMultiCallable[Any, Any]
 else:
@@ -97,21 +93,21 @@ class ResilienceInterceptor(
                 route, via_continuation(self._router, continuation, client_call_details, request), request, timeout
             )
         incoming = INCOMING.get()
-        futures = None if incoming is None and not route.hedged else futures_of(continuation)
-        if futures is not None:  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
-            send = directly(
-                futures(client_call_details.method),
-                request,
-                client_call_details.metadata,
-                {
-                    "credentials": client_call_details.credentials,
-                    "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
-                    "compression": getattr(client_call_details, "compression", None),
-                },
-                self._router,
-            )
-            if incoming is None:
-                return run_for_interceptor(route, send, request, timeout)
+        multicallables = None if incoming is None and not route.hedged else multicallables_of(continuation)
+        if (
+            multicallables is not None
+        ):  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
+            multicallable, metadata = multicallables(client_call_details.method), client_call_details.metadata
+            options = {
+                "credentials": client_call_details.credentials,
+                "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
+                "compression": getattr(client_call_details, "compression", None),
+            }
+            send = directly(multicallable.future, request, metadata, options, self._router)
+            if incoming is None:  # hedged: the caller's own attempt a blocking call, cancellable
+                with_call = cancellable_blocking(multicallable)
+                alone = None if with_call is None else directly(with_call, request, metadata, options, self._router)
+                return run_for_interceptor(route, send, request, timeout, alone)
             try:
                 return _cancellable(route, send, request, timeout)
             except grpc.RpcError as cancelled:
@@ -177,40 +173,15 @@ def resilient_channel(
     """
     router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target)
     interceptor = ResilienceInterceptor._routed(router, replay_buffer)
-    channel = open_channel(grpc, target, credentials, opts, compression=compression)
-    read_alone = [*opts, (READ_ALONE, 1)]
-    twin = functools.partial(open_channel, grpc, target, credentials, read_alone, compression=compression)
-    return _ResilientChannel(channel, interceptor, twin)
+    return _ResilientChannel(open_channel(grpc, target, credentials, opts, compression=compression), interceptor)
 
 
 class _ResilientChannel(RoutedChannel, grpc.Channel):
-    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor.
+    """A channel whose unary-unary calls run the policies directly; streams go through the interceptor."""
 
-    A hedged unary method's own attempt (the first, which its caller's thread runs) is made through a twin channel
-    whose unary-stream calls are read by the thread that reads them (grpc's ``SingleThreadedUnaryStream``): the call
-    is the unary call, read as a stream of one message, which its caller's thread waits for as for a blocking call
-    (no thread of grpc's in between, unlike a future) and which, unlike a blocking call, can be cancelled when a
-    hedge wins. The twin shares the channel's connections (grpc pools its subchannels by target and options)."""
-
-    def __init__(
-        self, channel: grpc.Channel, interceptor: ResilienceInterceptor, twin: Callable[[], grpc.Channel]
-    ) -> None:
+    def __init__(self, channel: grpc.Channel, interceptor: ResilienceInterceptor) -> None:
         self._channel, self._router, self._unary_type = channel, interceptor._router, _ResilientUnaryUnary
         self._streams = grpc.intercept_channel(channel, interceptor)
-        self._make_twin, self._twin = twin, cast("grpc.Channel | None", None)
-        self._lock, self._closed = threading.Lock(), False
-
-    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        multicallable = super().unary_unary(method, *args, **kwargs)
-        if multicallable.hedged:
-            with self._lock:
-                if self._twin is None and not self._closed:  # a stub made after close() has calls that fail as
-                    self._twin = self._make_twin()  # grpc's do: through the closed channel
-                twin = self._twin
-            if twin is not None:
-                multicallable.read_alone = twin.unary_stream(method, *args, **kwargs)
-                multicallable.twin = twin  # a stub outlives the channel object it was made from, as grpc's own do
-        return multicallable
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self._channel.subscribe(callback, try_to_connect)
@@ -220,10 +191,6 @@ class _ResilientChannel(RoutedChannel, grpc.Channel):
 
     def close(self) -> None:
         self._channel.close()
-        with self._lock:
-            self._closed, twin = True, self._twin
-        if twin is not None:
-            twin.close()
 
     def __enter__(self) -> _ResilientChannel:
         return self
@@ -239,9 +206,11 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
     a healthy call touches grpc's call object no more than a bare one does.
     """
 
-    read_alone: Any = None
-    """For a hedged method, its unary-stream twin on the channel's twin (see :class:`_ResilientChannel`)."""
-    twin: grpc.Channel | None = None
+    @functools.cached_property
+    def _cancellable(self) -> Callable[..., Any] | None:
+        """For hedged calls: grpc's ``with_call``, whose call a hedge that wins can cancel (see
+        :func:`.._grpc_shapes.cancellable_blocking`)."""
+        return cancellable_blocking(self._multicallable)
 
     # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
@@ -258,9 +227,10 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
             send = directly(self._multicallable.future, request, metadata, options)
             ended = _cancellable(route, send, request, timeout)
             return ended.result(), ended
-        if route.hedged:  # hedges as grpc futures, and the caller's own attempt read alone: either can be cancelled
+        if route.hedged:  # hedges as grpc futures, and the caller's own attempt blocking: either can be cancelled
             futures = directly(self._multicallable.future, request, metadata, options)
-            alone = None if self.read_alone is None else directly(self.read_alone, request, metadata, options)
+            with_call = self._cancellable
+            alone = None if with_call is None else directly(with_call, request, metadata, options)
             ended = run_blocking(route, futures, request, timeout, alone)
             return ended.result(), ended
         send = directly(self._multicallable.with_call, request, metadata, options)

@@ -1,5 +1,4 @@
-"""Sync calls that have ended: a fallback's answer, a hedge's own attempt read to its end, a failure that is not a
-gRPC status."""
+"""Sync calls that have ended: a fallback's answer, a failure that is not a gRPC status."""
 
 from __future__ import annotations
 
@@ -10,46 +9,17 @@ import grpc
 from .._core import EndedCall, Flavour, Status
 
 
-class _Answered(EndedCall):
-    """A finished call that answered ``_response``."""
+class AnsweredCall(EndedCall):
+    """A fallback's answer as a finished call: code OK, trailing metadata naming the failure it replaced."""
 
-    _response: Any
+    def __init__(self, response: Any, status: Status) -> None:
+        self._response, self._status = response, status
 
     def result(self, timeout: float | None = None) -> Any:
         return self._response
 
     def exception(self, timeout: float | None = None) -> Exception | None:
         return None
-
-
-class AnsweredCall(_Answered):
-    """A fallback's answer as a finished call: code OK, trailing metadata naming the failure it replaced."""
-
-    def __init__(self, response: Any, status: Status) -> None:
-        self._response, self._status = response, status
-
-
-class ReadAlone(_Answered):
-    """A hedged unary call's own attempt, read to its end (see :func:`.attempts._hedged_attempt`): its answer, and
-    the call for what else a caller asks (its status, its metadata)."""
-
-    def __init__(self, call: Any, response: Any) -> None:
-        self._call, self._response = call, response
-
-    def initial_metadata(self) -> Any:
-        return self._call.initial_metadata()
-
-    def trailing_metadata(self) -> Any:
-        return self._call.trailing_metadata()
-
-    def code(self) -> grpc.StatusCode:
-        return self._call.code()  # type: ignore[no-any-return]
-
-    def details(self) -> str:
-        return self._call.details()  # type: ignore[no-any-return]
-
-    def debug_error_string(self) -> str | None:
-        return self._call.debug_error_string()  # type: ignore[no-any-return]
 
 
 class _FailedCall(EndedCall):
@@ -79,4 +49,3 @@ def ended_call(error: Exception) -> Any:
 
 LOCALLY_CANCELLED = Status(grpc.StatusCode.CANCELLED, "Locally cancelled by application!", (), (), None)
 DEADLINE_PASSED = Status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", (), (), None)
-NOT_ONE_ANSWER = Status(grpc.StatusCode.INTERNAL, "a unary call answered other than one message", (), (), None)
