@@ -491,13 +491,22 @@ def _retry(
 def _retryable(codes: list[grpc.StatusCode], cut: float | None) -> Callable[[BaseException], bool]:
     """Failures with one of ``codes``, and attempts the per-attempt Timeout (of ``cut`` seconds) cut."""
     by_code = on_codes(*codes) if codes else _never
-    if cut is None:
-        return by_code
+    return by_code if cut is None else _OrCut(by_code, cut)
 
-    def handle(failure: BaseException) -> bool:
-        return by_code(failure) or (isinstance(failure, TimeoutExceededError) and failure.timeout == cut)
 
-    return handle
+class _OrCut:
+    """A retry's ``handle``: failures ``by_code``, and attempts the per-attempt Timeout of ``cut`` seconds cut."""
+
+    __slots__ = ("_by_code", "_cut")
+
+    def __init__(self, by_code: Callable[[BaseException], bool], cut: float) -> None:
+        self._by_code, self._cut = by_code, cut
+
+    def __call__(self, failure: BaseException) -> bool:
+        return self._by_code(failure) or (isinstance(failure, TimeoutExceededError) and failure.timeout == self._cut)
+
+    def __repr__(self) -> str:
+        return f"{self._by_code!r} or cut by the {self._cut:g}s attempt timeout"
 
 
 def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePolicy:

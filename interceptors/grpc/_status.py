@@ -88,8 +88,22 @@ def on_codes(*codes: grpc.StatusCode) -> Callable[[BaseException], bool]:
     for code in codes:
         if not isinstance(code, grpc.StatusCode):
             raise ValueError(f"on_codes takes grpc.StatusCode values, got {code!r}")
-    wanted = frozenset(codes)
-    return lambda failure: status_code(failure) in wanted
+    return _OnCodes(codes)
+
+
+class _OnCodes:
+    """The predicate :func:`on_codes` makes; its repr names the codes."""
+
+    __slots__ = ("_codes", "_wanted")
+
+    def __init__(self, codes: tuple[grpc.StatusCode, ...]) -> None:
+        self._codes, self._wanted = codes, frozenset(codes)
+
+    def __call__(self, failure: BaseException) -> bool:
+        return status_code(failure) in self._wanted
+
+    def __repr__(self) -> str:
+        return f"on_codes({', '.join(code.name for code in self._codes)})"
 
 
 class GrpcSemantics(Semantics):
