@@ -48,6 +48,9 @@ from .grpc._status import (
 from .grpc._streams import DEFAULT_REPLAY_BUFFER, StreamResume
 from .grpc._sync.client import ResilienceInterceptor, resilient_channel
 
+__version__ = "0.1.0"
+"""The version of the distribution (grpc-resilience-interceptors), read by its build from here."""
+
 __all__ = [
     "DEFAULT_REPLAY_BUFFER",
     "FALLBACK_METADATA_KEY",

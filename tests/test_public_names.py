@@ -4,6 +4,7 @@ works, and each name is an attribute of the module."""
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pkgutil
 from types import ModuleType
 
@@ -67,3 +68,8 @@ def test_every_public_name_has_one_home() -> None:
             key = id(value) if callable(value) else (name, repr(value))
             homes.setdefault(key, []).append(f"{face}.{name}")
     assert [places for places in homes.values() if len(places) > 1] == []
+
+
+def test_the_version_has_one_source() -> None:
+    """``interceptors.__version__`` is what the build reads (pyproject: ``dynamic = ["version"]``)."""
+    assert interceptors.__version__ == importlib.metadata.version("grpc-resilience-interceptors")
