@@ -56,3 +56,38 @@ def test_clocks_satisfy_the_protocol() -> None:
 def test_a_fake_clock_starts_at_a_finite_number(start: object) -> None:
     with pytest.raises(ValueError, match="start"):
         FakeClock(start)  # type: ignore[arg-type]
+
+
+def test_it_is_grpc_testings_time_what_it_schedules_runs_when_time_reaches_it() -> None:
+    clock = FakeClock(start=100)
+    ran: list[tuple[str, float]] = []
+    clock.call_in(lambda: ran.append(("b", clock.time())), 2)
+    clock.call_at(lambda: ran.append(("a", clock.time())), 101)
+    dropped = clock.call_in(lambda: ran.append(("dropped", clock.time())), 1.5)
+    clock.call_at(lambda: ran.append(("due", clock.time())), 99)  # due already: at once
+    assert ran == [("due", 100.0)]
+    assert dropped.cancel() and dropped.cancelled()
+    clock.sleep_for(1)
+    assert ran == [("due", 100.0), ("a", 101.0)]
+    clock.sleep(5)  # a policy's sleep moves the same time on
+    assert ran[-1] == ("b", 106.0)
+    assert clock.sleeps == [5]  # grpc_testing's sleeps are not a policy's
+    clock.sleep_until(110)
+    assert clock.time() == clock.now() == 110
+
+
+def test_what_it_schedules_may_schedule_more_and_runs_once() -> None:
+    clock = FakeClock()
+    ran: list[float] = []
+
+    def again() -> None:
+        ran.append(clock.time())
+        if len(ran) < 3:
+            clock.call_in(again, 0)  # due at once: runs now, not later
+
+    first = clock.call_in(again, 1)
+    clock.advance(1)
+    assert ran == [1.0, 1.0, 1.0]
+    assert not first.cancel()  # it ran
+    clock.advance(10)
+    assert ran == [1.0, 1.0, 1.0]
