@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-dev
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean matrix floors
+.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean matrix floors dist
 
 test: lint typecheck pytest
 
@@ -53,6 +53,12 @@ floors: $(STAMP)
 	mkdir -p .matrix && $(PY) .ci/floors.py > .matrix/floors.txt
 	WORKERS=$(MATRIX_WORKERS) .ci/suites floors $(firstword $(PYTHONS)) .matrix/floors.txt
 
+dist: $(STAMP)
+	@# what a release uploads: an sdist and a wheel, checked as PyPI would render and install them
+	rm -rf dist && $(PY) -m build --outdir dist --quiet .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/check-wheel-contents dist/*.whl
+
 demo: proto
 	$(PY) -m service_a.scenarios
 
@@ -75,4 +81,4 @@ soak: proto $(STAMP)
 	$(PY) -m bench.soak --calls 1000000
 
 clean:
-	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix
+	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix dist
