@@ -7,7 +7,6 @@ answers the methods whose response has its field and steps aside for the others,
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Iterator
 from concurrent import futures
@@ -18,6 +17,8 @@ import grpc
 import pytest
 from catalog.v1 import catalog_pb2 as pb
 from catalog.v1 import catalog_pb2_grpc as pb_grpc
+from sybil import Sybil
+from sybil.parsers.markdown import PythonCodeBlockParser
 
 from interceptors import FALLBACK_METADATA_KEY, FallbackMisfitWarning
 
@@ -27,11 +28,14 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 FALLBACK_TEXT = "error accessing service B"
 
 
+EXAMPLES = list(Sybil(parsers=[PythonCodeBlockParser()]).parse(README))
+"""The README's ```python blocks, as Sybil finds them (dedented where a list item indents them)."""
+
+
 def python_blocks(after: str) -> list[str]:
     """The ```python blocks of the README that follow the heading ``after``."""
-    text = README.read_text()
-    section = text[text.index(after) :]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    starts = README.read_text()[: README.read_text().index(after)].count("\n") + 1
+    return [str(example.parsed) for example in EXAMPLES if example.line > starts]
 
 
 class Unavailable(pb_grpc.CatalogServicer):

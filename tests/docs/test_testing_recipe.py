@@ -3,9 +3,7 @@ the same policies on a server stream and a client stream."""
 
 from __future__ import annotations
 
-import re
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,14 +15,13 @@ from catalog.v1 import catalog_pb2_grpc as pb_grpc
 from interceptors import RetryPolicy
 from interceptors.testing import FakeClock, resilient_testing_channel
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from .test_readme import python_blocks
+
 CATALOG = pb.DESCRIPTOR.services_by_name["Catalog"]
 
 
 def recipe() -> dict[str, Any]:
-    text = README.read_text()
-    section = text[text.index("### Testing your own code's policies, without sockets") :]
-    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    code = python_blocks("### Testing your own code's policies, without sockets")[0]
     module: dict[str, Any] = {"__name__": "test_recipe"}
     exec(compile(code, "README.md", "exec"), module)
     return module

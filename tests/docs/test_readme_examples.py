@@ -1,0 +1,115 @@
+"""Every ```python block of the README runs as written: each on its own (its imports its own), against a real
+catalog server on 127.0.0.1 in place of "localhost:3001" (the address the examples dial), and does what its text
+says. The blocks that need more (the first example's many methods, the fleet's store, the testing recipe) have
+tests of their own (test_readme.py, test_testing_recipe.py); every block is run by one or the other."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+import pytest
+from catalog.v1 import catalog_pb2 as pb
+from catalog.v1 import catalog_pb2_grpc as pb_grpc
+
+from .test_readme import EXAMPLES, README
+
+RUN_ELSEWHERE = {
+    "## Usage: gRPC clients": "test_readme.py: every method of a service of many response types",
+    "## Running a fleet": "test_readme.py: against a real valkey-server",
+    "### Testing your own code's policies, without sockets": "test_testing_recipe.py: its test function",
+}
+"""The blocks run by tests of their own: the first block after each of these headings."""
+
+
+def heading_of(line: int) -> str:
+    """The README heading a line is under."""
+    lines = README.read_text().splitlines()[:line]
+    return next(text for text in reversed(lines) if text.startswith("#"))
+
+
+def elsewhere() -> set[int]:
+    first: dict[str, int] = {}
+    for example in EXAMPLES:
+        first.setdefault(heading_of(example.line), example.line)
+    return {first[heading] for heading in RUN_ELSEWHERE}
+
+
+GENERIC = [example for example in EXAMPLES if example.line not in elsewhere()]
+
+
+class Catalog(pb_grpc.CatalogServicer):
+    """Answers every method; the first Watch breaks after two items, as a stream to resume would."""
+
+    def __init__(self) -> None:
+        self.watches = 0
+
+    def Get(self, request: Any, context: Any) -> Any:
+        return pb.Item(id=request.id, message=request.id)
+
+    def Count(self, request: Any, context: Any) -> Any:
+        return pb.Total(count=1)
+
+    def Watch(self, request: Any, context: Any) -> Any:
+        self.watches += 1
+        for offset in range(request.offset, 5):
+            if self.watches == 1 and offset == 2:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "the stream broke")
+            yield pb.Item(id=f"i{offset}", message=f"item {offset}", offset=offset)
+
+    def Upload(self, requests: Any, context: Any) -> Any:
+        return pb.Total(count=sum(1 for _ in requests))
+
+    def Sync(self, requests: Any, context: Any) -> Any:
+        for count, _ in enumerate(requests, 1):
+            yield pb.Total(count=count)
+
+
+@pytest.fixture
+def catalog() -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    pb_grpc.add_CatalogServicer_to_server(Catalog(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+WHAT_IT_PRINTS = {
+    "StreamResume(from_last)": [f"{offset} item {offset}" for offset in range(5)],  # resumed once, each item once
+    "HedgePolicy(delay=0.05": ["lamp"],
+    "executor.call(fetch": ["fresh key", "fresh key"],
+}
+"""What a block prints, by what it holds (the others print nothing)."""
+
+
+def printed_by(code: str) -> list[str]:
+    return next((lines for marker, lines in WHAT_IT_PRINTS.items() if marker in code), [])
+
+
+def test_every_block_is_run_by_a_test() -> None:
+    assert len(EXAMPLES) == len(GENERIC) + len(RUN_ELSEWHERE)
+    headings = {heading_of(example.line) for example in EXAMPLES}
+    assert set(RUN_ELSEWHERE) <= headings
+    assert all(sum(marker in str(example.parsed) for example in GENERIC) == 1 for marker in WHAT_IT_PRINTS)
+
+
+@pytest.mark.parametrize("example", GENERIC, ids=[f"README.md:{example.line}" for example in GENERIC])
+def test_the_example_runs_as_written(example: Any, catalog: str) -> None:
+    code = str(example.parsed).replace("localhost:3001", catalog)
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile("\n" * (example.line) + code, str(README), "exec"), namespace)
+    finally:
+        for value in namespace.values():
+            if isinstance(value, grpc.Channel):
+                value.close()
+        if "provider" in namespace:  # the metrics example's MeterProvider: its reader thread ends
+            namespace["provider"].shutdown()
+    assert printed.getvalue().splitlines() == printed_by(code)
