@@ -1,6 +1,6 @@
 """The types of options, for annotating code that configures policies."""
 
 from .engine._options import Duration, FailurePredicate, Handles, Listener, PushbackReader
-from .grpc._core import MethodPolicies
+from .grpc._core import CallMetrics, MethodPolicies
 
-__all__ = ["Duration", "FailurePredicate", "Handles", "Listener", "MethodPolicies", "PushbackReader"]
+__all__ = ["CallMetrics", "Duration", "FailurePredicate", "Handles", "Listener", "MethodPolicies", "PushbackReader"]

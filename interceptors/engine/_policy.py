@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
 from ._execution import PLAIN, Execution, Semantics
@@ -12,6 +12,7 @@ from ._execution import PLAIN, Execution, Semantics
 __all__ = ["AsyncLink", "Executor", "Link", "Policy"]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Link = Callable[[Execution], Any]
 """One step of a sync chain: runs the rest of the chain for an execution."""
 AsyncLink = Callable[[Execution], Awaitable[Any]]
@@ -103,11 +104,11 @@ class Executor:
             deferrable = deferrable and p.serves_deferred
         self._chain, self._async_chain = chain, async_chain
 
-    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` through the policies."""
         return self.call_with_execution(lambda _: fn(*args, **kwargs))
 
-    async def acall(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` through the policies."""
         return await self.acall_with_execution(lambda _: fn(*args, **kwargs))
 

@@ -21,9 +21,9 @@ import math
 import os
 import types
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
 
 import grpc
 from grpc.aio import AioRpcError
@@ -85,6 +85,18 @@ BIDI_STREAM = (True, True)
 
 MethodPolicies = Mapping[str, Sequence[Policy]]
 """Policies by full method name (``/pkg.Service/Method``) or service (``/pkg.Service/*``)."""
+
+
+class CallMetrics(Protocol):
+    """What ``metrics=`` takes (:class:`interceptors.otel.Metrics` is one): channels and interceptors have each
+    method's calls measured (``instrument``) and their policies watched (``watch``)."""
+
+    def instrument(self, executor: Executor, method: str, target: str) -> Executor:
+        """``executor`` with the timing of ``method``'s calls and attempts (on the channel to ``target``)."""
+
+    def watch(self, policies: Iterable[Any]) -> None:
+        """Count these policies' events and report their state."""
+
 
 Pairs = tuple[tuple[str, Any], ...]
 
@@ -594,7 +606,7 @@ class Router:
         policies: Sequence[Policy],
         methods: MethodPolicies | None,
         flavour: Flavour,
-        metrics: Any = None,
+        metrics: CallMetrics | None = None,
         target: str = "other",
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "instrument", None)):

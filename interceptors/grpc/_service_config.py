@@ -64,7 +64,7 @@ from ..engine._timeout import Timeout
 from ..fleet._rate_limiter import GlobalRateLimiter
 from ..fleet._store import FleetStore
 from ._channel import SERVICE_CONFIG, channel_options, option_pairs
-from ._core import Flavour, Router
+from ._core import CallMetrics, Flavour, Router
 from ._grpc_shapes import is_idle
 from ._status import on_codes
 
@@ -666,7 +666,7 @@ def channel_plan(
     options: Any,
     service_config: object,
     flavour: Flavour,
-    metrics: Any,
+    metrics: CallMetrics | None,
     target: str,
 ) -> tuple[Router, list[tuple[str, Any]]]:
     """What a helper's channel, sync or aio, is built from: the router of its chains (a service config's under the

@@ -22,6 +22,7 @@ from ..engine import _options as options
 from ..engine._adaptive_limiter import AdaptiveLimiter
 from ..engine._events import Shed
 from ..engine._places import Places
+from ._core import CallMetrics
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
@@ -56,7 +57,7 @@ class _Shedding:
         pushback: options.Duration | None = None,
         min_remaining: options.Duration = 0.0,
         on_shed: options.Listener[Shed] | None = None,
-        metrics: Any = None,
+        metrics: CallMetrics | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")

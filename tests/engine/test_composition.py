@@ -168,7 +168,10 @@ def test_policies_must_share_a_clock() -> None:
 
 
 def test_empty_executor_just_calls() -> None:
-    assert Executor().call(lambda a, b=0: a + b, 1, b=2) == 3
+    def add(a: int, b: int = 0) -> int:
+        return a + b
+
+    assert Executor().call(add, 1, b=2) == 3
 
 
 async def test_async_composition_uses_the_same_objects(clock: FakeClock) -> None:

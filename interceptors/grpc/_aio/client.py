@@ -15,6 +15,7 @@ from .._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
     SERVER_STREAM,
+    CallMetrics,
     MethodPolicies,
     RoutedChannel,
     RoutedMethod,
@@ -37,7 +38,7 @@ def resilience_interceptors(
     *policies: Policy,
     methods: MethodPolicies | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
-    metrics: Any = None,
+    metrics: CallMetrics | None = None,
     target: str = "other",
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
@@ -65,7 +66,7 @@ def resilient_channel(
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
-    metrics: Any = None,
+    metrics: CallMetrics | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries and service configs
     as for :func:`interceptors.resilient_channel`.

@@ -14,6 +14,7 @@ from .._core import (
     BIDI_STREAM,
     CLIENT_STREAM,
     SERVER_STREAM,
+    CallMetrics,
     MethodPolicies,
     Route,
     RoutedChannel,
@@ -70,7 +71,7 @@ class ResilienceInterceptor(
         *policies: Policy,
         methods: MethodPolicies | None = None,
         replay_buffer: int = DEFAULT_REPLAY_BUFFER,
-        metrics: Any = None,
+        metrics: CallMetrics | None = None,
         target: str = "other",
     ) -> None:
         self._router = Router(policies, methods, SYNC, metrics, target)
@@ -150,7 +151,7 @@ def resilient_channel(
     compression: grpc.Compression | None = None,
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
-    metrics: Any = None,
+    metrics: CallMetrics | None = None,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
