@@ -58,6 +58,12 @@ dist: $(STAMP)
 	rm -rf dist && $(PY) -m build --outdir dist --quiet .
 	$(BIN)/twine check --strict dist/*
 	$(BIN)/check-wheel-contents dist/*.whl
+	@# the public API's type completeness, as pyright sees the wheel installed (at least 98 %)
+	$(PY) -m venv dist/typed && dist/typed/bin/pip install --quiet dist/*.whl
+	cd dist/typed && VIRTUAL_ENV=$$PWD PATH=$$PWD/bin:$$PATH $(abspath $(BIN))/pyright --outputjson \
+		--verifytypes interceptors --ignoreexternal > report.json || true
+	$(PY) -c "import json; s = json.load(open('dist/typed/report.json'))['typeCompleteness']['completenessScore']; \
+		print(f'type completeness: {s:.1%}'); raise SystemExit(s < 0.98)"
 
 demo: proto
 	$(PY) -m service_a.scenarios

@@ -117,7 +117,7 @@ class Metrics:
     def __init__(self, meter_provider: Any = None, *, attempt_metrics: bool = True) -> None:
         provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
         meter = provider.get_meter("grpc-resilience-interceptors")
-        self.attempt_metrics = options.flag(attempt_metrics, "attempt_metrics")
+        self.attempt_metrics: bool = options.flag(attempt_metrics, "attempt_metrics")
         self._idle = isinstance(provider, otel.NoOpMeterProvider)  # nothing to time for
         self._pending = _Pending()
         self._started: dict[tuple[str, str], _Counted] = {}  # by method and target: channels share them

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
@@ -31,8 +32,8 @@ class SystemClock:
 
     __slots__ = ()
 
-    now = staticmethod(time.monotonic)
-    sleep = staticmethod(time.sleep)
+    now: Callable[[], float] = staticmethod(time.monotonic)
+    sleep: Callable[[float], None] = staticmethod(time.sleep)
 
     async def asleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -317,7 +317,8 @@ class LogEvents:
             isinstance(messages, Mapping) and all(isinstance(k, type) and callable(v) for k, v in messages.items())
         ):
             raise ValueError(f"messages must map event types to functions of the event, got {messages!r}")
-        self._logger, self.level, self._messages = logger, level, dict(messages or {})
+        self._logger, self._messages = logger, dict(messages or {})
+        self.level: int = level
 
     def __call__(self, event: Any) -> None:
         logger = self._logger

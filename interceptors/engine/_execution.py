@@ -190,6 +190,16 @@ class Execution:
         "settle",
         "start_time",
     )
+    abandoned: bool
+    attempt_start_time: float
+    attempts: int
+    clock: Clock
+    committed: bool
+    deadline: float | None
+    deferred: bool
+    request: Any
+    semantics: Semantics
+    start_time: float
 
     def __init__(
         self,

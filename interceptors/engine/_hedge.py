@@ -47,6 +47,10 @@ class LatencyQuantile:
     """
 
     __slots__ = ("_lock", "_windows", "min_samples", "minimum", "quantile", "window")
+    quantile: float
+    window: int
+    min_samples: int
+    minimum: float
 
     def __init__(
         self, quantile: float, *, window: int = 1000, min_samples: int = 100, minimum: options.Duration = 0.0

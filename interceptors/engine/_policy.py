@@ -83,6 +83,7 @@ class Executor:
     """
 
     __slots__ = ("_async_chain", "_chain", "clock", "policies")
+    policies: tuple[Policy, ...]
 
     def __init__(self, *policies: Policy) -> None:
         for p in policies:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 from ._clock import Clock
 from ._events import CircuitMetrics
@@ -13,6 +14,9 @@ _CALL, _FAILED, _SLOW = 1, 2, 4
 
 class _Counts:
     __slots__ = ("executions", "failures", "slow_calls")
+    executions: int
+    failures: int
+    slow_calls: int
 
     def __init__(self) -> None:
         self.executions = self.failures = self.slow_calls = 0
@@ -79,4 +83,18 @@ class TimeWindow(_Counts):
         self.slow_calls += slow
 
 
-Window = CountWindow | TimeWindow
+class Window(Protocol):
+    """A breaker's window of closed-state outcomes (:class:`CountWindow` or :class:`TimeWindow`)."""
+
+    executions: int
+    failures: int
+    slow_calls: int
+
+    def record(self, failed: bool, slow: bool) -> None:
+        """Count one call's outcome."""
+
+    def roll(self) -> None:
+        """Let outcomes that fell out of the window go."""
+
+    def metrics(self) -> CircuitMetrics:
+        """The counts now."""

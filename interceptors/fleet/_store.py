@@ -118,12 +118,12 @@ class FleetStore:
                 "client must be a redis-py client (redis.Redis, redis.asyncio.Redis or a RedisCluster), "
                 f"got {options.shown(client)}"
             )
-        self.client = client
-        self.asynchronous = kind == "async"
-        self.prefix = checked_name(prefix, "prefix")
-        self.timeout = options.seconds(timeout, "timeout", positive=True)
-        self.stale_after = options.seconds(stale_after, "stale_after", positive=True)
-        self.clock = options.clock(clock)
+        self.client: Any = client
+        self.asynchronous: bool = kind == "async"
+        self.prefix: str = checked_name(prefix, "prefix")
+        self.timeout: float = options.seconds(timeout, "timeout", positive=True)
+        self.stale_after: float = options.seconds(stale_after, "stale_after", positive=True)
+        self.clock: Clock = options.clock(clock)
         if not self.asynchronous and _socket_timeout(client) is None:
             warnings.warn(
                 "the fleet store's client has no socket_timeout: a hung store holds the store's pump (never a "
@@ -131,7 +131,7 @@ class FleetStore:
                 FleetWarning,
                 stacklevel=2,
             )
-        self.id = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        self.id: str = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self._members: weakref.WeakSet[Member] = weakref.WeakSet()
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -143,7 +143,7 @@ class FleetStore:
         self._closed = False
         self._idle_since: float | None = None  # since when the pump has had no member
         self.last_ok: float | None = None  # when an exchange last succeeded (None: never)
-        self.failures = 0  # failed exchanges since the last success
+        self.failures: int = 0  # failed exchanges since the last success
         self._waiting_since: float | None = None  # when the exchange in flight started (None: none is)
         self._retry_at = -float("inf")
 

@@ -54,8 +54,8 @@ Pairs = tuple[tuple[str, str | bytes], ...]
 
 class _Propagation:
     def __init__(self, *, reserve: options.Duration = DEFAULT_RESERVE, forward: bool = True) -> None:
-        self.reserve = options.seconds(reserve, "reserve")
-        self.forward = options.flag(forward, "forward")
+        self.reserve: float = options.seconds(reserve, "reserve")
+        self.forward: bool = options.flag(forward, "forward")
 
 
 class ContextPropagation(_Propagation, grpc.ServerInterceptor):

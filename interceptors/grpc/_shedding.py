@@ -69,12 +69,12 @@ class _Shedding:
             self._places = Places(options.count(limit, "limit", maximum=options.MAX_CALLS))
         if code not in (RESOURCE_EXHAUSTED, UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")
-        self.code = code
-        self.pushback = None if pushback is None else options.seconds(pushback, "pushback")
-        self.min_remaining = options.seconds(min_remaining, "min_remaining")
+        self.code: grpc.StatusCode = code
+        self.pushback: float | None = None if pushback is None else options.seconds(pushback, "pushback")
+        self.min_remaining: float = options.seconds(min_remaining, "min_remaining")
         self._latency = INITIAL_PUSHBACK
         self._lock = threading.Lock()
-        self.refused = 0
+        self.refused: int = 0
         """Calls refused so far (overload and too little time left)."""
         self.on_shed: options.Listener[Shed] | None = options.listener(on_shed, "on_shed")
         self._observers: tuple[Callable[[Any], object], ...] = ()

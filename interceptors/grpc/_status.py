@@ -124,7 +124,7 @@ class GrpcSemantics(Semantics):
         request_stream: bool = False,
     ) -> None:
         self.method = method
-        self.concurrent_attempts = not request_stream  # streamed requests are replayed to one attempt at a time
+        self.concurrent_attempts: bool = not request_stream  # streamed requests are replayed to one attempt at a time
         self._caller_error = caller_error
         self._response_type: type[Message] | None = None
 

@@ -240,7 +240,7 @@ class FaultProxy:
     def __init__(self, target: str) -> None:
         self._relay = _Relay(_address(target))
         self._finalizer = weakref.finalize(self, self._relay.close)
-        self.address = self._relay.address
+        self.address: str = self._relay.address
         """What clients dial: ``127.0.0.1:port``."""
 
     def pass_through(self) -> None:
