@@ -43,14 +43,17 @@ def _chain(policies: Sequence[Policy]) -> str:
 
 
 def _store() -> Any:
-    """A fleet store over a client that is never used (None without the ``fleet`` extra)."""
+    """A fleet store, closed: its policies are built and never exchange anything (None without the ``fleet``
+    extra)."""
     try:
         import redis
     except ImportError:
         return None
     from .fleet import FleetStore
 
-    return FleetStore(redis.Redis(socket_timeout=0.5), prefix="check")
+    store = FleetStore(redis.Redis(socket_timeout=0.5), prefix="check")
+    store.close()
+    return store
 
 
 def check(path: str) -> int:
@@ -59,10 +62,16 @@ def check(path: str) -> int:
     except OSError as error:
         print(f"{path}: cannot be read: {error.strerror or error}", file=sys.stderr)
         return 2
+    store = _store()
     try:
-        config = from_service_config(text, fleet_store=_store())
+        config = from_service_config(text, fleet_store=store)
     except ValueError as error:
         print(f"{path}: not a good service config: {error}", file=sys.stderr)
+        if store is None and "globalRateLimiter" in str(error):
+            print(
+                "  (to check globalRateLimiter blocks: pip install 'grpc-resilience-interceptors[fleet]')",
+                file=sys.stderr,
+            )
         return 2
     print(f"{path}: a good service config")
     print(f"  every other method: {_chain(config.policies)}")
@@ -73,7 +82,7 @@ def check(path: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m interceptors", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m interceptors", description="Tools for operators.")
     commands = parser.add_subparsers(dest="command", required=True)
     checking = commands.add_parser("check", help="check a service config and print the chain each method gets")
     checking.add_argument("config", help="the service config, a JSON file")

@@ -132,13 +132,12 @@ class Status(NamedTuple):
             pushback = ((PUSHBACK_MS, str(math.ceil(failure.remaining * 1000))),)  # as a server would ask
             return cls(code, str(failure), (), pushback, None)
         if isinstance(failure, grpc.RpcError) and not isinstance(failure, ResilienceError):
-            call: Any = failure
             return cls(
                 code,
-                _call_info(call.details) or "",
-                tuple(_call_info(call.initial_metadata) or ()),
-                tuple(_call_info(call.trailing_metadata) or ()),
-                _call_info(call.debug_error_string),
+                _call_info(failure, "details") or "",
+                tuple(_call_info(failure, "initial_metadata") or ()),
+                tuple(_call_info(failure, "trailing_metadata") or ()),
+                _call_info(failure, "debug_error_string"),
             )
         return cls(code, str(failure), (), (), None)
 
@@ -152,8 +151,10 @@ class Status(NamedTuple):
         return cls(OK, "", (), marker, None)
 
 
-def _call_info(method: Any) -> Any:
-    """What a failed call's accessor answers (None when another interceptor's error lacks it)."""
+def _call_info(call: object, accessor: str) -> Any:
+    """What a failed call's ``accessor`` answers (None when the error lacks it: another interceptor's, or
+    grpcio-testing's, which has no ``debug_error_string``)."""
+    method = getattr(call, accessor, None)
     return method() if callable(method) else None
 
 

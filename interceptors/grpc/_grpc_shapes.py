@@ -6,6 +6,7 @@ fails naming its version when one changes.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,8 @@ try:  # grpc's core status codes, for cancel_blocking
     _CANCELLED: Any = _CoreStatus.cancelled
 except (ImportError, AttributeError):  # pragma: no cover
     _CANCELLED = None
+
+_log = logging.getLogger("interceptors")
 
 BLOCKING: dict[object, bool] = {}
 
@@ -69,14 +72,19 @@ def cancellable_blocking(multicallable: Any) -> Callable[..., Any] | None:
     channel = getattr(multicallable, "_channel", None)
     if _CANCELLED is None or not callable(getattr(channel, "segregated_call", None)):
         return None
-    handing = copy.copy(multicallable)
-    handing._channel = _HandingChannel(channel)
+    try:
+        handing = copy.copy(multicallable)
+        handing._channel = _HandingChannel(channel)
+    except (TypeError, AttributeError):
+        return None
     return handing.with_call  # type: ignore[no-any-return]
 
 
-def hand_calls_to(receiver: Callable[[Any], object] | None) -> None:
-    """Hand each call that a :func:`cancellable_blocking` call of this thread makes to ``receiver`` (None: none)."""
-    _HANDS.receiver = receiver
+def hand_calls_to(receiver: Callable[[Any], object] | None) -> Callable[[Any], object] | None:
+    """Hand each call that a :func:`cancellable_blocking` call of this thread makes to ``receiver`` (None: none);
+    returns the receiver it replaces."""
+    outer, _HANDS.receiver = _HANDS.receiver, receiver
+    return outer
 
 
 def cancel_blocking(call: Any) -> None:
@@ -99,11 +107,14 @@ class _HandingChannel:
     def __init__(self, channel: Any) -> None:
         self._channel = channel
 
-    def segregated_call(self, *args: Any) -> Any:
-        call = self._channel.segregated_call(*args)
+    def segregated_call(self, *args: Any, **kwargs: Any) -> Any:
+        call = self._channel.segregated_call(*args, **kwargs)
         receiver = _HANDS.receiver
         if receiver is not None:
-            receiver(call)
+            try:
+                receiver(call)
+            except Exception:  # the call goes on, waited for as grpc waits for it: only it cannot be cancelled
+                _log.exception("a blocking call could not be handed over")
         return call
 
     def __getattr__(self, name: str) -> Any:

@@ -66,7 +66,7 @@ from ..fleet._store import FleetStore
 from ._channel import SERVICE_CONFIG, channel_options, option_pairs
 from ._core import CallMetrics, Flavour, Router
 from ._grpc_shapes import is_idle
-from ._status import on_codes
+from ._status import NO_CODES, on_codes
 
 __all__ = ["MAX_ATTEMPTS", "ServiceConfig", "from_service_config"]
 
@@ -490,7 +490,7 @@ def _retry(
 
 def _retryable(codes: list[grpc.StatusCode], cut: float | None) -> Callable[[BaseException], bool]:
     """Failures with one of ``codes``, and attempts the per-attempt Timeout (of ``cut`` seconds) cut."""
-    by_code = on_codes(*codes) if codes else _never
+    by_code = on_codes(*codes) if codes else NO_CODES
     return by_code if cut is None else _OrCut(by_code, cut)
 
 
@@ -517,12 +517,8 @@ def _hedging(config: object, path: str, budget: RetryBudget | None) -> HedgePoli
     delay, codes = config.get("hedgingDelay"), config.get("nonFatalStatusCodes")
     delay = 0.0 if delay is None else _duration(delay, f"{path}.hedgingDelay")
     codes = _codes([] if codes is None else codes, f"{path}.nonFatalStatusCodes", required=False)
-    non_fatal = on_codes(*codes) if codes else _never
+    non_fatal = on_codes(*codes) if codes else NO_CODES
     return HedgePolicy(delay=delay, max_attempts=attempts, non_fatal=non_fatal, budget=budget)
-
-
-def _never(failure: BaseException) -> bool:
-    return False
 
 
 def _throttling(config: object) -> RetryBudget | None:

@@ -106,6 +106,10 @@ class _OnCodes:
         return f"on_codes({', '.join(code.name for code in self._codes)})"
 
 
+NO_CODES = _OnCodes(())
+"""The predicate of no status code (a service config's empty list of codes)."""
+
+
 class GrpcSemantics(Semantics):
     """The policies' view of one gRPC method: failures by status code, pushback from trailers, protobuf answers."""
 

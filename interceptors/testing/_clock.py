@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import sys
 import threading
 from collections.abc import Callable
 
 __all__ = ["FakeClock"]
+
+_log = logging.getLogger("interceptors")
 
 _LARGEST = sys.float_info.max
 """Compared exactly: NaN, infinities and integers too large for a float are all outside."""
@@ -18,8 +21,8 @@ _LARGEST = sys.float_info.max
 class FakeClock:
     """A manual clock: ``sleep`` and ``asleep`` advance time at once instead of waiting.
 
-    Safe to share between threads and asyncio tasks. Every sleep is recorded in ``sleeps``, so tests can assert
-    the delays a policy chose without spending them.
+    Safe to share between threads and asyncio tasks. Every sleep of a policy (``sleep``, ``asleep``) is recorded in
+    ``sleeps``, so tests can assert the delays a policy chose without spending them.
 
     It is also a ``grpc_testing.Time`` (``time``, ``call_in``, ``call_at``, ``sleep_for``, ``sleep_until``): given to
     grpcio-testing (``grpc_testing.channel(descriptors, clock)``, ``grpc_testing.server_from_dictionary``) and to the
@@ -35,6 +38,7 @@ class FakeClock:
         self._lock = threading.Lock()
         self._scheduled: list[tuple[float, int, _Scheduled]] = []
         self._order = itertools.count()
+        self._running = threading.RLock()  # what is due runs one at a time, in time order
         self.sleeps: list[float] = []
 
     def now(self) -> float:
@@ -80,20 +84,28 @@ class FakeClock:
         self.advance(max(duration, 0.0))
 
     def sleep_until(self, time: float) -> None:
-        self.advance(max(time - self._now, 0.0))
+        with self._lock:
+            self._now = max(self._now, time)
+        self._run_due()
 
     def _run_due(self) -> None:
-        """Run what was scheduled for now or earlier, in time order (outside the lock: a behavior may schedule)."""
-        while True:
-            with self._lock:
-                if not self._scheduled or self._scheduled[0][0] > self._now:
-                    return
-                scheduled = heapq.heappop(self._scheduled)[2]
-            scheduled.run()
+        """Run what was scheduled for now or earlier, one at a time in time order (outside the clock's lock: a
+        behavior may schedule more); one that raises is logged, as grpc_testing's own fake time does."""
+        with self._running:
+            while True:
+                with self._lock:
+                    if not self._scheduled or self._scheduled[0][0] > self._now:
+                        return
+                    scheduled = heapq.heappop(self._scheduled)[2]
+                try:
+                    scheduled.run()
+                except Exception:
+                    _log.exception("a behavior scheduled on a FakeClock failed")
 
 
 class _Scheduled:
-    """What :meth:`FakeClock.call_at` scheduled: ``cancel()`` it before it runs (grpc_testing asks no more)."""
+    """What :meth:`FakeClock.call_at` scheduled: ``cancel()`` it before it runs (of a ``grpc.Future``, what
+    grpc_testing asks for: ``cancel`` and ``cancelled``)."""
 
     __slots__ = ("_behavior", "_lock", "_state")
 

@@ -34,24 +34,33 @@ def resilient_testing_channel(
 
 
 class _Accepting:
-    """grpcio-testing's channel, whose multicallables take what grpc's interceptor machinery passes on."""
+    """grpcio-testing's channel, whose multicallables take what grpc's interceptor machinery passes on (grpcio 1.65
+    and later pass ``_registered_method``, which grpcio-testing before 1.65 does not take)."""
 
     __slots__ = ("_channel",)
 
     def __init__(self, channel: Any) -> None:
         self._channel = channel
 
-    def unary_unary(self, *args: Any, **kwargs: Any) -> _Multicallable:
-        return _Multicallable(self._channel.unary_unary(*args, **kwargs))
+    def unary_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        return _Multicallable(self._channel.unary_unary(method, request_serializer, response_deserializer))
 
-    def unary_stream(self, *args: Any, **kwargs: Any) -> _Multicallable:
-        return _Multicallable(self._channel.unary_stream(*args, **kwargs))
+    def unary_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        return _Multicallable(self._channel.unary_stream(method, request_serializer, response_deserializer))
 
-    def stream_unary(self, *args: Any, **kwargs: Any) -> _Multicallable:
-        return _Multicallable(self._channel.stream_unary(*args, **kwargs))
+    def stream_unary(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        return _Multicallable(self._channel.stream_unary(method, request_serializer, response_deserializer))
 
-    def stream_stream(self, *args: Any, **kwargs: Any) -> _Multicallable:
-        return _Multicallable(self._channel.stream_stream(*args, **kwargs))
+    def stream_stream(
+        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
+    ) -> Any:
+        return _Multicallable(self._channel.stream_stream(method, request_serializer, response_deserializer))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)

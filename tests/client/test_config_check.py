@@ -8,10 +8,13 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from interceptors.__main__ import check as check_config
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -112,3 +115,18 @@ def test_a_config_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
     )
     assert (checked.returncode, checked.stdout) == (2, "")
     assert "cannot be read" in checked.stderr
+
+
+def test_a_global_rate_limiter_is_checked_without_a_store(tmp_path: Path) -> None:
+    """Its block is built (its options checked) on a store that is closed: no pump starts, nothing is contacted."""
+    path = tmp_path / "service-config.json"
+    path.write_text(json.dumps({"methodConfig": [{"name": [{}], "resilience": {"globalRateLimiter": GOOD_LIMIT}}]}))
+    before = {thread.ident for thread in threading.enumerate()}
+    assert check_config(str(path)) == 0
+    started = [thread.name for thread in threading.enumerate() if thread.ident not in before]
+    assert not [name for name in started if name.startswith("fleet")], started
+    path.write_text(json.dumps({"methodConfig": [{"name": [{}], "resilience": {"globalRateLimiter": {"key": 1}}}]}))
+    assert check_config(str(path)) == 2
+
+
+GOOD_LIMIT = {"key": "shop", "maxCalls": 250}

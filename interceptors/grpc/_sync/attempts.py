@@ -92,7 +92,7 @@ def _hedged_attempt(execution: Execution, futures: Send, alone: Send | None) -> 
         return cancellable_attempt(execution, futures, succeeded, True)
     if execution.abandoned:  # cancelled before it was sent: it never will be
         raise asyncio.CancelledError
-    hand_calls_to(functools.partial(_handed, execution))
+    outer = hand_calls_to(functools.partial(_handed, execution))
     try:
         return alone(execution)[1]  # (response, call): the call, finished, whose result() is the response
     except grpc.RpcError:
@@ -100,7 +100,7 @@ def _hedged_attempt(execution: Execution, futures: Send, alone: Send | None) -> 
             raise asyncio.CancelledError from None
         raise
     finally:
-        hand_calls_to(None)
+        hand_calls_to(outer)
 
 
 def _handed(execution: Execution, call: Any) -> None:

@@ -94,10 +94,9 @@ class ResilienceInterceptor(
                 route, via_continuation(self._router, continuation, client_call_details, request), request, timeout
             )
         incoming = INCOMING.get()
+        # attempts that the incoming call's cancellation, or a hedge that won, can cancel
         multicallables = None if incoming is None and not route.hedged else multicallables_of(continuation)
-        if (
-            multicallables is not None
-        ):  # attempts that the incoming call's cancellation, or a hedge that won, can cancel
+        if multicallables is not None:
             multicallable, metadata = multicallables(client_call_details.method), client_call_details.metadata
             options = {
                 "credentials": client_call_details.credentials,
@@ -208,7 +207,7 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
     """
 
     @functools.cached_property
-    def _cancellable(self) -> Callable[..., Any] | None:
+    def _own_attempt(self) -> Callable[..., Any] | None:
         """For hedged calls: grpc's ``with_call``, whose call a hedge that wins can cancel (see
         :func:`.._grpc_shapes.cancellable_blocking`)."""
         return cancellable_blocking(self._multicallable)
@@ -230,7 +229,7 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
             return ended.result(), ended
         if route.hedged:  # hedges as grpc futures, and the caller's own attempt blocking: either can be cancelled
             futures = directly(self._multicallable.future, request, metadata, options)
-            with_call = self._cancellable
+            with_call = self._own_attempt
             alone = None if with_call is None else directly(with_call, request, metadata, options)
             ended = run_blocking(route, futures, request, timeout, alone)
             return ended.result(), ended
