@@ -118,6 +118,7 @@ class Run:
 
     outcomes: list[Outcome] = field(default_factory=list)
     switches: list[tuple[float, str]] = field(default_factory=list)
+    lateness: float = 0.0  # the longest the machine held a caller past the time it was paced to start a call
 
     def note(self, what: str) -> None:
         self.switches.append((time.monotonic(), what))
@@ -174,6 +175,7 @@ class SyncLoad:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self.outcomes: list[Outcome] = []
+        self.lateness = 0.0  # see Run.lateness
         self._threads = [threading.Thread(target=self._work, args=(i,), daemon=True) for i in range(chaos.workers)]
 
     def start(self) -> SyncLoad:
@@ -188,8 +190,8 @@ class SyncLoad:
             self._stopping.wait(max(0.0, next_at - time.monotonic()))
             if self._stopping.is_set():
                 return
-            next_at += interval
             start = time.monotonic()
+            late, next_at = start - next_at, next_at + interval
             try:
                 reply, call = self._method.with_call(self._request(), timeout=self._chaos.deadline)
                 result = _result(reply, call)
@@ -197,6 +199,7 @@ class SyncLoad:
                 result = _failure(error)
             with self._lock:
                 self.outcomes.append(Outcome(start, time.monotonic(), result))
+                self.lateness = max(self.lateness, late)
 
     def stop(self) -> list[Outcome]:
         self._stopping.set()
@@ -212,6 +215,7 @@ class AioLoad:
         self._method, self._request, self._chaos, self._loop = method, _requests(request), chaos, loop
         self._stopping = False
         self.outcomes: list[Outcome] = []
+        self.lateness = 0.0  # see Run.lateness
         self._tasks: list[Any] = []
 
     def start(self) -> AioLoad:
@@ -228,8 +232,8 @@ class AioLoad:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             if self._stopping:
                 return
-            next_at += interval
             start = time.monotonic()
+            self.lateness, next_at = max(self.lateness, start - next_at), next_at + interval
             try:
                 call = self._method(self._request(), timeout=self._chaos.deadline)
                 reply = await call
@@ -309,6 +313,7 @@ def during(load: SyncLoad | AioLoad, run: Run, steps: Sequence[Step]) -> Run:
         run.note(name)
         act()
     run.outcomes = load.stop()
+    run.lateness = load.lateness
     return run
 
 
@@ -360,9 +365,11 @@ def graceful_steps(backend: Backend, scale: float = 1.0) -> list[Step]:
 
 
 def figures(run: Run, chaos: Chaos, *, lifted: str | None) -> dict[str, Any]:
-    """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline and
-    ``chaos.slack``; after ``lifted``, the time to the first real answer, and nothing but answers once recovered
-    (see :func:`engagement` for what happens after ``fault``)."""
+    """A run's figures, each beside its target: no exception but RpcError; every call ended by its deadline,
+    ``chaos.slack`` and the longest the machine held a caller late (``Run.lateness``: a machine that holds the
+    load's own threads or loop that long holds a call's end as long; a hung call waits seconds); after ``lifted``,
+    the time to the first real answer, and nothing but answers once recovered (see :func:`engagement` for what
+    happens after ``fault``)."""
     latencies = [o.latency for o in run.outcomes]
     found: dict[str, Any] = {
         "calls": len(run.outcomes),
@@ -371,7 +378,8 @@ def figures(run: Run, chaos: Chaos, *, lifted: str | None) -> dict[str, Any]:
         "p99_ms": percentile(latencies, 99) * 1000,
         "max_ms": max(latencies, default=0.0) * 1000,
         "exceptions": run.exceptions(),
-        "deadline_ms": (chaos.deadline + chaos.slack) * 1000,
+        "lateness_ms": run.lateness * 1000,
+        "deadline_ms": (chaos.deadline + chaos.slack + run.lateness) * 1000,
     }
     found["within_deadline"] = found["max_ms"] <= found["deadline_ms"]
     if lifted is not None:
