@@ -42,25 +42,22 @@ class _Accepting:
     def __init__(self, channel: Any) -> None:
         self._channel = channel
 
-    def unary_unary(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
-    ) -> Any:
-        return _Multicallable(self._channel.unary_unary(method, request_serializer, response_deserializer))
+    def _multicallable(
+        self, kind: str, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any
+    ) -> _Multicallable:
+        return _Multicallable(getattr(self._channel, kind)(method, request_serializer, response_deserializer))
 
-    def unary_stream(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
-    ) -> Any:
-        return _Multicallable(self._channel.unary_stream(method, request_serializer, response_deserializer))
+    def unary_unary(self, *args: Any, **_: Any) -> _Multicallable:
+        return self._multicallable("unary_unary", *args)
 
-    def stream_unary(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
-    ) -> Any:
-        return _Multicallable(self._channel.stream_unary(method, request_serializer, response_deserializer))
+    def unary_stream(self, *args: Any, **_: Any) -> _Multicallable:
+        return self._multicallable("unary_stream", *args)
 
-    def stream_stream(
-        self, method: str, request_serializer: Any = None, response_deserializer: Any = None, *_: Any, **__: Any
-    ) -> Any:
-        return _Multicallable(self._channel.stream_stream(method, request_serializer, response_deserializer))
+    def stream_unary(self, *args: Any, **_: Any) -> _Multicallable:
+        return self._multicallable("stream_unary", *args)
+
+    def stream_stream(self, *args: Any, **_: Any) -> _Multicallable:
+        return self._multicallable("stream_stream", *args)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._channel, name)

@@ -64,14 +64,19 @@ class Unavailable(pb_grpc.CatalogServicer):
         yield pb.Total()
 
 
-@pytest.fixture(scope="module")
-def catalog() -> Iterator[str]:
+def serving(servicer: pb_grpc.CatalogServicer) -> Iterator[str]:
+    """A catalog server on 127.0.0.1 for ``servicer`` while the generator is open: its address."""
     server = grpc.server(futures.ThreadPoolExecutor(8))
-    pb_grpc.add_CatalogServicer_to_server(Unavailable(), server)
+    pb_grpc.add_CatalogServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     yield f"127.0.0.1:{port}"
     server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Iterator[str]:
+    yield from serving(Unavailable())
 
 
 def items() -> Iterator[Any]:

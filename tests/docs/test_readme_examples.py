@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
 import grpc
@@ -16,7 +15,7 @@ import pytest
 from catalog.v1 import catalog_pb2 as pb
 from catalog.v1 import catalog_pb2_grpc as pb_grpc
 
-from .test_readme import EXAMPLES, README
+from .test_readme import EXAMPLES, README, serving
 
 RUN_ELSEWHERE = {
     "## Usage: gRPC clients": "test_readme.py: every method of a service of many response types",
@@ -71,12 +70,7 @@ class Catalog(pb_grpc.CatalogServicer):
 
 @pytest.fixture
 def catalog() -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(8))
-    pb_grpc.add_CatalogServicer_to_server(Catalog(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None)
+    yield from serving(Catalog())
 
 
 WHAT_IT_PRINTS = {
