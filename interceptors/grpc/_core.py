@@ -568,7 +568,8 @@ def attempt_metadata(metadata: Any, execution: Execution, router: Router | None 
         warnings.warn(
             "grpc-previous-rpc-attempts: grpcio strips it from the retries of an intercepted channel that has its own "
             "retries on (its default), so servers cannot tell retries apart; make the channel with "
-            "options=[('grpc.enable_retries', 0)], or use interceptors.resilient_channel, which does",
+            "options=[('grpc.enable_retries', 0)], or use interceptors.resilient_channel, which does (a channel made "
+            "so already: this interceptor cannot see its options; filter this warning)",
             StackedRetriesWarning,
             stacklevel=2,
         )
