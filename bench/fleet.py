@@ -30,7 +30,7 @@ import redis
 from demo.v1 import service_b_pb2, service_b_pb2_grpc
 
 from bench.backend import ROOT, Backend
-from bench.stats import paired, percentile
+from bench.stats import Batch, batch, paired, percentile
 from interceptors import RateLimiter, resilient_channel
 from interceptors.fleet import FleetStore, GlobalRateLimiter
 from interceptors.testing import FaultProxy
@@ -182,17 +182,15 @@ def healthy(url: str, batches: int = 100, n: int = 100) -> dict[str, Any]:
         limited = resilient_channel(backend.target, GlobalRateLimiter(FleetStore(client, prefix="bench"), "h", 100_000))
         local = resilient_channel(backend.target, RateLimiter(100_000))
 
-        def timed(channel: grpc.Channel) -> Callable[[], float]:
+        def timed(channel: grpc.Channel) -> Callable[[], Batch]:
             stub = service_b_pb2_grpc.ServiceBStub(channel)
             stub.Hello(REQUEST, timeout=5)
 
-            def run() -> float:
-                started = time.perf_counter()
+            def calls() -> None:
                 for _ in range(n):
                     stub.Hello(REQUEST, timeout=5)
-                return (time.perf_counter() - started) / n * 1e6
 
-            return run
+            return batch(calls, n)
 
         others = {"global rate limiter": timed(limited), "rate limiter": timed(local)}
         result = paired(batches, timed(bare), others)

@@ -32,7 +32,7 @@ import interceptors
 from bench import approaches, engine, fleet, report, streams, tail
 from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend, Hop
-from bench.stats import paired, percentile, quartiles
+from bench.stats import Batch, batch, paired, percentile, quartiles
 from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,32 +47,28 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
     with Backend() as backend:
         clients = {a.name: a.sync(backend.target, budget) for a in [BARE, *HEALTHY]}
 
-        def timed(client: Client) -> Callable[[], float]:
-            def run() -> float:
-                start = time.perf_counter()
+        def calls(client: Client) -> Callable[[], None]:
+            def run() -> None:
                 for _ in range(n):
                     client.call()
-                return (time.perf_counter() - start) / n * 1e6
 
             return run
 
-        sync = _compare(batches, {name: timed(client) for name, client in clients.items()})
+        sync = _compare(batches, {name: batch(calls(client), n) for name, client in clients.items()})
         for client in clients.values():
             client.close()
 
         loop = asyncio.new_event_loop()
         aio_clients = {a.name: loop.run_until_complete(_aio(a, backend.target, budget)) for a in [BARE, *HEALTHY]}
 
-        def atimed(client: Client) -> Callable[[], float]:
-            async def batch() -> float:
-                start = time.perf_counter()
+        def acalls(client: Client) -> Callable[[], None]:
+            async def run() -> None:
                 for _ in range(n):
                     await client.call()
-                return (time.perf_counter() - start) / n * 1e6
 
-            return lambda: loop.run_until_complete(batch())
+            return lambda: loop.run_until_complete(run())
 
-        aio = _compare(batches, {name: atimed(client) for name, client in aio_clients.items()})
+        aio = _compare(batches, {name: batch(acalls(client), n) for name, client in aio_clients.items()})
         for client in aio_clients.values():
             loop.run_until_complete(client.close())
         loop.close()
@@ -85,7 +81,7 @@ async def _aio(approach: Approach, target: str, budget: Budget) -> Client:
     return await approach.aio(target, budget)
 
 
-def _compare(batches: int, runs: dict[str, Callable[[], float]]) -> dict[str, Any]:
+def _compare(batches: int, runs: dict[str, Callable[[], Batch]]) -> dict[str, Any]:
     for run in runs.values():
         run()  # connect and warm up
     return paired(batches, runs.pop(BARE.name), runs)
