@@ -4,17 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.installed-dev
+EXTRAS := status,otel,fleet
+# the library's extras, and the contributors' dependency groups (pyproject.toml; pip 25.1 reads them)
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck pytest proto demo bench bench-quick chaos soak clean matrix floors dist
+.PHONY: test lint typecheck docs pytest proto demo bench bench-quick chaos soak clean matrix floors dist ops
 
-test: lint typecheck pytest
+test: lint typecheck docs pytest
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]' --group dev
 	touch $@
 
 $(GEN)/.stamp: $(STAMP) $(PROTOS)
@@ -35,6 +37,10 @@ lint: proto
 
 typecheck: proto
 	$(BIN)/mypy
+
+docs: $(STAMP)
+	@# the documentation site (mkdocs.yml), into site/: a warning fails it; nothing is fetched
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
 WORKERS ?= 6
 pytest: proto
@@ -65,26 +71,28 @@ dist: $(STAMP)
 	$(PY) -c "import json; s = json.load(open('dist/typed/report.json'))['typeCompleteness']['completenessScore']; \
 		print(f'type completeness: {s:.1%}'); raise SystemExit(s < 0.98)"
 
+ops: proto
+	@# promtool comes with Debian's prometheus package: installed here when absent (as root, from the registry)
+	@command -v promtool >/dev/null || { echo "installing Debian's prometheus package (promtool)"; \
+		export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends prometheus >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; }
+	@# the Prometheus rules and the Grafana dashboard (docs/operations/), promtool required this time
+	REQUIRE_PROMTOOL=1 $(BIN)/pytest -p no:cacheprovider tests/ops
+
 demo: proto
 	$(PY) -m service_a.scenarios
 
-BENCH_STAMP := $(VENV)/.installed-bench
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
-	touch $@
-
-bench: proto $(BENCH_STAMP)
+bench: proto
 	$(PY) -m bench.run
 
-bench-quick: proto $(BENCH_STAMP)
+bench-quick: proto
 	$(PY) -m bench.run --quick
 
-chaos: proto $(BENCH_STAMP)
+chaos: proto
 	$(PY) -m bench.chaos_run
 
 soak: proto $(STAMP)
 	$(PY) -m bench.soak --calls 1000000
 
 clean:
-	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix dist
+	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix dist site

@@ -2,5 +2,15 @@
 
 from .engine._options import Duration, FailurePredicate, Handles, Listener, PushbackReader
 from .grpc._core import CallMetrics, MethodPolicies
+from .grpc._streams import Resumer
 
-__all__ = ["CallMetrics", "Duration", "FailurePredicate", "Handles", "Listener", "MethodPolicies", "PushbackReader"]
+__all__ = [
+    "CallMetrics",
+    "Duration",
+    "FailurePredicate",
+    "Handles",
+    "Listener",
+    "MethodPolicies",
+    "PushbackReader",
+    "Resumer",
+]

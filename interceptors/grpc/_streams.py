@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from ..engine._execution import Execution, Settle, settle
 from ..engine._policy import AsyncLink, Link, Policy
@@ -223,6 +223,11 @@ def replay_of(requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> Repla
     return AsyncReplay(requests, limit) if isinstance(requests, AsyncIterable) else Replay(requests, limit)
 
 
+Resumer: TypeAlias = Callable[[Any, Sequence[Any]], Any]
+"""A :class:`StreamResume` hook: ``resume(request, delivered)`` gets the call's first request and the messages
+delivered so far, and returns the request that continues the stream, or None to let the failure end the call."""
+
+
 class StreamResume(Policy):
     """Resumes a server-streaming call that fails after it has delivered messages (beyond gRPC's retries, which
     stop at commit), for streams that are safe to resume.
@@ -241,10 +246,10 @@ class StreamResume(Policy):
     """
 
     __slots__ = ("resume",)
-    resume: Callable[[Any, Sequence[Any]], Any]
+    resume: Resumer
     serves_deferred = True
 
-    def __init__(self, resume: Callable[[Any, Sequence[Any]], Any]) -> None:
+    def __init__(self, resume: Resumer) -> None:
         if not callable(resume):
             raise ValueError(f"resume must be a function of (request, delivered), got {resume!r}")
         self._init(resume=resume)

@@ -7,6 +7,7 @@ answers the methods whose response has its field and steps aside for the others,
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from concurrent import futures
@@ -162,3 +163,11 @@ def test_the_fleet_example_runs_against_a_real_store(catalog: str) -> None:
         example["store"].close()
     finally:
         server.stop()
+
+
+def test_the_readme_links_only_what_works_on_pypi() -> None:
+    """PyPI shows the README alone, with no repository around it: every link and image is an absolute URL."""
+    text = README.read_text()
+    targets = re.findall(r"\]\(([^)\s]*)", text) + re.findall(r"<img[^>]+src=\"([^\"]*)\"", text)
+    assert targets  # failsafe-go's site, Keep a Changelog, ...
+    assert [t for t in targets if not t.startswith("https://")] == []
