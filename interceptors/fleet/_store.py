@@ -18,13 +18,13 @@ import random
 import re
 import socket
 import threading
-import warnings
 import weakref
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from ..engine import _options as options
 from ..engine._clock import Clock
+from ..engine._warn import warn
 
 __all__ = ["FleetStore", "FleetWarning"]
 
@@ -125,11 +125,10 @@ class FleetStore:
         self.stale_after: float = options.seconds(stale_after, "stale_after", positive=True)
         self.clock: Clock = options.clock(clock)
         if not self.asynchronous and _socket_timeout(client) is None:
-            warnings.warn(
+            warn(
                 "the fleet store's client has no socket_timeout: a hung store holds the store's pump (never a "
                 "caller) until the connection ends; pass socket_timeout to the client",
                 FleetWarning,
-                stacklevel=2,
             )
         self.id: str = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
         self._members: weakref.WeakSet[Member] = weakref.WeakSet()

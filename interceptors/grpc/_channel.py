@@ -13,11 +13,12 @@ default.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
+
+from ..engine._warn import warn
 
 ENABLE_RETRIES = "grpc.enable_retries"
 SERVICE_CONFIG = "grpc.service_config"
@@ -64,10 +65,9 @@ def channel_options(options: object, *, retries: bool) -> list[tuple[str, Any]]:
         if retries:
             result.append((ENABLE_RETRIES, 0))
     elif settings[ENABLE_RETRIES] and retries:
-        warnings.warn(
+        warn(
             f"{ENABLE_RETRIES} is on under a RetryPolicy: grpcio strips the grpc-previous-rpc-attempts of its "
             "retries, and would multiply its attempts by any retry policy a resolver supplies",
             StackedRetriesWarning,
-            stacklevel=3,
         )
     return result

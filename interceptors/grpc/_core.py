@@ -20,7 +20,6 @@ import functools
 import math
 import os
 import types
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, cast
@@ -44,6 +43,7 @@ from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
 from ..engine._retry import RetryPolicy
+from ..engine._warn import warn
 from ._channel import StackedRetriesWarning
 from ._fit import FallbackMisfitWarning, fitted, misfits, reasons, service_methods
 from ._incoming import INCOMING, IncomingCall, wire_unit
@@ -565,13 +565,12 @@ def attempt_metadata(metadata: Any, execution: Execution, router: Router | None 
         return metadata
     if router is not None and router.unwarned:
         router.unwarned = False
-        warnings.warn(
+        warn(
             "grpc-previous-rpc-attempts: grpcio strips it from the retries of an intercepted channel that has its own "
             "retries on (its default), so servers cannot tell retries apart; make the channel with "
             "options=[('grpc.enable_retries', 0)], or use interceptors.resilient_channel, which does (a channel made "
             "so already: this interceptor cannot see its options; filter this warning)",
             StackedRetriesWarning,
-            stacklevel=2,
         )
     kept = tuple(pair for pair in metadata or () if pair[0] != PREVIOUS_ATTEMPTS)
     return (*kept, (PREVIOUS_ATTEMPTS, str(execution.attempts - 1)))
@@ -674,11 +673,10 @@ class Router:
         _keep(self._checked, service, None)  # checked: a service refused is refused again, each time
         for policy, methods in unfit.items():
             listed = "; ".join(methods)
-            warnings.warn(
+            warn(
                 f"{policy.name} steps aside for the methods of {service} it does not fit: {listed}. Their failures "
                 "reach the caller as they are; give them a chain of their own (methods=...)",
                 FallbackMisfitWarning,
-                stacklevel=4,
             )
 
     def route(self, method: str | bytes, kind: tuple[bool, bool] = UNARY, calling: bool = True) -> Route | None:

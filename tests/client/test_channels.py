@@ -343,3 +343,18 @@ def test_an_intercepted_channel_with_grpcs_retries_on_warns_once_that_the_header
     with pytest.warns(StackedRetriesWarning):
         seen = retried([("grpc.enable_retries", 0)], "off")  # it cannot tell: it warns all the same
     assert "1" in seen
+
+
+def test_a_warning_names_the_line_of_the_users_code() -> None:
+    """Not a line of the library's: the one that made the channel (sync and aio helpers)."""
+    with pytest.warns(StackedRetriesWarning) as heard:
+        resilient_channel("127.0.0.1:1", RetryPolicy(), options=[("grpc.enable_retries", 1)]).close()
+
+    async def made() -> None:
+        await interceptors.aio.resilient_channel(
+            "127.0.0.1:1", RetryPolicy(), options=[("grpc.enable_retries", 1)]
+        ).close()
+
+    with pytest.warns(StackedRetriesWarning) as heard_aio:
+        AIO_LOOP.run(made())
+    assert {w.filename for w in [*heard, *heard_aio] if w.category is StackedRetriesWarning} == {__file__}

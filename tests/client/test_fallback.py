@@ -18,6 +18,7 @@ from interceptors import (
     CircuitBreaker,
     Fallback,
     FallbackMisfitWarning,
+    ResilienceInterceptor,
     RetryPolicy,
     Timeout,
     resilient_channel,
@@ -211,3 +212,18 @@ def test_a_fallback_without_a_reserve_leaves_the_callers_deadline_final(server: 
         outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
     assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: server.attempts("late") == 2)  # the retry, cut by the caller's deadline, was sent
+
+
+def test_a_misfit_warning_names_the_line_of_the_users_code(server: ScriptedServer) -> None:
+    """The line that made the stub (a helper's channel), or that made the first call (grpc's interceptor hooks)."""
+    fallback = Fallback(value=pb.Reply(text="fallback"))  # fits the unary responses, not the streams
+    with pytest.warns(FallbackMisfitWarning) as heard, resilient_channel(server.target, fallback) as channel:
+        pb_grpc.ScriptedStub(channel)
+    intercepted = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]), ResilienceInterceptor(fallback)
+    )
+    with pytest.warns(FallbackMisfitWarning) as heard_intercepted, intercepted:
+        pb_grpc.ScriptedStub(intercepted).Unary(Request(id="misfit"), timeout=5)
+    misfits = [w for w in [*heard, *heard_intercepted] if w.category is FallbackMisfitWarning]
+    assert len(misfits) == 2
+    assert {w.filename for w in misfits} == {__file__}
