@@ -180,6 +180,7 @@ class CircuitBreaker(Policy):
         self._machine.move_to(CircuitState.CLOSED)
 
     def half_open(self) -> None:
+        """Half-open now, as after the delay: trial calls go through (``success_window`` at once)."""
         self._machine.move_to(CircuitState.HALF_OPEN)
 
     def force_open(self) -> None:

@@ -43,8 +43,8 @@ __all__ = [
 
 
 class CircuitState(str, enum.Enum):
-    """States of a circuit breaker (equal to their names in lower case, e.g. ``"half-open"``). FORCED_OPEN and
-    DISABLED are only entered by hand."""
+    """States of a circuit breaker, equal to their names in lower case with a hyphen (``"closed"``, ``"open"``,
+    ``"half-open"``, ``"forced-open"``, ``"disabled"``). FORCED_OPEN and DISABLED are only entered by hand."""
 
     CLOSED = "closed"
     OPEN = "open"
@@ -67,15 +67,20 @@ class CircuitMetrics:
 
     @property
     def failure_rate(self) -> float:
+        """Failures per execution (0 with none)."""
         return self.failures / self.executions if self.executions else 0.0
 
     @property
     def slow_call_rate(self) -> float:
+        """Slow calls per execution (0 with none)."""
         return self.slow_calls / self.executions if self.executions else 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitStateChanged:
+    """The breaker moved from ``old`` to ``new`` (by itself, or by hand); ``metrics``: the counts of the window
+    that decided it."""
+
     old: CircuitState
     new: CircuitState
     metrics: CircuitMetrics

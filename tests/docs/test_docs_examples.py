@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def test_the_example_runs_as_written(where: str, example: Any, printed: str, cat
     namespace: dict[str, Any] = {"__name__": "docs"}
     out = io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):
+        with contextlib.redirect_stdout(out), warnings.catch_warnings():
+            warnings.simplefilter("error")  # an example a user copies warns of nothing
             exec(compile("\n" * example.line + code, str(example.path), "exec"), namespace)
     finally:
         for value in namespace.values():
