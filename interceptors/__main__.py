@@ -16,15 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import from_service_config
+from . import Backoff, RandomDelay, from_service_config
 from .engine import Policy
 
 _UNSET = object()
 
 
-def describe(policy: Policy) -> str:
-    """``Type(setting=value, ...)``: the policy's settings that differ from their defaults (listeners, clocks and the
-    default name left out)."""
+def describe(policy: Any) -> str:
+    """``Type(setting=value, ...)``: the settings of a policy (or of a delay it holds) that differ from their
+    defaults, listeners, clocks and the default name left out; a setting whose default is None shows the value it
+    was given or derived (a breaker's ``failure_window`` from its ``failure_threshold``)."""
     settings = []
     for parameter in inspect.signature(type(policy)).parameters.values():
         name = parameter.name
@@ -34,8 +35,15 @@ def describe(policy: Policy) -> str:
         if value is _UNSET or name in ("clock", "store") or (name == "name" and value == type(policy).__name__):
             continue
         if parameter.default is inspect.Parameter.empty or value != parameter.default:
-            settings.append(f"{name}={value!r}")
+            settings.append(f"{name}={_shown(value)}")
     return f"{type(policy).__name__}({', '.join(settings)})"
+
+
+def _shown(value: Any) -> str:
+    """A setting's value: a delay of ours (``Backoff``, ``RandomDelay``) described as a policy is, else its repr."""
+    if isinstance(value, (Backoff, RandomDelay)):
+        return describe(value)
+    return repr(value)
 
 
 def _chain(policies: Sequence[Policy]) -> str:
