@@ -30,7 +30,7 @@ class Policy(abc.ABC):
     __slots__ = ("__weakref__", "_observers", "name")
     name: str
     _observers: tuple[Callable[[Any], object], ...]
-    """Who hears its events besides its ``on_*`` listeners (see :func:`~interceptors.engine._options.observe`)."""
+    """Who hears its events besides its ``on_*`` listeners (an :class:`interceptors.otel.Metrics` given the policy)."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         made = super().__new__(cls)

@@ -53,9 +53,9 @@ class ResilienceInterceptor(
     "/pkg.Service/*": [...]}``; an empty chain, or no policies at all for a method, lets its calls pass untouched.
     Every chain is checked when the interceptor is built.
 
-    Every kind of call gets every policy. Streaming calls are retried until they commit (see
-    :mod:`interceptors.grpc._streams`): a server or bidi stream at its first response message, any stream whose
-    requests outgrow ``replay_buffer``; breakers, bulkheads and limiters count a stream's final status, once.
+    Every kind of call gets every policy. Streaming calls are retried until they commit: a server or bidi stream
+    at its first response message (after which a :class:`StreamResume` can resume a server stream), any stream
+    whose requests outgrow ``replay_buffer``; breakers, bulkheads and limiters count a stream's final status, once.
 
     :param policies: the chain for every method (default: none), first outermost.
     :param methods: chains by ``/pkg.Service/Method`` or ``/pkg.Service/*`` (default None); ValueError for a key
@@ -156,7 +156,7 @@ def resilient_channel(
 
     It behaves as ``grpc.intercept_channel(channel, ResilienceInterceptor(...))`` but sends unary calls without
     grpc's interceptor machinery, which costs more per call than the policies. grpcio's own retries are turned
-    off where a RetryPolicy or a HedgePolicy applies (see :mod:`interceptors.grpc._channel`). A gRPC service config
+    off where a RetryPolicy or a HedgePolicy applies (their attempts would multiply grpc's). A gRPC service config
     (``service_config=``, or the ``grpc.service_config`` option) is converted to policies (see
     :func:`interceptors.from_service_config`): its retries, hedging and throttling run as policies, under the chains
     given here (``policies`` replaces its default chain, ``methods`` entries its own), and grpc gets the rest.
