@@ -30,7 +30,7 @@ import redis
 from demo.v1 import service_b_pb2, service_b_pb2_grpc
 
 from bench.backend import ROOT, Backend
-from bench.stats import Batch, batch, paired, percentile
+from bench.stats import Batch, measure, paired, percentile
 from interceptors import RateLimiter, resilient_channel
 from interceptors.fleet import FleetStore, GlobalRateLimiter
 from interceptors.testing import FaultProxy
@@ -190,7 +190,7 @@ def healthy(url: str, batches: int = 100, n: int = 100) -> dict[str, Any]:
                 for _ in range(n):
                     stub.Hello(REQUEST, timeout=5)
 
-            return batch(calls, n)
+            return measure(calls, n)
 
         others = {"global rate limiter": timed(limited), "rate limiter": timed(local)}
         result = paired(batches, timed(bare), others)

@@ -31,25 +31,29 @@ OURS_RECOMMENDED = "ours: recommended"
 def _healthy_rows(results: dict[str, Any], kind: str) -> list[str]:
     suite = results["healthy"][kind]
     bare = suite[BARE.name]
-    rows = [f"| {BARE.name} | {bare['us_per_call']['median']:.0f} | 1.000 | | {_cpu(bare)} | |"]
+    rows = [
+        f"| {BARE.name} | {bare['us_per_call']['median']:.0f} | 1.000 | | {bare['cpu_us_per_call']['median']:.0f} | |"
+    ]
     for name, r in suite.items():
         if name != BARE.name:
             q = r["ratio"]
-            extra = f"{r['cpu_over_bare']['median']:+.1f}" if "cpu_over_bare" in r else ""
             rows.append(
                 f"| {name} | {r['us_per_call']['median']:.0f} | {q['median']:.3f} | {q['q1']:.3f}..{q['q3']:.3f} "
-                f"| {_cpu(r)} | {extra} |"
+                f"| {r['cpu_us_per_call']['median']:.0f} | {_extra_cpu(suite, name)} |"
             )
     return rows
 
 
+def _extra_cpu(suite: dict[str, Any], name: str) -> str:
+    """The CPU ``name`` spends per call beyond a bare call's (median over its pairs of batches), in µs."""
+    return f"{suite[name]['cpu_over_bare']['median']:+.1f}"
+
+
 def _cpu_line(suite: dict[str, Any]) -> list[str]:
-    """What ours adds in CPU per call, beside grpc's own pieces (nothing for results from before it was measured)."""
-    if "cpu_over_bare" not in suite[OURS_COMPOSED]:
-        return []
+    """What ours adds in CPU per call, beside grpc's own pieces."""
 
     def extra(name: str) -> str:
-        return f"{suite[name]['cpu_over_bare']['median']:+.1f} µs"
+        return f"{_extra_cpu(suite, name)} µs"
 
     return [
         "",
@@ -57,11 +61,6 @@ def _cpu_line(suite: dict[str, Any]) -> list[str]:
         f"{extra(OURS_INTERCEPTED)} (the hooks alone {extra(GRPC_INTERCEPTED)}), hedged {extra(OURS_HEDGED)} (an "
         f"attempt as hedged by hand {extra(GRPC_BY_HAND)}), with OpenTelemetry metrics {extra(OURS_MEASURED)}.",
     ]
-
-
-def _cpu(measured: dict[str, Any]) -> str:
-    """CPU µs per call, where the suite measured it (results from before it did have none)."""
-    return f"{measured['cpu_us_per_call']['median']:.0f}" if "cpu_us_per_call" in measured else ""
 
 
 def _ratio(suite: dict[str, Any], name: str) -> float:
@@ -86,7 +85,7 @@ def console(results: dict[str, Any]) -> str:
             if name != BARE.name:
                 lines.append(
                     f"  {name:44} {r['ratio']['median']:.3f}x  ({r['us_per_call']['median']:.0f} us/call, "
-                    f"CPU {r['cpu_over_bare']['median']:+.1f} us)"
+                    f"CPU {_extra_cpu(results['healthy'][kind], name)} us)"
                 )
     return "\n".join(lines)
 

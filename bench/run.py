@@ -32,7 +32,7 @@ import interceptors
 from bench import approaches, engine, fleet, report, streams, tail
 from bench.approaches import BARE, CHAINS, HEALTHY, NO_RETRIES, REQUEST, UNDER_FAULTS, Approach, Budget, Client
 from bench.backend import Backend, Hop
-from bench.stats import Batch, batch, paired, percentile, quartiles
+from bench.stats import Batch, measure, paired, percentile, quartiles
 from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,7 +54,7 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
 
             return run
 
-        sync = _compare(batches, {name: batch(calls(client), n) for name, client in clients.items()})
+        sync = _compare(batches, {name: measure(calls(client), n) for name, client in clients.items()})
         for client in clients.values():
             client.close()
 
@@ -68,7 +68,7 @@ def healthy(batches: int = 60, n: int = 100) -> dict[str, Any]:
 
             return lambda: loop.run_until_complete(run())
 
-        aio = _compare(batches, {name: batch(acalls(client), n) for name, client in aio_clients.items()})
+        aio = _compare(batches, {name: measure(acalls(client), n) for name, client in aio_clients.items()})
         for client in aio_clients.values():
             loop.run_until_complete(client.close())
         loop.close()

@@ -40,7 +40,7 @@ class Batch:
     cpu: float
 
 
-def batch(calls: Callable[[], object], n: int) -> Callable[[], Batch]:
+def measure(calls: Callable[[], object], n: int) -> Callable[[], Batch]:
     """A run of ``calls()``, which makes ``n`` calls, measured as a :class:`Batch`."""
 
     def run() -> Batch:

@@ -22,7 +22,7 @@ from .engine import Policy
 _UNSET = object()
 
 
-def describe(policy: Any) -> str:
+def describe(policy: Policy | Backoff | RandomDelay) -> str:
     """``Type(setting=value, ...)``: the settings of a policy (or of a delay it holds) that differ from their
     defaults, listeners, clocks and the default name left out; a setting whose default is None shows the value it
     was given or derived (a breaker's ``failure_window`` from its ``failure_threshold``)."""
@@ -32,7 +32,12 @@ def describe(policy: Any) -> str:
         value = getattr(policy, name, _UNSET)
         if value is _UNSET:
             value = getattr(getattr(policy, "config", None), name, _UNSET)
-        if value is _UNSET or name in ("clock", "store") or (name == "name" and value == type(policy).__name__):
+        if (
+            value is _UNSET
+            or name in ("clock", "store")
+            or name.startswith("on_")
+            or (name == "name" and value == type(policy).__name__)
+        ):
             continue
         if parameter.default is inspect.Parameter.empty or value != parameter.default:
             settings.append(f"{name}={_shown(value)}")

@@ -6,21 +6,33 @@ import sys
 import warnings
 from types import FrameType
 
-_INTERNAL = ("interceptors", "grpc", "asyncio")
-"""The packages whose frames a warning passes over: ours, and grpc's and asyncio's, which call ours; and the stubs
-grpc generates (``*_pb2_grpc``), whose constructors make the multicallables."""
+from ._execution import INTERNAL_FRAMES
+
+_CALLERS = ("asyncio",)
+"""Packages whose frames, calling ours, a warning passes over too (besides this library's and the transport's)."""
+_THREADS = ("threading", "concurrent")
+"""Where a thread's frames begin: reached, there is no user's line to name."""
 
 
-def _internal(module: str) -> bool:
-    return module.partition(".")[0] in _INTERNAL or module.endswith("_pb2_grpc")
+def _internal(frame: FrameType, places: tuple[str, ...]) -> bool:
+    module = frame.f_globals.get("__name__", "")
+    return (
+        frame.f_code.co_filename.startswith(places)
+        or module.partition(".")[0] in _CALLERS
+        or module.endswith("_pb2_grpc")  # a generated stub's constructor makes the multicallables
+    )
 
 
 def warn(message: str, category: type[Warning]) -> None:
-    """``warnings.warn`` at the first frame of the caller's own code, past the frames of :data:`_INTERNAL` (a stub
-    made, a call through grpc's interceptor hooks): the line that made the channel, the stub or the call. With no
-    such frame (all of them ours, in a task or thread of grpc's), at the frame that called this."""
+    """``warnings.warn`` at the first frame of the caller's own code, past this library's frames, the transport's
+    (:data:`INTERNAL_FRAMES`: grpcio's), asyncio's and generated stubs' that called it (a stub made, a call through
+    grpc's interceptor hooks): the line that made the channel, the stub or the call. In a thread of the library's or
+    grpc's, with no such line, at the frame that called this."""
+    places = tuple(INTERNAL_FRAMES)
     frame: FrameType | None = sys._getframe(1)
     level = 2
-    while frame is not None and _internal(frame.f_globals.get("__name__", "")):
+    while frame is not None and _internal(frame, places):
         frame, level = frame.f_back, level + 1
-    warnings.warn(message, category, stacklevel=level if frame is not None else 2)
+    if frame is None or frame.f_globals.get("__name__", "").partition(".")[0] in _THREADS:
+        level = 2
+    warnings.warn(message, category, stacklevel=level)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from sybil.parsers.markdown import PythonCodeBlockParser
 from interceptors import FALLBACK_METADATA_KEY, FallbackMisfitWarning
 
 from ..support.server import AIO_LOOP
+from .catalog import serving
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 FALLBACK_TEXT = "error accessing service B"
@@ -63,16 +63,6 @@ class Unavailable(pb_grpc.CatalogServicer):
         list(requests)
         self._fail(context)
         yield pb.Total()
-
-
-def serving(servicer: pb_grpc.CatalogServicer) -> Iterator[str]:
-    """A catalog server on 127.0.0.1 for ``servicer`` while the generator is open: its address."""
-    server = grpc.server(futures.ThreadPoolExecutor(8))
-    pb_grpc.add_CatalogServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(None)
 
 
 @pytest.fixture(scope="module")

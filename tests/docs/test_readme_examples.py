@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from catalog.v1 import catalog_pb2 as pb
-from catalog.v1 import catalog_pb2_grpc as pb_grpc
 
-from .test_readme import EXAMPLES, README, serving
+from .test_readme import EXAMPLES, README
 
 RUN_ELSEWHERE = {
     "## Usage: gRPC clients": "test_readme.py: every method of a service of many response types",
@@ -39,38 +36,6 @@ def elsewhere() -> set[int]:
 
 
 GENERIC = [example for example in EXAMPLES if example.line not in elsewhere()]
-
-
-class Catalog(pb_grpc.CatalogServicer):
-    """Answers every method; the first Watch breaks after two items, as a stream to resume would."""
-
-    def __init__(self) -> None:
-        self.watches = 0
-
-    def Get(self, request: Any, context: Any) -> Any:
-        return pb.Item(id=request.id, message=request.id)
-
-    def Count(self, request: Any, context: Any) -> Any:
-        return pb.Total(count=1)
-
-    def Watch(self, request: Any, context: Any) -> Any:
-        self.watches += 1
-        for offset in range(request.offset, 5):
-            if self.watches == 1 and offset == 2:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "the stream broke")
-            yield pb.Item(id=f"i{offset}", message=f"item {offset}", offset=offset)
-
-    def Upload(self, requests: Any, context: Any) -> Any:
-        return pb.Total(count=sum(1 for _ in requests))
-
-    def Sync(self, requests: Any, context: Any) -> Any:
-        for count, _ in enumerate(requests, 1):
-            yield pb.Total(count=count)
-
-
-@pytest.fixture
-def catalog() -> Iterator[str]:
-    yield from serving(Catalog())
 
 
 WHAT_IT_PRINTS = {

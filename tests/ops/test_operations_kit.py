@@ -63,12 +63,13 @@ EXPORTED_FAMILIES = {
     "resilience_fleet_local",
 }
 SCRAPED_LABELS = {"job", "instance", "le"}  # what Prometheus adds to every series, and histogram buckets' bound
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset"}
+PROMQL_WORDS = {"bool", "and", "or", "unless", "Inf", "NaN", "inf", "nan"}
+GROUPING = r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)"
 
 
 @pytest.fixture(scope="module")
-def exported() -> tuple[set[str], set[str]]:
-    """The sample names and label names of a process whose every metric of the library has a value."""
+def exported() -> dict[str, set[str]]:
+    """The label names of each sample name of a process whose every metric of the library has a value."""
     reader = PrometheusMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     metrics = Metrics(provider)
@@ -111,24 +112,20 @@ def exported() -> tuple[set[str], set[str]]:
         server.stop()
         metrics.close()
         provider.shutdown()  # its reader leaves prometheus_client's registry
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
-    return {s.name for s in samples}, {label for s in samples for label in s.labels}
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    return labels
 
 
-def test_every_metric_of_the_library_reaches_prometheus_under_these_names(exported: tuple[set[str], set[str]]) -> None:
-    names, _ = exported
-    families = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name in names}
+def test_every_metric_of_the_library_reaches_prometheus_under_these_names(exported: dict[str, set[str]]) -> None:
+    families = {re.sub(r"_(bucket|count|sum|created)$", "", name) for name in exported}
     assert families >= EXPORTED_FAMILIES, sorted(EXPORTED_FAMILIES - families)
 
 
-def rule_expressions() -> list[str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return [rule["expr"] for group in groups for rule in group["rules"]]
-
-
-def recorded() -> set[str]:
-    groups = yaml.safe_load(RULES.read_text())["groups"]
-    return {rule["record"] for group in groups for rule in group["rules"] if "record" in rule}
+def rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
 
 
 def dashboard_expressions() -> list[str]:
@@ -138,36 +135,60 @@ def dashboard_expressions() -> list[str]:
 
 def named_in(expression: str) -> tuple[set[str], set[str]]:
     """The metric names and the label names a PromQL ``expression`` uses."""
-    text = re.sub(r'"[^"]*"', '""', expression)  # label values and strings name nothing
-    text = re.sub(r"\[[^\]]*\]", "", text)  # range selectors
+    text = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expression)  # strings name nothing
+    text = re.sub(r"\[[^\]]*\]|\boffset\s+\w+", "", text)  # range selectors and offsets
     labels: set[str] = set()
-    for grouping in re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", text):
+    for grouping in re.findall(GROUPING, text):
         labels |= {label.strip() for label in grouping.split(",") if label.strip()}
-    text = re.sub(r"\b(?:by|without|on|ignoring)\s*\([^)]*\)", "", text)
+    text = re.sub(GROUPING, "", text)
     for matchers in re.findall(r"\{([^}]*)\}", text):
         labels |= set(re.findall(r"([A-Za-z_]\w*)\s*(?:=~|!~|!=|=)", matchers))
     text = re.sub(r"\{[^}]*\}", "", text)
+    text = re.sub(r"(?<![\w:])\d[\w.]*(?:[eE][+-]?\d+)?", "", text)  # numbers, durations
     words = re.findall(r"[A-Za-z_:][\w:]*(?!\w|\s*\()", text)
     return {w for w in words if w not in PROMQL_WORDS and not w.startswith("__")}, labels
 
 
+def labels_of(metric: str, exported: dict[str, set[str]]) -> set[str]:
+    """The labels a series of ``metric`` has: the exported sample's, or a recorded rule's (what it aggregates by,
+    else what its inputs have)."""
+    if metric in exported:
+        return exported[metric] | SCRAPED_LABELS
+    rule = next(rule for rule in rules() if rule.get("record") == metric)
+    grouping = {label.strip() for found in re.findall(GROUPING, rule["expr"]) for label in found.split(",")}
+    inputs, _ = named_in(rule["expr"])
+    return grouping - {""} or set().union(*(labels_of(name, exported) for name in inputs))
+
+
 @pytest.mark.parametrize("source", ["rules", "dashboard"])
-def test_the_kit_names_only_what_the_library_exports(source: str, exported: tuple[set[str], set[str]]) -> None:
-    names, labels = exported
-    expressions = rule_expressions() if source == "rules" else dashboard_expressions()
+def test_the_kit_names_only_what_the_library_exports(source: str, exported: dict[str, set[str]]) -> None:
+    """Every metric an expression selects is exported (or recorded by a rule), and every label it uses is one that
+    a metric of the same expression has."""
+    expressions = [rule["expr"] for rule in rules()] if source == "rules" else dashboard_expressions()
+    recorded = {rule["record"] for rule in rules() if "record" in rule}
     assert expressions
     for expression in expressions:
         metrics, used = named_in(expression.replace("$__rate_interval", "5m"))
         assert metrics, expression
-        assert metrics <= names | recorded(), (expression, sorted(metrics - names - recorded()))
-        assert used <= labels | SCRAPED_LABELS, (expression, sorted(used - labels - SCRAPED_LABELS))
+        assert metrics <= exported.keys() | recorded, (expression, sorted(metrics - exported.keys() - recorded))
+        known = set().union(*(labels_of(metric, exported) for metric in metrics))
+        assert used <= known, (expression, sorted(used - known))
 
 
-def test_the_name_reader_sees_a_wrong_name() -> None:
-    """The check above can fail: a misspelt metric or label is found."""
+def test_the_name_reader_sees_what_an_expression_names() -> None:
+    """The checks above can fail: a misspelt metric or label is found, and what is neither is not taken for one."""
     metrics, labels = named_in('sum by (grpc_methd) (rate(resilience_client_retry_total{job="a"}[5m])) > 0')
-    assert metrics == {"resilience_client_retry_total"}
-    assert labels == {"grpc_methd", "job"}
+    assert (metrics, labels) == ({"resilience_client_retry_total"}, {"grpc_methd", "job"})
+    metrics, labels = named_in(
+        "a_total offset 5m * on (job) group_left (grpc_method) b_total{x='y z'} > 1e3 or c_total > Inf"
+    )
+    assert (metrics, labels) == ({"a_total", "b_total", "c_total"}, {"job", "grpc_method", "x"})
+
+
+def test_a_label_on_the_wrong_metric_is_seen(exported: dict[str, set[str]]) -> None:
+    metrics, used = named_in("sum by (grpc_method) (rate(resilience_server_sheds_total[5m]))")
+    known = set().union(*(labels_of(metric, exported) for metric in metrics))
+    assert used - known == {"grpc_method"}  # sheds are counted by policy and reason, not by method
 
 
 def promtool() -> str:
