@@ -241,7 +241,8 @@ def test_a_shed_call_is_counted(kind: str, reader: InMemoryMetricReader, metrics
     server = ScriptedServer(kind, interceptors=[shedding])
     try:
         with Client("call", server.target) as client:
-            slow = client.in_thread(Request(id="slow", sleep_ms=500), timeout=5)
+            # the slow call holds the one place for as long as the next may take to be shed on a loaded machine
+            slow = client.in_thread(Request(id="slow", sleep_ms=2000), timeout=10)
             wait_until(lambda: server.attempts("slow") == 1)
             assert client.unary(Request(id="shed"), timeout=5).code is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert slow().error is None

@@ -35,7 +35,7 @@ from interceptors.fleet import FleetStore, GlobalRateLimiter
 from interceptors.otel import Metrics, ServerMetrics
 from interceptors.server import LoadShedding
 
-from ..support.clients import Client, wait_until
+from ..support.clients import wait_until
 from ..support.server import Reply, Request, ScriptedServer
 
 KIT = Path(__file__).resolve().parents[2] / "docs" / "operations"
@@ -100,11 +100,14 @@ def exported() -> dict[str, set[str]]:
         call(hedging, Request(id="hedged", sleep_ms=50))
         call(breaking, Request(id="broken", fail_first=9))  # fails, opens the breaker: the fallback answers
         call(breaking, Request(id="refused"))  # the open breaker refuses it: the fallback answers
-        with Client("call", server.target) as client:
-            slow = client.in_thread(Request(id="slow", sleep_ms=300), timeout=5)
+        with grpc.insecure_channel(server.target) as bare:
+            send = bare.unary_unary(unary, Request.SerializeToString, Reply.FromString)
+            slow = send.future(Request(id="slow", sleep_ms=30_000), timeout=60)  # holds the one place until cancelled
             wait_until(lambda: server.attempts("slow") == 1)
-            assert client.unary(Request(id="shed"), timeout=5).code is grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert slow().error is None
+            with pytest.raises(grpc.RpcError) as shed:
+                send(Request(id="shed"), timeout=5)
+            assert shed.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            slow.cancel()
         text = generate_latest(REGISTRY).decode()
     finally:
         for channel in (retrying, hedging, breaking):
