@@ -1,7 +1,7 @@
 """The pages of docs/ that hand a new user files to write (blocks with a title) and commands to run, followed as
 written in an empty directory: getting-started.md (a greeter of one's own, compiled by its own protoc command, its
-server.py and client.py run as programs) and example-service.md (the examples' catalog service, serving an example
-of the site as a user runs it)."""
+server.py and client.py run as programs) and example-service.md (the examples' catalog service, serving the README's
+short tour, the site's first example, as a user runs it)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from sybil import Document, Region, Sybil
 from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+README = DOCS.parent / "README.md"
 INFO = r"(?P<language>\w+)(?: title=\"(?P<title>[^\"]+)\")?$\n"
 ENVIRONMENT = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -87,9 +88,9 @@ def test_getting_started_runs_as_a_new_user_runs_it(tmp_path: Path) -> None:
 def test_the_examples_service_serves_the_first_example_as_written(tmp_path: Path) -> None:
     found = written(DOCS / "example-service.md", tmp_path)
     assert {title for _, title, _ in found if title} == {"catalog/v1/catalog.proto", "catalog_server.py"}
-    index = blocks(DOCS / "index.md")
+    tour = blocks(README)  # the short tour, which the site's home page includes
     example, printed = next(
-        (source, index[n + 1][2]) for n, (language, _, source) in enumerate(index) if language == "python"
+        (source, tour[n + 1][2]) for n, (_, _, source) in enumerate(tour) if "the catalog is resting" in source
     )
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

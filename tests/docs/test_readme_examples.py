@@ -39,6 +39,7 @@ GENERIC = [example for example in EXAMPLES if example.line not in elsewhere()]
 
 
 WHAT_IT_PRINTS = {
+    "the catalog is resting": ["lamp"],  # the short tour
     "StreamResume(from_last)": [f"{offset} item {offset}" for offset in range(5)],  # resumed once, each item once
     "HedgePolicy(delay=0.05": ["lamp"],
     "executor.call(fetch": ["fresh key", "fresh key"],
