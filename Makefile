@@ -42,7 +42,7 @@ docs: $(STAMP)
 	@# the documentation site (mkdocs.yml), into site/: a warning fails it; nothing is fetched
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-WORKERS ?= 10
+WORKERS ?= 6
 pytest: proto
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
