@@ -12,8 +12,8 @@ GEN := protos/gen
 .PHONY: test lint typecheck docs pytest proto demo bench bench-quick chaos soak clean matrix floors dist ops
 
 test: proto
-	@# the static checks and the docs run beside the suite, which waits more than it computes (lines kept whole)
-	$(MAKE) --no-print-directory -j4 --output-sync=line lint typecheck docs pytest
+	@# the static checks and the docs run beside the suite, which waits more than it computes
+	$(MAKE) --no-print-directory -j4 lint typecheck docs pytest
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
