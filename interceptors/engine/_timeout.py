@@ -97,7 +97,8 @@ class Bounds(Policy):
                     raise self._exceeded(execution) from failure
                 raise
             finally:
-                alarm.disarm()
+                if alarm is not NO_ALARM:
+                    alarm.disarm()
                 execution.deadline = outer
             if late and now() >= own:
                 raise self._exceeded(execution)

@@ -341,7 +341,7 @@ class Route:
     """Everything the adapters need for one method: its executor, semantics, and (for streamed responses) how to
     resume a stream."""
 
-    __slots__ = ("executor", "flavour", "hedged", "resume", "semantics")
+    __slots__ = ("async_chain", "chain", "executor", "flavour", "hedged", "resume", "semantics")
 
     def __init__(
         self, method: str, executor: Executor, flavour: Flavour, kind: tuple[bool, bool] = UNARY, wide: bool = False
@@ -349,6 +349,8 @@ class Route:
         self.flavour = flavour
         self.semantics = semantics_of(method, kind, lambda failure: rpc_error(failure, flavour))
         self.executor = executor = fitted(executor, self.semantics, wide)  # a chain for many methods, as it fits this
+        self.chain, self.async_chain = executor._chain, executor._async_chain
+        """The executor's chains (as its ``run_execution`` and ``arun_execution`` run them, a call less per call)."""
         self.resume = next((p for p in executor.policies if isinstance(p, StreamResume)), None)
         self.hedged = self.semantics.concurrent_attempts and any(isinstance(p, HedgePolicy) for p in executor.policies)
         """Whether its calls may race attempts: the sync adapter then sends them so that the losers can be cancelled."""
@@ -362,7 +364,8 @@ class Route:
 
         Raises a CANCELLED StatusError if the incoming call has been cancelled: nothing is sent for it.
         """
-        clock, seconds = self.executor.clock, caller_timeout(timeout)
+        clock = self.executor.clock
+        seconds = timeout if type(timeout) is float and 0.0 < timeout < math.inf else caller_timeout(timeout)
         incoming = INCOMING.get()
         if incoming is None:
             deadline = None if seconds is None else clock.now() + seconds
@@ -481,7 +484,7 @@ def attempt_timeout(execution: Execution) -> float | None:
     """The grpc timeout for the current attempt: what is left of the execution's deadline. A deadline already
     passed raises TimeoutExceededError: grpcio would send a zero timeout as none at all. An incoming call
     cancelled meanwhile raises asyncio.CancelledError: no more attempts, and nothing for the breakers to count."""
-    call = cast(CallExecution, execution)
+    call: CallExecution = execution  # type: ignore[assignment]  # what the adapters run (a cast costs a call)
     if call.incoming is not None and call.incoming.cancelled:
         raise asyncio.CancelledError
     if call.deadline is None:

@@ -21,7 +21,7 @@ from interceptors.grpc._grpc_shapes import (
     cancellable_blocking,
     hand_calls_to,
     is_idle,
-    multicallables_of,
+    next_multicallable,
 )
 
 from ..support.server import AIO_LOOP, Request, ScriptedServer
@@ -47,9 +47,11 @@ def test_a_blocking_continuation_is_told_from_a_futures_and_leads_to_futures(ser
         blocking, future = kept.seen
         assert blocks(blocking), f"{GRPCIO}: a blocking call's continuation is no longer {blocking.__qualname__!r}"
         assert not blocks(future), f"{GRPCIO}: a future's continuation is no longer {future.__qualname__!r}"
-        multicallables = multicallables_of(blocking)
-        assert multicallables is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
-        reply = multicallables("/scripted.v1.Scripted/Unary").future(Request(id="through"), timeout=5).result()
+        method = "/scripted.v1.Scripted/Unary"
+        multicallable = next_multicallable(blocking, method)
+        assert multicallable is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
+        reply = multicallable.future(Request(id="through"), timeout=5).result()
+        assert next_multicallable(blocking, method) is multicallable, f"{GRPCIO}: the next multicallable is not kept"
     assert reply.id == "through"
 
 

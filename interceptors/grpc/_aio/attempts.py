@@ -35,11 +35,13 @@ async def run_policies(route: Route, execution: CallExecution) -> Any:
     try:
         task: asyncio.Task[Any] | None
         if execution.incoming is None or (task := asyncio.current_task()) is execution.incoming.task:
-            return route.ended(execution, await route.executor.arun_execution(execution), AIO)  # grpc cancels it
+            result = await route.async_chain(execution)  # grpc cancels it
+            return result if execution.fallback is None else route.ended(execution, result, AIO)
         assert task is not None
         forget = execution.incoming.on_cancel(cancel_task(task))  # the incoming call's cancellation cancels this
         try:
-            return route.ended(execution, await route.executor.arun_execution(execution), AIO)
+            result = await route.async_chain(execution)
+            return result if execution.fallback is None else route.ended(execution, result, AIO)
         finally:
             forget()
     except Exception as failure:

@@ -64,17 +64,15 @@ def directly(invoke: Any, request: Any, metadata: Any, options: dict[str, Any], 
 
 def run_blocking(route: Route, send: Send, request: Any, timeout: Any, alone: Send | None = None) -> Any:
     """A blocking call through the route's policies, in this thread: the last attempt's outcome or a fallback's
-    answer (an ended call); raises the error the caller gets. A hedged route's attempts are sent by ``send`` as grpc
-    futures, to be cancelled (see :func:`_hedged_attempt`), the caller's own by ``alone`` where there is one."""
+    answer (an ended call); raises the error the caller gets. ``send`` raises an attempt's failure (grpc's
+    ``with_call`` does), except on a hedged route, whose attempts it sends as grpc futures, to be cancelled (see
+    :func:`_hedged_attempt`), the caller's own by ``alone`` where there is one."""
     try:
-        attempt: Callable[[Execution], Any]
-        if route.hedged:
-            attempt = functools.partial(_hedged_attempt, futures=send, alone=alone)
-        else:
-            attempt = lambda execution: succeeded(send(execution))  # noqa: E731
+        attempt = functools.partial(_hedged_attempt, futures=send, alone=alone) if route.hedged else send
         execution = route.execution(attempt, request, timeout)
         try:
-            return route.ended(execution, route.executor.run_execution(execution), SYNC)
+            result = route.chain(execution)
+            return result if execution.fallback is None else route.ended(execution, result, SYNC)
         finally:
             execution.release()  # what its attempts left behind, which their tracebacks would keep in a cycle
     except Exception as failure:
@@ -265,11 +263,13 @@ class _Sent:
         return _outcome_of(self._execution, self._call, self._outcome)
 
 
-def run_for_interceptor(route: Route, send: Send, request: Any, timeout: Any, alone: Send | None = None) -> Any:
-    """A blocking call for an interceptor (see :func:`run_blocking`), which hands grpc a finished call whether it
-    failed or not."""
+def run_for_interceptor(route: Route, send: Send, request: Any, timeout: Any) -> Any:
+    """A blocking call for an interceptor (see :func:`run_blocking`) whose attempts go through grpc's continuation
+    (``send``), which hands failures back rather than raising them: hands grpc a finished call whether it failed or
+    not."""
     try:
-        return run_blocking(route, send, request, timeout, alone)
+        attempt = send if route.hedged else lambda execution: succeeded(send(execution))
+        return run_blocking(route, attempt, request, timeout)
     except Exception as error:
         return ended_call(error)
 

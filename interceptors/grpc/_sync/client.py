@@ -22,7 +22,7 @@ from .._core import (
     Router,
     cancelled_error,
 )
-from .._grpc_shapes import blocks, cancellable_blocking, multicallables_of
+from .._grpc_shapes import blocks, cancellable_blocking, next_multicallable
 from .._incoming import INCOMING
 from .._service_config import channel_plan
 from .._streams import DEFAULT_REPLAY_BUFFER, Replay
@@ -93,27 +93,23 @@ class ResilienceInterceptor(
             return ResilientFuture(
                 route, via_continuation(self._router, continuation, client_call_details, request), request, timeout
             )
-        incoming = INCOMING.get()
-        # attempts that the incoming call's cancellation, or a hedge that won, can cancel
-        multicallables = None if incoming is None and not route.hedged else multicallables_of(continuation)
-        if multicallables is not None:
-            multicallable, metadata = multicallables(client_call_details.method), client_call_details.metadata
-            options = {
-                "credentials": client_call_details.credentials,
-                "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
-                "compression": getattr(client_call_details, "compression", None),
-            }
-            send = directly(multicallable.future, request, metadata, options, self._router)
-            if incoming is None:  # hedged: the caller's own attempt a blocking call, cancellable
-                with_call = cancellable_blocking(multicallable)
-                alone = None if with_call is None else directly(with_call, request, metadata, options, self._router)
-                return run_for_interceptor(route, send, request, timeout, alone)
-            try:
-                return _cancellable(route, send, request, timeout)
-            except grpc.RpcError as cancelled:
-                return ended_call(cancelled)
-        send = via_continuation(self._router, continuation, client_call_details, request)
-        return run_for_interceptor(route, send, request, timeout)
+        method = client_call_details.method
+        multicallable = next_multicallable(continuation, method)
+        if multicallable is None:  # a continuation of a shape we do not know: called as it is
+            send = via_continuation(self._router, continuation, client_call_details, request)
+            return run_for_interceptor(route, send, request, timeout)
+        options = {
+            "credentials": client_call_details.credentials,
+            "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
+            "compression": getattr(client_call_details, "compression", None),
+        }
+        own = cancellable_blocking(multicallable) if route.hedged else None
+        try:
+            return blocking_unary(
+                route, multicallable, request, timeout, client_call_details.metadata, options, own, self._router
+            )[1]
+        except Exception as error:
+            return ended_call(error)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method, SERVER_STREAM)
@@ -223,19 +219,8 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
         route = self.route()
         if route is None:
             return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
-        if INCOMING.get() is not None:  # attempts the incoming call's cancellation can cancel
-            send = directly(self._multicallable.future, request, metadata, options)
-            ended = _cancellable(route, send, request, timeout)
-            return ended.result(), ended
-        if route.hedged:  # hedges as grpc futures, and the caller's own attempt blocking: either can be cancelled
-            futures = directly(self._multicallable.future, request, metadata, options)
-            with_call = self._own_attempt
-            alone = None if with_call is None else directly(with_call, request, metadata, options)
-            ended = run_blocking(route, futures, request, timeout, alone)
-            return ended.result(), ended
-        send = directly(self._multicallable.with_call, request, metadata, options)
-        result = run_blocking(route, send, request, timeout)
-        return (result.result(), result) if isinstance(result, AnsweredCall) else result
+        own = self._own_attempt if route.hedged else None
+        return blocking_unary(route, self._multicallable, request, timeout, metadata, options, own)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
         route = self.route()
@@ -245,8 +230,42 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
         return ResilientFuture(route, send, request, timeout)
 
 
+def blocking_unary(
+    route: Route,
+    multicallable: Any,
+    request: Any,
+    timeout: Any,
+    metadata: Any,
+    options: dict[str, Any],
+    own: Callable[..., Any] | None = None,
+    router: Router | None = None,
+) -> tuple[Any, Any]:
+    """A blocking unary call of grpc's ``multicallable`` through the route's policies, in this thread: (response,
+    call), or raises the caller's error. ``options`` (credentials, wait_for_ready, compression) go to every attempt;
+    ``own`` is a hedged call's :func:`cancellable_blocking` ``with_call``; ``router``, an interceptor's (see
+    :func:`attempt_metadata`).
+
+    Attempts are grpc's ``with_call``, which raises failures and answers (response, call) on success, so a healthy
+    call touches grpc's call object no more than a bare one does. For an incoming call (see :mod:`.._incoming`),
+    whose cancellation cancels them, they are grpc futures; so are a hedged call's hedges, and its own attempt is
+    ``own``: a hedge that wins can cancel either.
+    """
+    if INCOMING.get() is not None:
+        futures = directly(multicallable.future, request, metadata, options, router)
+        ended = _cancellable(route, futures, request, timeout)
+        return ended.result(), ended
+    if route.hedged:
+        futures = directly(multicallable.future, request, metadata, options, router)
+        alone = None if own is None else directly(own, request, metadata, options, router)
+        ended = run_blocking(route, futures, request, timeout, alone)
+        return ended.result(), ended
+    send = directly(multicallable.with_call, request, metadata, options, router)
+    result = run_blocking(route, send, request, timeout)
+    return (result.result(), result) if isinstance(result, AnsweredCall) else result
+
+
 def _cancellable(route: Route, send: Send, request: Any, timeout: Any) -> Any:
-    """A blocking call made for an incoming call (see :mod:`._incoming`): its policies run in this thread, each
+    """A blocking call made for an incoming call (see :mod:`.._incoming`): its policies run in this thread, each
     attempt a grpc future (``send``) that the incoming call's cancellation cancels. Returns the ended call; raises
     a CANCELLED StatusError when the incoming call was cancelled."""
     try:
