@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import contextvars
 import functools
@@ -283,7 +284,7 @@ class _Race:
 
     def __init__(self, policy: HedgePolicy, execution: Execution, delay: float) -> None:
         self._policy, self.execution, self._delay = policy, execution, delay
-        self.lock = threading.RLock()
+        self.lock = _thread.RLock()  # threading.RLock() is a Python call more
         self.running: list[Execution] = []
         self._ended: list[Outcome] = []  # the outcomes taken, forgotten when the race is over
         self._forgotten = False

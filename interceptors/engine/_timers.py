@@ -22,20 +22,19 @@ _log = logging.getLogger("interceptors")
 
 
 class Timer:
-    __slots__ = ("callback", "order", "when")
+    __slots__ = ("callback",)
 
-    def __init__(self, when: float, order: int, callback: Callable[[], object]) -> None:
-        self.when, self.order, self.callback = when, order, callback
-
-    def __lt__(self, other: Timer) -> bool:
-        return (self.when, self.order) < (other.when, other.order)
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self.callback: Callable[[], object] | None = callback
 
     def cancel(self) -> None:
-        self.callback = None  # type: ignore[assignment]  # also lets go of what the callback holds
+        self.callback = None  # also lets go of what the callback holds
 
 
 class Timers:
-    __slots__ = ("_heap", "_name", "_order", "_ready", "_thread")
+    """The heap holds (when, order, timer): tuples compare in C, a timer of its own would compare in Python."""
+
+    __slots__ = ("_heap", "_lock", "_name", "_order", "_ready", "_thread")
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -43,17 +42,19 @@ class Timers:
 
     def _start_afresh(self) -> None:
         """No timer, no thread: when made, and in a child forked from this process (whose thread it does not have)."""
-        self._heap: list[Timer] = []
-        self._ready = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
 
     def after(self, seconds: float, callback: Callable[[], object]) -> Timer:
         """Run ``callback`` in the timer thread ``seconds`` from now, unless the returned timer is cancelled."""
-        timer = Timer(time.monotonic() + seconds, next(self._order), callback)
-        with self._ready:
-            heapq.heappush(self._heap, timer)
-            if self._heap[0] is timer:
+        timer = Timer(callback)
+        entry = (time.monotonic() + seconds, next(self._order), timer)
+        with self._lock:  # the condition's own lock, taken without its Python methods
+            heapq.heappush(self._heap, entry)
+            if self._heap[0] is entry:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                     self._thread.start()
@@ -65,14 +66,14 @@ class Timers:
         while True:
             with ready:
                 while True:
-                    while heap and heap[0].callback is None:
+                    while heap and heap[0][2].callback is None:
                         heapq.heappop(heap)
                     if not heap:
                         ready.wait()
                         continue
-                    wait = heap[0].when - time.monotonic()
+                    wait = heap[0][0] - time.monotonic()
                     if wait <= 0:
-                        callback = heapq.heappop(heap).callback
+                        callback = heapq.heappop(heap)[2].callback
                         break
                     ready.wait(wait)
             if callback is not None:

@@ -331,7 +331,7 @@ def sent(execution: Execution, call: Any, cancel: Callable[[], object] | None = 
     default ``call.cancel``; at once if the execution was abandoned while it was being sent), and a stream that
     commits settles with it."""
     cancel = call.cancel if cancel is None else cancel
-    cast(CallExecution, execution).call, execution.on_cancel = call, cancel
+    execution.call, execution.on_cancel = call, cancel  # type: ignore[attr-defined]  # a CallExecution
     if execution.abandoned:
         cancel()
     return call

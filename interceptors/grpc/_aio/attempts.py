@@ -17,21 +17,20 @@ Attempt = Callable[[Execution], Awaitable[Any]]
 """Makes one attempt of a unary call: its finished call, or raises its failure."""
 
 
-async def unary_call(route: Route, attempt: Attempt, request: Any, timeout: Any) -> Any:
-    """Run a unary call's attempts through the route's policies; returns the finished call the caller gets (the
+def unary_call(route: Route, attempt: Attempt, request: Any, timeout: Any) -> Awaitable[Any]:
+    """Run a unary call's attempts through the route's policies: awaited, the finished call the caller gets (the
     last attempt's, or a fallback's answer as one), or raises the failure the caller gets."""
     try:
         execution = route.execution(attempt, request, timeout)
     except Exception as failure:
         raise rpc_error(failure, AIO)  # noqa: B904  (its own cause is kept; the failure is its context)
-    try:
-        return await run_policies(route, execution)
-    finally:
-        execution.release()  # what its attempts left behind, which their tracebacks would keep in a cycle
+    return run_policies(route, execution, over=True)
 
 
-async def run_policies(route: Route, execution: CallExecution) -> Any:
-    """Run an execution through the route's policies: see :func:`unary_call`."""
+async def run_policies(route: Route, execution: CallExecution, over: bool = False) -> Any:
+    """Run an execution through the route's policies (see :func:`unary_call`); ``over``: the call is over then
+    (a unary one), and the execution lets go of what its attempts left behind, which their tracebacks would keep
+    in a cycle (see ``Execution.release``)."""
     try:
         task: asyncio.Task[Any] | None
         if execution.incoming is None or (task := asyncio.current_task()) is execution.incoming.task:
@@ -46,6 +45,9 @@ async def run_policies(route: Route, execution: CallExecution) -> Any:
             forget()
     except Exception as failure:
         raise rpc_error(failure, AIO)  # noqa: B904  (its own cause is kept; the failure is its context)
+    finally:
+        if over:
+            execution.release()
 
 
 def attempt_details(details: Any, timeout: float | None, execution: Execution, router: Router) -> ClientCallDetails:

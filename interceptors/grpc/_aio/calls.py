@@ -41,7 +41,9 @@ class ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
         """Run the policies: the call the caller gets (raises the failure)."""
         return unary_call(self._route, self._attempt, self._request, self._timeout)
 
-    async def _execute(self) -> Any:
+    async def _execute(self, respond: bool = False) -> Any:
+        """Run the policies: the call they ended with, or (``respond``, for the task that awaits the call) its
+        response."""
         outcome = self._outcome
         try:
             call = await self._policies()
@@ -55,12 +57,12 @@ class ResilientCall(grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
             raise
         if not outcome.done():
             outcome.set_result(call)
-        return call
+        return (await call) if respond else call
 
     def __await__(self) -> Generator[Any, None, Any]:
         if self._runner is None and not self._outcome.done():  # first: run the policies in this very task
             self._runner = asyncio.current_task()
-            return self._respond(self._execute()).__await__()
+            return self._execute(respond=True).__await__()
         return self._respond(self._awaited()).__await__()
 
     async def _awaited(self) -> Any:
