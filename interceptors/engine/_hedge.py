@@ -205,7 +205,7 @@ class HedgePolicy(Policy):
 
     def _delay(self, semantics: Semantics) -> float | None:
         delay = self.delay
-        return delay if isinstance(delay, float) else delay.delay(semantics)
+        return delay if type(delay) is float else delay.delay(semantics)  # type: ignore[union-attr]
 
     def _record(self, execution: Execution) -> None:
         """Keep the latency of the attempt that answered, for a :class:`LatencyQuantile` delay."""
@@ -220,7 +220,7 @@ class HedgePolicy(Policy):
         def run(execution: Execution) -> Any:
             if not execution.semantics.concurrent_attempts:
                 return inner(execution)
-            delay = self._delay(execution.semantics)
+            delay = self.delay if type(self.delay) is float else self._delay(execution.semantics)  # a call less
             if delay is None:  # a latency quantile not yet known: one attempt, timed
                 result = inner(execution)
                 self._record(execution)
@@ -237,7 +237,7 @@ class HedgePolicy(Policy):
         async def run(execution: Execution) -> Any:
             if not execution.semantics.concurrent_attempts:
                 return await inner(execution)
-            delay = self._delay(execution.semantics)
+            delay = self.delay if type(self.delay) is float else self._delay(execution.semantics)  # a call less
             if delay is None:
                 result = await inner(execution)
                 self._record(execution)
@@ -349,7 +349,8 @@ class _Race:
         if failure is None:
             if budget is not None:
                 budget.record_outcome(failed=False)
-            policy._record(child)
+            if type(policy.delay) is not float:
+                policy._record(child)
             if self._started > 1 and (policy.on_hedge_won is not None or policy._observers):
                 options.emit(
                     policy.on_hedge_won,
@@ -513,7 +514,7 @@ class _SyncRace(_Race):
             decided = self.settled(own)  # no timer is armed after this
             with self.lock:
                 for timer in self._timers:
-                    timer.cancel()
+                    timer.callback = None  # cancelled, a call less
             if decided is not None:
                 return self._end(decided)
         else:
