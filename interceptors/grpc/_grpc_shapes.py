@@ -48,7 +48,8 @@ _NEXT = "_interceptors_next"
 
 def next_multicallable(continuation: Any, method: str) -> Any | None:
     """For a blocking continuation of ``grpc.intercept_channel``: the unary-unary multicallable it calls ``with_call``
-    on for ``method``, the next one in the channel (None if grpc's continuation does not have the shape this knows).
+    on for ``method``, the next one in the channel (None for a future's continuation, see :func:`blocks`, and where
+    grpc's continuation does not have the shape this knows).
 
     Calling it directly is calling on: grpc's continuation only unwraps the details and makes that multicallable,
     afresh each call (its channel's ``unary_unary``: ~20 Python calls, as much as our policies cost). grpc's
@@ -59,7 +60,7 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
     index = _SELF.get(code, -1)
     if index == -1:
         names = getattr(code, "co_freevars", ())
-        index = _SELF[code] = names.index("self") if "self" in names else None
+        index = _SELF[code] = names.index("self") if "self" in names and blocks(continuation) else None
     if index is None:
         return None
     try:

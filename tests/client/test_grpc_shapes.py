@@ -52,6 +52,7 @@ def test_a_blocking_continuation_is_told_from_a_futures_and_leads_to_futures(ser
         assert multicallable is not None, f"{GRPCIO}: a continuation no longer closes over a multicallable with _thunk"
         reply = multicallable.future(Request(id="through"), timeout=5).result()
         assert next_multicallable(blocking, method) is multicallable, f"{GRPCIO}: the next multicallable is not kept"
+        assert next_multicallable(future, method) is None  # a future's attempts go through its continuation
     assert reply.id == "through"
 
 

@@ -89,14 +89,11 @@ class ResilienceInterceptor(
         if route is None:
             return continuation(client_call_details, request)
         timeout = client_call_details.timeout
-        if not blocks(continuation):
-            return ResilientFuture(
-                route, via_continuation(self._router, continuation, client_call_details, request), request, timeout
-            )
-        method = client_call_details.method
-        multicallable = next_multicallable(continuation, method)
-        if multicallable is None:  # a continuation of a shape we do not know: called as it is
+        multicallable = next_multicallable(continuation, client_call_details.method)
+        if multicallable is None:  # a future's continuation, or one of a shape we do not know: called as it is
             send = via_continuation(self._router, continuation, client_call_details, request)
+            if not blocks(continuation):
+                return ResilientFuture(route, send, request, timeout)
             return run_for_interceptor(route, send, request, timeout)
         options = {
             "credentials": client_call_details.credentials,
