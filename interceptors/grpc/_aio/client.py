@@ -110,7 +110,7 @@ class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
 class _ResilientUnaryUnary(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
-        multicallable, route = self._multicallable, self.route()
+        multicallable, route = self._multicallable, self._route or self.route()
         if route is None:
             return multicallable(request, timeout=timeout, metadata=metadata, **options)
 

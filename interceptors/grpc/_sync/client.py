@@ -207,20 +207,24 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
 
     # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        return self.with_call(request, timeout, metadata, **options)[0]
+        route = self._route or self.route()
+        if route is None:
+            return self._multicallable(request, timeout, metadata, **options)
+        own = self._own_attempt if route.hedged else None
+        return blocking_unary(route, self._multicallable, request, timeout, metadata, options, own)[0]
 
     def with_call(  # type: ignore[override]
         self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
     ) -> tuple[Any, Any]:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
-        route = self.route()
+        route = self._route or self.route()
         if route is None:
             return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
         own = self._own_attempt if route.hedged else None
         return blocking_unary(route, self._multicallable, request, timeout, metadata, options, own)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        route = self.route()
+        route = self._route or self.route()
         if route is None:
             return self._multicallable.future(request, timeout, metadata, **options)
         send = directly(self._multicallable.future, request, metadata, options)
