@@ -57,6 +57,7 @@ class Valkey:
 
     def __init__(self, port: int | None = None, *, cluster: bool = False) -> None:
         self.port = port or free_port(bus=cluster)
+        self._chosen = port is None  # a port of our choosing, which another process may take before valkey does
         self.cluster = cluster
         self.dir = tempfile.mkdtemp(prefix="valkey-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -75,11 +76,15 @@ class Valkey:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.process.poll() is not None:
+                if self._chosen:  # the free port was taken meanwhile (two suites at once): another one, once
+                    self.port, self._chosen = free_port(bus=self.cluster), False
+                    return self.start(timeout)
                 raise RuntimeError(f"valkey-server on port {self.port} exited with {self.process.returncode}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
                     if sock.recv(16).startswith(b"+PONG"):
+                        self._chosen = False  # a restart keeps it
                         return self
             except OSError:
                 time.sleep(0.02)

@@ -29,7 +29,7 @@ from .._streams import DEFAULT_REPLAY_BUFFER, Replay
 from .._streams import replay_buffer as checked_replay_buffer
 from .attempts import Send, current_request, directly, run_blocking, run_for_interceptor, via_continuation
 from .calls import ResilientFuture
-from .ended import SYNC, AnsweredCall, ended_call
+from .ended import SYNC, AnsweredCall, SucceededCall, ended_call
 from .streams import ResilientStream
 
 __all__ = ["ResilienceInterceptor", "resilient_channel"]
@@ -102,11 +102,12 @@ class ResilienceInterceptor(
         }
         own = cancellable_blocking(multicallable) if route.hedged else None
         try:
-            return blocking_unary(
+            response, call = blocking_unary(
                 route, multicallable, request, timeout, client_call_details.metadata, options, own, self._router
-            )[1]
+            )
         except Exception as error:
             return ended_call(error)
+        return call if isinstance(call, grpc.Future) else SucceededCall(response, call)
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method, SERVER_STREAM)

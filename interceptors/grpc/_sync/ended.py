@@ -22,6 +22,35 @@ class AnsweredCall(EndedCall):
         return None
 
 
+class SucceededCall(EndedCall):
+    """An attempt that succeeded, as grpc's interceptor machinery wants it (a future whose ``result()`` is the
+    response): its call, where that is not one (grpcio-testing's), with its ``response``."""
+
+    def __init__(self, response: Any, call: Any) -> None:
+        self._response, self._call = response, call
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._response
+
+    def exception(self, timeout: float | None = None) -> Exception | None:
+        return None
+
+    def initial_metadata(self) -> Any:
+        return self._call.initial_metadata()
+
+    def trailing_metadata(self) -> Any:
+        return self._call.trailing_metadata()
+
+    def code(self) -> grpc.StatusCode:
+        return self._call.code()  # type: ignore[no-any-return]
+
+    def details(self) -> str:
+        return self._call.details()  # type: ignore[no-any-return]
+
+    def debug_error_string(self) -> str | None:
+        return getattr(self._call, "debug_error_string", lambda: None)()
+
+
 class _FailedCall(EndedCall):
     """A call that ended with an error that is not a gRPC status (e.g. a caller's bad timeout)."""
 
