@@ -234,3 +234,42 @@ def retrying_over_raises(server: ScriptedServer, error: type[Exception], times: 
         Raises(),
     )
     return channel, raised
+
+
+@pytest.mark.parametrize("how", ["call", "with_call", "future"])
+def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(server: ScriptedServer, how: str) -> None:
+    """Ours sends a blocking call's attempts to the next multicallable of grpc's channel directly, not through grpc's
+    continuation: the interceptors under ours still see each attempt, with its timeout and metadata (retries counted)
+    and the caller's wait_for_ready and compression."""
+    from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+    from interceptors import ResilienceInterceptor
+
+    seen: list[Any] = []
+
+    class Records(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            seen.append(details)
+            return continuation(details, request)
+
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
+        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
+        Records(),
+    )
+    with channel:
+        unary = pb_grpc.ScriptedStub(channel).Unary
+        request, options = Request(id=f"under-{how}", fail_first=2), {"wait_for_ready": True}
+        options |= {"compression": grpc.Compression.Gzip, "metadata": (("x-who", "me"),), "timeout": 5}
+        if how == "call":
+            reply = unary(request, **options)
+        elif how == "with_call":
+            reply, call = unary.with_call(request, **options)
+            assert call.code() is grpc.StatusCode.OK
+        else:
+            reply = unary.future(request, **options).result(5)
+    assert reply.attempt == 3 and server.attempts(request.id) == 3
+    assert [d.method for d in seen] == ["/scripted.v1.Scripted/Unary"] * 3
+    assert [dict(d.metadata).get("grpc-previous-rpc-attempts") for d in seen] == [None, "1", "2"]
+    assert all(dict(d.metadata)["x-who"] == "me" and 0 < d.timeout <= 5 for d in seen)
+    assert all((d.wait_for_ready, d.compression) == (True, grpc.Compression.Gzip) for d in seen)
