@@ -259,8 +259,9 @@ def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(se
     )
     with channel:
         unary = pb_grpc.ScriptedStub(channel).Unary
-        request, options = Request(id=f"under-{how}", fail_first=2), {"wait_for_ready": True}
-        options |= {"compression": grpc.Compression.Gzip, "metadata": (("x-who", "me"),), "timeout": 5}
+        request = Request(id=f"under-{how}", fail_first=2)
+        options: dict[str, Any] = {"wait_for_ready": True, "compression": grpc.Compression.Gzip}
+        options |= {"metadata": (("x-who", "me"),), "timeout": 5}
         if how == "call":
             reply = unary(request, **options)
         elif how == "with_call":
