@@ -36,27 +36,31 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     deadline + 50 ms, the slowest ~0.2 s), and ours may too, but their p99 no later than 1.5 x the worse of its two
     + 50 ms (beside the suite's other workers a load's p99 moves by +-40 % from one second to the next),
     and none hangs (past twice its slowest, or 1 s). With another test suite beside this one (p99 hedged by hand
-    past 0.2 s), every Python thread waits its turn for the GIL, and the deadline is not judged."""
-    ran = subprocess.run(
-        [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if ran.returncode != 0 and "StatusCode.CANCELLED" in ran.stderr:  # the same known defect, escaping a caller
-        pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
-    assert ran.returncode == 0, ran.stderr[-2000:]
-    seen = json.loads(ran.stdout.splitlines()[-1])
-    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
-    assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
-    assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
-    cancelled = codes.count("CANCELLED")  # a known defect, open (README Known issues): judged apart, at the end
-    assert "OK" in codes
-    assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
-    yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
-    if yardstick > DEADLINE + 2 * LATE:  # another suite beside this one: every Python thread waits its turn
+    past 0.2 s), every Python thread waits its turn for the GIL: the load runs again, up to three times, and if the
+    machine stays that busy the deadline is not judged."""
+    for _ in range(3):  # a busy moment (the suite's other workers at their peak) passes: the load runs again
+        ran = subprocess.run(
+            [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if ran.returncode != 0 and "StatusCode.CANCELLED" in ran.stderr:  # the same known defect, escaping a caller
+            pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        seen = json.loads(ran.stdout.splitlines()[-1])
+        by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
+        assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
+        assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
+        assert "OK" in codes
+        assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
+        yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
+        if yardstick <= DEADLINE + 2 * LATE:
+            break
+    else:  # another suite beside this one: every Python thread waits its turn
         pytest.skip(f"too busy a machine to judge the deadline: grpc hedged by hand ended its p99 at {yardstick:.3f} s")
+    cancelled = codes.count("CANCELLED")  # a known defect, open (README Known issues): judged apart, at the end
     bound = max(DEADLINE + LATE, 1.5 * yardstick + LATE)  # the load by hand ran in other seconds: +-40 % beside workers
     assert quantile(ours, 0.99) <= bound, (yardstick, ours[-15:], seen["late"])
     slowest = max(max(latencies) for latencies in by_hand)
