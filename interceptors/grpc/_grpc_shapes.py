@@ -5,6 +5,7 @@ fails naming its version when one changes.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import threading
@@ -54,7 +55,8 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
     Calling it directly is calling on: grpc's continuation only unwraps the details and makes that multicallable,
     afresh each call (its channel's ``unary_unary``: ~20 Python calls, as much as our policies cost). grpc's
     continuation closes over the intercepted multicallable (``self``), whose ``_thunk(method)`` makes the next one;
-    it is made once and kept on the intercepted multicallable (a stub's, which lives as long as the stub).
+    it is made once and kept on the intercepted multicallable (a stub's, which lives as long as the stub). Under an
+    interceptor of another kind, grpc makes our intercepted multicallable afresh each call: it is made each call.
     """
     code = getattr(continuation, "__code__", None)
     index = _SELF.get(code, -1)
@@ -65,15 +67,16 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
         return None
     try:
         owner = continuation.__closure__[index].cell_contents
-        kept = owner.__dict__.get(_NEXT)
+        kept = getattr(owner, _NEXT, None)
         if kept is not None and owner._method == method:
             return kept
         made = owner._thunk(method)
-        if owner._method == method:
-            setattr(owner, _NEXT, made)
-        return made
-    except (AttributeError, IndexError, TypeError, ValueError):
+    except Exception:  # not the shape this knows (or grpc refused): the continuation serves, as it would have
         return None
+    if owner._method == method:  # an interceptor above ours makes a new intercepted multicallable per call: no use
+        with contextlib.suppress(AttributeError):  # one that cannot keep it is asked again next call
+            setattr(owner, _NEXT, made)
+    return made
 
 
 def cancellable_blocking(multicallable: Any) -> Callable[..., Any] | None:

@@ -236,11 +236,15 @@ def retrying_over_raises(server: ScriptedServer, error: type[Exception], times: 
     return channel, raised
 
 
+@pytest.mark.parametrize("above", [False, True], ids=["outermost", "under-another"])
 @pytest.mark.parametrize("how", ["call", "with_call", "future"])
-def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(server: ScriptedServer, how: str) -> None:
+def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(
+    server: ScriptedServer, how: str, above: bool
+) -> None:
     """Ours sends a blocking call's attempts to the next multicallable of grpc's channel directly, not through grpc's
     continuation: the interceptors under ours still see each attempt, with its timeout and metadata (retries counted)
-    and the caller's wait_for_ready and compression."""
+    and the caller's wait_for_ready and compression; so they do with an interceptor above ours (grpc then makes our
+    intercepted multicallable afresh each call)."""
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
     from interceptors import ResilienceInterceptor
@@ -252,14 +256,17 @@ def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(se
             seen.append(details)
             return continuation(details, request)
 
+    class Above(grpc.UnaryUnaryClientInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            return continuation(details, request)
+
+    interceptors = [*([Above()] if above else []), ResilienceInterceptor(RetryPolicy(max_attempts=3)), Records()]
     channel = grpc.intercept_channel(
-        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
-        ResilienceInterceptor(RetryPolicy(max_attempts=3)),
-        Records(),
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]), *interceptors
     )
     with channel:
         unary = pb_grpc.ScriptedStub(channel).Unary
-        request = Request(id=f"under-{how}", fail_first=2)
+        request = Request(id=f"under-{how}-{above}", fail_first=2)
         options: dict[str, Any] = {"wait_for_ready": True, "compression": grpc.Compression.Gzip}
         options |= {"metadata": (("x-who", "me"),), "timeout": 5}
         if how == "call":
