@@ -30,6 +30,7 @@ from .engine._events import CircuitState
 from .engine._fallback import Fallback
 from .engine._hedge import HedgePolicy, LatencyQuantile
 from .engine._policy import Executor
+from .engine._priority import Priorities, Priority, prioritized
 from .engine._rate_limiter import RateLimiter
 from .engine._retry import RetryPolicy
 from .engine._throttle import AdaptiveThrottle
@@ -70,6 +71,8 @@ __all__ = [
     "HedgePolicy",
     "LatencyQuantile",
     "LimitExceededError",
+    "Priorities",
+    "Priority",
     "RandomDelay",
     "RateLimitedError",
     "RateLimiter",
@@ -87,6 +90,7 @@ __all__ = [
     "TimeoutExceededError",
     "from_service_config",
     "on_codes",
+    "prioritized",
     "replaced_by_fallback",
     "resilient_channel",
     "status_code",

@@ -14,6 +14,7 @@ from ._events import LimitChanged, LimitExceeded
 from ._execution import Execution
 from ._places import Places, wait_allowed
 from ._policy import AsyncLink, Link, Policy
+from ._priority import Priorities, Priority
 
 __all__ = [
     "DEFAULT_INITIAL_LIMIT",
@@ -60,6 +61,9 @@ class AdaptiveLimiter(Policy):
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once); with ``max_queued`` None,
         every call waits that long, or until its deadline, before it is rejected.
     :param max_queued: calls that may wait at once (default None: no bound but ``max_wait``).
+    :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of
+        the limit is kept for the more important calls, and waiters are served most important first (default
+        None: every call alike).
     :param window: seconds of calls between two updates of the limit (default 1; at least 1 ms).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
@@ -83,6 +87,7 @@ class AdaptiveLimiter(Policy):
         "min_limit",
         "on_limit_changed",
         "on_rejected",
+        "priorities",
         "window",
     )
     serves_deferred = True
@@ -92,6 +97,7 @@ class AdaptiveLimiter(Policy):
     initial_limit: int
     max_wait: float
     max_queued: int | None
+    priorities: Priorities | None
     window: float
     on_limit_changed: options.Listener[LimitChanged] | None
     on_rejected: options.Listener[LimitExceeded] | None
@@ -111,6 +117,7 @@ class AdaptiveLimiter(Policy):
         initial_limit: int = DEFAULT_INITIAL_LIMIT,
         max_wait: options.Duration = 0.0,
         max_queued: int | None = None,
+        priorities: Priorities | None = None,
         window: options.Duration = DEFAULT_WINDOW,
         on_limit_changed: options.Listener[LimitChanged] | None = None,
         on_rejected: options.Listener[LimitExceeded] | None = None,
@@ -122,6 +129,7 @@ class AdaptiveLimiter(Policy):
         initial = options.count(initial_limit, "initial_limit", minimum=lowest, maximum=highest)
         queued = None if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
         the_clock = options.clock(clock)
+        ranks = options.priorities(priorities)
         self._init(
             name=options.policy_name(name, self),
             min_limit=lowest,
@@ -129,11 +137,12 @@ class AdaptiveLimiter(Policy):
             initial_limit=initial,
             max_wait=options.seconds(max_wait, "max_wait"),
             max_queued=queued,
+            priorities=ranks,
             window=options.window(window, "window"),
             on_limit_changed=options.listener(on_limit_changed, "on_limit_changed"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=the_clock,
-            _places=Places(initial, max_waiting=queued),
+            _places=Places(initial, max_waiting=queued, caps=None if ranks is None else ranks.caps),
             _lock=threading.Lock(),
         )
         self._reset(None, the_clock.now())
@@ -157,9 +166,11 @@ class AdaptiveLimiter(Policy):
     def queued(self) -> int:
         return self._places.waiting
 
-    def acquire_permit(self) -> LimiterPermit:
-        """Take a place by hand, now (raises LimitExceededError); report how the call ended on the permit."""
-        if not self._places.take(0.0):
+    def acquire_permit(self, priority: Priority | None = None, *, retry: bool = False) -> LimiterPermit:
+        """Take a place by hand, now, for a call of ``priority`` (a retry or hedge when ``retry``; both matter with
+        ``priorities`` only); raises LimitExceededError. Report how the call ended on the permit."""
+        ranks = self.priorities
+        if not self._places.take(0.0, 0 if ranks is None else ranks.rank(priority, retry)):
             raise self._rejected(None)
         return LimiterPermit(self)
 
@@ -213,10 +224,11 @@ class AdaptiveLimiter(Policy):
             self._sample(self.clock.now() - started)
 
     def wrap(self, inner: Link) -> Link:
-        places, now, end = self._places, self.clock.now, self._end
+        places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
 
         def run(execution: Execution) -> Any:
-            if not places.take(wait_allowed(self.max_wait, execution.remaining)):
+            rank = 0 if ranks is None else ranks.rank_of(execution)
+            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:
@@ -236,10 +248,11 @@ class AdaptiveLimiter(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        places, now, end = self._places, self.clock.now, self._end
+        places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
 
         async def run(execution: Execution) -> Any:
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
+            rank = 0 if ranks is None else ranks.rank_of(execution)
+            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:

@@ -11,6 +11,7 @@ from ._events import BulkheadFull
 from ._execution import Execution
 from ._places import Places, wait_allowed
 from ._policy import AsyncLink, Link, Policy
+from ._priority import Priorities
 
 __all__ = ["Bulkhead"]
 
@@ -23,17 +24,21 @@ class Bulkhead(Policy):
 
     :param max_concurrent: calls in flight at once, positional (1..100 000).
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
+    :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of
+        the limit is kept for the more important calls, and waiters are served most important first (default
+        None: every call alike).
     :param on_full: hears :class:`BulkheadFull` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "Bulkhead").
     :param clock: the clock of the waits' accounting (default the system clock); waiting itself takes real time.
     """
 
-    __slots__ = ("_places", "clock", "max_concurrent", "max_wait", "on_full")
+    __slots__ = ("_places", "clock", "max_concurrent", "max_wait", "on_full", "priorities")
     serves_deferred = True
     clock: Clock
     max_concurrent: int
     max_wait: float
     on_full: options.Listener[BulkheadFull] | None
+    priorities: Priorities | None
     _places: Places
 
     def __init__(
@@ -42,18 +47,21 @@ class Bulkhead(Policy):
         /,
         *,
         max_wait: options.Duration = 0.0,
+        priorities: Priorities | None = None,
         on_full: options.Listener[BulkheadFull] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
         limit = options.count(max_concurrent, "max_concurrent", maximum=options.MAX_CALLS)
+        ranks = options.priorities(priorities)
         self._init(
             name=options.policy_name(name, self),
             max_concurrent=limit,
             max_wait=options.seconds(max_wait, "max_wait"),
             on_full=options.listener(on_full, "on_full"),
             clock=options.clock(clock),
-            _places=Places(limit),
+            priorities=ranks,
+            _places=Places(limit, caps=None if ranks is None else ranks.caps),
         )
 
     @property
@@ -75,11 +83,12 @@ class Bulkhead(Policy):
         return BulkheadFullError(f"bulkhead full: {self.max_concurrent} calls in flight, none done in {waited:.3g}s")
 
     def wrap(self, inner: Link) -> Link:
-        places, now = self._places, self.clock.now
+        places, now, ranks = self._places, self.clock.now, self.priorities
 
         def run(execution: Execution) -> Any:
             started = now()
-            if not places.take(wait_allowed(self.max_wait, execution.remaining)):
+            rank = 0 if ranks is None else ranks.rank_of(execution)
+            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank):
                 raise self._full(started, execution)
             try:
                 result = inner(execution)
@@ -92,11 +101,12 @@ class Bulkhead(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        places, now = self._places, self.clock.now
+        places, now, ranks = self._places, self.clock.now, self.priorities
 
         async def run(execution: Execution) -> Any:
             started = now()
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining)):
+            rank = 0 if ranks is None else ranks.rank_of(execution)
+            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank):
                 raise self._full(started, execution)
             try:
                 result = await inner(execution)

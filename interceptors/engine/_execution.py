@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import Clock
+from ._priority import PRIORITY, Priority
 
 if TYPE_CHECKING:
     from ._events import FallbackExecuted
@@ -162,6 +163,9 @@ class Execution:
       before running the chain again to resume it: the RetryPolicy treats it as the last attempt's failure (its
       classification, delay, attempt count and budget) before it starts the next attempt.
 
+    ``priority`` is the call's :class:`~interceptors.Priority`: the ambient one when it started (see
+    :func:`~interceptors.prioritized`), or what the transport sets (a channel's default); None: none said.
+
     ``offload``, where the transport sets it, runs a user's sync function that may block (a fallback function) off
     the event loop an async chain runs on, when that loop serves other callers (the sync adapter's background
     loop): ``await execution.offload(fn)``.
@@ -184,6 +188,7 @@ class Execution:
         "last_failure",
         "offload",
         "on_cancel",
+        "priority",
         "request",
         "resuming",
         "semantics",
@@ -197,6 +202,7 @@ class Execution:
     committed: bool
     deadline: float | None
     deferred: bool
+    priority: Priority | None
     request: Any
     semantics: Semantics
     start_time: float
@@ -224,6 +230,7 @@ class Execution:
         self.abandoned = False
         self.on_cancel: Callable[[], object] | None = None
         self.offload: Callable[[Callable[[], Any]], Awaitable[Any]] | None = None
+        self.priority = PRIORITY.get()
 
     def cancel(self) -> None:
         """Abandon this execution: no attempt is sent after this, and the one in flight is cancelled."""
@@ -252,7 +259,7 @@ class Execution:
         child.attempts, child.last_failure, child.fallback, child.resuming = attempts, None, None, None
         child.settle = None if self.settle is None else []
         child.committed = child.abandoned = child.deferred = False
-        child.on_cancel, child.offload = None, self.offload
+        child.on_cancel, child.offload, child.priority = None, self.offload, self.priority
         return child
 
     def adopt(self, child: Execution) -> None:

@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeGuard, TypeVar
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._priority import Priorities
 
 if TYPE_CHECKING:
     from ._execution import Semantics
@@ -166,6 +167,12 @@ def ratio(value: object, option: str, *, allow_zero: bool = False) -> float:
 def flag(value: object, option: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{option} must be True or False, got {shown(value)}")
+    return value
+
+
+def priorities(value: object) -> Priorities | None:
+    if value is not None and not isinstance(value, Priorities):
+        raise ValueError(f"priorities must be an interceptors.Priorities or None, got {shown(value)}")
     return value
 
 

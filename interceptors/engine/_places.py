@@ -1,5 +1,9 @@
 """Places for calls in flight, at most ``limit`` taken at once, handed to waiters in arrival order (FIFO): the state
-machine of the bulkhead and the adaptive limiter.
+machine of the bulkhead, the adaptive limiter and load shedding.
+
+With ranks (see :class:`~interceptors.engine._priority.Priorities`), a call of rank ``r`` takes a place only while
+fewer than ``caps[r]`` are taken (caps do not fall as ranks rise, the highest is ``limit``), and the line is served
+highest rank first, in arrival order within a rank.
 
 Threads and asyncio tasks (of any loop) may wait for the same places. A place given back goes straight to the
 first waiter who can use it (a thread, or a task whose loop is running), so that nobody arriving later can take it
@@ -9,19 +13,22 @@ first. The lock is held only to take or give a place, never while a call runs or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import deque
+from collections.abc import Callable
 
 
 class _Waiter:
     """Someone waiting for a place. Under the places' lock: ``granted`` when one is handed to them, ``queued``
     while they are in the line."""
 
-    __slots__ = ("event", "future", "granted", "loop", "queued")
+    __slots__ = ("event", "future", "granted", "loop", "queued", "rank", "refused")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
-        self.granted = False
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, rank: int) -> None:
+        self.granted = self.refused = False
         self.queued = True
+        self.rank = rank
         self.loop = loop
         self.event = threading.Event() if loop is None else None
         self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
@@ -45,11 +52,16 @@ class Places:
     a loop not running).
     """
 
-    __slots__ = ("_lock", "_offered", "_waiters", "in_flight", "limit", "max_waiting")
+    __slots__ = ("_caps", "_caps_of", "_lines", "_lock", "_offered", "_top", "in_flight", "limit", "max_waiting")
 
-    def __init__(self, limit: int, max_waiting: int | None = None) -> None:
+    def __init__(
+        self, limit: int, max_waiting: int | None = None, caps: Callable[[int], tuple[int, ...]] | None = None
+    ) -> None:
         self._lock = threading.Lock()
-        self._waiters: deque[_Waiter] = deque()
+        self._caps_of = caps  # the caps of each rank under a limit (None: one rank, capped at the limit)
+        self._caps = (limit,) if caps is None else caps(limit)
+        self._lines: tuple[deque[_Waiter], ...] = tuple(deque() for _ in self._caps)  # waiters, by rank
+        self._top = -1  # the highest rank with waiters (-1: none wait)
         self._offered: set[_Waiter] = set()  # tasks granted a place they have not claimed yet
         self.limit = limit
         self.max_waiting = max_waiting  # None: no bound
@@ -57,22 +69,38 @@ class Places:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
+        return sum(len(line) for line in self._lines)
 
-    def _try_take(self) -> bool:
+    def _try_take(self, rank: int) -> bool:
         if self._offered and self.in_flight >= self.limit:
             self._hand_over()  # withdraws the offers to loops that stopped meanwhile
-        if self.in_flight < self.limit and not self._waiters:
+        if self.in_flight < self._caps[rank] and self._top < rank:  # nobody of its rank or higher waits
             self.in_flight += 1
             return True
         return False
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop | None) -> _Waiter | None:
-        if self.max_waiting is not None and len(self._waiters) >= self.max_waiting:
+    def _enqueue(self, loop: asyncio.AbstractEventLoop | None, rank: int) -> _Waiter | None:
+        if self.max_waiting is not None and self.waiting >= self.max_waiting and not self._bump(rank):
             return None
-        waiter = _Waiter(loop)
-        self._waiters.append(waiter)
+        waiter = _Waiter(loop, rank)
+        self._lines[rank].append(waiter)
+        self._top = max(self._top, rank)
         return waiter
+
+    def _bump(self, rank: int) -> bool:
+        """The line is full: refuse its newest waiter of the lowest rank, if that rank is below ``rank``."""
+        lowest = next((r for r, line in enumerate(self._lines) if line), rank)
+        if lowest >= rank:
+            return False
+        waiter = self._lines[lowest].pop()
+        waiter.queued, waiter.refused = False, True
+        self._lower_top()
+        _wake(waiter)
+        return True
+
+    def _lower_top(self) -> None:
+        while self._top >= 0 and not self._lines[self._top]:
+            self._top -= 1
 
     def _leave(self, waiter: _Waiter) -> bool:
         """A waiter stops waiting (woken, timed out or cancelled); returns whether it holds a place (claimed)."""
@@ -82,31 +110,33 @@ class Places:
                 return True
             if waiter.queued:
                 waiter.queued = False
-                self._waiters.remove(waiter)
+                self._lines[waiter.rank].remove(waiter)
+                self._lower_top()
             return False
 
-    def take(self, timeout: float) -> bool:
-        """Take a place, waiting up to ``timeout`` seconds in this thread; returns whether one was taken."""
+    def take(self, timeout: float, rank: int = 0) -> bool:
+        """Take a place for a call of ``rank``, waiting up to ``timeout`` seconds in this thread; returns whether
+        one was taken."""
         with self._lock:
-            if self._try_take():
+            if self._try_take(rank):
                 return True
-            waiter = self._enqueue(None) if timeout > 0 else None
+            waiter = self._enqueue(None, rank) if timeout > 0 else None
         if waiter is None:
             return False
         assert waiter.event is not None
         waiter.event.wait(timeout)
         return self._leave(waiter)
 
-    async def atake(self, timeout: float) -> bool:
-        """Take a place, waiting up to ``timeout`` seconds in this task; returns whether one was taken. Cancelling
-        the task while it waits leaves no place taken."""
+    async def atake(self, timeout: float, rank: int = 0) -> bool:
+        """Take a place for a call of ``rank``, waiting up to ``timeout`` seconds in this task; returns whether one
+        was taken. Cancelling the task while it waits leaves no place taken."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             with self._lock:
-                if self._try_take():
+                if self._try_take(rank):
                     return True
-                waiter = self._enqueue(loop) if timeout > 0 else None
+                waiter = self._enqueue(loop, rank) if timeout > 0 else None
             if waiter is None:
                 return False
             assert waiter.future is not None
@@ -118,8 +148,8 @@ class Places:
                 if self._leave(waiter):
                     self.give()  # handed over as the task was cancelled: pass it on
                 raise
-            if self._leave(waiter):
-                return True
+            if self._leave(waiter) or waiter.refused:
+                return waiter.granted
             timeout = deadline - loop.time()  # passed over while the loop stood still: line up again
 
     def give(self) -> None:
@@ -132,17 +162,20 @@ class Places:
         """Change the limit; waiters get the places a larger one frees (calls beyond a smaller one run on)."""
         with self._lock:
             self.limit = limit
+            self._caps = (limit,) if self._caps_of is None else self._caps_of(limit)
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line, in order."""
+        """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line, highest rank first,
+        in order, while its rank's cap allows."""
         if self._offered:
             for waiter in [w for w in self._offered if not _runs(w.loop)]:
                 self._offered.discard(waiter)
                 waiter.granted = False
                 self.in_flight -= 1
-        while self._waiters and self.in_flight < self.limit:
-            waiter = self._waiters.popleft()
+        while self._top >= 0 and self.in_flight < self._caps[self._top]:
+            waiter = self._lines[self._top].popleft()
+            self._lower_top()
             waiter.queued = False
             if waiter.event is not None:
                 waiter.granted = True
@@ -162,6 +195,15 @@ class Places:
 
     def __repr__(self) -> str:
         return f"Places(limit={self.limit}, in_flight={self.in_flight}, waiting={self.waiting})"
+
+
+def _wake(waiter: _Waiter) -> None:
+    """Wake a waiter without a place (refused)."""
+    if waiter.event is not None:
+        waiter.event.set()
+    elif waiter.loop is not None and waiter.future is not None:
+        with contextlib.suppress(RuntimeError):  # its loop closed: the task will never resume
+            waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
 
 
 def _runs(loop: asyncio.AbstractEventLoop | None) -> bool:

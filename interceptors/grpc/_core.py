@@ -42,6 +42,7 @@ from ..engine._events import FallbackExecuted
 from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
+from ..engine._priority import PRIORITY, Priority
 from ..engine._retry import RetryPolicy
 from ..engine._warn import warn
 from ._channel import StackedRetriesWarning
@@ -72,6 +73,9 @@ __all__ = [
 ]
 
 PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts"
+PRIORITY_KEY = "x-priority"
+"""The metadata that carries a call's priority: its name in lower case (see :class:`~interceptors.Priority`)."""
+PRIORITY_NAMES = tuple(level.name.lower() for level in Priority)
 OK = grpc.StatusCode.OK
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 DEADLINE_TOLERANCE = 0.005
@@ -303,9 +307,12 @@ class CallExecution(Execution):
         deadline: float | None,
         incoming: IncomingCall | None = None,
         inherited: float | None = None,
+        priority: Priority | None = None,
     ) -> None:
         super().__init__(fn, clock, semantics, request, deadline)
         self.incoming, self.inherited = incoming, inherited
+        if self.priority is None:  # none in the caller's context: the incoming call's, else the channel's default
+            self.priority = priority if incoming is None or incoming.priority is None else incoming.priority
         self.sent_deadline: float | None = None
         """When the attempt in flight was sent with the inherited deadline: that deadline as sent (see
         :func:`wire_timeout`), by which grpc will end it."""
@@ -341,12 +348,19 @@ class Route:
     """Everything the adapters need for one method: its executor, semantics, and (for streamed responses) how to
     resume a stream."""
 
-    __slots__ = ("async_chain", "chain", "executor", "flavour", "hedged", "resume", "semantics")
+    __slots__ = ("async_chain", "chain", "executor", "flavour", "hedged", "priority", "resume", "semantics")
 
     def __init__(
-        self, method: str, executor: Executor, flavour: Flavour, kind: tuple[bool, bool] = UNARY, wide: bool = False
+        self,
+        method: str,
+        executor: Executor,
+        flavour: Flavour,
+        kind: tuple[bool, bool] = UNARY,
+        wide: bool = False,
+        priority: Priority | None = None,
     ) -> None:
-        self.flavour = flavour
+        self.flavour, self.priority = flavour, priority
+        """The priority of its calls that have none in their context (see :func:`~interceptors.prioritized`)."""
         self.semantics = semantics_of(method, kind, lambda failure: rpc_error(failure, flavour))
         self.executor = executor = fitted(executor, self.semantics, wide)  # a chain for many methods, as it fits this
         self.chain, self.async_chain = executor._chain, executor._async_chain
@@ -369,15 +383,15 @@ class Route:
         incoming = INCOMING.get()
         if incoming is None:
             deadline = None if seconds is None else clock.now() + seconds
-            return CallExecution(attempt, clock, self.semantics, request, deadline)
+            return CallExecution(attempt, clock, self.semantics, request, deadline, priority=self.priority)
         if incoming.cancelled:
             raise cancelled_error(self.flavour, "nothing was sent")
         deadline, inherited = _deadlines(clock, seconds, incoming)
         if inherited is None or (deadline is not None and deadline <= inherited):
-            return CallExecution(attempt, clock, self.semantics, request, deadline, incoming)
+            return CallExecution(attempt, clock, self.semantics, request, deadline, incoming, priority=self.priority)
         awaited = self.flavour.awaits if awaits is None else awaits
         bounded = _bounded_async(attempt) if awaited else _bounded(attempt)
-        return CallExecution(bounded, clock, self.semantics, request, inherited, incoming, inherited)
+        return CallExecution(bounded, clock, self.semantics, request, inherited, incoming, inherited, self.priority)
 
     def deadline(self, timeout: object) -> float | None:
         """The deadline (on the executor's clock) of a call with the caller's ``timeout``, as :meth:`execution`
@@ -561,11 +575,13 @@ def _bounded_async(attempt: Callable[[Execution], Any]) -> Callable[[Execution],
 
 
 def attempt_metadata(metadata: Any, execution: Execution, router: Router | None = None) -> Any:
-    """The caller's metadata, plus ``grpc-previous-rpc-attempts`` on retries, as gRPC's own retries send. On a
-    channel that is not a helper's (``router``), the first retry warns, once, that grpcio strips the header unless
-    the channel has its own retries off (``grpc.enable_retries=0``): we cannot see a channel's options."""
+    """The caller's metadata, plus ``grpc-previous-rpc-attempts`` on retries, as gRPC's own retries send, and the
+    call's priority (:data:`PRIORITY_KEY`) when it has one and the caller's metadata none. On a channel that is not
+    a helper's (``router``), the first retry warns, once, that grpcio strips the header unless the channel has its
+    own retries off (``grpc.enable_retries=0``): we cannot see a channel's options."""
+    priority = execution.priority
     if execution.attempts == 1:
-        return metadata
+        return metadata if priority is None else _with_priority(metadata, priority)
     if router is not None and router.unwarned:
         router.unwarned = False
         warn(
@@ -576,7 +592,14 @@ def attempt_metadata(metadata: Any, execution: Execution, router: Router | None 
             StackedRetriesWarning,
         )
     kept = tuple(pair for pair in metadata or () if pair[0] != PREVIOUS_ATTEMPTS)
-    return (*kept, (PREVIOUS_ATTEMPTS, str(execution.attempts - 1)))
+    pairs = (*kept, (PREVIOUS_ATTEMPTS, str(execution.attempts - 1)))
+    return pairs if priority is None else _with_priority(pairs, priority)
+
+
+def _with_priority(metadata: Any, priority: Priority) -> Any:
+    if metadata is not None and any(pair[0] == PRIORITY_KEY for pair in metadata):
+        return metadata  # the caller's own
+    return (*(metadata or ()), (PRIORITY_KEY, PRIORITY_NAMES[priority]))
 
 
 class Router:
@@ -595,6 +618,7 @@ class Router:
         "_default",
         "_flavour",
         "_metrics",
+        "_priority",
         "_propagating",
         "_routes",
         "_target",
@@ -612,12 +636,14 @@ class Router:
         flavour: Flavour,
         metrics: CallMetrics | None = None,
         target: str = "other",
+        priority: Priority | str | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "instrument", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
         if not isinstance(target, str) or not target.strip():
             raise ValueError(f"target must name the channel's target, such as 'host:port', got {target!r}")
         self._flavour, self._metrics, self._target = flavour, metrics, target
+        self._priority = None if priority is None else Priority.of(priority)
         self._default = _executor(policies, "policies")
         self._by_method: dict[str, Executor | None] = {}
         self._by_service: dict[str, Executor | None] = {}
@@ -697,15 +723,16 @@ class Router:
             metrics = self._metrics
             if metrics is not None:  # every call is measured, with policies or not
                 executor = metrics.instrument(executor or Executor(), name, self._target)
-            route = None if executor is None else Route(name, executor, self._flavour, kind, wide or calling)
+            wide = wide or calling
+            route = None if executor is None else Route(name, executor, self._flavour, kind, wide, self._priority)
             _keep(self._routes, key, route)
-        if route is not None or INCOMING.get() is None:
+        if route is not None or (INCOMING.get() is None and PRIORITY.get() is None and self._priority is None):
             return route
         try:
             return self._propagating[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            route = Route(name, Executor(), self._flavour, kind)
+            route = Route(name, Executor(), self._flavour, kind, priority=self._priority)
             _keep(self._propagating, key, route)
             return route
 

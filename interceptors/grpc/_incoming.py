@@ -16,6 +16,8 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
+from ..engine._priority import Priority
+
 __all__ = ["INCOMING", "IncomingCall", "cancel_task", "time_left", "wire_unit"]
 
 NO_DEADLINE = 1e9
@@ -38,15 +40,23 @@ class IncomingCall:
     while the handler runs; once the handler has ended (``end()``), nothing cancels it any more.
     """
 
-    __slots__ = ("_cancels", "cancelled", "deadline", "ended", "reserve", "task")
+    __slots__ = ("_cancels", "cancelled", "deadline", "ended", "priority", "reserve", "task")
 
-    def __init__(self, time_remaining: float | None, reserve: float, task: asyncio.Task[Any] | None = None) -> None:
+    def __init__(
+        self,
+        time_remaining: float | None,
+        reserve: float,
+        task: asyncio.Task[Any] | None = None,
+        priority: Priority | None = None,
+    ) -> None:
         time_remaining = time_left(time_remaining)
         if time_remaining is None:
             self.deadline: float | None = None
         else:  # grpc may have rounded the caller's timeout up by a unit on the wire: count on the unit less
             self.deadline = time.monotonic() + time_remaining - wire_unit(time_remaining)
-        self.reserve = reserve
+        self.reserve, self.priority = reserve, priority
+        """``priority``: what the server believes of the call's (None: it claims none); outgoing calls made on its
+        behalf have it, unless their context says otherwise (see :func:`~interceptors.prioritized`)."""
         self.cancelled = self.ended = False
         self.task = task
         """The aio handler's task (None for a sync handler): grpc cancels it with the call, and what it awaits."""

@@ -10,6 +10,9 @@ through this library's client interceptors or channels in that context:
   its policies as a TimeoutExceededError, which a Fallback answers;
 - is cancelled when the incoming call is (its caller cancelled it, or its deadline passed while the handler
   ran); once cancelled, calls fail with CANCELLED and nothing is sent.
+- has the incoming call's priority (its ``x-priority``, no higher than the server believes of that caller: see
+  :class:`~interceptors.Priorities`), unless the handler says otherwise with :func:`~interceptors.prioritized`;
+  so a critical request stays critical down the whole chain of calls.
 
 A ``grpc.RpcError`` that escapes the handler is answered with its own code and details, and with its pushback
 (``grpc-retry-pushback-ms``, ``retry-after``, and a ``google.rpc.RetryInfo`` in ``grpc-status-details-bin``),
@@ -28,6 +31,8 @@ from typing import Any, NoReturn
 import grpc
 
 from ..engine import _options as options
+from ..engine._priority import Priorities
+from ._claims import claimed
 from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
 from ._pushback import (
@@ -47,15 +52,23 @@ __all__ = ["DEFAULT_RESERVE", "AioContextPropagation", "ContextPropagation", "af
 
 DEFAULT_RESERVE = 0.05
 """Seconds of the incoming deadline a server keeps for its own answer."""
+DEFAULT_PRIORITIES = Priorities()
 
 OK = grpc.StatusCode.OK
 Pairs = tuple[tuple[str, str | bytes], ...]
 
 
 class _Propagation:
-    def __init__(self, *, reserve: options.Duration = DEFAULT_RESERVE, forward: bool = True) -> None:
+    def __init__(
+        self, *, reserve: options.Duration = DEFAULT_RESERVE, forward: bool = True, priorities: Priorities | None = None
+    ) -> None:
         self.reserve: float = options.seconds(reserve, "reserve")
         self.forward: bool = options.flag(forward, "forward")
+        self.priorities: Priorities = options.priorities(priorities) or DEFAULT_PRIORITIES
+
+    def _incoming(self, context: Any, task: asyncio.Task[Any] | None = None) -> IncomingCall:
+        priority = claimed(context, self.priorities)[0]
+        return IncomingCall(context.time_remaining(), self.reserve, task, priority)
 
 
 class ContextPropagation(_Propagation, grpc.ServerInterceptor):
@@ -65,6 +78,9 @@ class ContextPropagation(_Propagation, grpc.ServerInterceptor):
     :param reserve: seconds of the incoming deadline kept for the server's own answer (default 0.05); outgoing
         calls get at most what is left of the incoming deadline less this.
     :param forward: whether an escaping ``grpc.RpcError`` is answered with its status and pushback (default True).
+    :param priorities: what the server believes of a caller's priority (``max_claimed``; see
+        :class:`~interceptors.Priorities`), which outgoing calls made for the call then have (default
+        ``Priorities()``: up to CRITICAL from callers the channel authenticated, NORMAL from others).
     """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -73,8 +89,8 @@ class ContextPropagation(_Propagation, grpc.ServerInterceptor):
             return None
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
-    def _incoming(self, context: grpc.ServicerContext) -> IncomingCall:
-        incoming = IncomingCall(context.time_remaining(), self.reserve)
+    def _incoming(self, context: Any, task: asyncio.Task[Any] | None = None) -> IncomingCall:
+        incoming = super()._incoming(context)
         if not context.add_callback(incoming.cancel):  # called when the call ends: cancels unless the handler has
             incoming.cancel()
         return incoming
@@ -136,10 +152,10 @@ class AioContextPropagation(_Propagation, grpc.aio.ServerInterceptor):
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     def _wrap(self, behavior: Behavior) -> Behavior:
-        reserve, forwarding = self.reserve, self.forward
+        forwarding = self.forward
 
         async def propagated(request: Any, context: Any) -> Any:
-            incoming = IncomingCall(context.time_remaining(), reserve, asyncio.current_task())
+            incoming = self._incoming(context, asyncio.current_task())
             token = INCOMING.set(incoming)
             try:
                 response = behavior(request, context)
@@ -158,10 +174,10 @@ class AioContextPropagation(_Propagation, grpc.aio.ServerInterceptor):
         return propagated
 
     def _wrap_streaming(self, behavior: Behavior) -> Behavior:
-        reserve, forwarding = self.reserve, self.forward
+        forwarding = self.forward
 
         async def propagated(request: Any, context: Any) -> AsyncIterator[Any]:
-            incoming = IncomingCall(context.time_remaining(), reserve, asyncio.current_task())
+            incoming = self._incoming(context, asyncio.current_task())
             responses: AsyncIterator[Any] | None = None
             try:
                 while True:  # the context is set while the handler runs, never across a yield

@@ -57,6 +57,7 @@ from ..engine._fallback import Fallback
 from ..engine._hedge import HedgePolicy
 from ..engine._options import MAX_SECONDS, cut, shown
 from ..engine._policy import Policy
+from ..engine._priority import Priority
 from ..engine._rate_limiter import RateLimiter
 from ..engine._retry import RetryPolicy
 from ..engine._throttle import AdaptiveThrottle
@@ -664,12 +665,13 @@ def channel_plan(
     flavour: Flavour,
     metrics: CallMetrics | None,
     target: str,
+    priority: Priority | str | None = None,
 ) -> tuple[Router, list[tuple[str, Any]]]:
     """What a helper's channel, sync or aio, is built from: the router of its chains (a service config's under the
     ones given, see :func:`configured`) and grpc's channel options (the config's part for grpc; grpcio's retries
     off where ours apply: see :func:`channel_options`)."""
     pairs = option_pairs(options)
     policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
-    router = Router(policies, methods, flavour, metrics, target)
+    router = Router(policies, methods, flavour, metrics, target, priority)
     router.unwarned = False  # the channel has grpcio's retries off where they would strip the header
     return router, channel_options(pairs, retries=router.retries)

@@ -22,6 +22,8 @@ from ..engine import _options as options
 from ..engine._adaptive_limiter import AdaptiveLimiter
 from ..engine._events import Shed
 from ..engine._places import Places
+from ..engine._priority import Priorities, Priority
+from ._claims import claimed
 from ._core import CallMetrics
 from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._incoming import time_left
@@ -58,15 +60,23 @@ class _Shedding:
         min_remaining: options.Duration = 0.0,
         on_shed: options.Listener[Shed] | None = None,
         metrics: CallMetrics | None = None,
+        priorities: Priorities | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
+        ranks = options.priorities(priorities)
         if isinstance(limit, AdaptiveLimiter):
+            if ranks is not None and ranks is not limit.priorities:
+                raise ValueError("priorities: give them to the AdaptiveLimiter, whose limit they share out")
             self._limiter: AdaptiveLimiter | None = limit
             self._places = limit._places
+            ranks = limit.priorities
         else:
             self._limiter = None
-            self._places = Places(options.count(limit, "limit", maximum=options.MAX_CALLS))
+            count = options.count(limit, "limit", maximum=options.MAX_CALLS)
+            self._places = Places(count, caps=None if ranks is None else ranks.caps)
+        self.priorities: Priorities | None = ranks
+        """How calls' priorities decide who is refused first (None: they do not)."""
         if code not in (RESOURCE_EXHAUSTED, UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")
         self.code: grpc.StatusCode = code
@@ -92,8 +102,11 @@ class _Shedding:
     def _applies(self, handler: Any, method: str) -> bool:
         return handler is not None and not method.startswith(NEVER_SHED)
 
-    def admit(self, time_remaining: float | None) -> End | Refusal:
-        """Admit a call with ``time_remaining`` seconds left: how to end it, or why it is refused."""
+    def admit(
+        self, time_remaining: float | None, priority: Priority | None = None, retry: bool = False
+    ) -> End | Refusal:
+        """Admit a call with ``time_remaining`` seconds left, of ``priority``, a retry or a hedge when ``retry``
+        (both matter with ``priorities`` only): how to end it, or why it is refused."""
         if time_remaining is not None and time_remaining < self.min_remaining:
             self._count_refusal("deadline")
             return Refusal(
@@ -104,7 +117,7 @@ class _Shedding:
         limiter = self._limiter
         if limiter is not None:
             try:
-                permit = limiter.acquire_permit()
+                permit = limiter.acquire_permit(priority, retry=retry)
             except Exception:
                 return self._overloaded()
             started = time.monotonic()
@@ -117,7 +130,8 @@ class _Shedding:
                 self._measured(time.monotonic() - started)
 
             return end_permit
-        if not self._places.take(0.0):
+        ranks = self.priorities
+        if not self._places.take(0.0, 0 if ranks is None else ranks.rank(priority, retry)):
             return self._overloaded()
         started = time.monotonic()
 
@@ -126,6 +140,13 @@ class _Shedding:
             self._measured(time.monotonic() - started)
 
         return end
+
+    def _admission(self, context: Any) -> End | Refusal:
+        """Admit the call ``context`` answers (see :meth:`admit`)."""
+        time_remaining = time_left(context.time_remaining())
+        if self.priorities is None:
+            return self.admit(time_remaining)
+        return self.admit(time_remaining, *claimed(context, self.priorities))
 
     def _count_refusal(self, reason: str) -> None:
         with self._lock:
@@ -165,6 +186,10 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         (default 0: none).
     :param on_shed: called with a :class:`~interceptors.events.Shed` for each call refused (default None).
     :param metrics: an :class:`interceptors.otel.Metrics` to count the refused calls in (default None).
+    :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of the
+        limit is kept for the more important calls, and retries and hedges (``grpc-previous-rpc-attempts``) rank
+        below first attempts; a caller's claimed priority counts no higher than ``max_claimed`` allows (default
+        None: every call alike; with an AdaptiveLimiter, give them to the limiter).
     """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -174,7 +199,7 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
     def _admitted(self, context: grpc.ServicerContext) -> End:
-        admission = self.admit(time_left(context.time_remaining()))
+        admission = self._admission(context)
         if isinstance(admission, Refusal):
             if admission.trailers:
                 context.set_trailing_metadata(admission.trailers)
@@ -217,7 +242,7 @@ class AioLoadShedding(_Shedding, grpc.aio.ServerInterceptor):
         return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
 
     async def _admitted(self, context: Any) -> End:
-        admission = self.admit(time_left(context.time_remaining()))
+        admission = self._admission(context)
         if isinstance(admission, Refusal):
             if admission.trailers:
                 context.set_trailing_metadata(admission.trailers)

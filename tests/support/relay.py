@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
+from interceptors import Priorities
 from interceptors.engine import Policy
 from interceptors.server import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation
 
@@ -43,8 +44,8 @@ def relay_id(relay: tuple[str, str, bool]) -> str:
 
 
 class RelayServer:
-    """Relays Scripted.Unary to ``downstream`` through ``policies``; ``interceptors`` go before the propagation;
-    a sync relay has ``workers`` threads."""
+    """Relays Scripted.Unary to ``downstream`` through ``policies``; ``interceptors`` go before the propagation,
+    which believes callers' priorities as ``priorities`` says; a sync relay has ``workers`` threads."""
 
     def __init__(
         self,
@@ -54,19 +55,20 @@ class RelayServer:
         reserve: float = DEFAULT_RESERVE,
         interceptors: Sequence[Any] = (),
         workers: int = 32,
+        priorities: Priorities | None = None,
     ) -> None:
         self.kind, path, spawn = relay
         self.client = Client(path, downstream, *policies, warm=False)
         self.cancelled = 0  # handlers that saw their call cancelled
         if self.kind == "sync":
-            chain = [*interceptors, ContextPropagation(reserve=reserve)]
+            chain = [*interceptors, ContextPropagation(reserve=reserve, priorities=priorities)]
             server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers), interceptors=chain)
             pb_grpc.add_ScriptedServicer_to_server(_SyncRelay(self, path, spawn), server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             self._stop = lambda: server.stop(None)
         else:
-            aio_chain = [*interceptors, AioContextPropagation(reserve=reserve)]
+            aio_chain = [*interceptors, AioContextPropagation(reserve=reserve, priorities=priorities)]
 
             async def start() -> Any:
                 server = grpc.aio.server(interceptors=aio_chain)

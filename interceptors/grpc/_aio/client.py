@@ -10,6 +10,7 @@ from grpc.aio import AioRpcError
 
 from ...engine._execution import Execution
 from ...engine._policy import Policy
+from ...engine._priority import Priority
 from .._channel import open_channel
 from .._core import (
     BIDI_STREAM,
@@ -40,14 +41,15 @@ def resilience_interceptors(
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     metrics: CallMetrics | None = None,
     target: str = "other",
+    priority: Priority | str | None = None,
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
 
-    ``methods``, ``replay_buffer``, ``metrics`` and ``target`` work as for :class:`interceptors.ResilienceInterceptor`,
-    and streams get the same treatment. Pass them all to the channel: grpc.aio files each under the one kind of
-    call it serves.
+    ``methods``, ``replay_buffer``, ``metrics``, ``target`` and ``priority`` work as for
+    :class:`interceptors.ResilienceInterceptor`, and streams get the same treatment. Pass them all to the channel:
+    grpc.aio files each under the one kind of call it serves.
     """
-    router = Router(policies, methods, AIO, metrics, target)
+    router = Router(policies, methods, AIO, metrics, target, priority)
     return [_UnaryUnaryInterceptor(router), *_stream_interceptors(router, replay_buffer)]
 
 
@@ -67,6 +69,7 @@ def resilient_channel(
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
     metrics: CallMetrics | None = None,
+    priority: Priority | str | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries and service configs
     as for :func:`interceptors.resilient_channel`.
@@ -74,7 +77,7 @@ def resilient_channel(
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
-    router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target)
+    router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target, priority)
     streams = _stream_interceptors(router, replay_buffer)
     channel = open_channel(grpc.aio, target, credentials, opts, compression=compression, interceptors=streams)
     return _ResilientChannel(channel, router)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ...engine._policy import Policy
+from ...engine._priority import Priority
 from .._channel import open_channel
 from .._core import (
     BIDI_STREAM,
@@ -64,6 +65,8 @@ class ResilienceInterceptor(
         (default 256 KiB, grpc's own); a call whose requests outgrow it commits.
     :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
     :param target: the channel's target, as metrics name it (``grpc.target``; default "other").
+    :param priority: the priority of its calls that have none in their context (default None: none, and the
+        server's default applies); see :func:`interceptors.prioritized`.
     """
 
     def __init__(
@@ -73,8 +76,9 @@ class ResilienceInterceptor(
         replay_buffer: int = DEFAULT_REPLAY_BUFFER,
         metrics: CallMetrics | None = None,
         target: str = "other",
+        priority: Priority | str | None = None,
     ) -> None:
-        self._router = Router(policies, methods, SYNC, metrics, target)
+        self._router = Router(policies, methods, SYNC, metrics, target, priority)
         self._replay_buffer = checked_replay_buffer(replay_buffer)
 
     @classmethod
@@ -145,6 +149,7 @@ def resilient_channel(
     replay_buffer: int = DEFAULT_REPLAY_BUFFER,
     service_config: str | Mapping[str, Any] | None = None,
     metrics: CallMetrics | None = None,
+    priority: Priority | str | None = None,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
@@ -164,8 +169,10 @@ def resilient_channel(
     :param service_config: a gRPC service config, JSON or a mapping (default None); ValueError naming the JSON path
         of what is wrong in it.
     :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
+    :param priority: the priority of its calls that have none in their context (default None: none, and the
+        server's default applies); see :func:`interceptors.prioritized`.
     """
-    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target)
+    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target, priority)
     interceptor = ResilienceInterceptor._routed(router, replay_buffer)
     return _ResilientChannel(open_channel(grpc, target, credentials, opts, compression=compression), interceptor)
 
