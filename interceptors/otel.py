@@ -15,10 +15,10 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
   forward), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker, bulkhead, rate_limiter,
   throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
   ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
-  ``resilience.server.sheds`` ({call}; resilience.policy: the shedding interceptor, resilience.reason: overload or
-  deadline), and observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open, 3 forced open, 4
-  disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit`` (adaptive limiters),
-  ``resilience.fleet.local`` (fleet policies: 1 while one decides locally, its store silent).
+  ``resilience.server.sheds`` ({call}; resilience.policy: the shedding or quota interceptor, resilience.reason:
+  overload, deadline or quota), and observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open,
+  3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit``
+  (adaptive limiters), ``resilience.fleet.local`` (fleet policies: 1 while one decides locally, its store silent).
   These come from the policies' events, which a Metrics hears for every policy of the process from its creation
   until :meth:`Metrics.close`.
 
@@ -58,6 +58,7 @@ from .engine._events import (
     FallbackExecuted,
     HedgeStarted,
     LimitExceeded,
+    QuotaExceeded,
     RateLimited,
     RetryScheduled,
     RetryStarted,
@@ -224,6 +225,8 @@ class Metrics:
             self._fallbacks.add(1, attributes)
         elif isinstance(event, Shed):
             self._sheds.add(1, {"resilience.policy": event.policy, "resilience.reason": event.reason})
+        elif isinstance(event, QuotaExceeded):  # not by client: they are too many to name
+            self._sheds.add(1, {"resilience.policy": event.policy, "resilience.reason": "quota"})
         elif isinstance(event, CircuitStateChanged):
             attributes = {
                 "resilience.policy": event.policy,

@@ -2,10 +2,12 @@
 
 from .engine._options import Duration, FailurePredicate, Handles, Listener, PushbackReader
 from .grpc._core import CallMetrics, MethodPolicies
+from .grpc._quota import ClientKey
 from .grpc._streams import Resumer
 
 __all__ = [
     "CallMetrics",
+    "ClientKey",
     "Duration",
     "FailurePredicate",
     "Handles",

@@ -31,6 +31,7 @@ __all__ = [
     "LimitChanged",
     "LimitExceeded",
     "LogEvents",
+    "QuotaExceeded",
     "RateLimited",
     "RetriesExceeded",
     "RetryAborted",
@@ -236,6 +237,17 @@ class Shed:
     reason: str
     in_flight: int
     limit: int
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaExceeded:
+    """A server refused a call: its ``client`` (as the quota's key function names it) had used its quota; its next
+    call is admitted in ``wait`` seconds."""
+
+    client: str
+    wait: float
     policy: str | None = None
     method: str | None = None
 

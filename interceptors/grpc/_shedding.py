@@ -13,8 +13,8 @@ import math
 import random
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -23,9 +23,9 @@ from ..engine._adaptive_limiter import AdaptiveLimiter
 from ..engine._events import Shed
 from ..engine._places import Places
 from ..engine._priority import Priorities, Priority
+from ._admission import Admitting, AioAdmitting, End, Refusal
 from ._claims import claimed
 from ._core import CallMetrics
-from ._handlers import Behavior, aio_responses, awaited, wrapped
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
 
@@ -38,16 +38,6 @@ LATENCY_WEIGHT = 0.2
 """Weight of each ended call in the average latency the default pushback is."""
 SPREAD = 0.2
 """The default pushback varies by up to this fraction either way, so that refused callers do not return at once."""
-NEVER_SHED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-End = Callable[[BaseException | None], None]
-"""Ends an admitted call: how it ended (None: answered), or the error the handler raised."""
-
-
-class Refusal(NamedTuple):
-    code: grpc.StatusCode
-    details: str
-    trailers: tuple[tuple[str, str], ...]
 
 
 class _Shedding:
@@ -99,9 +89,6 @@ class _Shedding:
     def in_flight(self) -> int:
         return self._places.in_flight
 
-    def _applies(self, handler: Any, method: str) -> bool:
-        return handler is not None and not method.startswith(NEVER_SHED)
-
     def admit(
         self, time_remaining: float | None, priority: Priority | None = None, retry: bool = False
     ) -> End | Refusal:
@@ -141,7 +128,7 @@ class _Shedding:
 
         return end
 
-    def _admission(self, context: Any) -> End | Refusal:
+    def _admission(self, context: Any, method: str) -> End | Refusal:
         """Admit the call ``context`` answers (see :meth:`admit`)."""
         time_remaining = time_left(context.time_remaining())
         if self.priorities is None:
@@ -171,7 +158,7 @@ class _Shedding:
             self._latency += (latency - self._latency) * LATENCY_WEIGHT
 
 
-class LoadShedding(_Shedding, grpc.ServerInterceptor):
+class LoadShedding(_Shedding, Admitting):
     """Bounds the calls a sync server works on at once to ``limit``, refusing the excess at once, Trailers-Only,
     with ``code`` and ``grpc-retry-pushback-ms`` (see the module's doc).
 
@@ -192,86 +179,6 @@ class LoadShedding(_Shedding, grpc.ServerInterceptor):
         None: every call alike; with an AdaptiveLimiter, give them to the limiter).
     """
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if not self._applies(handler, handler_call_details.method):
-            return handler
-        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=False)
 
-    def _admitted(self, context: grpc.ServicerContext) -> End:
-        admission = self._admission(context)
-        if isinstance(admission, Refusal):
-            if admission.trailers:
-                context.set_trailing_metadata(admission.trailers)
-            context.abort(admission.code, admission.details)
-        return admission
-
-    def _wrap(self, behavior: Behavior) -> Behavior:
-        def shed(request: Any, context: grpc.ServicerContext) -> Any:
-            end = self._admitted(context)
-            try:
-                response = behavior(request, context)
-            except BaseException as error:
-                end(error)
-                raise
-            end(None)
-            return response
-
-        return shed
-
-    def _wrap_streaming(self, behavior: Behavior) -> Behavior:
-        def shed(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            end = self._admitted(context)
-            try:
-                yield from behavior(request, context)
-            except BaseException as error:
-                end(error)
-                raise
-            end(None)
-
-        return shed
-
-
-class AioLoadShedding(_Shedding, grpc.aio.ServerInterceptor):
+class AioLoadShedding(_Shedding, AioAdmitting):
     """:class:`LoadShedding` for ``grpc.aio`` servers, with the same parameters."""
-
-    async def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        if not self._applies(handler, handler_call_details.method):
-            return handler
-        return wrapped(self, handler, handler_call_details.method, self._wrap, self._wrap_streaming, aio=True)
-
-    async def _admitted(self, context: Any) -> End:
-        admission = self._admission(context)
-        if isinstance(admission, Refusal):
-            if admission.trailers:
-                context.set_trailing_metadata(admission.trailers)
-            await context.abort(admission.code, admission.details)
-        assert not isinstance(admission, Refusal)
-        return admission
-
-    def _wrap(self, behavior: Behavior) -> Behavior:
-        async def shed(request: Any, context: Any) -> Any:
-            end = await self._admitted(context)
-            try:
-                response = await awaited(behavior(request, context))
-            except BaseException as error:
-                end(error)
-                raise
-            end(None)
-            return response
-
-        return shed
-
-    def _wrap_streaming(self, behavior: Behavior) -> Behavior:
-        async def shed(request: Any, context: Any) -> AsyncIterator[Any]:
-            end = await self._admitted(context)
-            try:
-                async for response in aio_responses(behavior(request, context)):
-                    yield response
-            except BaseException as error:
-                end(error)
-                raise
-            end(None)
-
-        return shed
