@@ -47,8 +47,13 @@ docs: $(STAMP)
 	@# the documentation site (mkdocs.yml), into site/: a warning fails it; nothing is fetched
 	NO_MKDOCS_2_WARNING=1 $(BESIDE) $(BIN)/mkdocs build --strict --quiet --site-dir site
 
+JS := tests/js/node_modules/.installed
+$(JS): tests/js/package.json tests/js/package-lock.json
+	@# the grpc-js peers of the suite (tests/js), from the npm registry, where node is (their tests say they skip where not)
+	if command -v npm >/dev/null; then npm ci --prefix tests/js --no-audit --no-fund --silent && touch $@; fi
+
 WORKERS ?= 6
-pytest: proto
+pytest: proto $(JS)
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
 PYTHONS := 3.10 3.11 3.12 3.13
@@ -100,4 +105,4 @@ soak: proto $(STAMP)
 	$(PY) -m bench.soak --calls 1000000
 
 clean:
-	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix dist site
+	rm -rf $(VENV) $(GEN) .mypy_cache .ruff_cache .pytest_cache .matrix dist site tests/js/node_modules

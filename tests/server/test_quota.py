@@ -7,8 +7,10 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import logging
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +27,7 @@ from ..support.clients import PATHS, Client
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 RESOURCE_EXHAUSTED, OK = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK
+JS_PEERS = Path(__file__).parents[1] / "js"
 
 
 @pytest.fixture(params=["sync", "aio"])
@@ -187,6 +190,21 @@ def test_grpc_own_retries_honour_the_pushback(kind: str) -> None:
             started = time.monotonic()
             stub.Unary(Request(id="second"), timeout=10)
             assert time.monotonic() - started >= 0.2  # not its 10 ms backoff: the server's 300 ms
+        assert server.quota.refused == 1
+
+
+@pytest.mark.skipif(
+    not (JS_PEERS / "node_modules" / "@grpc" / "grpc-js").is_dir(),
+    reason="grpc-js is not installed: make test installs it (tests/js) where node and npm are",
+)
+def test_a_grpc_js_client_waits_out_the_pushback(kind: str) -> None:
+    for server in quota(kind, 1, period=0.3):
+        script = str(JS_PEERS / "quota_client.js")
+        ran = subprocess.run(["node", script, server.target, "2"], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stderr
+        outcomes = json.loads(ran.stdout)
+        assert [o["code"] for o in outcomes] == [0, 0]  # both OK: the second after grpc-js's retry
+        assert outcomes[1]["ms"] >= 200  # not its own 10 ms backoff: the server's pushback
         assert server.quota.refused == 1
 
 
