@@ -14,7 +14,7 @@ from ._events import LimitChanged, LimitExceeded
 from ._execution import Execution
 from ._places import Places, wait_allowed
 from ._policy import AsyncLink, Link, Policy
-from ._priority import Priorities, Priority
+from ._priority import RANKS, Priorities, Priority
 
 __all__ = [
     "DEFAULT_INITIAL_LIMIT",
@@ -142,7 +142,7 @@ class AdaptiveLimiter(Policy):
             on_limit_changed=options.listener(on_limit_changed, "on_limit_changed"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=the_clock,
-            _places=Places(initial, max_waiting=queued, caps=None if ranks is None else ranks.caps),
+            _places=Places(initial, max_waiting=queued, ranks=1 if ranks is None else RANKS),
             _lock=threading.Lock(),
         )
         self._reset(None, the_clock.now())
@@ -170,7 +170,10 @@ class AdaptiveLimiter(Policy):
         """Take a place by hand, now, for a call of ``priority`` (a retry or hedge when ``retry``; both matter with
         ``priorities`` only); raises LimitExceededError. Report how the call ended on the permit."""
         ranks = self.priorities
-        if not self._places.take(0.0, 0 if ranks is None else ranks.rank(priority, retry)):
+        return self._acquire(*((0, 1.0) if ranks is None else ranks.place(priority, retry)))
+
+    def _acquire(self, rank: int, share: float) -> LimiterPermit:
+        if not self._places.take(0.0, rank, share):
             raise self._rejected(None)
         return LimiterPermit(self)
 
@@ -227,8 +230,8 @@ class AdaptiveLimiter(Policy):
         places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
 
         def run(execution: Execution) -> Any:
-            rank = 0 if ranks is None else ranks.rank_of(execution)
-            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank):
+            rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
+            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank, share):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:
@@ -251,8 +254,8 @@ class AdaptiveLimiter(Policy):
         places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
 
         async def run(execution: Execution) -> Any:
-            rank = 0 if ranks is None else ranks.rank_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank):
+            rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
+            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank, share):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:
@@ -285,6 +288,14 @@ class LimiterPermit:
         if not self._done:
             self._done = True
             self._limiter._end(self._started, failure)
+
+    def ended(self, failure: BaseException | None) -> None:
+        """The call ended: succeeded (None), failed (an Exception: :meth:`record`), or was cancelled (any other
+        BaseException: :meth:`drop`)."""
+        if failure is None or isinstance(failure, Exception):
+            self.record(failure)
+        else:
+            self.drop()
 
     def drop(self) -> None:
         """The call ended without a latency worth counting (cancelled, say): just give its place back."""

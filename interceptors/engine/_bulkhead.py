@@ -11,7 +11,7 @@ from ._events import BulkheadFull
 from ._execution import Execution
 from ._places import Places, wait_allowed
 from ._policy import AsyncLink, Link, Policy
-from ._priority import Priorities
+from ._priority import RANKS, Priorities
 
 __all__ = ["Bulkhead"]
 
@@ -61,7 +61,7 @@ class Bulkhead(Policy):
             on_full=options.listener(on_full, "on_full"),
             clock=options.clock(clock),
             priorities=ranks,
-            _places=Places(limit, caps=None if ranks is None else ranks.caps),
+            _places=Places(limit, ranks=1 if ranks is None else RANKS),
         )
 
     @property
@@ -87,8 +87,8 @@ class Bulkhead(Policy):
 
         def run(execution: Execution) -> Any:
             started = now()
-            rank = 0 if ranks is None else ranks.rank_of(execution)
-            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank):
+            rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
+            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank, share):
                 raise self._full(started, execution)
             try:
                 result = inner(execution)
@@ -105,8 +105,8 @@ class Bulkhead(Policy):
 
         async def run(execution: Execution) -> Any:
             started = now()
-            rank = 0 if ranks is None else ranks.rank_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank):
+            rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
+            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank, share):
                 raise self._full(started, execution)
             try:
                 result = await inner(execution)

@@ -1,9 +1,10 @@
 """Places for calls in flight, at most ``limit`` taken at once, handed to waiters in arrival order (FIFO): the state
 machine of the bulkhead, the adaptive limiter and load shedding.
 
-With ranks (see :class:`~interceptors.engine._priority.Priorities`), a call of rank ``r`` takes a place only while
-fewer than ``caps[r]`` are taken (caps do not fall as ranks rise, the highest is ``limit``), and the line is served
-highest rank first, in arrival order within a rank.
+With ranks (see :class:`~interceptors.engine._priority.Priorities`), a call of rank ``r`` and share ``s`` takes a
+place only while fewer than ``round(limit * s)`` (at least one) are taken, and the line is served highest rank
+first, in arrival order within a rank. Shares must not fall as ranks rise, nor within a rank as the line goes on
+(a waiter who cannot have a place holds back those behind it, and every lower rank).
 
 Threads and asyncio tasks (of any loop) may wait for the same places. A place given back goes straight to the
 first waiter who can use it (a thread, or a task whose loop is running), so that nobody arriving later can take it
@@ -14,21 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 from collections import deque
-from collections.abc import Callable
 
 
 class _Waiter:
     """Someone waiting for a place. Under the places' lock: ``granted`` when one is handed to them, ``queued``
     while they are in the line."""
 
-    __slots__ = ("event", "future", "granted", "loop", "queued", "rank", "refused")
+    __slots__ = ("event", "future", "granted", "loop", "queued", "rank", "refused", "share")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop | None, rank: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop | None, rank: int, share: float) -> None:
         self.granted = self.refused = False
         self.queued = True
-        self.rank = rank
+        self.rank, self.share = rank, share
         self.loop = loop
         self.event = threading.Event() if loop is None else None
         self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
@@ -52,15 +53,11 @@ class Places:
     a loop not running).
     """
 
-    __slots__ = ("_caps", "_caps_of", "_lines", "_lock", "_offered", "_top", "in_flight", "limit", "max_waiting")
+    __slots__ = ("_lines", "_lock", "_offered", "_top", "in_flight", "limit", "max_waiting")
 
-    def __init__(
-        self, limit: int, max_waiting: int | None = None, caps: Callable[[int], tuple[int, ...]] | None = None
-    ) -> None:
+    def __init__(self, limit: int, max_waiting: int | None = None, ranks: int = 1) -> None:
         self._lock = threading.Lock()
-        self._caps_of = caps  # the caps of each rank under a limit (None: one rank, capped at the limit)
-        self._caps = (limit,) if caps is None else caps(limit)
-        self._lines: tuple[deque[_Waiter], ...] = tuple(deque() for _ in self._caps)  # waiters, by rank
+        self._lines: tuple[deque[_Waiter], ...] = tuple(deque() for _ in range(ranks))  # waiters, by rank
         self._top = -1  # the highest rank with waiters (-1: none wait)
         self._offered: set[_Waiter] = set()  # tasks granted a place they have not claimed yet
         self.limit = limit
@@ -71,18 +68,22 @@ class Places:
     def waiting(self) -> int:
         return sum(len(line) for line in self._lines)
 
-    def _try_take(self, rank: int) -> bool:
+    def _cap(self, share: float) -> int:
+        """The calls in flight below which a call of ``share`` takes a place."""
+        return self.limit if share >= 1.0 else max(1, math.floor(self.limit * share + 0.5))
+
+    def _try_take(self, rank: int, share: float) -> bool:
         if self._offered and self.in_flight >= self.limit:
             self._hand_over()  # withdraws the offers to loops that stopped meanwhile
-        if self.in_flight < self._caps[rank] and self._top < rank:  # nobody of its rank or higher waits
+        if self.in_flight < self._cap(share) and self._top < rank:  # nobody of its rank or higher waits
             self.in_flight += 1
             return True
         return False
 
-    def _enqueue(self, loop: asyncio.AbstractEventLoop | None, rank: int) -> _Waiter | None:
+    def _enqueue(self, loop: asyncio.AbstractEventLoop | None, rank: int, share: float) -> _Waiter | None:
         if self.max_waiting is not None and self.waiting >= self.max_waiting and not self._bump(rank):
             return None
-        waiter = _Waiter(loop, rank)
+        waiter = _Waiter(loop, rank, share)
         self._lines[rank].append(waiter)
         self._top = max(self._top, rank)
         return waiter
@@ -114,29 +115,29 @@ class Places:
                 self._lower_top()
             return False
 
-    def take(self, timeout: float, rank: int = 0) -> bool:
-        """Take a place for a call of ``rank``, waiting up to ``timeout`` seconds in this thread; returns whether
-        one was taken."""
+    def take(self, timeout: float, rank: int = 0, share: float = 1.0) -> bool:
+        """Take a place for a call of ``rank`` and ``share`` (see the module's doc), waiting up to ``timeout``
+        seconds in this thread; returns whether one was taken."""
         with self._lock:
-            if self._try_take(rank):
+            if self._try_take(rank, share):
                 return True
-            waiter = self._enqueue(None, rank) if timeout > 0 else None
+            waiter = self._enqueue(None, rank, share) if timeout > 0 else None
         if waiter is None:
             return False
         assert waiter.event is not None
         waiter.event.wait(timeout)
         return self._leave(waiter)
 
-    async def atake(self, timeout: float, rank: int = 0) -> bool:
-        """Take a place for a call of ``rank``, waiting up to ``timeout`` seconds in this task; returns whether one
-        was taken. Cancelling the task while it waits leaves no place taken."""
+    async def atake(self, timeout: float, rank: int = 0, share: float = 1.0) -> bool:
+        """Take a place for a call of ``rank`` and ``share``, waiting up to ``timeout`` seconds in this task;
+        returns whether one was taken. Cancelling the task while it waits leaves no place taken."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             with self._lock:
-                if self._try_take(rank):
+                if self._try_take(rank, share):
                     return True
-                waiter = self._enqueue(loop, rank) if timeout > 0 else None
+                waiter = self._enqueue(loop, rank, share) if timeout > 0 else None
             if waiter is None:
                 return False
             assert waiter.future is not None
@@ -162,18 +163,17 @@ class Places:
         """Change the limit; waiters get the places a larger one frees (calls beyond a smaller one run on)."""
         with self._lock:
             self.limit = limit
-            self._caps = (limit,) if self._caps_of is None else self._caps_of(limit)
             self._hand_over()
 
     def _hand_over(self) -> None:
         """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line, highest rank first,
-        in order, while its rank's cap allows."""
+        in order, while the first waiter's share allows."""
         if self._offered:
             for waiter in [w for w in self._offered if not _runs(w.loop)]:
                 self._offered.discard(waiter)
                 waiter.granted = False
                 self.in_flight -= 1
-        while self._top >= 0 and self.in_flight < self._caps[self._top]:
+        while self._top >= 0 and self.in_flight < self._cap(self._lines[self._top][0].share):
             waiter = self._lines[self._top].popleft()
             self._lower_top()
             waiter.queued = False

@@ -76,7 +76,7 @@ DEFAULT_SHARES: Mapping[Priority, float] = {
 """The part of a limit each level may fill, by default (see :class:`Priorities`)."""
 
 RANKS = 2 * len(Priority)
-"""A call's rank: ``2 * level + 1`` for a first attempt, ``2 * level`` for a retry or a hedge."""
+"""Ranks of the waiting line: ``2 * level + 1`` for first attempts, ``2 * level`` for retries and hedges."""
 
 Claim = Callable[[Any], Priority]
 """The highest priority a server believes of a caller, from the call's ``grpc.ServicerContext``."""
@@ -90,10 +90,17 @@ class Priorities:
     in flight; a retry or a hedge of level ``L`` (an attempt after the first: gRPC's ``grpc-previous-rpc-attempts``
     on a server) is halfway to the level below: ``(shares[L] + shares[L - 1]) / 2``, with ``shares[-1] = 0``. So
     under pressure sheddable work is refused first and critical work last; with the default shares, calls of
-    ``default`` level alone fill 80 % of the limit, and the rest is kept for HIGH and CRITICAL calls. Calls waiting
-    for a place (``max_wait``) are served most important first, in arrival order within a rank; when the waiting
-    line is full, a newcomer takes the place in line of the newest, least important waiter, if that one ranks
-    lower (it is refused), and is refused otherwise.
+    ``default`` level alone fill 80 % of the limit, and the rest is kept for HIGH and CRITICAL calls.
+
+    Where a limiter knows who each call is for (a server's ``tenant=``), usage counts too: a tenant holding a
+    fraction ``u`` of the calls in flight stands ``u / 2`` of a level lower, so that within a level the tenant
+    using the most is refused first, and one flooding a server drops to the standing of others' retries. In all,
+    a call stands at ``s = L + 1 - retry / 2 - u / 2`` levels, and its share of the limit is read off the line
+    through ``(0, 0), (1, shares[0]), ..., (5, shares[4])`` at ``s``.
+
+    Calls waiting for a place (``max_wait``) are served most important first, in arrival order within a rank;
+    when the waiting line is full, a newcomer takes the place in line of the newest, least important waiter, if
+    that one ranks lower (it is refused), and is refused otherwise.
 
     :param shares: the part of the limit each level may fill, in (0, 1], not falling as the level rises; levels not
         given keep :data:`DEFAULT_SHARES`.
@@ -104,9 +111,9 @@ class Priorities:
         channel authenticated (a TLS client certificate), NORMAL for the others.
     """
 
-    __slots__ = ("_fractions", "default", "max_claimed", "shares")
+    __slots__ = ("_points", "default", "max_claimed", "shares")
     shares: Mapping[Priority, float]
-    _fractions: tuple[float, ...]  # by rank
+    _points: tuple[float, ...]  # the share of the limit at each whole standing, 0..5
     default: Priority
     max_claimed: Priority | Claim | None
 
@@ -134,27 +141,29 @@ class Priorities:
                 )
         if max_claimed is not None and not callable(max_claimed):
             max_claimed = Priority.of(max_claimed, "max_claimed")
-        fractions = []
-        for level in Priority:
-            below = table[Priority(level - 1)] if level > 0 else 0.0
-            fractions += [(below + table[level]) / 2, table[level]]
         object.__setattr__(self, "shares", table)
         object.__setattr__(self, "default", Priority.of(default, "default"))
         object.__setattr__(self, "max_claimed", max_claimed)
-        object.__setattr__(self, "_fractions", tuple(fractions))
+        object.__setattr__(self, "_points", (0.0, *(table[level] for level in Priority)))
 
-    def caps(self, limit: int) -> tuple[int, ...]:
-        """How many calls of each rank (see :data:`RANKS`) may be in flight under ``limit``."""
-        return tuple(max(1, math.floor(limit * fraction + 0.5)) for fraction in self._fractions)
-
-    def rank(self, priority: Priority | None, retry: bool) -> int:
-        """The rank of a call of ``priority`` (None: ``default``), a retry or hedge when ``retry``."""
+    def place(self, priority: Priority | None, retry: bool = False, usage: float = 0.0) -> tuple[int, float]:
+        """The rank in line (see :data:`RANKS`) and the share of the limit of a call of ``priority`` (None:
+        ``default``), a retry or hedge when ``retry``, whose tenant holds a fraction ``usage`` of the calls in
+        flight."""
         level = self.default if priority is None else priority
-        return 2 * level + (not retry)
+        standing = level + 1 - 0.5 * retry - 0.5 * min(max(usage, 0.0), 1.0)
+        below = math.floor(standing)
+        points = self._points
+        share = (
+            points[-1]
+            if below >= len(points) - 1
+            else points[below] + (points[below + 1] - points[below]) * (standing - below)
+        )
+        return min(max(math.ceil(2 * standing) - 1, 0), RANKS - 1), share
 
-    def rank_of(self, execution: Execution) -> int:
-        """The rank of an execution's current attempt."""
-        return self.rank(execution.priority, execution.attempts > 1)
+    def place_of(self, execution: Execution) -> tuple[int, float]:
+        """The rank and share of an execution's current attempt."""
+        return self.place(execution.priority, execution.attempts > 1)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Priorities is read-only; create a new one instead")

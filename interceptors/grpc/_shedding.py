@@ -22,9 +22,10 @@ from ..engine import _options as options
 from ..engine._adaptive_limiter import AdaptiveLimiter
 from ..engine._events import Shed
 from ..engine._places import Places
-from ..engine._priority import Priorities, Priority
+from ..engine._priority import RANKS, Priorities, Priority
 from ._admission import Admitting, AioAdmitting, End, Refusal
 from ._claims import claimed
+from ._clients import ClientKey, ClientOf
 from ._core import CallMetrics
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
@@ -51,6 +52,7 @@ class _Shedding:
         on_shed: options.Listener[Shed] | None = None,
         metrics: CallMetrics | None = None,
         priorities: Priorities | None = None,
+        tenant: ClientKey | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
@@ -64,9 +66,13 @@ class _Shedding:
         else:
             self._limiter = None
             count = options.count(limit, "limit", maximum=options.MAX_CALLS)
-            self._places = Places(count, caps=None if ranks is None else ranks.caps)
+            self._places = Places(count, ranks=1 if ranks is None else RANKS)
         self.priorities: Priorities | None = ranks
         """How calls' priorities decide who is refused first (None: they do not)."""
+        if tenant is not None and ranks is None:
+            raise ValueError("tenant: give priorities too (usage moves a call within its level's share)")
+        self._tenant = None if tenant is None else ClientOf(tenant, "tenant")
+        self._tenants: dict[str, int] = {}  # calls in flight by tenant (only those with some)
         if code not in (RESOURCE_EXHAUSTED, UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")
         self.code: grpc.StatusCode = code
@@ -90,10 +96,14 @@ class _Shedding:
         return self._places.in_flight
 
     def admit(
-        self, time_remaining: float | None, priority: Priority | None = None, retry: bool = False
+        self,
+        time_remaining: float | None,
+        priority: Priority | None = None,
+        retry: bool = False,
+        tenant: str | None = None,
     ) -> End | Refusal:
-        """Admit a call with ``time_remaining`` seconds left, of ``priority``, a retry or a hedge when ``retry``
-        (both matter with ``priorities`` only): how to end it, or why it is refused."""
+        """Admit a call with ``time_remaining`` seconds left, of ``priority``, a retry or a hedge when ``retry``,
+        for ``tenant`` (these matter with ``priorities`` only): how to end it, or why it is refused."""
         if time_remaining is not None and time_remaining < self.min_remaining:
             self._count_refusal("deadline")
             return Refusal(
@@ -101,39 +111,58 @@ class _Shedding:
                 f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
                 (),
             )
-        limiter = self._limiter
+        ranks, limiter = self.priorities, self._limiter
+        if ranks is None:
+            rank, share = 0, 1.0
+        else:
+            rank, share = ranks.place(priority, retry, self._usage(tenant))
         if limiter is not None:
             try:
-                permit = limiter.acquire_permit(priority, retry=retry)
+                permit = limiter._acquire(rank, share)
             except Exception:
                 return self._overloaded()
-            started = time.monotonic()
-
-            def end_permit(failure: BaseException | None) -> None:
-                if isinstance(failure, Exception) or failure is None:
-                    permit.record(failure)
-                else:
-                    permit.drop()
-                self._measured(time.monotonic() - started)
-
-            return end_permit
-        ranks = self.priorities
-        if not self._places.take(0.0, 0 if ranks is None else ranks.rank(priority, retry)):
+            give_back = permit.ended
+        elif self._places.take(0.0, rank, share):
+            give_back = self._give_place
+        else:
             return self._overloaded()
         started = time.monotonic()
+        if tenant is not None:
+            self._count_tenant(tenant, 1)
 
         def end(failure: BaseException | None) -> None:
-            self._places.give()
+            give_back(failure)
+            if tenant is not None:
+                self._count_tenant(tenant, -1)
             self._measured(time.monotonic() - started)
 
         return end
+
+    def _give_place(self, failure: BaseException | None) -> None:
+        self._places.give()
+
+    def _usage(self, tenant: str | None) -> float:
+        """The fraction of the calls in flight that ``tenant``'s are."""
+        if tenant is None:
+            return 0.0
+        held = self._tenants.get(tenant, 0)
+        return held / self._places.in_flight if held else 0.0
+
+    def _count_tenant(self, tenant: str, change: int) -> None:
+        with self._lock:
+            held = self._tenants.get(tenant, 0) + change
+            if held > 0:
+                self._tenants[tenant] = held
+            else:
+                self._tenants.pop(tenant, None)
 
     def _admission(self, context: Any, method: str) -> End | Refusal:
         """Admit the call ``context`` answers (see :meth:`admit`)."""
         time_remaining = time_left(context.time_remaining())
         if self.priorities is None:
             return self.admit(time_remaining)
-        return self.admit(time_remaining, *claimed(context, self.priorities))
+        tenant = None if self._tenant is None else self._tenant(context)
+        return self.admit(time_remaining, *claimed(context, self.priorities), tenant)
 
     def _count_refusal(self, reason: str) -> None:
         with self._lock:
@@ -177,6 +206,9 @@ class LoadShedding(_Shedding, Admitting):
         limit is kept for the more important calls, and retries and hedges (``grpc-previous-rpc-attempts``) rank
         below first attempts; a caller's claimed priority counts no higher than ``max_claimed`` allows (default
         None: every call alike; with an AdaptiveLimiter, give them to the limiter).
+    :param tenant: with ``priorities``, who each call is for (a function of the ``grpc.ServicerContext``, such as
+        :func:`by_identity` or :func:`by_metadata`): within a level, the tenant with the most calls in flight is
+        refused first (default None: usage does not count).
     """
 
 

@@ -21,12 +21,19 @@ from interceptors import (
 )
 from interceptors.engine import Execution
 from interceptors.engine._places import Places
+from interceptors.engine._priority import RANKS
 
 RULES = Priorities()
 
 
-def rank(level: Priority, retry: bool = False) -> int:
-    return RULES.rank(level, retry)
+def rank(level: Priority, retry: bool = False, usage: float = 0.0) -> tuple[int, float]:
+    """Where a call stands in ranked places: its rank in line, and its share of the limit."""
+    return RULES.place(level, retry, usage)
+
+
+def cap(limit: int, level: Priority, retry: bool = False, usage: float = 0.0) -> int:
+    """The calls in flight below which such a call takes a place."""
+    return Places(limit)._cap(rank(level, retry, usage)[1])
 
 
 # -- the levels and the rules -----------------------------------------------------------------------------------
@@ -66,20 +73,28 @@ def test_policies_refuse_priorities_of_the_wrong_type() -> None:
 
 
 def test_each_rank_may_fill_its_share_of_the_limit_and_a_retry_sits_halfway_to_the_level_below() -> None:
-    caps = RULES.caps(10)
-    assert caps[rank(Priority.CRITICAL)] == 10
-    assert caps[rank(Priority.NORMAL)] == 8
-    assert caps[rank(Priority.NORMAL, retry=True)] == 8  # (0.7 + 0.8) / 2 of 10, rounded
-    assert caps[rank(Priority.SHEDDABLE)] == 5
-    assert caps[rank(Priority.SHEDDABLE, retry=True)] == 3  # 0.25 of 10, rounded half up
-    assert list(caps) == sorted(caps)
-    assert set(RULES.caps(1)) == {1}  # every rank may run when nothing else does
-    assert Priorities(shares={"normal": 1.0, "high": 1.0}).caps(10)[rank(Priority.NORMAL)] == 10
+    assert cap(10, Priority.CRITICAL) == 10
+    assert cap(10, Priority.NORMAL) == 8
+    assert cap(10, Priority.NORMAL, retry=True) == 8  # (0.7 + 0.8) / 2 of 10, rounded half up
+    assert cap(10, Priority.SHEDDABLE) == 5
+    assert cap(10, Priority.SHEDDABLE, retry=True) == 3  # 0.25 of 10, rounded half up
+    assert cap(100, Priority.HIGH, retry=True) == 85
+    levels = [(level, retry) for level in Priority for retry in (True, False)]
+    assert [rank(level, retry)[0] for level, retry in levels] == list(range(RANKS))
+    assert [cap(100, level, retry) for level, retry in levels] == sorted(
+        cap(100, level, retry) for level, retry in levels
+    )
+    assert {cap(1, level, retry) for level, retry in levels} == {1}  # every rank may run when nothing else does
+    assert Priorities(shares={"normal": 1.0, "high": 1.0}).place(Priority.NORMAL)[1] == 1.0
 
 
-def test_a_call_without_a_priority_ranks_as_the_default_level() -> None:
-    assert RULES.rank(None, False) == rank(Priority.NORMAL)
-    assert Priorities(default="low").rank(None, True) == rank(Priority.LOW, retry=True)
+def test_a_tenants_usage_moves_its_calls_down_within_half_a_level() -> None:
+    assert cap(100, Priority.NORMAL, usage=0.0) == 80
+    assert cap(100, Priority.NORMAL, usage=0.5) == 78  # a quarter of the way to LOW's 70
+    assert cap(100, Priority.NORMAL, usage=1.0) == cap(100, Priority.NORMAL, retry=True) == 75
+    assert cap(100, Priority.NORMAL, retry=True, usage=1.0) == cap(100, Priority.LOW) == 70
+    assert rank(Priority.NORMAL, usage=0.9)[0] == rank(Priority.NORMAL)[0]  # in line with its level's first attempts
+    assert rank(Priority.SHEDDABLE, retry=True, usage=1.0) == (0, 0.0)  # the very bottom: at least one place
 
 
 # -- the priority of a call -------------------------------------------------------------------------------------
@@ -115,17 +130,17 @@ def test_tasks_started_inside_the_block_keep_its_priority() -> None:
 
 
 def test_lower_ranks_are_refused_first_as_places_fill() -> None:
-    places = Places(10, caps=RULES.caps)
-    assert [places.take(0, rank(Priority.SHEDDABLE)) for _ in range(6)] == [True] * 5 + [False]
-    assert places.take(0, rank(Priority.LOW)) and places.take(0, rank(Priority.LOW))
-    assert not places.take(0, rank(Priority.LOW))  # 7 in flight: its share
-    assert places.take(0, rank(Priority.NORMAL))
-    assert not places.take(0, rank(Priority.NORMAL))  # 8 in flight: its share
-    assert not places.take(0, rank(Priority.NORMAL, retry=True))
-    assert places.take(0, rank(Priority.HIGH, retry=True))  # a retry of a high call: 8.5 of 10, rounded half up
-    assert not places.take(0, rank(Priority.HIGH))
-    assert places.take(0, rank(Priority.CRITICAL, retry=True))
-    assert not places.take(0, rank(Priority.CRITICAL))  # the limit: nothing lower is left to refuse
+    places = Places(10, ranks=RANKS)
+    assert [places.take(0, *rank(Priority.SHEDDABLE)) for _ in range(6)] == [True] * 5 + [False]
+    assert places.take(0, *rank(Priority.LOW)) and places.take(0, *rank(Priority.LOW))
+    assert not places.take(0, *rank(Priority.LOW))  # 7 in flight: its share
+    assert places.take(0, *rank(Priority.NORMAL))
+    assert not places.take(0, *rank(Priority.NORMAL))  # 8 in flight: its share
+    assert not places.take(0, *rank(Priority.NORMAL, retry=True))
+    assert places.take(0, *rank(Priority.HIGH, retry=True))  # a retry of a high call: 8.5 of 10, rounded half up
+    assert not places.take(0, *rank(Priority.HIGH))
+    assert places.take(0, *rank(Priority.CRITICAL, retry=True))
+    assert not places.take(0, *rank(Priority.CRITICAL))  # the limit: nothing lower is left to refuse
     assert places.in_flight == 10
 
 
@@ -135,7 +150,7 @@ def test_without_ranks_every_call_may_fill_the_limit() -> None:
 
 
 def _waiting_thread(places: Places, level: Priority, got: dict[str, bool], name: str) -> threading.Thread:
-    thread = threading.Thread(target=lambda: got.__setitem__(name, places.take(10, rank(level))))
+    thread = threading.Thread(target=lambda: got.__setitem__(name, places.take(10, *rank(level))))
     thread.start()
     return thread
 
@@ -153,8 +168,8 @@ def _wait_for_waiting(places: Places, count: int) -> None:
 
 
 def test_waiters_are_served_most_important_first_in_arrival_order_within_a_rank() -> None:
-    places = Places(1, caps=RULES.caps)
-    assert places.take(0, rank(Priority.CRITICAL))
+    places = Places(1, ranks=RANKS)
+    assert places.take(0, *rank(Priority.CRITICAL))
     got: dict[str, bool] = {}
     order: list[str] = []
     threads = []
@@ -177,14 +192,14 @@ def test_waiters_are_served_most_important_first_in_arrival_order_within_a_rank(
 
 
 def test_a_full_line_refuses_its_newest_least_important_waiter_for_a_more_important_newcomer() -> None:
-    places = Places(1, max_waiting=2, caps=RULES.caps)
-    assert places.take(0, rank(Priority.CRITICAL))
+    places = Places(1, max_waiting=2, ranks=RANKS)
+    assert places.take(0, *rank(Priority.CRITICAL))
     got: dict[str, bool] = {}
     first = _waiting_thread(places, Priority.LOW, got, "low1")
     _wait_for(lambda: places.waiting == 1)
     second = _waiting_thread(places, Priority.LOW, got, "low2")
     _wait_for(lambda: places.waiting == 2)
-    assert not places.take(0.01, rank(Priority.LOW))  # no lower waiter to refuse: the newcomer is
+    assert not places.take(0.01, *rank(Priority.LOW))  # no lower waiter to refuse: the newcomer is
     third = _waiting_thread(places, Priority.CRITICAL, got, "critical")
     second.join(5)
     assert got == {"low2": False}  # refused at once, not at the end of its wait
@@ -200,12 +215,12 @@ def test_a_full_line_refuses_its_newest_least_important_waiter_for_a_more_import
 
 def test_a_task_refused_from_a_full_line_returns_at_once_without_a_place() -> None:
     async def main() -> tuple[bool, bool, int]:
-        places = Places(1, max_waiting=1, caps=RULES.caps)
-        assert await places.atake(0, rank(Priority.CRITICAL))
-        sheddable = asyncio.ensure_future(places.atake(10, rank(Priority.SHEDDABLE)))
+        places = Places(1, max_waiting=1, ranks=RANKS)
+        assert await places.atake(0, *rank(Priority.CRITICAL))
+        sheddable = asyncio.ensure_future(places.atake(10, *rank(Priority.SHEDDABLE)))
         await asyncio.sleep(0)  # the task lines up
         assert places.waiting == 1
-        critical = asyncio.ensure_future(places.atake(10, rank(Priority.CRITICAL)))
+        critical = asyncio.ensure_future(places.atake(10, *rank(Priority.CRITICAL)))
         refused = await asyncio.wait_for(sheddable, 5)
         places.give()
         return refused, await asyncio.wait_for(critical, 5), places.in_flight
@@ -214,13 +229,13 @@ def test_a_task_refused_from_a_full_line_returns_at_once_without_a_place() -> No
 
 
 def test_a_waiter_of_a_low_rank_does_not_hold_back_a_more_important_call_that_fits() -> None:
-    places = Places(10, caps=RULES.caps)
+    places = Places(10, ranks=RANKS)
     for _ in range(5):
-        assert places.take(0, rank(Priority.SHEDDABLE))
+        assert places.take(0, *rank(Priority.SHEDDABLE))
     got: dict[str, bool] = {}
     waiter = _waiting_thread(places, Priority.SHEDDABLE, got, "sheddable")
     _wait_for(lambda: places.waiting == 1)
-    assert places.take(0, rank(Priority.NORMAL))  # the sheddable waiter is over its share, not in its way
+    assert places.take(0, *rank(Priority.NORMAL))  # the sheddable waiter is over its share, not in its way
     places.give()
     places.give()  # 4 sheddable in flight: the waiter's turn
     waiter.join(5)
@@ -228,8 +243,8 @@ def test_a_waiter_of_a_low_rank_does_not_hold_back_a_more_important_call_that_fi
 
 
 def test_a_larger_limit_hands_the_places_it_frees_to_the_ranks_it_lets_in() -> None:
-    places = Places(2, caps=RULES.caps)
-    assert places.take(0, rank(Priority.CRITICAL)) and places.take(0, rank(Priority.CRITICAL))
+    places = Places(2, ranks=RANKS)
+    assert places.take(0, *rank(Priority.CRITICAL)) and places.take(0, *rank(Priority.CRITICAL))
     got: dict[str, bool] = {}
     waiter = _waiting_thread(places, Priority.SHEDDABLE, got, "sheddable")
     _wait_for(lambda: places.waiting == 1)

@@ -12,6 +12,7 @@ import pytest
 
 from interceptors import Priorities, Priority, prioritized, resilient_channel
 from interceptors.grpc import _claims
+from interceptors.server import by_metadata
 
 from ..support.clients import wait_until
 from ..support.relay import RELAYS, RelayServer, relay_id
@@ -37,8 +38,10 @@ def _fresh_log_once() -> Iterator[None]:
 class Held:
     """Calls in flight on ``server`` until released (cancelled: the scripted handler stops at once)."""
 
-    def __init__(self, server: Shedding, count: int, claim: str | None = "critical") -> None:
-        metadata = () if claim is None else (("x-priority", claim),)
+    def __init__(self, server: Shedding, count: int, claim: str | None = "critical", tenant: str | None = None) -> None:
+        metadata = (() if claim is None else (("x-priority", claim),)) + (
+            () if tenant is None else (("x-tenant", tenant),)
+        )
         self.before = before = server.shedding.in_flight
         self.calls = [
             server.stub.Unary.future(Request(id=f"held{i}", sleep_ms=10_000), timeout=20, metadata=metadata)
@@ -133,6 +136,20 @@ def test_a_bad_claim_or_a_failing_rule_counts_as_the_default_level_logged_once(
         assert len(warnings) == 2, warnings
         assert "x-priority that names no priority: 'urgent!'" in warnings[0]
         assert "max_claimed failed" in warnings[1] and "no such identity" in warnings[1]
+
+
+def test_within_a_level_the_tenant_using_the_most_is_refused_first(kind: str) -> None:
+    server = Shedding(kind, 20, priorities=TRUSTING, tenant=by_metadata("x-tenant"))
+    try:
+        noisy = Held(server, 15, claim=None, tenant="noisy")  # normal calls may fill 16 of 20
+        assert ask(server, ("x-tenant", "noisy")) is RESOURCE_EXHAUSTED  # all 15 in flight are its: it stands lower
+        assert ask(server, ("x-tenant", "quiet")) is OK  # none in flight: the whole normal share
+        assert ask(server) is OK  # no tenant said: its address, none in flight
+        noisy.release()
+    finally:
+        server.close()
+    with pytest.raises(ValueError, match="tenant: give priorities too"):
+        Shedding(kind, 20, tenant=by_metadata("x-tenant"))
 
 
 def test_a_critical_call_is_refused_only_when_nothing_lower_is_left_to_refuse(kind: str) -> None:
