@@ -13,6 +13,7 @@ from ._events import RateLimited
 from ._execution import Execution
 from ._places import wait_allowed
 from ._policy import AsyncLink, Link, Policy
+from ._priority import Priorities
 
 __all__ = ["RateLimiter"]
 
@@ -32,18 +33,36 @@ class RateLimiter(Policy):
     :param period: the period, seconds (default 1; at least 1 ms).
     :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
     :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
+    :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): a call of
+        share ``s`` of the limit waits at most ``s * max_wait``, and, bursty, takes no more than ``round(s *
+        max_calls)`` of a period's permits (it is refused once they are used), leaving the rest to more important
+        calls. A smooth limiter that lets
+        no call wait (``max_wait=0``) keeps nothing back: each permit goes to whoever asks first (default None:
+        every call alike).
     :param on_limited: hears :class:`RateLimited` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "RateLimiter").
     :param clock: the clock of the permits and of the waits (default the system clock).
     """
 
-    __slots__ = ("_lock", "_next", "_used", "bursty", "clock", "max_calls", "max_wait", "on_limited", "period")
+    __slots__ = (
+        "_lock",
+        "_next",
+        "_used",
+        "bursty",
+        "clock",
+        "max_calls",
+        "max_wait",
+        "on_limited",
+        "period",
+        "priorities",
+    )
     serves_deferred = True  # a permit is taken when the call starts; how it ends is nothing to it
     clock: Clock
     max_calls: int
     period: float
     bursty: bool
     max_wait: float
+    priorities: Priorities | None
     on_limited: options.Listener[RateLimited] | None
     _lock: threading.Lock
     _next: float  # smooth: when the next permit is free; bursty: the start of the latest period with permits taken
@@ -57,6 +76,7 @@ class RateLimiter(Policy):
         period: options.Duration = 1.0,
         bursty: bool = False,
         max_wait: options.Duration = 0.0,
+        priorities: Priorities | None = None,
         on_limited: options.Listener[RateLimited] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
@@ -67,6 +87,7 @@ class RateLimiter(Policy):
             period=options.window(period, "period"),
             bursty=options.flag(bursty, "bursty"),
             max_wait=options.seconds(max_wait, "max_wait"),
+            priorities=options.priorities(priorities),
             on_limited=options.listener(on_limited, "on_limited"),
             clock=options.clock(clock),
             _lock=threading.Lock(),
@@ -74,15 +95,19 @@ class RateLimiter(Policy):
             _used=0,
         )
 
-    def _reserve(self, permits: int, limit: float | None) -> tuple[float, bool]:
-        """Take ``permits`` permits if the last of them comes within ``limit`` seconds (None: whenever it comes).
-        Returns how long until it comes, and whether they were taken."""
+    def _reserve(self, permits: int, limit: float | None, share: float = 1.0) -> tuple[float, bool]:
+        """Take ``permits`` permits if the last of them comes within ``limit`` seconds (None: whenever it comes),
+        for a call of ``share`` (see ``priorities``). Returns how long until it comes, and whether they were taken."""
         count = options.count(permits, "permits", maximum=options.MAX_CALLS)
         with self._lock:
             now = self.clock.now()
             if self.bursty:
                 start = max(self._next, math.floor(now / self.period) * self.period)
                 used = (self._used if start == self._next else 0) + count
+                if share < 1.0 and start <= now and used > max(1, math.floor(self.max_calls * share + 0.5)):
+                    # its part of this period is used; none is reserved for it further on, which would close this
+                    # period to the calls its rest is kept for
+                    return start + self.period - now, False
                 periods = (used - 1) // self.max_calls  # further periods the last permit falls into
                 ready, left = start + periods * self.period, used - periods * self.max_calls
             else:
@@ -126,7 +151,9 @@ class RateLimiter(Policy):
 
     def _admit(self, execution: Execution) -> float:
         """The wait before the call may go; raises RateLimitedError if its permit comes too late."""
-        wait, taken = self._reserve(1, wait_allowed(self.max_wait, execution.remaining))
+        ranks = self.priorities
+        share = 1.0 if ranks is None else ranks.place_of(execution)[1]
+        wait, taken = self._reserve(1, wait_allowed(self.max_wait * share, execution.remaining), share)
         if not taken:
             if self.on_limited is not None or self._observers:
                 options.emit(self.on_limited, RateLimited(wait, self.name, execution.semantics.method), self._observers)

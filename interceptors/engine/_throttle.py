@@ -13,6 +13,7 @@ from ._errors import RejectedError, ThrottledError
 from ._events import Throttled
 from ._execution import Execution, overdue
 from ._policy import AsyncLink, Link, Policy
+from ._priority import RANKS, Priorities
 from ._tally import Tally
 
 __all__ = ["DEFAULT_K", "DEFAULT_MAX_REJECTION_RATE", "DEFAULT_MIN_REQUESTS", "DEFAULT_WINDOW", "AdaptiveThrottle"]
@@ -50,6 +51,10 @@ class AdaptiveThrottle(Policy):
     :param window: seconds over which requests and accepts are counted (default 10; at least 1 ms).
     :param min_requests: requests in the window below which nothing is rejected (default 10; 0: none).
     :param handle: which failures are refusals (default: the transport's failures, as for retries).
+    :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): of the calls
+        of the window, the rejections fall on the lowest ranks first (retries and hedges below first attempts of
+        their level), each rank rejected wholly before the next above it is touched; a rank that is all there is
+        is rejected at the rate above (default None: every call alike).
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveThrottle").
     :param clock: the clock of the window (default the system clock).
@@ -57,6 +62,7 @@ class AdaptiveThrottle(Policy):
 
     __slots__ = (
         "_lock",
+        "_mix",
         "_random",
         "_tally",
         "clock",
@@ -65,6 +71,7 @@ class AdaptiveThrottle(Policy):
         "max_rejection_rate",
         "min_requests",
         "on_throttled",
+        "priorities",
         "window",
     )
     serves_deferred = True
@@ -74,8 +81,10 @@ class AdaptiveThrottle(Policy):
     window: float
     min_requests: int
     handle: options.FailurePredicate | None
+    priorities: Priorities | None
     on_throttled: options.Listener[Throttled] | None
     _tally: Tally
+    _mix: Tally | None  # with priorities: the calls of the window by rank
     _lock: threading.Lock
     _random: Any
 
@@ -87,12 +96,14 @@ class AdaptiveThrottle(Policy):
         window: options.Duration = DEFAULT_WINDOW,
         min_requests: int = DEFAULT_MIN_REQUESTS,
         handle: options.Handles | None = None,
+        priorities: Priorities | None = None,
         on_throttled: options.Listener[Throttled] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
     ) -> None:
         requests_per_accept = options.number(k, "k (requests per accept)", 1, options.MAX_CALLS)
         seconds, the_clock = options.window(window, "window"), options.clock(clock)
+        ranks = options.priorities(priorities)
         self._init(
             name=options.policy_name(name, self),
             k=requests_per_accept,
@@ -100,9 +111,11 @@ class AdaptiveThrottle(Policy):
             window=seconds,
             min_requests=options.count(min_requests, "min_requests", minimum=0, maximum=options.MAX_CALLS),
             handle=options.handles(handle, "handle"),
+            priorities=ranks,
             on_throttled=options.listener(on_throttled, "on_throttled"),
             clock=the_clock,
             _tally=Tally(seconds, the_clock),  # requests, accepts
+            _mix=None if ranks is None else Tally(seconds, the_clock, RANKS),
             _lock=threading.Lock(),
             _random=random.random,
         )
@@ -125,6 +138,12 @@ class AdaptiveThrottle(Policy):
         with self._lock:
             self._tally.roll()
             rate = self._rate()
+            mix, ranks = self._mix, self.priorities
+            if mix is not None and ranks is not None:
+                rank = ranks.place_of(execution)[0]
+                mix.count(rank)
+                if rate:
+                    rate = _lowest_first(rate, rank, mix.totals)
         if rate and self._random() < rate:
             if self.on_throttled is not None or self._observers:
                 options.emit(self.on_throttled, Throttled(rate, self.name, execution.semantics.method), self._observers)
@@ -180,3 +199,14 @@ class AdaptiveThrottle(Policy):
             return result
 
         return run
+
+
+def _lowest_first(rate: float, rank: int, counts: list[int]) -> float:
+    """The probability of rejecting a call of ``rank`` when ``rate`` of all calls are to be rejected, lowest ranks
+    first, the window's calls being ``counts`` by rank."""
+    total = sum(counts)
+    below = sum(counts[:rank]) / total
+    mine = counts[rank] / total
+    if rate <= below:
+        return 0.0
+    return 1.0 if rate >= below + mine else (rate - below) / mine

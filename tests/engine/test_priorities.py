@@ -4,6 +4,8 @@ which ranked places admit, line up and refuse calls (threads and tasks)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import threading
 from typing import Any
 
@@ -11,17 +13,24 @@ import pytest
 
 from interceptors import (
     AdaptiveLimiter,
+    AdaptiveThrottle,
     Bulkhead,
     BulkheadFullError,
     Executor,
     LimitExceededError,
     Priorities,
     Priority,
+    RateLimitedError,
+    RateLimiter,
+    ThrottledError,
     prioritized,
 )
 from interceptors.engine import Execution
 from interceptors.engine._places import Places
 from interceptors.engine._priority import RANKS
+from interceptors.testing import FakeClock
+
+from ..support.calls import Boom
 
 RULES = Priorities()
 
@@ -351,3 +360,75 @@ def test_a_limiter_permit_by_hand_takes_the_priority_it_is_given() -> None:
     for permit in permits:
         permit.drop()
     assert limiter.in_flight == 0
+
+
+def _execution(clock: FakeClock, level: str | None = None) -> Execution:
+    with prioritized(level) if level else contextlib.nullcontext():
+        return Execution(lambda _: None, clock)
+
+
+def test_a_prioritized_throttle_rejects_the_lowest_ranks_first(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(priorities=RULES, clock=clock)
+    object.__setattr__(throttle, "_random", random.Random(7).random)
+    executor = Executor(throttle)
+
+    def refused(_: Execution) -> None:
+        raise Boom  # the dependency refuses everything: the throttle rejects up to 90 % of calls
+
+    rejected = {"sheddable": 0, "critical": 0}
+    for i in range(400):
+        level = "sheddable" if i % 2 else "critical"
+        with prioritized(level):
+            try:
+                executor.call_with_execution(refused)
+            except ThrottledError:
+                if i >= 100:  # the window's mix and rate are settled
+                    rejected[level] += 1
+            except Boom:
+                pass
+        clock.advance(0.001)
+    assert throttle.rejection_rate == pytest.approx(0.9)
+    assert rejected["sheddable"] == 150  # all of them: half the calls, below the 90 % to reject
+    assert 0.7 * 150 <= rejected["critical"] <= 0.9 * 150  # the other 40 % of all calls: 80 % of the critical ones
+
+
+def test_a_throttle_whose_calls_are_all_of_one_rank_rejects_them_at_its_rate(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(priorities=RULES, clock=clock, max_rejection_rate=0.5)
+    object.__setattr__(throttle, "_random", random.Random(3).random)
+    executor, rejected = Executor(throttle), 0
+    for i in range(400):
+        try:
+            executor.call_with_execution(lambda _: (_ for _ in ()).throw(Boom()))
+        except ThrottledError:
+            rejected += i >= 100
+        except Boom:
+            pass
+    assert 0.4 * 300 <= rejected <= 0.6 * 300
+
+
+def test_a_bursty_rate_limiter_keeps_the_rest_of_a_period_for_more_important_calls(clock: FakeClock) -> None:
+    limiter = RateLimiter(10, period=1.0, bursty=True, max_wait=5.0, priorities=RULES, clock=clock)
+    admitted, told = {"sheddable": 0, "critical": 0}, []
+    for level in ["sheddable"] * 8 + ["critical"] * 8:
+        try:
+            limiter._admit(_execution(clock, level))
+            admitted[level] += 1
+        except RateLimitedError as error:
+            told.append((level, error.remaining))
+    assert admitted == {"sheddable": 5, "critical": 8}  # critical ones past the period's 10 wait for the next
+    assert told == [("sheddable", pytest.approx(1.0))] * 3  # when the next period starts
+    clock.advance(2.0)
+    assert limiter._admit(_execution(clock, "sheddable")) == 0.0
+
+
+def test_a_smooth_rate_limiter_lets_less_important_calls_wait_less(clock: FakeClock) -> None:
+    limiter = RateLimiter(10, period=1.0, max_wait=1.0, priorities=RULES, clock=clock)
+    waits = []
+    for _ in range(8):
+        try:
+            waits.append(limiter._admit(_execution(clock, "sheddable")))
+        except RateLimitedError:
+            break
+    assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])  # at most half of max_wait
+    assert limiter._admit(_execution(clock, "critical")) == pytest.approx(0.6)
+    assert limiter._admit(_execution(clock)) == pytest.approx(0.7)  # normal: up to 0.8 s
