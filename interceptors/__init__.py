@@ -29,6 +29,7 @@ from .engine._errors import (
 from .engine._events import CircuitState
 from .engine._fallback import Fallback
 from .engine._hedge import HedgePolicy, LatencyQuantile
+from .engine._keyed import Keyed
 from .engine._policy import Executor
 from .engine._priority import Priorities, Priority, prioritized
 from .engine._rate_limiter import RateLimiter
@@ -69,6 +70,7 @@ __all__ = [
     "Fallback",
     "FallbackMisfitWarning",
     "HedgePolicy",
+    "Keyed",
     "LatencyQuantile",
     "LimitExceededError",
     "Priorities",
