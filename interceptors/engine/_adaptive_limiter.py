@@ -170,10 +170,7 @@ class AdaptiveLimiter(Policy):
         """Take a place by hand, now, for a call of ``priority`` (a retry or hedge when ``retry``; both matter with
         ``priorities`` only); raises LimitExceededError. Report how the call ended on the permit."""
         ranks = self.priorities
-        return self._acquire(*((0, 1.0) if ranks is None else ranks.place(priority, retry)))
-
-    def _acquire(self, rank: int, share: float) -> LimiterPermit:
-        if not self._places.take(0.0, rank, share):
+        if not self._places.take(0.0, *((0, 1.0) if ranks is None else ranks.place(priority, retry))):
             raise self._rejected(None)
         return LimiterPermit(self)
 

@@ -2,7 +2,7 @@
 machine of the bulkhead, the adaptive limiter and load shedding.
 
 With ranks (see :class:`~interceptors.engine._priority.Priorities`), a call of rank ``r`` and share ``s`` takes a
-place only while fewer than ``round(limit * s)`` (at least one) are taken, and the line is served highest rank
+place only while fewer than ``limit * s`` (its whole part, at least one) are taken, and the line is served highest rank
 first, in arrival order within a rank. Shares must not fall as ranks rise, nor within a rank as the line goes on
 (a waiter who cannot have a place holds back those behind it, and every lower rank).
 
@@ -70,12 +70,13 @@ class Places:
 
     def _cap(self, share: float) -> int:
         """The calls in flight below which a call of ``share`` takes a place."""
-        return self.limit if share >= 1.0 else max(1, math.floor(self.limit * share + 0.5))
+        return self.limit if share >= 1.0 else max(1, math.floor(self.limit * share + 1e-9))
 
     def _try_take(self, rank: int, share: float) -> bool:
         if self._offered and self.in_flight >= self.limit:
             self._hand_over()  # withdraws the offers to loops that stopped meanwhile
-        if self.in_flight < self._cap(share) and self._top < rank:  # nobody of its rank or higher waits
+        cap = self.limit if share >= 1.0 else self._cap(share)
+        if self.in_flight < cap and self._top < rank:  # nobody of its rank or higher waits
             self.in_flight += 1
             return True
         return False

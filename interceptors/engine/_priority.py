@@ -86,8 +86,8 @@ class Priorities:
     """The rules by which a limiter (:class:`~interceptors.Bulkhead`, :class:`~interceptors.AdaptiveLimiter`,
     :class:`~interceptors.server.LoadShedding`) refuses the less important calls first.
 
-    A call of level ``L`` takes a place only while fewer than ``round(limit * shares[L])`` calls (at least one) are
-    in flight; a retry or a hedge of level ``L`` (an attempt after the first: gRPC's ``grpc-previous-rpc-attempts``
+    A call of level ``L`` takes a place only while fewer than ``limit * shares[L]`` calls (its whole part, at least
+    one) are in flight; a retry or a hedge of level ``L`` (an attempt after the first: gRPC's ``grpc-previous-rpc-attempts``
     on a server) is halfway to the level below: ``(shares[L] + shares[L - 1]) / 2``, with ``shares[-1] = 0``. So
     under pressure sheddable work is refused first and critical work last; with the default shares, calls of
     ``default`` level alone fill 80 % of the limit, and the rest is kept for HIGH and CRITICAL calls.
@@ -111,9 +111,10 @@ class Priorities:
         channel authenticated (a TLS client certificate), NORMAL for the others.
     """
 
-    __slots__ = ("_points", "default", "max_claimed", "shares")
+    __slots__ = ("_places", "_points", "default", "max_claimed", "shares")
     shares: Mapping[Priority, float]
     _points: tuple[float, ...]  # the share of the limit at each whole standing, 0..5
+    _places: dict[tuple[Priority | None, bool], tuple[int, float]]  # place() of the calls without a tenant
     default: Priority
     max_claimed: Priority | Claim | None
 
@@ -145,6 +146,8 @@ class Priorities:
         object.__setattr__(self, "default", Priority.of(default, "default"))
         object.__setattr__(self, "max_claimed", max_claimed)
         object.__setattr__(self, "_points", (0.0, *(table[level] for level in Priority)))
+        levels: list[Priority | None] = [None, *Priority]
+        object.__setattr__(self, "_places", {(p, r): self.place(p, r) for p in levels for r in (False, True)})
 
     def place(self, priority: Priority | None, retry: bool = False, usage: float = 0.0) -> tuple[int, float]:
         """The rank in line (see :data:`RANKS`) and the share of the limit of a call of ``priority`` (None:
@@ -163,7 +166,7 @@ class Priorities:
 
     def place_of(self, execution: Execution) -> tuple[int, float]:
         """The rank and share of an execution's current attempt."""
-        return self.place(execution.priority, execution.attempts > 1)
+        return self._places[execution.priority, execution.attempts > 1]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Priorities is read-only; create a new one instead")

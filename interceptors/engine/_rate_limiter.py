@@ -34,8 +34,8 @@ class RateLimiter(Policy):
     :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
     :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): a call of
-        share ``s`` of the limit waits at most ``s * max_wait``, and, bursty, takes no more than ``round(s *
-        max_calls)`` of a period's permits (it is refused once they are used), leaving the rest to more important
+        share ``s`` of the limit waits at most ``s * max_wait``, and, bursty, takes no more than ``s *
+        max_calls`` (its whole part, at least one) of a period's permits (it is refused once they are used), leaving the rest to more important
         calls. A smooth limiter that lets
         no call wait (``max_wait=0``) keeps nothing back: each permit goes to whoever asks first (default None:
         every call alike).
@@ -104,7 +104,7 @@ class RateLimiter(Policy):
             if self.bursty:
                 start = max(self._next, math.floor(now / self.period) * self.period)
                 used = (self._used if start == self._next else 0) + count
-                if share < 1.0 and start <= now and used > max(1, math.floor(self.max_calls * share + 0.5)):
+                if share < 1.0 and start <= now and used > max(1, math.floor(self.max_calls * share + 1e-9)):
                     # its part of this period is used; none is reserved for it further on, which would close this
                     # period to the calls its rest is kept for
                     return start + self.period - now, False

@@ -35,6 +35,10 @@ class _Admission:
         """Admit the call ``context`` answers, of ``method``: how to end it, or why it is refused."""
         raise NotImplementedError
 
+    async def _aadmission(self, context: Any, method: str) -> End | Refusal:
+        """:meth:`_admission` for an aio server, which may wait."""
+        return self._admission(context, method)
+
     @staticmethod
     def _applies(handler: Any, method: str) -> bool:
         return handler is not None and not method.startswith(NEVER_REFUSED)
@@ -101,7 +105,7 @@ class AioAdmitting(_Admission, grpc.aio.ServerInterceptor):
         return wrapped(self, handler, method, self._wrapper(method), self._streaming_wrapper(method), aio=True)
 
     async def _admitted(self, context: Any, method: str) -> End:
-        admission = self._admission(context, method)
+        admission = await self._aadmission(context, method)
         if isinstance(admission, Refusal):
             if admission.trailers:
                 context.set_trailing_metadata(admission.trailers)

@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 
 from ..engine import _options as options
-from ..engine._adaptive_limiter import AdaptiveLimiter
+from ..engine._adaptive_limiter import AdaptiveLimiter, LimiterPermit
 from ..engine._events import Shed
-from ..engine._places import Places
+from ..engine._places import Places, wait_allowed
 from ..engine._priority import RANKS, Priorities, Priority
 from ._admission import Admitting, AioAdmitting, End, Refusal
 from ._claims import claimed
@@ -49,6 +49,7 @@ class _Shedding:
         code: grpc.StatusCode = RESOURCE_EXHAUSTED,
         pushback: options.Duration | None = None,
         min_remaining: options.Duration = 0.0,
+        max_wait: options.Duration = 0.0,
         on_shed: options.Listener[Shed] | None = None,
         metrics: CallMetrics | None = None,
         priorities: Priorities | None = None,
@@ -78,6 +79,7 @@ class _Shedding:
         self.code: grpc.StatusCode = code
         self.pushback: float | None = None if pushback is None else options.seconds(pushback, "pushback")
         self.min_remaining: float = options.seconds(min_remaining, "min_remaining")
+        self.max_wait: float = options.seconds(max_wait, "max_wait")
         self._latency = INITIAL_PUSHBACK
         self._lock = threading.Lock()
         self.refused: int = 0
@@ -103,29 +105,48 @@ class _Shedding:
         tenant: str | None = None,
     ) -> End | Refusal:
         """Admit a call with ``time_remaining`` seconds left, of ``priority``, a retry or a hedge when ``retry``,
-        for ``tenant`` (these matter with ``priorities`` only): how to end it, or why it is refused."""
-        if time_remaining is not None and time_remaining < self.min_remaining:
-            self._count_refusal("deadline")
-            return Refusal(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
-                (),
-            )
-        ranks, limiter = self.priorities, self._limiter
-        if ranks is None:
-            rank, share = 0, 1.0
-        else:
-            rank, share = ranks.place(priority, retry, self._usage(tenant))
-        if limiter is not None:
-            try:
-                permit = limiter._acquire(rank, share)
-            except Exception:
-                return self._overloaded()
-            give_back = permit.ended
-        elif self._places.take(0.0, rank, share):
-            give_back = self._give_place
-        else:
-            return self._overloaded()
+        for ``tenant`` (these matter with ``priorities`` only), waiting in this thread up to ``max_wait``: how to end
+        it, or why it is refused."""
+        refusal = self._too_late(time_remaining)
+        if refusal is not None:
+            return refusal
+        rank, share = self._standing(priority, retry, tenant)
+        taken = self._places.take(wait_allowed(self.max_wait * share, time_remaining), rank, share)
+        return self._entered(tenant) if taken else self._overloaded()
+
+    async def aadmit(
+        self,
+        time_remaining: float | None,
+        priority: Priority | None = None,
+        retry: bool = False,
+        tenant: str | None = None,
+    ) -> End | Refusal:
+        """:meth:`admit`, waiting in this task."""
+        refusal = self._too_late(time_remaining)
+        if refusal is not None:
+            return refusal
+        rank, share = self._standing(priority, retry, tenant)
+        taken = await self._places.atake(wait_allowed(self.max_wait * share, time_remaining), rank, share)
+        return self._entered(tenant) if taken else self._overloaded()
+
+    def _too_late(self, time_remaining: float | None) -> Refusal | None:
+        if time_remaining is None or time_remaining >= self.min_remaining:
+            return None
+        self._count_refusal("deadline")
+        return Refusal(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
+            (),
+        )
+
+    def _standing(self, priority: Priority | None, retry: bool, tenant: str | None) -> tuple[int, float]:
+        ranks = self.priorities
+        return (0, 1.0) if ranks is None else ranks.place(priority, retry, self._usage(tenant))
+
+    def _entered(self, tenant: str | None) -> End:
+        """How to end a call that took a place."""
+        limiter = self._limiter
+        give_back = self._give_place if limiter is None else LimiterPermit(limiter).ended
         started = time.monotonic()
         if tenant is not None:
             self._count_tenant(tenant, 1)
@@ -158,11 +179,18 @@ class _Shedding:
 
     def _admission(self, context: Any, method: str) -> End | Refusal:
         """Admit the call ``context`` answers (see :meth:`admit`)."""
+        return self.admit(*self._call(context))
+
+    async def _aadmission(self, context: Any, method: str) -> End | Refusal:
+        return await self.aadmit(*self._call(context))
+
+    def _call(self, context: Any) -> tuple[float | None, Priority | None, bool, str | None]:
+        """What admission reads of the call ``context`` answers: its time left, priority, retry and tenant."""
         time_remaining = time_left(context.time_remaining())
         if self.priorities is None:
-            return self.admit(time_remaining)
+            return time_remaining, None, False, None
         tenant = None if self._tenant is None else self._tenant(context)
-        return self.admit(time_remaining, *claimed(context, self.priorities), tenant)
+        return (time_remaining, *claimed(context, self.priorities), tenant)
 
     def _count_refusal(self, reason: str) -> None:
         with self._lock:
@@ -173,6 +201,8 @@ class _Shedding:
             options.emit(self.on_shed, event, self._observers)
 
     def _overloaded(self) -> Refusal:
+        if self._limiter is not None:
+            self._limiter._rejected(None)  # its event
         self._count_refusal("overload")
         delay = self.pushback
         if delay is None:
@@ -200,6 +230,10 @@ class LoadShedding(_Shedding, Admitting):
         took, varied by up to 20 % either way; 0.1 s before any call has ended).
     :param min_remaining: calls with less time left than this are refused DEADLINE_EXCEEDED, with no pushback
         (default 0: none).
+    :param max_wait: seconds a call may wait for a place, times its share of the limit with ``priorities``, and
+        never past its deadline (default 0: refused at once); those waiting are served most important first. A
+        short wait lets critical calls through a moment's pressure. On a sync server, a call waits in its worker
+        thread.
     :param on_shed: called with a :class:`~interceptors.events.Shed` for each call refused (default None).
     :param metrics: an :class:`interceptors.otel.Metrics` to count the refused calls in (default None).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of the

@@ -84,9 +84,9 @@ def test_policies_refuse_priorities_of_the_wrong_type() -> None:
 def test_each_rank_may_fill_its_share_of_the_limit_and_a_retry_sits_halfway_to_the_level_below() -> None:
     assert cap(10, Priority.CRITICAL) == 10
     assert cap(10, Priority.NORMAL) == 8
-    assert cap(10, Priority.NORMAL, retry=True) == 8  # (0.7 + 0.8) / 2 of 10, rounded half up
+    assert cap(10, Priority.NORMAL, retry=True) == 7  # (0.7 + 0.8) / 2 of 10, its whole part
     assert cap(10, Priority.SHEDDABLE) == 5
-    assert cap(10, Priority.SHEDDABLE, retry=True) == 3  # 0.25 of 10, rounded half up
+    assert cap(10, Priority.SHEDDABLE, retry=True) == 2  # 0.25 of 10
     assert cap(100, Priority.HIGH, retry=True) == 85
     levels = [(level, retry) for level in Priority for retry in (True, False)]
     assert [rank(level, retry)[0] for level, retry in levels] == list(range(RANKS))
@@ -99,7 +99,7 @@ def test_each_rank_may_fill_its_share_of_the_limit_and_a_retry_sits_halfway_to_t
 
 def test_a_tenants_usage_moves_its_calls_down_within_half_a_level() -> None:
     assert cap(100, Priority.NORMAL, usage=0.0) == 80
-    assert cap(100, Priority.NORMAL, usage=0.5) == 78  # a quarter of the way to LOW's 70
+    assert cap(100, Priority.NORMAL, usage=0.5) == 77  # a quarter of the way to LOW's 70: 77.5
     assert cap(100, Priority.NORMAL, usage=1.0) == cap(100, Priority.NORMAL, retry=True) == 75
     assert cap(100, Priority.NORMAL, retry=True, usage=1.0) == cap(100, Priority.LOW) == 70
     assert rank(Priority.NORMAL, usage=0.9)[0] == rank(Priority.NORMAL)[0]  # in line with its level's first attempts
@@ -146,9 +146,10 @@ def test_lower_ranks_are_refused_first_as_places_fill() -> None:
     assert places.take(0, *rank(Priority.NORMAL))
     assert not places.take(0, *rank(Priority.NORMAL))  # 8 in flight: its share
     assert not places.take(0, *rank(Priority.NORMAL, retry=True))
-    assert places.take(0, *rank(Priority.HIGH, retry=True))  # a retry of a high call: 8.5 of 10, rounded half up
-    assert not places.take(0, *rank(Priority.HIGH))
-    assert places.take(0, *rank(Priority.CRITICAL, retry=True))
+    assert not places.take(0, *rank(Priority.HIGH, retry=True))  # a retry of a high call: 8.5 of 10, whole: 8
+    assert places.take(0, *rank(Priority.HIGH))
+    assert not places.take(0, *rank(Priority.CRITICAL, retry=True))
+    assert places.take(0, *rank(Priority.CRITICAL))
     assert not places.take(0, *rank(Priority.CRITICAL))  # the limit: nothing lower is left to refuse
     assert places.in_flight == 10
 
@@ -351,12 +352,14 @@ def test_a_limiter_permit_by_hand_takes_the_priority_it_is_given() -> None:
     permits = [limiter.acquire_permit(Priority.CRITICAL) for _ in range(2)]  # 2 of 4: a sheddable call's share
     with pytest.raises(LimitExceededError):
         limiter.acquire_permit(Priority.SHEDDABLE)
-    permits.append(limiter.acquire_permit(Priority.NORMAL, retry=True))  # 0.75 of 4, rounded: 3
+    permits.append(limiter.acquire_permit(Priority.NORMAL, retry=True))  # 0.75 of 4: 3
     with pytest.raises(LimitExceededError):
         limiter.acquire_permit(Priority.NORMAL, retry=True)
     with pytest.raises(LimitExceededError):
-        limiter.acquire_permit()  # the default level, NORMAL: 0.8 of 4, rounded: 3
-    permits.append(limiter.acquire_permit(Priority.HIGH))
+        limiter.acquire_permit()  # the default level, NORMAL: 0.8 of 4, its whole part: 3
+    with pytest.raises(LimitExceededError):
+        limiter.acquire_permit(Priority.HIGH)  # 3.6: 3
+    permits.append(limiter.acquire_permit(Priority.CRITICAL))
     for permit in permits:
         permit.drop()
     assert limiter.in_flight == 0
