@@ -192,13 +192,15 @@ def healthy_path(batches: int = 40, n: int = 100) -> dict[str, Any]:
     return {"batches": batches, "calls_per_batch": n, "sync": compared}
 
 
-def run() -> dict[str, Any]:
+def run(quick: bool = False) -> dict[str, Any]:
+    """Every scenario; ``quick``: a fraction of a second each, to check the code (no figure means anything)."""
     started = time.monotonic()
+    seconds = 0.3 if quick else SECONDS
     result: dict[str, Any] = {
-        "overload_by_priority": overload_by_priority(),
-        "noisy_tenant": noisy_tenant(),
-        "retries_under_overload": retries_under_overload(),
-        "healthy_path": healthy_path(),
+        "overload_by_priority": overload_by_priority(seconds),
+        "noisy_tenant": noisy_tenant(seconds),
+        "retries_under_overload": retries_under_overload(seconds),
+        "healthy_path": healthy_path(batches=2, n=5) if quick else healthy_path(),
     }
     result["seconds"] = time.monotonic() - started
     return result

@@ -48,7 +48,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.shedding == "blind":
         chain.append(AioLoadShedding(args.limit, max_wait=args.max_wait))
     elif args.shedding == "priorities":
-        shares = {"normal": args.normal_share, "high": max(args.normal_share, 0.9)}
+        shares: dict[Priority | str, float] = {"normal": args.normal_share, "high": max(args.normal_share, 0.9)}
         rules = Priorities(max_claimed=Priority.CRITICAL, shares=shares)
         chain.append(AioLoadShedding(args.limit, max_wait=args.max_wait, priorities=rules))
     handler = grpc.unary_unary_rpc_method_handler(work, request_deserializer=_bytes, response_serializer=_bytes)

@@ -316,6 +316,8 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         out += _tail(results["tail"], plots)
     if "fleet" in results:
         out += _fleet(results["fleet"])
+    if "priorities" in results:
+        out += _priorities(results["priorities"])
     return "\n".join(out)
 
 
@@ -372,6 +374,84 @@ def _fleet(fleet: dict[str, Any]) -> list[str]:
         f"{_check(abs(back / rate - 1) <= 0.05)}).",
         f"- paused (SIGSTOP) from {faults['pause_s'][0]:g} s to {faults['pause_s'][1]:g} s: callers' calls p99 "
         f"{faults['paused_p99_ms']:.1f} ms, slowest {faults['paused_max_ms']:.1f} ms (no caller waits on the store).",
+        "",
+    ]
+    return out
+
+
+def _priorities(suite: dict[str, Any]) -> list[str]:
+    overload, noisy, retries = suite["overload_by_priority"], suite["noisy_tenant"], suite["retries_under_overload"]
+    alone = overload["critical alone, a quarter of capacity"]["critical"]
+    out = [
+        "## 9. Priorities and tenants under overload (bench/priorities.py)",
+        "",
+        f"A server in a process of its own: one method taking 50 ms, load shedding at 10 calls at once (capacity "
+        f"{overload['capacity_per_second']:.0f} calls/s; a call may wait {overload['max_wait'] * 1000:.0f} ms for a "
+        "place, times its share); calls sent open loop at fixed rates, 1 s deadline.",
+        "",
+        f"**Overload by priority**, equal parts critical, normal and sheddable. Critical calls alone, at a quarter of "
+        f"capacity: p99 {alone['p99_ms']:.1f} ms.",
+        "",
+        "| offered | shedding | critical: success, p99 | normal: success, p99 | sheddable: success, p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for key, row in overload.items():
+        if not key.endswith(("blind", "priorities")):
+            continue
+        offered, shedding = key.split(", ")
+        cells = [
+            f"{row[level]['success']:.1%}, {row[level]['p99_ms']:.0f} ms"
+            for level in ("critical", "normal", "sheddable")
+        ]
+        out.append(f"| {offered} | {shedding} | {' | '.join(cells)} |")
+    three = overload.get("3x capacity, priorities", {}).get("critical")
+    two_half = overload.get("2.5x capacity, priorities", {}).get("critical")
+    if three and two_half:
+        bound = 2 * alone["p99_ms"]
+        at_three = three["success"] >= 0.99 and three["p99_ms"] <= bound
+        at_two_half = two_half["success"] >= 0.99 and two_half["p99_ms"] <= bound
+        out += [
+            "",
+            f"Critical success ≥ 99 % with p99 ≤ 2x alone: at 3x {_check(at_three)} (the critical third alone is all "
+            f"the server can do: no admission rule serves all of it); at 2.5x {_check(at_two_half)}.",
+        ]
+    out += [
+        "",
+        f"**A noisy tenant**: one tenant at 10x its quota ({noisy['quota_per_second']}/s), three at theirs, against "
+        f'load shedding that serves {noisy["capacity_per_second"]:.0f} calls/s; `AioQuota(key=by_metadata("x-tenant"), '
+        "burst=2)`.",
+        "",
+        "| | " + " | ".join(noisy["no quota"]) + " |",
+        "|---|" + "---|" * len(noisy["no quota"]),
+    ]
+    for label in ("no quota", "quota per tenant"):
+        out.append(f"| {label} | " + " | ".join(f"{v['success']:.1%}" for v in noisy[label].values()) + " |")
+    quiet = [v["success"] for k, v in noisy["quota per tenant"].items() if k != "noisy"]
+    admitted = noisy["quota per tenant"]["noisy"]
+    out += [
+        "",
+        f"Quiet tenants ≥ 99 % with the quota: {_check(min(quiet) >= 0.99)}; the noisy one held to its quota: "
+        f"{admitted['success'] * admitted['calls']:.0f} calls served of {admitted['calls']} sent.",
+        "",
+        f"**Retries under overload**: callers retrying (RetryPolicy, 3 attempts, after the server's pushback) at "
+        f"{retries['offered_per_second']:.0f} calls/s, twice capacity; normal calls may fill the whole limit.",
+        "",
+        "| shedding | calls that succeeded | first attempts served | retries served | share of the work on retries |",
+        "|---|---|---|---|---|",
+    ]
+    for shedding in ("blind", "priorities"):
+        row = retries[shedding]
+        out.append(
+            f"| {shedding} | {row['calls']['success']:.1%} | {row['served']['first attempts']} | "
+            f"{row['served']['retries']} | {row['share of work on retries']:.1%} |"
+        )
+    healthy = suite["healthy_path"]["sync"]["priority + keyed bulkhead"]
+    cost = healthy["ratio"]["median"]
+    out += [
+        "",
+        f"**The healthy path**: a call with a priority through a `Keyed` bulkhead per tenant costs {cost:.3f}x a bare "
+        f"call (paired batches; target ≤ 1.05: {_check(cost <= 1.05)}; +{healthy['cpu_over_bare']['median']:.1f} µs "
+        "of CPU).",
         "",
     ]
     return out

@@ -4,7 +4,8 @@
 threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
 recovery, a slow backend, propagation through a service in the middle;  5. transparent retries;  6. streams
 (bench/streams.py);  7. the tail: hedging (bench/tail.py);  8. fleet: replicas sharing one store
-(bench/fleet.py). The backends run in processes of their own.
+(bench/fleet.py);  9. priorities and tenants under overload (bench/priorities.py). The backends run in processes of
+their own.
 ``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
 """
 
@@ -29,7 +30,7 @@ import grpc
 from demo.v1 import service_b_pb2_grpc
 
 import interceptors
-from bench import approaches, engine, fleet, report, streams, tail
+from bench import approaches, engine, fleet, priorities, report, streams, tail
 from bench.approaches import (
     BARE,
     CHAINS,
@@ -517,6 +518,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "streams": streams.run,
     "tail": tail.run,
     "fleet": fleet.run,
+    "priorities": priorities.run,
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import engine, fleet, report, run, streams
+from bench import engine, fleet, priorities, report, run, streams
 
 
 @pytest.mark.timeout(300)  # every suite in turn: ~20 s alone, ~50 s beside a suite's other workers, more with two
@@ -32,6 +32,13 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
     assert (tmp_path / "outage_timeline.png").stat().st_size > 0
     assert (tmp_path / "frontier.png").stat().st_size > 0
     assert "healthy path, sync" in report.console(results)
+
+
+@pytest.mark.timeout(300)  # nine server processes, each given 20 s to start
+def test_the_priorities_suite_runs_and_its_section_is_written() -> None:
+    written = "\n".join(report._priorities(priorities.run(quick=True)))
+    assert "## 9. Priorities and tenants under overload" in written
+    assert "| 3x capacity | priorities |" in written and "| quota per tenant |" in written
 
 
 @pytest.mark.timeout(300)  # five runs of four replica processes, each given 5 s to start

@@ -84,13 +84,15 @@ Claim = Callable[[Any], Priority]
 
 class Priorities:
     """The rules by which a limiter (:class:`~interceptors.Bulkhead`, :class:`~interceptors.AdaptiveLimiter`,
-    :class:`~interceptors.server.LoadShedding`) refuses the less important calls first.
+    :class:`~interceptors.server.LoadShedding`; :class:`~interceptors.RateLimiter` and
+    :class:`~interceptors.AdaptiveThrottle` after their fashion) refuses the less important calls first.
 
     A call of level ``L`` takes a place only while fewer than ``limit * shares[L]`` calls (its whole part, at least
-    one) are in flight; a retry or a hedge of level ``L`` (an attempt after the first: gRPC's ``grpc-previous-rpc-attempts``
-    on a server) is halfway to the level below: ``(shares[L] + shares[L - 1]) / 2``, with ``shares[-1] = 0``. So
-    under pressure sheddable work is refused first and critical work last; with the default shares, calls of
-    ``default`` level alone fill 80 % of the limit, and the rest is kept for HIGH and CRITICAL calls.
+    one) are in flight; a retry or a hedge of level ``L`` (an attempt after the first: gRPC's
+    ``grpc-previous-rpc-attempts`` on a server) is halfway to the level below: ``(shares[L] + shares[L - 1]) / 2``,
+    with ``shares[-1] = 0``. So under pressure sheddable work is refused first and critical work last; with the
+    default shares, calls of ``default`` level alone fill 80 % of the limit, and the rest is kept for HIGH and
+    CRITICAL calls.
 
     Where a limiter knows who each call is for (a server's ``tenant=``), usage counts too: a tenant holding a
     fraction ``u`` of the calls in flight stands ``u / 2`` of a level lower, so that within a level the tenant

@@ -34,11 +34,10 @@ class RateLimiter(Policy):
     :param bursty: all of a period's permits at its start rather than evenly spaced (default False).
     :param max_wait: seconds a call may wait for its permit (default 0: rejected unless one is free).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): a call of
-        share ``s`` of the limit waits at most ``s * max_wait``, and, bursty, takes no more than ``s *
-        max_calls`` (its whole part, at least one) of a period's permits (it is refused once they are used), leaving the rest to more important
-        calls. A smooth limiter that lets
-        no call wait (``max_wait=0``) keeps nothing back: each permit goes to whoever asks first (default None:
-        every call alike).
+        share ``s`` of the limit waits at most ``s * max_wait``, and, bursty, takes no more than ``s * max_calls``
+        (its whole part, at least one) of a period's permits (it is refused once they are used), leaving the rest
+        to more important calls. A smooth limiter that lets no call wait (``max_wait=0``) keeps nothing back: each
+        permit goes to whoever asks first (default None: every call alike).
     :param on_limited: hears :class:`RateLimited` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "RateLimiter").
     :param clock: the clock of the permits and of the waits (default the system clock).
