@@ -15,6 +15,8 @@ from interceptors import (
     Backoff,
     CircuitBreaker,
     Fallback,
+    Priorities,
+    Priority,
     RateLimiter,
     RetryBudget,
     RetryPolicy,
@@ -154,7 +156,8 @@ async def serve(
             host,
             port,
             [(servicer, service_a_pb2_grpc.add_ServiceAServicer_to_server, SERVICE)],
-            interceptors=[AioContextPropagation()],
+            # our callers are believed up to CRITICAL (a demo on one machine): their priority goes on to B
+            interceptors=[AioContextPropagation(priorities=Priorities(max_claimed=Priority.CRITICAL))],
         )
         log.info("serving", extra={"port": bound, "policy": policy, "service_b": service_b})
         try:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .app import QUOTA
-from .client import Summary, describe, drive, summarize
+from .client import Summary, by_priority, describe, drive, summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -140,6 +140,7 @@ class Scenario:
     expect: str  # what the article (or, beyond it, the library) shows
     policy: str = ""  # A's policies (default: the scenario's name)
     b_args: tuple[str, ...] = ()  # more options for B
+    priorities: tuple[str, ...] = ()  # the requests' priorities, in turn (default: none)
 
 
 SCENARIOS = [
@@ -168,12 +169,27 @@ SCENARIOS = [
         policy="pushback",
         b_args=("--max-concurrent", "4"),
     ),
+    Scenario(
+        "priorities",
+        60,
+        8,
+        5.0,
+        0.0,
+        "8 callers, half critical, half sheddable; B serves 4 at once (100 ms each), refusing sheddable calls "
+        "first; A passes each call's priority on to B: the critical calls get through",
+        policy="pushback",
+        b_args=("--max-concurrent", "4", "--priorities"),
+        priorities=("critical", "sheddable"),
+    ),
 ]
 
 
-def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | None, dict[str, float]]:
+def run(
+    scenario: Scenario, seed: int = 7
+) -> tuple[Summary, list[str], float | None, dict[str, float], dict[str, Summary]]:
     """Run one scenario; returns the summary of the requests, service A's event lines, the p99 latency (ms) of the
-    calls B answered OK, from its access log, and service A's counters (see :func:`scraped`)."""
+    calls B answered OK, from its access log, service A's counters (see :func:`scraped`), and the summary of the
+    requests of each priority, if they had some."""
     b_args = ("--port", "0", "--scenario", scenario.name, "--seed", str(seed), *scenario.b_args)
     with (
         Service("service_b", *b_args) as b,
@@ -188,11 +204,19 @@ def run(scenario: Scenario, seed: int = 7) -> tuple[Summary, list[str], float | 
         if port is not None:
             print(f"    service A serves its metrics at http://127.0.0.1:{port}/metrics while this runs")
         outcomes = asyncio.run(
-            drive(target, scenario.requests, scenario.concurrency, scenario.timeout, scenario.interval)
+            drive(
+                target,
+                scenario.requests,
+                scenario.concurrency,
+                scenario.timeout,
+                scenario.interval,
+                scenario.priorities,
+            )
         )
         time.sleep(0.2)  # let the last log lines arrive
         b_p99 = _p99([r["latency_ms"] for r in b.records() if r.get("code") == "OK"])
-        return summarize(outcomes), a.events(), b_p99, scraped(a)
+        parts = by_priority(outcomes) if scenario.priorities else {}
+        return summarize(outcomes), a.events(), b_p99, scraped(a), parts
 
 
 COUNTERS = {
@@ -338,9 +362,11 @@ def _run_all(ctrl_c: _CtrlC) -> int:
         for scenario in SCENARIOS:
             ctrl_c.check()
             print(f"\n=== {scenario.name}: {scenario.expect}")
-            summary, events, b_p99, counters = run(scenario)
+            summary, events, b_p99, counters, parts = run(scenario)
             rows.append((scenario, summary, b_p99, counters))
             print(describe(summary))
+            for name, part in parts.items():
+                print(f"    {name}: {describe(part)}")
             shown = events[:6]
             for message in shown:
                 print(f"    service A: {message}")

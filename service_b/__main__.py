@@ -31,6 +31,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         type=positive,
         help="refuse calls beyond this many at once, up to 100000 (RESOURCE_EXHAUSTED with pushback); default: none",
     )
+    parser.add_argument(
+        "--priorities",
+        action="store_true",
+        help="with --max-concurrent: refuse the least important calls (x-priority) first",
+    )
     return parser.parse_args(argv)
 
 
@@ -46,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     log = setup_logging("service_b")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.host, args.port, faults(args), log, args.max_concurrent))
+        asyncio.run(serve(args.host, args.port, faults(args), log, args.max_concurrent, args.priorities))
 
 
 if __name__ == "__main__":

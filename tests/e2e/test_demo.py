@@ -215,6 +215,24 @@ def test_an_overloaded_b_sheds_with_pushback_and_a_backs_off(services: tuple[Ser
     assert any(e.startswith("Retry") for e in a.events())
 
 
+@pytest.mark.parametrize(
+    "services", [("priorities", "pushback", "--max-concurrent", "4", "--priorities")], indirect=True
+)
+def test_under_overload_bs_critical_calls_get_through_and_sheddable_ones_give_way(
+    services: tuple[Service, Service],
+) -> None:
+    b, a = services
+    outcomes = asyncio.run(drive(f"127.0.0.1:{a.port}", 60, 8, 5.0, priorities=("critical", "sheddable")))
+    time.sleep(0.2)  # the last log lines
+    critical = [o for o in outcomes if o.priority == "critical"]
+    sheddable = [o for o in outcomes if o.priority == "sheddable"]
+    assert len(critical) == len(sheddable) == 30
+    assert all(o.result == "OK" for o in critical)  # A passed each call's priority on; B refused others first
+    assert sum(o.result == "FALLBACK" for o in sheddable) >= 5
+    assert {o.result for o in sheddable} <= {"OK", "FALLBACK"}
+    assert "RESOURCE_EXHAUSTED" in [r.get("code") for r in b.access()]
+
+
 @pytest.mark.parametrize("services", [("composed",)], indirect=True)
 def test_bad_requests_get_a_clean_status_and_one_access_line_each(services: tuple[Service, Service]) -> None:
     for service, method in ((services[0], "/demo.v1.ServiceB/Hello"), (services[1], "/demo.v1.ServiceA/Hello")):
