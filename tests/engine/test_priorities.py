@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import random
 import threading
+import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -435,3 +437,66 @@ def test_a_smooth_rate_limiter_lets_less_important_calls_wait_less(clock: FakeCl
     assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])  # at most half of max_wait
     assert limiter._admit(_execution(clock, "critical")) == pytest.approx(0.6)
     assert limiter._admit(_execution(clock)) == pytest.approx(0.7)  # normal: up to 0.8 s
+
+
+def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhead() -> None:
+    """Threads and tasks of every level and retries, waiting for 8 places: never more than 8 in flight, every call
+    admitted or refused by its deadline, and no place lost; at the end, none in flight and none waiting."""
+    bulkhead = Bulkhead(8, max_wait=0.05, priorities=RULES)
+    executor = Executor(bulkhead)
+    peak, lock, outcomes = 0, threading.Lock(), Counter[str]()
+    levels = list(Priority)
+
+    def inside() -> None:
+        nonlocal peak
+        with lock:
+            peak = max(peak, bulkhead.in_flight)
+
+    def held() -> None:
+        inside()
+        time.sleep(0.001)
+
+    def one_thread(i: int) -> None:
+        with prioritized(levels[i % 5]):
+            for _ in range(20):
+                started = time.monotonic()
+                try:
+                    executor.call(held)
+                    outcome = "admitted"
+                except BulkheadFullError:
+                    outcome = "refused"
+                with lock:
+                    outcomes[outcome] += 1
+                    outcomes["late"] += time.monotonic() - started > 0.05 + 0.5
+
+    async def one_task(i: int) -> None:
+        with prioritized(levels[i % 5]):
+            for _ in range(20):
+                started = time.monotonic()
+
+                async def call() -> None:
+                    inside()
+                    await asyncio.sleep(0.001)
+
+                try:
+                    await executor.acall(call)
+                    outcome = "admitted"
+                except BulkheadFullError:
+                    outcome = "refused"
+                with lock:
+                    outcomes[outcome] += 1
+                    outcomes["late"] += time.monotonic() - started > 0.05 + 0.5
+
+    async def tasks() -> None:
+        await asyncio.gather(*(one_task(i) for i in range(64)))
+
+    threads = [threading.Thread(target=one_thread, args=(i,)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(tasks())
+    for thread in threads:
+        thread.join(30)
+    assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
+    assert outcomes["admitted"] > 0 and outcomes["late"] == 0
+    assert peak <= 8
+    assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
