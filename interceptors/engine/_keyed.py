@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from . import _options as options
 from ._clock import Clock
 from ._execution import Execution
+from ._keys import KeyFunction
 from ._policy import AsyncLink, Link, Policy
 
 __all__ = ["DEFAULT_IDLE", "DEFAULT_MAX_KEYS", "OTHER", "Keyed"]
@@ -20,7 +20,6 @@ OTHER = "other"
 """The key of the policy shared by the calls whose key is not kept (past ``max_keys``) or cannot be told."""
 
 KeyOf = Callable[[Execution], "str | None"]
-_log = logging.getLogger("interceptors")
 
 
 def by_method(execution: Execution) -> str | None:
@@ -57,7 +56,7 @@ class Keyed(Policy):
     :param name: the policy's name (default: its class's name, "Keyed").
     """
 
-    __slots__ = ("_entries", "_lock", "_warned", "clock", "idle", "key", "make", "max_keys", "overflowed")
+    __slots__ = ("_entries", "_key_of", "_lock", "clock", "idle", "key", "make", "max_keys", "overflowed")
     clock: Clock
     make: Callable[[str], Policy]
     key: KeyOf
@@ -65,7 +64,7 @@ class Keyed(Policy):
     idle: float
     overflowed: int
     """Calls of keys not kept, that the :data:`OTHER` policy served."""
-    _warned: bool
+    _key_of: KeyFunction
     _entries: dict[str, _Entry]
     _lock: threading.Lock
 
@@ -87,14 +86,14 @@ class Keyed(Policy):
         self._init(
             name=options.policy_name(name, self),
             make=build,
-            key=options.function(key, "key", "the call's execution"),
+            key=key,
+            _key_of=KeyFunction(key, "key", "the call's execution", OTHER, options.policy_name(name, self)),
             max_keys=options.count(max_keys, "max_keys", maximum=10_000_000),
             idle=options.seconds(idle, "idle", positive=True),
             clock=clock,
             overflowed=0,
             _entries={OTHER: _Entry(other, clock.now())},
             _lock=threading.Lock(),
-            _warned=False,
         )
 
     @property
@@ -106,18 +105,6 @@ class Keyed(Policy):
         """The policy kept for ``key``, if any."""
         entry = self._entries.get(key)
         return None if entry is None else entry.policy
-
-    def _key_of(self, execution: Execution) -> str:
-        try:
-            key = self.key(execution)
-        except Exception as error:
-            key = None
-            if not self._warned:
-                object.__setattr__(self, "_warned", True)
-                _log.warning(
-                    "%s: the key function failed (such calls share the %r policy): %r", self.name, OTHER, error
-                )
-        return key if isinstance(key, str) else OTHER
 
     def _enter(self, execution: Execution) -> _Entry:
         """The entry of the call's key, its call counted in flight."""

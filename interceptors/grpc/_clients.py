@@ -5,24 +5,19 @@ server trusts to say who they are."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..engine import _options as options
+from ..engine._keys import KeyFunction
 
-__all__ = ["UNKNOWN", "ClientKey", "ClientOf", "by_identity", "by_metadata", "by_peer"]
+__all__ = ["UNKNOWN", "ClientKey", "by_identity", "by_metadata", "by_peer", "client_of"]
 
 UNKNOWN = "<unknown>"
 """The client of the calls whose client cannot be told (the key function raised, or gave no str)."""
 
-_log = logging.getLogger("interceptors")
-
 
 ClientKey = Callable[[Any], "str | None"]
 """Who the client of a call is, from its ``grpc.ServicerContext`` (None: it cannot be told)."""
-
-_log = logging.getLogger("interceptors")
 
 
 def by_peer(context: Any) -> str | None:
@@ -62,22 +57,7 @@ def by_metadata(key: str, *, otherwise: ClientKey | None = by_identity) -> Clien
     return from_metadata
 
 
-class ClientOf:
-    """Tells the client of a call by ``key``: :data:`UNKNOWN` when the function raises (logged once) or gives no
-    str, so that no call is failed by it."""
-
-    __slots__ = ("_warned", "key")
-
-    def __init__(self, key: ClientKey, option: str) -> None:
-        self.key: ClientKey = options.function(key, option, "the call's grpc.ServicerContext")
-        self._warned = False
-
-    def __call__(self, context: Any) -> str:
-        try:
-            client = self.key(context)
-        except Exception as error:
-            client = None
-            if not self._warned:
-                self._warned = True
-                _log.warning("the key function failed (such calls count as one client, %r): %r", UNKNOWN, error)
-        return client if isinstance(client, str) else UNKNOWN
+def client_of(key: ClientKey, option: str, owner: str) -> KeyFunction:
+    """Tells the client of a call by ``key``: :data:`UNKNOWN` when the function raises (logged once, naming
+    ``owner``) or gives no str, so that no call is failed by it."""
+    return KeyFunction(key, option, "the call's grpc.ServicerContext", UNKNOWN, owner)

@@ -20,7 +20,7 @@ from ..engine._buckets import KeyedBuckets
 from ..engine._clock import Clock
 from ..engine._events import QuotaExceeded
 from ._admission import Admitting, AioAdmitting, End, Refusal, nothing_to_end
-from ._clients import ClientKey, ClientOf, by_identity
+from ._clients import ClientKey, by_identity, client_of
 from ._core import CallMetrics
 from ._pushback import PUSHBACK_MS, STATUS_DETAILS, retry_info_details
 
@@ -49,7 +49,7 @@ class _Quota:
         self.calls: int = options.count(calls, "calls", maximum=options.MAX_CALLS)
         self.period: float = options.window(period, "period")
         self.burst: int = self.calls if burst is None else options.count(burst, "burst", maximum=options.MAX_CALLS)
-        self._client = ClientOf(key, "key")
+        self._client = client_of(key, "key", type(self).__name__)
         self.max_clients: int = options.count(max_clients, "max_clients", maximum=10_000_000)
         if code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")

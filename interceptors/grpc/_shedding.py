@@ -25,7 +25,7 @@ from ..engine._places import Places, wait_allowed
 from ..engine._priority import RANKS, Priorities, Priority
 from ._admission import Admitting, AioAdmitting, End, Refusal
 from ._claims import claimed
-from ._clients import ClientKey, ClientOf
+from ._clients import ClientKey, client_of
 from ._core import CallMetrics
 from ._incoming import time_left
 from ._pushback import PUSHBACK_MS
@@ -72,7 +72,7 @@ class _Shedding:
         """How calls' priorities decide who is refused first (None: they do not)."""
         if tenant is not None and ranks is None:
             raise ValueError("tenant: give priorities too (usage moves a call within its level's share)")
-        self._tenant = None if tenant is None else ClientOf(tenant, "tenant")
+        self._tenant = None if tenant is None else client_of(tenant, "tenant", type(self).__name__)
         self._tenants: dict[str, int] = {}  # calls in flight by tenant (only those with some)
         if code not in (RESOURCE_EXHAUSTED, UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")

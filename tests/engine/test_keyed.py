@@ -157,7 +157,7 @@ def test_a_key_function_that_fails_fails_no_call_and_is_logged_once(
     with caplog.at_level(logging.WARNING, logger="interceptors"):
         assert [executor.call(lambda: "ok") for _ in range(3)] == ["ok"] * 3
     assert [r.getMessage() for r in caplog.records].count(
-        "Keyed: the key function failed (such calls share the 'other' policy): LookupError('no tenant')"
+        "Keyed: the key function failed (such calls count as one, 'other'): LookupError('no tenant')"
     ) == 1
     assert keyed.keys == 1  # OTHER alone
 

@@ -152,6 +152,22 @@ def test_within_a_level_the_tenant_using_the_most_is_refused_first(kind: str) ->
         Shedding(kind, 20, tenant=by_metadata("x-tenant"))
 
 
+def test_a_tenant_function_that_fails_fails_no_call_and_is_logged_once(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(context: Any) -> str:
+        raise RuntimeError("who?")
+
+    server = Shedding(kind, 10, priorities=TRUSTING, tenant=broken)
+    try:
+        with caplog.at_level(logging.WARNING, logger="interceptors"):
+            assert [ask(server) for _ in range(3)] == [OK] * 3
+        warnings = [r.getMessage() for r in caplog.records if "key function failed" in r.getMessage()]
+        assert len(warnings) == 1 and "who?" in warnings[0]
+    finally:
+        server.close()
+
+
 def test_a_critical_call_is_refused_only_when_nothing_lower_is_left_to_refuse(kind: str) -> None:
     for server in shedding(kind, 2, TRUSTING):
         assert server.shedding.priorities is TRUSTING
