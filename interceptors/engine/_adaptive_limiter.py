@@ -62,8 +62,8 @@ class AdaptiveLimiter(Policy):
         every call waits that long, or until its deadline, before it is rejected.
     :param max_queued: calls that may wait at once (default None: no bound but ``max_wait``).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of
-        the limit is kept for the more important calls, and waiters are served most important first (default
-        None: every call alike).
+        the limit is kept for the more important calls, a call waits at most ``max_wait`` times its share, and
+        waiters are served most important first (default None: every call alike).
     :param window: seconds of calls between two updates of the limit (default 1; at least 1 ms).
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
@@ -166,7 +166,7 @@ class AdaptiveLimiter(Policy):
     def queued(self) -> int:
         return self._places.waiting
 
-    def acquire_permit(self, priority: Priority | None = None, *, retry: bool = False) -> LimiterPermit:
+    def acquire_permit(self, priority: Priority | str | None = None, *, retry: bool = False) -> LimiterPermit:
         """Take a place by hand, now, for a call of ``priority`` (a retry or hedge when ``retry``; both matter with
         ``priorities`` only); raises LimitExceededError. Report how the call ended on the permit."""
         ranks = self.priorities
@@ -228,7 +228,7 @@ class AdaptiveLimiter(Policy):
 
         def run(execution: Execution) -> Any:
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank, share):
+            if not places.take(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:
@@ -252,7 +252,7 @@ class AdaptiveLimiter(Policy):
 
         async def run(execution: Execution) -> Any:
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank, share):
+            if not await places.atake(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
                 raise self._rejected(execution.semantics.method)
             started = now()
             try:

@@ -26,17 +26,29 @@ OVERFLOW = "<overflow>"
 class KeyedBuckets:
     """Token buckets by key (see the module's doc)."""
 
-    __slots__ = ("_full_at", "_lock", "_sweep_after", "burst", "clock", "interval", "max_keys", "overflowed")
+    __slots__ = (
+        "_full_at",
+        "_lock",
+        "_overflow_full_at",
+        "_sweep_after",
+        "burst",
+        "clock",
+        "interval",
+        "max_keys",
+        "overflowed",
+    )
 
     def __init__(self, interval: float, burst: int, max_keys: int, clock: Clock) -> None:
         self.interval, self.burst, self.max_keys, self.clock = interval, burst, max_keys, clock
         self._lock = threading.Lock()
         self._full_at: dict[Hashable, float] = {}  # by key: when its bucket is full again
+        self._overflow_full_at = -math.inf  # the same, for the bucket of the keys not kept
         self._sweep_after = -math.inf  # no bucket is full again before then (nothing to forget)
         self.overflowed = 0
         """Calls counted in the :data:`OVERFLOW` bucket because ``max_keys`` keys were kept."""
 
     def __len__(self) -> int:
+        """The buckets kept (the :data:`OVERFLOW` one aside)."""
         return len(self._full_at)
 
     def take(self, key: Hashable) -> tuple[Hashable, float]:
@@ -46,14 +58,22 @@ class KeyedBuckets:
             now = self.clock.now()
             full_at = self._full_at
             if key not in full_at and len(full_at) >= self.max_keys and not self._forget_full(now):
-                key = OVERFLOW
                 self.overflowed += 1
-            due = max(full_at.get(key, now), now)
-            wait = due - (self.burst - 1) * self.interval - now
-            if wait > 0:
-                return key, wait
-            full_at[key] = due + self.interval
-            return key, 0.0
+                wait, self._overflow_full_at = self._token(self._overflow_full_at, now)
+                return OVERFLOW, wait
+            wait, moment = self._token(full_at.get(key, now), now)
+            if not wait:
+                if key not in full_at:  # the first bucket full again may be this one
+                    self._sweep_after = min(self._sweep_after, moment)
+                full_at[key] = moment
+            return key, wait
+
+    def _token(self, full_at: float, now: float) -> tuple[float, float]:
+        """A token of a bucket full again at ``full_at``: (0.0, when it is full again after) if there is one, else
+        (seconds until one comes, ``full_at`` as it was)."""
+        due = max(full_at, now)
+        wait = due - (self.burst - 1) * self.interval - now
+        return (wait, full_at) if wait > 0 else (0.0, due + self.interval)
 
     def _forget_full(self, now: float) -> bool:
         """Forget the buckets that are full again; returns whether any was. Scans at most once until the first
@@ -63,5 +83,5 @@ class KeyedBuckets:
         full_at = self._full_at
         for key in [key for key, moment in full_at.items() if moment <= now]:
             del full_at[key]
-        self._sweep_after = min((m for k, m in full_at.items() if k != OVERFLOW), default=now)
+        self._sweep_after = min(full_at.values(), default=now)
         return len(full_at) < self.max_keys

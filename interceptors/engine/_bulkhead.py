@@ -25,8 +25,8 @@ class Bulkhead(Policy):
     :param max_concurrent: calls in flight at once, positional (1..100 000).
     :param max_wait: seconds a call may wait for a place (default 0: rejected at once).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of
-        the limit is kept for the more important calls, and waiters are served most important first (default
-        None: every call alike).
+        the limit is kept for the more important calls, a call waits at most ``max_wait`` times its share, and
+        waiters are served most important first (default None: every call alike).
     :param on_full: hears :class:`BulkheadFull` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "Bulkhead").
     :param clock: the clock of the waits' accounting (default the system clock); waiting itself takes real time.
@@ -88,7 +88,7 @@ class Bulkhead(Policy):
         def run(execution: Execution) -> Any:
             started = now()
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not places.take(wait_allowed(self.max_wait, execution.remaining), rank, share):
+            if not places.take(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
                 raise self._full(started, execution)
             try:
                 result = inner(execution)
@@ -106,7 +106,7 @@ class Bulkhead(Policy):
         async def run(execution: Execution) -> Any:
             started = now()
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait, execution.remaining), rank, share):
+            if not await places.atake(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
                 raise self._full(started, execution)
             try:
                 result = await inner(execution)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +30,12 @@ def by_method(execution: Execution) -> str | None:
 
 
 class _Entry:
-    """A key's policy, its calls in flight, when it was last used, and its steps in each chain it serves."""
+    """A key's policy, its calls in flight, and when it was last used."""
 
-    __slots__ = ("in_flight", "links", "policy", "used")
+    __slots__ = ("__weakref__", "in_flight", "policy", "used")
 
     def __init__(self, policy: Policy, now: float) -> None:
         self.policy, self.in_flight, self.used = policy, 0, now
-        self.links: dict[int, Any] = {}
 
 
 class Keyed(Policy):
@@ -56,7 +57,18 @@ class Keyed(Policy):
     :param name: the policy's name (default: its class's name, "Keyed").
     """
 
-    __slots__ = ("_entries", "_key_of", "_lock", "clock", "idle", "key", "make", "max_keys", "overflowed")
+    __slots__ = (
+        "_entries",
+        "_key_of",
+        "_lock",
+        "_sweep_after",
+        "clock",
+        "idle",
+        "key",
+        "make",
+        "max_keys",
+        "overflowed",
+    )
     clock: Clock
     make: Callable[[str], Policy]
     key: KeyOf
@@ -65,6 +77,7 @@ class Keyed(Policy):
     overflowed: int
     """Calls of keys not kept, that the :data:`OTHER` policy served."""
     _key_of: KeyFunction
+    _sweep_after: float  # no key is idle long enough to be forgotten before then
     _entries: dict[str, _Entry]
     _lock: threading.Lock
 
@@ -94,6 +107,7 @@ class Keyed(Policy):
             overflowed=0,
             _entries={OTHER: _Entry(other, clock.now())},
             _lock=threading.Lock(),
+            _sweep_after=-math.inf,
         )
 
     @property
@@ -115,7 +129,7 @@ class Keyed(Policy):
             if entry is not None and not entry.in_flight and now - entry.used >= self.idle and key != OTHER:
                 entry = None  # forgotten: it starts afresh
             if entry is None:
-                if len(entries) > self.max_keys:  # OTHER is kept beyond the cap
+                if len(entries) > self.max_keys and now >= self._sweep_after:  # OTHER is kept beyond the cap
                     self._forget_idle(now)
                 if len(entries) > self.max_keys:
                     entry = entries[OTHER]
@@ -135,9 +149,13 @@ class Keyed(Policy):
         return policy
 
     def _forget_idle(self, now: float) -> None:
-        entries = self._entries
-        for key in [k for k, e in entries.items() if k != OTHER and not e.in_flight and now - e.used >= self.idle]:
+        """Forget the keys idle for ``idle`` seconds; none is idle so long before the moment it notes (a key in
+        flight now is idle that long no sooner than ``idle`` from now), so no scan is made before then."""
+        entries, idle = self._entries, self.idle
+        for key in [k for k, e in entries.items() if k != OTHER and not e.in_flight and now - e.used >= idle]:
             del entries[key]
+        idle_since = (e.used for k, e in entries.items() if k != OTHER and not e.in_flight)
+        object.__setattr__(self, "_sweep_after", min(min(idle_since, default=now), now) + idle)
 
     def _leave(self, entry: _Entry) -> None:
         with self._lock:
@@ -153,14 +171,14 @@ class Keyed(Policy):
             execution.settle.append(lambda _: self._leave(entry))
 
     def wrap(self, inner: Link) -> Link:
-        chain = object()  # each chain this policy serves has steps of its own per key
+        links: weakref.WeakKeyDictionary[_Entry, Link] = weakref.WeakKeyDictionary()  # this chain's step, by key
 
         def run(execution: Execution) -> Any:
             entry = self._enter(execution)
             try:
-                link = entry.links.get(id(chain))
+                link = links.get(entry)
                 if link is None:
-                    link = entry.links[id(chain)] = entry.policy.wrap(inner)
+                    link = links[entry] = entry.policy.wrap(inner)
                 result = link(execution)
             except BaseException:
                 self._leave(entry)
@@ -171,14 +189,14 @@ class Keyed(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        chain = object()
+        links: weakref.WeakKeyDictionary[_Entry, AsyncLink] = weakref.WeakKeyDictionary()
 
         async def run(execution: Execution) -> Any:
             entry = self._enter(execution)
             try:
-                link = entry.links.get(id(chain))
+                link = links.get(entry)
                 if link is None:
-                    link = entry.links[id(chain)] = entry.policy.wrap_async(inner)
+                    link = links[entry] = entry.policy.wrap_async(inner)
                 result = await link(execution)
             except BaseException:
                 self._leave(entry)

@@ -3,8 +3,9 @@ machine of the bulkhead, the adaptive limiter and load shedding.
 
 With ranks (see :class:`~interceptors.engine._priority.Priorities`), a call of rank ``r`` and share ``s`` takes a
 place only while fewer than ``limit * s`` (its whole part, at least one) are taken, and the line is served highest rank
-first, in arrival order within a rank. Shares must not fall as ranks rise, nor within a rank as the line goes on
-(a waiter who cannot have a place holds back those behind it, and every lower rank).
+first, in arrival order within a rank: the first waiter whose share lets it in (a waiter whose share does not holds
+back no one). Shares must not fall as ranks rise: a rank none of whose waiters may have a place holds back every
+lower rank. So no waiter that could have a place is left waiting, and a newcomer that fits goes in at once.
 
 Threads and asyncio tasks (of any loop) may wait for the same places. A place given back goes straight to the
 first waiter who can use it (a thread, or a task whose loop is running), so that nobody arriving later can take it
@@ -76,7 +77,7 @@ class Places:
         if self._offered and self.in_flight >= self.limit:
             self._hand_over()  # withdraws the offers to loops that stopped meanwhile
         cap = self.limit if share >= 1.0 else self._cap(share)
-        if self.in_flight < cap and self._top < rank:  # nobody of its rank or higher waits
+        if self.in_flight < cap:  # no waiter it fits beside: one that could have a place has it
             self.in_flight += 1
             return True
         return False
@@ -167,15 +168,17 @@ class Places:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line, highest rank first,
-        in order, while the first waiter's share allows."""
+        """Withdraw the offers to tasks whose loop stopped, and hand the free places to the line: highest rank first,
+        in order, to each waiter whose share allows."""
         if self._offered:
-            for waiter in [w for w in self._offered if not _runs(w.loop)]:
-                self._offered.discard(waiter)
-                waiter.granted = False
+            for withdrawn in [w for w in self._offered if not _runs(w.loop)]:
+                self._offered.discard(withdrawn)
+                withdrawn.granted = False
                 self.in_flight -= 1
-        while self._top >= 0 and self.in_flight < self._cap(self._lines[self._top][0].share):
-            waiter = self._lines[self._top].popleft()
+        while self._top >= 0 and self.in_flight < self.limit:
+            waiter = self._first_fitting(self._lines[self._top])
+            if waiter is None:  # none of the highest rank fits: none of a lower one does
+                break
             self._lower_top()
             waiter.queued = False
             if waiter.event is not None:
@@ -193,6 +196,14 @@ class Places:
                 waiter.granted = True
                 self.in_flight += 1
                 self._offered.add(waiter)
+
+    def _first_fitting(self, line: deque[_Waiter]) -> _Waiter | None:
+        """The first waiter of ``line`` whose share lets it have a place now, taken out of the line."""
+        for waiter in line:
+            if waiter.share >= 1.0 or self.in_flight < self._cap(waiter.share):
+                line.remove(waiter)
+                return waiter
+        return None
 
     def __repr__(self) -> str:
         return f"Places(limit={self.limit}, in_flight={self.in_flight}, waiting={self.waiting})"

@@ -106,7 +106,9 @@ class Priorities:
 
     :param shares: the part of the limit each level may fill, in (0, 1], not falling as the level rises; levels not
         given keep :data:`DEFAULT_SHARES`.
-    :param default: the level of calls that carry none (default NORMAL).
+    :param default: the level of calls that carry none (default NORMAL); no higher than a fixed ``max_claimed``
+        (NORMAL when None), or a call saying nothing would beat a claim. With a function, a call that carries none
+        counts no higher than the function says of its caller.
     :param max_claimed: on servers, the highest level believed of a caller's claim (its ``x-priority``): a
         Priority, or a function of the call's ``grpc.ServicerContext`` that returns one (from
         ``context.peer_identities()``, say). Claims above it count as it. Default None: CRITICAL for callers the
@@ -144,6 +146,12 @@ class Priorities:
                 )
         if max_claimed is not None and not callable(max_claimed):
             max_claimed = Priority.of(max_claimed, "max_claimed")
+        least_believed = Priority.NORMAL if max_claimed is None or callable(max_claimed) else max_claimed
+        if not callable(max_claimed) and Priority.of(default, "default") > least_believed:  # saying nothing would win
+            raise ValueError(
+                f"default {Priority.of(default).name.lower()} is above max_claimed {least_believed.name.lower()} "
+                "(what callers are believed at least)"
+            )
         object.__setattr__(self, "shares", table)
         object.__setattr__(self, "default", Priority.of(default, "default"))
         object.__setattr__(self, "max_claimed", max_claimed)
@@ -151,11 +159,11 @@ class Priorities:
         levels: list[Priority | None] = [None, *Priority]
         object.__setattr__(self, "_places", {(p, r): self.place(p, r) for p in levels for r in (False, True)})
 
-    def place(self, priority: Priority | None, retry: bool = False, usage: float = 0.0) -> tuple[int, float]:
+    def place(self, priority: Priority | str | None, retry: bool = False, usage: float = 0.0) -> tuple[int, float]:
         """The rank in line (see :data:`RANKS`) and the share of the limit of a call of ``priority`` (None:
         ``default``), a retry or hedge when ``retry``, whose tenant holds a fraction ``usage`` of the calls in
         flight."""
-        level = self.default if priority is None else priority
+        level = self.default if priority is None else Priority.of(priority)
         standing = level + 1 - 0.5 * retry - 0.5 * min(max(usage, 0.0), 1.0)
         below = math.floor(standing)
         points = self._points

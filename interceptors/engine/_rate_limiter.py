@@ -103,9 +103,9 @@ class RateLimiter(Policy):
             if self.bursty:
                 start = max(self._next, math.floor(now / self.period) * self.period)
                 used = (self._used if start == self._next else 0) + count
-                if share < 1.0 and start <= now and used > max(1, math.floor(self.max_calls * share + 1e-9)):
-                    # its part of this period is used; none is reserved for it further on, which would close this
-                    # period to the calls its rest is kept for
+                if share < 1.0 and used > max(1, math.floor(self.max_calls * share + 1e-9)):
+                    # its part of the period it would fall in is used; none is reserved for it further on, which
+                    # would close that period to the calls its rest is kept for
                     return start + self.period - now, False
                 periods = (used - 1) // self.max_calls  # further periods the last permit falls into
                 ready, left = start + periods * self.period, used - periods * self.max_calls

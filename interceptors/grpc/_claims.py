@@ -31,6 +31,9 @@ def claimed(context: Any, priorities: Priorities) -> tuple[Priority | None, bool
         elif key == PREVIOUS_ATTEMPTS:
             retry = isinstance(value, str) and value.strip() not in ("", "0")
     if level is None:
+        if callable(priorities.max_claimed):  # saying nothing gains a caller no more than a claim would
+            believed = _max_claimed(context, priorities)
+            return (believed if believed < priorities.default else None), retry
         return None, retry
     return min(level, _max_claimed(context, priorities)), retry
 

@@ -80,7 +80,8 @@ class ContextPropagation(_Propagation, grpc.ServerInterceptor):
     :param forward: whether an escaping ``grpc.RpcError`` is answered with its status and pushback (default True).
     :param priorities: what the server believes of a caller's priority (``max_claimed``; see
         :class:`~interceptors.Priorities`), which outgoing calls made for the call then have (default
-        ``Priorities()``: up to CRITICAL from callers the channel authenticated, NORMAL from others).
+        ``Priorities()``: up to CRITICAL from callers the channel authenticated, NORMAL from others). Give the
+        server's LoadShedding the same, so that both believe a caller alike.
     """
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:

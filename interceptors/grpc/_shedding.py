@@ -50,6 +50,7 @@ class _Shedding:
         pushback: options.Duration | None = None,
         min_remaining: options.Duration = 0.0,
         max_wait: options.Duration = 0.0,
+        max_queued: int | None = None,
         on_shed: options.Listener[Shed] | None = None,
         metrics: CallMetrics | None = None,
         priorities: Priorities | None = None,
@@ -67,7 +68,8 @@ class _Shedding:
         else:
             self._limiter = None
             count = options.count(limit, "limit", maximum=options.MAX_CALLS)
-            self._places = Places(count, ranks=1 if ranks is None else RANKS)
+            queued = None if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
+            self._places = Places(count, max_waiting=queued, ranks=1 if ranks is None else RANKS)
         self.priorities: Priorities | None = ranks
         """How calls' priorities decide who is refused first (None: they do not)."""
         if tenant is not None and ranks is None:
@@ -152,9 +154,9 @@ class _Shedding:
             self._count_tenant(tenant, 1)
 
         def end(failure: BaseException | None) -> None:
-            give_back(failure)
-            if tenant is not None:
+            if tenant is not None:  # before its place: a tenant never holds more calls than are in flight
                 self._count_tenant(tenant, -1)
+            give_back(failure)
             self._measured(time.monotonic() - started)
 
         return end
@@ -166,8 +168,8 @@ class _Shedding:
         """The fraction of the calls in flight that ``tenant``'s are."""
         if tenant is None:
             return 0.0
-        held = self._tenants.get(tenant, 0)
-        return held / self._places.in_flight if held else 0.0
+        held, in_flight = self._tenants.get(tenant, 0), self._places.in_flight
+        return min(held / in_flight, 1.0) if held and in_flight else 0.0
 
     def _count_tenant(self, tenant: str, change: int) -> None:
         with self._lock:
@@ -224,7 +226,8 @@ class LoadShedding(_Shedding, Admitting):
     A sync server decides when a worker thread picks the call up: give it more workers than the limit.
 
     :param limit: the most calls at once: a number, or an :class:`~interceptors.AdaptiveLimiter` whose limit
-        follows the handlers' latency (its other options apply; a limiter serves one server).
+        follows the handlers' latency (its limits, window, priorities, ``max_queued`` and events apply; how long a
+        call may wait is this interceptor's ``max_wait``; a limiter serves one server).
     :param code: RESOURCE_EXHAUSTED (default) or UNAVAILABLE.
     :param pushback: seconds refused callers are asked to wait (default None: the average time recent calls
         took, varied by up to 20 % either way; 0.1 s before any call has ended).
@@ -234,6 +237,9 @@ class LoadShedding(_Shedding, Admitting):
         never past its deadline (default 0: refused at once); those waiting are served most important first. A
         short wait lets critical calls through a moment's pressure. On a sync server, a call waits in its worker
         thread.
+    :param max_queued: calls that may wait at once (default None: as many as come in ``max_wait``); a call finding
+        the line full takes the place in line of a less important one, if any, and is refused otherwise. With an
+        AdaptiveLimiter, its own ``max_queued`` applies.
     :param on_shed: called with a :class:`~interceptors.events.Shed` for each call refused (default None).
     :param metrics: an :class:`interceptors.otel.Metrics` to count the refused calls in (default None).
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of the

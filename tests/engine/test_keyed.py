@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import threading
+import time
+import weakref
 from typing import Any
 
 import pytest
@@ -20,6 +23,7 @@ from interceptors import (
     Keyed,
     RateLimiter,
     RetryPolicy,
+    Timeout,
 )
 from interceptors.engine import Execution, Semantics
 from interceptors.engine import _options as options
@@ -215,3 +219,15 @@ def test_a_keyed_policy_serves_async_chains_and_retries_within_a_key(clock: Fake
     assert attempts == [1, 2, 3]
     breaker = keyed.policy_for("/a/Get")
     assert isinstance(breaker, CircuitBreaker) and breaker.state.value == "closed"
+
+
+def test_a_dropped_chain_leaves_nothing_behind_in_the_keys_it_served(clock: FakeClock) -> None:
+    keyed = Keyed(lambda _: Bulkhead(10), key=lambda _: "a")
+    timeout = Timeout(0.02)
+    gone = weakref.ref(timeout)
+    timed = Executor(keyed, timeout)
+    timed.call(lambda: None)
+    del timed, timeout
+    gc.collect()
+    assert gone() is None  # nor could a chain made later in its memory take its steps for its own
+    assert Executor(keyed).call(time.sleep, 0.03) is None  # no Timeout in this chain

@@ -500,3 +500,53 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
     assert outcomes["admitted"] > 0 and outcomes["late"] == 0
     assert peak <= 8
     assert (bulkhead.in_flight, bulkhead.waiting) == (0, 0)
+
+
+def test_a_heavy_tenants_waiter_holds_back_no_lighter_one_of_its_rank() -> None:
+    places = Places(10, ranks=RANKS)
+    for _ in range(7):
+        assert places.take(0, *rank(Priority.CRITICAL))
+    got: dict[str, bool] = {}
+    heavy = threading.Thread(
+        target=lambda: got.__setitem__("heavy", places.take(10, *rank(Priority.NORMAL, usage=0.9)))
+    )
+    heavy.start()  # 0.755 of 10: 7, all taken; in line with the first attempts of its level
+    _wait_for_waiting(places, 1)
+    assert rank(Priority.NORMAL, usage=0.9)[0] == rank(Priority.NORMAL)[0]
+    assert places.take(0, *rank(Priority.NORMAL))  # a light call of the same rank fits: 7 < 8, it goes ahead
+    light = threading.Thread(target=lambda: got.__setitem__("light", places.take(10, *rank(Priority.NORMAL))))
+    light.start()  # 8 taken: it waits behind the heavy one
+    _wait_for_waiting(places, 2)
+    places.give()  # 7: the light one fits, the heavy one still does not
+    light.join(5)
+    assert got == {"light": True}
+    places.give()
+    places.give()  # 6: now the heavy one fits
+    heavy.join(5)
+    assert got == {"light": True, "heavy": True}
+
+
+def test_a_bursty_rate_limiter_keeps_its_share_rule_in_periods_reserved_ahead(clock: FakeClock) -> None:
+    limiter = RateLimiter(10, period=1.0, bursty=True, max_wait=2.0, priorities=RULES, clock=clock)
+    for _ in range(11):  # this period's 10 permits and one of the next
+        limiter._admit(_execution(clock, "critical"))
+    admitted = 0
+    for _ in range(12):
+        with contextlib.suppress(RateLimitedError):
+            limiter._admit(_execution(clock, "sheddable"))
+            admitted += 1
+    assert admitted == 4  # half of the next period's 10, less the critical call already there
+    assert limiter._admit(_execution(clock, "critical")) == pytest.approx(1.0)  # the next period still has room
+
+
+def test_a_limiter_permit_takes_a_priority_by_name() -> None:
+    limiter = AdaptiveLimiter(initial_limit=2, min_limit=2, priorities=RULES)
+    permit = limiter.acquire_permit("critical")
+    with pytest.raises(LimitExceededError):
+        limiter.acquire_permit("sheddable")
+    permit.drop()
+
+
+def test_a_default_above_what_callers_are_believed_is_refused() -> None:
+    with pytest.raises(ValueError, match="default high is above max_claimed normal"):
+        Priorities(default="high", max_claimed="normal")

@@ -12,7 +12,7 @@ import pytest
 
 from interceptors import Priorities, Priority, prioritized, resilient_channel
 from interceptors.grpc import _claims
-from interceptors.server import by_metadata
+from interceptors.server import LoadShedding, by_metadata
 
 from ..support.clients import wait_until
 from ..support.relay import RELAYS, RelayServer, relay_id
@@ -132,7 +132,7 @@ def test_a_bad_claim_or_a_failing_rule_counts_as_the_default_level_logged_once(
             assert ask(server, ("x-priority", "critical")) is RESOURCE_EXHAUSTED
         more.release()
         held.release()
-        warnings = [r.getMessage() for r in caplog.records if r.name == "interceptors"]
+        warnings = sorted(r.getMessage() for r in caplog.records if r.name == "interceptors")
         assert len(warnings) == 2, warnings
         assert "x-priority that names no priority: 'urgent!'" in warnings[0]
         assert "max_claimed failed" in warnings[1] and "no such identity" in warnings[1]
@@ -207,3 +207,17 @@ def test_a_priority_set_by_the_caller_reaches_the_third_hop(
         a.close()
         b.close()
         c.stop()
+
+
+def test_a_tenants_usage_is_read_safely_as_the_server_goes_idle() -> None:
+    shedding = LoadShedding(10, priorities=TRUSTING, tenant=by_metadata("x-tenant"))
+    shedding._tenants["t"] = 1  # its last call has given its place back, and not yet its count
+    end = shedding.admit(None, Priority.NORMAL, False, "t")
+    assert callable(end)
+    end(None)
+
+
+def test_load_shedding_bounds_its_waiting_line() -> None:
+    assert LoadShedding(4, max_wait=0.1, max_queued=3)._places.max_waiting == 3
+    with pytest.raises(ValueError, match="max_queued"):
+        LoadShedding(4, max_queued=-1)
