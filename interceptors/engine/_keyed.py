@@ -38,6 +38,28 @@ class _Entry:
         self.policy, self.in_flight, self.used = policy, 0, now
 
 
+class _Steps:
+    """One chain's step through each key's policy, made the first time the key is called in it. Keys are held
+    weakly (a key forgotten takes its step with it), but for the last one called, kept at hand."""
+
+    __slots__ = ("_by_entry", "_last", "_make")
+
+    def __init__(self, make: Callable[[Policy], Any]) -> None:
+        self._make = make
+        self._by_entry: weakref.WeakKeyDictionary[_Entry, Any] = weakref.WeakKeyDictionary()
+        self._last: tuple[_Entry | None, Any] = (None, None)
+
+    def of(self, entry: _Entry) -> Any:
+        last, step = self._last
+        if last is entry:
+            return step
+        step = self._by_entry.get(entry)
+        if step is None:
+            step = self._by_entry[entry] = self._make(entry.policy)
+        self._last = (entry, step)
+        return step
+
+
 class Keyed(Policy):
     """One policy per key: ``make(key)`` builds the policy of each key the first time a call has it, and every call
     of that key runs through it, as through a policy of the chain. A breaker per method opens for that method
@@ -171,15 +193,12 @@ class Keyed(Policy):
             execution.settle.append(lambda _: self._leave(entry))
 
     def wrap(self, inner: Link) -> Link:
-        links: weakref.WeakKeyDictionary[_Entry, Link] = weakref.WeakKeyDictionary()  # this chain's step, by key
+        steps = _Steps(lambda policy: policy.wrap(inner))
 
         def run(execution: Execution) -> Any:
             entry = self._enter(execution)
             try:
-                link = links.get(entry)
-                if link is None:
-                    link = links[entry] = entry.policy.wrap(inner)
-                result = link(execution)
+                result = steps.of(entry)(execution)
             except BaseException:
                 self._leave(entry)
                 raise
@@ -189,15 +208,12 @@ class Keyed(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        links: weakref.WeakKeyDictionary[_Entry, AsyncLink] = weakref.WeakKeyDictionary()
+        steps = _Steps(lambda policy: policy.wrap_async(inner))
 
         async def run(execution: Execution) -> Any:
             entry = self._enter(execution)
             try:
-                link = links.get(entry)
-                if link is None:
-                    link = links[entry] = entry.policy.wrap_async(inner)
-                result = await link(execution)
+                result = await steps.of(entry)(execution)
             except BaseException:
                 self._leave(entry)
                 raise
