@@ -9,7 +9,14 @@ client over its quota takes no place from the others:
 from .grpc._access_log import AccessLog, AioAccessLog
 from .grpc._clients import by_identity, by_metadata, by_peer
 from .grpc._faults import AioFaultInjection, FaultInjection, Faults
-from .grpc._propagation import DEFAULT_RESERVE, AioContextPropagation, ContextPropagation, aforward, forward
+from .grpc._propagation import (
+    DEFAULT_RESERVE,
+    AioContextPropagation,
+    ContextPropagation,
+    aforward,
+    forward,
+    incoming_priority,
+)
 from .grpc._quota import DEFAULT_MAX_CLIENTS, AioQuota, Quota
 from .grpc._shedding import AioLoadShedding, LoadShedding
 
@@ -32,4 +39,5 @@ __all__ = [
     "by_peer",
     "aforward",
     "forward",
+    "incoming_priority",
 ]

@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 import grpc
 
 from ..engine import _options as options
-from ..engine._priority import Priorities
+from ..engine._priority import Priorities, Priority
 from ._claims import claimed
 from ._handlers import Behavior, aio_responses, wrapped
 from ._incoming import INCOMING, IncomingCall
@@ -48,7 +48,14 @@ from ._pushback import (
     with_retry_delay,
 )
 
-__all__ = ["DEFAULT_RESERVE", "AioContextPropagation", "ContextPropagation", "aforward", "forward"]
+__all__ = [
+    "DEFAULT_RESERVE",
+    "AioContextPropagation",
+    "ContextPropagation",
+    "aforward",
+    "forward",
+    "incoming_priority",
+]
 
 DEFAULT_RESERVE = 0.05
 """Seconds of the incoming deadline a server keeps for its own answer."""
@@ -203,6 +210,14 @@ class AioContextPropagation(_Propagation, grpc.aio.ServerInterceptor):
                 incoming.end()
 
         return propagated
+
+
+def incoming_priority() -> Priority | None:
+    """The priority of the call the current handler answers, as the server believes it (see
+    :class:`ContextPropagation`'s ``priorities``): None outside a handler with context propagation, or for a call
+    that claims none (the server's default level applies)."""
+    incoming = INCOMING.get()
+    return None if incoming is None else incoming.priority
 
 
 def forward(context: grpc.ServicerContext, error: grpc.RpcError) -> NoReturn:

@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -231,3 +232,47 @@ def test_a_dropped_chain_leaves_nothing_behind_in_the_keys_it_served(clock: Fake
     gc.collect()
     assert gone() is None  # nor could a chain made later in its memory take its steps for its own
     assert Executor(keyed).call(time.sleep, 0.03) is None  # no Timeout in this chain
+
+
+def test_64_threads_and_64_tasks_of_many_keys_share_a_keyed_policy() -> None:
+    """Keys come and go (idle after 1 ms, at most 10 kept) while 64 threads and 64 tasks call through them: every
+    call ends, admitted or refused, no key holds a call in flight at the end, and the cap holds."""
+    keyed = Keyed(lambda _: Bulkhead(2), key=lambda _: TENANT.get(), max_keys=10, idle=0.001)
+    executor, outcomes, lock = Executor(keyed), Counter[str](), threading.Lock()
+
+    def count(outcome: str) -> None:
+        with lock:
+            outcomes[outcome] += 1
+            outcomes["most keys"] = max(outcomes["most keys"], keyed.keys)
+
+    def one_thread(i: int) -> None:
+        for c in range(20):
+            TENANT.set(f"tenant-{(i * 20 + c) % 50}")
+            try:
+                executor.call(time.sleep, 0.0005)
+                count("admitted")
+            except BulkheadFullError:
+                count("refused")
+
+    async def one_task(i: int) -> None:
+        for c in range(20):
+            TENANT.set(f"tenant-{(i * 20 + c) % 50}")
+            try:
+                await executor.acall(asyncio.sleep, 0.0005)
+                count("admitted")
+            except BulkheadFullError:
+                count("refused")
+
+    async def tasks() -> None:
+        await asyncio.gather(*(one_task(i) for i in range(64)))
+
+    threads = [threading.Thread(target=one_thread, args=(i,)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(tasks())
+    for thread in threads:
+        thread.join(30)
+    assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
+    assert outcomes["most keys"] <= 11  # the cap and OTHER
+    assert all(entry.in_flight == 0 for entry in keyed._entries.values())
+    assert all(getattr(e.policy, "in_flight", 0) == 0 for e in keyed._entries.values())

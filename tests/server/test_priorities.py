@@ -3,6 +3,7 @@ before first attempts), what a server believes of a caller's claim, and a priori
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +13,17 @@ import pytest
 
 from interceptors import Priorities, Priority, prioritized, resilient_channel
 from interceptors.grpc import _claims
-from interceptors.server import LoadShedding, by_metadata
+from interceptors.server import (
+    AioContextPropagation,
+    ContextPropagation,
+    LoadShedding,
+    by_metadata,
+    incoming_priority,
+)
 
 from ..support.clients import wait_until
 from ..support.relay import RELAYS, RelayServer, relay_id
-from ..support.server import Request, ScriptedServer
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 from .test_shedding import Shedding
 
 RESOURCE_EXHAUSTED, OK = grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.OK
@@ -221,3 +228,46 @@ def test_load_shedding_bounds_its_waiting_line() -> None:
     assert LoadShedding(4, max_wait=0.1, max_queued=3)._places.max_waiting == 3
     with pytest.raises(ValueError, match="max_queued"):
         LoadShedding(4, max_queued=-1)
+
+
+@pytest.mark.parametrize("believed", ["critical", "normal"])
+def test_a_handler_reads_the_priority_the_server_believes_of_its_call(kind: str, believed: str) -> None:
+    rules = Priorities(max_claimed=believed)
+
+    def said() -> bytes:
+        level = incoming_priority()
+        return b"none" if level is None else level.name.lower().encode()
+
+    if kind == "sync":
+        handler: Any = grpc.unary_unary_rpc_method_handler(lambda request, context: said())
+        server = grpc.server(
+            concurrent.futures.ThreadPoolExecutor(2), interceptors=[ContextPropagation(priorities=rules)]
+        )
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Say": handler}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        stop: Any = lambda: server.stop(None)  # noqa: E731
+    else:
+
+        async def aio_said(request: bytes, context: Any) -> bytes:
+            return said()
+
+        async def start() -> Any:
+            aio_server = grpc.aio.server(interceptors=[AioContextPropagation(priorities=rules)])
+            handler: Any = grpc.unary_unary_rpc_method_handler(aio_said)
+            aio_server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.T", {"Say": handler}),))
+            bound = aio_server.add_insecure_port("127.0.0.1:0")
+            await aio_server.start()
+            return aio_server, bound
+
+        aio_server, port = AIO_LOOP.run(start())
+        stop = lambda: AIO_LOOP.run(aio_server.stop(None))  # noqa: E731
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            say: Any = channel.unary_unary("/t.T/Say")
+            assert say(b"", timeout=10, metadata=(("x-priority", "critical"),)) == believed.encode()
+            assert say(b"", timeout=10, metadata=(("x-priority", "low"),)) == b"low"
+            assert say(b"", timeout=10) == b"none"
+    finally:
+        stop()
+    assert incoming_priority() is None  # outside a handler
