@@ -35,7 +35,7 @@ import time
 import weakref
 from array import array
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     from opentelemetry import metrics as otel
@@ -66,12 +66,15 @@ from .engine._events import (
     Throttled,
 )
 from .engine._execution import Execution
+from .engine._keyed import Keyed
 from .engine._policy import AsyncLink, Executor, Link, Policy
 from .fleet._breaker import FleetCircuitBreaker
 from .fleet._budget import FleetRetryBudget
 from .fleet._rate_limiter import GlobalRateLimiter
 from .grpc._observer import AioObserver, CallObserver, SyncObserver
 from .grpc._status import status_code
+
+P = TypeVar("P", bound=Policy)
 
 __all__ = [
     "LATENCY_BUCKETS",
@@ -143,6 +146,7 @@ class Metrics:
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         self._budgets: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
         self._limiters: weakref.WeakSet[AdaptiveLimiter] = weakref.WeakSet()
+        self._keyed: weakref.WeakSet[Keyed] = weakref.WeakSet()  # their keys' breakers and limiters are gauged too
         meter.create_observable_gauge("resilience.breaker.state", [self._breaker_states], unit="{state}")
         meter.create_observable_gauge("resilience.budget.tokens", [self._budget_tokens], unit="{token}")
         meter.create_observable_gauge("resilience.limiter.limit", [self._limits], unit="{call}")
@@ -157,15 +161,18 @@ class Metrics:
         self._heard_from.clear()
 
     def watch(self, policies: Iterable[Any]) -> None:
-        """Count the events of these policies (their budgets', a shedding interceptor's), and report the state of
-        their breakers, budgets and limiters in the gauges. The channels and interceptors given this Metrics
-        (``metrics=``) watch their policies: it counts theirs, and no one else's."""
+        """Count the events of these policies (their budgets', a shedding interceptor's, a :class:`Keyed` one's
+        keys'), and report the state of their breakers, budgets and limiters in the gauges (a Keyed one's too).
+        The channels and interceptors given this Metrics (``metrics=``) watch their policies: it counts theirs, and
+        no one else's."""
         for policy in policies:
             self._hear(policy)
             if isinstance(policy, CircuitBreaker):
                 self._breakers.add(policy)
             elif isinstance(policy, AdaptiveLimiter):
                 self._limiters.add(policy)
+            elif isinstance(policy, Keyed):
+                self._keyed.add(policy)
             if isinstance(policy, (GlobalRateLimiter, FleetCircuitBreaker)):
                 self._fleet.add(policy)
             budget = getattr(policy, "budget", None)
@@ -247,8 +254,13 @@ class Metrics:
     def _attempts_started(self, _: Any) -> Iterable[otel.Observation]:
         return [otel.Observation(s.count, s.attributes) for s in list(self._started.values()) if s.count]
 
+    def _keys(self, kind: type[P]) -> list[P]:
+        """The policies of ``kind`` the keyed policies it watches keep at the moment."""
+        return [p for keyed in list(self._keyed) for p in keyed.kept if isinstance(p, kind)]
+
     def _breaker_states(self, _: Any) -> Iterable[otel.Observation]:
-        return [otel.Observation(_STATES[b.state], {"resilience.policy": b.name}) for b in list(self._breakers)]
+        breakers = [*self._breakers, *self._keys(CircuitBreaker)]
+        return [otel.Observation(_STATES[b.state], {"resilience.policy": b.name}) for b in breakers]
 
     def _budget_tokens(self, _: Any) -> Iterable[otel.Observation]:
         return [
@@ -265,9 +277,8 @@ class Metrics:
         ]
 
     def _limits(self, _: Any) -> Iterable[otel.Observation]:
-        return [
-            otel.Observation(limiter.limit, {"resilience.policy": limiter.name}) for limiter in list(self._limiters)
-        ]
+        limiters = [*self._limiters, *self._keys(AdaptiveLimiter)]
+        return [otel.Observation(limiter.limit, {"resilience.policy": limiter.name}) for limiter in limiters]
 
 
 METHODS_NAMED = 1000

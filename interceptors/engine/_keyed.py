@@ -137,6 +137,12 @@ class Keyed(Policy):
         """Keys whose policy is kept at the moment (:data:`OTHER` included)."""
         return len(self._entries)
 
+    @property
+    def kept(self) -> tuple[Policy, ...]:
+        """The policies kept at the moment, one per key (:data:`OTHER`'s included)."""
+        with self._lock:
+            return tuple(entry.policy for entry in self._entries.values())
+
     def policy_for(self, key: str) -> Policy | None:
         """The policy kept for ``key``, if any."""
         entry = self._entries.get(key)

@@ -19,7 +19,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import interceptors.aio
-from interceptors import Backoff, CircuitBreaker, Executor, HedgePolicy, ResilienceInterceptor, RetryPolicy
+from interceptors import (
+    Backoff,
+    CircuitBreaker,
+    Executor,
+    HedgePolicy,
+    Keyed,
+    ResilienceInterceptor,
+    RetryPolicy,
+)
 from interceptors.otel import AioServerMetrics, Metrics, ServerMetrics, _Pending, canonical_target
 from interceptors.server import AioLoadShedding, LoadShedding
 
@@ -113,6 +121,31 @@ def test_an_open_breaker_counts_its_rejections_and_shows_open(
         ({"resilience.policy": "to-scripted", "resilience.state.old": "closed", "resilience.state.new": "open"}, 1)
     ]
     assert by_status(points(reader, "grpc.client.call.duration")) == {"UNAVAILABLE": 2}
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_the_breakers_of_a_keyed_policy_show_in_the_gauges_and_counters(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    keyed = Keyed(lambda method: CircuitBreaker(name=f"breaker {method}", failure_threshold=1, delay=60))
+    with Client(path, server.target, keyed, metrics=metrics) as client:
+        assert client.unary(Request(id="o", fail_first=1), timeout=5).code is grpc.StatusCode.UNAVAILABLE
+        client.stream("server_stream", 1, timeout=5)
+    assert sorted(points(reader, "resilience.breaker.state"), key=str) == [
+        ({"resilience.policy": "breaker /scripted.v1.Scripted/ServerStream"}, 0),  # closed
+        ({"resilience.policy": "breaker /scripted.v1.Scripted/Unary"}, 2),  # open
+        ({"resilience.policy": "breaker other"}, 0),
+    ]
+    assert points(reader, "resilience.breaker.transitions") == [
+        (
+            {
+                "resilience.policy": "breaker /scripted.v1.Scripted/Unary",
+                "resilience.state.old": "closed",
+                "resilience.state.new": "open",
+            },
+            1,
+        )
+    ]
 
 
 @pytest.mark.parametrize("kind", STREAM_KINDS)
