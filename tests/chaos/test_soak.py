@@ -4,9 +4,12 @@ once, through the composed chain; the process's threads, fds, asyncio tasks and 
 
 from __future__ import annotations
 
+import pytest
+
 from bench import soak
 
 
+@pytest.mark.timeout(180)  # ~30 s beside the suite's other workers, twice that and more beside a second suite
 def test_twenty_thousand_mixed_calls_leave_nothing_behind() -> None:
     result = soak.run(calls=20_000, workers=4, warm=1000)
     outcomes, events = result["outcomes"], result["events"]

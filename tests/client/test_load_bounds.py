@@ -27,6 +27,7 @@ def aio_server() -> Any:
     server.stop()
 
 
+@pytest.mark.timeout(300)  # the load up to three times, each ~20 s on a busy machine (a subprocess bounded at 120 s)
 def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_server: RemoteServer) -> None:
     """The sync and aio helpers share a fresh client process (the issue's load: 1 280 calls, 100 ms deadline, a tail
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
