@@ -100,15 +100,15 @@ class Priorities:
     a call stands at ``s = L + 1 - retry / 2 - u / 2`` levels, and its share of the limit is read off the line
     through ``(0, 0), (1, shares[0]), ..., (5, shares[4])`` at ``s``.
 
-    Calls waiting for a place (``max_wait``) are served most important first, in arrival order within a rank;
-    when the waiting line is full, a newcomer takes the place in line of the newest, least important waiter, if
-    that one ranks lower (it is refused), and is refused otherwise.
+    A call waits for a place at most ``max_wait`` times its share. Waiters are served most important first, in
+    arrival order within a rank (one whose share does not let it in yet holds back no one); when the waiting line
+    is full, a newcomer takes the place in line of the newest, least important waiter, if that one ranks lower (it
+    is refused), and is refused otherwise.
 
     :param shares: the part of the limit each level may fill, in (0, 1], not falling as the level rises; levels not
         given keep :data:`DEFAULT_SHARES`.
-    :param default: the level of calls that carry none (default NORMAL); no higher than a fixed ``max_claimed``
-        (NORMAL when None), or a call saying nothing would beat a claim. With a function, a call that carries none
-        counts no higher than the function says of its caller.
+    :param default: the level of calls that carry none (default NORMAL); on a server, no higher than what
+        ``max_claimed`` believes of the caller (saying nothing gains no more than a claim).
     :param max_claimed: on servers, the highest level believed of a caller's claim (its ``x-priority``): a
         Priority, or a function of the call's ``grpc.ServicerContext`` that returns one (from
         ``context.peer_identities()``, say). Claims above it count as it. Default None: CRITICAL for callers the
@@ -146,12 +146,6 @@ class Priorities:
                 )
         if max_claimed is not None and not callable(max_claimed):
             max_claimed = Priority.of(max_claimed, "max_claimed")
-        least_believed = Priority.NORMAL if max_claimed is None or callable(max_claimed) else max_claimed
-        if not callable(max_claimed) and Priority.of(default, "default") > least_believed:  # saying nothing would win
-            raise ValueError(
-                f"default {Priority.of(default).name.lower()} is above max_claimed {least_believed.name.lower()} "
-                "(what callers are believed at least)"
-            )
         object.__setattr__(self, "shares", table)
         object.__setattr__(self, "default", Priority.of(default, "default"))
         object.__setattr__(self, "max_claimed", max_claimed)

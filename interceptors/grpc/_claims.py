@@ -30,11 +30,12 @@ def claimed(context: Any, priorities: Priorities) -> tuple[Priority | None, bool
                 _once("header", "ignored an x-priority that names no priority: %s", shown(value))
         elif key == PREVIOUS_ATTEMPTS:
             retry = isinstance(value, str) and value.strip() not in ("", "0")
-    if level is None:
-        if callable(priorities.max_claimed):  # saying nothing gains a caller no more than a claim would
-            believed = _max_claimed(context, priorities)
-            return (believed if believed < priorities.default else None), retry
-        return None, retry
+    if level is None:  # saying nothing gains a caller no more than a claim would
+        default = priorities.default
+        if priorities.max_claimed is None and default <= Priority.NORMAL:  # what any caller is believed
+            return None, retry
+        believed = _max_claimed(context, priorities)
+        return (believed if believed < default else None), retry
     return min(level, _max_claimed(context, priorities)), retry
 
 

@@ -545,8 +545,3 @@ def test_a_limiter_permit_takes_a_priority_by_name() -> None:
     with pytest.raises(LimitExceededError):
         limiter.acquire_permit("sheddable")
     permit.drop()
-
-
-def test_a_default_above_what_callers_are_believed_is_refused() -> None:
-    with pytest.raises(ValueError, match="default high is above max_claimed normal"):
-        Priorities(default="high", max_claimed="normal")

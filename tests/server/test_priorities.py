@@ -112,6 +112,14 @@ def test_a_claim_counts_no_higher_than_the_server_believes_of_the_caller(kind: s
         held.release()
 
 
+def test_a_call_saying_nothing_gains_no_more_than_a_claim(kind: str) -> None:
+    for server in shedding(kind, 10, Priorities(default="high", max_claimed="normal")):
+        held = Held(server, 8, claim="normal")  # normal calls may fill 8 of 10, high ones 9
+        assert ask(server) is RESOURCE_EXHAUSTED  # no claim: the default, high, but believed no more than normal
+        assert ask(server, ("x-priority", "high")) is RESOURCE_EXHAUSTED
+        held.release()
+
+
 def test_what_the_server_believes_may_depend_on_the_caller(kind: str) -> None:
     def believed(context: Any) -> Priority:
         return Priority.CRITICAL if context.peer().startswith("ipv4:127.0.0.1:") else Priority.LOW
