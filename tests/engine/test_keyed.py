@@ -32,7 +32,7 @@ from interceptors.engine._keyed import OTHER
 from interceptors.events import CircuitStateChanged
 from interceptors.testing import FakeClock
 
-from ..support.calls import Boom
+from ..support.calls import Boom, threads_and_tasks
 
 TENANT: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant", default=None)
 
@@ -263,15 +263,7 @@ def test_64_threads_and_64_tasks_of_many_keys_share_a_keyed_policy() -> None:
             except BulkheadFullError:
                 count("refused")
 
-    async def tasks() -> None:
-        await asyncio.gather(*(one_task(i) for i in range(64)))
-
-    threads = [threading.Thread(target=one_thread, args=(i,)) for i in range(64)]
-    for thread in threads:
-        thread.start()
-    asyncio.run(tasks())
-    for thread in threads:
-        thread.join(30)
+    threads_and_tasks(one_thread, one_task)
     assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
     assert outcomes["most keys"] <= 11  # the cap and OTHER
     assert all(entry.in_flight == 0 for entry in keyed._entries.values())

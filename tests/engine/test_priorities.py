@@ -32,7 +32,7 @@ from interceptors.engine._places import Places
 from interceptors.engine._priority import RANKS
 from interceptors.testing import FakeClock
 
-from ..support.calls import Boom
+from ..support.calls import Boom, threads_and_tasks
 
 RULES = Priorities()
 
@@ -487,15 +487,7 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
                     outcomes[outcome] += 1
                     outcomes["late"] += time.monotonic() - started > 0.05 + 0.5
 
-    async def tasks() -> None:
-        await asyncio.gather(*(one_task(i) for i in range(64)))
-
-    threads = [threading.Thread(target=one_thread, args=(i,)) for i in range(64)]
-    for thread in threads:
-        thread.start()
-    asyncio.run(tasks())
-    for thread in threads:
-        thread.join(30)
+    threads_and_tasks(one_thread, one_task)
     assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
     assert outcomes["admitted"] > 0 and outcomes["late"] == 0
     assert peak <= 8

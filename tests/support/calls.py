@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 
@@ -29,3 +31,21 @@ class Calls:
 
     async def async_call(self, *_: Any) -> Any:
         return self()
+
+
+def threads_and_tasks(
+    thread: Callable[[int], object], task: Callable[[int], Awaitable[object]], count: int = 64
+) -> None:
+    """``count`` threads running ``thread(i)`` and, at once, ``count`` asyncio tasks awaiting ``task(i)`` on a loop
+    of their own; returns when all have ended (each thread given 30 s)."""
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task(i) for i in range(count)))
+
+    threads = [threading.Thread(target=thread, args=(i,)) for i in range(count)]
+    for started in threads:
+        started.start()
+    asyncio.run(tasks())
+    for started in threads:
+        started.join(30)
+    assert not any(t.is_alive() for t in threads), "a thread did not end in 30 s"
