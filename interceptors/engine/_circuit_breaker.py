@@ -13,6 +13,7 @@ from ._errors import CircuitOpenError, RejectedError
 from ._events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
 from ._execution import PLAIN, Execution, Semantics, overdue
 from ._policy import AsyncLink, Link, Policy
+from ._results import Judge, ResultPredicate, judge
 
 __all__ = ["DEFAULT_DELAY", "DEFAULT_FAILURE_THRESHOLD", "DEFAULT_RATE_MINIMUM_CALLS", "CircuitBreaker", "Permit"]
 
@@ -59,17 +60,20 @@ class CircuitBreaker(Policy):
         of the failure: yours), capped at ``max_pushback`` (default False).
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param handle: which failures count (default: the transport's failures, as for retries).
+    :param handle_result: a predicate of each call's answer (see :mod:`._results`): True counts it as a failure. A
+        stream's answer is judged when it commits (its first message), and counted then.
     :param on_state_change: hears :class:`CircuitStateChanged` on every change of state.
     :param on_rejected: hears :class:`CircuitRejected` for every call it rejects.
     :param name: the policy's name in its events (default: its class's name, "CircuitBreaker").
     :param clock: the clock for windows and delays (default the system clock).
     """
 
-    __slots__ = ("_machine", "config")
+    __slots__ = ("_judge", "_machine", "config")
     serves_deferred = True
     config: CircuitConfig
     """The options, as given and defaulted (``breaker.config.delay``), and the rules they make."""
     _machine: CircuitStateMachine
+    _judge: Judge | None
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class CircuitBreaker(Policy):
         pushback: options.PushbackReader | bool = False,
         max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
         handle: options.Handles | None = None,
+        handle_result: ResultPredicate | None = None,
         on_state_change: options.Listener[CircuitStateChanged] | None = None,
         on_rejected: options.Listener[CircuitRejected] | None = None,
         clock: Clock | None = None,
@@ -141,12 +146,14 @@ class CircuitBreaker(Policy):
             pushback=options.pushback(pushback),
             max_pushback=options.seconds(max_pushback, "max_pushback"),
             handle=options.handles(handle, "handle"),
+            handle_result=options.optional_function(handle_result, "handle_result", "answer"),
             on_state_change=options.listener(on_state_change, "on_state_change"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=options.clock(clock),
             name=options.policy_name(name, self),
         )
-        self._init(name=config.name, config=config, _machine=CircuitStateMachine(config, self))
+        machine, judged = CircuitStateMachine(config, self), judge(handle_result, "handle_result", config.name)
+        self._init(name=config.name, config=config, _machine=machine, _judge=judged)
 
     @property
     def clock(self) -> Clock:
@@ -223,6 +230,18 @@ class CircuitBreaker(Policy):
         else:
             self._record(generation, start, outcome, semantics, deadline)
 
+    def _settle_answer(
+        self, generation: int, start: float, execution: Execution, sent: Any, outcome: BaseException | None
+    ) -> None:
+        """:meth:`_settle` for a deferred attempt (``sent``, the transport's :class:`Deferred`); with a result
+        predicate, its answer is judged once it came."""
+        if outcome is None and self._judge is not None:
+            try:
+                outcome = self._judge(execution, sent.outcome())
+            except Exception:
+                outcome = None
+        self._settle(generation, start, execution.semantics, execution.deadline, outcome)
+
     def _admit(self, execution: Execution) -> int:
         """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
         :class:`CircuitRejected`)."""
@@ -237,7 +256,7 @@ class CircuitBreaker(Policy):
 
     def wrap(self, inner: Link) -> Link:
         machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
-        admit = self._admit
+        admit, judged, settle_answer = self._admit, self._judge, self._settle_answer
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         def run(execution: Execution) -> Any:
@@ -253,9 +272,14 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
+            if judged is not None and not execution.deferred and (unwanted := judged(execution, result)) is not None:
+                record(generation, start, unwanted, execution.semantics)  # a stream's is judged at commit
+                return result
             if execution.settle is not None:  # a stream or a deferred attempt: its final status counts, once it ends
-                deadline = execution.deadline if execution.deferred else None
-                execution.settle.append(partial(settle, generation, start, execution.semantics, deadline))
+                if execution.deferred:
+                    execution.settle.append(partial(settle_answer, generation, start, execution, result))
+                else:
+                    execution.settle.append(partial(settle, generation, start, execution.semantics, None))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result
@@ -264,7 +288,7 @@ class CircuitBreaker(Policy):
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         machine, record, settle, now = self._machine, self._record, self._settle, self.config.clock.now
-        admit = self._admit
+        admit, judged, settle_answer = self._admit, self._judge, self._settle_answer
         timed, slow = self.config.slow_call_duration is not None, self.config.slow_call_duration or 0.0
 
         async def run(execution: Execution) -> Any:
@@ -280,9 +304,14 @@ class CircuitBreaker(Policy):
             except BaseException:
                 machine.release(generation)
                 raise
+            if judged is not None and not execution.deferred and (unwanted := judged(execution, result)) is not None:
+                record(generation, start, unwanted, execution.semantics)  # a stream's is judged at commit
+                return result
             if execution.settle is not None:  # a stream or a deferred attempt: its final status counts, once it ends
-                deadline = execution.deadline if execution.deferred else None
-                execution.settle.append(partial(settle, generation, start, execution.semantics, deadline))
+                if execution.deferred:
+                    execution.settle.append(partial(settle_answer, generation, start, execution, result))
+                else:
+                    execution.settle.append(partial(settle, generation, start, execution.semantics, None))
                 return result
             machine.record(generation, False, timed and now() - start >= slow, None, execution.semantics)
             return result

@@ -22,6 +22,7 @@ from ._delays import jittered
 from ._errors import CircuitOpenError
 from ._events import CircuitMetrics, CircuitRejected, CircuitState, CircuitStateChanged
 from ._execution import PLAIN, Semantics
+from ._results import ResultFailure
 from ._windows import CountWindow, TimeWindow, Window
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
@@ -50,6 +51,7 @@ class CircuitConfig:
     clock: Clock
     name: str = "CircuitBreaker"
     on_rejected: options.Listener[CircuitRejected] | None = None
+    handle_result: Callable[[Any], bool] | None = None
 
     def failure_counter(self) -> Window:
         """An empty window of closed-state outcomes."""
@@ -83,6 +85,8 @@ class CircuitConfig:
         came at the call's deadline (see :meth:`Semantics.trips`)."""
         if failure is None:
             return False
+        if isinstance(failure, ResultFailure):  # its result predicate judged the answer
+            return True
         return self.handle(failure) if self.handle is not None else semantics.trips(failure, overdue)
 
 

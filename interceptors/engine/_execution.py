@@ -99,6 +99,11 @@ class Semantics:
     def check_response(self, response: object) -> None:
         """Raise TypeError when ``response`` cannot be the answer to a call (a fallback's, say)."""
 
+    def response_of(self, result: Any, execution: Execution) -> Any:
+        """The answer an attempt of ``execution`` gave, as result predicates see it, from what the attempt returned
+        (``result``). Plain calls: the result itself."""
+        return result
+
 
 PLAIN = Semantics()
 

@@ -14,6 +14,7 @@ from ._errors import TimeoutExceededError, out_of_time, underlying_failure
 from ._events import FallbackExecuted
 from ._execution import Execution, Semantics
 from ._policy import AsyncLink, Link, Policy
+from ._results import Judge, ResultPredicate, judge, passed_over
 from ._timeout import Bounds
 
 __all__ = ["Fallback"]
@@ -72,12 +73,25 @@ class Fallback(Policy):
     :param value: the answer itself.
     :param message: the fields of the answer, for the transport to build it from.
     :param handle: which failures are answered (default: the transport's failures, as for retries).
+    :param handle_result: a predicate of the call's answer (see :mod:`._results`): True answers in its place (the
+        event's ``failure`` is a :class:`ResultFailure`); a fallback that cannot answer leaves the caller that answer.
     :param reserve: seconds of the caller's deadline kept to answer in (default 0.02), or None.
     :param on_fallback: hears :class:`FallbackExecuted` when the fallback answers.
     :param name: the policy's name in its events (default: its class's name, "Fallback").
     """
 
-    __slots__ = ("_reserve", "_takes_request", "fn", "handle", "message", "on_fallback", "reserve", "value")
+    __slots__ = (
+        "_judge",
+        "_reserve",
+        "_takes_request",
+        "fn",
+        "handle",
+        "handle_result",
+        "message",
+        "on_fallback",
+        "reserve",
+        "value",
+    )
     reserve: float | None
     _reserve: _Reserve | None
     fn: Callable[..., Any] | None
@@ -85,6 +99,8 @@ class Fallback(Policy):
     value: Any
     message: Mapping[str, Any] | None
     handle: options.FailurePredicate | None
+    handle_result: ResultPredicate | None
+    _judge: Judge | None
     on_fallback: options.Listener[FallbackExecuted] | None
 
     def __init__(
@@ -95,6 +111,7 @@ class Fallback(Policy):
         value: Any = _UNSET,
         message: Mapping[str, Any] | None = None,
         handle: options.Handles | None = None,
+        handle_result: ResultPredicate | None = None,
         reserve: options.Duration | None = DEFAULT_RESERVE,
         on_fallback: options.Listener[FallbackExecuted] | None = None,
         name: str | None = None,
@@ -123,6 +140,7 @@ class Fallback(Policy):
         )
         seconds = options.optional_seconds(reserve, "reserve")
         self._init(reserve=seconds, _reserve=None if not seconds else _Reserve(seconds))
+        self._init(handle_result=handle_result, _judge=judge(handle_result, "handle_result", self.name))
 
     def check(self, semantics: Semantics) -> None:
         """Build the answer once, so that fields, a value or a response type that cannot work fail now."""
@@ -165,25 +183,42 @@ class Fallback(Policy):
         _log.exception("the fallback could not answer; the caller gets %r", failure)
         return failure
 
+    @staticmethod
+    def _kept(result: Any) -> Any:
+        _log.exception("the fallback could not answer; the caller gets the answer it would replace")
+        return result
+
     def wrap(self, inner: Link) -> Link:
         if self._reserve is not None:
             inner = self._reserve.wrap(inner)
+        judged = self._judge
+
+        def sync_answer(execution: Execution, failure: BaseException) -> Any:
+            result = self._answer(execution, failure)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise TypeError("a sync call's fallback function returned an awaitable")
+            return result
 
         def run(execution: Execution) -> Any:
             try:
-                return inner(execution)
+                result = inner(execution)
             except Exception as failure:
                 if not self._handles(execution, failure):
                     raise
                 try:
-                    result = self._answer(execution, failure)
-                    if inspect.isawaitable(result):
-                        if inspect.iscoroutine(result):
-                            result.close()
-                        raise TypeError("a sync call's fallback function returned an awaitable")
-                    return self._answered(execution, failure, result)
+                    return self._answered(execution, failure, sync_answer(execution, failure))
                 except Exception:
                     raise self._unanswered(failure)  # noqa: B904  (keeps its own cause; the error is its context)
+            if judged is None or (unwanted := judged(execution, result)) is None:
+                return result
+            try:
+                answered = self._answered(execution, unwanted, sync_answer(execution, unwanted))
+            except Exception:
+                return self._kept(result)
+            passed_over(execution)  # a stream's attempt: cancelled
+            return answered
 
         return run
 
@@ -191,22 +226,32 @@ class Fallback(Policy):
         if self._reserve is not None:
             inner = self._reserve.wrap_async(inner)
         offloads = self.fn is not None and not inspect.iscoroutinefunction(self.fn)
+        judged = self._judge
+
+        async def async_answer(execution: Execution, failure: BaseException) -> Any:
+            if offloads and execution.offload is not None:  # a sync function, which may block
+                result = await execution.offload(functools.partial(self._answer, execution, failure))
+            else:
+                result = self._answer(execution, failure)
+            return (await result) if inspect.isawaitable(result) else result
 
         async def run(execution: Execution) -> Any:
             try:
-                return await inner(execution)
+                result = await inner(execution)
             except Exception as failure:
                 if not self._handles(execution, failure):
                     raise
                 try:
-                    if offloads and execution.offload is not None:  # a sync function, which may block
-                        result = await execution.offload(functools.partial(self._answer, execution, failure))
-                    else:
-                        result = self._answer(execution, failure)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    return self._answered(execution, failure, result)
+                    return self._answered(execution, failure, await async_answer(execution, failure))
                 except Exception:
                     raise self._unanswered(failure)  # noqa: B904  (keeps its own cause; the error is its context)
+            if judged is None or (unwanted := judged(execution, result)) is None:
+                return result
+            try:
+                answered = self._answered(execution, unwanted, await async_answer(execution, unwanted))
+            except Exception:
+                return self._kept(result)
+            passed_over(execution)  # a stream's attempt: cancelled
+            return answered
 
         return run

@@ -19,6 +19,7 @@ from ._clock import Clock
 from ._events import HedgeCancelled, HedgeStarted, HedgeWon
 from ._execution import LATE_REPORT, Deferred, Execution, Semantics, forget_frames, settle
 from ._policy import AsyncLink, Link, Policy
+from ._results import Judge, ResultPredicate, judge, passed_over
 from ._timers import TIMERS, Timer
 from ._workers import Inbox, Workers
 
@@ -138,6 +139,9 @@ class HedgePolicy(Policy):
     :param delay: seconds between attempts (0: all at once), or a :class:`LatencyQuantile`.
     :param max_attempts: attempts in all, the first included (>= 2; default 2).
     :param non_fatal: failures that let the other attempts go on (default: the transport's retryable ones).
+    :param non_fatal_result: a predicate of an attempt's answer (see :mod:`._results`): True makes it a non-fatal
+        failure, so the other attempts go on and the next starts at once. When no attempt is left and none may
+        start, the caller gets the last such answer.
     :param pushback: as for :class:`RetryPolicy` (default True: read the transport's).
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param budget: a :class:`RetryBudget` each hedge draws on (default None).
@@ -150,12 +154,14 @@ class HedgePolicy(Policy):
     """
 
     __slots__ = (
+        "_judge",
         "budget",
         "clock",
         "delay",
         "max_attempts",
         "max_pushback",
         "non_fatal",
+        "non_fatal_result",
         "on_hedge",
         "on_hedge_cancelled",
         "on_hedge_won",
@@ -165,6 +171,8 @@ class HedgePolicy(Policy):
     delay: float | LatencyQuantile
     max_attempts: int
     non_fatal: options.FailurePredicate | None
+    non_fatal_result: ResultPredicate | None
+    _judge: Judge | None
     pushback: options.PushbackReader | bool
     max_pushback: float
     budget: RetryBudget | None
@@ -178,6 +186,7 @@ class HedgePolicy(Policy):
         delay: options.Duration | LatencyQuantile,
         max_attempts: int = 2,
         non_fatal: options.Handles | None = None,
+        non_fatal_result: ResultPredicate | None = None,
         pushback: options.PushbackReader | bool = True,
         max_pushback: options.Duration = 60.0,
         budget: RetryBudget | None = None,
@@ -202,6 +211,7 @@ class HedgePolicy(Policy):
             on_hedge_cancelled=options.listener(on_hedge_cancelled, "on_hedge_cancelled"),
             clock=options.clock(clock),
         )
+        self._init(non_fatal_result=non_fatal_result, _judge=judge(non_fatal_result, "non_fatal_result", self.name))
 
     def _delay(self, semantics: Semantics) -> float | None:
         delay = self.delay
@@ -338,14 +348,22 @@ class _Race:
             options.emit(policy.on_hedge, event, policy._observers)
         return child
 
-    def ended(self, child: Execution, failure: BaseException | None) -> bool:
-        """Take the outcome of ``child`` (None: it succeeded). True: the call ends with it (success, or a failure
-        to raise); False: wait on."""
+    def ended(self, outcome: Outcome) -> bool:
+        """Take an attempt's outcome. True: the call ends with it (an answer, or a failure to raise); False: wait
+        on."""
+        child, result, failure = outcome
         with self.lock:
             self.running.remove(child)
             self._ended.append((child, None, failure))
         policy, execution = self._policy, self.execution
         budget = policy.budget
+        if failure is None and policy._judge is not None and (unwanted := policy._judge(child, result)) is not None:
+            execution.last_failure = unwanted
+            if budget is not None:
+                budget.record_outcome(failed=True)
+            self._pass_over_last(outcome)
+            self._next_at, self._brought_by = policy.clock.now(), unwanted  # the next hedge at once
+            return not self.running and self.until_hedge() is None
         if failure is None:
             if budget is not None:
                 budget.record_outcome(failed=False)
@@ -360,7 +378,8 @@ class _Race:
             return True
         if not isinstance(failure, Exception) or not (policy.non_fatal or execution.semantics.is_failure)(failure):
             return True  # fatal (or cancelled): the call ends with it
-        execution.last_failure, self._last = failure, (child, None, failure)
+        execution.last_failure = failure
+        self._pass_over_last((child, None, failure))
         if budget is not None:
             budget.record_outcome(failed=True)
         asked = options.pushback_delay(policy.pushback, failure, execution.semantics, policy.max_pushback)
@@ -370,6 +389,14 @@ class _Race:
             self._next_at = policy.clock.now() + (asked or 0.0)  # the next hedge at once, or when the server said
             self._brought_by = failure
         return not self.running and self.until_hedge() is None
+
+    def _pass_over_last(self, outcome: Outcome) -> None:
+        """``outcome`` is now the latest non-fatal one, the call's if no other attempt answers; the one before it
+        will not be: an answer judged a failure there is passed over (see ``passed_over``)."""
+        with self.lock:
+            last, self._last = self._last, outcome
+        if last is not None and last[2] is None:
+            passed_over(last[0])
 
     def hedge_due(self) -> Outcome | None:
         """Start the hedge now due; when it may not start and no attempt is left running, the last failure to end
@@ -410,7 +437,7 @@ class _Race:
         if self.decided is not None:
             self.discarded(outcome)
             return False
-        if not self.ended(outcome[0], outcome[2]):
+        if not self.ended(outcome):
             return False
         self.decided = outcome
         return True
@@ -421,7 +448,7 @@ class _Race:
         with self.lock:
             self.inline = None
             decided = self.decided
-            if decided is None and self.ended(first[0], first[2]):
+            if decided is None and self.ended(first):
                 decided = first
         if decided is not None and decided is not first:
             self.discarded(first)
@@ -435,6 +462,9 @@ class _Race:
         with self.lock:
             self.over = True
             losers, self.running = self.running, []
+            last = self._last
+        if last is not None and last[2] is None and last[0] is not winner:  # an answer judged a failure, not taken
+            passed_over(last[0])
         policy = self._policy
         listen = policy.on_hedge_cancelled
         for loser in losers:
@@ -538,7 +568,7 @@ class _SyncRace(_Race):
                 if taken is None:
                     continue  # taken already, when its report was late
                 outcome = _settled(*outcome)
-            if self.ended(outcome[0], outcome[2]):
+            if self.ended(outcome):
                 return self._end(outcome)
 
     def _wait(self) -> float | None:
@@ -737,7 +767,7 @@ class _AsyncRace(_Race):
                     continue
                 for task in done:
                     outcome = _task_outcome(tasks.pop(task), task)
-                    if self.ended(outcome[0], outcome[2]):
+                    if self.ended(outcome):
                         return self._end(outcome)
         finally:
             self.inline = None

@@ -211,6 +211,10 @@ def function(value: object, option: str, arguments: str) -> Callable[..., Any]:
     return value
 
 
+def optional_function(value: object, option: str, arguments: str) -> Callable[..., Any] | None:
+    return None if value is None else function(value, option, arguments)
+
+
 def handles(value: object, option: str) -> FailurePredicate | None:
     """Turn exception types or a predicate into a predicate; None stays None (the transport decides)."""
     if value is None:

@@ -12,6 +12,7 @@ from ._errors import CircuitOpenError, RejectedError, RetriesExceededError, Time
 from ._events import RetriesExceeded, RetryAborted, RetryScheduled, RetryStarted
 from ._execution import Execution
 from ._policy import AsyncLink, Link, Policy
+from ._results import Judge, ResultFailure, ResultPredicate, judge, passed_over
 
 __all__ = ["DEFAULT_DELAY", "DEFAULT_JITTER_FACTOR", "DEFAULT_MAX_ATTEMPTS", "DEFAULT_MAX_PUSHBACK", "RetryPolicy"]
 
@@ -66,6 +67,9 @@ class RetryPolicy(Policy):
         (seconds, a timedelta, None for none, negative for "do not retry"); False ignores it.
     :param max_pushback: the longest pushback honoured, seconds (default 60).
     :param handle: which failures are retried (default: the transport's retryable failures).
+    :param handle_result: a predicate of each attempt's answer (see :mod:`._results`): True retries it as a failure
+        (a :class:`ResultFailure` in the events; the budget counts it). When no retry follows (attempts or time run
+        out, the budget refuses, a stream can no longer be replayed), the caller gets that last answer.
     :param abort_on: failures that stop retrying at once (default None).
     :param budget: a :class:`RetryBudget` shared with the other retries of the client (default None: no limit
         across calls); a retry it refuses ends the call with the last attempt's failure, at once.
@@ -84,11 +88,13 @@ class RetryPolicy(Policy):
     """
 
     __slots__ = (
+        "_judge",
         "abort_on",
         "budget",
         "clock",
         "delay",
         "handle",
+        "handle_result",
         "jitter",
         "jitter_factor",
         "max_attempts",
@@ -112,6 +118,8 @@ class RetryPolicy(Policy):
     pushback: options.PushbackReader | bool
     max_pushback: float
     handle: options.FailurePredicate | None
+    handle_result: ResultPredicate | None
+    _judge: Judge | None
     abort_on: options.FailurePredicate | None
     budget: RetryBudget | None
     reraise: bool
@@ -132,6 +140,7 @@ class RetryPolicy(Policy):
         pushback: options.PushbackReader | bool = True,
         max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
         handle: options.Handles | None = None,
+        handle_result: ResultPredicate | None = None,
         abort_on: options.Handles | None = None,
         budget: RetryBudget | None = None,
         reraise: bool = False,
@@ -166,6 +175,7 @@ class RetryPolicy(Policy):
             on_abort=options.listener(on_abort, "on_abort"),
             clock=options.clock(clock),
         )
+        self._init(_judge=judge(handle_result, "handle_result", self.name), handle_result=handle_result)
 
     def _nominal_delay(self, attempt: int) -> float:
         """The schedule's delay after attempt ``attempt``, before jitter (a random delay's maximum)."""
@@ -202,7 +212,7 @@ class RetryPolicy(Policy):
         attempt = execution.attempts
         if self.abort_on is not None and self.abort_on(failure):
             raise self._aborted(execution, failure)
-        if not (self.handle or execution.semantics.is_failure)(failure):
+        if not isinstance(failure, ResultFailure) and not (self.handle or execution.semantics.is_failure)(failure):
             raise failure
         if self.budget is not None and not isinstance(failure, RejectedError):
             self.budget.record_outcome(failed=True)
@@ -245,6 +255,16 @@ class RetryPolicy(Policy):
             )
         return delay
 
+    def _retry_answer(self, execution: Execution, unwanted: ResultFailure) -> float | None:
+        """The delay before retrying an answer judged a failure (the attempt passed over: see ``passed_over``), or
+        None when there is no retry: the caller gets the answer."""
+        try:
+            delay = self._next_delay(execution, unwanted)
+        except Exception:
+            return None
+        passed_over(execution)
+        return delay
+
     def _start_attempt(self, execution: Execution) -> None:
         execution.attempts += 1
         execution.attempt_start_time = self.clock.now()
@@ -277,7 +297,7 @@ class RetryPolicy(Policy):
         return error
 
     def wrap(self, inner: Link) -> Link:
-        sleep, budget = self.clock.sleep, self.budget
+        sleep, budget, judged = self.clock.sleep, self.budget, self._judge
 
         def run(execution: Execution) -> Any:
             resuming = execution.resuming
@@ -293,16 +313,21 @@ class RetryPolicy(Policy):
                 except Exception as failure:
                     delay = self._next_delay(execution, failure)
                 else:
-                    if budget is not None:
-                        budget.record_outcome(failed=False)
-                    return result
+                    if judged is None or (unwanted := judged(execution, result)) is None:
+                        if budget is not None:
+                            budget.record_outcome(failed=False)
+                        return result
+                    retry = self._retry_answer(execution, unwanted)
+                    if retry is None:
+                        return result
+                    delay = retry
                 sleep(delay)
                 self._start_attempt(execution)
 
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        sleep, budget = self.clock.asleep, self.budget
+        sleep, budget, judged = self.clock.asleep, self.budget, self._judge
 
         async def run(execution: Execution) -> Any:
             resuming = execution.resuming
@@ -318,9 +343,14 @@ class RetryPolicy(Policy):
                 except Exception as failure:
                     delay = self._next_delay(execution, failure)
                 else:
-                    if budget is not None:
-                        budget.record_outcome(failed=False)
-                    return result
+                    if judged is None or (unwanted := judged(execution, result)) is None:
+                        if budget is not None:
+                            budget.record_outcome(failed=False)
+                        return result
+                    retry = self._retry_answer(execution, unwanted)
+                    if retry is None:
+                        return result
+                    delay = retry
                 await sleep(delay)
                 self._start_attempt(execution)
 

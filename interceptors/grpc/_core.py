@@ -43,6 +43,7 @@ from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
 from ..engine._priority import PRIORITY, Priority
+from ..engine._results import ResultFailure
 from ..engine._retry import RetryPolicy
 from ..engine._warn import warn
 from ._channel import StackedRetriesWarning
@@ -148,7 +149,8 @@ class Status(NamedTuple):
     @classmethod
     def answered(cls, fallback: FallbackExecuted) -> Status:
         """The status of a fallback's answer: OK, with trailers naming the failure it replaced."""
-        code = status_code(fallback.failure)
+        failure = fallback.failure
+        code = OK if isinstance(failure, ResultFailure) else status_code(failure)  # an answer judged a failure
         marker: Pairs = ((FALLBACK_METADATA_KEY, code.name if code is not None else "UNKNOWN"),)
         if fallback.out_of_time:
             marker += ((FALLBACK_OUT_OF_TIME_KEY, "true"),)
@@ -296,7 +298,7 @@ class CallExecution(Execution):
     context propagation), ``inherited`` the absolute deadline it inherited from it when that one binds (less
     than the caller's own)."""
 
-    __slots__ = ("call", "incoming", "inherited", "sent_deadline")
+    __slots__ = ("call", "incoming", "inherited", "response", "sent_deadline")
 
     def __init__(
         self,
@@ -318,10 +320,14 @@ class CallExecution(Execution):
         :func:`wire_timeout`), by which grpc will end it."""
         self.call: Any = None
         """The grpc call of the attempt in flight, where the adapter keeps it (see :func:`sent`)."""
+        self.response: Any = None
+        """The response of the last aio unary attempt, which the finished call it returns gives only when awaited (see
+        ``GrpcSemantics.response_of``)."""
 
     def fork(self, attempts: int) -> CallExecution:
         child = cast(CallExecution, super().fork(attempts))
         child.incoming, child.inherited, child.sent_deadline, child.call = self.incoming, self.inherited, None, None
+        child.response = None
         return child
 
     def adopt(self, child: Execution) -> None:
@@ -330,7 +336,7 @@ class CallExecution(Execution):
 
     def release(self) -> None:
         super().release()
-        self.call = None
+        self.call = self.response = None
 
 
 def sent(execution: Execution, call: Any, cancel: Callable[[], object] | None = None) -> Any:

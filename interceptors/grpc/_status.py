@@ -18,7 +18,7 @@ from ..engine._errors import (
     TimeoutExceededError,
     underlying_failure,
 )
-from ..engine._execution import Semantics
+from ..engine._execution import Execution, Semantics
 from ._pushback import pushback_seconds
 
 __all__ = [
@@ -203,6 +203,20 @@ class GrpcSemantics(Semantics):
         if expected is None or not isinstance(response, expected):
             name = "a response" if expected is None else expected.DESCRIPTOR.full_name
             raise TypeError(f"{self.method} must be answered with {name}, got {response!r}")
+
+    def response_of(self, result: Any, execution: Execution) -> Any:
+        """The response an attempt answered: a unary or client-streaming call's response message, a response
+        stream's first message when it committed (None: it ended with none)."""
+        first = getattr(type(result), "first_message", None)
+        if first is not None:  # a committed stream (see _streams.Committed)
+            return result.first_message
+        if isinstance(result, tuple):  # grpc's with_call: (response, call)
+            return result[0]
+        if isinstance(result, grpc.aio.Call):  # finished, its response kept by the attempt that awaited it
+            return getattr(execution, "response", None)
+        if isinstance(result, grpc.Future):  # a finished sync call
+            return result.result()
+        return result
 
 
 class ResponseStreamSemantics(GrpcSemantics):

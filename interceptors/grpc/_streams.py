@@ -22,6 +22,7 @@ from ..engine._policy import AsyncLink, Link, Policy
 
 __all__ = [
     "DEFAULT_REPLAY_BUFFER",
+    "Committed",
     "AsyncReplay",
     "Replay",
     "StreamResume",
@@ -221,6 +222,19 @@ def replay_of(requests: Iterable[Any] | AsyncIterable[Any], limit: int) -> Repla
     """The replay buffer of a grpc.aio call's requests: a sync iterable's is read as grpc.aio reads it, without
     the cost of an async iterator per request."""
     return AsyncReplay(requests, limit) if isinstance(requests, AsyncIterable) else Replay(requests, limit)
+
+
+class Committed:
+    """A response stream's committed attempt, its first message read ahead (both flavours'): what its policies got."""
+
+    __slots__ = ("_call", "_first")
+    _first: list[Any]
+
+    @property
+    def first_message(self) -> Any:
+        """The first response message, as result predicates see it (see :mod:`interceptors.engine._results`); None
+        when the stream ended with none (or it has been read)."""
+        return self._first[0] if self._first else None
 
 
 Resumer: TypeAlias = Callable[[Any, Sequence[Any]], Any]

@@ -124,7 +124,7 @@ class _ResilientUnaryUnary(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # t
                 metadata=aio_attempt_metadata(metadata, execution),
                 **options,
             )
-            await sent(execution, call)  # raises the attempt's AioRpcError
+            execution.response = await sent(execution, call)  # type: ignore[attr-defined]  # raises its AioRpcError
             return call
 
         return ResilientCall(route, attempt, request, timeout)
@@ -142,7 +142,8 @@ class _UnaryUnaryInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         async def attempt(execution: Execution) -> Any:
             details = attempt_details(client_call_details, attempt_timeout(execution), execution, self._router)
             call = sent(execution, await continuation(details, request))
-            await call  # raises the attempt's AioRpcError; awaiting call.code() instead can hang (grpc/grpc#34530)
+            # raises the attempt's AioRpcError; awaiting call.code() instead can hang (grpc/grpc#34530)
+            execution.response = await call  # type: ignore[attr-defined]  # a CallExecution
             return call
 
         return await unary_call(route, attempt, request, client_call_details.timeout)
@@ -173,7 +174,7 @@ class _StreamUnaryInterceptor(_Streams, grpc.aio.StreamUnaryClientInterceptor):
             call = await continuation(details, replay.attempt(execution))
             witness = StatusWitness(call)
             try:
-                await call
+                execution.response = await call  # type: ignore[attr-defined]  # a CallExecution
             except AioRpcError as failure:
                 raise witness.failure(failure) from None
             return call

@@ -13,7 +13,7 @@ from ...engine._execution import Execution
 from .._core import CallExecution, Route, Router, attempt_timeout, rpc_error, sent
 from .._grpc_shapes import WrittenByGrpc, at_once
 from .._incoming import INCOMING
-from .._streams import AsyncReplay, Replay, resumes, settle, settled
+from .._streams import AsyncReplay, Committed, Replay, resumes, settle, settled
 from .attempts import attempt_details, run_policies
 from .calls import ResilientCall
 from .ended import AIO, OK, AnsweredCall
@@ -90,6 +90,7 @@ class ResilientStream(WrittenByGrpc, ResilientCall, grpc.aio.UnaryStreamCall, gr
             raise (failure if witness is None else witness.failure(failure)) from None
         if replay is not None:
             replay.commit()
+            execution.committed = True  # its requests are no longer kept to send again
         return _Committed(call, [] if first is grpc.aio.EOF else [first], witness)
 
     async def _policies(self) -> Any:
@@ -206,11 +207,11 @@ class ResilientStream(WrittenByGrpc, ResilientCall, grpc.aio.UnaryStreamCall, gr
         return end if self._latest is None or isinstance(end, AioRpcError) else self._latest
 
 
-class _Committed:
+class _Committed(Committed):
     """A committed attempt's grpc call, its first message read ahead: that message first, then the call's, each
     failure with the status the server gave it (see :class:`StatusWitness`)."""
 
-    __slots__ = ("_call", "_first", "witness")
+    __slots__ = ("witness",)
 
     def __init__(self, call: Any, first: list[Any], witness: StatusWitness | None) -> None:
         self._call, self._first, self.witness = call, first, witness

@@ -15,7 +15,7 @@ import grpc
 from ...engine._execution import Execution
 from ...engine._workers import FUTURES
 from .._core import CallExecution, EndedCall, Route, StatusError, rpc_error
-from .._streams import Replay, resumes, settle, settled
+from .._streams import Committed, Replay, resumes, settle, settled
 from .attempts import Send
 from .calls import ResilientFuture
 from .ended import LOCALLY_CANCELLED, SYNC, AnsweredCall
@@ -67,6 +67,8 @@ class ResilientStream(ResilientFuture):
             first = []
         if self._replay is not None:
             self._replay.commit()
+            if self._execution is not None:
+                self._execution.committed = True  # its requests are no longer kept to send again
         return _Peeked(call, first)
 
     def _conclude(self, route: Route, execution: CallExecution) -> Any:
@@ -165,10 +167,10 @@ class ResilientStream(ResilientFuture):
             ended.result().add_done_callback(lambda _: callback())
 
 
-class _Peeked:
+class _Peeked(Committed):
     """A committed attempt's grpc call, its first message read ahead: that message first, then the call's."""
 
-    __slots__ = ("_call", "_first")
+    __slots__ = ()
 
     def __init__(self, call: Any, first: list[Any]) -> None:
         self._call, self._first = call, first
