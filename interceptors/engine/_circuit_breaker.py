@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 from functools import partial
 from typing import Any
@@ -21,6 +22,8 @@ DEFAULT_FAILURE_THRESHOLD = 5
 DEFAULT_DELAY = 60.0
 DEFAULT_MAX_PUSHBACK = 60.0
 DEFAULT_RATE_MINIMUM_CALLS = 10
+PASSED = -1
+"""What a breaker in dry run admits a call it would have rejected at: no generation (it is not counted)."""
 
 
 class CircuitBreaker(Policy):
@@ -34,10 +37,17 @@ class CircuitBreaker(Policy):
     ``handle`` rejects (by default the transport's caller-side errors) count as successes; a call another policy
     rejected (nothing was sent) counts as neither.
 
-    **Open** for ``delay`` seconds (moved by up to ``jitter_factor`` of itself), or, with ``pushback``, for the
-    delay the failure that opened it asked for (capped at ``max_pushback``). Then **half-open**: up to
-    ``success_window`` (default ``success_threshold``) trial calls run at once; ``success_threshold`` successes
-    close the breaker, and as soon as that can no longer happen it opens again. A slow trial is a failed one.
+    **Open** for ``delay`` seconds, or, with ``pushback``, for the delay the failure that opened it asked for
+    (capped at ``max_pushback``). A breaker that opens again soon after (without staying closed ``delay_reset``
+    seconds in between) stays open longer: the ``n``-th opening in a row (0 for the first) lasts
+    ``min(delay * delay_multiplier**n, max_delay)``; each open time is moved by up to ``jitter_factor`` of itself.
+    Then **half-open**: up to ``success_window`` (default ``success_threshold``) trial calls run at once;
+    ``success_threshold`` successes close the breaker, and as soon as that can no longer happen it opens again. A
+    slow trial is a failed one; trials that have not decided within ``half_open_max_wait`` open it again too.
+
+    **Dry run** (``dry_run=True``): the breaker decides as it would, with its states, events and metrics (each
+    ``dry_run=True``), but lets every call through; a call it would have rejected goes through uncounted, as a
+    rejected call is. How a new breaker is tried on live traffic.
 
     ``state`` turns HALF_OPEN as soon as the delay has passed, without waiting for a call. ``open()``,
     ``close()``, ``half_open()``, ``force_open()`` (no automatic exit) and ``disable()`` (admit all, count
@@ -55,10 +65,17 @@ class CircuitBreaker(Policy):
     :param success_threshold: half-open successes that close the breaker (default 1).
     :param success_window: half-open trial calls allowed at once (default ``success_threshold``).
     :param delay: seconds the breaker stays open (default 60).
+    :param delay_multiplier: how much longer each opening in a row stays open (default 1: all ``delay``).
+    :param max_delay: the longest a growing open time gets, seconds (default 10 times ``delay``).
+    :param delay_reset: seconds the breaker must stay closed for the next opening to last ``delay`` again (default
+        ``max_delay``).
+    :param half_open_max_wait: seconds a half-open breaker waits for its trial calls to decide before it opens
+        again (default None: as long as they take).
     :param jitter_factor: share of ``delay`` to move it by, at most, either way (default 0).
     :param pushback: stay open as long as the failure that opened it asked (True: the transport's way; a function
         of the failure: yours), capped at ``max_pushback`` (default False).
     :param max_pushback: the longest pushback honoured, seconds (default 60).
+    :param dry_run: decide and report, but let every call through (default False).
     :param handle: which failures count (default: the transport's failures, as for retries).
     :param handle_result: a predicate of each call's answer (see :mod:`._results`): True counts it as a failure. A
         stream's answer is judged when it commits (its first message), and counted then.
@@ -88,11 +105,16 @@ class CircuitBreaker(Policy):
         success_threshold: int = 1,
         success_window: int | None = None,
         delay: options.Duration = DEFAULT_DELAY,
+        delay_multiplier: float = 1.0,
+        max_delay: options.Duration | None = None,
+        delay_reset: options.Duration | None = None,
+        half_open_max_wait: options.Duration | None = None,
         jitter_factor: float = 0.0,
         pushback: options.PushbackReader | bool = False,
         max_pushback: options.Duration = DEFAULT_MAX_PUSHBACK,
         handle: options.Handles | None = None,
         handle_result: ResultPredicate | None = None,
+        dry_run: bool = False,
         on_state_change: options.Listener[CircuitStateChanged] | None = None,
         on_rejected: options.Listener[CircuitRejected] | None = None,
         clock: Clock | None = None,
@@ -131,6 +153,11 @@ class CircuitBreaker(Policy):
         trials = successes if success_window is None else options.count(success_window, "success_window", maximum=calls)
         if trials < successes:
             raise ValueError(f"success_window ({trials}) must be >= success_threshold ({successes})")
+        open_for = options.seconds(delay, "delay")
+        multiplier = options.number(delay_multiplier, "delay_multiplier", 1, 1000)
+        longest = open_for * 10 if max_delay is None else options.seconds(max_delay, "max_delay")
+        if longest < open_for:
+            raise ValueError(f"max_delay ({longest:g}s) must be >= delay ({open_for:g}s)")
         config = CircuitConfig(
             failure_threshold=threshold,
             failure_rate=rate,
@@ -141,7 +168,12 @@ class CircuitBreaker(Policy):
             slow_call_rate=slow_rate,
             success_threshold=successes,
             success_window=trials,
-            delay=options.seconds(delay, "delay"),
+            delay=open_for,
+            delay_multiplier=multiplier,
+            max_delay=longest,
+            delay_reset=longest if delay_reset is None else options.seconds(delay_reset, "delay_reset"),
+            half_open_max_wait=options.optional_seconds(half_open_max_wait, "half_open_max_wait", positive=True),
+            dry_run=options.flag(dry_run, "dry_run"),
             jitter_factor=options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
             pushback=options.pushback(pushback),
             max_pushback=options.seconds(max_pushback, "max_pushback"),
@@ -199,8 +231,9 @@ class CircuitBreaker(Policy):
         self._machine.move_to(CircuitState.DISABLED)
 
     def acquire_permit(self) -> Permit:
-        """Admit one call by hand (raises CircuitOpenError); report its outcome on the permit."""
-        return Permit(self, self._machine.acquire())
+        """Admit one call by hand (raises CircuitOpenError; in dry run, reports it and admits the call uncounted);
+        report its outcome on the permit."""
+        return Permit(self, self._admit(None))
 
     def _record(
         self,
@@ -242,16 +275,19 @@ class CircuitBreaker(Policy):
                 outcome = None
         self._settle(generation, start, execution.semantics, execution.deadline, outcome)
 
-    def _admit(self, execution: Execution) -> int:
+    def _admit(self, method: str | None) -> int:
         """A place in the breaker's current generation for the call; raises CircuitOpenError (reported as
-        :class:`CircuitRejected`)."""
+        :class:`CircuitRejected`), or, in dry run, returns :data:`PASSED` for a call it would have rejected."""
         try:
             return self._machine.acquire()
         except CircuitOpenError as rejected:
-            listener = self.config.on_rejected
-            if listener is not None or self._observers:
-                event = CircuitRejected(rejected.remaining, self.name, execution.semantics.method)
-                options.emit(listener, event, self._observers)
+            config = self.config
+            if config.on_rejected is not None or self._observers:
+                forced = rejected.remaining == math.inf
+                event = CircuitRejected(rejected.remaining, self.name, method, dry_run=config.dry_run, forced=forced)
+                options.emit(config.on_rejected, event, self._observers)
+            if config.dry_run:
+                return PASSED
             raise
 
     def wrap(self, inner: Link) -> Link:
@@ -262,7 +298,9 @@ class CircuitBreaker(Policy):
         def run(execution: Execution) -> Any:
             state, generation = machine.snapshot
             if state is not CLOSED:
-                generation = admit(execution)
+                generation = admit(execution.semantics.method)
+                if generation == PASSED:
+                    return inner(execution)
             start = now() if timed else 0.0
             try:
                 result = inner(execution)
@@ -294,7 +332,9 @@ class CircuitBreaker(Policy):
         async def run(execution: Execution) -> Any:
             state, generation = machine.snapshot
             if state is not CLOSED:
-                generation = admit(execution)
+                generation = admit(execution.semantics.method)
+                if generation == PASSED:
+                    return await inner(execution)
             start = now() if timed else 0.0
             try:
                 result = await inner(execution)

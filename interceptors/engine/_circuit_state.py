@@ -52,6 +52,11 @@ class CircuitConfig:
     name: str = "CircuitBreaker"
     on_rejected: options.Listener[CircuitRejected] | None = None
     handle_result: Callable[[Any], bool] | None = None
+    delay_multiplier: float = 1.0
+    max_delay: float = 0.0
+    delay_reset: float = 0.0
+    half_open_max_wait: float | None = None
+    dry_run: bool = False
 
     def failure_counter(self) -> Window:
         """An empty window of closed-state outcomes."""
@@ -72,13 +77,18 @@ class CircuitConfig:
         assert self.failure_threshold is not None
         return window.failures >= self.failure_threshold
 
-    def open_delay(self, failure: BaseException | None, semantics: Semantics) -> tuple[float, bool]:
-        """How long to stay open after ``failure``, and whether that is what the failure asked for (pushback)."""
+    def open_delay(self, failure: BaseException | None, semantics: Semantics, openings: int = 0) -> tuple[float, bool]:
+        """How long to stay open after ``failure`` when it opens the breaker for the ``openings``-th time in a row (0:
+        the first), and whether that is what the failure asked for (pushback)."""
         if failure is not None:
             asked = options.pushback_delay(self.pushback, failure, semantics, self.max_pushback)
             if asked is not None and asked >= 0:
                 return asked, True
-        return jittered(self.delay, factor=self.jitter_factor, absolute=0.0, maximum=None), False
+        delay, multiplier, cap = self.delay, self.delay_multiplier, self.max_delay
+        if multiplier > 1.0 and openings and 0.0 < delay < cap:  # delay * multiplier**openings, at most the cap
+            capped = openings * math.log(multiplier) >= math.log(cap / delay)  # (the power could overflow)
+            delay = cap if capped else min(delay * multiplier**openings, cap)
+        return jittered(delay, factor=self.jitter_factor, absolute=0.0, maximum=None), False
 
     def failed(self, failure: BaseException | None, semantics: Semantics, overdue: bool = False) -> bool:
         """Whether an outcome counts as a failure (failures ``handle`` rejects count as successes); ``overdue``: it
@@ -93,10 +103,13 @@ class CircuitConfig:
 class CircuitStateMachine:
     __slots__ = (
         "_changes",
+        "_closed_since",
         "_config",
+        "_half_open_since",
         "_lock",
         "_open_until",
         "_opened_by_pushback",
+        "_openings",
         "_owner",
         "_trials",
         "_window",
@@ -118,6 +131,8 @@ class CircuitStateMachine:
         self._window: Window = config.failure_counter()
         self._open_until = 0.0
         self._opened_by_pushback = False
+        self._openings = 0  # consecutive openings, for a growing delay (see CircuitConfig.open_delay)
+        self._closed_since = self._half_open_since = config.clock.now()
         self._trials = 0  # half-open trial calls in flight
         self.tap: Callable[[bool], object] | None = None
         """Hears each closed-state outcome that counts (True: failed), under the lock: a fleet's shared evidence."""
@@ -132,7 +147,7 @@ class CircuitStateMachine:
             return generation
         with self._lock:
             now = self._config.clock.now()
-            self._half_open_if_due(now)
+            self._advance(now)
             if self.state is HALF_OPEN and self._trials < self._config.success_window:
                 self._trials += 1
                 admitted: int | None = self.generation
@@ -160,14 +175,14 @@ class CircuitStateMachine:
                 if self.tap is not None:
                     self.tap(failed or slow)
                 if config.trips(window):
-                    self._open(*config.open_delay(failure, semantics))
+                    self._trip(failure, semantics)
             elif self.state is HALF_OPEN:
                 self._trials -= 1
                 window.record(failed or slow, slow)
                 if window.executions - window.failures >= config.success_threshold:
                     self._transition(CLOSED)
                 elif window.failures > config.success_window - config.success_threshold:
-                    self._open(*config.open_delay(failure, semantics))
+                    self._trip(failure, semantics)
         if self._changes:
             self._publish()
 
@@ -178,9 +193,9 @@ class CircuitStateMachine:
                 self._trials -= 1
 
     def current_state(self) -> CircuitState:
-        if self.state is OPEN and self._config.clock.now() >= self._open_until:
+        if self._due(self._config.clock.now()):
             with self._lock:
-                self._half_open_if_due(self._config.clock.now())
+                self._advance(self._config.clock.now())
             self._publish()
         return self.state
 
@@ -189,7 +204,7 @@ class CircuitStateMachine:
 
     def metrics(self) -> CircuitMetrics:
         with self._lock:
-            self._half_open_if_due(self._config.clock.now())
+            self._advance(self._config.clock.now())
             self._window.roll()
             metrics = self._window.metrics()
         self._publish()
@@ -212,13 +227,37 @@ class CircuitStateMachine:
             self._open(delay, False)
         self._publish()
 
-    def _half_open_if_due(self, now: float) -> None:
-        if self.state is OPEN and now >= self._open_until:
-            wait = None if self.gate is None else self.gate(now)
-            if wait is None:
-                self._transition(HALF_OPEN)
-            else:
-                self._open_until = now + wait
+    def _due(self, now: float) -> bool:
+        """Whether the state's time is up: OPEN past its delay, HALF_OPEN past its ``half_open_max_wait``."""
+        state = self.state
+        if state is OPEN:
+            return now >= self._open_until
+        wait = self._config.half_open_max_wait
+        return state is HALF_OPEN and wait is not None and now >= self._half_open_since + wait
+
+    def _advance(self, now: float) -> None:
+        """Leave a state whose time is up (see :meth:`_due`): OPEN turns HALF_OPEN (when the gate lets it), and a
+        HALF_OPEN whose trial calls have not decided in time opens again (a consecutive opening)."""
+        if not self._due(now):
+            return
+        if self.state is HALF_OPEN:
+            self._trip(None, PLAIN)
+            return
+        wait = None if self.gate is None else self.gate(now)
+        if wait is None:
+            self._transition(HALF_OPEN)
+        else:
+            self._open_until = now + wait
+
+    def _trip(self, failure: BaseException | None, semantics: Semantics) -> None:
+        """Open, for as long as the ``failure`` that tripped it and the openings in a row so far say: the count
+        starts again when the breaker has stayed closed for ``delay_reset`` seconds."""
+        config = self._config
+        if self.state is CLOSED and config.clock.now() - self._closed_since >= config.delay_reset:
+            self._openings = 0
+        delay, by_pushback = config.open_delay(failure, semantics, self._openings)
+        self._openings += 1
+        self._open(delay, by_pushback)
 
     def _open(self, delay: float, by_pushback: bool) -> None:
         self._open_until = self._config.clock.now() + delay
@@ -229,13 +268,16 @@ class CircuitStateMachine:
         old, metrics = self.state, self._window.metrics()
         if new is CLOSED:
             self._window = self._config.failure_counter()
+            self._closed_since = self._config.clock.now()
         elif new is HALF_OPEN:
             self._window = CountWindow(self._config.success_window)
             self._trials = 0
+            self._half_open_since = self._config.clock.now()
         self.state, self.generation = new, self.generation + 1
         self.snapshot = (new, self.generation)
         if old is not new:
-            self._changes.append(CircuitStateChanged(old, new, metrics, policy=self._config.name))
+            config = self._config
+            self._changes.append(CircuitStateChanged(old, new, metrics, config.name, dry_run=config.dry_run))
 
     def _rejection(self, now: float) -> CircuitOpenError:
         if self.state is FORCED_OPEN:

@@ -1,9 +1,10 @@
 """Typed, immutable events the policies report to their ``on_*`` listeners.
 
-Every event ends with ``policy``, the name of the policy that reported it (its ``name=``, by default its class
+Every event has ``policy``, the name of the policy that reported it (its ``name=``, by default its class
 name), and ``method``, the call it happened in (gRPC: ``/package.Service/Method``; None for a plain callable, or
 for what belongs to no one call: a breaker's change of state, a limiter's new limit), so that one listener can
-serve many chains. :class:`LogEvents` logs them through :mod:`logging`.
+serve many chains. The decisions of a policy in dry run (``dry_run=True``: it decides and reports, but lets every
+call through) say so in their ``dry_run`` field. :class:`LogEvents` logs them through :mod:`logging`.
 """
 
 from __future__ import annotations
@@ -87,16 +88,19 @@ class CircuitStateChanged:
     metrics: CircuitMetrics
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class CircuitRejected:
     """The breaker rejected a call: it lets calls through again in ``remaining`` seconds (None: when its trial
-    calls have ended)."""
+    calls have ended); ``forced``: it was held open by hand (``force_open()``). In dry run, the call went through."""
 
     remaining: float | None
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
+    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +221,7 @@ class Throttled:
     rejection_rate: float
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +232,7 @@ class BulkheadFull:
     waited: float
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,6 +245,7 @@ class Shed:
     limit: int
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +257,7 @@ class QuotaExceeded:
     wait: float
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +267,7 @@ class RateLimited:
     wait: float
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +303,7 @@ class LimitExceeded:
     queued: int
     policy: str | None = None
     method: str | None = None
+    dry_run: bool = False
 
 
 Message = Callable[[Any], str]

@@ -43,7 +43,6 @@ from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
 from ..engine._priority import PRIORITY, Priority
-from ..engine._results import ResultFailure
 from ..engine._retry import RetryPolicy
 from ..engine._warn import warn
 from ._channel import StackedRetriesWarning
@@ -149,8 +148,7 @@ class Status(NamedTuple):
     @classmethod
     def answered(cls, fallback: FallbackExecuted) -> Status:
         """The status of a fallback's answer: OK, with trailers naming the failure it replaced."""
-        failure = fallback.failure
-        code = OK if isinstance(failure, ResultFailure) else status_code(failure)  # an answer judged a failure
+        code = status_code(fallback.failure)
         marker: Pairs = ((FALLBACK_METADATA_KEY, code.name if code is not None else "UNKNOWN"),)
         if fallback.out_of_time:
             marker += ((FALLBACK_OUT_OF_TIME_KEY, "true"),)

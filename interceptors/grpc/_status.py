@@ -19,6 +19,7 @@ from ..engine._errors import (
     underlying_failure,
 )
 from ..engine._execution import Execution, Semantics
+from ..engine._results import ResultFailure
 from ._pushback import pushback_seconds
 
 __all__ = [
@@ -61,8 +62,11 @@ def status_code(failure: BaseException) -> grpc.StatusCode | None:
 
     A local rejection is UNAVAILABLE when it says the dependency is in trouble (an open circuit, the throttle, the
     adaptive limit) and RESOURCE_EXHAUSTED when it is the client's own allowance that ran out (a full bulkhead, the
-    rate limit); a timeout is DEADLINE_EXCEEDED, and exhausted retries the last attempt's status.
+    rate limit); a timeout is DEADLINE_EXCEEDED, and exhausted retries the last attempt's status. An answer a result
+    predicate judged a failure (:class:`~interceptors.engine._results.ResultFailure`) came with OK.
     """
+    if isinstance(failure, ResultFailure):
+        return StatusCode.OK
     if isinstance(failure, ResilienceError):
         if isinstance(failure, RetriesExceededError):
             return status_code(failure.last_failure)
