@@ -10,13 +10,15 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
   with it registered, pass ``attempt_metrics=False``.
 - ``grpc.client.call.duration`` (s; grpc.method, grpc.target, grpc.status): the call as its caller sees it, across
   retries, hedges and waits; a fallback's answer counts as OK (grpcio-observability records no logical call).
-- ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried),
+- ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried, OK
+  for an answer a result predicate judged a failure),
   ``resilience.client.hedges`` ({hedge}; resilience.reason: "delay", or the non-fatal status that brought it
   forward), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker, bulkhead, rate_limiter,
   throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
   ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
   ``resilience.server.sheds`` ({call}; resilience.policy: the shedding or quota interceptor, resilience.reason:
-  overload, deadline or quota), and observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open,
+  overload, deadline or quota); rejections, sheds and transitions of a policy in dry run (which let the call go)
+  carry ``resilience.dry_run`` true. And observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open,
   3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit``
   (adaptive limiters), ``resilience.fleet.local`` (fleet policies: 1 while one decides locally, its store silent).
   These come from the policies' events, which a Metrics hears for every policy of the process from its creation
@@ -231,16 +233,16 @@ class Metrics:
             attributes = {"grpc.method": method, "resilience.policy": event.policy, "grpc.status": _code(event.failure)}
             self._fallbacks.add(1, attributes)
         elif isinstance(event, Shed):
-            self._sheds.add(1, {"resilience.policy": event.policy, "resilience.reason": event.reason})
+            self._sheds.add(1, _dry({"resilience.policy": event.policy, "resilience.reason": event.reason}, event))
         elif isinstance(event, QuotaExceeded):  # not by client: they are too many to name
-            self._sheds.add(1, {"resilience.policy": event.policy, "resilience.reason": "quota"})
+            self._sheds.add(1, _dry({"resilience.policy": event.policy, "resilience.reason": "quota"}, event))
         elif isinstance(event, CircuitStateChanged):
             attributes = {
                 "resilience.policy": event.policy,
                 "resilience.state.old": event.old.value,
                 "resilience.state.new": event.new.value,
             }
-            self._transitions.add(1, attributes)
+            self._transitions.add(1, _dry(attributes, event))
         else:
             rejection = _REJECTIONS.get(type(event))
             if rejection is not None:
@@ -249,7 +251,7 @@ class Metrics:
                     "resilience.policy": event.policy,
                     "resilience.rejection": rejection,
                 }
-                self._rejections.add(1, attributes)
+                self._rejections.add(1, _dry(attributes, event))
 
     def _attempts_started(self, _: Any) -> Iterable[otel.Observation]:
         return [otel.Observation(s.count, s.attributes) for s in list(self._started.values()) if s.count]
@@ -301,6 +303,13 @@ def canonical_target(target: str) -> str:
     (``localhost:50051`` → ``dns:///localhost:50051``), as grpc itself reads it."""
     scheme, colon, _ = target.partition(":")
     return target if colon and scheme.lower() in _SCHEMES else f"dns:///{target}"
+
+
+def _dry(attributes: dict[str, Any], event: Any) -> dict[str, Any]:
+    """``attributes``, with ``resilience.dry_run`` true for a decision made in dry run (one that let the call go)."""
+    if getattr(event, "dry_run", False):
+        attributes["resilience.dry_run"] = True
+    return attributes
 
 
 def _code(failure: BaseException | None) -> str:

@@ -65,6 +65,9 @@ class AdaptiveLimiter(Policy):
         the limit is kept for the more important calls, a call waits at most ``max_wait`` times its share, and
         waiters are served most important first (default None: every call alike).
     :param window: seconds of calls between two updates of the limit (default 1; at least 1 ms).
+    :param dry_run: decide and report, but let every call through (default False): a call that finds the limit
+        reached is reported (``dry_run=True``; it would have waited, or been rejected) and runs without a place, and
+        its latency is no sample.
     :param on_limit_changed: hears :class:`LimitChanged`.
     :param on_rejected: hears :class:`LimitExceeded` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveLimiter").
@@ -80,6 +83,7 @@ class AdaptiveLimiter(Policy):
         "_total",
         "_window_start",
         "clock",
+        "dry_run",
         "initial_limit",
         "max_limit",
         "max_queued",
@@ -97,6 +101,7 @@ class AdaptiveLimiter(Policy):
     initial_limit: int
     max_wait: float
     max_queued: int | None
+    dry_run: bool
     priorities: Priorities | None
     window: float
     on_limit_changed: options.Listener[LimitChanged] | None
@@ -119,6 +124,7 @@ class AdaptiveLimiter(Policy):
         max_queued: int | None = None,
         priorities: Priorities | None = None,
         window: options.Duration = DEFAULT_WINDOW,
+        dry_run: bool = False,
         on_limit_changed: options.Listener[LimitChanged] | None = None,
         on_rejected: options.Listener[LimitExceeded] | None = None,
         clock: Clock | None = None,
@@ -139,6 +145,7 @@ class AdaptiveLimiter(Policy):
             max_queued=queued,
             priorities=ranks,
             window=options.window(window, "window"),
+            dry_run=options.flag(dry_run, "dry_run"),
             on_limit_changed=options.listener(on_limit_changed, "on_limit_changed"),
             on_rejected=options.listener(on_rejected, "on_rejected"),
             clock=the_clock,
@@ -171,7 +178,10 @@ class AdaptiveLimiter(Policy):
         ``priorities`` only); raises LimitExceededError. Report how the call ended on the permit."""
         ranks = self.priorities
         if not self._places.take(0.0, *((0, 1.0) if ranks is None else ranks.place(priority, retry))):
-            raise self._rejected(None)
+            rejection = self._rejected(None)
+            if not self.dry_run:
+                raise rejection
+            return LimiterPermit(self, held=False)
         return LimiterPermit(self)
 
     def _rejected(self, method: str | None) -> LimitExceededError:
@@ -179,7 +189,7 @@ class AdaptiveLimiter(Policy):
         if self.on_rejected is not None or self._observers:
             options.emit(
                 self.on_rejected,
-                LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method),
+                LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method, self.dry_run),
                 self._observers,
             )
         return LimitExceededError(f"concurrency limit of {places.limit} reached ({places.waiting} waiting)")
@@ -224,12 +234,16 @@ class AdaptiveLimiter(Policy):
             self._sample(self.clock.now() - started)
 
     def wrap(self, inner: Link) -> Link:
-        places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
+        places, now, end, ranks, dry_run = self._places, self.clock.now, self._end, self.priorities, self.dry_run
+        max_wait = 0.0 if dry_run else self.max_wait
 
         def run(execution: Execution) -> Any:
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not places.take(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
-                raise self._rejected(execution.semantics.method)
+            if not places.take(wait_allowed(max_wait * share, execution.remaining), rank, share):
+                rejection = self._rejected(execution.semantics.method)
+                if not dry_run:
+                    raise rejection
+                return inner(execution)  # dry run: it goes without a place
             started = now()
             try:
                 result = inner(execution)
@@ -248,12 +262,16 @@ class AdaptiveLimiter(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        places, now, end, ranks = self._places, self.clock.now, self._end, self.priorities
+        places, now, end, ranks, dry_run = self._places, self.clock.now, self._end, self.priorities, self.dry_run
+        max_wait = 0.0 if dry_run else self.max_wait
 
         async def run(execution: Execution) -> Any:
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
-                raise self._rejected(execution.semantics.method)
+            if not await places.atake(wait_allowed(max_wait * share, execution.remaining), rank, share):
+                rejection = self._rejected(execution.semantics.method)
+                if not dry_run:
+                    raise rejection
+                return await inner(execution)  # dry run: it goes without a place
             started = now()
             try:
                 result = await inner(execution)
@@ -277,8 +295,8 @@ class LimiterPermit:
 
     __slots__ = ("_done", "_limiter", "_started")
 
-    def __init__(self, limiter: AdaptiveLimiter) -> None:
-        self._limiter, self._started, self._done = limiter, limiter.clock.now(), False
+    def __init__(self, limiter: AdaptiveLimiter, *, held: bool = True) -> None:
+        self._limiter, self._started, self._done = limiter, limiter.clock.now(), not held  # dry run: nothing held
 
     def record(self, failure: BaseException | None = None) -> None:
         """The call succeeded (``failure`` None) or failed: its latency is a sample when it says something."""

@@ -27,16 +27,19 @@ class Bulkhead(Policy):
     :param priorities: refuse the less important calls first (see :class:`~interceptors.Priorities`): the top of
         the limit is kept for the more important calls, a call waits at most ``max_wait`` times its share, and
         waiters are served most important first (default None: every call alike).
+    :param dry_run: decide and report, but let every call through (default False): a call that finds no place free
+        at once is reported (``dry_run=True``; it would have waited, or been rejected) and runs without one.
     :param on_full: hears :class:`BulkheadFull` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "Bulkhead").
     :param clock: the clock of the waits' accounting (default the system clock); waiting itself takes real time.
     """
 
-    __slots__ = ("_places", "clock", "max_concurrent", "max_wait", "on_full", "priorities")
+    __slots__ = ("_places", "clock", "dry_run", "max_concurrent", "max_wait", "on_full", "priorities")
     serves_deferred = True
     clock: Clock
     max_concurrent: int
     max_wait: float
+    dry_run: bool
     on_full: options.Listener[BulkheadFull] | None
     priorities: Priorities | None
     _places: Places
@@ -48,6 +51,7 @@ class Bulkhead(Policy):
         *,
         max_wait: options.Duration = 0.0,
         priorities: Priorities | None = None,
+        dry_run: bool = False,
         on_full: options.Listener[BulkheadFull] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
@@ -58,6 +62,7 @@ class Bulkhead(Policy):
             name=options.policy_name(name, self),
             max_concurrent=limit,
             max_wait=options.seconds(max_wait, "max_wait"),
+            dry_run=options.flag(dry_run, "dry_run"),
             on_full=options.listener(on_full, "on_full"),
             clock=options.clock(clock),
             priorities=ranks,
@@ -77,19 +82,23 @@ class Bulkhead(Policy):
         if self.on_full is not None or self._observers:
             options.emit(
                 self.on_full,
-                BulkheadFull(self.max_concurrent, waited, self.name, execution.semantics.method),
+                BulkheadFull(self.max_concurrent, waited, self.name, execution.semantics.method, self.dry_run),
                 self._observers,
             )
         return BulkheadFullError(f"bulkhead full: {self.max_concurrent} calls in flight, none done in {waited:.3g}s")
 
     def wrap(self, inner: Link) -> Link:
-        places, now, ranks = self._places, self.clock.now, self.priorities
+        places, now, ranks, dry_run = self._places, self.clock.now, self.priorities, self.dry_run
+        max_wait = 0.0 if dry_run else self.max_wait
 
         def run(execution: Execution) -> Any:
             started = now()
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not places.take(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
-                raise self._full(started, execution)
+            if not places.take(wait_allowed(max_wait * share, execution.remaining), rank, share):
+                rejection = self._full(started, execution)
+                if not dry_run:
+                    raise rejection
+                return inner(execution)  # dry run: it goes without a place
             try:
                 result = inner(execution)
             except BaseException:
@@ -101,13 +110,17 @@ class Bulkhead(Policy):
         return run
 
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
-        places, now, ranks = self._places, self.clock.now, self.priorities
+        places, now, ranks, dry_run = self._places, self.clock.now, self.priorities, self.dry_run
+        max_wait = 0.0 if dry_run else self.max_wait
 
         async def run(execution: Execution) -> Any:
             started = now()
             rank, share = (0, 1.0) if ranks is None else ranks.place_of(execution)
-            if not await places.atake(wait_allowed(self.max_wait * share, execution.remaining), rank, share):
-                raise self._full(started, execution)
+            if not await places.atake(wait_allowed(max_wait * share, execution.remaining), rank, share):
+                rejection = self._full(started, execution)
+                if not dry_run:
+                    raise rejection
+                return await inner(execution)  # dry run: it goes without a place
             try:
                 result = await inner(execution)
             except BaseException:

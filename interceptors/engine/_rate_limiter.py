@@ -38,6 +38,8 @@ class RateLimiter(Policy):
         (its whole part, at least one) of a period's permits (it is refused once they are used), leaving the rest
         to more important calls. A smooth limiter that lets no call wait (``max_wait=0``) keeps nothing back: each
         permit goes to whoever asks first (default None: every call alike).
+    :param dry_run: decide and report, but let every call through (default False): a call the limiter would reject
+        is reported (``dry_run=True``) and goes, taking no permit; one that would wait goes at once, its permit taken.
     :param on_limited: hears :class:`RateLimited` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "RateLimiter").
     :param clock: the clock of the permits and of the waits (default the system clock).
@@ -49,6 +51,7 @@ class RateLimiter(Policy):
         "_used",
         "bursty",
         "clock",
+        "dry_run",
         "max_calls",
         "max_wait",
         "on_limited",
@@ -61,6 +64,7 @@ class RateLimiter(Policy):
     period: float
     bursty: bool
     max_wait: float
+    dry_run: bool
     priorities: Priorities | None
     on_limited: options.Listener[RateLimited] | None
     _lock: threading.Lock
@@ -76,6 +80,7 @@ class RateLimiter(Policy):
         bursty: bool = False,
         max_wait: options.Duration = 0.0,
         priorities: Priorities | None = None,
+        dry_run: bool = False,
         on_limited: options.Listener[RateLimited] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
@@ -87,6 +92,7 @@ class RateLimiter(Policy):
             bursty=options.flag(bursty, "bursty"),
             max_wait=options.seconds(max_wait, "max_wait"),
             priorities=options.priorities(priorities),
+            dry_run=options.flag(dry_run, "dry_run"),
             on_limited=options.listener(on_limited, "on_limited"),
             clock=options.clock(clock),
             _lock=threading.Lock(),
@@ -149,15 +155,18 @@ class RateLimiter(Policy):
         return taken
 
     def _admit(self, execution: Execution) -> float:
-        """The wait before the call may go; raises RateLimitedError if its permit comes too late."""
+        """The wait before the call may go; raises RateLimitedError if its permit comes too late (in dry run: no
+        wait, and a call it would reject is reported and goes)."""
         ranks = self.priorities
         share = 1.0 if ranks is None else ranks.place_of(execution)[1]
         wait, taken = self._reserve(1, wait_allowed(self.max_wait * share, execution.remaining), share)
         if not taken:
             if self.on_limited is not None or self._observers:
-                options.emit(self.on_limited, RateLimited(wait, self.name, execution.semantics.method), self._observers)
-            raise RateLimitedError(f"rate limited: the next permit comes in {wait:.3g}s", remaining=wait)
-        return wait
+                event = RateLimited(wait, self.name, execution.semantics.method, self.dry_run)
+                options.emit(self.on_limited, event, self._observers)
+            if not self.dry_run:
+                raise RateLimitedError(f"rate limited: the next permit comes in {wait:.3g}s", remaining=wait)
+        return 0.0 if self.dry_run else wait
 
     def wrap(self, inner: Link) -> Link:
         sleep = self.clock.sleep

@@ -55,6 +55,8 @@ class AdaptiveThrottle(Policy):
         of the window, the rejections fall on the lowest ranks first (retries and hedges below first attempts of
         their level), each rank rejected wholly before the next above it is touched; a rank that is all there is
         is rejected at the rate above (default None: every call alike).
+    :param dry_run: decide and report, but let every call through (default False): a call it would reject is
+        reported (``dry_run=True``) and goes uncounted, as a rejected call is.
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveThrottle").
     :param clock: the clock of the window (default the system clock).
@@ -66,6 +68,7 @@ class AdaptiveThrottle(Policy):
         "_random",
         "_tally",
         "clock",
+        "dry_run",
         "handle",
         "k",
         "max_rejection_rate",
@@ -81,6 +84,7 @@ class AdaptiveThrottle(Policy):
     window: float
     min_requests: int
     handle: options.FailurePredicate | None
+    dry_run: bool
     priorities: Priorities | None
     on_throttled: options.Listener[Throttled] | None
     _tally: Tally
@@ -97,6 +101,7 @@ class AdaptiveThrottle(Policy):
         min_requests: int = DEFAULT_MIN_REQUESTS,
         handle: options.Handles | None = None,
         priorities: Priorities | None = None,
+        dry_run: bool = False,
         on_throttled: options.Listener[Throttled] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
@@ -112,6 +117,7 @@ class AdaptiveThrottle(Policy):
             min_requests=options.count(min_requests, "min_requests", minimum=0, maximum=options.MAX_CALLS),
             handle=options.handles(handle, "handle"),
             priorities=ranks,
+            dry_run=options.flag(dry_run, "dry_run"),
             on_throttled=options.listener(on_throttled, "on_throttled"),
             clock=the_clock,
             _tally=Tally(seconds, the_clock),  # requests, accepts
@@ -133,8 +139,9 @@ class AdaptiveThrottle(Policy):
             return 0.0
         return min(self.max_rejection_rate, max(0.0, (requests - self.k * accepts) / (requests + 1)))
 
-    def _admit(self, execution: Execution) -> None:
-        """Raise ThrottledError if the call is to be rejected."""
+    def _admit(self, execution: Execution) -> bool:
+        """Whether the call goes counted; raises ThrottledError if it is to be rejected (in dry run: reports it, and
+        returns False: it goes, counted as the rejected call it would have been, for nothing)."""
         with self._lock:
             self._tally.roll()
             rate = self._rate()
@@ -146,8 +153,12 @@ class AdaptiveThrottle(Policy):
                     rate = _lowest_first(rate, rank, mix.totals)
         if rate and self._random() < rate:
             if self.on_throttled is not None or self._observers:
-                options.emit(self.on_throttled, Throttled(rate, self.name, execution.semantics.method), self._observers)
+                event = Throttled(rate, self.name, execution.semantics.method, self.dry_run)
+                options.emit(self.on_throttled, event, self._observers)
+            if self.dry_run:
+                return False
             raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
+        return True
 
     def _record(self, execution: Execution, failure: BaseException | None) -> None:
         """Count a call that ended (one rejected further in, with nothing sent, counts for nothing)."""
@@ -171,7 +182,8 @@ class AdaptiveThrottle(Policy):
         admit, record = self._admit, self._record
 
         def run(execution: Execution) -> Any:
-            admit(execution)
+            if not admit(execution):
+                return inner(execution)  # dry run
             try:
                 result = inner(execution)
             except Exception as failure:
@@ -189,7 +201,8 @@ class AdaptiveThrottle(Policy):
         admit, record = self._admit, self._record
 
         async def run(execution: Execution) -> Any:
-            admit(execution)
+            if not admit(execution):
+                return await inner(execution)  # dry run
             try:
                 result = await inner(execution)
             except Exception as failure:

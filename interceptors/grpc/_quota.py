@@ -42,6 +42,7 @@ class _Quota:
         code: grpc.StatusCode = grpc.StatusCode.RESOURCE_EXHAUSTED,
         on_exceeded: options.Listener[QuotaExceeded] | None = None,
         metrics: CallMetrics | None = None,
+        dry_run: bool = False,
         clock: Clock | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
@@ -54,6 +55,8 @@ class _Quota:
         if code not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
             raise ValueError(f"code must be RESOURCE_EXHAUSTED or UNAVAILABLE, got {code!r}")
         self.code: grpc.StatusCode = code
+        self.dry_run: bool = options.flag(dry_run, "dry_run")
+        """Whether it decides and reports but lets every call through (see ``dry_run``)."""
         self.on_exceeded: options.Listener[QuotaExceeded] | None = options.listener(on_exceeded, "on_exceeded")
         self._buckets = KeyedBuckets(self.period / self.calls, self.burst, self.max_clients, options.clock(clock))
         self._observers: tuple[Callable[[Any], object], ...] = ()
@@ -75,8 +78,10 @@ class _Quota:
         with self._lock:
             self.refused += 1
         if self.on_exceeded is not None or self._observers:
-            event = QuotaExceeded(str(client), wait, type(self).__name__, method)
+            event = QuotaExceeded(str(client), wait, type(self).__name__, method, self.dry_run)
             options.emit(self.on_exceeded, event, self._observers)
+        if self.dry_run:
+            return nothing_to_end
         milliseconds = max(math.ceil(wait * 1000), 1)
         details = f"quota exceeded: {self.calls} calls per {self.period:g}s; retry in {milliseconds} ms"
         status = retry_info_details(self.code.value[0], details, milliseconds / 1000)
@@ -103,6 +108,8 @@ class Quota(_Quota, Admitting):
     :param code: RESOURCE_EXHAUSTED (default) or UNAVAILABLE.
     :param on_exceeded: hears a :class:`~interceptors.events.QuotaExceeded` for each call refused.
     :param metrics: an :class:`interceptors.otel.Metrics` to count the refused calls in (default None).
+    :param dry_run: decide and report, but refuse nothing (default False): a call it would refuse is counted in
+        ``refused`` and reported (``dry_run=True``), and is served, taking none of the quota.
     :param clock: the clock of the buckets (default the system clock).
     """
 

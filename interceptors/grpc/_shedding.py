@@ -23,7 +23,7 @@ from ..engine._adaptive_limiter import AdaptiveLimiter, LimiterPermit
 from ..engine._events import Shed
 from ..engine._places import Places, wait_allowed
 from ..engine._priority import RANKS, Priorities, Priority
-from ._admission import Admitting, AioAdmitting, End, Refusal
+from ._admission import Admitting, AioAdmitting, End, Refusal, nothing_to_end
 from ._claims import claimed
 from ._clients import ClientKey, client_of
 from ._core import CallMetrics
@@ -55,6 +55,7 @@ class _Shedding:
         metrics: CallMetrics | None = None,
         priorities: Priorities | None = None,
         tenant: ClientKey | None = None,
+        dry_run: bool = False,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
@@ -82,6 +83,8 @@ class _Shedding:
         self.pushback: float | None = None if pushback is None else options.seconds(pushback, "pushback")
         self.min_remaining: float = options.seconds(min_remaining, "min_remaining")
         self.max_wait: float = options.seconds(max_wait, "max_wait")
+        self.dry_run: bool = options.flag(dry_run, "dry_run")
+        """Whether it decides and reports but lets every call through (see ``dry_run``)."""
         self._latency = INITIAL_PUSHBACK
         self._lock = threading.Lock()
         self.refused: int = 0
@@ -113,7 +116,7 @@ class _Shedding:
         if refusal is not None:
             return refusal
         rank, share = self._standing(priority, retry, tenant)
-        taken = self._places.take(wait_allowed(self.max_wait * share, time_remaining), rank, share)
+        taken = self._places.take(self._wait(share, time_remaining), rank, share)
         return self._entered(tenant) if taken else self._overloaded()
 
     async def aadmit(
@@ -128,13 +131,19 @@ class _Shedding:
         if refusal is not None:
             return refusal
         rank, share = self._standing(priority, retry, tenant)
-        taken = await self._places.atake(wait_allowed(self.max_wait * share, time_remaining), rank, share)
+        taken = await self._places.atake(self._wait(share, time_remaining), rank, share)
         return self._entered(tenant) if taken else self._overloaded()
 
-    def _too_late(self, time_remaining: float | None) -> Refusal | None:
+    def _wait(self, share: float, time_remaining: float | None) -> float:
+        """How long a call of ``share`` may wait for a place (none in dry run)."""
+        return 0.0 if self.dry_run else wait_allowed(self.max_wait * share, time_remaining)
+
+    def _too_late(self, time_remaining: float | None) -> End | Refusal | None:
         if time_remaining is None or time_remaining >= self.min_remaining:
             return None
         self._count_refusal("deadline")
+        if self.dry_run:
+            return nothing_to_end
         return Refusal(
             grpc.StatusCode.DEADLINE_EXCEEDED,
             f"refused: {max(time_remaining, 0) * 1000:.0f} ms left, the server needs {self.min_remaining:g}s",
@@ -199,13 +208,15 @@ class _Shedding:
             self.refused += 1
         if self.on_shed is not None or self._observers:
             places = self._places
-            event = Shed(reason, places.in_flight, places.limit, type(self).__name__)
+            event = Shed(reason, places.in_flight, places.limit, type(self).__name__, dry_run=self.dry_run)
             options.emit(self.on_shed, event, self._observers)
 
-    def _overloaded(self) -> Refusal:
+    def _overloaded(self) -> End | Refusal:
         if self._limiter is not None:
             self._limiter._rejected(None)  # its event
         self._count_refusal("overload")
+        if self.dry_run:
+            return nothing_to_end
         delay = self.pushback
         if delay is None:
             delay = self._latency * random.uniform(1 - SPREAD, 1 + SPREAD)
@@ -249,6 +260,8 @@ class LoadShedding(_Shedding, Admitting):
     :param tenant: with ``priorities``, who each call is for (a function of the ``grpc.ServicerContext``, such as
         :func:`by_identity` or :func:`by_metadata`): within a level, the tenant with the most calls in flight is
         refused first (default None: usage does not count).
+    :param dry_run: decide and report, but refuse nothing (default False): a call it would refuse is counted in
+        ``refused`` and reported (``dry_run=True``), and is served without a place, waiting for none.
     """
 
 

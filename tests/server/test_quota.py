@@ -88,6 +88,14 @@ def test_a_client_past_its_quota_is_refused_at_once_with_when_to_come_back(kind:
         ]
 
 
+def test_a_quota_in_dry_run_reports_the_calls_it_would_refuse_and_serves_them(kind: str) -> None:
+    heard: list[QuotaExceeded] = []
+    for server in quota(kind, 2, period=60, dry_run=True, on_exceeded=heard.append):
+        assert [server.ask().code() for _ in range(5)] == [OK] * 5
+        assert server.quota.refused == 3
+        assert len(heard) == 3 and all(e.dry_run for e in heard)
+
+
 def test_a_client_cycling_through_tenant_ids_is_held_to_its_quota_by_its_address(kind: str) -> None:
     for server in quota(kind, 5, period=60):  # the default key: the identity, else the address, never metadata
         codes = [server.ask(("x-tenant", f"t{i}")).code() for i in range(1000)]

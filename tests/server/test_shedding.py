@@ -15,6 +15,7 @@ import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors import AdaptiveLimiter, CircuitBreaker, CircuitState, RetryPolicy
+from interceptors.events import Shed
 from interceptors.server import AccessLog, AioAccessLog, AioLoadShedding, LoadShedding
 
 from ..support.clients import PATHS, Client, wait_until
@@ -80,6 +81,19 @@ def test_the_excess_is_refused_at_once_with_pushback(kind: str) -> None:
         assert all(0.4 <= latency < 0.7 for _, latency, _ in accepted)  # flat: no queueing behind the excess
         assert {trailers["grpc-retry-pushback-ms"] for _, _, trailers in refused} == {"250"}
         assert server.shedding.refused == 12 and server.shedding.in_flight == 0
+
+
+def test_shedding_in_dry_run_serves_every_call_and_reports_what_it_would_refuse(kind: str) -> None:
+    heard: list[Shed] = []
+    for server in make(kind, 4, min_remaining=1.0, dry_run=True, on_shed=heard.append):
+        outcomes = concurrent_calls(server, 12, sleep_ms=300)
+        assert [code for code, _, _ in outcomes] == [grpc.StatusCode.OK] * 12
+        assert all(latency < 1.5 for _, latency, _ in outcomes)  # none waited for a place either
+        late = server.stub.Unary(Request(id="late"), timeout=0.5)  # too little time left: served all the same
+        assert late.id == "late"
+        assert server.shedding.refused == len(heard)
+        assert {e.reason for e in heard} == {"overload", "deadline"} and all(e.dry_run for e in heard)
+        assert server.shedding.in_flight == 0
 
 
 def test_default_pushback_follows_recent_latency(kind: str) -> None:
