@@ -13,6 +13,7 @@ what a new policy or transport extends in :mod:`interceptors.engine`, the asynci
 from .engine._adaptive_limiter import AdaptiveLimiter
 from .engine._budget import RetryBudget
 from .engine._bulkhead import Bulkhead
+from .engine._cache import CacheEntry, CachePolicy, CacheStore, MemoryCache
 from .engine._circuit_breaker import CircuitBreaker
 from .engine._delays import Backoff, RandomDelay
 from .engine._errors import (
@@ -33,6 +34,7 @@ from .engine._keyed import Keyed
 from .engine._policy import Executor
 from .engine._priority import Priorities, Priority, prioritized
 from .engine._rate_limiter import RateLimiter
+from .engine._results import ResultFailure
 from .engine._retry import RetryPolicy
 from .engine._throttle import AdaptiveThrottle
 from .engine._timeout import Timeout
@@ -40,6 +42,7 @@ from .grpc._channel import StackedRetriesWarning
 from .grpc._fit import FallbackMisfitWarning
 from .grpc._service_config import ServiceConfig, from_service_config
 from .grpc._status import (
+    CACHE_METADATA_KEY,
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
     RETRYABLE_CODES,
@@ -54,6 +57,7 @@ __version__ = "0.1.0"
 """The version of the distribution (grpc-resilience-interceptors), read by its build from here."""
 
 __all__ = [
+    "CACHE_METADATA_KEY",
     "DEFAULT_REPLAY_BUFFER",
     "FALLBACK_METADATA_KEY",
     "FALLBACK_OUT_OF_TIME_KEY",
@@ -63,6 +67,9 @@ __all__ = [
     "Backoff",
     "Bulkhead",
     "BulkheadFullError",
+    "CacheEntry",
+    "CachePolicy",
+    "CacheStore",
     "CircuitBreaker",
     "CircuitOpenError",
     "CircuitState",
@@ -73,6 +80,7 @@ __all__ = [
     "Keyed",
     "LatencyQuantile",
     "LimitExceededError",
+    "MemoryCache",
     "Priorities",
     "Priority",
     "RandomDelay",
@@ -81,6 +89,7 @@ __all__ = [
     "RejectedError",
     "ResilienceError",
     "ResilienceInterceptor",
+    "ResultFailure",
     "RetriesExceededError",
     "RetryBudget",
     "RetryPolicy",

@@ -13,8 +13,9 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
 - ``resilience.client.retries`` ({retry}; grpc.method, resilience.policy, resilience.reason: the status retried, OK
   for an answer a result predicate judged a failure),
   ``resilience.client.hedges`` ({hedge}; resilience.reason: "delay", or the non-fatal status that brought it
-  forward), ``resilience.client.rejections`` ({call}; resilience.rejection: breaker, bulkhead, rate_limiter,
-  throttle, limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
+  forward), ``resilience.client.cache`` ({call}; resilience.result: hit, stale or miss),
+  ``resilience.client.rejections`` ({call}; resilience.rejection: breaker, bulkhead, rate_limiter, throttle,
+  limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
   ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
   ``resilience.server.sheds`` ({call}; resilience.policy: the shedding or quota interceptor, resilience.reason:
   overload, deadline or quota); rejections, sheds and transitions of a policy in dry run (which let the call go)
@@ -54,6 +55,8 @@ from .engine._circuit_breaker import CircuitBreaker
 from .engine._events import (
     BudgetExceeded,
     BulkheadFull,
+    CacheHit,
+    CacheMiss,
     CircuitRejected,
     CircuitState,
     CircuitStateChanged,
@@ -145,6 +148,7 @@ class Metrics:
         self._fallbacks = meter.create_counter("resilience.client.fallbacks", unit="{call}")
         self._transitions = meter.create_counter("resilience.breaker.transitions", unit="{transition}")
         self._sheds = meter.create_counter("resilience.server.sheds", unit="{call}")
+        self._cache = meter.create_counter("resilience.client.cache", unit="{call}")
         self._breakers: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
         self._budgets: weakref.WeakSet[RetryBudget] = weakref.WeakSet()
         self._limiters: weakref.WeakSet[AdaptiveLimiter] = weakref.WeakSet()
@@ -232,6 +236,9 @@ class Metrics:
         elif isinstance(event, FallbackExecuted):
             attributes = {"grpc.method": method, "resilience.policy": event.policy, "grpc.status": _code(event.failure)}
             self._fallbacks.add(1, attributes)
+        elif isinstance(event, (CacheHit, CacheMiss)):
+            outcome = "miss" if isinstance(event, CacheMiss) else "stale" if event.stale else "hit"
+            self._cache.add(1, {"grpc.method": method, "resilience.policy": event.policy, "resilience.result": outcome})
         elif isinstance(event, Shed):
             self._sheds.add(1, _dry({"resilience.policy": event.policy, "resilience.reason": event.reason}, event))
         elif isinstance(event, QuotaExceeded):  # not by client: they are too many to name

@@ -20,6 +20,8 @@ from typing import Any
 __all__ = [
     "BudgetExceeded",
     "BulkheadFull",
+    "CacheHit",
+    "CacheMiss",
     "CircuitMetrics",
     "CircuitRejected",
     "CircuitState",
@@ -164,6 +166,27 @@ class FallbackExecuted:
     failure: BaseException
     result: Any
     out_of_time: bool = False
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """The cache answered ``result``, kept ``age`` seconds ago: fresh, or ``stale`` in place of ``failure`` (the
+    call's, which the stale answer replaced, as a fallback's does)."""
+
+    result: Any
+    age: float
+    stale: bool = False
+    failure: BaseException | None = None
+    policy: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheMiss:
+    """The cache had no fresh answer for a call: it goes on (and its answer is kept)."""
+
     policy: str | None = None
     method: str | None = None
 

@@ -8,14 +8,14 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._clock import Clock
 from ._priority import PRIORITY, Priority
 
 if TYPE_CHECKING:
-    from ._events import FallbackExecuted
+    from ._events import CacheHit, FallbackExecuted
 
 __all__ = ["Deferred", "Execution", "Semantics", "settle"]
 
@@ -66,6 +66,9 @@ class Semantics:
     """Whether the transport's sync attempts can be deferred (see ``Execution.deferred``): a sync
     :class:`HedgePolicy` then races them from the caller's thread alone, with no thread per attempt."""
 
+    unary = True
+    """Whether a call is one request and one answer, which a :class:`CachePolicy` may keep (not gRPC's streams)."""
+
     enforces_deadline = False
     """Whether the transport itself ends each attempt at ``execution.deadline`` (gRPC sends it as the call's
     timeout); then an async Timeout need not set an alarm of its own."""
@@ -98,6 +101,23 @@ class Semantics:
 
     def check_response(self, response: object) -> None:
         """Raise TypeError when ``response`` cannot be the answer to a call (a fallback's, say)."""
+
+    def request_key(self, request: Any) -> Hashable | None:
+        """What tells ``request`` apart in a cache's key (with the method): plain calls, the request itself when it
+        can be a key, else None (such calls are not cached)."""
+        try:
+            hash(request)
+        except TypeError:
+            return None
+        return None if request is None else request
+
+    def kept(self, answer: Any) -> tuple[Any, int]:
+        """What a cache keeps of ``answer``, and its size in bytes: plain calls, the answer itself (Python's size)."""
+        return answer, sys.getsizeof(answer)
+
+    def from_kept(self, kept: Any) -> Any:
+        """The answer a cache gives from what it kept (see :meth:`kept`)."""
+        return kept
 
     def response_of(self, result: Any, execution: Execution) -> Any:
         """The answer an attempt of ``execution`` gave, as result predicates see it, from what the attempt returned
@@ -148,7 +168,8 @@ class Execution:
 
     ``attempts`` counts attempts started (1 during the first); ``deadline`` is the absolute time (on ``clock``)
     by which the current attempt must finish, or None; ``last_failure`` is the most recent failure;
-    ``fallback`` tells what a Fallback answered and in place of what, if one did.
+    ``fallback`` tells what answered in place of the attempts, if anything did: a Fallback (and in place of what), or
+    a CachePolicy (see :class:`CacheHit`).
 
     Streams (an attempt that returns when it *commits*, and ends later) also use:
 
@@ -228,7 +249,7 @@ class Execution:
         self.start_time = self.attempt_start_time = clock.now()
         self.attempts = 1
         self.last_failure: BaseException | None = None
-        self.fallback: FallbackExecuted | None = None
+        self.fallback: FallbackExecuted | CacheHit | None = None
         self.settle: list[Settle] | None = None
         self.committed = self.deferred = False
         self.resuming: BaseException | None = None

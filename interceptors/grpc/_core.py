@@ -38,7 +38,7 @@ from ..engine._errors import (
     ThrottledError,
     TimeoutExceededError,
 )
-from ..engine._events import FallbackExecuted
+from ..engine._events import CacheHit, FallbackExecuted
 from ..engine._execution import INTERNAL_FRAMES, Execution
 from ..engine._hedge import HedgePolicy
 from ..engine._policy import Executor, Policy
@@ -50,6 +50,7 @@ from ._fit import FallbackMisfitWarning, fitted, misfits, reasons, service_metho
 from ._incoming import INCOMING, IncomingCall, wire_unit
 from ._pushback import PUSHBACK_MS
 from ._status import (
+    CACHE_METADATA_KEY,
     FALLBACK_METADATA_KEY,
     FALLBACK_OUT_OF_TIME_KEY,
     GrpcSemantics,
@@ -146,11 +147,16 @@ class Status(NamedTuple):
         return cls(code, str(failure), (), (), None)
 
     @classmethod
-    def answered(cls, fallback: FallbackExecuted) -> Status:
-        """The status of a fallback's answer: OK, with trailers naming the failure it replaced."""
-        code = status_code(fallback.failure)
-        marker: Pairs = ((FALLBACK_METADATA_KEY, code.name if code is not None else "UNKNOWN"),)
-        if fallback.out_of_time:
+    def answered(cls, fallback: FallbackExecuted | CacheHit) -> Status:
+        """The status of an answer in place of the attempts: OK, with trailers naming the failure it replaced (a
+        fallback's, a stale cached answer's) and, for the cache's, whether it was fresh."""
+        marker: Pairs = ()
+        if isinstance(fallback, CacheHit):
+            marker += ((CACHE_METADATA_KEY, "stale" if fallback.stale else "hit"),)
+        if fallback.failure is not None:
+            code = status_code(fallback.failure)
+            marker += ((FALLBACK_METADATA_KEY, code.name if code is not None else "UNKNOWN"),)
+        if isinstance(fallback, FallbackExecuted) and fallback.out_of_time:
             marker += ((FALLBACK_OUT_OF_TIME_KEY, "true"),)
         return cls(OK, "", (), marker, None)
 

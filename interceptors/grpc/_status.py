@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -23,6 +23,7 @@ from ..engine._results import ResultFailure
 from ._pushback import pushback_seconds
 
 __all__ = [
+    "CACHE_METADATA_KEY",
     "FALLBACK_METADATA_KEY",
     "FALLBACK_OUT_OF_TIME_KEY",
     "RETRYABLE_CODES",
@@ -45,6 +46,10 @@ never handled."""
 
 FALLBACK_METADATA_KEY = "resilience-fallback"
 """Trailing metadata on a fallback's answer; its value names the status code of the last real failure."""
+
+CACHE_METADATA_KEY = "resilience-cache"
+"""Trailing metadata on an answer a CachePolicy gave: "hit" (fresh), or "stale" (in place of a failure, which
+:data:`FALLBACK_METADATA_KEY` names, as for a fallback's answer)."""
 
 FALLBACK_OUT_OF_TIME_KEY = "resilience-fallback-out-of-time"
 """Trailing metadata on a fallback's answer, "true" when the call's time ran out (a Timeout passed, or no time
@@ -117,12 +122,13 @@ NO_CODES = _OnCodes(())
 class GrpcSemantics(Semantics):
     """The policies' view of one gRPC method: failures by status code, pushback from trailers, protobuf answers."""
 
-    __slots__ = ("_caller_error", "_response_type", "concurrent_attempts", "method")
+    __slots__ = ("_caller_error", "_response_type", "concurrent_attempts", "method", "unary")
     method: str
 
     enforces_deadline = True  # every attempt goes out with the execution's deadline as its grpc timeout
     cancellable_attempts = True  # the adapters keep each attempt's grpc call on its execution (see _core.sent)
     defers_attempts = True  # a hedged unary attempt is a grpc future, whose end the sync adapter reports
+    streams_responses = False
 
     def __init__(
         self,
@@ -133,6 +139,7 @@ class GrpcSemantics(Semantics):
     ) -> None:
         self.method = method
         self.concurrent_attempts: bool = not request_stream  # streamed requests are replayed to one attempt at a time
+        self.unary: bool = not (request_stream or self.streams_responses)
         self._caller_error = caller_error
         self._response_type: type[Message] | None = None
 
@@ -208,6 +215,32 @@ class GrpcSemantics(Semantics):
             name = "a response" if expected is None else expected.DESCRIPTOR.full_name
             raise TypeError(f"{self.method} must be answered with {name}, got {response!r}")
 
+    def request_key(self, request: Any) -> Hashable | None:
+        """A unary request's serialized bytes (deterministic: equal messages, equal keys); None for a request that
+        cannot be serialized."""
+        serialize = getattr(request, "SerializeToString", None)
+        if serialize is None:
+            return super().request_key(request)
+        try:
+            data: bytes = serialize(deterministic=True)
+        except Exception:
+            return None
+        return data
+
+    def kept(self, answer: Any) -> tuple[Any, int]:
+        """A response message kept serialized (a caller changing its copy changes no other caller's), with its
+        size."""
+        serialize = getattr(answer, "SerializeToString", None)
+        if serialize is None:
+            return super().kept(answer)
+        data: bytes = serialize()
+        return (type(answer), data), len(data)
+
+    def from_kept(self, kept: Any) -> Any:
+        if isinstance(kept, tuple) and len(kept) == 2 and isinstance(kept[0], type) and issubclass(kept[0], Message):
+            return kept[0].FromString(kept[1])
+        return kept
+
     def response_of(self, result: Any, execution: Execution) -> Any:
         """The response an attempt answered: a unary or client-streaming call's response message, a response
         stream's first message when it committed (None: it ended with none)."""
@@ -229,6 +262,7 @@ class ResponseStreamSemantics(GrpcSemantics):
     __slots__ = ()
 
     defers_attempts = False  # a stream's attempt ends at its first message, which only a blocking read can tell
+    streams_responses = True
 
     def default_response(self) -> Any:
         return ()

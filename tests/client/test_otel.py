@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import interceptors.aio
 from interceptors import (
     Backoff,
+    CachePolicy,
     CircuitBreaker,
     Executor,
     HedgePolicy,
@@ -121,6 +122,44 @@ def test_an_open_breaker_counts_its_rejections_and_shows_open(
         ({"resilience.policy": "to-scripted", "resilience.state.old": "closed", "resilience.state.new": "open"}, 1)
     ]
     assert by_status(points(reader, "grpc.client.call.duration")) == {"UNAVAILABLE": 2}
+
+
+@pytest.mark.parametrize("path", ["call", "aio", "intercepted-call", "intercepted-aio"])
+def test_a_breaker_in_dry_run_counts_what_it_would_reject_as_dry_run_and_retries_count_judged_answers(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    breaker = CircuitBreaker(name="trial", failure_threshold=1, delay=60, dry_run=True)
+    retry = RetryPolicy(max_attempts=2, delay=FAST, handle_result=lambda reply: reply.attempt < 2)
+    with Client(path, server.target, retry, breaker, metrics=metrics) as client:
+        assert client.unary(Request(id="o", fail_first=1), timeout=5).error is None  # opens it, then goes through
+        assert client.unary(Request(id="p"), timeout=5).error is None
+    assert server.attempts("p") == 2
+    dry = {"resilience.policy": "trial", "resilience.dry_run": True}
+    assert points(reader, "resilience.client.rejections") == [
+        ({"grpc.method": METHOD, "resilience.rejection": "breaker", **dry}, 3)
+    ]
+    assert points(reader, "resilience.breaker.transitions") == [
+        ({"resilience.state.old": "closed", "resilience.state.new": "open", **dry}, 1)
+    ]
+    assert sorted(points(reader, "resilience.client.retries"), key=str) == [
+        ({"grpc.method": METHOD, "resilience.policy": "RetryPolicy", "resilience.reason": "OK"}, 1),
+        ({"grpc.method": METHOD, "resilience.policy": "RetryPolicy", "resilience.reason": "UNAVAILABLE"}, 1),
+    ]
+
+
+@pytest.mark.parametrize("path", ["call", "aio"])
+def test_cache_hits_and_misses_are_counted(
+    server: ScriptedServer, path: str, reader: InMemoryMetricReader, metrics: Metrics
+) -> None:
+    with Client(path, server.target, CachePolicy(ttl=60), metrics=metrics) as client:
+        for _ in range(3):
+            assert client.unary(Request(id="c"), timeout=5).error is None
+    attributes = {"grpc.method": METHOD, "resilience.policy": "CachePolicy"}
+    assert sorted(points(reader, "resilience.client.cache"), key=str) == [
+        ({**attributes, "resilience.result": "hit"}, 2),
+        ({**attributes, "resilience.result": "miss"}, 1),
+    ]
+    assert server.attempts("c") == 1
 
 
 @pytest.mark.parametrize("path", ["call", "aio"])
