@@ -40,6 +40,7 @@ from .engine._throttle import AdaptiveThrottle
 from .engine._timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc._fit import FallbackMisfitWarning
+from .grpc._registry import Registry
 from .grpc._service_config import ServiceConfig, from_service_config
 from .grpc._status import (
     CACHE_METADATA_KEY,
@@ -86,6 +87,7 @@ __all__ = [
     "RandomDelay",
     "RateLimitedError",
     "RateLimiter",
+    "Registry",
     "RejectedError",
     "ResilienceError",
     "ResilienceInterceptor",

@@ -165,6 +165,16 @@ class AdaptiveLimiter(Policy):
     def limit(self) -> int:
         return self._places.limit
 
+    def inherit(self, old: Policy) -> None:
+        """Keep ``old``'s calls in flight and waiting (with priorities on both or neither), its limit (within this
+        one's bounds) and its baseline latency."""
+        if isinstance(old, AdaptiveLimiter) and (old.priorities is None) == (self.priorities is None):
+            places = old._places
+            places.max_waiting = self.max_queued
+            places.resize(min(max(places.limit, self.min_limit), self.max_limit))
+            object.__setattr__(self, "_places", places)
+            self._reset(old._baseline, self.clock.now())
+
     @property
     def in_flight(self) -> int:
         return self._places.in_flight

@@ -117,6 +117,18 @@ class RetryBudget:
         budget._set(_token_ratio=options.ratio(token_ratio, "token_ratio"), _max_tokens=tokens, _tokens=tokens)
         return budget
 
+    def inherit(self, old: RetryBudget) -> None:
+        """Take over ``old``'s state, the budget this one replaces when a :class:`~interceptors.Registry` reloads:
+        its tokens (a token bucket, at most this one's size), or its window of calls and retries (of the same
+        length)."""
+        if bool(old._max_tokens) != bool(self._max_tokens):
+            return
+        with old._lock:
+            if self._max_tokens:
+                self._set(_tokens=min(old._tokens, self._max_tokens))
+            elif old.window == self.window:
+                self._set(_lock=old._lock, _tally=old._tally)
+
     @property
     def tokens(self) -> float | None:
         """The tokens left, in token bucket mode (else None)."""

@@ -73,6 +73,13 @@ class Bulkhead(Policy):
     def in_flight(self) -> int:
         return self._places.in_flight
 
+    def inherit(self, old: Policy) -> None:
+        """Keep ``old``'s calls in flight and waiting (with priorities on both or neither), now under this one's
+        limit."""
+        if isinstance(old, Bulkhead) and (old.priorities is None) == (self.priorities is None):
+            old._places.resize(self.max_concurrent)
+            object.__setattr__(self, "_places", old._places)
+
     @property
     def waiting(self) -> int:
         return self._places.waiting

@@ -80,9 +80,18 @@ class MemoryCache:
                 self._bytes -= old.size
             self._entries[key] = entry
             self._bytes += entry.size
-            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.size
+            self._trim()
+
+    def resize(self, *, max_entries: int, max_bytes: int) -> None:
+        """New bounds; the least recently used entries past them go."""
+        with self._lock:
+            self.max_entries, self.max_bytes = max_entries, max_bytes
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= dropped.size
 
     def remove(self, key: Hashable) -> None:
         with self._lock:
@@ -192,6 +201,12 @@ class CachePolicy(Policy):
             clock=options.clock(clock),
             _logged=set(),
         )
+
+    def inherit(self, old: Policy) -> None:
+        """Keep ``old``'s answers, when both keep them in a :class:`MemoryCache` (now of this one's bounds)."""
+        if isinstance(old, CachePolicy) and isinstance(old.store, MemoryCache) and isinstance(self.store, MemoryCache):
+            old.store.resize(max_entries=self.store.max_entries, max_bytes=self.store.max_bytes)
+            object.__setattr__(self, "store", old.store)
 
     def _log_once(self, what: str, error: BaseException) -> None:
         if what not in self._logged:

@@ -155,8 +155,8 @@ class CircuitBreaker(Policy):
             raise ValueError(f"success_window ({trials}) must be >= success_threshold ({successes})")
         open_for = options.seconds(delay, "delay")
         multiplier = options.number(delay_multiplier, "delay_multiplier", 1, 1000)
-        longest = open_for * 10 if max_delay is None else options.seconds(max_delay, "max_delay")
-        if longest < open_for:
+        longest = options.optional_seconds(max_delay, "max_delay")
+        if longest is not None and longest < open_for:
             raise ValueError(f"max_delay ({longest:g}s) must be >= delay ({open_for:g}s)")
         config = CircuitConfig(
             failure_threshold=threshold,
@@ -171,7 +171,7 @@ class CircuitBreaker(Policy):
             delay=open_for,
             delay_multiplier=multiplier,
             max_delay=longest,
-            delay_reset=longest if delay_reset is None else options.seconds(delay_reset, "delay_reset"),
+            delay_reset=options.optional_seconds(delay_reset, "delay_reset"),
             half_open_max_wait=options.optional_seconds(half_open_max_wait, "half_open_max_wait", positive=True),
             dry_run=options.flag(dry_run, "dry_run"),
             jitter_factor=options.ratio(jitter_factor, "jitter_factor", allow_zero=True),
@@ -190,6 +190,14 @@ class CircuitBreaker(Policy):
     @property
     def clock(self) -> Clock:
         return self.config.clock
+
+    def inherit(self, old: Policy) -> None:
+        """Keep ``old``'s state (open stays open, for as long as it had left), its window of outcomes when it is
+        measured as before (else a new one), and its openings in a row; the new options decide from now on."""
+        if isinstance(old, CircuitBreaker) and old.clock is self.clock:
+            machine = old._machine
+            machine.reconfigure(self.config, self)
+            object.__setattr__(self, "_machine", machine)
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{f.name}={getattr(self.config, f.name)!r}" for f in fields(self.config))

@@ -53,8 +53,8 @@ class CircuitConfig:
     on_rejected: options.Listener[CircuitRejected] | None = None
     handle_result: Callable[[Any], bool] | None = None
     delay_multiplier: float = 1.0
-    max_delay: float = 0.0
-    delay_reset: float = 0.0
+    max_delay: float | None = None
+    delay_reset: float | None = None
     half_open_max_wait: float | None = None
     dry_run: bool = False
 
@@ -84,11 +84,22 @@ class CircuitConfig:
             asked = options.pushback_delay(self.pushback, failure, semantics, self.max_pushback)
             if asked is not None and asked >= 0:
                 return asked, True
-        delay, multiplier, cap = self.delay, self.delay_multiplier, self.max_delay
+        delay, multiplier, cap = self.delay, self.delay_multiplier, self.longest_delay
         if multiplier > 1.0 and openings and 0.0 < delay < cap:  # delay * multiplier**openings, at most the cap
             capped = openings * math.log(multiplier) >= math.log(cap / delay)  # (the power could overflow)
             delay = cap if capped else min(delay * multiplier**openings, cap)
         return jittered(delay, factor=self.jitter_factor, absolute=0.0, maximum=None), False
+
+    @property
+    def longest_delay(self) -> float:
+        """The longest a growing open time gets: ``max_delay``, by default 10 times ``delay``."""
+        return self.delay * 10 if self.max_delay is None else self.max_delay
+
+    @property
+    def reset_after(self) -> float:
+        """Seconds closed after which openings in a row are counted again from none: ``delay_reset``, by default the
+        longest open time."""
+        return self.longest_delay if self.delay_reset is None else self.delay_reset
 
     def failed(self, failure: BaseException | None, semantics: Semantics, overdue: bool = False) -> bool:
         """Whether an outcome counts as a failure (failures ``handle`` rejects count as successes); ``overdue``: it
@@ -221,6 +232,19 @@ class CircuitStateMachine:
                 self._window = self._config.failure_counter()
         self._publish()
 
+    def reconfigure(self, config: CircuitConfig, owner: Any) -> None:
+        """Decide by ``config`` from now on, reporting to ``owner`` (a breaker that replaced this one's), keeping the
+        state: a closed window measured as before, a half-open trial window of the same size."""
+        with self._lock:
+            old, self._config, self._owner = self._config, config, owner
+            if self.state is CLOSED and (old.failure_window, old.failure_period) != (
+                config.failure_window,
+                config.failure_period,
+            ):
+                self._window = config.failure_counter()
+            elif self.state is HALF_OPEN and old.success_window != config.success_window:
+                self._window = CountWindow(config.success_window)
+
     def open_for(self, delay: float) -> None:
         """Open now for ``delay`` seconds (a fleet's decision)."""
         with self._lock:
@@ -253,7 +277,7 @@ class CircuitStateMachine:
         """Open, for as long as the ``failure`` that tripped it and the openings in a row so far say: the count
         starts again when the breaker has stayed closed for ``delay_reset`` seconds."""
         config = self._config
-        if self.state is CLOSED and config.clock.now() - self._closed_since >= config.delay_reset:
+        if self.state is CLOSED and config.clock.now() - self._closed_since >= config.reset_after:
             self._openings = 0
         delay, by_pushback = config.open_delay(failure, semantics, self._openings)
         self._openings += 1

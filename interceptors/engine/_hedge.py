@@ -213,6 +213,12 @@ class HedgePolicy(Policy):
         )
         self._init(non_fatal_result=non_fatal_result, _judge=judge(non_fatal_result, "non_fatal_result", self.name))
 
+    def inherit(self, old: Policy) -> None:
+        """Keep the latencies ``old``'s :class:`LatencyQuantile` delay has seen, when this one's is one alike."""
+        mine, theirs = self.delay, getattr(old, "delay", None)
+        if isinstance(mine, LatencyQuantile) and isinstance(theirs, LatencyQuantile) and repr(mine) == repr(theirs):
+            self._init(delay=theirs)
+
     def _delay(self, semantics: Semantics) -> float | None:
         delay = self.delay
         return delay if type(delay) is float else delay.delay(semantics)  # type: ignore[union-attr]

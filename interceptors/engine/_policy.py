@@ -54,6 +54,12 @@ class Policy(abc.ABC):
     def wrap_async(self, inner: AsyncLink) -> AsyncLink:
         """The async step that applies this policy around ``inner``."""
 
+    def inherit(self, old: Policy) -> None:  # noqa: B027  (most policies keep no state)
+        """Take over the state of ``old``, the policy of the same name and kind this one replaces when a
+        :class:`~interceptors.Registry` reloads (a breaker's state and window, a limiter's calls in flight), as far
+        as this one's options allow. Calls in flight through ``old`` end as they began. By default nothing: the
+        policy keeps no state."""
+
     def check(self, semantics: Semantics) -> None:  # noqa: B027  (most policies fit every transport)
         """Raise ValueError if this policy cannot serve the calls ``semantics`` describes (e.g. a fallback's fields
         that the response type lacks). Adapters call it once per method, before the method's first call."""

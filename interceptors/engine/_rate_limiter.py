@@ -129,6 +129,13 @@ class RateLimiter(Policy):
                 object.__setattr__(self, "_next", ready + self.period / self.max_calls)
         return wait, True
 
+    def inherit(self, old: Policy) -> None:
+        """Keep the permits ``old`` gave out lately (the same kind, smooth or bursty): a reload opens no burst."""
+        if isinstance(old, RateLimiter) and old.bursty == self.bursty:
+            with old._lock:
+                object.__setattr__(self, "_next", old._next)
+                object.__setattr__(self, "_used", min(old._used, self.max_calls))
+
     def try_acquire(self, permits: int = 1) -> bool:
         """Take ``permits`` permits if they are free now."""
         return self._reserve(permits, 0.0)[1]

@@ -126,6 +126,17 @@ class AdaptiveThrottle(Policy):
             _random=random.random,
         )
 
+    def inherit(self, old: Policy) -> None:
+        """Keep ``old``'s window of requests and accepts (of the same length, with priorities on both or neither)."""
+        if (
+            isinstance(old, AdaptiveThrottle)
+            and old.window == self.window
+            and (old._mix is None) == (self._mix is None)
+        ):
+            object.__setattr__(self, "_lock", old._lock)
+            object.__setattr__(self, "_tally", old._tally)
+            object.__setattr__(self, "_mix", old._mix)
+
     @property
     def rejection_rate(self) -> float:
         """The share of calls rejected at the moment."""

@@ -475,20 +475,26 @@ class RoutedMethod:
     """A unary method of a helper's channel: grpc's ``multicallable`` and the method's route, or, for a method no
     policy applies to, the route of the call at hand (see :meth:`Router.route`): None sends it as it is."""
 
-    __slots__ = ("_method", "_multicallable", "_route", "_router")
+    __slots__ = ("_method", "_multicallable", "_route", "_router", "_version")
 
     def __init__(self, multicallable: Any, router: Router, method: str) -> None:
         self._multicallable, self._router, self._method = multicallable, router, method
-        self._route = router.route(method, calling=False)
+        self._route, self._version = router.route(method, calling=False), router.version
 
     def route(self) -> Route | None:
+        """The route of a call of it: the method's own (made again after the router's registry reloaded), else the
+        call's (see :meth:`Router.route`)."""
+        router = self._router
+        if self._version != router.version:
+            self._route, self._version = router.route(self._method), router.version
         route = self._route
-        return route if route is not None else self._router.route(self._method)
+        return route if route is not None else router.route(self._method)
 
     @property
     def hedged(self) -> bool:
         """Whether its calls race attempts (see :attr:`Route.hedged`)."""
-        return self._route is not None and self._route.hedged
+        route = self.route()
+        return route is not None and route.hedged
 
 
 def caller_timeout(timeout: object) -> float | None:
@@ -612,28 +618,103 @@ def _with_priority(metadata: Any, priority: Priority) -> Any:
     return (*(metadata or ()), (PRIORITY_KEY, PRIORITY_NAMES[priority]))
 
 
+class Plan:
+    """The chains of a router, checked (policy types, one clock, no policy twice): ``default`` for methods no other
+    names, by method name, by service name (``/pkg.Service/*``); ``retries`` tells whether a RetryPolicy or a
+    HedgePolicy applies to some method (grpc's own retries are then off). A :class:`~interceptors.Registry` makes a
+    new one at each reload."""
+
+    __slots__ = ("by_method", "by_service", "default", "methods", "retries")
+
+    def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None) -> None:
+        self.default = _executor(policies, "policies")
+        self.by_method: dict[str, Executor | None] = {}
+        self.by_service: dict[str, Executor | None] = {}
+        if methods is not None and not isinstance(methods, Mapping):
+            raise ValueError(f"methods must map method or service names to policies, got {methods!r}")
+        for key, chain in (methods or {}).items():
+            service, slash, name = key[1:].partition("/") if isinstance(key, str) else ("", "", "")
+            if not (isinstance(key, str) and key.startswith("/") and service and slash and name and "/" not in name):
+                raise ValueError(f"methods keys are '/package.Service/Method' or '/package.Service/*', got {key!r}")
+            executor = _executor(chain, f"methods[{key!r}]")
+            (self.by_service if name == "*" else self.by_method)[key if name != "*" else service] = executor
+        self.methods: tuple[str, ...] = tuple(methods or ())
+        chains = [self.default, *self.by_method.values(), *self.by_service.values()]
+        self.retries = any(
+            isinstance(p, (RetryPolicy, HedgePolicy)) for chain in chains if chain for p in chain.policies
+        )
+
+    def chain(self, method: str) -> tuple[Executor | None, bool]:
+        """``method``'s chain, and whether it is a chain for many methods (a service's or the default one)."""
+        executor = self.by_method.get(method, _UNSET)
+        if executor is not _UNSET:
+            return executor, False
+        return self.by_service.get(method[1:].partition("/")[0], self.default), True
+
+    def check(self, service: str, calling: bool) -> None:
+        """Check every method of ``service`` the descriptor pool knows against its chain (see :mod:`._fit`): a chain
+        given for one method that does not fit it, or a policy of a chain for many methods that fits none of the
+        service's, raises ValueError naming every method; one FallbackMisfitWarning names the methods a chain for
+        many methods steps aside for. A call (``calling``) is never failed: it warns."""
+        served: dict[Policy, list[str]] = {}  # the methods each policy of a wide chain serves
+        unfit: dict[Policy, list[str]] = {}  # the methods it does not fit, and why
+        for method, kind in service_methods(service):
+            executor, wide = self.chain(method)
+            if executor is None:
+                continue
+            found = misfits(executor, semantics_of(method, kind))
+            if not wide and found and not calling:
+                raise ValueError(f"the chain given for {method} does not fit it: {reasons(found)}")
+            for policy in executor.policies:
+                served.setdefault(policy, []).append(method)
+            for policy, reason in found.items():
+                unfit.setdefault(policy, []).append(f"{method} ({reason})")
+        for policy, methods in unfit.items():
+            if len(methods) == len(served[policy]) and not calling:  # of use to none: a mistake, not a choice
+                raise ValueError(f"{policy.name} fits no method of {service}: {'; '.join(methods)}")
+        for policy, methods in unfit.items():
+            listed = "; ".join(methods)
+            warn(
+                f"{policy.name} steps aside for the methods of {service} it does not fit: {listed}. Their failures "
+                "reach the caller as they are; give them a chain of their own (methods=...)",
+                FallbackMisfitWarning,
+            )
+
+    def check_named(self) -> None:
+        """:meth:`check` the services its method names name, now (no call is made: a misfit raises)."""
+        for service in dict.fromkeys(key[1:].partition("/")[0] for key in self.methods):
+            self.check(service, calling=False)
+
+
+class _Routes(NamedTuple):
+    """A router's plan and what it made of it, replaced as one object (a reload's new plan starts afresh)."""
+
+    plan: Plan
+    routes: dict[object, Route | None]
+    propagating: dict[object, Route]  # routes without policies, for incoming calls' contexts
+    checked: dict[str, None]  # the services whose methods were checked against their chains
+
+
 class Router:
     """Finds the route of a method: exact name first, then its service's wildcard, then the default policies.
 
     Every chain is checked when the router is built (policy types, one clock, no policy twice), and against the
     methods it serves (e.g. a fallback's fields against their response types, see :mod:`._fit`): a service's methods
     all at once, when the router is built for the services ``methods`` names, else when the first route of the
-    service is made (a helper's stub, or the first call through grpc's own interceptor hooks).
+    service is made (a helper's stub, or the first call through grpc's own interceptor hooks). With a ``registry``
+    (see :class:`~interceptors.Registry`), its chains are the registry's, and each reload replaces them for the calls
+    that start after it (``version`` counts the reloads it took).
     """
 
     __slots__ = (
-        "_by_method",
-        "_by_service",
-        "_checked",
-        "_default",
+        "__weakref__",
         "_flavour",
         "_metrics",
         "_priority",
-        "_propagating",
-        "_routes",
+        "_state",
         "_target",
-        "retries",
         "unwarned",
+        "version",
     )
 
     # routes are kept by method name, and by (name, request stream, response stream) for streaming methods: at most
@@ -647,6 +728,7 @@ class Router:
         metrics: CallMetrics | None = None,
         target: str = "other",
         priority: Priority | str | None = None,
+        registry: Any = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "instrument", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
@@ -654,96 +736,61 @@ class Router:
             raise ValueError(f"target must name the channel's target, such as 'host:port', got {target!r}")
         self._flavour, self._metrics, self._target = flavour, metrics, target
         self._priority = None if priority is None else Priority.of(priority)
-        self._default = _executor(policies, "policies")
-        self._by_method: dict[str, Executor | None] = {}
-        self._by_service: dict[str, Executor | None] = {}
-        if methods is not None and not isinstance(methods, Mapping):
-            raise ValueError(f"methods must map method or service names to policies, got {methods!r}")
-        for key, chain in (methods or {}).items():
-            service, slash, name = key[1:].partition("/") if isinstance(key, str) else ("", "", "")
-            if not (isinstance(key, str) and key.startswith("/") and service and slash and name and "/" not in name):
-                raise ValueError(f"methods keys are '/package.Service/Method' or '/package.Service/*', got {key!r}")
-            executor = _executor(chain, f"methods[{key!r}]")
-            (self._by_service if name == "*" else self._by_method)[key if name != "*" else service] = executor
-        chains = [self._default, *self._by_method.values(), *self._by_service.values()]
-        self.retries = any(
-            isinstance(p, (RetryPolicy, HedgePolicy)) for chain in chains if chain for p in chain.policies
-        )
-        """Whether a RetryPolicy or a HedgePolicy applies to some method (grpc's own retries are then off)."""
+        self.version = 0
         self.unwarned = True
         """Whether its first retry is still to warn that grpcio may strip ``grpc-previous-rpc-attempts`` (see
         :func:`attempt_metadata`); the helpers, whose channels have grpcio's retries off, set it False."""
-        self._routes: dict[object, Route | None] = {}
-        self._propagating: dict[object, Route] = {}  # routes without policies, for incoming calls' contexts
-        self._checked: dict[str, None] = {}  # the services whose methods were checked against their chains
-        for key in methods or {}:
-            self._check(key[1:].partition("/")[0], calling=False)
-
-    def _chain(self, method: str) -> tuple[Executor | None, bool]:
-        """``method``'s chain, and whether it is a chain for many methods (a service's or the default one)."""
-        executor = self._by_method.get(method, _UNSET)
-        if executor is not _UNSET:
-            return executor, False
-        return self._by_service.get(method[1:].partition("/")[0], self._default), True
-
-    def _check(self, service: str, calling: bool) -> None:
-        """Check every method of ``service`` the descriptor pool knows against its chain, once (see :mod:`._fit`):
-        a chain given for one method that does not fit it, or a policy of a chain for many methods that fits none
-        of the service's, raises ValueError naming every method; one FallbackMisfitWarning names the methods a
-        chain for many methods steps aside for. A call (``calling``) is never failed: it warns."""
-        if service in self._checked:
+        if registry is None:
+            plan = Plan(policies, methods)
+            plan.check_named()
+            self._state = _Routes(plan, {}, {}, dict.fromkeys(key[1:].partition("/")[0] for key in plan.methods))
             return
-        served: dict[Policy, list[str]] = {}  # the methods each policy of a wide chain serves
-        unfit: dict[Policy, list[str]] = {}  # the methods it does not fit, and why
-        for method, kind in service_methods(service):
-            executor, wide = self._chain(method)
-            if executor is None:
-                continue
-            found = misfits(executor, semantics_of(method, kind))
-            if not wide and found and not calling:
-                raise ValueError(f"the chain given for {method} does not fit it: {reasons(found)}")
-            for policy in executor.policies:
-                served.setdefault(policy, []).append(method)
-            for policy, reason in found.items():
-                unfit.setdefault(policy, []).append(f"{method} ({reason})")
-        for policy, methods in unfit.items():
-            if len(methods) == len(served[policy]) and not calling:  # of use to none: a mistake, not a choice
-                raise ValueError(f"{policy.name} fits no method of {service}: {'; '.join(methods)}")
-        _keep(self._checked, service, None)  # checked: a service refused is refused again, each time
-        for policy, methods in unfit.items():
-            listed = "; ".join(methods)
-            warn(
-                f"{policy.name} steps aside for the methods of {service} it does not fit: {listed}. Their failures "
-                "reach the caller as they are; give them a chain of their own (methods=...)",
-                FallbackMisfitWarning,
-            )
+        if policies or methods:
+            raise ValueError("give a registry, or policies and methods: the registry's chains are the channel's")
+        if not callable(getattr(registry, "_serve", None)):
+            raise ValueError(f"registry must be an interceptors.Registry, got {registry!r}")
+        self._state = _Routes(registry._serve(self), {}, {}, {})
+
+    @property
+    def retries(self) -> bool:
+        """Whether a RetryPolicy or a HedgePolicy applies to some method (grpc's own retries are then off)."""
+        return self._state.plan.retries
+
+    def load(self, plan: Plan) -> None:
+        """Take ``plan`` (a registry's reload): the calls that start from now on get its chains."""
+        self._state = _Routes(plan, {}, {}, dict.fromkeys(key[1:].partition("/")[0] for key in plan.methods))
+        self.version += 1
 
     def route(self, method: str | bytes, kind: tuple[bool, bool] = UNARY, calling: bool = True) -> Route | None:
         """The route for ``method``, a call of ``kind`` (whether its requests, its responses are streamed; see
         :data:`UNARY` and the others), or None when no policy applies to it and no incoming call's context (see
         :mod:`._incoming`) does either: then the route has no policies. ``calling``: made for a call (not for a
         stub), which a chain's misfit never fails."""
+        state = self._state
         key: object = method if kind is UNARY else (method, kind)
         try:
-            route = self._routes[key]
+            route = state.routes[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
-            executor, wide = self._chain(name)
-            self._check(name[1:].partition("/")[0], calling)
+            executor, wide = state.plan.chain(name)
+            service = name[1:].partition("/")[0]
+            if service not in state.checked:
+                state.plan.check(service, calling)
+                _keep(state.checked, service, None)  # checked: a service refused is refused again, each time
             metrics = self._metrics
             if metrics is not None:  # every call is measured, with policies or not
                 executor = metrics.instrument(executor or Executor(), name, self._target)
             wide = wide or calling
             route = None if executor is None else Route(name, executor, self._flavour, kind, wide, self._priority)
-            _keep(self._routes, key, route)
+            _keep(state.routes, key, route)
         if route is not None or (INCOMING.get() is None and PRIORITY.get() is None and self._priority is None):
             return route
         try:
-            return self._propagating[key]
+            return state.propagating[key]
         except KeyError:
             name = method.decode() if isinstance(method, bytes) else method
             route = Route(name, Executor(), self._flavour, kind, priority=self._priority)
-            _keep(self._propagating, key, route)
+            _keep(state.propagating, key, route)
             return route
 
 

@@ -666,11 +666,21 @@ def channel_plan(
     metrics: CallMetrics | None,
     target: str,
     priority: Priority | str | None = None,
+    registry: Any = None,
 ) -> tuple[Router, list[tuple[str, Any]]]:
     """What a helper's channel, sync or aio, is built from: the router of its chains (a service config's under the
-    ones given, see :func:`configured`) and grpc's channel options (the config's part for grpc; grpcio's retries
-    off where ours apply: see :func:`channel_options`)."""
+    ones given, see :func:`configured`; or a registry's) and grpc's channel options (the config's part for grpc;
+    grpcio's retries off where ours apply, see :func:`channel_options`, and always with a registry, whose reloads
+    may bring retries in)."""
     pairs = option_pairs(options)
+    if registry is not None:
+        if service_config is not None or any(key == SERVICE_CONFIG for key, _ in pairs):
+            raise ValueError("give the service config to the registry: Registry(config)")
+        router = Router(policies, methods, flavour, metrics, target, priority, registry)
+        grpc_config = registry.grpc_config
+        pairs = pairs if grpc_config is None else [*pairs, (SERVICE_CONFIG, grpc_config)]
+        router.unwarned = False
+        return router, channel_options(pairs, retries=True)
     policies, methods, pairs = configured(policies, methods, service_config, pairs, SERVICE_CONFIG)
     router = Router(policies, methods, flavour, metrics, target, priority)
     router.unwarned = False  # the channel has grpcio's retries off where they would strip the header

@@ -132,7 +132,7 @@ def _bounded(target: str, path: str, metrics: Metrics | None, reader: InMemoryMe
             reader.collect(timeout_millis=120_000)  # under tracemalloc, beside two suites: the 10 s default can pass
 
     grown = _grown(more)
-    assert len(router._routes) <= ROUTES_KEPT + 8  # 8 threads may each add one as the oldest goes
+    assert len(router._state.routes) <= ROUTES_KEPT + 8  # 8 threads may each add one as the oldest goes
     assert grown < 256 << 10, f"{grown >> 10} KiB kept for {TRACED} more method names"
     if metrics is not None:
         assert len(metrics._started) <= METHODS_NAMED + 1
@@ -161,7 +161,7 @@ def test_a_helpers_stubs_for_twenty_thousand_methods_keep_a_bounded_router(targe
     for method in _methods(0, METHODS):
         channel.unary_unary(method)
         channel.unary_stream(method)
-    assert len(channel._router._routes) <= ROUTES_KEPT  # type: ignore[attr-defined]
+    assert len(channel._router._state.routes) <= ROUTES_KEPT  # type: ignore[attr-defined]
     channel.close()
 
 

@@ -51,7 +51,7 @@ def test_the_open_time_grows_with_each_opening_in_a_row_up_to_the_cap(clock: Fak
 def test_the_default_cap_is_ten_times_the_delay(clock: FakeClock) -> None:
     breaker = CircuitBreaker(failure_threshold=1, delay=1, delay_multiplier=3, clock=clock)
     assert open_times(breaker, clock, 4) == [1, 3, 9, 10]
-    assert breaker.config.max_delay == 10
+    assert breaker.config.longest_delay == 10
 
 
 def test_a_huge_multiplier_reaches_the_cap_without_overflow(clock: FakeClock) -> None:

@@ -24,6 +24,7 @@ from .._core import (
     attempt_timeout,
     sent,
 )
+from .._registry import Registry
 from .._service_config import channel_plan
 from .._streams import DEFAULT_REPLAY_BUFFER, replay_of
 from .._streams import replay_buffer as checked_replay_buffer
@@ -42,14 +43,15 @@ def resilience_interceptors(
     metrics: CallMetrics | None = None,
     target: str = "other",
     priority: Priority | str | None = None,
+    registry: Registry | None = None,
 ) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for ``grpc.aio`` channels running every call through ``policies`` (first = outermost).
 
-    ``methods``, ``replay_buffer``, ``metrics``, ``target`` and ``priority`` work as for
+    ``methods``, ``replay_buffer``, ``metrics``, ``target``, ``priority`` and ``registry`` work as for
     :class:`interceptors.ResilienceInterceptor`, and streams get the same treatment. Pass them all to the channel:
     grpc.aio files each under the one kind of call it serves.
     """
-    router = Router(policies, methods, AIO, metrics, target, priority)
+    router = Router(policies, methods, AIO, metrics, target, priority, registry)
     return [_UnaryUnaryInterceptor(router), *_stream_interceptors(router, replay_buffer)]
 
 
@@ -70,6 +72,7 @@ def resilient_channel(
     service_config: str | Mapping[str, Any] | None = None,
     metrics: CallMetrics | None = None,
     priority: Priority | str | None = None,
+    registry: Registry | None = None,
 ) -> grpc.aio.Channel:
     """An aio channel to ``target`` whose calls run through ``policies``; grpcio's own retries and service configs
     as for :func:`interceptors.resilient_channel`.
@@ -77,7 +80,7 @@ def resilient_channel(
     It behaves as a channel made with :func:`resilience_interceptors`, but unary calls skip grpc's interceptor
     machinery, which costs more per call than the policies. Parameters as for :func:`interceptors.resilient_channel`.
     """
-    router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target, priority)
+    router, opts = channel_plan(policies, methods, options, service_config, AIO, metrics, target, priority, registry)
     streams = _stream_interceptors(router, replay_buffer)
     channel = open_channel(grpc.aio, target, credentials, opts, compression=compression, interceptors=streams)
     return _ResilientChannel(channel, router)
@@ -113,7 +116,7 @@ class _ResilientChannel(RoutedChannel, grpc.aio.Channel):
 class _ResilientUnaryUnary(RoutedMethod, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
     def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
-        multicallable, route = self._multicallable, self._route or self.route()
+        multicallable, route = self._multicallable, self.route()
         if route is None:
             return multicallable(request, timeout=timeout, metadata=metadata, **options)
 

@@ -25,6 +25,7 @@ from .._core import (
 )
 from .._grpc_shapes import blocks, cancellable_blocking, next_multicallable
 from .._incoming import INCOMING
+from .._registry import Registry
 from .._service_config import channel_plan
 from .._streams import DEFAULT_REPLAY_BUFFER, Replay
 from .._streams import replay_buffer as checked_replay_buffer
@@ -67,6 +68,8 @@ class ResilienceInterceptor(
     :param target: the channel's target, as metrics name it (``grpc.target``; default "other").
     :param priority: the priority of its calls that have none in their context (default None: none, and the
         server's default applies); see :func:`interceptors.prioritized`.
+    :param registry: a :class:`~interceptors.Registry` whose chains its calls take, each reload's from then on (in
+        place of ``policies`` and ``methods``; default None).
     """
 
     def __init__(
@@ -77,8 +80,9 @@ class ResilienceInterceptor(
         metrics: CallMetrics | None = None,
         target: str = "other",
         priority: Priority | str | None = None,
+        registry: Registry | None = None,
     ) -> None:
-        self._router = Router(policies, methods, SYNC, metrics, target, priority)
+        self._router = Router(policies, methods, SYNC, metrics, target, priority, registry)
         self._replay_buffer = checked_replay_buffer(replay_buffer)
 
     @classmethod
@@ -150,6 +154,7 @@ def resilient_channel(
     service_config: str | Mapping[str, Any] | None = None,
     metrics: CallMetrics | None = None,
     priority: Priority | str | None = None,
+    registry: Registry | None = None,
 ) -> grpc.Channel:
     """A channel to ``target`` whose calls run through ``policies`` (see :class:`ResilienceInterceptor`).
 
@@ -171,8 +176,11 @@ def resilient_channel(
     :param metrics: an :class:`interceptors.otel.Metrics` to record every call and attempt in (default None).
     :param priority: the priority of its calls that have none in their context (default None: none, and the
         server's default applies); see :func:`interceptors.prioritized`.
+    :param registry: a :class:`~interceptors.Registry` whose chains its calls take, each reload's from then on (in
+        place of ``policies``, ``methods`` and ``service_config``; what the registry's config tells grpc goes to
+        grpc; default None).
     """
-    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target, priority)
+    router, opts = channel_plan(policies, methods, options, service_config, SYNC, metrics, target, priority, registry)
     interceptor = ResilienceInterceptor._routed(router, replay_buffer)
     return _ResilientChannel(open_channel(grpc, target, credentials, opts, compression=compression), interceptor)
 
@@ -215,7 +223,7 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
 
     # credentials, wait_for_ready and compression pass through ``options`` to grpc: keyword-only here
     def __call__(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        route = self._route or self.route()
+        route = self.route()
         if route is None:
             return self._multicallable(request, timeout, metadata, **options)
         own = self._own_attempt if route.hedged else None
@@ -225,14 +233,14 @@ class _ResilientUnaryUnary(RoutedMethod, _UnaryUnaryMultiCallable):
         self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any
     ) -> tuple[Any, Any]:
         """As grpc's; ``options`` (credentials, wait_for_ready, compression) go to every attempt."""
-        route = self._route or self.route()
+        route = self.route()
         if route is None:
             return self._multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
         own = self._own_attempt if route.hedged else None
         return blocking_unary(route, self._multicallable, request, timeout, metadata, options, own)
 
     def future(self, request: Any, timeout: float | None = None, metadata: Any = None, **options: Any) -> Any:  # type: ignore[override]
-        route = self._route or self.route()
+        route = self.route()
         if route is None:
             return self._multicallable.future(request, timeout, metadata, **options)
         send = directly(self._multicallable.future, request, metadata, options)
