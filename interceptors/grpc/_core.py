@@ -624,7 +624,7 @@ class Plan:
     HedgePolicy applies to some method (grpc's own retries are then off). A :class:`~interceptors.Registry` makes a
     new one at each reload."""
 
-    __slots__ = ("by_method", "by_service", "default", "methods", "retries")
+    __slots__ = ("_given", "by_method", "by_service", "default", "methods", "retries")
 
     def __init__(self, policies: Sequence[Policy], methods: MethodPolicies | None) -> None:
         self.default = _executor(policies, "policies")
@@ -639,10 +639,16 @@ class Plan:
             executor = _executor(chain, f"methods[{key!r}]")
             (self.by_service if name == "*" else self.by_method)[key if name != "*" else service] = executor
         self.methods: tuple[str, ...] = tuple(methods or ())
+        self._given = (policies, methods)
         chains = [self.default, *self.by_method.values(), *self.by_service.values()]
         self.retries = any(
             isinstance(p, (RetryPolicy, HedgePolicy)) for chain in chains if chain for p in chain.policies
         )
+
+    def again(self) -> Plan:
+        """The same chains, built anew: their executors run the policies as they are now (with the state they took
+        over, see ``Policy.inherit``)."""
+        return Plan(*self._given)
 
     def chain(self, method: str) -> tuple[Executor | None, bool]:
         """``method``'s chain, and whether it is a chain for many methods (a service's or the default one)."""

@@ -86,6 +86,7 @@ class Registry:
                 old_budget = self._budgets.get(name)
                 if old_budget is not None and old_budget is not budget:
                     budget.inherit(old_budget)
+            plan = plan.again()  # its chains run on the state they took over
             self._plan, self._named, self._budgets = plan, named, budgets
             self.version += 1
             for router in list(self._routers):
