@@ -96,17 +96,21 @@ def test_a_name_keeps_its_kind() -> None:
 
 
 def test_one_name_is_one_policy_shared_by_the_entries_that_give_it() -> None:
-    breaker = {"name": "backend-b", "failureThreshold": 3}
-    shared = {
-        "methodConfig": [
-            {"name": [{"service": "a.A"}], "resilience": {"circuitBreaker": breaker}},
-            {"name": [{"service": "b.B"}], "resilience": {"circuitBreaker": dict(breaker)}},
-        ]
-    }
-    assert Registry(shared).names == ["backend-b"]
-    shared["methodConfig"][1]["resilience"]["circuitBreaker"]["failureThreshold"] = 4
+    def shared(threshold: int) -> dict[str, Any]:
+        breaker = {"name": "backend-b", "failureThreshold": 3}
+        return {
+            "methodConfig": [
+                {"name": [{"service": "a.A"}], "resilience": {"circuitBreaker": breaker}},
+                {
+                    "name": [{"service": "b.B"}],
+                    "resilience": {"circuitBreaker": {**breaker, "failureThreshold": threshold}},
+                },
+            ]
+        }
+
+    assert Registry(shared(3)).names == ["backend-b"]
     with pytest.raises(ValueError, match="policy 'backend-b' is given twice"):
-        Registry(shared)
+        Registry(shared(4))
 
 
 def test_unnamed_policies_are_named_by_their_chain_and_kind() -> None:
