@@ -27,6 +27,7 @@ from interceptors import (
     AdaptiveThrottle,
     Backoff,
     Bulkhead,
+    CachePolicy,
     CircuitBreaker,
     Fallback,
     HedgePolicy,
@@ -386,6 +387,17 @@ OURS_HEDGED = Approach(
     *_ours(lambda b: (HedgePolicy(delay=0.05),)),
 )
 
+OURS_CACHE_MISS = Approach(
+    "ours: cache, every call a miss",
+    lambda b: "CachePolicy(ttl=1 ns): each call finds its answer expired, asks, and keeps the new one",
+    *_ours(lambda b: (CachePolicy(ttl=1e-9),)),
+)
+OURS_CACHE_HIT = Approach(
+    "ours: cache, every call a hit",
+    lambda b: "CachePolicy(ttl=1 h): each call after the first is answered from the cache, with no call",
+    *_ours(lambda b: (CachePolicy(ttl=3600),)),
+)
+
 
 def _metrics() -> Any:
     """OpenTelemetry metrics into the SDK with an in-memory reader: the cost of recording, not of exporting."""
@@ -520,6 +532,8 @@ HEALTHY = [
     GRPC_BY_HAND,
     OURS_HEDGED,
     OURS_MEASURED,
+    OURS_CACHE_MISS,
+    OURS_CACHE_HIT,
 ]
 """Compared with a bare channel on a healthy backend."""
 UNDER_FAULTS = [BARE, BUILTIN, BUILTIN_THROTTLED, *PEERS[1:], OURS_RESILIENT, OURS_RECOMMENDED]

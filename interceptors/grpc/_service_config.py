@@ -2,8 +2,8 @@
 
 A service config's ``methodConfig`` entries become per-method chains, in this order (first outermost)::
 
-    Fallback > Timeout(timeout) > RetryPolicy | HedgePolicy > AdaptiveThrottle > Bulkhead > RateLimiter
-        > AdaptiveLimiter > CircuitBreaker > Timeout(per attempt)
+    Fallback > CachePolicy > Timeout(timeout) > RetryPolicy | HedgePolicy > AdaptiveThrottle > Bulkhead
+        > RateLimiter > AdaptiveLimiter > CircuitBreaker > Timeout(per attempt)
 
 - ``timeout``: the call's deadline (a Timeout around everything; the caller's own deadline still binds if sooner),
   never handed to grpc, whose own service-config deadline fails calls long before it passes (grpc/grpc#34547).
@@ -19,6 +19,7 @@ A service config's ``methodConfig`` entries become per-method chains, in this or
 
     "resilience": {
       "fallback": {"message": {"text": "unavailable"}},       // or {} for the response type's default
+      "cache": {"ttl": "10s", "staleIfError": "300s"},
       "circuitBreaker": {"failureRate": 0.5, "failureWindow": 20, "delay": "1s"},
       "attemptTimeout": "0.5s",
       "adaptiveThrottle": {"k": 2}, "bulkhead": {"maxConcurrent": 10, "maxWait": "0.05s"},
@@ -50,6 +51,7 @@ import grpc
 from ..engine._adaptive_limiter import AdaptiveLimiter
 from ..engine._budget import RetryBudget
 from ..engine._bulkhead import Bulkhead
+from ..engine._cache import CachePolicy
 from ..engine._circuit_breaker import CircuitBreaker
 from ..engine._delays import Backoff
 from ..engine._errors import TimeoutExceededError
@@ -90,7 +92,7 @@ _LOAD_POLICIES: tuple[tuple[str, Callable[..., Policy], str | None], ...] = (
     ("adaptiveLimiter", AdaptiveLimiter, None),
     ("circuitBreaker", CircuitBreaker, None),
 )
-_EXTENSION_KEYS = ("fallback", "attemptTimeout", *(key for key, _, _ in _LOAD_POLICIES))
+_EXTENSION_KEYS = ("fallback", "cache", "attemptTimeout", *(key for key, _, _ in _LOAD_POLICIES))
 
 # the keys of each object of a config (gRFC A2, A6; the extension's above): JSON keys are camelCase
 _TOP_KEYS = ("methodConfig", "loadBalancingConfig", "loadBalancingPolicy", "retryThrottling", "healthCheckConfig")
@@ -433,6 +435,8 @@ def _chain(
     chain: list[Policy] = []
     if "fallback" in extension:
         chain.append(_policy(Fallback, None, extension["fallback"], f"{path}.resilience.fallback"))
+    if "cache" in extension:
+        chain.append(_policy(CachePolicy, None, extension["cache"], f"{path}.resilience.cache"))
     if entry.get("timeout") is not None:
         chain.append(Timeout(_duration(entry["timeout"], f"{path}.timeout", positive=True)))
     attempt_timeout = extension.get("attemptTimeout")
