@@ -174,6 +174,7 @@ class AdaptiveLimiter(Policy):
             places.resize(min(max(places.limit, self.min_limit), self.max_limit))
             object.__setattr__(self, "_places", places)
             self._reset(old._baseline, self.clock.now())
+            object.__setattr__(old, "window", math.inf)  # its calls in flight no longer move the limit they share
 
     @property
     def in_flight(self) -> int:
@@ -194,12 +195,14 @@ class AdaptiveLimiter(Policy):
             return LimiterPermit(self, held=False)
         return LimiterPermit(self)
 
-    def _rejected(self, method: str | None) -> LimitExceededError:
+    def _rejected(self, method: str | None, dry_run: bool | None = None) -> LimitExceededError:
+        """Report a rejection (``dry_run``: made in dry run, by default as this limiter is) and make its error."""
         places = self._places
         if self.on_rejected is not None or self._observers:
+            dry = self.dry_run if dry_run is None else dry_run
             options.emit(
                 self.on_rejected,
-                LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method, self.dry_run),
+                LimitExceeded(places.limit, places.in_flight, places.waiting, self.name, method, dry),
                 self._observers,
             )
         return LimitExceededError(f"concurrency limit of {places.limit} reached ({places.waiting} waiting)")

@@ -119,8 +119,8 @@ class RetryBudget:
 
     def inherit(self, old: RetryBudget) -> None:
         """Take over ``old``'s state, the budget this one replaces when a :class:`~interceptors.Registry` reloads:
-        its tokens (a token bucket, at most this one's size), or its window of calls and retries (of the same
-        length)."""
+        its tokens (a token bucket, at most this one's size; copied: the retries of calls still in flight through
+        ``old`` draw on its own), or its window of calls and retries (of the same length; shared)."""
         if bool(old._max_tokens) != bool(self._max_tokens):
             return
         with old._lock:

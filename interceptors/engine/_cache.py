@@ -38,8 +38,10 @@ class CacheEntry:
 class CacheStore(Protocol):
     """Where a :class:`CachePolicy` keeps its answers: the in-process :class:`MemoryCache` by default, or your own
     (say, on a shared store). Keys are tuples of the method's name and the request's key (hashable; gRPC: bytes).
-    Methods are called from any thread and must not raise (a store that raises is logged, and the call goes on
-    uncached)."""
+    Methods are called from any thread, and on the event loop of async calls: keep them fast (a networked store
+    answers from a local copy). A store that raises, or gives what is not a :class:`CacheEntry`, is logged, and the
+    call goes on uncached. Entries' ``stored`` times are on the policy's clock: processes that share a store need a
+    clock they share (a ``clock=`` whose ``now()`` is wall time); an entry from the future is never served."""
 
     def get(self, key: Hashable) -> CacheEntry | None:
         """The entry kept for ``key``, or None."""
@@ -124,7 +126,9 @@ class CachePolicy(Policy):
 
     The key is the method's name with the request's key: by default what the transport tells of the request (gRPC:
     the serialized request; plain calls: the request itself if hashable), or ``key(request)``. A call whose key
-    is None, or whose key function raises (logged once), goes uncached. Failures and fallbacks' answers are never
+    is None, or whose key function raises (logged once), goes uncached. The request alone decides: every caller of
+    the channel shares the answers, so a method whose answer depends on who asks (credentials, a tenant in the
+    metadata) needs no cache, or a channel per caller. Failures and fallbacks' answers are never
     kept, nor an answer of more than ``max_entry_bytes``; only calls of one request and one answer are cached (gRPC:
     unary calls; streams go through untouched). Memory is bounded: the default store keeps at most
     ``max_entries`` entries and ``max_bytes`` bytes, least recently used first out.
@@ -229,10 +233,14 @@ class CachePolicy(Policy):
 
     def _get(self, key: Hashable) -> CacheEntry | None:
         try:
-            return self.store.get(key)
+            entry = self.store.get(key)
         except Exception as error:
             self._log_once("store's get", error)
             return None
+        if entry is not None and not isinstance(entry, CacheEntry):
+            self._log_once("store's get", TypeError(f"a store must give a CacheEntry or None, got {entry!r}"))
+            return None
+        return entry
 
     def _fresh(self, execution: Execution, key: Hashable) -> tuple[CacheEntry | None, Any]:
         """The entry kept for ``key`` (None: none, or too old to serve even stale, then forgotten), and the fresh
@@ -240,10 +248,14 @@ class CachePolicy(Policy):
         entry = self._get(key)
         if entry is not None:
             age = self.clock.now() - entry.stored
-            if age < self.ttl:
-                return entry, self._answer(execution, entry, age, None)
-            if self.stale_if_error is None or age >= self.ttl + self.stale_if_error:
-                entry = None
+            if 0.0 <= age < self.ttl:
+                answer = self._answer(execution, entry, age, None)
+                if answer is not _MISS:
+                    return entry, answer
+                entry = None  # it gives no answer
+            elif age < 0.0 or self.stale_if_error is None or age >= self.ttl + self.stale_if_error:
+                entry = None  # kept on another clock, or too old even to stand in for a failure
+            if entry is None:
                 self._remove(key)
         self._missed(execution)
         return entry, _MISS
@@ -259,8 +271,13 @@ class CachePolicy(Policy):
             options.emit(self.on_miss, CacheMiss(self.name, execution.semantics.method), self._observers)
 
     def _answer(self, execution: Execution, entry: CacheEntry, age: float, failure: BaseException | None) -> Any:
-        """The kept answer, recorded as the one the call gets in place of its attempts (see ``Execution.fallback``)."""
-        answer = execution.semantics.from_kept(entry.value)
+        """The kept answer, recorded as the one the call gets in place of its attempts (see ``Execution.fallback``);
+        :data:`_MISS` when what was kept gives no answer (logged once)."""
+        try:
+            answer = execution.semantics.from_kept(entry.value)
+        except Exception as error:
+            self._log_once("kept answer's reading", error)
+            return _MISS
         real = None if failure is None else execution.semantics.caller_error(underlying_failure(failure))
         event = CacheHit(answer, age, failure is not None, real, self.name, execution.semantics.method)
         execution.fallback = event
@@ -279,8 +296,9 @@ class CachePolicy(Policy):
         return self._answer(execution, entry, age, failure)
 
     def _keep(self, execution: Execution, key: Hashable, result: Any) -> None:
-        """Keep the answer ``result`` carries, unless it is a fallback's (or too large)."""
-        if execution.fallback is not None:
+        """Keep the answer ``result`` carries, unless it is a fallback's, one judged a failure (see
+        ``Execution.unwanted``) or too large."""
+        if execution.fallback is not None or execution.unwanted is not None:
             return
         semantics = execution.semantics
         try:

@@ -69,8 +69,8 @@ class CircuitBreaker(Policy):
     :param max_delay: the longest a growing open time gets, seconds (default 10 times ``delay``).
     :param delay_reset: seconds the breaker must stay closed for the next opening to last ``delay`` again (default
         ``max_delay``).
-    :param half_open_max_wait: seconds a half-open breaker waits for its trial calls to decide before it opens
-        again (default None: as long as they take).
+    :param half_open_max_wait: seconds a half-open breaker waits for the trial calls in flight to decide (from the
+        first of them) before it opens again (default None: as long as they take).
     :param jitter_factor: share of ``delay`` to move it by, at most, either way (default 0).
     :param pushback: stay open as long as the failure that opened it asked (True: the transport's way; a function
         of the failure: yours), capped at ``max_pushback`` (default False).

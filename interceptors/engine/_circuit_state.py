@@ -160,6 +160,8 @@ class CircuitStateMachine:
             now = self._config.clock.now()
             self._advance(now)
             if self.state is HALF_OPEN and self._trials < self._config.success_window:
+                if not self._trials:
+                    self._half_open_since = now  # the trials in flight are waited for from now
                 self._trials += 1
                 admitted: int | None = self.generation
             elif self.state in (CLOSED, DISABLED):
@@ -252,12 +254,13 @@ class CircuitStateMachine:
         self._publish()
 
     def _due(self, now: float) -> bool:
-        """Whether the state's time is up: OPEN past its delay, HALF_OPEN past its ``half_open_max_wait``."""
+        """Whether the state's time is up: OPEN past its delay, HALF_OPEN with trials in flight for longer than its
+        ``half_open_max_wait`` (from when the first of them was admitted)."""
         state = self.state
         if state is OPEN:
             return now >= self._open_until
         wait = self._config.half_open_max_wait
-        return state is HALF_OPEN and wait is not None and now >= self._half_open_since + wait
+        return state is HALF_OPEN and wait is not None and self._trials > 0 and now >= self._half_open_since + wait
 
     def _advance(self, now: float) -> None:
         """Leave a state whose time is up (see :meth:`_due`): OPEN turns HALF_OPEN (when the gate lets it), and a

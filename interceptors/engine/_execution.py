@@ -16,6 +16,7 @@ from ._priority import PRIORITY, Priority
 
 if TYPE_CHECKING:
     from ._events import CacheHit, FallbackExecuted
+    from ._results import ResultFailure
 
 __all__ = ["Deferred", "Execution", "Semantics", "settle"]
 
@@ -189,6 +190,9 @@ class Execution:
       before running the chain again to resume it: the RetryPolicy treats it as the last attempt's failure (its
       classification, delay, attempt count and budget) before it starts the next attempt.
 
+    ``unwanted`` is set when the answer the call ends with is one a policy's result predicate judged a failure (its
+    retries ran out): policies outside that keep answers (a cache) do not keep it.
+
     ``priority`` is the call's :class:`~interceptors.Priority`: the ambient one when it started (see
     :func:`~interceptors.prioritized`), or what the transport sets (a channel's default); None: none said.
 
@@ -220,6 +224,7 @@ class Execution:
         "semantics",
         "settle",
         "start_time",
+        "unwanted",
     )
     abandoned: bool
     attempt_start_time: float
@@ -250,6 +255,7 @@ class Execution:
         self.attempts = 1
         self.last_failure: BaseException | None = None
         self.fallback: FallbackExecuted | CacheHit | None = None
+        self.unwanted: ResultFailure | None = None
         self.settle: list[Settle] | None = None
         self.committed = self.deferred = False
         self.resuming: BaseException | None = None
@@ -272,7 +278,7 @@ class Execution:
         not bear well)."""
         if self.last_failure is not None:
             forget_frames(self.last_failure)  # frames that hold what holds it (the call's future, a bound method)
-        self.last_failure = self.resuming = self.fallback = None
+        self.last_failure = self.resuming = self.fallback = self.unwanted = None
         self.on_cancel = None
         self._fn = _over  # what made the attempts may hold what holds this execution
 
@@ -283,6 +289,7 @@ class Execution:
         child._fn, child.clock, child.semantics, child.request = self._fn, self.clock, self.semantics, self.request
         child.deadline, child.start_time, child.attempt_start_time = self.deadline, self.start_time, self.clock.now()
         child.attempts, child.last_failure, child.fallback, child.resuming = attempts, None, None, None
+        child.unwanted = None
         child.settle = None if self.settle is None else []
         child.committed = child.abandoned = child.deferred = False
         child.on_cancel, child.offload, child.priority = None, self.offload, self.priority
@@ -292,6 +299,7 @@ class Execution:
         """Take the outcome of ``child`` (a :meth:`fork`) as this execution's: its fallback, failure, commitment,
         what settles it, and how to cancel it."""
         self.last_failure, self.fallback, self.committed = child.last_failure, child.fallback, child.committed
+        self.unwanted = child.unwanted
         self.on_cancel = child.on_cancel
         if self.settle is not None and child.settle:
             self.settle.extend(child.settle)

@@ -364,7 +364,7 @@ class _Race:
         policy, execution = self._policy, self.execution
         budget = policy.budget
         if failure is None and policy._judge is not None and (unwanted := policy._judge(child, result)) is not None:
-            execution.last_failure = unwanted
+            execution.last_failure = child.unwanted = unwanted  # the call's, if it ends with this answer
             if budget is not None:
                 budget.record_outcome(failed=True)
             self._pass_over_last(outcome)
@@ -423,8 +423,11 @@ class _Race:
         then (see :meth:`discarded`)."""
         with self.lock:
             self._forgotten = True
+            last = self._last  # still kept: the race ended without finishing (its caller was cancelled)
             self.decided = self._last = self._brought_by = None
             ended, self._ended = self._ended, []
+        if last is not None and last[2] is None:
+            discard(*last)  # an answer judged a failure that nobody takes: its stream cancelled, its places given back
         for outcome in ended:
             forget_attempt(*outcome)
 
@@ -468,7 +471,7 @@ class _Race:
         with self.lock:
             self.over = True
             losers, self.running = self.running, []
-            last = self._last
+            last, self._last = self._last, None
         if last is not None and last[2] is None and last[0] is not winner:  # an answer judged a failure, not taken
             passed_over(last[0])
         policy = self._policy

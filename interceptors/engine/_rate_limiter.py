@@ -130,7 +130,8 @@ class RateLimiter(Policy):
         return wait, True
 
     def inherit(self, old: Policy) -> None:
-        """Keep the permits ``old`` gave out lately (the same kind, smooth or bursty): a reload opens no burst."""
+        """Keep the permits ``old`` gave out lately (the same kind, smooth or bursty): a reload opens no burst. They are
+        copied: the retries of calls still in flight through ``old`` draw on its own."""
         if isinstance(old, RateLimiter) and old.bursty == self.bursty:
             with old._lock:
                 object.__setattr__(self, "_next", old._next)

@@ -30,8 +30,11 @@ class ResultFailure(Exception):
     a failure: what retries, breakers, hedges and fallbacks report for it in their events."""
 
     def __init__(self, result: Any) -> None:
-        super().__init__(f"the answer was judged a failure: {options.shown(result)}")
+        super().__init__()
         self.result = result
+
+    def __str__(self) -> str:
+        return f"the answer was judged a failure: {options.shown(self.result)}"
 
 
 class Judge:
@@ -50,7 +53,7 @@ class Judge:
             return None
         try:
             answer = execution.semantics.response_of(result, execution)
-            failed = self.predicate(answer)
+            failed = bool(self.predicate(answer))
         except Exception:
             if not self._logged:
                 self._logged = True
@@ -74,11 +77,12 @@ def passed_over(execution: Execution) -> None:
     instead, another hedge wins): a stream that committed is cancelled, and the policies inside that wait for its end
     learn now that it answered (they judged its answer by their own rules when it came)."""
     callbacks = execution.settle
-    if not callbacks:
+    if callbacks is None:  # a unary call: nothing is left running
         return
     cancel = execution.on_cancel
     if cancel is not None:
         cancel()
-    waiting = list(callbacks)
-    callbacks.clear()
-    settle(waiting, None)
+    if callbacks:
+        waiting = list(callbacks)
+        callbacks.clear()
+        settle(waiting, None)

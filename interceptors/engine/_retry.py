@@ -319,6 +319,7 @@ class RetryPolicy(Policy):
                         return result
                     retry = self._retry_answer(execution, unwanted)
                     if retry is None:
+                        execution.unwanted = unwanted
                         return result
                     delay = retry
                 sleep(delay)
@@ -349,6 +350,7 @@ class RetryPolicy(Policy):
                         return result
                     retry = self._retry_answer(execution, unwanted)
                     if retry is None:
+                        execution.unwanted = unwanted
                         return result
                     delay = retry
                 await sleep(delay)

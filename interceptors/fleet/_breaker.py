@@ -7,6 +7,7 @@ from typing import Any
 from ..engine import _options as options
 from ..engine._circuit_breaker import CircuitBreaker
 from ..engine._events import CircuitState, CircuitStateChanged, FleetModeChanged
+from ..engine._policy import Policy
 from ._member import LOCAL, FleetMember
 from ._scripts import MEMBERS, TALLY, script
 from ._store import FleetStore, checked_name
@@ -187,6 +188,10 @@ class FleetCircuitBreaker(CircuitBreaker):
 
     def __repr__(self) -> str:
         return f"FleetCircuitBreaker({self.key!r}, store={self.store!r}, {super().__repr__()})"
+
+    def inherit(self, old: Policy) -> None:
+        """Nothing: a fleet breaker's state is the fleet's, which the new one hears at its first exchange (the one it
+        replaces leaves the store when it is dropped)."""
 
 
 class _Evidence(FleetMember):

@@ -336,7 +336,8 @@ class CallExecution(Execution):
 
     def adopt(self, child: Execution) -> None:
         super().adopt(child)
-        self.call = cast(CallExecution, child).call
+        adopted = cast(CallExecution, child)
+        self.call, self.response = adopted.call, adopted.response
 
     def release(self) -> None:
         super().release()
@@ -479,14 +480,16 @@ class RoutedMethod:
 
     def __init__(self, multicallable: Any, router: Router, method: str) -> None:
         self._multicallable, self._router, self._method = multicallable, router, method
-        self._route, self._version = router.route(method, calling=False), router.version
+        self._version = router.version  # read first: a reload meanwhile makes the route again at the first call
+        self._route = router.route(method, calling=False)
 
     def route(self) -> Route | None:
         """The route of a call of it: the method's own (made again after the router's registry reloaded), else the
         call's (see :meth:`Router.route`)."""
         router = self._router
-        if self._version != router.version:
-            self._route, self._version = router.route(self._method), router.version
+        version = router.version
+        if self._version != version:
+            self._route, self._version = router.route(self._method), version
         route = self._route
         return route if route is not None else router.route(self._method)
 
@@ -755,7 +758,8 @@ class Router:
             raise ValueError("give a registry, or policies and methods: the registry's chains are the channel's")
         if not callable(getattr(registry, "_serve", None)):
             raise ValueError(f"registry must be an interceptors.Registry, got {registry!r}")
-        self._state = _Routes(registry._serve(self), {}, {}, {})
+        plan = registry._serve(self)
+        self._state = _Routes(plan, {}, {}, dict.fromkeys(key[1:].partition("/")[0] for key in plan.methods))
 
     @property
     def retries(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,8 @@ from ._core import MethodPolicies, Plan, Router
 from ._service_config import from_service_config
 
 __all__ = ["Registry"]
+
+_log = logging.getLogger("interceptors")
 
 Config = str | bytes | Mapping[str, Any]
 THROTTLING = "retryThrottling"
@@ -78,14 +81,14 @@ class Registry:
         config that cannot be served."""
         with self._lock:
             plan, named, budgets, _ = self._built(config, policies, methods, self._named)
-            for name, policy in named.items():
-                old = self._named.get(name)
-                if old is not None and old is not policy:
-                    policy.inherit(old)
-            for name, budget in budgets.items():
-                old_budget = self._budgets.get(name)
-                if old_budget is not None and old_budget is not budget:
-                    budget.inherit(old_budget)
+            pairs: list[tuple[Any, Any]] = [(policy, self._named.get(name)) for name, policy in named.items()]
+            pairs += [(budget, self._budgets.get(name)) for name, budget in budgets.items()]
+            for new, old in pairs:
+                if old is not None and old is not new:
+                    try:
+                        new.inherit(old)
+                    except Exception:
+                        _log.exception("%r could not take over the state of %r: it starts afresh", new, old)
             plan = plan.again()  # its chains run on the state they took over
             self._plan, self._named, self._budgets = plan, named, budgets
             self.version += 1

@@ -213,7 +213,7 @@ class _Shedding:
 
     def _overloaded(self) -> End | Refusal:
         if self._limiter is not None:
-            self._limiter._rejected(None)  # its event
+            self._limiter._rejected(None, self.dry_run or None)  # its event
         self._count_refusal("overload")
         if self.dry_run:
             return nothing_to_end

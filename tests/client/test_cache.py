@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from interceptors import CACHE_METADATA_KEY, FALLBACK_METADATA_KEY, CachePolicy, CircuitBreaker
+from interceptors import CACHE_METADATA_KEY, FALLBACK_METADATA_KEY, CachePolicy, CircuitBreaker, HedgePolicy
 from interceptors.testing import FakeClock
 
 from ..support.clients import PATHS, STREAM_KINDS, Client, returns_call
@@ -76,3 +76,12 @@ def test_streams_go_through_uncached(server: ScriptedServer, path: str, kind: st
         call(client, kind, 2, id=f"stream-{kind}")
         call(client, kind, 2, id=f"stream-{kind}")
     assert server.attempts(f"stream-{kind}") == 2
+
+
+@paths
+def test_a_cache_outside_a_hedge_keeps_the_answer_of_the_attempt_that_won(server: ScriptedServer, path: str) -> None:
+    with Client(path, server.target, CachePolicy(ttl=60), HedgePolicy(delay=0.02)) as client:
+        first = client.unary(Request(id="raced", sleep_ms=300, sleep_attempts=1), timeout=10)
+        again = client.unary(Request(id="raced", sleep_ms=300, sleep_attempts=1), timeout=10)
+    assert first.error is None and first.reply.id == "raced"
+    assert again.reply == first.reply

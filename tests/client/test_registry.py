@@ -5,6 +5,7 @@ policies whose name stays (an open breaker stays open), and a bad config changes
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Any
@@ -180,3 +181,16 @@ def test_reloads_under_32_threads_of_traffic_fail_no_call_and_keep_an_open_break
     assert not failures, failures[:3]
     assert calls[0] >= 32 and server.attempts("down") == 0
     assert registry.version == 20
+
+
+def test_a_policy_that_cannot_take_over_starts_afresh(caplog: pytest.LogCaptureFixture) -> None:
+    class Stubborn(CircuitBreaker):
+        def inherit(self, old: Any) -> None:
+            raise RuntimeError("no")
+
+    registry = Registry(policies=[Stubborn(name="b")])
+    registry["b"].open()  # type: ignore[attr-defined]
+    with caplog.at_level(logging.ERROR, "interceptors"):
+        registry.reload(policies=[Stubborn(name="b")])
+    assert registry["b"].state is CircuitState.CLOSED  # type: ignore[attr-defined]
+    assert registry.version == 1 and any("could not take over" in r.getMessage() for r in caplog.records)

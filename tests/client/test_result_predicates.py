@@ -4,6 +4,7 @@ breakers, hedged over and replaced by fallbacks; streams are judged when they co
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -19,8 +20,8 @@ from interceptors import (
     RetryPolicy,
 )
 
-from ..support.clients import PATHS, STREAM_KINDS, Client, returns_call
-from ..support.server import Request, ScriptedServer
+from ..support.clients import PATHS, STREAM_KINDS, Client, returns_call, wait_until
+from ..support.server import AIO_LOOP, Request, ScriptedServer
 from .test_stream_retries import STREAM_PATHS, call
 
 FAST = Backoff(initial=0.01, maximum=0.02)
@@ -119,3 +120,28 @@ def test_a_fallback_replaces_a_server_stream_whose_first_message_is_judged_a_fai
         ended = call(client, "server_stream", 3, id="stream-replaced")
     assert [m.text for m in ended.messages] == ["cached"]
     assert ended.trailing[FALLBACK_METADATA_KEY] == "OK"
+
+
+@pytest.mark.parametrize("path", STREAM_PATHS)
+def test_a_server_stream_replaced_by_a_fallback_is_cancelled(server: ScriptedServer, path: str) -> None:
+    """No policy inside waits for its end: it is cancelled at once all the same (the server sees it while the caller
+    still holds the stream, its first message read)."""
+    request = Request(id="let-go", count=3, pause_ms=5000)
+    with Client(path, server.target, Fallback(message={"text": "cached"}, handle_result=before(9))) as client:
+        if client.is_aio:
+
+            async def first() -> Any:
+                stream = client.stub.ServerStream(request)
+                message = await stream.read()
+                await asyncio.get_running_loop().run_in_executor(None, wait_until, cancelled)
+                return message
+
+            def cancelled() -> bool:
+                return "let-go" in server.recorder.cancelled
+
+            assert AIO_LOOP.run(first()).text == "cached"
+        else:
+            stream = client.stub.ServerStream(request)
+            assert next(stream).text == "cached"
+            wait_until(lambda: "let-go" in server.recorder.cancelled)
+            del stream

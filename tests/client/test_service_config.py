@@ -189,7 +189,10 @@ RETRY = "retryPolicy"
         ({"retryThrottling": {"maxTokens": 10}}, r"retryThrottling.tokenRatio: is required"),
         ({"retryThrottling": {"maxTokens": 0, "tokenRatio": 0.1}}, r"retryThrottling.maxTokens: must be a number"),
         ({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0}}, r"retryThrottling.tokenRatio: must be a number"),
-        (config(resilience={"breaker": {}}), r"resilience\.breaker: unknown key; known: fallback, attemptTimeout"),
+        (
+            config(resilience={"breaker": {}}),
+            r"resilience\.breaker: unknown key; known: fallback, cache, attemptTimeout",
+        ),
         (config(resilience={"circuitBreaker": {"failureRate": 2}}), r"resilience.circuitBreaker: .*failure_rate"),
         (config(resilience={"circuitBreaker": {"colour": "red"}}), r"resilience.circuitBreaker: .*colour"),
         (config(resilience={"bulkhead": 3}), r"resilience.bulkhead: must be an object"),

@@ -226,3 +226,19 @@ def test_a_dry_run_lets_async_calls_through(clock: FakeClock) -> None:
 def test_bad_mode_options_are_refused_naming_them(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CircuitBreaker(**options)
+
+
+def test_half_open_max_wait_counts_only_while_trials_are_in_flight(clock: FakeClock) -> None:
+    """A half-open breaker nobody calls stays half-open; the wait runs from its first trial in flight."""
+    breaker = CircuitBreaker(failure_threshold=1, delay=5, half_open_max_wait=2, success_threshold=2, clock=clock)
+    breaker.open()
+    clock.advance(5)
+    assert breaker.state is HALF_OPEN
+    clock.advance(60)  # idle: nothing to wait for
+    assert breaker.state is HALF_OPEN
+    breaker.acquire_permit().record()  # a trial that came back
+    clock.advance(60)
+    assert breaker.state is HALF_OPEN
+    breaker.acquire_permit()  # one that hangs
+    clock.advance(2)
+    assert breaker.state is OPEN

@@ -204,3 +204,40 @@ def test_async_calls_are_cached_too(clock: FakeClock) -> None:
 def test_bad_options_are_refused_naming_them(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CachePolicy(**options)
+
+
+def test_what_a_store_gives_that_is_no_answer_fails_no_call(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    class Odd:
+        def __init__(self, entry: Any) -> None:
+            self.entry = entry
+
+        def get(self, key: Any) -> Any:
+            return self.entry
+
+        def put(self, key: Any, entry: CacheEntry) -> None:
+            pass
+
+        def remove(self, key: Any) -> None:
+            pass
+
+    backend = Backend()
+    with caplog.at_level(logging.ERROR, "interceptors"):
+        for entry in ("not an entry", CacheEntry("x", 1, clock.now() + 100)):  # garbage; from another clock's future
+            assert ask(Executor(CachePolicy(ttl=10, store=Odd(entry), clock=clock)), backend, "a").startswith("a#")
+    assert backend.calls == 2
+    assert any("must give a CacheEntry" in r.getMessage() for r in caplog.records)
+
+
+def test_an_entry_that_cannot_be_read_back_is_a_miss(clock: FakeClock, caplog: pytest.LogCaptureFixture) -> None:
+    from interceptors.engine import Semantics
+
+    class Fragile(Semantics):
+        def from_kept(self, kept: Any) -> Any:
+            raise ValueError("truncated")
+
+    executor, backend = Executor(CachePolicy(ttl=10, clock=clock)), Backend()
+    with caplog.at_level(logging.ERROR, "interceptors"):
+        for _ in range(2):
+            executor.call_with_execution(backend, request="a", semantics=Fragile())
+    assert backend.calls == 2
+    assert any("kept answer's reading failed" in r.getMessage() for r in caplog.records)

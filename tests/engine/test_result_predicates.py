@@ -187,3 +187,48 @@ def test_predicates_must_be_functions_of_the_answer() -> None:
     ):
         with pytest.raises(ValueError, match=r"(handle_result|non_fatal_result) must be a function of \(answer\)"):
             make()
+
+
+def test_a_cancelled_race_lets_go_of_an_answer_it_judged_and_kept() -> None:
+    """A stream's answer judged non-fatal is the race's latest; the caller is cancelled before any other answers:
+    that answer's attempt is given up (the bulkhead inside gets its place back), not kept for ever."""
+    from interceptors import Bulkhead
+    from interceptors.engine import SYSTEM_CLOCK, Execution
+
+    async def scenario() -> None:
+        bulkhead = Bulkhead(5)
+        executor = Executor(HedgePolicy(delay=10, max_attempts=2, non_fatal_result=lambda answer: True), bulkhead)
+        hang = asyncio.Event()
+
+        async def attempt(execution: Execution) -> Any:
+            if execution.attempts == 1:
+                return "pending"
+            await hang.wait()
+
+        execution = Execution(attempt, clock=SYSTEM_CLOCK)
+        execution.settle = []  # as a stream's: each attempt holds its place until it ends
+        task = asyncio.ensure_future(executor.arun_execution(execution))
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if bulkhead.in_flight == 2:
+                break
+        assert bulkhead.in_flight == 2
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0)
+        assert bulkhead.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_cache_outside_does_not_keep_an_answer_judged_a_failure(clock: FakeClock) -> None:
+    from interceptors import CachePolicy
+
+    answers = Answers("pending", "pending", "pending", "done")
+    executor = Executor(
+        CachePolicy(ttl=60, clock=clock), RetryPolicy(max_attempts=2, handle_result=pending, clock=clock)
+    )
+    assert executor.call_with_execution(answers, request="job") == "pending"  # retries ran out: not kept
+    assert executor.call_with_execution(answers, request="job") == "done"
+    assert executor.call_with_execution(answers, request="job") == "done"  # kept
+    assert answers.count == 4
