@@ -387,6 +387,14 @@ OURS_HEDGED = Approach(
     *_ours(lambda b: (HedgePolicy(delay=0.05),)),
 )
 
+OURS_STALE = Approach(
+    "ours: recommended + stale cache",
+    lambda b: (
+        "CachePolicy(ttl=1 ms, stale_if_error=60 s) in front of the recommended chain: fresh answers for hardly any "
+        "call, an answer kept from before the outage for the calls it fails"
+    ),
+    *_ours(lambda b: (CachePolicy(ttl=0.001, stale_if_error=60), *recommended(b))),
+)
 OURS_CACHE_MISS = Approach(
     "ours: cache, every call a miss",
     lambda b: "CachePolicy(ttl=1 ns): each call finds its answer expired, asks, and keeps the new one",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -263,13 +264,14 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         "started on schedule whatever earlier calls do. Attempts per call = calls the backend saw during the outage "
         "/ calls made during it.",
         "",
-        "| approach | attempts per call, whole outage | after its first second | recovery to first success |",
-        "|---|---|---|---|",
+        "| approach | success | attempts per call, whole outage | after its first second | recovery to first success |",
+        "|---|---|---|---|---|",
     ]
     for name, r in outage.items():
         rec = r["recovery_to_first_success_s"]
         whole, settled_rate = r["attempts_per_call_during_outage"], r["attempts_per_call_after_first_second"]
-        out.append(f"| {name} | {whole:.2f} | {settled_rate:.2f} | {'-' if rec is None else f'{rec * 1000:.0f} ms'} |")
+        recovered = "-" if rec is None else f"{rec * 1000:.0f} ms"
+        out.append(f"| {name} | {r['success_rate']:.0%} | {whole:.2f} | {settled_rate:.2f} | {recovered} |")
     settled = ours["attempts_per_call_after_first_second"]
     out += [
         "",
@@ -318,7 +320,38 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         out += _fleet(results["fleet"])
     if "priorities" in results:
         out += _priorities(results["priorities"])
+    if "reload" in results:
+        out += _reload(results["reload"])
     return "\n".join(out)
+
+
+def _reload(suite: dict[str, Any]) -> list[str]:
+    """Section 10: calls through a Registry's channel, without and with reloads, side by side."""
+    out = [
+        "",
+        "## 10. Reloading a registry under load",
+        "",
+        f"{suite['rate']:g} calls a second from {suite['workers']} threads for {suite['seconds']:g} s through a "
+        "`Registry`'s channel (a retry, and a breaker named `b`), on a healthy backend, with no reload and reloaded "
+        f"again and again (each config with other retry and breaker options), side by side in {suite['rounds']} "
+        "rounds: the median of the rounds' figures, and their range.",
+        "",
+        "| run | reloads | success | p50 | p99 | max |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def spread(runs: list[dict[str, Any]], key: str) -> str:
+        values = sorted(r[key] * 1000 for r in runs)
+        return f"{statistics.median(values):.1f} ms ({values[0]:.1f} to {values[-1]:.1f})"
+
+    for name, runs in suite["runs"].items():
+        success = min(r["success_rate"] for r in runs)
+        reloads = sum(r["reloads"] for r in runs)
+        out.append(
+            f"| {name} | {reloads} | {success:.2%} | {spread(runs, 'p50_s')} | {spread(runs, 'p99_s')} | "
+            f"{spread(runs, 'max_s')} |"
+        )
+    return out
 
 
 def _fleet(fleet: dict[str, Any]) -> list[str]:

@@ -37,6 +37,7 @@ from bench.approaches import (
     GRPC_BY_HAND,
     HEALTHY,
     NO_RETRIES,
+    OURS_STALE,
     REQUEST,
     UNDER_FAULTS,
     Approach,
@@ -45,7 +46,7 @@ from bench.approaches import (
 )
 from bench.backend import Backend, Hop
 from bench.stats import Batch, measure, paired, percentile, quartiles
-from interceptors import CircuitBreaker, RetryPolicy, resilient_channel
+from interceptors import CircuitBreaker, Registry, RetryPolicy, resilient_channel
 
 RESULTS = Path(__file__).parent / "results"
 PACKAGES = ["grpcio", "protobuf", "grpc-resilience-interceptors", "tenacity", "pybreaker", "redress", "matplotlib"]
@@ -267,7 +268,7 @@ def outage(
 ) -> dict[str, Any]:
     """Healthy ``before`` s, then every call UNAVAILABLE (no pushback) ``during`` s, then healthy ``after`` s;
     calls start at ``rate`` per second, from enough ``workers`` that a slow call never delays the next ones."""
-    return {a.name: _outage(a, before, during, after, rate, workers) for a in UNDER_FAULTS}
+    return {a.name: _outage(a, before, during, after, rate, workers) for a in [*UNDER_FAULTS, OURS_STALE]}
 
 
 def _outage(
@@ -324,6 +325,54 @@ class _StateSampler:
         self._stopped.set()
         self._thread.join()
         return self.states
+
+
+def reload(
+    seconds: float = 4.0, workers: int = 16, rate: float = 400, every: float = 0.05, rounds: int = 3
+) -> dict[str, Any]:
+    """Calls through a Registry's channel, ``rate`` a second from ``workers`` threads for ``seconds``, with no reload
+    and with a reload every ``every`` s (alternating retry and breaker options, one breaker's name kept), side by side
+    in ``rounds`` rounds (alternating which goes first): latency and failures of each run."""
+    runs: dict[str, list[dict[str, Any]]] = {"no reload": [], f"a reload every {every * 1000:.0f} ms": []}
+    with Backend() as backend:
+        for round_ in range(rounds):
+            order = list(runs.items()) if round_ % 2 == 0 else list(runs.items())[::-1]
+            for name, measured in order:
+                measured.append(_reloading(backend, seconds, workers, rate, None if name == "no reload" else every))
+    return {"seconds": seconds, "workers": workers, "rate": rate, "rounds": rounds, "runs": runs}
+
+
+def _reloading(backend: Backend, seconds: float, workers: int, rate: float, every: float | None) -> dict[str, Any]:
+    registry = Registry(_reloaded(0))
+    channel = resilient_channel(backend.target, registry=registry)
+    client = Client(partial(service_b_pb2_grpc.ServiceBStub(channel).Hello, REQUEST, timeout=2), channel.close)
+    client.call()
+    stop = threading.Event()
+
+    def reloading() -> None:
+        n = 0
+        while every is not None and not stop.wait(every):
+            n += 1
+            registry.reload(_reloaded(n))
+
+    reloader = threading.Thread(target=reloading)
+    reloader.start()
+    outcomes = _outcomes(client, count=round(seconds * rate), workers=workers, rate=rate)
+    stop.set()
+    reloader.join()
+    client.close()
+    summary = _latency_summary(outcomes, backend)
+    summary.pop("latencies_s")
+    return {**summary, "reloads": registry.version}
+
+
+def _reloaded(n: int) -> dict[str, Any]:
+    """The n-th config of the reload suite: 2 to 4 attempts, a breaker named "b" with a threshold moving with n."""
+    retry = {"maxAttempts": 2 + n % 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s", "backoffMultiplier": 2}
+    retry["retryableStatusCodes"] = ["UNAVAILABLE"]
+    breaker = {"name": "b", "failureRate": 0.5, "failureWindow": 20 + n % 5, "delay": "1s"}
+    entry = {"name": [{}], "retryPolicy": retry, "resilience": {"circuitBreaker": breaker}}
+    return {"methodConfig": [entry]}
 
 
 def slow_backend(calls: int = 16, workers: int = 8, delay: float = 5.0, allowed: float = 1.0) -> dict[str, Any]:
@@ -519,6 +568,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "tail": tail.run,
     "fleet": fleet.run,
     "priorities": priorities.run,
+    "reload": reload,
 }
 
 

@@ -22,10 +22,23 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "amplification": lambda: run.amplification(calls=3, rate=20, workers=3),
         "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
         "streams": lambda: streams.run(batches=2),
+        "reload": lambda: run.reload(seconds=0.3, workers=4, rate=40, every=0.05, rounds=1),
     }
     results = run.run(suites, tmp_path)
     written = (tmp_path / "REPORT.md").read_text()
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4a.", "## 4b.", "## 4c.", "## 4d.", "## 4e.", "## 5.", "## 6."):
+    for heading in (
+        "## 1.",
+        "## 2.",
+        "## 3.",
+        "## 4a.",
+        "## 4b.",
+        "## 4c.",
+        "## 4d.",
+        "## 4e.",
+        "## 5.",
+        "## 6.",
+        "## 10.",
+    ):
         assert heading in written
     for name in suites:
         assert (tmp_path / f"{name}.json").exists()

@@ -43,7 +43,8 @@ WHAT_IT_PRINTS = {
     "StreamResume(from_last)": [f"{offset} item {offset}" for offset in range(5)],  # resumed once, each item once
     "HedgePolicy(delay=0.05": ["lamp"],
     "executor.call(fetch": ["fresh key", "fresh key"],
-    'handle_result=lambda status: status == "PENDING"': ["DONE", "a answered"],
+    'handle_result=lambda status: status == "PENDING"': ["DONE"],
+    "registry.reload(config(attempts=5))": ["lamp", "lamp"],
 }
 """What a block prints, by what it holds (the others print nothing)."""
 
