@@ -58,6 +58,8 @@ class MemoryCache:
     ``max_bytes`` bytes of them."""
 
     __slots__ = ("_bytes", "_entries", "_lock", "max_bytes", "max_entries")
+    max_entries: int
+    max_bytes: int
 
     def __init__(self, *, max_entries: int = DEFAULT_MAX_ENTRIES, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_entries = options.count(max_entries, "max_entries", maximum=10_000_000)
@@ -67,6 +69,7 @@ class MemoryCache:
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> CacheEntry | None:
+        """The entry kept for ``key`` (now the most recently used), or None."""
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -74,6 +77,8 @@ class MemoryCache:
             return entry
 
     def put(self, key: Hashable, entry: CacheEntry) -> None:
+        """Keep ``entry`` for ``key``, letting the least recently used go past the bounds (none larger than
+        ``max_bytes``)."""
         if entry.size > self.max_bytes:
             return
         with self._lock:
@@ -96,6 +101,7 @@ class MemoryCache:
             self._bytes -= dropped.size
 
     def remove(self, key: Hashable) -> None:
+        """Forget ``key``'s entry, if any."""
         with self._lock:
             old = self._entries.pop(key, None)
             if old is not None:

@@ -55,6 +55,8 @@ class Registry:
     """
 
     __slots__ = ("_budgets", "_fleet_store", "_lock", "_named", "_plan", "_routers", "grpc_config", "version")
+    grpc_config: str | None
+    version: int
 
     def __init__(
         self,
@@ -68,7 +70,7 @@ class Registry:
         self._lock = threading.Lock()
         self._routers: weakref.WeakSet[Router] = weakref.WeakSet()
         self._plan, self._named, self._budgets, grpc_config = self._built(config, policies, methods, {})
-        self.grpc_config: str | None = grpc_config
+        self.grpc_config = grpc_config
         """What the first config tells grpc itself (see :attr:`ServiceConfig.grpc_config`), or None."""
         self.version = 0
         """How many reloads it has taken."""
