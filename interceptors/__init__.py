@@ -31,6 +31,7 @@ from .engine._events import CircuitState
 from .engine._fallback import Fallback
 from .engine._hedge import HedgePolicy, LatencyQuantile
 from .engine._keyed import Keyed
+from .engine._load import LoadReport
 from .engine._policy import Executor
 from .engine._priority import Priorities, Priority, prioritized
 from .engine._rate_limiter import RateLimiter
@@ -40,6 +41,7 @@ from .engine._throttle import AdaptiveThrottle
 from .engine._timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc._fit import FallbackMisfitWarning
+from .grpc._orca import load_report
 from .grpc._registry import Registry
 from .grpc._service_config import ServiceConfig, from_service_config
 from .grpc._status import (
@@ -80,6 +82,7 @@ __all__ = [
     "HedgePolicy",
     "Keyed",
     "LatencyQuantile",
+    "LoadReport",
     "LimitExceededError",
     "MemoryCache",
     "Priorities",
@@ -102,6 +105,7 @@ __all__ = [
     "Timeout",
     "TimeoutExceededError",
     "from_service_config",
+    "load_report",
     "on_codes",
     "prioritized",
     "replaced_by_fallback",

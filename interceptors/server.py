@@ -1,5 +1,6 @@
 """Server interceptors (sync and grpc.aio servers): deadline and cancellation propagation with status forwarding,
-load shedding, quotas per client, an access log, and fault injection for demos and drills.
+load shedding (on calls at once and on the server's own resources), quotas per client, ORCA load reports, an access
+log, and fault injection for demos and drills.
 
 Install the access log first (outermost), so that it sees the calls the others refuse, then the quota, so that a
 client over its quota takes no place from the others:
@@ -8,7 +9,9 @@ client over its quota takes no place from the others:
 
 from .grpc._access_log import AccessLog, AioAccessLog
 from .grpc._clients import by_identity, by_metadata, by_peer
+from .engine._load import LoadRecorder
 from .grpc._faults import AioFaultInjection, FaultInjection, Faults
+from .grpc._load_reporting import AioLoadReporting, LoadReporting, OrcaService, ServerLoad, call_load
 from .grpc._propagation import (
     DEFAULT_RESERVE,
     AioContextPropagation,
@@ -27,17 +30,23 @@ __all__ = [
     "AioAccessLog",
     "AioContextPropagation",
     "AioFaultInjection",
+    "AioLoadReporting",
     "AioLoadShedding",
     "AioQuota",
     "ContextPropagation",
     "FaultInjection",
     "Faults",
+    "LoadRecorder",
+    "LoadReporting",
     "LoadShedding",
+    "OrcaService",
     "Quota",
+    "ServerLoad",
     "by_identity",
     "by_metadata",
     "by_peer",
     "aforward",
+    "call_load",
     "forward",
     "incoming_priority",
 ]

@@ -260,8 +260,8 @@ class BulkheadFull:
 
 @dataclass(frozen=True, slots=True)
 class Shed:
-    """A server refused a call: ``reason`` "overload" (``in_flight`` calls at its ``limit``) or "deadline" (too
-    little time left to serve it)."""
+    """A server refused a call: ``reason`` "overload" (``in_flight`` calls at its ``limit``), "deadline" (too
+    little time left to serve it), "lag" (its work starts too late) or "cpu" (its CPU utilization too high)."""
 
     reason: str
     in_flight: int

@@ -204,15 +204,15 @@ def takes(fn: Callable[..., Any], arguments: int) -> bool:
     return arity is None or arity[0] <= arguments <= arity[1]
 
 
-def function(value: object, option: str, arguments: str) -> Callable[..., Any]:
-    """A callable taking one positional argument; ``arguments`` names it in the error."""
-    if not callable(value) or not takes(value, 1):
+def function(value: object, option: str, arguments: str, count: int = 1) -> Callable[..., Any]:
+    """A callable taking ``count`` positional arguments; ``arguments`` names them in the error."""
+    if not callable(value) or not takes(value, count):
         raise ValueError(f"{option} must be a function of ({arguments}), got {shown(value)}")
     return value
 
 
-def optional_function(value: object, option: str, arguments: str) -> Callable[..., Any] | None:
-    return None if value is None else function(value, option, arguments)
+def optional_function(value: object, option: str, arguments: str, count: int = 1) -> Callable[..., Any] | None:
+    return None if value is None else function(value, option, arguments, count)
 
 
 def handles(value: object, option: str) -> FailurePredicate | None:

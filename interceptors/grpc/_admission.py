@@ -14,7 +14,7 @@ from ._handlers import Behavior, aio_responses, awaited, wrapped
 
 __all__ = ["NEVER_REFUSED", "Admitting", "AioAdmitting", "End", "Refusal", "nothing_to_end"]
 
-NEVER_REFUSED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+NEVER_REFUSED = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/xds.service.orca.v3.OpenRcaService/")
 
 End = Callable[[BaseException | None], None]
 """Ends an admitted call: how it ended (None: answered), or the error the handler raised."""

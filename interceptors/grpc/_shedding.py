@@ -28,6 +28,7 @@ from ._claims import claimed
 from ._clients import ClientKey, client_of
 from ._core import CallMetrics
 from ._incoming import time_left
+from ._load_reporting import ServerLoad
 from ._pushback import PUSHBACK_MS
 
 __all__ = ["AioLoadShedding", "LoadShedding"]
@@ -42,9 +43,11 @@ SPREAD = 0.2
 
 
 class _Shedding:
+    _aio = False
+
     def __init__(
         self,
-        limit: int | AdaptiveLimiter,
+        limit: int | AdaptiveLimiter | None = None,
         *,
         code: grpc.StatusCode = RESOURCE_EXHAUSTED,
         pushback: options.Duration | None = None,
@@ -56,6 +59,9 @@ class _Shedding:
         priorities: Priorities | None = None,
         tenant: ClientKey | None = None,
         dry_run: bool = False,
+        load: ServerLoad | None = None,
+        max_cpu_utilization: float | None = None,
+        max_lag: options.Duration | None = None,
     ) -> None:
         if metrics is not None and not callable(getattr(metrics, "watch", None)):
             raise ValueError(f"metrics must be an interceptors.otel.Metrics, got {metrics!r}")
@@ -68,7 +74,7 @@ class _Shedding:
             ranks = limit.priorities
         else:
             self._limiter = None
-            count = options.count(limit, "limit", maximum=options.MAX_CALLS)
+            count = options.MAX_CALLS if limit is None else options.count(limit, "limit", maximum=options.MAX_CALLS)
             queued = None if max_queued is None else options.count(max_queued, "max_queued", minimum=0)
             self._places = Places(count, max_waiting=queued, ranks=1 if ranks is None else RANKS)
         self.priorities: Priorities | None = ranks
@@ -90,6 +96,19 @@ class _Shedding:
         self.refused: int = 0
         """Calls refused so far (overload and too little time left)."""
         self.on_shed: options.Listener[Shed] | None = options.listener(on_shed, "on_shed")
+        if load is not None and not isinstance(load, ServerLoad):
+            raise ValueError(f"load must be a ServerLoad, got {options.shown(load)}")
+        self.load: ServerLoad = ServerLoad() if load is None else load
+        """The server's load, whose signals the resource bounds read (and whose reports tell the calls in flight)."""
+        self.load._places = self._places
+        self.max_cpu_utilization: float | None = (
+            None if max_cpu_utilization is None else options.ratio(max_cpu_utilization, "max_cpu_utilization")
+        )
+        self.max_lag: float | None = options.optional_seconds(max_lag, "max_lag", positive=True)
+        if self.max_lag is not None and not self._aio and self.load._pool is None:
+            raise ValueError(
+                "max_lag: a sync server's lag is its worker pool's queue time; give load=ServerLoad(pool=)"
+            )
         self._observers: tuple[Callable[[Any], object], ...] = ()
         if metrics is not None:
             metrics.watch([self])
@@ -116,6 +135,9 @@ class _Shedding:
         if refusal is not None:
             return refusal
         rank, share = self._standing(priority, retry, tenant)
+        strained = self._strained(share)
+        if strained is not None:
+            return strained
         taken = self._places.take(self._wait(share, time_remaining), rank, share)
         return self._entered(tenant) if taken else self._overloaded()
 
@@ -131,8 +153,24 @@ class _Shedding:
         if refusal is not None:
             return refusal
         rank, share = self._standing(priority, retry, tenant)
+        strained = self._strained(share)
+        if strained is not None:
+            return strained
         taken = await self._places.atake(self._wait(share, time_remaining), rank, share)
         return self._entered(tenant) if taken else self._overloaded()
+
+    def _strained(self, share: float) -> End | Refusal | None:
+        """A refusal if a resource is over its bound times the call's ``share`` (its level's, with priorities)."""
+        if self.max_lag is not None:
+            lag = self.load.lateness(self._aio)
+            if lag is not None and lag > self.max_lag * share:
+                where = "the event loop" if self._aio else "the worker pool"
+                return self._overloaded("lag", f"{where} runs {lag * 1000:.0f} ms late (bound {self.max_lag:g}s)")
+        if self.max_cpu_utilization is not None:
+            cpu = self.load.cpu_utilization()
+            if cpu is not None and cpu > self.max_cpu_utilization * share:
+                return self._overloaded("cpu", f"CPU utilization {cpu:.2f} (bound {self.max_cpu_utilization:g})")
+        return None
 
     def _wait(self, share: float, time_remaining: float | None) -> float:
         """How long a call of ``share`` may wait for a place (none in dry run)."""
@@ -211,10 +249,11 @@ class _Shedding:
             event = Shed(reason, places.in_flight, places.limit, type(self).__name__, dry_run=self.dry_run)
             options.emit(self.on_shed, event, self._observers)
 
-    def _overloaded(self) -> End | Refusal:
-        if self._limiter is not None:
+    def _overloaded(self, reason: str = "overload", why: str | None = None) -> End | Refusal:
+        """A refusal for ``reason`` ("overload": no place; "lag", "cpu": a resource over its bound, ``why``)."""
+        if self._limiter is not None and why is None:
             self._limiter._rejected(None, self.dry_run or None)  # its event
-        self._count_refusal("overload")
+        self._count_refusal(reason)
         if self.dry_run:
             return nothing_to_end
         delay = self.pushback
@@ -222,7 +261,9 @@ class _Shedding:
             delay = self._latency * random.uniform(1 - SPREAD, 1 + SPREAD)
         milliseconds = max(math.ceil(delay * 1000), 1)
         places = self._places
-        details = f"overloaded: {places.in_flight} calls in progress (limit {places.limit}); retry in {milliseconds} ms"
+        if why is None:
+            why = f"{places.in_flight} calls in progress (limit {places.limit})"
+        details = f"overloaded: {why}; retry in {milliseconds} ms"
         return Refusal(self.code, details, ((PUSHBACK_MS, str(milliseconds)),))
 
     def _measured(self, latency: float) -> None:
@@ -236,9 +277,10 @@ class LoadShedding(_Shedding, Admitting):
 
     A sync server decides when a worker thread picks the call up: give it more workers than the limit.
 
-    :param limit: the most calls at once: a number, or an :class:`~interceptors.AdaptiveLimiter` whose limit
-        follows the handlers' latency (its limits, window, priorities, ``max_queued`` and events apply; how long a
-        call may wait is this interceptor's ``max_wait``; a limiter serves one server).
+    :param limit: the most calls at once (default None: no bound but the resources'): a number, or an
+        :class:`~interceptors.AdaptiveLimiter` whose limit follows the handlers' latency (its limits, window,
+        priorities, ``max_queued`` and events apply; how long a call may wait is this interceptor's ``max_wait``; a
+        limiter serves one server).
     :param code: RESOURCE_EXHAUSTED (default) or UNAVAILABLE.
     :param pushback: seconds refused callers are asked to wait (default None: the average time recent calls
         took, varied by up to 20 % either way; 0.1 s before any call has ended).
@@ -262,8 +304,22 @@ class LoadShedding(_Shedding, Admitting):
         refused first (default None: usage does not count).
     :param dry_run: decide and report, but refuse nothing (default False): a call it would refuse is counted in
         ``refused`` and reported (``dry_run=True``), and is served without a place, waiting for none.
+    :param load: the :class:`ServerLoad` whose signals ``max_lag`` and ``max_cpu_utilization`` read, and whose load
+        reports then tell this limit's calls in flight (default: one of its own).
+    :param max_cpu_utilization: refuse calls (reason "cpu") while the process's CPU utilization, sampled each
+        ``load.interval``, is over this bound times the call's share (default None: CPU not watched).
+    :param max_lag: refuse calls (reason "lag") while the server's work starts more than this many seconds late,
+        times the call's share: on a sync server, its worker pool's queue time (give ``load=ServerLoad(pool=)``
+        with the server's executor); on an aio server, its event loop's lag (default None: not watched).
+
+    Without ``priorities`` a call's share is 1; with them, its level's (see :class:`~interceptors.Priorities`),
+    so that the less important calls are refused first as a resource fills. ``limit`` may then be None (no bound
+    on the calls at once): ``LoadShedding(max_lag=0.05, load=ServerLoad(pool=pool))``.
     """
 
 
 class AioLoadShedding(_Shedding, AioAdmitting):
-    """:class:`LoadShedding` for ``grpc.aio`` servers, with the same parameters."""
+    """:class:`LoadShedding` for ``grpc.aio`` servers, with the same parameters; ``max_lag`` bounds how late the
+    server's event loop runs."""
+
+    _aio = True

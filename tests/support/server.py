@@ -11,7 +11,7 @@ import asyncio
 import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,15 +241,24 @@ class ScriptedServer:
     """A running server of ``kind`` ("sync" or "aio"); ``target`` to dial, ``recorder`` to script and inspect;
     ``interceptors`` are server interceptors of that kind."""
 
-    def __init__(self, kind: str, interceptors: Sequence[Any] = (), options: Sequence[tuple[str, Any]] = ()) -> None:
+    def __init__(
+        self,
+        kind: str,
+        interceptors: Sequence[Any] = (),
+        options: Sequence[tuple[str, Any]] = (),
+        services: Sequence[Callable[[Any], object]] = (),
+        pool: futures.ThreadPoolExecutor | None = None,
+    ) -> None:
         self.kind = kind
         self.recorder = Recorder()
         self._stop: Any = None
+        self._services = services  # each adds a service to the server before it starts
         if kind == "sync":
-            server = grpc.server(
-                futures.ThreadPoolExecutor(max_workers=64), interceptors=list(interceptors), options=list(options)
-            )
+            self.pool = pool or futures.ThreadPoolExecutor(max_workers=64)
+            server = grpc.server(self.pool, interceptors=list(interceptors), options=list(options))
             pb_grpc.add_ScriptedServicer_to_server(SyncService(self.recorder), server)
+            for add in services:
+                add(server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             server.start()
             self._stop = lambda: server.stop(grace=None)
@@ -261,6 +270,8 @@ class ScriptedServer:
         async def start() -> Any:
             server = grpc.aio.server(interceptors=interceptors, options=options)
             pb_grpc.add_ScriptedServicer_to_server(AioService(self.recorder), server)
+            for add in self._services:
+                add(server)
             self.port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             return server
