@@ -322,7 +322,33 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
         out += _priorities(results["priorities"])
     if "reload" in results:
         out += _reload(results["reload"])
+    if "balance" in results:
+        out += _balance(results["balance"])
     return "\n".join(out)
+
+
+def _balance(suite: dict[str, Any]) -> list[str]:
+    """Section 11: gRPC's weighted round robin over a busy and an idle backend, with our load reports on and off."""
+    out = [
+        "",
+        "## 11. Load reports and balancing (bench/balance.py)",
+        "",
+        f"A grpcio (C-core) client with `weighted_round_robin`, {suite['workers']} threads calling for "
+        f"{suite['seconds']:g} s (after 2 s of warm-up) over two backend processes: `busy` burns 2.5 ms of CPU per "
+        "call, `idle` 0.5 ms. With reports on, each backend's `LoadReporting` puts its CPU utilization and QPS in "
+        "every call's trailers (ORCA); off, the balancer has none and is round robin.",
+        "",
+        "| reports | calls | busy backend's share | p50 | p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for reports, row in suite["balance"].items():
+        out.append(
+            f"| {reports} | {row['calls']} | {row['busy_share']:.0%} | {row['p50_s'] * 1000:.1f} ms | "
+            f"{row['p99_s'] * 1000:.1f} ms |"
+        )
+    out += ["", "What a report costs the server per call (µs, best of 3, in process):", ""]
+    out += [f"- {name}: {micros:.1f} µs" for name, micros in suite["cost"].items()]
+    return out
 
 
 def _reload(suite: dict[str, Any]) -> list[str]:

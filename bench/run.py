@@ -4,8 +4,9 @@
 threads and 64 tasks through one shared breaker;  4. faults: the article's breaker scenario, an outage and
 recovery, a slow backend, propagation through a service in the middle;  5. transparent retries;  6. streams
 (bench/streams.py);  7. the tail: hedging (bench/tail.py);  8. fleet: replicas sharing one store
-(bench/fleet.py);  9. priorities and tenants under overload (bench/priorities.py). The backends run in processes of
-their own.
+(bench/fleet.py);  9. priorities and tenants under overload (bench/priorities.py);  10. a registry reloaded under
+load;  11. load reports and gRPC's weighted round robin (bench/balance.py). The backends run in processes of their
+own.
 ``--quick`` runs the engine and a reduced healthy suite in under a minute and prints the ratios.
 """
 
@@ -30,7 +31,7 @@ import grpc
 from demo.v1 import service_b_pb2_grpc
 
 import interceptors
-from bench import approaches, engine, fleet, priorities, report, streams, tail
+from bench import approaches, balance, engine, fleet, priorities, report, streams, tail
 from bench.approaches import (
     BARE,
     CHAINS,
@@ -569,6 +570,7 @@ SUITES: dict[str, Callable[[], dict[str, Any]]] = {
     "fleet": fleet.run,
     "priorities": priorities.run,
     "reload": reload,
+    "balance": balance.run,
 }
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import engine, fleet, priorities, report, run, streams
+from bench import balance, engine, fleet, priorities, report, run, streams
 
 
 @pytest.mark.timeout(600)  # every suite in turn, mostly waiting: ~75 s alone, ~140 s beside a suite's other workers,
@@ -23,6 +23,7 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
         "streams": lambda: streams.run(batches=2),
         "reload": lambda: run.reload(seconds=0.3, workers=4, rate=40, every=0.05, rounds=1),
+        "balance": lambda: balance.run(quick=True),
     }
     results = run.run(suites, tmp_path)
     written = (tmp_path / "REPORT.md").read_text()
@@ -38,6 +39,7 @@ def test_every_suite_runs_and_the_report_is_written(tmp_path: Path) -> None:
         "## 5.",
         "## 6.",
         "## 10.",
+        "## 11.",
     ):
         assert heading in written
     for name in suites:

@@ -16,7 +16,7 @@ import logging
 import math
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
@@ -65,10 +65,16 @@ class LoadReport:
 
 
 EMPTY = LoadReport()
+_FIELDS = tuple(item.name for item in fields(LoadReport))
 _SCALARS = ("cpu_utilization", "memory_utilization", "application_utilization", "qps", "eps")
 _MAPS = ("utilization", "request_cost", "named_metrics")
 _FRACTIONS = ("memory_utilization", "utilization")
 _SIGNED = ("request_cost", "named_metrics")
+
+
+def _replaced(report: LoadReport, changes: dict[str, Any]) -> LoadReport:
+    """``report`` with ``changes`` (dataclasses.replace, without its introspection: this runs in handlers)."""
+    return LoadReport(**{name: changes.get(name, getattr(report, name)) for name in _FIELDS})
 
 
 def _refused(name: str, value: object, rule: str) -> None:
@@ -123,23 +129,24 @@ class LoadRecorder:
         named_metrics: Mapping[str, float] | None = None,
     ) -> None:
         """Set the values given (None: leave as it is); the maps' entries are added to those recorded."""
-        given = {
-            "cpu_utilization": cpu_utilization,
-            "memory_utilization": memory_utilization,
-            "application_utilization": application_utilization,
-            "qps": qps,
-            "eps": eps,
-        }
-        scalars = {name: float(v) for name, v in given.items() if v is not None and _accepted(name, v, name)}
-        maps = {"utilization": utilization, "request_cost": request_cost, "named_metrics": named_metrics}
+        changes: dict[str, Any] = {}
+        for name, value in (
+            ("cpu_utilization", cpu_utilization),
+            ("memory_utilization", memory_utilization),
+            ("application_utilization", application_utilization),
+            ("qps", qps),
+            ("eps", eps),
+        ):
+            if value is not None and _accepted(name, value, name):
+                changes[name] = float(value)
+        maps = (("utilization", utilization), ("request_cost", request_cost), ("named_metrics", named_metrics))
         with self._lock:
             report = self._report
-            changes: dict[str, Any] = dict(scalars)
-            for group, entries in maps.items():
+            for group, entries in maps:
                 if entries is not None:
                     changes[group] = self._merged(group, getattr(report, group), entries)
             if changes:
-                self._report = replace(report, **changes)
+                self._report = _replaced(report, changes)
                 self.version += 1
 
     def clear(self, *names: str) -> None:
@@ -149,7 +156,7 @@ class LoadRecorder:
             raise ValueError(f"clear: no such field {unknown[0]!r}; the fields are {', '.join(_SCALARS + _MAPS)}")
         with self._lock:
             cleared: dict[str, Any] = {name: (_NOTHING if name in _MAPS else None) for name in names}
-            self._report = replace(self._report, **cleared) if names else EMPTY
+            self._report = _replaced(self._report, cleared) if names else EMPTY
             self.version += 1
 
     @staticmethod

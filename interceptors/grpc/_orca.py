@@ -111,18 +111,26 @@ def serialized(report: LoadReport) -> bytes:
 
 def message_of(report: LoadReport) -> Any:
     """``report`` as an ``OrcaLoadReport``."""
-    message = OrcaLoadReport(
-        cpu_utilization=report.cpu_utilization or 0.0,
-        mem_utilization=report.memory_utilization or 0.0,
-        application_utilization=report.application_utilization or 0.0,
-        rps_fractional=report.qps or 0.0,
-        eps=report.eps or 0.0,
-    )
-    for name in ("utilization", "request_cost", "named_metrics"):
+    message = OrcaLoadReport()
+    for field, name in _SCALARS:
+        value = getattr(report, name)
+        if value:
+            setattr(message, field, value)
+    for name in _MAPS:
         values = getattr(report, name)
         if values:
             getattr(message, name).update(values)
     return message
+
+
+_SCALARS = (
+    ("cpu_utilization", "cpu_utilization"),
+    ("mem_utilization", "memory_utilization"),
+    ("application_utilization", "application_utilization"),
+    ("rps_fractional", "qps"),
+    ("eps", "eps"),
+)
+_MAPS = ("utilization", "request_cost", "named_metrics")
 
 
 def load_report(trailing_metadata: Any) -> LoadReport | None:
