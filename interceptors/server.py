@@ -7,9 +7,9 @@ client over its quota takes no place from the others:
 ``grpc.aio.server(interceptors=[AioAccessLog(), AioQuota(100), AioLoadShedding(64), AioContextPropagation()])``.
 """
 
+from .engine._load import LoadRecorder
 from .grpc._access_log import AccessLog, AioAccessLog
 from .grpc._clients import by_identity, by_metadata, by_peer
-from .engine._load import LoadRecorder
 from .grpc._faults import AioFaultInjection, FaultInjection, Faults
 from .grpc._load_reporting import AioLoadReporting, LoadReporting, OrcaService, ServerLoad, call_load
 from .grpc._propagation import (

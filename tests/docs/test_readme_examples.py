@@ -45,6 +45,7 @@ WHAT_IT_PRINTS = {
     "executor.call(fetch": ["fresh key", "fresh key"],
     'handle_result=lambda status: status == "PENDING"': ["DONE"],
     "registry.reload(config(attempts=5))": ["lamp", "lamp"],
+    "OrcaService(load).add_to(server)": ["b'hello'"],
 }
 """What a block prints, by what it holds (the others print nothing)."""
 

@@ -78,11 +78,11 @@ def test_the_less_important_calls_are_refused_first(kind: str) -> None:
     limiter = shedding(kind, load=cpu.load, max_cpu_utilization=0.8, priorities=priorities)
     server = ScriptedServer(kind, interceptors=[limiter])
     try:
-        cpu.busy(0.6)  # over 0.8 × 0.5, under 0.8 × 0.8
+        cpu.busy(0.6)  # over 0.8 x 0.5, under 0.8 x 0.8
         assert call(server.target, "sheddable")[0] is RESOURCE_EXHAUSTED
         assert call(server.target, "normal")[0] is grpc.StatusCode.OK
         assert call(server.target, "critical")[0] is grpc.StatusCode.OK
-        cpu.busy(0.7)  # over 0.8 × 0.8
+        cpu.busy(0.7)  # over 0.8 x 0.8
         assert call(server.target, "normal")[0] is RESOURCE_EXHAUSTED
         assert call(server.target, "critical")[0] is grpc.StatusCode.OK
     finally:
