@@ -42,7 +42,7 @@ def _balanced(reports: str, seconds: float, workers: int) -> dict[str, Any]:
             targets = ",".join(target for _, target in backends)
             options = [("grpc.service_config", json.dumps(WRR))]
             with grpc.insecure_channel(f"ipv4:{targets}", options=options) as channel:
-                call = channel.unary_unary("/bench.Balance/Work")
+                call: Any = channel.unary_unary("/bench.Balance/Work")
                 _load(call, 2.0, workers)
                 return _load(call, seconds, workers)
         finally:

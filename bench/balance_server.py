@@ -27,7 +27,7 @@ def _bytes(value: bytes) -> bytes:
 
 
 def main(args: argparse.Namespace) -> None:
-    name = args.name.encode()
+    name: bytes = args.name.encode()
 
     def work(request: bytes, context: Any) -> bytes:
         ends = time.thread_time() + args.work
@@ -35,7 +35,7 @@ def main(args: argparse.Namespace) -> None:
             pass
         return name
 
-    chain = [LoadReporting(ServerLoad(interval=0.2, cpus=1))] if args.reports == "on" else []
+    chain: list[Any] = [LoadReporting(ServerLoad(interval=0.2, cpus=1))] if args.reports == "on" else []
     handler = grpc.unary_unary_rpc_method_handler(work, request_deserializer=_bytes, response_serializer=_bytes)
     server = grpc.server(futures.ThreadPoolExecutor(16), interceptors=chain, options=[("grpc.so_reuseport", 0)])
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Balance", {"Work": handler}),))

@@ -54,7 +54,7 @@ def shedding(kind: str, **options: Any) -> Any:
 
 
 def test_calls_are_refused_while_cpu_is_over_its_bound(kind: str) -> None:
-    cpu, heard = Cpu(), []
+    cpu, heard = Cpu(), list[Shed]()
     limiter = shedding(kind, load=cpu.load, max_cpu_utilization=0.8, pushback=0.2, on_shed=heard.append)
     server = ScriptedServer(kind, interceptors=[limiter])
     try:
@@ -90,7 +90,7 @@ def test_the_less_important_calls_are_refused_first(kind: str) -> None:
 
 
 def test_a_dry_run_refuses_nothing_and_says_what_it_would(kind: str) -> None:
-    cpu, heard = Cpu(), []
+    cpu, heard = Cpu(), list[Shed]()
     limiter = shedding(kind, load=cpu.load, max_cpu_utilization=0.5, dry_run=True, on_shed=heard.append)
     server = ScriptedServer(kind, interceptors=[limiter])
     try:
