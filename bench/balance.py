@@ -1,6 +1,10 @@
-"""Load reports and balancing (report section 11): gRPC's own weighted round robin (grpcio's C-core client) over two
-backend processes (bench/balance_server.py), one doing 5x the CPU work per call, with our ORCA reports on and off:
-the busy one's share of the calls and the client's latency; and what a report costs the server per call.
+"""Load reports and balancing (report section 11), backends in processes of their own (bench/balance_server.py):
+
+- gRPC's own weighted round robin (grpcio's C-core client) over two backends, one doing 5x the CPU work per call,
+  with our ORCA reports on and off: the busy one's share of the calls and the client's latency;
+- two aio replicas behind round robin, one whose handler blocks its event loop 100 ms every few calls, with
+  lag-based shedding on and off, our clients retrying a refusal on the other replica;
+- what a report costs the server per call, and what an idle out-of-band stream costs it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         "seconds": seconds,
         "workers": workers,
         "balance": {reports: _balanced(reports, seconds, workers) for reports in ("off", "on")},
+        "lag": {shedding: _lagging(shedding, seconds, workers) for shedding in ("off", "on")},
         "cost": _report_cost(2_000 if quick else 50_000),
+        "idle_stream_cpu": _idle_stream_cpu(1.0 if quick else 10.0),
     }
 
 
@@ -51,9 +57,47 @@ def _balanced(reports: str, seconds: float, workers: int) -> dict[str, Any]:
                 process.wait(10)
 
 
+STALL_EVERY, STALL, MAX_LAG = 5, 0.1, 0.02
+"""The buggy replica blocks its loop STALL seconds every STALL_EVERY calls; shedding refuses past MAX_LAG of lag."""
+
+
+def _lagging(shedding: str, seconds: float, workers: int) -> dict[str, Any]:
+    """``workers`` threads calling for ``seconds`` (after 1 s of warm-up) two aio replicas through grpc's round
+    robin and our retries (5 attempts; a refusal is retried after its pushback, on the next replica)."""
+    from interceptors import Backoff, RetryPolicy, resilient_channel
+
+    lag = MAX_LAG if shedding == "on" else 0.0
+    with tempfile.TemporaryDirectory() as buggy, tempfile.TemporaryDirectory() as sound:
+        backends = [
+            _start(
+                "bench.balance_server",
+                buggy,
+                name="buggy",
+                kind="aio",
+                work=0.002,
+                stall_every=STALL_EVERY,
+                stall=STALL,
+                max_lag=lag,
+            ),
+            _start("bench.balance_server", sound, name="sound", kind="aio", work=0.002, max_lag=lag),
+        ]
+        try:
+            targets = ",".join(target for _, target in backends)
+            options = [("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
+            retry = RetryPolicy(max_attempts=5, delay=Backoff(0.005, 0.05))
+            with resilient_channel(f"ipv4:{targets}", retry, options=options) as channel:
+                call: Any = channel.unary_unary("/bench.Balance/Work")
+                _load(call, 1.0, workers)
+                return _load(call, seconds, workers)
+        finally:
+            for process, _ in backends:
+                process.terminate()
+                process.wait(10)
+
+
 def _load(call: Any, seconds: float, workers: int) -> dict[str, Any]:
     answered: Counter[str] = Counter()
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []
     lock = threading.Lock()
     ends = time.monotonic() + seconds
 
@@ -68,7 +112,7 @@ def _load(call: Any, seconds: float, workers: int) -> dict[str, Any]:
             mine.append((who, time.monotonic() - started))
         with lock:
             answered.update(who for who, _ in mine)
-            latencies.extend(latency for _, latency in mine)
+            latencies.extend(mine)
 
     threads = [threading.Thread(target=worker) for _ in range(workers)]
     for thread in threads:
@@ -79,9 +123,18 @@ def _load(call: Any, seconds: float, workers: int) -> dict[str, Any]:
     return {
         "calls": total,
         "busy_share": answered["busy"] / total if total else 0.0,
+        "success": sum(answered[name] for name in ("busy", "idle", "buggy", "sound")) / total if total else 0.0,
         "answered": dict(answered),
-        "p50_s": percentile(latencies, 50),
-        "p99_s": percentile(latencies, 99),
+        "p50_s": percentile([latency for _, latency in latencies], 50),
+        "p99_s": percentile([latency for _, latency in latencies], 99),
+        "by_replica": {
+            name: {
+                "p50_s": percentile([latency for who, latency in latencies if who == name], 50),
+                "p99_s": percentile([latency for who, latency in latencies if who == name], 99),
+            }
+            for name in answered
+            if name in ("busy", "idle", "buggy", "sound")
+        },
     }
 
 
@@ -99,6 +152,46 @@ class _Context:
 
     def set_trailing_metadata(self, trailers: Any) -> None:
         self.trailers = trailers
+
+
+def _idle_stream_cpu(seconds: float) -> dict[str, float]:
+    """CPU seconds per second a server process spends on one out-of-band stream reporting every second (what it
+    spends over the same time with none, subtracted), measured in a process of its own (the client's side
+    included)."""
+    import subprocess
+    import sys
+
+    from bench.backend import ROOT
+
+    script = (
+        "import sys, time, grpc\n"
+        "from concurrent import futures\n"
+        "from interceptors.grpc._orca import OrcaLoadReport, OrcaLoadReportRequest\n"
+        "from interceptors.server import OrcaService, ServerLoad\n"
+        "server = grpc.server(futures.ThreadPoolExecutor(4))\n"
+        "OrcaService(ServerLoad(), min_report_interval=1).add_to(server)\n"
+        "port = server.add_insecure_port('127.0.0.1:0'); server.start()\n"
+        "seconds, streams = float(sys.argv[1]), int(sys.argv[2])\n"
+        "channel = grpc.insecure_channel(f'127.0.0.1:{port}')\n"
+        "request = OrcaLoadReportRequest(); request.report_interval.seconds = 1\n"
+        "method = channel.unary_stream('/xds.service.orca.v3.OpenRcaService/StreamCoreMetrics',\n"
+        "    request_serializer=lambda m: m.SerializeToString(), response_deserializer=OrcaLoadReport.FromString)\n"
+        "calls = [method(request) for _ in range(streams)]\n"
+        "[next(call) for call in calls]\n"
+        "start = time.process_time(); time.sleep(seconds); print(time.process_time() - start)\n"
+        "[call.cancel() for call in calls]; server.stop(None)\n"
+    )
+    used = {}
+    for streams in (0, 1):
+        ran = subprocess.run(
+            [sys.executable, "-c", script, str(seconds), str(streams)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60 + seconds,
+        )
+        used[streams] = float(ran.stdout.strip() or "nan")
+    return {"cpu_per_second": max(used[1] - used[0], 0.0) / seconds, "baseline_cpu_per_second": used[0] / seconds}
 
 
 def _report_cost(n: int) -> dict[str, float]:

@@ -5,58 +5,85 @@ and how many calls per second it ends. Each takes a clock, and its source can be
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 from ._clock import Clock
 
 __all__ = ["CpuUsage", "Lateness", "Rate", "cpu_count", "memory_utilization"]
 
-Schedule = Callable[[Callable[[], object]], object]
-"""Hands a function to what runs the server's work (``loop.call_soon``, ``executor.submit``)."""
+Later = Callable[[float, Callable[[], object]], object]
+"""Runs a function so many seconds from now where the server runs its work (``loop.call_later``; for a worker
+pool, a timer that hands it to ``executor.submit``)."""
+
+PROBES = 10
+"""Probes per interval: the lateness is the largest of the last this many."""
 
 
 class Lateness:
-    """How late work starts where the server runs it: every ``interval`` at most, a no-op is handed to ``schedule``,
-    and the seconds it waits to run are the lateness. While one waits, its age counts if larger; a measure older
-    than two intervals counts as none (0), so that a past stall does not outlive the calls it slowed.
+    """How late work starts where the server runs it: a no-op probe is set, through ``later``, to run every
+    ``interval / PROBES`` seconds, and how much later than due it runs is measured. The lateness is the largest
+    of the last :data:`PROBES` measures (the last ``interval``), or, while a probe is overdue, how overdue it is if
+    that is more: a loop that stalls every few calls is late, not on time between stalls.
 
-    Probes go out only when :meth:`seconds` is asked, by calls: an idle server sends none.
+    The probes run while the lateness is asked (by calls, reports); not asked for an ``interval``, they stop and
+    the measures are forgotten; the next ask starts them again.
     """
 
-    __slots__ = ("_clock", "_interval", "_lock", "_measured", "_seconds", "_sent")
+    __slots__ = ("_asked", "_clock", "_due", "_every", "_interval", "_later", "_lock", "_measures")
 
     def __init__(self, clock: Clock, interval: float) -> None:
-        self._clock, self._interval = clock, interval
+        self._clock, self._interval, self._every = clock, interval, interval / PROBES
         self._lock = threading.Lock()
-        self._seconds = 0.0
-        self._measured = -interval * 2  # when the last probe ran
-        self._sent: float | None = None  # when the probe waiting to run was sent
+        self._measures: deque[float] = deque(maxlen=PROBES)
+        self._due: float | None = None  # when the probe set to run is due (None: none is)
+        self._asked = -math.inf
+        self._later: Later | None = None
 
-    def seconds(self, schedule: Schedule | None) -> float:
-        """The lateness now, sending a probe through ``schedule`` if one is due (None: send none)."""
+    def seconds(self, later: Later | None) -> float:
+        """The lateness now, starting the probes through ``later`` if they are stopped (None: do not)."""
         now = self._clock.now()
-        sent = self._sent
-        if sent is not None:
-            return max(self._seconds, now - sent)
-        late = self._seconds if now - self._measured < 2 * self._interval else 0.0
-        if schedule is not None and now - self._measured >= self._interval:
-            with self._lock:
-                if self._sent is not None:
-                    return late
-                self._sent = now
-            try:
-                schedule(self._ran)
-            except Exception:  # a closed loop or a shut-down pool runs nothing: no probe waits
-                self._sent = None
-        return late
+        self._asked = now
+        due = self._due
+        if due is None:
+            if later is not None:
+                self._start(later, now)
+            return 0.0
+        late = max(self._measures, default=0.0)
+        return max(late, now - due)
+
+    def _start(self, later: Later, now: float) -> None:
+        with self._lock:
+            if self._due is not None:
+                return
+            self._due, self._later = now + self._every, later
+        try:
+            later(self._every, self._ran)
+        except Exception:  # a closed loop or a shut-down pool runs nothing: no probe is due
+            self._due = None
 
     def _ran(self) -> None:
-        now, sent = self._clock.now(), self._sent
-        if sent is not None:
-            self._seconds, self._measured, self._sent = now - sent, now, None
+        now, due, later = self._clock.now(), self._due, self._later
+        if due is None or later is None:
+            return
+        self._measures.append(max(now - due, 0.0))
+        if now - self._asked > self._interval:  # nobody asks: stop, and forget
+            self.stop()
+            return
+        self._due = now + self._every
+        try:
+            later(self._every, self._ran)
+        except Exception:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the probes (until asked again) and forget the measures: where they ran has stopped."""
+        self._due = None
+        self._measures.clear()
 
 
 def cpu_count() -> int:

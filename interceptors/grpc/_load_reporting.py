@@ -24,7 +24,8 @@ import grpc
 from ..engine import _options as options
 from ..engine._clock import Clock
 from ..engine._load import LoadRecorder, LoadReport
-from ..engine._load_signals import CpuUsage, Lateness, Rate, cpu_count, memory_utilization
+from ..engine._load_signals import CpuUsage, Lateness, Later, Rate, cpu_count, memory_utilization
+from ..engine._timers import TIMERS
 from ._admission import Admitting, AioAdmitting, End
 from ._handlers import wrapped
 from ._orca import LOAD_REPORT_METADATA_KEY, ORCA_SERVICE, OrcaLoadReportRequest, message_of, serialized
@@ -44,9 +45,10 @@ class ServerLoad:
     - ``cpu_utilization``: the share of its ``cpus`` the process used (CPU time from ``cpu_seconds``);
     - ``memory_utilization``: what ``memory()`` answers (default: the resident set over the memory limit, on Linux);
     - ``qps`` and ``eps``: the calls, and the failed calls, :class:`LoadReporting` saw end per second;
-    - ``named_metrics``: ``event_loop_lag`` (aio) or ``pool_queue_time`` (sync, given the server's ``pool``), the
-      seconds a no-op waits to run, probed every ``interval / 10`` while calls come; ``in_flight`` and ``limit`` of
-      the :class:`LoadShedding` that shares this load, whose ratio is also ``utilization["concurrency"]``.
+    - ``named_metrics``: ``event_loop_lag`` (aio) or ``pool_queue_time`` (sync, given the server's ``pool``): how
+      late work starts there, the most a probe set every ``interval / 10`` ran late over the last ``interval``
+      (probed while calls come); ``in_flight`` and ``limit`` of the :class:`LoadShedding` that shares this load,
+      whose ratio is also ``utilization["concurrency"]``.
 
     :param interval: seconds between samples (default 1).
     :param cpus: the CPUs the utilization is a share of (default: those the process may run on). A process whose
@@ -76,7 +78,7 @@ class ServerLoad:
         if pool is not None and not callable(getattr(pool, "submit", None)):
             raise ValueError(f"pool must be a concurrent.futures.Executor, got {options.shown(pool)}")
         self._pool = pool
-        self._lateness = Lateness(self._clock, self.interval / 10)
+        self._lateness = Lateness(self._clock, self.interval)
         self._late_name: str | None = None
         self._rate = Rate(self._clock, self.interval)
         self._places: Any = None  # a LoadShedding's places, when one shares this load
@@ -91,19 +93,32 @@ class ServerLoad:
         self.recorder.record(**values)
 
     def lateness(self, aio: bool) -> float | None:
-        """Seconds a no-op now waits to run on the running event loop (``aio``) or in the worker pool; None when
-        there is neither. Probes when one is due."""
+        """Seconds work waits to start on the running event loop (``aio``) or in the worker pool: the most a probe
+        waited over the last ``interval``; None when there is neither. Starts the probes if they are stopped."""
         if aio:
             try:
-                schedule: Callable[[Callable[[], object]], object] = asyncio.get_running_loop().call_soon
+                later: Later = asyncio.get_running_loop().call_later
             except RuntimeError:
                 return None
             self._late_name = LOOP_LAG
         elif self._pool is not None:
-            schedule, self._late_name = self._pool.submit, QUEUE_TIME
+            later, self._late_name = self._pool_later, QUEUE_TIME
         else:
             return None
-        return self._lateness.seconds(schedule)
+        return self._lateness.seconds(later)
+
+    def _pool_later(self, delay: float, probe: Callable[[], object]) -> None:
+        """Hand ``probe`` to the worker pool ``delay`` seconds from now (from the library's one timer thread)."""
+        pool, lateness = self._pool, self._lateness
+        assert pool is not None
+
+        def submit() -> None:
+            try:
+                pool.submit(probe)
+            except RuntimeError:  # shut down
+                lateness.stop()
+
+        TIMERS.after(delay, submit)
 
     def cpu_utilization(self) -> float | None:
         """The process's CPU utilization, sampled; None when it is not measured (``cpu_seconds=None``)."""

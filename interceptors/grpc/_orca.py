@@ -27,6 +27,7 @@ __all__ = [
     "OrcaLoadReportRequest",
     "load_report",
     "message_of",
+    "report_of",
     "serialized",
 ]
 
@@ -143,6 +144,11 @@ def load_report(trailing_metadata: Any) -> LoadReport | None:
         message = OrcaLoadReport.FromString(data)
     except Exception:  # a peer's garbage is no report
         return None
+    return report_of(message)
+
+
+def report_of(message: Any) -> LoadReport:
+    """An ``OrcaLoadReport`` as a :class:`LoadReport` (zero values read as not reported)."""
     return LoadReport(
         cpu_utilization=message.cpu_utilization or None,
         memory_utilization=message.mem_utilization or None,

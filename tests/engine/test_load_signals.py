@@ -4,62 +4,70 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
+
 from interceptors.engine._load_signals import CpuUsage, Lateness, Rate, memory_utilization
 from interceptors.testing import FakeClock
 
 
-class Queue:
-    """Where the probes wait until the test runs them: a loop or a pool, made of a list."""
+class Timers:
+    """A ``later`` whose probes run when the test says (the fake clock says how late)."""
 
     def __init__(self) -> None:
-        self.waiting: list[Callable[[], object]] = []
+        self.set: list[Callable[[], object]] = []
 
-    def schedule(self, probe: Callable[[], object]) -> None:
-        self.waiting.append(probe)
+    def later(self, delay: float, probe: Callable[[], object]) -> None:
+        self.set.append(probe)
 
     def run(self) -> None:
-        for probe in self.waiting:
+        probes, self.set = self.set, []
+        for probe in probes:
             probe()
-        self.waiting.clear()
 
 
-def test_lateness_is_how_long_a_probe_waits_to_run() -> None:
-    clock, queue = FakeClock(), Queue()
-    lateness = Lateness(clock, interval=0.1)
-    assert lateness.seconds(queue.schedule) == 0.0 and len(queue.waiting) == 1
-    clock.advance(0.25)
-    assert lateness.seconds(queue.schedule) == 0.25  # its age counts while it waits
-    assert len(queue.waiting) == 1  # one probe at a time
-    queue.run()
-    assert lateness.seconds(queue.schedule) == 0.25  # measured; the next probe is not due yet
-    assert not queue.waiting
-    clock.advance(0.11)
-    assert lateness.seconds(queue.schedule) == 0.25 and len(queue.waiting) == 1  # due: sent
-    queue.run()  # at once: no lateness now
-    assert lateness.seconds(queue.schedule) == 0.0
+def test_lateness_is_how_late_the_probes_run() -> None:
+    clock, timers = FakeClock(), Timers()
+    lateness = Lateness(clock, interval=1.0)  # a probe every 0.1 s; the largest of the last 10
+    assert lateness.seconds(timers.later) == 0.0 and len(timers.set) == 1  # started
+    clock.advance(0.1)
+    timers.run()  # on time
+    assert lateness.seconds(timers.later) == 0.0 and len(timers.set) == 1  # the next one is set
+    clock.advance(0.35)  # it was due at 0.2: 0.25 overdue, and still waiting
+    assert lateness.seconds(timers.later) == pytest.approx(0.25)
+    timers.run()  # it runs 0.25 late
+    clock.advance(0.1)
+    timers.run()  # the next on time
+    assert lateness.seconds(None) == pytest.approx(0.25)  # the largest of the last interval
+    for _ in range(10):
+        clock.advance(0.1)
+        lateness.seconds(None)
+        timers.run()
+    assert lateness.seconds(None) == 0.0  # the stall is more than an interval ago
 
 
-def test_a_past_stall_does_not_outlive_two_intervals() -> None:
-    clock, queue = FakeClock(), Queue()
-    lateness = Lateness(clock, interval=0.1)
-    lateness.seconds(queue.schedule)
-    clock.advance(0.5)
-    queue.run()
-    assert lateness.seconds(None) == 0.5
-    clock.advance(0.21)  # no call came to probe again
+def test_probes_stop_when_nobody_asks_and_start_again() -> None:
+    clock, timers = FakeClock(), Timers()
+    lateness = Lateness(clock, interval=1.0)
+    lateness.seconds(timers.later)
+    clock.advance(0.6)
+    timers.run()  # 0.5 late, and measured
+    clock.advance(1.1)
+    timers.run()  # not asked for more than an interval: no next probe, nothing kept
+    assert not timers.set
     assert lateness.seconds(None) == 0.0
+    assert lateness.seconds(timers.later) == 0.0 and len(timers.set) == 1  # asked: started again
 
 
-def test_a_schedule_that_refuses_sends_no_probe() -> None:
+def test_a_later_that_refuses_sets_no_probe() -> None:
     clock = FakeClock()
     lateness = Lateness(clock, interval=0.1)
 
-    def closed(probe: Callable[[], object]) -> None:
+    def closed(delay: float, probe: Callable[[], object]) -> None:
         raise RuntimeError("Event loop is closed")
 
     assert lateness.seconds(closed) == 0.0
     clock.advance(1)
-    assert lateness.seconds(None) == 0.0  # nothing waits: no age grows
+    assert lateness.seconds(None) == 0.0  # nothing is due: no overdue time grows
 
 
 def test_cpu_usage_is_cpu_time_over_wall_time_and_cpus() -> None:

@@ -399,13 +399,12 @@ def test_bad_options_are_named() -> None:
 
 def test_a_sync_servers_lateness_is_its_pools_queue_time() -> None:
     pool = futures.ThreadPoolExecutor(max_workers=1)
-    load = ServerLoad(pool=pool, interval=0.01)
+    load = ServerLoad(pool=pool, interval=0.1)  # a probe every 10 ms
+    release = threading.Event()
     try:
-        release = threading.Event()
-        pool.submit(release.wait)  # the one worker is busy
-        assert load.lateness(aio=False) == 0.0  # the probe goes out, and waits
-        time.sleep(0.03)
-        assert (load.lateness(aio=False) or 0) >= 0.03  # its age counts while it waits
+        assert load.lateness(aio=False) == 0.0  # the probes start
+        pool.submit(release.wait)  # the one worker is busy: the next probe waits
+        wait_until(lambda: (load.lateness(aio=False) or 0) >= 0.03)  # how overdue it is counts while it waits
         release.set()
         wait_until(lambda: load.report.named_metrics.get("pool_queue_time", 0) >= 0.03)
     finally:

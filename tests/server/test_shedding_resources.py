@@ -4,6 +4,7 @@ running late, a worker pool queueing; the less important calls refused first; fa
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from typing import Any
 
@@ -16,6 +17,7 @@ from interceptors.events import Shed
 from interceptors.server import AioLoadShedding, LoadShedding, ServerLoad
 from interceptors.testing import FakeClock
 
+from ..support.clients import wait_until
 from ..support.server import AIO_LOOP, Request, ScriptedServer
 
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -104,16 +106,15 @@ def test_a_dry_run_refuses_nothing_and_says_what_it_would(kind: str) -> None:
 def test_a_sync_server_refuses_while_its_pool_queues() -> None:
     clock = FakeClock()
     pool = futures.ThreadPoolExecutor(max_workers=2)
-    load = ServerLoad(pool=pool, clock=clock, cpu_seconds=None, memory=None)
+    load = ServerLoad(pool=pool, clock=clock, cpu_seconds=None, memory=None, interval=0.5)
     server = ScriptedServer("sync", interceptors=[LoadShedding(load=load, max_lag=0.05)], pool=pool)
     release = threading.Event()
     try:
-        assert call(server.target)[0] is grpc.StatusCode.OK
+        assert call(server.target)[0] is grpc.StatusCode.OK  # the probes start: one due every 0.05 s
         busy = [pool.submit(release.wait) for _ in range(2)]  # both workers
-        clock.advance(1.0)  # a probe is due
-        load.lateness(aio=False)  # it goes out, and waits behind them
-        clock.advance(0.2)
-        release.set()  # the probe runs first (0.2 s late, by the clock), then the call
+        time.sleep(0.1)  # the timer hands the next probe to the pool, where it waits behind them
+        clock.advance(0.25)  # it was due 0.05 s after the call: 0.2 s late, by the clock
+        release.set()  # the probe runs before the next call
         futures.wait(busy)
         code, details, _ = call(server.target)
         assert code is RESOURCE_EXHAUSTED and "the worker pool runs 200 ms late (bound 0.05s)" in details
@@ -124,30 +125,22 @@ def test_a_sync_server_refuses_while_its_pool_queues() -> None:
 
 def test_an_aio_server_refuses_while_its_loop_runs_late() -> None:
     clock = FakeClock()
-    load = ServerLoad(clock=clock, cpu_seconds=None, memory=None)
+    load = ServerLoad(clock=clock, cpu_seconds=None, memory=None, interval=1.0)
     heard: list[Shed] = []
     server = ScriptedServer("aio", interceptors=[AioLoadShedding(load=load, max_lag=0.05, on_shed=heard.append)])
     try:
-        assert call(server.target)[0] is grpc.StatusCode.OK
+        assert call(server.target)[0] is grpc.StatusCode.OK  # the probes start: one due every 0.1 s
 
-        async def stall() -> None:  # as a blocking handler would: the probe runs 0.3 s (by the clock) late
-            clock.advance(1.0)
-            load.lateness(aio=True)
+        async def stall() -> None:  # as a blocking handler would: the probe due now runs 0.3 s (by the clock) late
             clock.advance(0.3)
 
         AIO_LOOP.run(stall())
         code, details, _ = call(server.target)
-        assert code is RESOURCE_EXHAUSTED and "the event loop runs 300 ms late" in details
+        assert code is RESOURCE_EXHAUSTED and "the event loop runs 200 ms late" in details  # due at 0.1
         assert [e.reason for e in heard] == ["lag"]
-        clock.advance(1.0)  # the stall is past: measured again, on time
-        AIO_LOOP.run(stall_free(load))
-        assert call(server.target)[0] is grpc.StatusCode.OK
+        wait_until(lambda: call(server.target)[0] is grpc.StatusCode.OK)  # an interval of probes on time: past
     finally:
         server.stop()
-
-
-async def stall_free(load: ServerLoad) -> None:
-    load.lateness(aio=True)
 
 
 def test_bad_bounds_are_named() -> None:

@@ -1,0 +1,193 @@
+"""A client's view of a backend's load: the ORCA reports it streams out of band (gRFC A51's ``OpenRcaService``, as
+:class:`~interceptors.server.OrcaService` serves it), for sync and aio channels.
+
+Per-call reports do not reach a grpcio application: its C-core takes the ``endpoint-load-metrics-bin`` trailer for
+its own balancers and leaves it out of the trailers it shows (grpcio 1.85). The out-of-band stream is what a
+Python client can read. On a channel to several backends, the stream goes to whichever one grpc picks for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import grpc
+
+from ..engine import _options as options
+from ..engine._clock import Clock
+from ..engine._load import LoadReport
+from ._orca import ORCA_METHOD, OrcaLoadReport, OrcaLoadReportRequest, report_of
+
+__all__ = ["AioLoadWatch", "LoadWatch"]
+
+FIRST_RETRY = 0.1
+"""Seconds before a failed stream is opened again; doubling up to the interval."""
+STALE = 3
+"""A report older than this many intervals is no longer the backend's load (it may be gone)."""
+_log = logging.getLogger("interceptors")
+
+
+class _Watch:
+    def __init__(
+        self,
+        channel: Any,
+        *,
+        interval: options.Duration = 1.0,
+        on_report: options.Listener[LoadReport] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.interval: float = options.window(interval, "interval")
+        self.on_report: options.Listener[LoadReport] | None = options.listener(on_report, "on_report")
+        self._clock = options.clock(clock)
+        self._report: LoadReport | None = None
+        self._received = -float("inf")
+        self._stream = channel.unary_stream(
+            ORCA_METHOD, request_serializer=_serialized, response_deserializer=OrcaLoadReport.FromString
+        )
+        self._request = OrcaLoadReportRequest()
+        self._request.report_interval.FromNanoseconds(round(self.interval * 1e9))
+        self._closed = False
+
+    @property
+    def report(self) -> LoadReport | None:
+        """The latest report, None before the first or once it is ``3 * interval`` old."""
+        fresh = self._clock.now() - self._received < STALE * self.interval
+        return self._report if fresh else None
+
+    def utilization(self) -> float | None:
+        """The backend's utilization as gRPC's weighted round robin reads it (A58): its application utilization,
+        else its CPU utilization; None without a fresh report that has either."""
+        report = self.report
+        if report is None:
+            return None
+        return report.application_utilization or report.cpu_utilization
+
+    def _heard(self, message: Any) -> None:
+        report = report_of(message)
+        self._report, self._received = report, self._clock.now()
+        if self.on_report is not None:
+            options.emit(self.on_report, report)
+
+    def _again(self, error: grpc.RpcError) -> bool:
+        """Whether to open the stream again after ``error``."""
+        if self._closed:
+            return False
+        if error.code() is grpc.StatusCode.UNIMPLEMENTED:
+            _log.warning("load watch: the backend serves no ORCA stream (UNIMPLEMENTED); not asked again")
+            return False
+        return True
+
+    def _later(self, wait: float) -> float:
+        """The wait after ``wait`` before a stream that keeps failing is opened again."""
+        return min(wait * 2, max(self.interval, FIRST_RETRY))
+
+
+def _serialized(message: Any) -> bytes:
+    return bytes(message.SerializeToString())
+
+
+class LoadWatch(_Watch):
+    """Watches the load a backend reports on ``channel``'s ORCA stream, asking for a report every ``interval``
+    seconds (default 1; the server may send them less often): :attr:`report` is the latest, :meth:`utilization`
+    A58's figure of it, ``on_report`` hears each. One thread per watch, until :meth:`close`; a stream that ends or
+    fails is opened again after 0.1 s, doubling while it keeps failing up to ``interval``; a backend without the
+    service (UNIMPLEMENTED) is not asked again.
+
+    Feed it to an :class:`~interceptors.AdaptiveThrottle` (``utilization=watch.utilization``) to back off before
+    the backend starts refusing::
+
+        watch = LoadWatch(channel)
+        throttle = AdaptiveThrottle(utilization=watch.utilization, max_utilization=0.9)
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        *,
+        interval: options.Duration = 1.0,
+        on_report: options.Listener[LoadReport] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(channel, interval=interval, on_report=on_report, clock=clock)
+        self._call: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="interceptors-load-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        wait = FIRST_RETRY
+        while not self._closed:
+            self._call = self._stream(self._request)
+            if self._closed:  # closed while it was made: close() may have missed it
+                self._call.cancel()
+            try:
+                for message in self._call:
+                    self._heard(message)
+                    wait = FIRST_RETRY
+            except grpc.RpcError as error:
+                if not self._again(error):
+                    return
+            if self._stop.wait(wait):
+                return
+            wait = self._later(wait)
+
+    def close(self) -> None:
+        """Stop watching (the stream is cancelled, the thread ends)."""
+        self._closed = True
+        self._stop.set()
+        call = self._call
+        if call is not None:
+            call.cancel()
+        self._thread.join(5)
+
+    def __enter__(self) -> LoadWatch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AioLoadWatch(_Watch):
+    """:class:`LoadWatch` for a ``grpc.aio`` channel: a task of the running event loop (make it in a coroutine),
+    until :meth:`aclose`."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        interval: options.Duration = 1.0,
+        on_report: options.Listener[LoadReport] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(channel, interval=interval, on_report=on_report, clock=clock)
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        wait = FIRST_RETRY
+        while not self._closed:
+            try:
+                async for message in self._stream(self._request):
+                    self._heard(message)
+                    wait = FIRST_RETRY
+            except grpc.RpcError as error:
+                if not self._again(error):
+                    return
+            await asyncio.sleep(wait)
+            wait = self._later(wait)
+
+    async def aclose(self) -> None:
+        """Stop watching (the stream is cancelled, the task ends)."""
+        self._closed = True
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+
+    async def __aenter__(self) -> AioLoadWatch:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
