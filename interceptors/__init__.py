@@ -41,6 +41,7 @@ from .engine._throttle import AdaptiveThrottle
 from .engine._timeout import Timeout
 from .grpc._channel import StackedRetriesWarning
 from .grpc._fit import FallbackMisfitWarning
+from .grpc._load_watch import LoadWatch
 from .grpc._orca import load_report
 from .grpc._registry import Registry
 from .grpc._service_config import ServiceConfig, from_service_config
@@ -83,6 +84,7 @@ __all__ = [
     "Keyed",
     "LatencyQuantile",
     "LoadReport",
+    "LoadWatch",
     "LimitExceededError",
     "MemoryCache",
     "Priorities",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import random
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from . import _options as options
@@ -23,6 +25,8 @@ DEFAULT_MAX_REJECTION_RATE = 0.9
 DEFAULT_MIN_REQUESTS = 10
 """Requests in the window before anything is rejected: one a second over the default window."""
 DEFAULT_WINDOW = 10.0
+DEFAULT_MAX_UTILIZATION = 0.9
+_log = logging.getLogger("interceptors")
 
 
 class AdaptiveThrottle(Policy):
@@ -57,6 +61,13 @@ class AdaptiveThrottle(Policy):
         is rejected at the rate above (default None: every call alike).
     :param dry_run: decide and report, but let every call through (default False): a call it would reject is
         reported (``dry_run=True``) and goes uncounted, as a rejected call is.
+    :param utilization: the dependency's utilization now, as it reports it (a function answering a number, or None
+        when it knows none), such as :meth:`interceptors.LoadWatch.utilization` over its ORCA reports. Above
+        ``max_utilization`` it rejects, before any refusal, with probability
+        ``min(max_rejection_rate, (utilization - max_utilization) / (1 - max_utilization))`` if that is more than
+        the rate above (default None: refusals alone).
+    :param max_utilization: the utilization the dependency may report before calls are rejected (default 0.9), in
+        (0, 1].
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
     :param name: the policy's name in its events (default: its class's name, "AdaptiveThrottle").
     :param clock: the clock of the window (default the system clock).
@@ -67,14 +78,17 @@ class AdaptiveThrottle(Policy):
         "_mix",
         "_random",
         "_tally",
+        "_warned",
         "clock",
         "dry_run",
         "handle",
         "k",
         "max_rejection_rate",
+        "max_utilization",
         "min_requests",
         "on_throttled",
         "priorities",
+        "utilization",
         "window",
     )
     serves_deferred = True
@@ -86,11 +100,14 @@ class AdaptiveThrottle(Policy):
     handle: options.FailurePredicate | None
     dry_run: bool
     priorities: Priorities | None
+    utilization: Callable[[], float | None] | None
+    max_utilization: float
     on_throttled: options.Listener[Throttled] | None
     _tally: Tally
     _mix: Tally | None  # with priorities: the calls of the window by rank
     _lock: threading.Lock
     _random: Any
+    _warned: bool
 
     def __init__(
         self,
@@ -102,6 +119,8 @@ class AdaptiveThrottle(Policy):
         handle: options.Handles | None = None,
         priorities: Priorities | None = None,
         dry_run: bool = False,
+        utilization: Callable[[], float | None] | None = None,
+        max_utilization: float = DEFAULT_MAX_UTILIZATION,
         on_throttled: options.Listener[Throttled] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
@@ -118,12 +137,15 @@ class AdaptiveThrottle(Policy):
             handle=options.handles(handle, "handle"),
             priorities=ranks,
             dry_run=options.flag(dry_run, "dry_run"),
+            utilization=options.optional_function(utilization, "utilization", "", count=0),
+            max_utilization=options.ratio(max_utilization, "max_utilization"),
             on_throttled=options.listener(on_throttled, "on_throttled"),
             clock=the_clock,
             _tally=Tally(seconds, the_clock),  # requests, accepts
             _mix=None if ranks is None else Tally(seconds, the_clock, RANKS),
             _lock=threading.Lock(),
             _random=random.random,
+            _warned=False,
         )
 
     def inherit(self, old: Policy) -> None:
@@ -142,7 +164,27 @@ class AdaptiveThrottle(Policy):
         """The share of calls rejected at the moment."""
         with self._lock:
             self._tally.roll()
-            return self._rate()
+            refused = self._rate()
+        return max(refused, self._loaded()[0])
+
+    def _loaded(self) -> tuple[float, float | None]:
+        """The rejection rate the dependency's reported utilization asks for, and that utilization."""
+        read = self.utilization
+        if read is None:
+            return 0.0, None
+        try:
+            utilization = read()
+        except Exception:
+            if not self._warned:
+                object.__setattr__(self, "_warned", True)
+                _log.exception("%s: utilization() raised; read as unknown (logged once)", self.name)
+            return 0.0, None
+        if not isinstance(utilization, (int, float)) or not utilization > self.max_utilization:  # None, NaN
+            return 0.0, None
+        over = utilization - self.max_utilization
+        headroom = 1.0 - self.max_utilization
+        rate = 1.0 if headroom <= 0 or over >= headroom else over / headroom
+        return min(self.max_rejection_rate, rate), float(utilization)
 
     def _rate(self) -> float:
         requests, accepts = self._tally.first, self._tally.second
@@ -153,9 +195,11 @@ class AdaptiveThrottle(Policy):
     def _admit(self, execution: Execution) -> bool:
         """Whether the call goes counted; raises ThrottledError if it is to be rejected (in dry run: reports it, and
         returns False: it goes, counted as the rejected call it would have been, for nothing)."""
+        loaded, utilization = self._loaded()
         with self._lock:
             self._tally.roll()
-            rate = self._rate()
+            refused = self._rate()
+            rate = max(refused, loaded)
             mix, ranks = self._mix, self.priorities
             if mix is not None and ranks is not None:
                 rank = ranks.place_of(execution)[0]
@@ -168,6 +212,9 @@ class AdaptiveThrottle(Policy):
                 options.emit(self.on_throttled, event, self._observers)
             if self.dry_run:
                 return False
+            if loaded > refused:
+                reported = f"throttled: the dependency reports utilization {utilization:.2f} ({rate:.0%} rejected)"
+                raise ThrottledError(reported)
             raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
         return True
 

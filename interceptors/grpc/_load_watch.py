@@ -9,6 +9,7 @@ Python client can read. On a channel to several backends, the stream goes to whi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -181,10 +182,8 @@ class AioLoadWatch(_Watch):
         """Stop watching (the stream is cancelled, the task ends)."""
         self._closed = True
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
 
     async def __aenter__(self) -> AioLoadWatch:
         return self

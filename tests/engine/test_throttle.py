@@ -205,3 +205,43 @@ async def test_a_throttle_counts_exactly_with_32_tasks(clock: FakeClock) -> None
 def test_bad_throttle_options_are_named(make: object, option: str) -> None:
     with pytest.raises(ValueError, match=option):
         make()  # type: ignore[operator]
+
+
+def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    reported: list[object] = [0.5]
+
+    def utilization() -> float | None:
+        value = reported[0]
+        if isinstance(value, Exception):
+            raise value
+        return value  # type: ignore[return-value]
+
+    throttle = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, clock=clock)
+    assert throttle.rejection_rate == 0.0 and feed(throttle, "o" * 100) == (0, 100)
+    reported[0] = 0.9  # half-way from 0.8 to 1: half rejected, before any refusal
+    assert throttle.rejection_rate == pytest.approx(0.5)
+    rejected, _ = feed(throttle, "o" * 2000)
+    assert 0.45 < rejected / 2000 < 0.55
+    with pytest.raises(ThrottledError, match=r"reports utilization 0.90 \(50% rejected\)"):
+        for _ in range(100):
+            Executor(throttle).call(lambda: None)
+    reported[0] = 1.7  # above 1 (a CPU's, say): at most max_rejection_rate
+    assert throttle.rejection_rate == pytest.approx(0.9)
+    for unknown in (None, float("nan"), "busy", RuntimeError("no report")):
+        reported[0] = unknown
+        assert throttle.rejection_rate == 0.0
+    assert caplog.text.count("utilization() raised") == 1
+    reported[0] = 0.95  # asks for 0.75
+    refused = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, clock=clock)
+    assert refused.rejection_rate == pytest.approx(0.75)
+    refused._tally.add(first=100, second=0)  # refusals ask for more: the larger rate wins
+    assert refused.rejection_rate == pytest.approx(0.9)
+
+
+def test_a_bad_utilization_option_is_named() -> None:
+    with pytest.raises(ValueError, match="utilization must be a function"):
+        AdaptiveThrottle(utilization=0.9)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_utilization"):
+        AdaptiveThrottle(max_utilization=0)

@@ -5,6 +5,7 @@ garbage; a bad recorded value is never sent."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -21,7 +22,8 @@ import grpc
 import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
-from interceptors import LoadReport, load_report
+from interceptors import LoadReport, LoadWatch, load_report
+from interceptors.aio import AioLoadWatch
 from interceptors.engine._load import MAX_NAMES, MAX_VALUE
 from interceptors.grpc._handlers import wrapped_any
 from interceptors.grpc._orca import LOAD_REPORT_METADATA_KEY, OrcaLoadReport, OrcaLoadReportRequest, serialized
@@ -436,3 +438,76 @@ def test_an_aio_stream_probes_the_loop(aio_stream_server: tuple[ScriptedServer, 
         reports.cancel()
     finally:
         channel.close()
+
+
+# -- our clients listen -----------------------------------------------------------------------------------------------
+
+
+def test_a_load_watch_keeps_the_latest_out_of_band_report(kind: str) -> None:
+    load = quiet_load()
+    load.record(application_utilization=0.5)
+    server, _ = orca_server(kind, load, 0.02)
+    heard: list[LoadReport] = []
+    try:
+        with (
+            grpc.insecure_channel(server.target) as channel,
+            LoadWatch(channel, interval=0.02, on_report=heard.append) as watch,
+        ):
+            wait_until(lambda: watch.utilization() == 0.5)
+            load.record(application_utilization=0.95)
+            wait_until(lambda: watch.utilization() == 0.95)
+            assert watch.report is not None and watch.report.application_utilization == 0.95
+            assert len(heard) >= 2
+    finally:
+        server.stop()
+    assert not watch._thread.is_alive()
+
+
+def test_a_load_watch_opens_the_stream_again_after_the_backend_restarts() -> None:
+    load = quiet_load()
+    load.record(cpu_utilization=0.3)
+    server, _ = orca_server("sync", load, 0.02)
+    port = server.port
+    with grpc.insecure_channel(server.target) as channel, LoadWatch(channel, interval=0.02) as watch:
+        wait_until(lambda: watch.utilization() == 0.3)  # no application utilization: the CPU's (A58)
+        server.stop()
+        wait_until(lambda: watch.report is None)  # three intervals without a report: not the backend's load
+        again = grpc.server(futures.ThreadPoolExecutor(4))
+        OrcaService(load, min_report_interval=0.02).add_to(again)
+        again.add_insecure_port(f"127.0.0.1:{port}")
+        again.start()
+        try:
+            wait_until(lambda: watch.utilization() == 0.3, timeout=10)
+        finally:
+            again.stop(None)
+
+
+def test_a_load_watch_stops_asking_a_backend_without_the_service(caplog: pytest.LogCaptureFixture) -> None:
+    server = ScriptedServer("sync")
+    try:
+        with grpc.insecure_channel(server.target) as channel, LoadWatch(channel, interval=0.02) as watch:
+            wait_until(lambda: not watch._thread.is_alive())
+            assert watch.report is None and watch.utilization() is None
+    finally:
+        server.stop()
+    assert "serves no ORCA stream" in caplog.text
+
+
+def test_an_aio_load_watch_keeps_the_latest_report(kind: str) -> None:
+    load = quiet_load()
+    load.record(application_utilization=0.7)
+    server, _ = orca_server(kind, load, 0.02)
+
+    async def watched() -> float | None:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            async with AioLoadWatch(channel, interval=0.02) as watch:
+                for _ in range(500):
+                    if watch.utilization() is not None:
+                        break
+                    await asyncio.sleep(0.01)
+                return watch.utilization()
+
+    try:
+        assert AIO_LOOP.run(watched()) == 0.7
+    finally:
+        server.stop()
