@@ -4,6 +4,9 @@
   with our ORCA reports on and off: the busy one's share of the calls and the client's latency;
 - two aio replicas behind round robin, one whose handler blocks its event loop 100 ms every few calls, with
   lag-based shedding on and off, our clients retrying a refusal on the other replica;
+- a CPU-bound backend offered 1.5 times what its CPU can serve, behind our clients' retries alone, with an
+  AdaptiveThrottle counting refusals, and with one that also reads the backend's utilization from its
+  out-of-band reports;
 - what a report costs the server per call, and what an idle out-of-band stream costs it.
 """
 
@@ -14,6 +17,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +38,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "workers": workers,
         "balance": {reports: _balanced(reports, seconds, workers) for reports in ("off", "on")},
         "lag": {shedding: _lagging(shedding, seconds, workers) for shedding in ("off", "on")},
+        "listen": {chain: _listening(chain, seconds) for chain in LISTENING},
         "cost": _report_cost(2_000 if quick else 50_000),
         "idle_stream_cpu": _idle_stream_cpu(1.0 if quick else 10.0),
     }
@@ -93,6 +100,78 @@ def _lagging(shedding: str, seconds: float, workers: int) -> dict[str, Any]:
             for process, _ in backends:
                 process.terminate()
                 process.wait(10)
+
+
+LISTENING = ("retries", "retries + throttle", "retries + throttle on utilization")
+OFFERED = 1.5
+"""The overloaded backend is offered this many times the calls it can serve."""
+
+
+def _listening(chain: str, seconds: float) -> dict[str, Any]:
+    """Calls paced at OFFERED times an aio backend's capacity (8 calls at once of 10 ms: 800 a second, the rest
+    refused with pushback) for ``seconds`` (after 1 s of warm-up), through ``chain``: success, latency, and the
+    attempts that reached the backend per call. The throttle on utilization reads the backend's
+    ``utilization["concurrency"]`` (its calls at work over its limit) from its out-of-band reports."""
+    from interceptors import AdaptiveThrottle, Backoff, LoadWatch, RetryPolicy, resilient_channel
+
+    limit, work = 8, 0.01
+    capacity = limit / work
+    with tempfile.TemporaryDirectory() as directory:
+        record = f"{directory}/record.json"
+        process, target = _start(
+            "bench.balance_server",
+            directory,
+            name="only",
+            kind="aio",
+            work=work,
+            reports="oob",
+            limit=limit,
+            record_file=record,
+        )
+        try:
+            with grpc.insecure_channel(target) as plain, LoadWatch(plain, interval=0.05) as watch:
+                policies: list[Any] = [RetryPolicy(max_attempts=3, delay=Backoff(0.01, 0.1))]
+                if chain != "retries":
+                    concurrency = partial(watch.utilization, "concurrency") if chain.endswith("utilization") else None
+                    policies.append(AdaptiveThrottle(window=2, utilization=concurrency, max_utilization=0.9))
+                with resilient_channel(target, *policies) as channel:
+                    call: Any = channel.unary_unary("/bench.Balance/Work")
+                    warm = _paced(call, 1.0, capacity * OFFERED)
+                    outcome = _paced(call, seconds, capacity * OFFERED)
+        finally:
+            process.terminate()
+            process.wait(10)
+        counted = json.loads(Path(record).read_text())
+    made = warm["calls"] + outcome["calls"]
+    reached = counted["served"] + counted["refused"]
+    return {**outcome, "capacity_per_s": capacity, "attempts_per_call": reached / made, **counted}
+
+
+def _paced(call: Any, seconds: float, rate: float) -> dict[str, Any]:
+    """Calls started at ``rate`` a second for ``seconds`` (64 threads): success, latency and results."""
+    count = max(round(seconds * rate), 1)
+    began = time.monotonic()
+
+    def one(i: int) -> tuple[str, float]:
+        time.sleep(max(0.0, began + i / rate - time.monotonic()))
+        started = time.monotonic()
+        try:
+            call(b"", timeout=2)
+            result = "OK"
+        except grpc.RpcError as error:
+            result = error.code().name
+        return result, time.monotonic() - started
+
+    with ThreadPoolExecutor(64) as pool:
+        outcomes = list(pool.map(one, range(count)))
+    latencies = [latency for _, latency in outcomes]
+    return {
+        "calls": count,
+        "success": sum(result == "OK" for result, _ in outcomes) / count,
+        "results": dict(Counter(result for result, _ in outcomes)),
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+    }
 
 
 def _load(call: Any, seconds: float, workers: int) -> dict[str, Any]:

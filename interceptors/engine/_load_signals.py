@@ -134,7 +134,7 @@ class Rate:
         self._clock, self._interval = clock, interval
         self._lock = threading.Lock()
         self._when = clock.now()
-        self._counts = [0] * kinds
+        self._counts: list[float] = [0] * kinds
         self.rates: tuple[float, ...] = (0.0,) * kinds
         """The last sample's rates, by kind of event."""
 
@@ -144,6 +144,11 @@ class Rate:
             for kind in kinds:
                 self._counts[kind] += 1
 
+    def add(self, kind: int, amount: float) -> None:
+        """``amount`` more of ``kind`` (seconds busy, say: their rate is the average number at work)."""
+        with self._lock:
+            self._counts[kind] += amount
+
     def sample(self) -> tuple[float, ...]:
         """The rates, sampled again if the last sample is ``interval`` old."""
         now = self._clock.now()
@@ -151,7 +156,7 @@ class Rate:
             with self._lock:
                 elapsed = now - self._when
                 if elapsed >= self._interval:  # not sampled meanwhile by another thread
-                    counts, self._counts, self._when = self._counts, [0] * len(self._counts), now
+                    counts, self._counts, self._when = self._counts, [0.0] * len(self._counts), now
                     self.rates = tuple(count / elapsed for count in counts)
         return self.rates
 

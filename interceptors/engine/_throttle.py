@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import threading
 from collections.abc import Callable
@@ -26,6 +27,8 @@ DEFAULT_MIN_REQUESTS = 10
 """Requests in the window before anything is rejected: one a second over the default window."""
 DEFAULT_WINDOW = 10.0
 DEFAULT_MAX_UTILIZATION = 0.9
+LOAD_STEPS = 20
+"""Times per window the rejection rate a reported utilization asks for moves."""
 _log = logging.getLogger("interceptors")
 
 
@@ -62,10 +65,12 @@ class AdaptiveThrottle(Policy):
     :param dry_run: decide and report, but let every call through (default False): a call it would reject is
         reported (``dry_run=True``) and goes uncounted, as a rejected call is.
     :param utilization: the dependency's utilization now, as it reports it (a function answering a number, or None
-        when it knows none), such as :meth:`interceptors.LoadWatch.utilization` over its ORCA reports. Above
-        ``max_utilization`` it rejects, before any refusal, with probability
-        ``min(max_rejection_rate, (utilization - max_utilization) / (1 - max_utilization))`` if that is more than
-        the rate above (default None: refusals alone).
+        when it knows none), such as :meth:`interceptors.LoadWatch.utilization` over its ORCA reports. Every
+        ``window / 20`` seconds a second rejection rate moves by ``utilization - max_utilization`` (an unknown
+        utilization counts as 0), within 0 and ``max_rejection_rate``: it rises while the dependency reports more
+        than ``max_utilization`` and falls while it reports less, so that the calls let through keep it near
+        ``max_utilization``, before it refuses any. The larger of the two rates applies (default None: refusals
+        alone).
     :param max_utilization: the utilization the dependency may report before calls are rejected (default 0.9), in
         (0, 1].
     :param on_throttled: hears :class:`Throttled` when a call is rejected.
@@ -74,6 +79,7 @@ class AdaptiveThrottle(Policy):
     """
 
     __slots__ = (
+        "_load",
         "_lock",
         "_mix",
         "_random",
@@ -108,6 +114,7 @@ class AdaptiveThrottle(Policy):
     _lock: threading.Lock
     _random: Any
     _warned: bool
+    _load: tuple[float, float, float | None]  # the utilization's rejection rate, when it moved, what was reported
 
     def __init__(
         self,
@@ -146,6 +153,7 @@ class AdaptiveThrottle(Policy):
             _lock=threading.Lock(),
             _random=random.random,
             _warned=False,
+            _load=(0.0, -math.inf, None),
         )
 
     def inherit(self, old: Policy) -> None:
@@ -168,23 +176,29 @@ class AdaptiveThrottle(Policy):
         return max(refused, self._loaded()[0])
 
     def _loaded(self) -> tuple[float, float | None]:
-        """The rejection rate the dependency's reported utilization asks for, and that utilization."""
+        """The rejection rate the dependency's reported utilization asks for, and that utilization (see
+        ``utilization``): moved every ``window / 20`` by what it reports over ``max_utilization``."""
         read = self.utilization
         if read is None:
             return 0.0, None
+        rate, when, reported = self._load
+        now = self.clock.now()
+        if now - when < self.window / LOAD_STEPS:
+            return rate, reported
         try:
-            utilization = read()
+            value = read()
         except Exception:
             if not self._warned:
                 object.__setattr__(self, "_warned", True)
                 _log.exception("%s: utilization() raised; read as unknown (logged once)", self.name)
-            return 0.0, None
-        if not isinstance(utilization, (int, float)) or not utilization > self.max_utilization:  # None, NaN
-            return 0.0, None
-        over = utilization - self.max_utilization
-        headroom = 1.0 - self.max_utilization
-        rate = 1.0 if headroom <= 0 or over >= headroom else over / headroom
-        return min(self.max_rejection_rate, rate), float(utilization)
+            value = None
+        known = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        utilization = float(value) if known else None  # type: ignore[arg-type]
+        with self._lock:
+            rate = self._load[0] + (utilization or 0.0) - self.max_utilization
+            rate = min(max(rate, 0.0), self.max_rejection_rate)
+            object.__setattr__(self, "_load", (rate, now, utilization))
+        return rate, utilization
 
     def _rate(self) -> float:
         requests, accepts = self._tally.first, self._tally.second
@@ -213,7 +227,7 @@ class AdaptiveThrottle(Policy):
             if self.dry_run:
                 return False
             if loaded > refused:
-                reported = f"throttled: the dependency reports utilization {utilization:.2f} ({rate:.0%} rejected)"
+                reported = f"throttled: the dependency reports utilization {utilization or 0:.2f} ({rate:.0%} rejected)"
                 raise ThrottledError(reported)
             raise ThrottledError(f"throttled: the dependency refused too many calls lately ({rate:.0%} rejected)")
         return True

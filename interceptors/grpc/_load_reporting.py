@@ -47,8 +47,10 @@ class ServerLoad:
     - ``qps`` and ``eps``: the calls, and the failed calls, :class:`LoadReporting` saw end per second;
     - ``named_metrics``: ``event_loop_lag`` (aio) or ``pool_queue_time`` (sync, given the server's ``pool``): how
       late work starts there, the most a probe set every ``interval / 10`` ran late over the last ``interval``
-      (probed while calls come); ``in_flight`` and ``limit`` of the :class:`LoadShedding` that shares this load,
-      whose ratio is also ``utilization["concurrency"]``.
+      (probed while calls come); ``in_flight`` and ``limit`` of the :class:`LoadShedding` that shares this load
+      at the moment of the sample;
+    - ``utilization["concurrency"]``, with such a LoadShedding: the calls :class:`LoadReporting` saw at work on
+      average over the last interval (the seconds they took, per second), over that limit.
 
     :param interval: seconds between samples (default 1).
     :param cpus: the CPUs the utilization is a share of (default: those the process may run on). A process whose
@@ -80,7 +82,7 @@ class ServerLoad:
         self._pool = pool
         self._lateness = Lateness(self._clock, self.interval)
         self._late_name: str | None = None
-        self._rate = Rate(self._clock, self.interval)
+        self._rate = Rate(self._clock, self.interval, kinds=3)  # calls, failed calls, seconds of calls
         self._places: Any = None  # a LoadShedding's places, when one shares this load
         self.recorder: LoadRecorder = LoadRecorder()
         """What the application recorded (:meth:`record` writes to it)."""
@@ -142,7 +144,7 @@ class ServerLoad:
         return built
 
     def _sampled(self) -> LoadReport:
-        qps, eps = self._rate.sample()
+        qps, eps, busy = self._rate.sample()
         named: dict[str, float] = {}
         utilization: Mapping[str, float] = MappingProxyType({})
         if self._late_name is not None:
@@ -150,7 +152,7 @@ class ServerLoad:
         places = self._places
         if places is not None:
             named["in_flight"], named["limit"] = places.in_flight, places.limit
-            utilization = MappingProxyType({"concurrency": min(places.in_flight / places.limit, 1.0)})
+            utilization = MappingProxyType({"concurrency": min(busy / places.limit, 1.0)})
         memory = None if self._memory is None else self._memory()
         return LoadReport(
             cpu_utilization=self.cpu_utilization(),
@@ -167,11 +169,14 @@ class ServerLoad:
         server = self._snapshot()[3]
         return server if call is None or not call.version else server + serialized(call.report)
 
-    def _ended(self, failed: bool) -> None:
+    def _ended(self, failed: bool, seconds: float = 0.0) -> None:
+        """Count a call that ended, after ``seconds``."""
         if failed:
             self._rate.count(0, 1)
         else:
             self._rate.count(0)
+        if seconds:
+            self._rate.add(2, seconds)
 
 
 _CALL_LOAD: ContextVar[LoadRecorder | None] = ContextVar("interceptors_call_load", default=None)
@@ -203,6 +208,7 @@ class _Reporting:
         load.lateness(self._aio)  # keeps the probes going
         recorder = LoadRecorder()
         token = _CALL_LOAD.set(recorder)
+        started = load._clock.now()
 
         def end(failure: BaseException | None) -> None:
             try:
@@ -210,7 +216,8 @@ class _Reporting:
             except ValueError:  # ended in another context than it began (a sync stream's last message)
                 _CALL_LOAD.set(None)
             code = context.code()
-            load._ended(failure is not None or (code is not None and code != OK and code != 0))
+            failed = failure is not None or (code is not None and code != OK and code != 0)
+            load._ended(failed, load._clock.now() - started)
             if per_call:
                 _add_trailer(context, load._trailer(recorder))
 

@@ -57,12 +57,15 @@ class _Watch:
         fresh = self._clock.now() - self._received < STALE * self.interval
         return self._report if fresh else None
 
-    def utilization(self) -> float | None:
-        """The backend's utilization as gRPC's weighted round robin reads it (A58): its application utilization,
-        else its CPU utilization; None without a fresh report that has either."""
+    def utilization(self, name: str | None = None) -> float | None:
+        """The backend's utilization named ``name`` in its report's ``utilization`` map; without a name, as gRPC's
+        weighted round robin reads it (A58): its application utilization, else its CPU utilization. None without a
+        fresh report that has it."""
         report = self.report
         if report is None:
             return None
+        if name is not None:
+            return report.utilization.get(name)
         return report.application_utilization or report.cpu_utilization
 
     def _heard(self, message: Any) -> None:

@@ -218,24 +218,36 @@ def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
             raise value
         return value  # type: ignore[return-value]
 
-    throttle = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, clock=clock)
-    assert throttle.rejection_rate == 0.0 and feed(throttle, "o" * 100) == (0, 100)
-    reported[0] = 0.9  # half-way from 0.8 to 1: half rejected, before any refusal
-    assert throttle.rejection_rate == pytest.approx(0.5)
+    def rates(steps: int) -> list[float]:
+        """The rate after each of ``steps`` steps (one each window / 20 = 0.1 s)."""
+        seen = []
+        for _ in range(steps):
+            clock.advance(0.15)
+            seen.append(round(throttle.rejection_rate, 6))
+        return seen
+
+    throttle = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, window=2, clock=clock)
+    assert rates(2) == [0.0, 0.0] and feed(throttle, "o" * 100) == (0, 100)
+    reported[0] = 0.9  # over by 0.1: the rate rises by 0.1 a step, before any refusal
+    assert rates(3) == [0.1, 0.2, 0.3]
     rejected, _ = feed(throttle, "o" * 2000)
-    assert 0.45 < rejected / 2000 < 0.55
-    with pytest.raises(ThrottledError, match=r"reports utilization 0.90 \(50% rejected\)"):
-        for _ in range(100):
+    assert 0.25 < rejected / 2000 < 0.35  # 0.3
+    clock.advance(0.15)
+    with pytest.raises(ThrottledError, match=r"reports utilization 0.90 \(40% rejected\)"):
+        for _ in range(200):
             Executor(throttle).call(lambda: None)
-    reported[0] = 1.7  # above 1 (a CPU's, say): at most max_rejection_rate
-    assert throttle.rejection_rate == pytest.approx(0.9)
+    reported[0] = 1.7  # far over (a CPU's, say): up to max_rejection_rate
+    assert rates(2) == [0.9, 0.9]
+    reported[0] = 0.6  # under by 0.2: it falls as fast
+    assert rates(3) == [0.7, 0.5, 0.3]
     for unknown in (None, float("nan"), "busy", RuntimeError("no report")):
-        reported[0] = unknown
-        assert throttle.rejection_rate == 0.0
+        reported[0] = unknown  # read as 0: down by 0.8
+        object.__setattr__(throttle, "_load", (0.9, -1.0, None))
+        assert rates(1) == [0.1]
     assert caplog.text.count("utilization() raised") == 1
-    reported[0] = 0.95  # asks for 0.75
+    reported[0] = 0.85  # asks for 0.05 a step
     refused = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, clock=clock)
-    assert refused.rejection_rate == pytest.approx(0.75)
+    assert refused.rejection_rate == pytest.approx(0.05)
     refused._tally.add(first=100, second=0)  # refusals ask for more: the larger rate wins
     assert refused.rejection_rate == pytest.approx(0.9)
 
