@@ -346,8 +346,48 @@ def _balance(suite: dict[str, Any]) -> list[str]:
             f"| {reports} | {row['calls']} | {row['busy_share']:.0%} | {row['p50_s'] * 1000:.1f} ms | "
             f"{row['p99_s'] * 1000:.1f} ms |"
         )
+    lag = suite.get("lag")
+    if lag:
+        out += [
+            "",
+            "Two aio replicas behind grpc's `round_robin`, through our retries (5 attempts): `buggy` blocks its event "
+            "loop 100 ms every 5th call, `sound` never does. With lag shedding on, each sheds while its loop ran more "
+            "than 20 ms late in the last 0.1 s, and a refused call is retried on the other replica.",
+            "",
+            "| lag shedding | calls | success | p50 | p99 | answered by buggy | p99 of buggy's | p99 of sound's |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for shedding, row in lag.items():
+            buggy, sound = (row["by_replica"].get(name, {}).get("p99_s", 0) * 1000 for name in ("buggy", "sound"))
+            out.append(
+                f"| {shedding} | {row['calls']} | {row['success']:.1%} | {row['p50_s'] * 1000:.1f} ms | "
+                f"{row['p99_s'] * 1000:.0f} ms | {row['answered'].get('buggy', 0)} | {buggy:.0f} ms | {sound:.0f} ms |"
+            )
+    listen = suite.get("listen")
+    if listen:
+        out += [
+            "",
+            "An aio backend that serves 8 calls at once of 10 ms (800 a second) and sheds the rest with pushback, "
+            "offered 1 200 calls a second through our retries (3 attempts), alone, with an `AdaptiveThrottle` "
+            'counting refusals, and with one that also reads the backend\'s `utilization["concurrency"]` from its '
+            "out-of-band reports (`LoadWatch`, `max_utilization=0.9`).",
+            "",
+            "| client | success | p50 | p99 | attempts reaching the backend per call | refused by the backend |",
+            "|---|---|---|---|---|---|",
+        ]
+        for chain, row in listen.items():
+            out.append(
+                f"| {chain} | {row['success']:.1%} | {row['p50_s'] * 1000:.1f} ms | {row['p99_s'] * 1000:.0f} ms | "
+                f"{row['attempts_per_call']:.2f} | {row['refused']} |"
+            )
     out += ["", "What a report costs the server per call (µs, best of 3, in process):", ""]
     out += [f"- {name}: {micros:.1f} µs" for name, micros in suite["cost"].items()]
+    idle = suite.get("idle_stream_cpu")
+    if idle:
+        out.append(
+            f"- an idle out-of-band stream reporting every second: {idle['cpu_per_second'] * 1e6:.0f} µs of CPU a "
+            f"second (the process idles at {idle['baseline_cpu_per_second'] * 1e6:.0f} µs a second without it)"
+        )
     return out
 
 
