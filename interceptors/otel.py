@@ -18,12 +18,12 @@ helpers or interceptors (``metrics=``); it records into ``meter_provider`` (defa
   limiter, budget), ``resilience.client.fallbacks`` ({call}; grpc.status: the status replaced),
   ``resilience.breaker.transitions`` ({transition}; resilience.policy, resilience.state.old, resilience.state.new),
   ``resilience.server.sheds`` ({call}; resilience.policy: the shedding or quota interceptor, resilience.reason:
-  overload, deadline or quota); rejections, sheds and transitions of a policy in dry run (which let the call go)
-  carry ``resilience.dry_run`` true. And observable gauges ``resilience.breaker.state`` (0 closed, 1 half-open, 2 open,
-  3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets), ``resilience.limiter.limit``
-  (adaptive limiters), ``resilience.fleet.local`` (fleet policies: 1 while one decides locally, its store silent).
-  These come from the policies' events, which a Metrics hears for every policy of the process from its creation
-  until :meth:`Metrics.close`.
+  overload, deadline, lag, cpu or quota); rejections, sheds and transitions of a policy in dry run (which let the
+  call go) carry ``resilience.dry_run`` true. And observable gauges ``resilience.breaker.state`` (0 closed, 1
+  half-open, 2 open, 3 forced open, 4 disabled), ``resilience.budget.tokens`` (token-bucket budgets),
+  ``resilience.limiter.limit`` (adaptive limiters), ``resilience.fleet.local`` (fleet policies: 1 while one
+  decides locally, its store silent). These come from the policies' events, which a Metrics hears for every
+  policy of the process from its creation until :meth:`Metrics.close`.
 
 Histograms carry A66's bucket boundaries as advice; ``grpc.target`` is the target with grpc's default scheme
 (:func:`canonical_target`). A call keeps its durations in an array until a reader collects, and the SDK records

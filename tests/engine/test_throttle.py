@@ -233,9 +233,13 @@ def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
     rejected, _ = feed(throttle, "o" * 2000)
     assert 0.25 < rejected / 2000 < 0.35  # 0.3
     clock.advance(0.15)
-    with pytest.raises(ThrottledError, match=r"reports utilization 0.90 \(40% rejected\)"):
-        for _ in range(200):
+    rejections = []
+    for _ in range(200):
+        try:
             Executor(throttle).call(lambda: None)
+        except ThrottledError as rejection:
+            rejections.append(str(rejection))
+    assert rejections and all(r.endswith("reports utilization 0.90 (40% rejected)") for r in rejections)
     reported[0] = 1.7  # far over (a CPU's, say): up to max_rejection_rate
     assert rates(2) == [0.9, 0.9]
     reported[0] = 0.6  # under by 0.2: it falls as fast
@@ -254,6 +258,6 @@ def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
 
 def test_a_bad_utilization_option_is_named() -> None:
     with pytest.raises(ValueError, match="utilization must be a function"):
-        AdaptiveThrottle(utilization=0.9)  # type: ignore[arg-type]
+        AdaptiveThrottle(utilization=0.9)
     with pytest.raises(ValueError, match="max_utilization"):
         AdaptiveThrottle(max_utilization=0)

@@ -499,13 +499,12 @@ def test_an_aio_load_watch_keeps_the_latest_report(kind: str) -> None:
     server, _ = orca_server(kind, load, 0.02)
 
     async def watched() -> float | None:
-        async with grpc.aio.insecure_channel(server.target) as channel:
-            async with AioLoadWatch(channel, interval=0.02) as watch:
-                for _ in range(500):
-                    if watch.utilization() is not None:
-                        break
-                    await asyncio.sleep(0.01)
-                return watch.utilization()
+        async with grpc.aio.insecure_channel(server.target) as channel, AioLoadWatch(channel, interval=0.02) as watch:
+            for _ in range(500):
+                if watch.utilization() is not None:
+                    break
+                await asyncio.sleep(0.01)
+            return watch.utilization()
 
     try:
         assert AIO_LOOP.run(watched()) == 0.7
