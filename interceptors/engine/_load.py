@@ -7,13 +7,15 @@ What may be recorded (a value breaking the rule is refused, logged once per fiel
 - ``memory_utilization`` and each ``utilization[name]``: finite, between 0 and 1;
 - ``qps``, ``eps`` (calls and failed calls per second): finite, between 0 and :data:`MAX_VALUE`;
 - each ``named_metrics[name]`` and ``request_cost[name]``: finite, of magnitude at most :data:`MAX_VALUE`;
-- names: non-empty strings of at most :data:`MAX_NAME` characters, at most :data:`MAX_NAMES` in each map.
+- names: non-empty strings of at most :data:`MAX_NAME` characters that UTF-8 can encode, at most :data:`MAX_NAMES`
+  in each map.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -22,7 +24,7 @@ from typing import Any
 
 from . import _options as options
 
-__all__ = ["MAX_NAME", "MAX_NAMES", "MAX_VALUE", "LoadRecorder", "LoadReport"]
+__all__ = ["MAX_NAME", "MAX_NAMES", "MAX_VALUE", "LoadRecorder", "LoadReport", "allowed", "name_allowed"]
 
 MAX_VALUE = 1e9
 """The largest magnitude a recorded value may have: a bigger one is a bug, not a load."""
@@ -70,6 +72,10 @@ _SCALARS = ("cpu_utilization", "memory_utilization", "application_utilization", 
 _MAPS = ("utilization", "request_cost", "named_metrics")
 _FRACTIONS = ("memory_utilization", "utilization")
 _SIGNED = ("request_cost", "named_metrics")
+_RANGES = {
+    group: f"[{-MAX_VALUE if group in _SIGNED else 0:g}, {1 if group in _FRACTIONS else MAX_VALUE:g}]"
+    for group in _SCALARS + _MAPS
+}
 
 
 def _replaced(report: LoadReport, changes: dict[str, Any]) -> LoadReport:
@@ -83,15 +89,41 @@ def _refused(name: str, value: object, rule: str) -> None:
         _log.warning("load report: %s=%s refused (%s); it is not sent", name, options.shown(value), rule)
 
 
-def _accepted(name: str, value: object, group: str) -> bool:
-    """Whether ``value`` may be reported as ``name`` of ``group`` (see the module's rule); logs it if not."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        _refused(name, value, "not a finite number")
-        return False
+def allowed(group: str, value: object) -> float | None:
+    """``value`` as a float if the module's rule lets it be reported in ``group``, else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except (OverflowError, ValueError, TypeError):
+        return None
     lowest = -MAX_VALUE if group in _SIGNED else 0.0
     highest = 1.0 if group in _FRACTIONS else MAX_VALUE
-    if not lowest <= value <= highest:
-        _refused(name, value, f"outside [{lowest:g}, {highest:g}]")
+    return number if math.isfinite(number) and lowest <= number <= highest else None
+
+
+def _accepted(name: str, value: object, group: str) -> float | None:
+    """``value`` as a float if it may be reported as ``name`` of ``group``; logs it if not."""
+    number = allowed(group, value)
+    if number is None:
+        _refused(name, value, "not a finite number" if not _finite(value) else f"outside {_RANGES[group]}")
+    return number
+
+
+def _finite(value: object) -> bool:
+    try:
+        return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+    except (OverflowError, ValueError, TypeError):
+        return False
+
+
+def name_allowed(name: object) -> bool:
+    """Whether ``name`` may name an entry of a report's map (see the module's rule)."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: protobuf could not send it
         return False
     return True
 
@@ -137,8 +169,10 @@ class LoadRecorder:
             ("qps", qps),
             ("eps", eps),
         ):
-            if value is not None and _accepted(name, value, name):
-                changes[name] = float(value)
+            if value is not None:
+                number = _accepted(name, value, name)
+                if number is not None:
+                    changes[name] = number
         maps = (("utilization", utilization), ("request_cost", request_cost), ("named_metrics", named_metrics))
         with self._lock:
             report = self._report
@@ -166,10 +200,12 @@ class LoadRecorder:
             return kept
         merged = dict(kept)
         for name, value in entries.items():
-            if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-                _refused(group, name, f"a name must be a string of 1 to {MAX_NAME} characters")
+            if not name_allowed(name):
+                _refused(group, name, f"a name must be a string of 1 to {MAX_NAME} characters, in UTF-8")
             elif name not in merged and len(merged) >= MAX_NAMES:
                 _refused(f"{group}[{name}]", value, f"{group} holds {MAX_NAMES} names at most")
-            elif _accepted(f"{group}[{name}]", value, group):
-                merged[name] = float(value)
+            else:
+                number = _accepted(f"{group}[{name}]", value, group)
+                if number is not None:
+                    merged[name] = number
         return MappingProxyType(merged)

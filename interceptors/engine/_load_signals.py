@@ -5,6 +5,7 @@ and how many calls per second it ends. Each takes a clock, and its source can be
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -28,13 +29,15 @@ class Lateness:
     """How late work starts where the server runs it: a no-op probe is set, through ``later``, to run every
     ``interval / PROBES`` seconds, and how much later than due it runs is measured. The lateness is the largest
     of the last :data:`PROBES` measures (the last ``interval``), or, while a probe is overdue, how overdue it is if
-    that is more: a loop that stalls every few calls is late, not on time between stalls.
+    that is more: a loop that stalls every few calls is late, not on time between stalls, and a stall longer than
+    the interval is measured whole when it ends.
 
-    The probes run while the lateness is asked (by calls, reports); not asked for an ``interval``, they stop and
-    the measures are forgotten; the next ask starts them again.
+    The probes run while the lateness is asked (by calls, reports): when nobody asked in the interval before a
+    probe was due, they stop and the measures are forgotten; the next ask starts them again. :meth:`stop` ends a
+    chain whose loop or pool is gone: a probe of a stopped chain that runs after all does nothing.
     """
 
-    __slots__ = ("_asked", "_clock", "_due", "_every", "_interval", "_later", "_lock", "_measures")
+    __slots__ = ("_asked", "_chain", "_clock", "_due", "_every", "_interval", "_later", "_lock", "_measures")
 
     def __init__(self, clock: Clock, interval: float) -> None:
         self._clock, self._interval, self._every = clock, interval, interval / PROBES
@@ -43,55 +46,71 @@ class Lateness:
         self._due: float | None = None  # when the probe set to run is due (None: none is)
         self._asked = -math.inf
         self._later: Later | None = None
+        self._chain = 0  # which chain of probes runs: one from before a stop is not it
 
     def seconds(self, later: Later | None) -> float:
         """The lateness now, starting the probes through ``later`` if they are stopped (None: do not)."""
         now = self._clock.now()
         self._asked = now
         due = self._due
+        late = max(self._measures, default=0.0)
         if due is None:
             if later is not None:
                 self._start(later, now)
-            return 0.0
-        late = max(self._measures, default=0.0)
+            return late
         return max(late, now - due)
 
     def _start(self, later: Later, now: float) -> None:
         with self._lock:
             if self._due is not None:
                 return
+            self._chain += 1
             self._due, self._later = now + self._every, later
-        try:
-            later(self._every, self._ran)
-        except Exception:  # a closed loop or a shut-down pool runs nothing: no probe is due
-            self._due = None
+            chain = self._chain
+        self._set(later, chain)
 
-    def _ran(self) -> None:
-        now, due, later = self._clock.now(), self._due, self._later
-        if due is None or later is None:
-            return
-        self._measures.append(max(now - due, 0.0))
-        if now - self._asked > self._interval:  # nobody asks: stop, and forget
-            self.stop()
-            return
-        self._due = now + self._every
+    def _set(self, later: Later, chain: int) -> None:
         try:
-            later(self._every, self._ran)
-        except Exception:
+            later(self._every, functools.partial(self._ran, chain))
+        except Exception:  # a closed loop or a shut-down pool runs nothing: no probe is due
             self.stop()
+
+    def _ran(self, chain: int) -> None:
+        with self._lock:
+            due, later = self._due, self._later
+            if chain != self._chain or due is None or later is None:
+                return  # a probe of a stopped chain
+            now = self._clock.now()
+            self._measures.append(max(now - due, 0.0))
+            if due - self._asked > self._interval:  # nobody asked in the interval before it was due
+                self._due = None
+                self._measures.clear()
+                return
+            self._due = now + self._every
+        self._set(later, chain)
 
     def stop(self) -> None:
-        """Stop the probes (until asked again) and forget the measures: where they ran has stopped."""
-        self._due = None
-        self._measures.clear()
+        """Stop the probes (until asked again) and forget the measures."""
+        with self._lock:
+            self._chain += 1
+            self._due = None
+            self._measures.clear()
 
 
 def cpu_count() -> int:
-    """The CPUs this process may run on."""
+    """The CPUs this process may run on: those it has affinity with, no more than its cgroup's CPU quota."""
     try:
-        return len(os.sched_getaffinity(0))
+        count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+        count = os.cpu_count() or 1
+    try:  # a cgroup's quota (v2: "max 100000" or "200000 100000")
+        with open("/sys/fs/cgroup/cpu.max") as quota:
+            allowed, period = quota.read().split()[:2]
+        if allowed != "max":
+            count = min(count, max(math.ceil(int(allowed) / int(period)), 1))
+    except (OSError, ValueError):
+        pass
+    return count
 
 
 class CpuUsage:
@@ -138,16 +157,12 @@ class Rate:
         self.rates: tuple[float, ...] = (0.0,) * kinds
         """The last sample's rates, by kind of event."""
 
-    def count(self, *kinds: int) -> None:
-        """One event of each of ``kinds``."""
+    def count(self, amounts: tuple[float, ...]) -> None:
+        """``amounts[kind]`` more of each kind (events, or seconds busy: their rate is the average number at work)."""
         with self._lock:
-            for kind in kinds:
-                self._counts[kind] += 1
-
-    def add(self, kind: int, amount: float) -> None:
-        """``amount`` more of ``kind`` (seconds busy, say: their rate is the average number at work)."""
-        with self._lock:
-            self._counts[kind] += amount
+            counts = self._counts
+            for kind, amount in enumerate(amounts):
+                counts[kind] += amount
 
     def sample(self) -> tuple[float, ...]:
         """The rates, sampled again if the last sample is ``interval`` old."""

@@ -67,7 +67,7 @@ class AdaptiveThrottle(Policy):
     :param utilization: the dependency's utilization now, as it reports it (a function answering a number, or None
         when it knows none), such as :meth:`interceptors.LoadWatch.utilization` over its ORCA reports. Every
         ``window / 20`` seconds a second rejection rate moves by ``utilization - max_utilization`` (an unknown
-        utilization counts as 0), within 0 and ``max_rejection_rate``: it rises while the dependency reports more
+        utilization leaves it as it is), within 0 and ``max_rejection_rate``: it rises while the dependency reports more
         than ``max_utilization`` and falls while it reports less, so that the calls let through keep it near
         ``max_utilization``, before it refuses any. The larger of the two rates applies (default None: refusals
         alone).
@@ -157,7 +157,8 @@ class AdaptiveThrottle(Policy):
         )
 
     def inherit(self, old: Policy) -> None:
-        """Keep ``old``'s window of requests and accepts (of the same length, with priorities on both or neither)."""
+        """Keep ``old``'s window of requests and accepts, and its utilization's rate (of the same window length,
+        with priorities on both or neither)."""
         if (
             isinstance(old, AdaptiveThrottle)
             and old.window == self.window
@@ -166,14 +167,14 @@ class AdaptiveThrottle(Policy):
             object.__setattr__(self, "_lock", old._lock)
             object.__setattr__(self, "_tally", old._tally)
             object.__setattr__(self, "_mix", old._mix)
+            object.__setattr__(self, "_load", old._load)
 
     @property
     def rejection_rate(self) -> float:
         """The share of calls rejected at the moment."""
         with self._lock:
             self._tally.roll()
-            refused = self._rate()
-        return max(refused, self._loaded()[0])
+            return max(self._rate(), self._load[0] if self.utilization is not None else 0.0)
 
     def _loaded(self) -> tuple[float, float | None]:
         """The rejection rate the dependency's reported utilization asks for, and that utilization (see
@@ -193,12 +194,15 @@ class AdaptiveThrottle(Policy):
                 _log.exception("%s: utilization() raised; read as unknown (logged once)", self.name)
             value = None
         known = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        utilization = float(value) if known else None  # type: ignore[arg-type]
         with self._lock:
-            rate = self._load[0] + (utilization or 0.0) - self.max_utilization
-            rate = min(max(rate, 0.0), self.max_rejection_rate)
-            object.__setattr__(self, "_load", (rate, now, utilization))
-        return rate, utilization
+            rate, when, reported = self._load
+            if now - when < self.window / LOAD_STEPS:  # moved meanwhile, by another caller
+                return rate, reported
+            if known:
+                reported = float(value)  # type: ignore[arg-type]
+                rate = min(max(rate + reported - self.max_utilization, 0.0), self.max_rejection_rate)
+            object.__setattr__(self, "_load", (rate, now, reported if known else None))
+        return rate, reported if known else None
 
     def _rate(self) -> float:
         requests, accepts = self._tally.first, self._tally.second

@@ -1,7 +1,7 @@
 """Server interceptors that admit or refuse each call before its handler runs (load shedding, quotas), for sync and
 aio servers and every kind of call: a refusal ends the call at once, Trailers-Only, with its code, details and
 trailers (a pushback); an admitted call is told how it ended. Health checks (``grpc.health.v1.Health``) and server
-reflection are never refused."""
+reflection and the ORCA load reports stream are never refused."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 import grpc
 
 from ._handlers import Behavior, aio_responses, awaited, wrapped
+from ._orca import ORCA_METHOD
 
 __all__ = ["NEVER_REFUSED", "Admitting", "AioAdmitting", "End", "Refusal", "nothing_to_end"]
 
-NEVER_REFUSED = ("/grpc.health.v1.Health/", "/grpc.reflection.", "/xds.service.orca.v3.OpenRcaService/")
+NEVER_REFUSED = ("/grpc.health.v1.Health/", "/grpc.reflection.", ORCA_METHOD)
 
 End = Callable[[BaseException | None], None]
 """Ends an admitted call: how it ended (None: answered), or the error the handler raised."""
@@ -57,8 +58,8 @@ class Admitting(_Admission, grpc.ServerInterceptor):
     def _admitted(self, context: grpc.ServicerContext, method: str) -> End:
         admission = self._admission(context, method)
         if isinstance(admission, Refusal):
-            if admission.trailers:
-                context.set_trailing_metadata(admission.trailers)
+            if admission.trailers:  # after those set before (an outer interceptor's)
+                context.set_trailing_metadata((*(context.trailing_metadata() or ()), *admission.trailers))
             context.abort(admission.code, admission.details)
         return admission
 
@@ -107,8 +108,8 @@ class AioAdmitting(_Admission, grpc.aio.ServerInterceptor):
     async def _admitted(self, context: Any, method: str) -> End:
         admission = await self._aadmission(context, method)
         if isinstance(admission, Refusal):
-            if admission.trailers:
-                context.set_trailing_metadata(admission.trailers)
+            if admission.trailers:  # after those set before (an outer interceptor's)
+                context.set_trailing_metadata((*(context.trailing_metadata() or ()), *admission.trailers))
             await context.abort(admission.code, admission.details)
         assert not isinstance(admission, Refusal)
         return admission

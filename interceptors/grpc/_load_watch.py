@@ -26,7 +26,8 @@ __all__ = ["AioLoadWatch", "LoadWatch"]
 FIRST_RETRY = 0.1
 """Seconds before a failed stream is opened again; doubling up to the interval."""
 STALE = 3
-"""A report older than this many intervals is no longer the backend's load (it may be gone)."""
+"""A report older than this many times the time between reports (or the interval asked, if longer) is no longer
+the backend's load (it may be gone)."""
 _log = logging.getLogger("interceptors")
 
 
@@ -44,6 +45,7 @@ class _Watch:
         self._clock = options.clock(clock)
         self._report: LoadReport | None = None
         self._received = -float("inf")
+        self._gap = self.interval  # between the last two reports: the server may send them less often than asked
         self._stream = channel.unary_stream(
             ORCA_METHOD, request_serializer=_serialized, response_deserializer=OrcaLoadReport.FromString
         )
@@ -53,8 +55,10 @@ class _Watch:
 
     @property
     def report(self) -> LoadReport | None:
-        """The latest report, None before the first or once it is ``3 * interval`` old."""
-        fresh = self._clock.now() - self._received < STALE * self.interval
+        """The latest report; None before the first, or once it is 3 times as old as the time between the last two
+        reports (or the interval asked, if longer): a server sends them no more often than its minimum (gRPC's and
+        :class:`~interceptors.server.OrcaService`'s: 30 s by default)."""
+        fresh = self._clock.now() - self._received < STALE * max(self._gap, self.interval)
         return self._report if fresh else None
 
     def utilization(self, name: str | None = None) -> float | None:
@@ -68,23 +72,32 @@ class _Watch:
             return report.utilization.get(name)
         return report.application_utilization or report.cpu_utilization
 
-    def _heard(self, message: Any) -> None:
-        report = report_of(message)
-        self._report, self._received = report, self._clock.now()
+    def _heard(self, message: Any, first: bool) -> None:
+        """A report came (the ``first`` of its stream)."""
+        report, now = report_of(message), self._clock.now()
+        if not first:
+            self._gap = now - self._received
+        self._report, self._received = report, now
         if self.on_report is not None:
             options.emit(self.on_report, report)
 
-    def _again(self, error: grpc.RpcError) -> bool:
+    def _again(self, error: Exception) -> bool:
         """Whether to open the stream again after ``error``."""
         if self._closed:
+            return False
+        if not isinstance(error, grpc.RpcError):  # the channel closed under it, say
+            _log.warning("load watch: stopped by %r", error)
             return False
         if error.code() is grpc.StatusCode.UNIMPLEMENTED:
             _log.warning("load watch: the backend serves no ORCA stream (UNIMPLEMENTED); not asked again")
             return False
         return True
 
-    def _later(self, wait: float) -> float:
-        """The wait after ``wait`` before a stream that keeps failing is opened again."""
+    def _later(self, wait: float, opened: float) -> float:
+        """The wait before the stream, opened at ``opened`` and now ended, is opened again, the last wait having
+        been ``wait``: 0.1 s after a stream that lived an interval, else twice as long, up to the interval."""
+        if self._clock.now() - opened >= self.interval:
+            return FIRST_RETRY
         return min(wait * 2, max(self.interval, FIRST_RETRY))
 
 
@@ -96,8 +109,8 @@ class LoadWatch(_Watch):
     """Watches the load a backend reports on ``channel``'s ORCA stream, asking for a report every ``interval``
     seconds (default 1; the server may send them less often): :attr:`report` is the latest, :meth:`utilization`
     A58's figure of it, ``on_report`` hears each. One thread per watch, until :meth:`close`; a stream that ends or
-    fails is opened again after 0.1 s, doubling while it keeps failing up to ``interval``; a backend without the
-    service (UNIMPLEMENTED) is not asked again.
+    fails is opened again after 0.1 s, doubling while it keeps ending early up to ``interval``; a backend without
+    the service (UNIMPLEMENTED) is not asked again, nor a closed channel.
 
     Feed it to an :class:`~interceptors.AdaptiveThrottle` (``utilization=watch.utilization``) to back off before
     the backend starts refusing::
@@ -121,21 +134,21 @@ class LoadWatch(_Watch):
         self._thread.start()
 
     def _watch(self) -> None:
-        wait = FIRST_RETRY
+        wait = FIRST_RETRY / 2
         while not self._closed:
-            self._call = self._stream(self._request)
-            if self._closed:  # closed while it was made: close() may have missed it
-                self._call.cancel()
+            opened = self._clock.now()
             try:
-                for message in self._call:
-                    self._heard(message)
-                    wait = FIRST_RETRY
-            except grpc.RpcError as error:
+                self._call = self._stream(self._request)
+                if self._closed:  # closed while it was made: close() may have missed it
+                    self._call.cancel()
+                for index, message in enumerate(self._call):
+                    self._heard(message, index == 0)
+            except Exception as error:
                 if not self._again(error):
                     return
+            wait = self._later(wait, opened)
             if self._stop.wait(wait):
                 return
-            wait = self._later(wait)
 
     def close(self) -> None:
         """Stop watching (the stream is cancelled, the thread ends)."""
@@ -144,7 +157,8 @@ class LoadWatch(_Watch):
         call = self._call
         if call is not None:
             call.cancel()
-        self._thread.join(5)
+        if threading.current_thread() is not self._thread:  # not from its own on_report
+            self._thread.join(5)
 
     def __enter__(self) -> LoadWatch:
         return self
@@ -169,17 +183,18 @@ class AioLoadWatch(_Watch):
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        wait = FIRST_RETRY
+        wait = FIRST_RETRY / 2
         while not self._closed:
+            opened, index = self._clock.now(), 0
             try:
                 async for message in self._stream(self._request):
-                    self._heard(message)
-                    wait = FIRST_RETRY
-            except grpc.RpcError as error:
+                    self._heard(message, index == 0)
+                    index += 1
+            except Exception as error:
                 if not self._again(error):
                     return
+            wait = self._later(wait, opened)
             await asyncio.sleep(wait)
-            wait = self._later(wait)
 
     async def aclose(self) -> None:
         """Stop watching (the stream is cancelled, the task ends)."""

@@ -12,12 +12,13 @@ application that imports xds-protos too meets no clash of names.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory
 
-from ..engine._load import LoadReport
+from ..engine._load import LoadReport, allowed
 
 __all__ = [
     "LOAD_REPORT_METADATA_KEY",
@@ -135,9 +136,11 @@ _MAPS = ("utilization", "request_cost", "named_metrics")
 
 
 def load_report(trailing_metadata: Any) -> LoadReport | None:
-    """The load report a call's trailers carry (``endpoint-load-metrics-bin``), or None when they carry none or
-    one that cannot be decoded. Zero values read as not reported, as proto3 cannot tell them apart."""
-    data = next((value for key, value in trailing_metadata or () if key == LOAD_REPORT_METADATA_KEY), None)
+    """The load report a call's trailers carry (``endpoint-load-metrics-bin``: pairs, or a mapping), or None when
+    they carry none or one that cannot be decoded. Zero values read as not reported, as proto3 cannot tell them
+    apart; values that break the rules of :mod:`interceptors.engine._load` are left out."""
+    pairs = trailing_metadata.items() if isinstance(trailing_metadata, Mapping) else trailing_metadata or ()
+    data = next((value for key, value in pairs if key == LOAD_REPORT_METADATA_KEY), None)
     if not isinstance(data, bytes):
         return None
     try:
@@ -148,14 +151,19 @@ def load_report(trailing_metadata: Any) -> LoadReport | None:
 
 
 def report_of(message: Any) -> LoadReport:
-    """An ``OrcaLoadReport`` as a :class:`LoadReport` (zero values read as not reported)."""
-    return LoadReport(
-        cpu_utilization=message.cpu_utilization or None,
-        memory_utilization=message.mem_utilization or None,
-        application_utilization=message.application_utilization or None,
-        qps=message.rps_fractional or float(message.rps) or None,
-        eps=message.eps or None,
-        utilization=MappingProxyType(dict(message.utilization)),
-        request_cost=MappingProxyType(dict(message.request_cost)),
-        named_metrics=MappingProxyType(dict(message.named_metrics)),
-    )
+    """An ``OrcaLoadReport`` as a :class:`LoadReport`: zero values read as not reported, and values or names that
+    break the rules of :mod:`interceptors.engine._load` (a peer's NaN, say) are left out."""
+    scalars: dict[str, Any] = {name: allowed(name, getattr(message, field)) or None for field, name in _SCALARS}
+    if not scalars["qps"] and message.rps:
+        scalars["qps"] = allowed("qps", message.rps)
+    maps: dict[str, Any] = {
+        name: MappingProxyType(
+            {
+                key: number
+                for key, value in getattr(message, name).items()
+                if (number := allowed(name, value)) is not None
+            }
+        )
+        for name in _MAPS
+    }
+    return LoadReport(**scalars, **maps)

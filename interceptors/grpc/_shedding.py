@@ -94,17 +94,20 @@ class _Shedding:
         self._latency = INITIAL_PUSHBACK
         self._lock = threading.Lock()
         self.refused: int = 0
-        """Calls refused so far (overload and too little time left)."""
+        """Calls refused so far (overload, too little time left, lag, CPU)."""
         self.on_shed: options.Listener[Shed] | None = options.listener(on_shed, "on_shed")
         if load is not None and not isinstance(load, ServerLoad):
             raise ValueError(f"load must be a ServerLoad, got {options.shown(load)}")
         self.load: ServerLoad = ServerLoad() if load is None else load
         """The server's load, whose signals the resource bounds read (and whose reports tell the calls in flight)."""
-        self.load._places = self._places
+        if limit is not None:
+            self.load._places = self._places
         self.max_cpu_utilization: float | None = (
             None if max_cpu_utilization is None else options.ratio(max_cpu_utilization, "max_cpu_utilization")
         )
         self.max_lag: float | None = options.optional_seconds(max_lag, "max_lag", positive=True)
+        if limit is None and self.max_lag is None and self.max_cpu_utilization is None:
+            raise ValueError("give a limit, max_lag or max_cpu_utilization: with none, nothing would be refused")
         if self.max_lag is not None and not self._aio and self.load._pool is None:
             raise ValueError(
                 "max_lag: a sync server's lag is its worker pool's queue time; give load=ServerLoad(pool=)"

@@ -48,14 +48,41 @@ def test_lateness_is_how_late_the_probes_run() -> None:
 def test_probes_stop_when_nobody_asks_and_start_again() -> None:
     clock, timers = FakeClock(), Timers()
     lateness = Lateness(clock, interval=1.0)
-    lateness.seconds(timers.later)
+    lateness.seconds(timers.later)  # asked at 0; the first probe due at 0.1
     clock.advance(0.6)
-    timers.run()  # 0.5 late, and measured
-    clock.advance(1.1)
-    timers.run()  # not asked for more than an interval: no next probe, nothing kept
+    timers.run()  # 0.5 late, and measured; the next due at 0.7
+    clock.advance(0.5)
+    timers.run()  # due within an interval of the last ask: on; the next due at 1.2
+    clock.advance(0.2)
+    timers.run()  # due more than an interval after the last ask: stopped, and nothing kept
     assert not timers.set
     assert lateness.seconds(None) == 0.0
     assert lateness.seconds(timers.later) == 0.0 and len(timers.set) == 1  # asked: started again
+
+
+def test_a_stall_longer_than_the_interval_is_measured_whole() -> None:
+    clock, timers = FakeClock(), Timers()
+    lateness = Lateness(clock, interval=1.0)
+    lateness.seconds(timers.later)
+    clock.advance(0.1)
+    timers.run()  # on time; the next due at 0.2
+    lateness.seconds(timers.later)  # the last ask before the stall
+    clock.advance(2.5)  # the loop is blocked: nobody can ask
+    assert lateness.seconds(None) == pytest.approx(2.4)  # overdue, while it waits
+    timers.run()
+    assert lateness.seconds(None) == pytest.approx(2.4)  # measured when it ran
+
+
+def test_a_stopped_chains_probe_does_nothing() -> None:
+    clock, timers = FakeClock(), Timers()
+    lateness = Lateness(clock, interval=1.0)
+    lateness.seconds(timers.later)
+    stale = timers.set.pop()  # set on a loop that is gone
+    lateness.stop()
+    clock.advance(5)
+    assert lateness.seconds(timers.later) == 0.0  # started anew: not 5 s overdue
+    stale()
+    assert lateness.seconds(None) == 0.0 and len(timers.set) == 1
 
 
 def test_a_later_that_refuses_sets_no_probe() -> None:
@@ -87,9 +114,9 @@ def test_rate_is_events_per_second_and_falls_to_zero() -> None:
     clock = FakeClock()
     rate = Rate(clock, interval=1.0)
     for _ in range(30):
-        rate.count(0)
+        rate.count((1, 0))
     for _ in range(3):
-        rate.count(0, 1)
+        rate.count((1, 1))
     clock.advance(1.5)
     assert rate.sample() == (22.0, 2.0)  # 33 and 3 in 1.5 s
     clock.advance(0.5)

@@ -219,15 +219,17 @@ def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
         return value  # type: ignore[return-value]
 
     def rates(steps: int) -> list[float]:
-        """The rate after each of ``steps`` steps (one each window / 20 = 0.1 s)."""
+        """The rate after each of ``steps`` steps (one each window / 20 = 0.1 s, as calls come)."""
         seen = []
         for _ in range(steps):
             clock.advance(0.15)
+            throttle._loaded()  # what a call does
             seen.append(round(throttle.rejection_rate, 6))
         return seen
 
     throttle = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, window=2, clock=clock)
     assert rates(2) == [0.0, 0.0] and feed(throttle, "o" * 100) == (0, 100)
+    assert throttle.rejection_rate == 0.0  # reading it moves nothing
     reported[0] = 0.9  # over by 0.1: the rate rises by 0.1 a step, before any refusal
     assert rates(3) == [0.1, 0.2, 0.3]
     rejected, _ = feed(throttle, "o" * 2000)
@@ -245,15 +247,33 @@ def test_it_backs_off_as_the_dependency_reports_utilization_near_one(
     reported[0] = 0.6  # under by 0.2: it falls as fast
     assert rates(3) == [0.7, 0.5, 0.3]
     for unknown in (None, float("nan"), "busy", RuntimeError("no report")):
-        reported[0] = unknown  # read as 0: down by 0.8
-        object.__setattr__(throttle, "_load", (0.9, -1.0, None))
-        assert rates(1) == [0.1]
+        reported[0] = unknown  # left as it is: a silent backend is no idle one
+        assert rates(1) == [0.3]
     assert caplog.text.count("utilization() raised") == 1
     reported[0] = 0.85  # asks for 0.05 a step
     refused = AdaptiveThrottle(utilization=utilization, max_utilization=0.8, clock=clock)
+    refused._loaded()
     assert refused.rejection_rate == pytest.approx(0.05)
     refused._tally.add(first=100, second=0)  # refusals ask for more: the larger rate wins
     assert refused.rejection_rate == pytest.approx(0.9)
+
+
+def test_concurrent_callers_move_the_utilizations_rate_once_a_step(clock: FakeClock) -> None:
+    throttle = AdaptiveThrottle(utilization=lambda: 0.9, max_utilization=0.8, window=2, clock=clock)
+    throttle._loaded()  # 0.1
+    clock.advance(0.15)
+    barrier = threading.Barrier(8)
+
+    def step() -> None:
+        barrier.wait()
+        throttle._loaded()
+
+    threads = [threading.Thread(target=step) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert throttle.rejection_rate == pytest.approx(0.2)  # one step, not eight
 
 
 def test_a_bad_utilization_option_is_named() -> None:

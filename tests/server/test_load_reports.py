@@ -6,6 +6,7 @@ garbage; a bad recorded value is never sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -13,7 +14,6 @@ import math
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,17 @@ from interceptors.aio import AioLoadWatch
 from interceptors.engine._load import MAX_NAMES, MAX_VALUE
 from interceptors.grpc._handlers import wrapped_any
 from interceptors.grpc._orca import LOAD_REPORT_METADATA_KEY, OrcaLoadReport, OrcaLoadReportRequest, serialized
-from interceptors.server import AioLoadReporting, LoadRecorder, LoadReporting, OrcaService, ServerLoad, call_load
+from interceptors.server import (
+    AioLoadReporting,
+    AioLoadShedding,
+    LoadRecorder,
+    LoadReporting,
+    LoadShedding,
+    OrcaService,
+    ServerLoad,
+    call_load,
+)
+from interceptors.testing import FakeClock
 
 from ..support.clients import wait_until
 from ..support.server import AIO_LOOP, Request, ScriptedServer
@@ -104,36 +114,97 @@ def test_every_kind_of_call_carries_a_report_grpc_js_decodes(kind: str) -> None:
         assert report["request_cost"] == {"rows": 7}, call_kind  # the call's own, over the server's
 
 
-def test_a_failed_call_carries_a_report_and_counts_as_an_error() -> None:
-    load = quiet_load(interval=0.02)
-    handed: list[Any] = []
+class Sees(grpc.ServerInterceptor):
+    """Outermost: the trailers grpc is handed at the end of each unary call (sync)."""
 
-    class Sees(grpc.ServerInterceptor):  # outside the reporting: what grpc is handed at the end of the call
-        def intercept_service(self, continuation: Any, details: Any) -> Any:
-            def seen(behavior: Any) -> Any:
-                def run(request: Any, context: Any) -> Any:
-                    try:
-                        return behavior(request, context)
-                    finally:
-                        handed.append(load_report(context.trailing_metadata()))
+    def __init__(self) -> None:
+        self.handed: list[dict[str, Any]] = []
 
-                return run
+    def intercept_service(self, continuation: Any, details: Any) -> Any:
+        def seen(behavior: Any) -> Any:
+            def run(request: Any, context: Any) -> Any:
+                try:
+                    return behavior(request, context)
+                finally:
+                    self.handed.append(dict(context.trailing_metadata() or ()))
 
-            return wrapped_any(continuation(details), seen, seen)
+            return run
 
-    server = ScriptedServer("sync", interceptors=[Sees(), LoadReporting(load)])
-    server.script.fail_first = 1
+        return wrapped_any(continuation(details), seen, seen)
+
+
+class AioSees(grpc.aio.ServerInterceptor):
+    """:class:`Sees` for aio servers."""
+
+    def __init__(self) -> None:
+        self.handed: list[dict[str, Any]] = []
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        def seen(behavior: Any) -> Any:
+            async def run(request: Any, context: Any) -> Any:
+                try:
+                    return await behavior(request, context)
+                finally:
+                    self.handed.append(dict(context.trailing_metadata() or ()))
+
+            return run
+
+        return wrapped_any(await continuation(details), seen, seen)
+
+
+def seen_trailers(kind: str, chain: list[Any], calls: list[Any], fail_first: int = 0) -> list[dict[str, Any]]:
+    sees = Sees() if kind == "sync" else AioSees()
+    server = ScriptedServer(kind, interceptors=[sees, *chain])
+    server.script.fail_first = fail_first
+    server.script.trailers = (("x-handler-bin", b"kept"),)
     try:
         with grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]) as channel:
             stub = pb_grpc.ScriptedStub(channel)
-            with pytest.raises(grpc.RpcError):
-                stub.Unary(Request(id="f"), timeout=10)
-            time.sleep(0.03)  # a sampling interval: the next report has the rates of the calls before it
-            stub.Unary(Request(id="f"), timeout=10)
+            for request in calls:
+                with contextlib.suppress(grpc.RpcError):
+                    stub.Unary(request, timeout=10)
+                time.sleep(0.03)  # a sampling interval: the next report has the rates of the calls before it
     finally:
         server.stop()
-    assert len(handed) == 2 and None not in handed
-    assert any((report.eps or 0) > 0 for report in handed)  # the failure, per second
+    return sees.handed
+
+
+def test_a_failed_call_carries_a_report_and_counts_as_an_error(kind: str) -> None:
+    load = quiet_load(interval=0.02)
+    reporter = LoadReporting(load) if kind == "sync" else AioLoadReporting(load)
+    handed = seen_trailers(kind, [reporter], [Request(id="f"), Request(id="f")], fail_first=1)
+    reports = [load_report(trailers) for trailers in handed]
+    assert len(reports) == 2 and None not in reports
+    assert all(trailers["x-handler-bin"] == b"kept" for trailers in handed[:1])  # the handler's own, kept
+    assert any((report.eps or 0) > 0 for report in reports if report is not None)  # the failure, per second
+
+
+def test_a_refused_call_carries_its_pushback_and_a_report(kind: str) -> None:
+    clock, used = FakeClock(), [0.0]
+    busy = ServerLoad(clock=clock, cpus=1, cpu_seconds=lambda: used[0], memory=None)
+    used[0] += 0.9
+    clock.advance(1.0)  # the CPU's next sample reads 0.9
+    reporter = LoadReporting(busy) if kind == "sync" else AioLoadReporting(busy)
+    shedding = (LoadShedding if kind == "sync" else AioLoadShedding)(load=busy, max_cpu_utilization=0.5)
+    refused = seen_trailers(kind, [reporter, shedding], [Request(id="r")])[0]
+    assert "grpc-retry-pushback-ms" in refused  # the refusal's, and the report, side by side
+    report = load_report(refused)
+    assert report is not None and report.cpu_utilization == 0.9
+
+
+def test_a_cancelled_call_is_no_error(kind: str) -> None:
+    load = quiet_load(interval=0.02)
+    reporter = LoadReporting(load) if kind == "sync" else AioLoadReporting(load)
+    server = ScriptedServer(kind, interceptors=[reporter])
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            replies = pb_grpc.ScriptedStub(channel).ServerStream(Request(id="c", count=5, pause_ms=5000), timeout=10)
+            next(replies)
+            replies.cancel()
+            wait_until(lambda: (load.report.qps or 0) > 0)  # it ended, and was counted
+            assert not load.report.eps
+    finally:
+        server.stop()
 
 
 def test_grpcio_takes_the_trailer_for_its_balancers_and_hides_it_from_the_application() -> None:
@@ -219,6 +290,7 @@ def test_grpcio_weighted_round_robin_moves_calls_off_the_busy_backend(kind: str,
                 return (busy.attempts("w") - before) / calls
 
             if reports == "off":
+                wait_until(lambda: busy_share(20) not in (0.0, 1.0))  # both connected
                 assert 0.4 <= busy_share() <= 0.6  # round robin
             else:  # weight = qps / utilization: the busy one's share falls to about 0.1 once weights are in
                 wait_until(lambda: busy_share() < 0.25, timeout=20)
@@ -265,23 +337,34 @@ def asking(seconds: float = 0.0, nanos: int = 0) -> Any:
     return request
 
 
+class TimedLoad(ServerLoad):
+    """A ServerLoad that notes when each report is taken (an out-of-band stream takes one per message it sends)."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.sent: list[float] = []
+
+    @property
+    def report(self) -> LoadReport:
+        self.sent.append(time.monotonic())
+        return super().report
+
+
 @pytest.mark.parametrize(("asked", "minimum", "expected"), [(0.08, 0.02, 0.08), (0.01, 0.08, 0.08), (0.0, 0.08, 0.08)])
 def test_the_stream_keeps_the_interval_asked_never_under_the_minimum(
     kind: str, asked: float, minimum: float, expected: float
 ) -> None:
-    load = quiet_load()
+    load = TimedLoad(cpu_seconds=None, memory=None)
     load.record(application_utilization=0.3, named_metrics={"queue": 2})
     server, service = orca_server(kind, load, minimum)
     channel, reports = stream_reports(server.target, asking(nanos=int(asked * 1e9)))
     try:
-        arrivals = []
-        for report in reports:
-            arrivals.append(time.monotonic())
+        for count, report in enumerate(reports, 1):
             assert report.application_utilization == 0.3 and report.named_metrics["queue"] == 2
-            if len(arrivals) == 4:
+            if count == 4:
                 break
-        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-        assert min(gaps) >= expected * 0.8, gaps  # a timer's jitter below, never the next report at once
+        gaps = [b - a for a, b in itertools.pairwise(load.sent[:4])]
+        assert min(gaps) >= expected * 0.95, gaps  # when the server made them: never the next report early
         wait_until(lambda: service.streams == 1)
         reports.cancel()
         wait_until(lambda: service.streams == 0)  # the server's side ended with the client's cancel
@@ -302,6 +385,44 @@ def test_the_stream_ends_when_the_server_stops(kind: str) -> None:
         wait_until(lambda: service.streams == 0)
     finally:
         channel.close()
+
+
+def test_close_ends_the_streams_with_ok_and_refuses_new_ones(kind: str) -> None:
+    server, service = orca_server(kind, quiet_load(), 0.05)
+    channel, reports = stream_reports(server.target, asking(seconds=3600))
+    try:
+        next(reports)
+        service.close()
+        assert list(reports) == []  # ended, with OK
+        assert reports.code() is grpc.StatusCode.OK
+        wait_until(lambda: service.streams == 0)
+        _, refused = stream_reports(server.target, asking(nanos=50_000_000))
+        with pytest.raises(grpc.RpcError) as raised:
+            next(refused)
+        assert raised.value.code() is grpc.StatusCode.UNAVAILABLE
+    finally:
+        channel.close()
+        server.stop()
+
+
+def test_streams_past_the_most_at_once_are_refused(kind: str) -> None:
+    service = OrcaService(quiet_load(), min_report_interval=0.05, max_streams=1)
+    server = ScriptedServer(kind, services=[service.add_to])
+    channel, first = stream_reports(server.target, asking(nanos=50_000_000))
+    try:
+        next(first)
+        _, second = stream_reports(server.target, asking(nanos=50_000_000))
+        with pytest.raises(grpc.RpcError) as raised:
+            next(second)
+        assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        first.cancel()
+        wait_until(lambda: service.streams == 0)
+        _, third = stream_reports(server.target, asking(nanos=50_000_000))
+        assert next(third) is not None
+        third.cancel()
+    finally:
+        channel.close()
+        server.stop()
 
 
 @pytest.mark.parametrize(
@@ -341,6 +462,7 @@ BAD = {
     "text": "0.5",
     "bool": True,
     "object": object(),
+    "an int past floats": 10**400,
 }
 
 
@@ -371,7 +493,7 @@ def test_fractions_stay_at_most_one_and_maps_are_bounded() -> None:
     assert recorder.report.memory_utilization is None and recorder.report.utilization == {}
     assert recorder.report.cpu_utilization == 2.0  # above 1 is allowed: A51 leaves its scale to the server
     recorder.record(named_metrics={f"m{i}": float(i) for i in range(MAX_NAMES + 10)})
-    recorder.record(named_metrics={"": 1.0, "x" * 1000: 1.0, 7: 1.0})  # type: ignore[dict-item]
+    recorder.record(named_metrics={"": 1.0, "x" * 1000: 1.0, 7: 1.0, "\ud800": 1.0})  # type: ignore[dict-item]
     assert len(recorder.report.named_metrics) == MAX_NAMES
     recorder.record(named_metrics={"m0": 99.0})  # a name it holds may change
     assert recorder.report.named_metrics["m0"] == 99.0
@@ -416,28 +538,9 @@ def test_a_sync_servers_lateness_is_its_pools_queue_time() -> None:
 
 def test_reports_without_calls_fall_to_no_rate() -> None:
     load = quiet_load(interval=0.02)
-    load._ended(False)
+    load._ended(False, 0.001)
     wait_until(lambda: (load.report.qps or 0) > 0)
     wait_until(lambda: load.report.qps == 0)
-
-
-@pytest.fixture
-def aio_stream_server() -> Iterator[tuple[ScriptedServer, OrcaService]]:
-    server, service = orca_server("aio", quiet_load(), 0.05)
-    yield server, service
-    server.stop()
-
-
-def test_an_aio_stream_probes_the_loop(aio_stream_server: tuple[ScriptedServer, OrcaService]) -> None:
-    server, _ = aio_stream_server
-    channel, reports = stream_reports(server.target, asking(nanos=50_000_000))
-    try:
-        seen = [next(reports) for _ in range(3)]
-        assert "event_loop_lag" in seen[-1].named_metrics
-        assert AIO_LOOP.loop.is_running()
-        reports.cancel()
-    finally:
-        channel.close()
 
 
 # -- our clients listen -----------------------------------------------------------------------------------------------
@@ -451,7 +554,7 @@ def test_a_load_watch_keeps_the_latest_out_of_band_report(kind: str) -> None:
     try:
         with (
             grpc.insecure_channel(server.target) as channel,
-            LoadWatch(channel, interval=0.02, on_report=heard.append) as watch,
+            LoadWatch(channel, interval=0.02, on_report=heard.append, clock=FakeClock()) as watch,  # never stale
         ):
             wait_until(lambda: watch.utilization() == 0.5)
             load.record(application_utilization=0.95)
@@ -501,10 +604,11 @@ def test_an_aio_load_watch_keeps_the_latest_report(kind: str) -> None:
     async def watched() -> float | None:
         async with grpc.aio.insecure_channel(server.target) as channel, AioLoadWatch(channel, interval=0.02) as watch:
             for _ in range(500):
-                if watch.utilization() is not None:
-                    break
+                seen = watch.utilization()
+                if seen is not None:
+                    return seen
                 await asyncio.sleep(0.01)
-            return watch.utilization()
+            return None
 
     try:
         assert AIO_LOOP.run(watched()) == 0.7

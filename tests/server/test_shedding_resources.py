@@ -120,7 +120,9 @@ def test_a_sync_server_refuses_while_its_pool_queues() -> None:
         assert code is RESOURCE_EXHAUSTED and "the worker pool runs 200 ms late (bound 0.05s)" in details
     finally:
         release.set()
+        load.close()  # its clock stands still: the probes would go on
         server.stop()
+        pool.shutdown()
 
 
 def test_an_aio_server_refuses_while_its_loop_runs_late() -> None:
@@ -140,10 +142,35 @@ def test_an_aio_server_refuses_while_its_loop_runs_late() -> None:
         assert [e.reason for e in heard] == ["lag"]
         wait_until(lambda: call(server.target)[0] is grpc.StatusCode.OK)  # an interval of probes on time: past
     finally:
+        load.close()  # its clock stands still: the probes would go on
         server.stop()
 
 
+def test_a_new_loop_starts_the_probes_afresh() -> None:
+    """A server restarted on another event loop: the probes set on the old one never run, and are not overdue."""
+    import asyncio
+
+    clock = FakeClock()
+    load = ServerLoad(clock=clock, cpu_seconds=None, memory=None)
+
+    async def ask() -> float | None:
+        return load.lateness(aio=True)
+
+    old = asyncio.new_event_loop()
+    assert old.run_until_complete(ask()) == 0.0  # a probe set there
+    old.close()
+    clock.advance(5.0)
+    new = asyncio.new_event_loop()
+    try:
+        assert new.run_until_complete(ask()) == 0.0  # not 5 s overdue
+    finally:
+        load.close()
+        new.close()
+
+
 def test_bad_bounds_are_named() -> None:
+    with pytest.raises(ValueError, match="give a limit, max_lag or max_cpu_utilization"):
+        LoadShedding()
     with pytest.raises(ValueError, match="max_lag: a sync server's lag is its worker pool's queue time"):
         LoadShedding(max_lag=0.05)
     with pytest.raises(ValueError, match="max_cpu_utilization"):
