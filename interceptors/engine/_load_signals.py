@@ -103,14 +103,29 @@ def cpu_count() -> int:
         count = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         count = os.cpu_count() or 1
-    try:  # a cgroup's quota (v2: "max 100000" or "200000 100000")
-        with open("/sys/fs/cgroup/cpu.max") as quota:
-            allowed, period = quota.read().split()[:2]
+    try:  # its cgroup's quota (v2: "max 100000" or "200000 100000")
+        allowed, period = _cgroup("cpu.max").split()[:2]
         if allowed != "max":
             count = min(count, max(math.ceil(int(allowed) / int(period)), 1))
     except (OSError, ValueError):
         pass
     return count
+
+
+def _cgroup(name: str) -> str:
+    """The file ``name`` of this process's cgroup (v2), else of the root cgroup; raises OSError if neither."""
+    try:
+        with open("/proc/self/cgroup") as cgroups:
+            path = next((line.split(":", 2)[2].strip() for line in cgroups if line.startswith("0::")), "/")
+    except (OSError, IndexError):
+        path = "/"
+    for directory in (f"/sys/fs/cgroup{path.rstrip('/')}", "/sys/fs/cgroup"):
+        try:
+            with open(f"{directory}/{name}") as file:
+                return file.read().strip()
+        except OSError:
+            continue
+    raise OSError(f"no cgroup file {name}")
 
 
 class CpuUsage:
@@ -178,7 +193,7 @@ class Rate:
 
 def memory_utilization() -> float | None:
     """The share of the memory it may use that the process holds (Linux: its resident set over its cgroup's
-    ``memory.max``, or over the machine's memory); None where that cannot be read."""
+    ``memory.max`` (v2), or over the machine's memory); None where that cannot be read."""
     try:
         with open("/proc/self/statm", "rb") as statm:
             resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -186,8 +201,7 @@ def memory_utilization() -> float | None:
     except (OSError, ValueError, IndexError, AttributeError):
         return None
     try:
-        with open("/sys/fs/cgroup/memory.max", "rb") as cgroup:
-            text = cgroup.read().strip()
+        text = _cgroup("memory.max")
         if text.isdigit():
             limit = min(limit, int(text))
     except OSError:

@@ -241,7 +241,8 @@ _CALL_LOAD: ContextVar[LoadRecorder | None] = ContextVar("interceptors_call_load
 
 def call_load() -> LoadRecorder:
     """What the running handler's call records of its load, for its own report: ``request_cost``, ``utilization``,
-    ``named_metrics``, or any value of the server's it should override for this call::
+    ``named_metrics``, or any value of the server's it should override for this call (with another value: a 0 is
+    not sent, as proto3 sends no zeros, so the server's stands)::
 
         call_load().record(request_cost={"db_queries": 3})
 
