@@ -12,11 +12,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -44,24 +46,29 @@ def run(quick: bool = False) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _backends(*options: dict[str, Any]) -> Iterator[str]:
+    """Backend processes (bench/balance_server.py), one for each of ``options``: their targets, as one
+    ``ipv4:`` target; they are stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        targets = []
+        for each in options:
+            process, target = _start("bench.balance_server", stack.enter_context(tempfile.TemporaryDirectory()), **each)
+            stack.callback(process.wait, 10)
+            stack.callback(process.terminate)
+            targets.append(target)
+        yield "ipv4:" + ",".join(targets)
+
+
 def _balanced(reports: str, seconds: float, workers: int) -> dict[str, Any]:
     """``workers`` threads calling for ``seconds`` (after 2 s of warm-up, for the weights to settle) through WRR."""
-    with tempfile.TemporaryDirectory() as busy, tempfile.TemporaryDirectory() as idle:
-        backends = [
-            _start("bench.balance_server", busy, name="busy", work=0.0025, reports=reports),
-            _start("bench.balance_server", idle, name="idle", work=0.0005, reports=reports),
-        ]
-        try:
-            targets = ",".join(target for _, target in backends)
-            options = [("grpc.service_config", json.dumps(WRR))]
-            with grpc.insecure_channel(f"ipv4:{targets}", options=options) as channel:
-                call: Any = channel.unary_unary("/bench.Balance/Work")
-                _load(call, 2.0, workers)
-                return _load(call, seconds, workers)
-        finally:
-            for process, _ in backends:
-                process.terminate()
-                process.wait(10)
+    busy = {"name": "busy", "work": 0.0025, "reports": reports}
+    with _backends(busy, {**busy, "name": "idle", "work": 0.0005}) as targets:
+        options = [("grpc.service_config", json.dumps(WRR))]
+        with grpc.insecure_channel(targets, options=options) as channel:
+            call: Any = channel.unary_unary("/bench.Balance/Work")
+            _load(call, 2.0, workers)
+            return _load(call, seconds, workers)
 
 
 STALL_EVERY, STALL, MAX_LAG = 5, 0.1, 0.02
@@ -73,33 +80,15 @@ def _lagging(shedding: str, seconds: float, workers: int) -> dict[str, Any]:
     robin and our retries (5 attempts; a refusal is retried after its pushback, on the next replica)."""
     from interceptors import Backoff, RetryPolicy, resilient_channel
 
-    lag = MAX_LAG if shedding == "on" else 0.0
-    with tempfile.TemporaryDirectory() as buggy, tempfile.TemporaryDirectory() as sound:
-        backends = [
-            _start(
-                "bench.balance_server",
-                buggy,
-                name="buggy",
-                kind="aio",
-                work=0.002,
-                stall_every=STALL_EVERY,
-                stall=STALL,
-                max_lag=lag,
-            ),
-            _start("bench.balance_server", sound, name="sound", kind="aio", work=0.002, max_lag=lag),
-        ]
-        try:
-            targets = ",".join(target for _, target in backends)
-            options = [("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
-            retry = RetryPolicy(max_attempts=5, delay=Backoff(0.005, 0.05))
-            with resilient_channel(f"ipv4:{targets}", retry, options=options) as channel:
-                call: Any = channel.unary_unary("/bench.Balance/Work")
-                _load(call, 1.0, workers)
-                return _load(call, seconds, workers)
-        finally:
-            for process, _ in backends:
-                process.terminate()
-                process.wait(10)
+    sound = {"name": "sound", "kind": "aio", "work": 0.002, "max_lag": MAX_LAG if shedding == "on" else 0.0}
+    buggy = {**sound, "name": "buggy", "stall_every": STALL_EVERY, "stall": STALL}
+    with _backends(buggy, sound) as targets:
+        options = [("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
+        retry = RetryPolicy(max_attempts=5, delay=Backoff(0.005, 0.05))
+        with resilient_channel(targets, retry, options=options) as channel:
+            call: Any = channel.unary_unary("/bench.Balance/Work")
+            _load(call, 1.0, workers)
+            return _load(call, seconds, workers)
 
 
 LISTENING = ("retries", "retries + throttle", "retries + throttle on utilization")
