@@ -198,11 +198,14 @@ class ServerLoad:
             _once("memory", "load report: memory() raised; the memory is not reported")
             return None
 
-    def _trailer(self, call: LoadRecorder | None) -> bytes:
+    def _trailer(self, call: LoadRecorder | None) -> bytes | None:
         """A call's report, serialized: the server's, with what the call recorded over it (protobuf merges
-        messages laid end to end: the later values win, map entries by name)."""
+        messages laid end to end: the later values win, map entries by name); None if it cannot be."""
         server = self._snapshot().data
-        return server if call is None or not call.version else server + _bytes_of(call.report)
+        if server is None or call is None or not call.version:
+            return server
+        own = _bytes_of(call.report)
+        return server if own is None else server + own
 
     def _ended(self, failed: bool, seconds: float) -> None:
         """Count a call that ended, after ``seconds``."""
@@ -214,16 +217,17 @@ class _Built(NamedTuple):
     sampled: LoadReport
     version: int  # the recorder's
     report: LoadReport
-    data: bytes
+    data: bytes | None
 
 
-def _bytes_of(report: LoadReport) -> bytes:
-    """``report`` serialized; nothing if it cannot be (never, by the recorder's rules: logged once)."""
+def _bytes_of(report: LoadReport) -> bytes | None:
+    """``report`` serialized (an empty one: no bytes, all zero); None if it cannot be (never, by the recorder's
+    rules: logged once)."""
     try:
         return serialized(report)
     except Exception:
         _once("serialize", "load report: it could not be serialized; it is not sent")
-        return b""
+        return None
 
 
 def _once(what: str, message: str) -> None:
@@ -291,9 +295,10 @@ _ANSWERED = (None, OK, 0)
 """What ``context.code()`` says of a call not failed by its handler (sync: None or OK; aio: 0 until set)."""
 
 
-def _add_trailer(context: Any, report: bytes) -> None:
+def _add_trailer(context: Any, report: bytes | None) -> None:
+    """Put ``report`` in the trailers, in place of one put there before (None: none)."""
     kept = tuple(pair for pair in context.trailing_metadata() or () if pair[0] != LOAD_REPORT_METADATA_KEY)
-    context.set_trailing_metadata((*kept, (LOAD_REPORT_METADATA_KEY, report)) if report else kept)
+    context.set_trailing_metadata(kept if report is None else (*kept, (LOAD_REPORT_METADATA_KEY, report)))
 
 
 class LoadReporting(_Reporting, Admitting):
