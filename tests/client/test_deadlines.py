@@ -135,9 +135,11 @@ def test_calls_that_run_out_of_the_callers_time_trip_the_breaker(server: Scripte
     breaker = CircuitBreaker(failure_threshold=2, delay=60)
     with Client(path, server.target, RetryPolicy(max_attempts=3), breaker) as client:
         for n in range(2):
-            hung = client.unary(Request(id=f"hung{n}", sleep_ms=1000), timeout=0.1)
+            hung = client.unary(Request(id=f"hung{n}", sleep_ms=1000), timeout=0.3)
             assert hung.code is grpc.StatusCode.DEADLINE_EXCEEDED
-            assert server.attempts(f"hung{n}") == 1
+            # never retried; a loaded aio server may not have started the one attempt before its deadline (it then
+            # never does): at most one, seen after the call (the CI's py3.13 run saw none once)
+            assert server.attempts(f"hung{n}") <= 1
         assert breaker.state is CircuitState.OPEN
         rejected = client.unary(Request(id="after"), timeout=5)
     assert rejected.code is grpc.StatusCode.UNAVAILABLE and server.attempts("after") == 0
