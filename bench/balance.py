@@ -34,15 +34,17 @@ WRR = {"loadBalancingConfig": [{"weighted_round_robin": {"blackoutPeriod": "1s",
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    seconds, workers = (1.5, 4) if quick else (8.0, 8)
+    """Every part; ``quick``: each a fraction of a second, after a warm-up as short (the smoke test: no figure means
+    anything)."""
+    seconds, warm, workers = (0.4, 0.2, 2) if quick else (8.0, 1.0, 8)
     return {
         "seconds": seconds,
         "workers": workers,
-        "balance": {reports: _balanced(reports, seconds, workers) for reports in ("off", "on")},
-        "lag": {shedding: _lagging(shedding, seconds, workers) for shedding in ("off", "on")},
-        "listen": {chain: _listening(chain, seconds) for chain in LISTENING},
+        "balance": {reports: _balanced(reports, seconds, 2 * warm, workers) for reports in ("off", "on")},
+        "lag": {shedding: _lagging(shedding, seconds, warm, workers) for shedding in ("off", "on")},
+        "listen": {chain: _listening(chain, seconds, warm) for chain in LISTENING},
         "cost": _report_cost(2_000 if quick else 50_000),
-        "idle_stream_cpu": _idle_stream_cpu(1.0 if quick else 10.0),
+        "idle_stream_cpu": _idle_stream_cpu(0.5 if quick else 10.0),
     }
 
 
@@ -60,14 +62,15 @@ def _backends(*options: dict[str, Any]) -> Iterator[str]:
         yield "ipv4:" + ",".join(targets)
 
 
-def _balanced(reports: str, seconds: float, workers: int) -> dict[str, Any]:
-    """``workers`` threads calling for ``seconds`` (after 2 s of warm-up, for the weights to settle) through WRR."""
+def _balanced(reports: str, seconds: float, warm: float, workers: int) -> dict[str, Any]:
+    """``workers`` threads calling for ``seconds`` (after ``warm`` s of warm-up, for the weights to settle) through
+    WRR."""
     busy = {"name": "busy", "work": 0.0025, "reports": reports}
     with _backends(busy, {**busy, "name": "idle", "work": 0.0005}) as targets:
         options = [("grpc.service_config", json.dumps(WRR))]
         with grpc.insecure_channel(targets, options=options) as channel:
             call: Any = channel.unary_unary("/bench.Balance/Work")
-            _load(call, 2.0, workers)
+            _load(call, warm, workers)
             return _load(call, seconds, workers)
 
 
@@ -75,8 +78,8 @@ STALL_EVERY, STALL, MAX_LAG = 5, 0.1, 0.02
 """The buggy replica blocks its loop STALL seconds every STALL_EVERY calls; shedding refuses past MAX_LAG of lag."""
 
 
-def _lagging(shedding: str, seconds: float, workers: int) -> dict[str, Any]:
-    """``workers`` threads calling for ``seconds`` (after 1 s of warm-up) two aio replicas through grpc's round
+def _lagging(shedding: str, seconds: float, warm: float, workers: int) -> dict[str, Any]:
+    """``workers`` threads calling for ``seconds`` (after ``warm`` s of warm-up) two aio replicas through grpc's round
     robin and our retries (5 attempts; a refusal is retried after its pushback, on the next replica)."""
     from interceptors import Backoff, RetryPolicy, resilient_channel
 
@@ -87,7 +90,7 @@ def _lagging(shedding: str, seconds: float, workers: int) -> dict[str, Any]:
         retry = RetryPolicy(max_attempts=5, delay=Backoff(0.005, 0.05))
         with resilient_channel(targets, retry, options=options) as channel:
             call: Any = channel.unary_unary("/bench.Balance/Work")
-            _load(call, 1.0, workers)
+            _load(call, warm, workers)
             return _load(call, seconds, workers)
 
 
@@ -96,9 +99,9 @@ OFFERED = 1.5
 """The overloaded backend is offered this many times the calls it can serve."""
 
 
-def _listening(chain: str, seconds: float) -> dict[str, Any]:
+def _listening(chain: str, seconds: float, warm: float) -> dict[str, Any]:
     """Calls paced at OFFERED times an aio backend's capacity (8 calls at once of 10 ms: 800 a second, the rest
-    refused with pushback) for ``seconds`` (after 1 s of warm-up), through ``chain``: success, latency, and the
+    refused with pushback) for ``seconds`` (after ``warm`` s of warm-up), through ``chain``: success, latency, and the
     attempts that reached the backend per call. The throttle on utilization reads the backend's
     ``utilization["concurrency"]`` (its calls at work over its limit) from its out-of-band reports."""
     from interceptors import AdaptiveThrottle, Backoff, LoadWatch, RetryPolicy, resilient_channel
@@ -125,13 +128,13 @@ def _listening(chain: str, seconds: float) -> dict[str, Any]:
                     policies.append(AdaptiveThrottle(window=2, utilization=concurrency, max_utilization=0.9))
                 with resilient_channel(target, *policies) as channel:
                     call: Any = channel.unary_unary("/bench.Balance/Work")
-                    warm = _paced(call, 1.0, capacity * OFFERED)
+                    warmed = _paced(call, warm, capacity * OFFERED)
                     outcome = _paced(call, seconds, capacity * OFFERED)
         finally:
             process.terminate()
             process.wait(10)
         counted = json.loads(Path(record).read_text())
-    made = warm["calls"] + outcome["calls"]
+    made = warmed["calls"] + outcome["calls"]
     reached = counted["served"] + counted["refused"]
     return {**outcome, "capacity_per_s": capacity, "attempts_per_call": reached / made, **counted}
 

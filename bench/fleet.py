@@ -62,12 +62,13 @@ def replicas(
     key: str,
     at: Callable[[float], None] | None = None,
     threads: int = THREADS,
+    count: int = REPLICAS,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Run REPLICAS replica processes of ``threads`` callers from a common start; ``at(start)`` runs in this
+    """Run ``count`` replica processes of ``threads`` callers from a common start; ``at(start)`` runs in this
     process meanwhile (faults). Returns (start, each replica's result)."""
     with tempfile.TemporaryDirectory() as directory:
         start = time.monotonic() + 5  # every process imported and connected by then
-        outs = [Path(directory, f"replica-{n}.json") for n in range(REPLICAS)]
+        outs = [Path(directory, f"replica-{n}.json") for n in range(count)]
         options = {"target": target, "url": url, "key": key, "policy": policy, "rate": RATE, "threads": threads}
         options |= {"start": start, "seconds": seconds}
         processes = [
@@ -97,12 +98,13 @@ def _commands(url: str) -> int:
     return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval", "script|load"))
 
 
-def global_limit(url: str, seconds: float = 20.0) -> dict[str, Any]:
-    out: dict[str, Any] = {"rate": RATE, "replicas": REPLICAS, "threads": THREADS, "seconds": seconds}
+def global_limit(url: str, seconds: float = 20.0, count: int = REPLICAS) -> dict[str, Any]:
+    out: dict[str, Any] = {"rate": RATE, "replicas": count, "threads": THREADS, "seconds": seconds}
     for policy in ("global", "local"):
         with Backend() as backend:
             before = _commands(url)
-            start, results = replicas(policy, backend.target, url, seconds, key=f"limit-{time.monotonic_ns()}")
+            key = f"limit-{time.monotonic_ns()}"
+            start, results = replicas(policy, backend.target, url, seconds, key, count=count)
         admitted = [sum(1 for s, _, code in r["calls"] if code == "OK" and s < start + seconds) for r in results]
         at_b = backend.calls_between(start, start + seconds)
         out[policy] = {
@@ -114,7 +116,7 @@ def global_limit(url: str, seconds: float = 20.0) -> dict[str, Any]:
 
 
 def outage(
-    url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0, 6.0), threads: int = 2
+    url: str, seconds: float = 8.0, blackhole: tuple[float, float] = (2.0, 6.0), threads: int = 2, count: int = REPLICAS
 ) -> dict[str, Any]:
     """Replicas of ``threads`` callers each: a breaker of its own needs 5 of its calls to wait out their deadline."""
     out: dict[str, Any] = {"blackhole_s": list(blackhole), "deadline_s": 0.2, "breakers": "5 failures, 1 s open"}
@@ -129,7 +131,7 @@ def outage(
                 proxy.pass_through()
 
             key = f"b-{time.monotonic_ns()}"
-            start, results = replicas(policy, proxy.address, url, seconds, key, at=faults, threads=threads)
+            start, results = replicas(policy, proxy.address, url, seconds, key, faults, threads, count)
         down, up = start + blackhole[0], start + blackhole[1]
         waited, stopped, sent_while_open = 0, [], 0
         for result in results:
@@ -200,13 +202,14 @@ def healthy(url: str, batches: int = 100, n: int = 100) -> dict[str, Any]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    """Every part; ``quick``: each at a tiny size, the store faults left out (the benchmark's smoke test)."""
+    """Every part; ``quick``: each at a tiny size with two replicas, the store faults left out (the benchmark's smoke
+    test)."""
     with store() as (url, server):
         if quick:
             return {
                 "store": "quick",
-                "global_limit": global_limit(url, seconds=1.0),
-                "outage": outage(url, seconds=2.0, blackhole=(0.5, 1.5)),
+                "global_limit": global_limit(url, seconds=0.5, count=2),
+                "outage": outage(url, seconds=1.0, blackhole=(0.3, 0.7), count=2),
                 "store_faults": {"skipped": "a quick run"},
                 "healthy": healthy(url, batches=2, n=2),
             }

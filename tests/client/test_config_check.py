@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from interceptors.__main__ import check as check_config
+from interceptors.__main__ import main
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -79,12 +80,17 @@ def test_a_good_config_prints_the_chain_each_method_gets(tmp_path: Path) -> None
         ("[]", "$"),
     ],
 )
-def test_a_bad_config_exits_2_naming_what_is_wrong(tmp_path: Path, config: Any, named: str) -> None:
-    checked = check(tmp_path, config)
-    assert checked.returncode == 2, checked.stdout
-    assert checked.stdout == ""
-    assert "not a good service config" in checked.stderr
-    assert named in checked.stderr
+def test_a_bad_config_exits_2_naming_what_is_wrong(
+    tmp_path: Path, config: Any, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command's ``main`` in this process (a process of its own: the tests around this one)."""
+    path = tmp_path / "service-config.json"
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+    assert main(["check", str(path)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "not a good service config" in printed.err
+    assert named in printed.err
 
 
 def test_the_readmes_example_prints_what_the_readme_shows(tmp_path: Path) -> None:

@@ -32,8 +32,10 @@ GRPC_CALLS = {
 @pytest.fixture
 def collector_off() -> Iterator[None]:
     """The garbage collector off and what it finds kept (``gc.garbage``), so that a cycle made during the test
-    stays to be seen."""
+    stays to be seen. What the process held before is frozen (``gc.freeze``): the collector looks only at what
+    the test makes, not at the worker's whole heap, each time it runs."""
     gc.collect()
+    gc.freeze()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
@@ -41,6 +43,7 @@ def collector_off() -> Iterator[None]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
+        gc.unfreeze()
         gc.enable()
 
 

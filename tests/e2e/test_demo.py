@@ -288,7 +288,27 @@ def test_bad_requests_get_a_clean_status_and_one_access_line_each(services: tupl
         ("service_a.client", ["--timeout", "1e308"], "--timeout: '1e308' must be >= 0 seconds"),
     ],
 )
-def test_bad_command_lines_exit_2_with_a_clear_message(module: str, args: list[str], message: str) -> None:
+def test_bad_command_lines_exit_2_with_a_clear_message(
+    module: str, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What ``python -m module`` parses first (each process of its own, below): argparse exits 2 with the message."""
+    with pytest.raises(SystemExit) as exited:
+        parse_of(module)(args)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "message"),
+    [
+        ("service_b", ["--delay", "1e308"], "--delay: '1e308' must be >= 0 seconds and at most 86400"),
+        ("service_a", ["--service-b", "localhost"], "--service-b: 'localhost' is not a gRPC target"),
+        ("service_a.client", ["--timeout", "1e308"], "--timeout: '1e308' must be >= 0 seconds"),
+    ],
+)
+def test_a_process_given_a_bad_command_line_exits_2_with_no_traceback(
+    module: str, args: list[str], message: str
+) -> None:
     done = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
