@@ -439,6 +439,12 @@ def test_a_smooth_rate_limiter_lets_less_important_calls_wait_less(clock: FakeCl
     assert limiter._admit(_execution(clock)) == pytest.approx(0.7)  # normal: up to 0.8 s
 
 
+LATE = 0.05 + 2.0
+"""A call admitted or refused later than this after it asked (``max_wait`` 0.05 s) is late: one GIL shared by 64
+threads and a loop of 64 tasks, on a machine running two suites, held calls off for over 0.5 s (53 of 2 560, once);
+what it catches is a waiter the bulkhead forgot, woken by a later release or never."""
+
+
 def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhead() -> None:
     """Threads and tasks of every level and retries, waiting for 8 places: never more than 8 in flight, every call
     admitted or refused by its deadline, and no place lost; at the end, none in flight and none waiting."""
@@ -467,7 +473,7 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
                     outcome = "refused"
                 with lock:
                     outcomes[outcome] += 1
-                    outcomes["late"] += time.monotonic() - started > 0.05 + 0.5
+                    outcomes["late"] += time.monotonic() - started > LATE
 
     async def one_task(i: int) -> None:
         with prioritized(levels[i % 5]):
@@ -485,7 +491,7 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
                     outcome = "refused"
                 with lock:
                     outcomes[outcome] += 1
-                    outcomes["late"] += time.monotonic() - started > 0.05 + 0.5
+                    outcomes["late"] += time.monotonic() - started > LATE
 
     threads_and_tasks(one_thread, one_task)
     assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
