@@ -60,6 +60,9 @@ $(JS): tests/js/package.json tests/js/package-lock.json
 WORKERS ?= 8
 # the suite waits more than it computes (8 workers: ~150 % of 2 cores, 3 min 14 s; 6 workers: 3 min 57 s)
 pytest: proto $(JS)
+	@# one process first compiles what every worker imports (and rewrites the test modules' asserts), which on a
+	@# fresh clone each of the workers would otherwise do at once; errors show in the run that follows
+	$(BIN)/pytest --collect-only -qq > /dev/null || true
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
 PYTHONS := 3.10 3.11 3.12 3.13
