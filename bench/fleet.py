@@ -209,7 +209,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             return {
                 "store": "quick",
                 "global_limit": global_limit(url, seconds=0.5, count=2),
-                "outage": outage(url, seconds=1.0, blackhole=(0.3, 0.7), count=2),
+                "outage": outage(url, seconds=1.5, blackhole=(0.3, 1.3), count=2),  # a breaker opens in 1 s
                 "store_faults": {"skipped": "a quick run"},
                 "healthy": healthy(url, batches=2, n=2),
             }

@@ -68,7 +68,7 @@ def test_the_issue_scenario_at_full_scale(server: ScriptedServer, path: str) -> 
 def test_no_backoff_sleeps_past_the_deadline(server: ScriptedServer, path: str) -> None:
     retry = RetryPolicy(max_attempts=10, delay=Backoff(0.1, 2), jitter_factor=0)
     with Client(path, server.target, retry) as client:
-        client.unary(Request(id="warm"))  # connected: a loaded machine's connection took the whole 0.3 s once
+        client.unary(Request(id="warm"))  # a loaded machine once took the whole 0.3 s before the first attempt
         outcome = client.unary(Request(id="down", fail_first=100), timeout=0.6)
     # attempts at 0, 0.1, 0.3; the next delay (0.4) would end past 0.6: fail now, not at the deadline
     assert outcome.code is DEADLINE_EXCEEDED

@@ -29,12 +29,19 @@ GRPC_CALLS = {
 """grpc's client call objects (sync and aio): what must not be left to the garbage collector."""
 
 
+FROZEN: set[int] = set()
+"""The grpc calls alive when the test began (see :func:`collector_off`)."""
+
+
 @pytest.fixture
 def collector_off() -> Iterator[None]:
     """The garbage collector off and what it finds kept (``gc.garbage``), so that a cycle made during the test
-    stays to be seen. What the process held before is frozen (``gc.freeze``): the collector looks only at what
-    the test makes, not at the worker's whole heap, each time it runs."""
+    stays to be seen. What the process held before is frozen (``gc.freeze``): until the last look
+    (:func:`grpc_calls_in_cycles`), the collector looks only at what the test makes, not at the worker's whole heap,
+    each time it runs."""
     gc.collect()
+    FROZEN.clear()
+    FROZEN.update(id(alive) for alive in gc.get_objects() if type(alive).__name__ in GRPC_CALLS)
     gc.freeze()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
@@ -49,8 +56,8 @@ def collector_off() -> Iterator[None]:
 
 def settled() -> set[int]:
     """Free (the collector's debugging off) until nothing more is found, then keep what the collector finds again;
-    returns the grpc calls still alive: what earlier tests in this process (pytest keeps an expected failure's
-    frames for a while) let go of later is not counted against the calls looked at."""
+    returns the grpc calls still alive, with those alive before the test: what earlier tests in this process (pytest
+    keeps an expected failure's frames for a while) let go of later is not counted against the calls looked at."""
     gc.set_debug(0)
     gc.garbage.clear()
     for _ in range(40):
@@ -58,11 +65,14 @@ def settled() -> set[int]:
             break
         time.sleep(0.025)
     gc.set_debug(gc.DEBUG_SAVEALL)
-    return {id(alive) for alive in gc.get_objects() if type(alive).__name__ in GRPC_CALLS}
+    return FROZEN | {id(alive) for alive in gc.get_objects() if type(alive).__name__ in GRPC_CALLS}
 
 
 def grpc_calls_in_cycles(before: set[int]) -> list[str]:
-    """The grpc calls made since ``before`` (see :func:`settled`) that only the collector could free."""
+    """The grpc calls made since ``before`` (see :func:`settled`) that only the collector could free: the whole heap
+    looked at, so that a cycle through something older than the test (a thread's frame, a fixture's object) counts
+    (the rest of the test looks at the whole heap too)."""
+    gc.unfreeze()
     gc.collect()
     found = [type(kept).__name__ for kept in gc.garbage if id(kept) not in before]
     return [name for name in found if name in GRPC_CALLS]

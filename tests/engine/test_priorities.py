@@ -441,13 +441,14 @@ def test_a_smooth_rate_limiter_lets_less_important_calls_wait_less(clock: FakeCl
 
 LATE = 0.05 + 2.0
 """A call admitted or refused later than this after it asked (``max_wait`` 0.05 s) is late: one GIL shared by 64
-threads and a loop of 64 tasks, on a machine running two suites, held calls off for over 0.5 s (53 of 2 560, once);
-what it catches is a waiter the bulkhead forgot, woken by a later release or never."""
+threads and a loop of 64 tasks, on a machine running two suites, held calls off for over 0.5 s (53 of 2 560, once).
+What it catches is a bulkhead that holds a call far past its ``max_wait`` (tests/engine/test_bulkhead.py times the
+wait itself)."""
 
 
 def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhead() -> None:
     """Threads and tasks of every level and retries, waiting for 8 places: never more than 8 in flight, every call
-    admitted or refused by its deadline, and no place lost; at the end, none in flight and none waiting."""
+    admitted or refused within LATE, and no place lost; at the end, none in flight and none waiting."""
     bulkhead = Bulkhead(8, max_wait=0.05, priorities=RULES)
     executor = Executor(bulkhead)
     peak, lock, outcomes = 0, threading.Lock(), Counter[str]()
@@ -471,9 +472,10 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
                     outcome = "admitted"
                 except BulkheadFullError:
                     outcome = "refused"
+                took = time.monotonic() - started
                 with lock:
                     outcomes[outcome] += 1
-                    outcomes["late"] += time.monotonic() - started > LATE
+                    outcomes["late"] += took > LATE
 
     async def one_task(i: int) -> None:
         with prioritized(levels[i % 5]):
@@ -489,9 +491,10 @@ def test_64_threads_and_64_tasks_with_every_priority_share_a_prioritized_bulkhea
                     outcome = "admitted"
                 except BulkheadFullError:
                     outcome = "refused"
+                took = time.monotonic() - started
                 with lock:
                     outcomes[outcome] += 1
-                    outcomes["late"] += time.monotonic() - started > LATE
+                    outcomes["late"] += took > LATE
 
     threads_and_tasks(one_thread, one_task)
     assert outcomes["admitted"] + outcomes["refused"] == 2 * 64 * 20
