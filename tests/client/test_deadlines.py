@@ -66,14 +66,16 @@ def test_the_issue_scenario_at_full_scale(server: ScriptedServer, path: str) -> 
 
 @pytest.mark.parametrize("path", PATHS)
 def test_no_backoff_sleeps_past_the_deadline(server: ScriptedServer, path: str) -> None:
+    """Attempts at 0, 0.1 and 0.3 s; the next delay (0.4 s) would end past 0.6: the call fails then, not at the
+    deadline. A loaded machine makes attempts late (one took 0.5 s, twice, with two suites at once), so fewer may
+    fit, never more; the call's error says why it ended (a sleep into the deadline ends with the deadline's)."""
     retry = RetryPolicy(max_attempts=10, delay=Backoff(0.1, 2), jitter_factor=0)
     with Client(path, server.target, retry) as client:
-        client.unary(Request(id="warm"))  # a loaded machine once took the whole 0.3 s before the first attempt
+        client.unary(Request(id="warm"))
         outcome = client.unary(Request(id="down", fail_first=100), timeout=0.6)
-    # attempts at 0, 0.1, 0.3; the next delay (0.4) would end past 0.6: fail now, not at the deadline
     assert outcome.code is DEADLINE_EXCEEDED
-    assert server.attempts("down") == 3
-    assert outcome.elapsed < 0.6
+    assert "no time left to retry" in outcome.details, outcome.details
+    assert 1 <= server.attempts("down") <= 3
 
 
 def test_future_returns_before_the_first_attempt_finishes(server: ScriptedServer) -> None:

@@ -73,7 +73,7 @@ class Seen:
 GRPC_CLOCK = 0.15
 """How much later or earlier than the caller's a deadline may reach a server: grpc rounds a timeout up to its
 10 ms units, and its cached clock lags the real one by tens of ms when both cores are busy (up to ~0.11 s seen
-with two suites of six workers at once)."""
+with two suites of six workers at once; eight, since)."""
 
 
 def check_deadline(seen: Seen, *, timeout: float, sent_after: float, slack: float = GRPC_CLOCK) -> None:
