@@ -14,7 +14,7 @@ EXTRAS := status,otel,fleet
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck docs pytest proto demo bench bench-quick chaos soak clean matrix floors dist ops
+.PHONY: test lint typecheck docs pytest compiled proto demo bench bench-quick chaos soak clean matrix floors dist ops
 
 test: proto
 	@# the static checks and the docs run beside the suite, which waits more than it computes: at the lowest
@@ -59,11 +59,13 @@ $(JS): tests/js/package.json tests/js/package-lock.json
 
 WORKERS ?= 8
 # the suite waits more than it computes (8 workers: ~150 % of 2 cores, 3 min 14 s; 6 workers: 3 min 57 s)
-pytest: proto $(JS)
-	@# one process first compiles what every worker imports (and rewrites the test modules' asserts), which on a
-	@# fresh clone each of the workers would otherwise do at once; errors show in the run that follows
-	$(BIN)/pytest --collect-only -qq > /dev/null || true
+pytest: proto $(JS) compiled
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
+
+compiled: proto
+	@# one process first compiles what every worker imports (and rewrites the test modules' asserts), which on a
+	@# fresh clone each of the workers would otherwise do at once (beside npm); errors show in the run that follows
+	$(BIN)/pytest --collect-only -qq > /dev/null || true
 
 PYTHONS := 3.10 3.11 3.12 3.13
 # every Python from requires-python up to 3.13 (.ci/suites says so when one is absent)

@@ -58,38 +58,38 @@ def composed(budget: Budget) -> tuple[Any, ...]:
     return Fallback(), retry, breaker, Timeout(budget.attempt_timeout)
 
 
-def _requests() -> Iterator[Any]:
-    for _ in range(MESSAGES):
+def _requests(messages: int) -> Iterator[Any]:
+    for _ in range(messages):
         yield REQUEST
 
 
-def _timed_sync(stub: Any) -> dict[str, Callable[[], float]]:
+def _timed_sync(stub: Any, messages: int) -> dict[str, Callable[[], float]]:
     def server_stream() -> float:
         start = time.perf_counter()
-        count = sum(1 for _ in stub.ServerStream(pb.Request(count=MESSAGES, text=REQUEST.text), timeout=30))
-        assert count == MESSAGES
+        count = sum(1 for _ in stub.ServerStream(pb.Request(count=messages, text=REQUEST.text), timeout=30))
+        assert count == messages
         return time.perf_counter() - start
 
     def client_stream() -> float:
         start = time.perf_counter()
-        assert stub.ClientStream(_requests(), timeout=30).index == MESSAGES
+        assert stub.ClientStream(_requests(messages), timeout=30).index == messages
         return time.perf_counter() - start
 
     return {"server_stream": server_stream, "client_stream": client_stream}
 
 
-def _timed_aio(stub: Any, loop: asyncio.AbstractEventLoop) -> dict[str, Callable[[], float]]:
+def _timed_aio(stub: Any, loop: asyncio.AbstractEventLoop, messages: int) -> dict[str, Callable[[], float]]:
     async def server_stream() -> float:
         start = time.perf_counter()
         count = 0
-        async for _ in stub.ServerStream(pb.Request(count=MESSAGES, text=REQUEST.text), timeout=30):
+        async for _ in stub.ServerStream(pb.Request(count=messages, text=REQUEST.text), timeout=30):
             count += 1
-        assert count == MESSAGES
+        assert count == messages
         return time.perf_counter() - start
 
     async def client_stream() -> float:
         start = time.perf_counter()
-        assert (await stub.ClientStream(_requests(), timeout=30)).index == MESSAGES
+        assert (await stub.ClientStream(_requests(messages), timeout=30)).index == messages
         return time.perf_counter() - start
 
     return {
@@ -98,7 +98,9 @@ def _timed_aio(stub: Any, loop: asyncio.AbstractEventLoop) -> dict[str, Callable
     }
 
 
-def _side_by_side(batches: int, bare: dict[str, Callable[[], float]], ours: dict[str, Callable[[], float]]) -> Any:
+def _side_by_side(
+    batches: int, messages: int, bare: dict[str, Callable[[], float]], ours: dict[str, Callable[[], float]]
+) -> Any:
     result: dict[str, Any] = {}
     for kind in bare:
         for _ in range(3):  # connect and warm up
@@ -111,13 +113,15 @@ def _side_by_side(batches: int, bare: dict[str, Callable[[], float]], ours: dict
             else:
                 bare_s, ours_s = bare[kind](), ours[kind]()
             ratios.append(bare_s / ours_s)  # messages per second, ours / bare
-            rates["bare"].append(MESSAGES / bare_s)
-            rates["ours"].append(MESSAGES / ours_s)
+            rates["bare"].append(messages / bare_s)
+            rates["ours"].append(messages / ours_s)
         result[kind] = {"ratio": quartiles(ratios), "messages_per_s": {k: quartiles(v) for k, v in rates.items()}}
     return result
 
 
-def run(batches: int = 200) -> dict[str, Any]:
+def run(batches: int = 200, messages: int = MESSAGES) -> dict[str, Any]:
+    """``batches`` of a server stream and a client stream of ``messages`` each, bare and through ours, side by
+    side."""
     budget = Budget(deadline=30.0, attempt_timeout=30.0)
     with tempfile.TemporaryDirectory() as directory:
         process, target = _start("bench.streams", directory)
@@ -126,8 +130,9 @@ def run(batches: int = 200) -> dict[str, Any]:
             ours_channel = resilient_channel(target, *composed(budget))
             sync = _side_by_side(
                 batches,
-                _timed_sync(pb_grpc.ScriptedStub(bare_channel)),
-                _timed_sync(pb_grpc.ScriptedStub(ours_channel)),
+                messages,
+                _timed_sync(pb_grpc.ScriptedStub(bare_channel), messages),
+                _timed_sync(pb_grpc.ScriptedStub(ours_channel), messages),
             )
             bare_channel.close()
             ours_channel.close()
@@ -141,8 +146,9 @@ def run(batches: int = 200) -> dict[str, Any]:
             bare_aio, ours_aio = loop.run_until_complete(channels())
             aio = _side_by_side(
                 batches,
-                _timed_aio(pb_grpc.ScriptedStub(bare_aio), loop),
-                _timed_aio(pb_grpc.ScriptedStub(ours_aio), loop),
+                messages,
+                _timed_aio(pb_grpc.ScriptedStub(bare_aio), loop, messages),
+                _timed_aio(pb_grpc.ScriptedStub(ours_aio), loop, messages),
             )
             loop.run_until_complete(bare_aio.close())
             loop.run_until_complete(ours_aio.close())
@@ -150,7 +156,7 @@ def run(batches: int = 200) -> dict[str, Any]:
         finally:
             process.terminate()
             process.wait(20)
-    return {"batches": batches, "messages": MESSAGES, "sync": sync, "aio": aio}
+    return {"batches": batches, "messages": messages, "sync": sync, "aio": aio}
 
 
 if __name__ == "__main__":

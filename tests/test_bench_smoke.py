@@ -28,7 +28,7 @@ QUICK: dict[str, Callable[[], dict[str, Any]]] = {
     "slow_backend": lambda: run.slow_backend(calls=2, workers=2, delay=0.4, allowed=0.1),
     "amplification": lambda: run.amplification(calls=3, rate=20, workers=3),
     "goaway": lambda: run.goaway(seconds=0.2, workers=2, rounds=1),
-    "streams": lambda: streams.run(batches=2),
+    "streams": lambda: streams.run(batches=2, messages=50),
     "reload": lambda: run.reload(seconds=0.3, workers=4, rate=40, every=0.05, rounds=1),
     "balance": lambda: balance.run(quick=True),
     "fleet": lambda: fleet.run(quick=True),
