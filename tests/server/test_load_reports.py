@@ -305,20 +305,22 @@ def test_grpcio_weighted_round_robin_moves_calls_off_the_busy_backend(kind: str,
 @needs_grpc_js
 @pytest.mark.parametrize("oob", [False, True], ids=["per-call", "out-of-band"])
 def test_grpc_js_weighted_round_robin_moves_calls_off_the_busy_backend(kind: str, oob: bool) -> None:
-    # grpc-js spends ~15 ms of CPU on each call that carries a report: one backend then sees 0 to 3 calls in 50 ms, and
-    # a QPS that noisy made weights (QPS / utilization) that sent 37 % of the calls to the busy one (once in ~20
-    # runs); over 0.5 s it is steady. Out of band, calls are quick and many.
+    """Per call, grpc-js spends ~15 ms of CPU on each call that carries a report: 200 calls take seconds, time for the
+    weights to settle (busy shares of 0.5 to 3.5 % seen). A backend then sees 0 to 3 calls in 50 ms, and a QPS that
+    noisy made weights (QPS / utilization) that sent 37 % of the calls to the busy one, once in ~20 runs: its QPS is
+    measured over 0.5 s. Out of band, calls are quick and reports come every 0.1 s: 400 calls."""
+    calls = 400 if oob else 200
     busy, idle = two_backends(kind, True, oob=oob, interval=0.05 if oob else 0.5)
     try:
-        args = ["node", str(JS_PEERS / "orca_client.js"), "wrr", f"{busy.target},{idle.target}", "400"]
+        args = ["node", str(JS_PEERS / "orca_client.js"), "wrr", f"{busy.target},{idle.target}", str(calls)]
         ran = subprocess.run([*args, "oob" if oob else "per-call"], capture_output=True, text=True, timeout=60)
     finally:
         busy.stop()
         idle.stop()
     assert ran.returncode == 0, ran.stderr
-    assert json.loads(ran.stdout) == {"0": 400}
-    assert busy.attempts("w") + idle.attempts("w") == 400
-    assert busy.attempts("w") < 0.3 * 400
+    assert json.loads(ran.stdout) == {"0": calls}
+    assert busy.attempts("w") + idle.attempts("w") == calls
+    assert busy.attempts("w") < 0.3 * calls
 
 
 # -- the out-of-band stream -------------------------------------------------------------------------------------------
