@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+
+try:  # the unary-unary multicallable of grpc.intercept_channel, for next_multicallable to take over
+    from grpc._interceptor import _UnaryUnaryMultiCallable
+
+    _Intercepted: Any = _UnaryUnaryMultiCallable
+except (ImportError, AttributeError):  # pragma: no cover
+    _Intercepted = None
 
 try:  # grpc's core status codes, for cancel_blocking
     from grpc._cython.cygrpc import StatusCode as _CoreStatus  # type: ignore[import-not-found]
@@ -47,7 +56,9 @@ _SELF: dict[object, int | None] = {}
 _NEXT = "_interceptors_next"
 
 
-def next_multicallable(continuation: Any, method: str) -> Any | None:
+def next_multicallable(
+    continuation: Any, method: str, direct: Callable[..., tuple[Any, Any]] | None = None
+) -> Any | None:
     """For a blocking continuation of ``grpc.intercept_channel``: the unary-unary multicallable it calls ``with_call``
     on for ``method``, the next one in the channel (None for a future's continuation, see :func:`blocks`, and where
     grpc's continuation does not have the shape this knows).
@@ -57,6 +68,11 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
     continuation closes over the intercepted multicallable (``self``), whose ``_thunk(method)`` makes the next one;
     it is made once and kept on the intercepted multicallable (a stub's, which lives as long as the stub). Under an
     interceptor of another kind, grpc makes our intercepted multicallable afresh each call: it is made each call.
+
+    With ``direct``, a multicallable found keeping its next one (so not made afresh per call) has its later blocking
+    calls taken over (see :class:`_TakenOver`): they go to ``direct(next, method, request, timeout, metadata,
+    credentials, wait_for_ready, compression)``, which answers ``(response, call)`` or raises, without grpc's hooks
+    (call details, a closure and the returned call's ``result()`` per call, as much again as the policies cost).
     """
     code = getattr(continuation, "__code__", None)
     index = _SELF.get(code, -1)
@@ -69,6 +85,9 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
         owner = continuation.__closure__[index].cell_contents
         kept = getattr(owner, _NEXT, None)
         if kept is not None and owner._method == method:
+            if direct is not None and TAKEN_OVER is not None and type(owner) is _Intercepted:
+                owner._interceptors_direct = functools.partial(direct, kept, method)
+                owner.__class__ = TAKEN_OVER
             return kept
         made = owner._thunk(method)
     except Exception:  # not the shape this knows (or grpc refused): the continuation serves, as it would have
@@ -77,6 +96,55 @@ def next_multicallable(continuation: Any, method: str) -> Any | None:
         with contextlib.suppress(AttributeError):  # one that cannot keep it is asked again next call
             setattr(owner, _NEXT, made)
     return made
+
+
+_CALL_PARAMETERS = ("self", "request", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+
+
+def _calls_as_known(cls: Any) -> bool:
+    """Whether ``cls``'s ``__call__`` and ``with_call`` take just the parameters :class:`_TakenOver` passes on."""
+    try:
+        return all(
+            tuple(inspect.signature(getattr(cls, name)).parameters) == _CALL_PARAMETERS
+            for name in ("__call__", "with_call")
+        )
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover
+        return False
+
+
+if _Intercepted is not None and _calls_as_known(_Intercepted):
+
+    class _TakenOver(_Intercepted):  # type: ignore[misc]  # grpc's class is Any here
+        """grpc's intercepted unary-unary multicallable whose interceptor took its blocking calls over (see
+        :func:`next_multicallable`); ``future()`` is still grpc's."""
+
+        _interceptors_direct: Callable[..., tuple[Any, Any]]
+
+        def __call__(
+            self,
+            request: Any,
+            timeout: Any = None,
+            metadata: Any = None,
+            credentials: Any = None,
+            wait_for_ready: Any = None,
+            compression: Any = None,
+        ) -> Any:
+            return self._interceptors_direct(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+
+        def with_call(
+            self,
+            request: Any,
+            timeout: Any = None,
+            metadata: Any = None,
+            credentials: Any = None,
+            wait_for_ready: Any = None,
+            compression: Any = None,
+        ) -> tuple[Any, Any]:
+            return self._interceptors_direct(request, timeout, metadata, credentials, wait_for_ready, compression)
+
+    TAKEN_OVER: type | None = _TakenOver
+else:  # pragma: no cover
+    TAKEN_OVER = None
 
 
 def cancellable_blocking(multicallable: Any) -> Callable[..., Any] | None:

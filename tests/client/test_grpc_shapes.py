@@ -15,6 +15,7 @@ import pytest
 from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
 from interceptors.grpc._grpc_shapes import (
+    TAKEN_OVER,
     at_once,
     blocks,
     cancel_blocking,
@@ -54,6 +55,31 @@ def test_a_blocking_continuation_is_told_from_a_futures_and_leads_to_futures(ser
         assert next_multicallable(blocking, method) is multicallable, f"{GRPCIO}: the next multicallable is not kept"
         assert next_multicallable(future, method) is None  # a future's attempts go through its continuation
     assert reply.id == "through"
+
+
+def test_a_stubs_blocking_calls_are_taken_over_from_grpcs_hooks_at_the_second(server: ScriptedServer) -> None:
+    """grpc's intercepted multicallable of a stub becomes ours at its second blocking call through our interceptor
+    (see next_multicallable); its futures stay grpc's; a failure raises as grpc's hooks raise it."""
+    from interceptors import ResilienceInterceptor, RetryPolicy
+
+    assert TAKEN_OVER is not None, f"{GRPCIO}: grpc._interceptor._UnaryUnaryMultiCallable is gone or takes new options"
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]),
+        ResilienceInterceptor(RetryPolicy(max_attempts=2)),
+    )
+    with channel:
+        unary = pb_grpc.ScriptedStub(channel).Unary
+        unary(Request(id="first"), timeout=5)
+        assert type(unary) is not TAKEN_OVER  # one call could be its only one: a multicallable made for it alone
+        unary(Request(id="second"), timeout=5)
+        taken_over = type(unary) is TAKEN_OVER  # (not asserted as it is: mypy would narrow unary to a bare type)
+        assert taken_over, f"{GRPCIO}: a stub's multicallable was not taken over"
+        assert unary.future(Request(id="future", fail_first=1), timeout=5).result().attempt == 2
+        reply, call = unary.with_call(Request(id="with_call"), timeout=5)
+        assert (reply.id, call.code()) == ("with_call", grpc.StatusCode.OK)
+        with pytest.raises(grpc.RpcError) as failed:
+            unary(Request(id="fails", fail_first=9), timeout=5)
+    assert failed.value.code() is grpc.StatusCode.UNAVAILABLE and server.attempts("fails") == 2
 
 
 def test_a_blocking_call_is_handed_over_and_another_thread_can_cancel_it(server: ScriptedServer) -> None:

@@ -242,8 +242,9 @@ def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(
     server: ScriptedServer, how: str, above: bool
 ) -> None:
     """Ours sends a blocking call's attempts to the next multicallable of grpc's channel directly, not through grpc's
-    continuation: the interceptors under ours still see each attempt, with its timeout and metadata (retries counted)
-    and the caller's wait_for_ready and compression; so they do with an interceptor above ours (grpc then makes our
+    continuation, and from a stub's second blocking call on, takes the call over from grpc's hooks: the interceptors
+    under ours still see each attempt, with its timeout and metadata (retries counted) and the caller's
+    wait_for_ready and compression, at every call; so they do with an interceptor above ours (grpc then makes our
     intercepted multicallable afresh each call)."""
     from scripted.v1 import scripted_pb2_grpc as pb_grpc
 
@@ -266,18 +267,20 @@ def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(
     )
     with channel:
         unary = pb_grpc.ScriptedStub(channel).Unary
-        request = Request(id=f"under-{how}-{above}", fail_first=2)
-        options: dict[str, Any] = {"wait_for_ready": True, "compression": grpc.Compression.Gzip}
-        options |= {"metadata": (("x-who", "me"),), "timeout": 5}
-        if how == "call":
-            reply = unary(request, **options)
-        elif how == "with_call":
-            reply, call = unary.with_call(request, **options)
-            assert call.code() is grpc.StatusCode.OK
-        else:
-            reply = unary.future(request, **options).result(5)
-    assert reply.attempt == 3 and server.attempts(request.id) == 3
-    assert [d.method for d in seen] == ["/scripted.v1.Scripted/Unary"] * 3
-    assert [dict(d.metadata).get("grpc-previous-rpc-attempts") for d in seen] == [None, "1", "2"]
-    assert all(dict(d.metadata)["x-who"] == "me" and 0 < d.timeout <= 5 for d in seen)
-    assert all((d.wait_for_ready, d.compression) == (True, grpc.Compression.Gzip) for d in seen)
+        for turn in range(3):
+            seen.clear()
+            request = Request(id=f"under-{how}-{above}-{turn}", fail_first=2)
+            options: dict[str, Any] = {"wait_for_ready": True, "compression": grpc.Compression.Gzip}
+            options |= {"metadata": (("x-who", "me"),), "timeout": 5}
+            if how == "call":
+                reply = unary(request, **options)
+            elif how == "with_call":
+                reply, call = unary.with_call(request, **options)
+                assert call.code() is grpc.StatusCode.OK
+            else:
+                reply = unary.future(request, **options).result(5)
+            assert reply.attempt == 3 and server.attempts(request.id) == 3
+            assert [d.method for d in seen] == ["/scripted.v1.Scripted/Unary"] * 3
+            assert [dict(d.metadata).get("grpc-previous-rpc-attempts") for d in seen] == [None, "1", "2"]
+            assert all(dict(d.metadata)["x-who"] == "me" and 0 < d.timeout <= 5 for d in seen)
+            assert all((d.wait_for_ready, d.compression) == (True, grpc.Compression.Gzip) for d in seen)

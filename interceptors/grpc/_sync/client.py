@@ -93,29 +93,50 @@ class ResilienceInterceptor(
         return interceptor
 
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        route = self._router.route(client_call_details.method)
+        method = client_call_details.method
+        route = self._router.route(method)
         if route is None:
             return continuation(client_call_details, request)
-        timeout = client_call_details.timeout
-        multicallable = next_multicallable(continuation, client_call_details.method)
+        multicallable = next_multicallable(continuation, method, self._call_on)
         if multicallable is None:  # a future's continuation, or one of a shape we do not know: called as it is
             send = via_continuation(self._router, continuation, client_call_details, request)
             if not blocks(continuation):
-                return ResilientFuture(route, send, request, timeout)
-            return run_for_interceptor(route, send, request, timeout)
-        options = {
-            "credentials": client_call_details.credentials,
-            "wait_for_ready": getattr(client_call_details, "wait_for_ready", None),
-            "compression": getattr(client_call_details, "compression", None),
-        }
-        own = cancellable_blocking(multicallable) if route.hedged else None
+                return ResilientFuture(route, send, request, client_call_details.timeout)
+            return run_for_interceptor(route, send, request, client_call_details.timeout)
         try:
-            response, call = blocking_unary(
-                route, multicallable, request, timeout, client_call_details.metadata, options, own, self._router
-            )
+            return self._call_on(
+                multicallable,
+                method,
+                request,
+                client_call_details.timeout,
+                client_call_details.metadata,
+                client_call_details.credentials,
+                getattr(client_call_details, "wait_for_ready", None),
+                getattr(client_call_details, "compression", None),
+            )[1]
         except Exception as error:
             return ended_call(error)
-        return call if isinstance(call, grpc.Future) else SucceededCall(response, call)
+
+    def _call_on(
+        self,
+        multicallable: Any,
+        method: str,
+        request: Any,
+        timeout: Any,
+        metadata: Any,
+        credentials: Any,
+        wait_for_ready: Any,
+        compression: Any,
+    ) -> tuple[Any, Any]:
+        """A blocking call of ``method`` through its route's policies, its attempts sent with the next
+        ``multicallable`` (see :func:`next_multicallable`): ``(response, call)``, or raises the caller's error."""
+        options = {"credentials": credentials, "wait_for_ready": wait_for_ready, "compression": compression}
+        route = self._router.route(method)
+        if route is None:  # a registry's reload took its policies away
+            return multicallable.with_call(request, timeout, metadata, **options)  # type: ignore[no-any-return]
+        own = cancellable_blocking(multicallable) if route.hedged else None
+        response, call = blocking_unary(route, multicallable, request, timeout, metadata, options, own, self._router)
+        return response, (call if isinstance(call, grpc.Future) else SucceededCall(response, call))
 
     def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         route = self._router.route(client_call_details.method, SERVER_STREAM)
