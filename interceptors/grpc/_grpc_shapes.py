@@ -69,10 +69,12 @@ def next_multicallable(
     it is made once and kept on the intercepted multicallable (a stub's, which lives as long as the stub). Under an
     interceptor of another kind, grpc makes our intercepted multicallable afresh each call: it is made each call.
 
-    With ``direct``, a multicallable found keeping its next one (so not made afresh per call) has its later blocking
-    calls taken over (see :class:`_TakenOver`): they go to ``direct(next, method, request, timeout, metadata,
-    credentials, wait_for_ready, compression)``, which answers ``(response, call)`` or raises, without grpc's hooks
-    (call details, a closure and the returned call's ``result()`` per call, as much again as the policies cost).
+    With ``direct``, a bound method of the interceptor whose hook grpc called for it, a multicallable found keeping
+    its next one (so not made afresh per call) has its later blocking calls taken over (see :class:`_TakenOver`):
+    they go to ``direct(next, method, request, timeout, metadata, credentials, wait_for_ready, compression)``, which
+    answers ``(response, call)`` or raises, without grpc's hooks (call details, a closure and the returned call's
+    ``result()`` per call, as much again as the policies cost). Not when the multicallable's interceptor is another
+    (one that calls ours from its own hook, which must go on seeing every call).
     """
     code = getattr(continuation, "__code__", None)
     index = _SELF.get(code, -1)
@@ -85,9 +87,9 @@ def next_multicallable(
         owner = continuation.__closure__[index].cell_contents
         kept = getattr(owner, _NEXT, None)
         if kept is not None and owner._method == method:
-            if direct is not None and TAKEN_OVER is not None and type(owner) is _Intercepted:
+            if direct is not None and type(owner) is _Intercepted and owner._interceptor is direct.__self__:  # type: ignore[attr-defined]
                 owner._interceptors_direct = functools.partial(direct, kept, method)
-                owner.__class__ = TAKEN_OVER
+                owner.__class__ = TAKEN_OVER  # None only where _Intercepted is
             return kept
         made = owner._thunk(method)
     except Exception:  # not the shape this knows (or grpc refused): the continuation serves, as it would have

@@ -76,10 +76,15 @@ def test_a_stubs_blocking_calls_are_taken_over_from_grpcs_hooks_at_the_second(se
         assert taken_over, f"{GRPCIO}: a stub's multicallable was not taken over"
         assert unary.future(Request(id="future", fail_first=1), timeout=5).result().attempt == 2
         reply, call = unary.with_call(Request(id="with_call"), timeout=5)
-        assert (reply.id, call.code()) == ("with_call", grpc.StatusCode.OK)
+        assert (reply.id, call.code(), type(call.trailing_metadata())) == ("with_call", grpc.StatusCode.OK, tuple)
         with pytest.raises(grpc.RpcError) as failed:
             unary(Request(id="fails", fail_first=9), timeout=5)
+        with pytest.raises(grpc.RpcError) as failed_with_call:
+            unary.with_call(Request(id="fails too", fail_first=9), timeout=5)
+        with pytest.raises(TypeError, match="timeout must be a number"):
+            unary(Request(id="bad timeout"), timeout="5")
     assert failed.value.code() is grpc.StatusCode.UNAVAILABLE and server.attempts("fails") == 2
+    assert failed_with_call.value.code() is grpc.StatusCode.UNAVAILABLE and server.attempts("fails too") == 2
 
 
 def test_a_blocking_call_is_handed_over_and_another_thread_can_cancel_it(server: ScriptedServer) -> None:

@@ -48,12 +48,16 @@ paths = pytest.mark.parametrize("path", PATHS)
 def test_a_reload_applies_to_the_calls_after_it(server: ScriptedServer, path: str) -> None:
     registry = Registry(config(max_attempts=2))
     with RegistryClient(path, server.target, registry) as client:
-        assert client.unary(Request(id="before", fail_first=3)).code is grpc.StatusCode.UNAVAILABLE
+        for turn in range(3):  # a stub's blocking calls are taken over from grpc's hooks by its third
+            assert client.unary(Request(id=f"before-{turn}", fail_first=3)).code is grpc.StatusCode.UNAVAILABLE
         registry.reload(config(max_attempts=4))
         after = client.unary(Request(id="after", fail_first=3))
-    assert server.attempts("before") == 2
+        registry.reload({"methodConfig": []})  # no policies for it: its calls pass untouched
+        untouched = client.unary(Request(id="untouched", fail_first=1))
+    assert [server.attempts(f"before-{turn}") for turn in range(3)] == [2] * 3
     assert after.error is None and server.attempts("after") == 4
-    assert registry.version == 1
+    assert untouched.code is grpc.StatusCode.UNAVAILABLE and server.attempts("untouched") == 1
+    assert registry.version == 2
 
 
 @paths

@@ -236,6 +236,40 @@ def retrying_over_raises(server: ScriptedServer, error: type[Exception], times: 
     return channel, raised
 
 
+@pytest.mark.parametrize("how", ["wrapper", "subclass"])
+def test_an_interceptor_that_hooks_in_through_ours_sees_every_call(server: ScriptedServer, how: str) -> None:
+    """A stub's blocking calls are taken over from grpc's hooks only where the hook grpc calls is ours as it is:
+    an interceptor that calls ours from its own hook, or a subclass that overrides it, sees every call."""
+    from scripted.v1 import scripted_pb2_grpc as pb_grpc
+
+    from interceptors import ResilienceInterceptor
+
+    seen: list[str] = []
+
+    class Subclass(ResilienceInterceptor):
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            seen.append(request.id)
+            return super().intercept_unary_unary(continuation, details, request)
+
+    class Wrapper(grpc.UnaryUnaryClientInterceptor):
+        def __init__(self) -> None:
+            self.ours = ResilienceInterceptor(RetryPolicy(max_attempts=2))
+
+        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            seen.append(request.id)
+            return self.ours.intercept_unary_unary(continuation, details, request)
+
+    interceptor = Wrapper() if how == "wrapper" else Subclass(RetryPolicy(max_attempts=2))
+    channel = grpc.intercept_channel(
+        grpc.insecure_channel(server.target, options=[("grpc.enable_retries", 0)]), interceptor
+    )
+    with channel:
+        unary = pb_grpc.ScriptedStub(channel).Unary
+        replies = [unary(Request(id=f"{how}-{turn}", fail_first=1), timeout=5) for turn in range(4)]
+    assert seen == [f"{how}-{turn}" for turn in range(4)]
+    assert [reply.attempt for reply in replies] == [2] * 4
+
+
 @pytest.mark.parametrize("above", [False, True], ids=["outermost", "under-another"])
 @pytest.mark.parametrize("how", ["call", "with_call", "future"])
 def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(

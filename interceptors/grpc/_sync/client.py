@@ -92,12 +92,18 @@ class ResilienceInterceptor(
         interceptor._router, interceptor._replay_buffer = router, checked_replay_buffer(replay_buffer)
         return interceptor
 
+    @functools.cached_property
+    def _takes_over(self) -> bool:
+        """Whether a stub's blocking unary calls may be taken over from grpc's hooks (see :func:`next_multicallable`):
+        not where a subclass hooks in, which must go on seeing every call."""
+        return type(self).intercept_unary_unary is ResilienceInterceptor.intercept_unary_unary
+
     def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         method = client_call_details.method
         route = self._router.route(method)
         if route is None:
             return continuation(client_call_details, request)
-        multicallable = next_multicallable(continuation, method, self._call_on)
+        multicallable = next_multicallable(continuation, method, self._call_on if self._takes_over else None)
         if multicallable is None:  # a future's continuation, or one of a shape we do not know: called as it is
             send = via_continuation(self._router, continuation, client_call_details, request)
             if not blocks(continuation):
