@@ -276,7 +276,7 @@ def test_an_interceptor_under_ours_sees_every_attempt_and_the_callers_options(
     server: ScriptedServer, how: str, above: bool
 ) -> None:
     """Ours sends a blocking call's attempts to the next multicallable of grpc's channel directly, not through grpc's
-    continuation, and from a stub's second blocking call on, takes the call over from grpc's hooks: the interceptors
+    continuation, and at a stub's second blocking call, takes its later ones over from grpc's hooks: the interceptors
     under ours still see each attempt, with its timeout and metadata (retries counted) and the caller's
     wait_for_ready and compression, at every call; so they do with an interceptor above ours (grpc then makes our
     intercepted multicallable afresh each call)."""

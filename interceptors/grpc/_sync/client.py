@@ -59,6 +59,10 @@ class ResilienceInterceptor(
     at its first response message (after which a :class:`StreamResume` can resume a server stream), any stream
     whose requests outgrow ``replay_buffer``; breakers, bulkheads and limiters count a stream's final status, once.
 
+    A stub's blocking unary calls leave grpc's interceptor hooks at its third call: the interceptor calls the next
+    multicallable itself (interceptors under it see every attempt); where this one's hook is wrapped or overridden,
+    they stay.
+
     :param policies: the chain for every method (default: none), first outermost.
     :param methods: chains by ``/pkg.Service/Method`` or ``/pkg.Service/*`` (default None); ValueError for a key
         of another form, a value that is not a sequence of policies, or a chain whose policies cannot run together.
