@@ -122,16 +122,8 @@ if _Intercepted is not None and _calls_as_known(_Intercepted):
 
         _interceptors_direct: Callable[..., tuple[Any, Any]]
 
-        def __call__(
-            self,
-            request: Any,
-            timeout: Any = None,
-            metadata: Any = None,
-            credentials: Any = None,
-            wait_for_ready: Any = None,
-            compression: Any = None,
-        ) -> Any:
-            return self._interceptors_direct(request, timeout, metadata, credentials, wait_for_ready, compression)[0]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return self.with_call(*args, **kwargs)[0]
 
         def with_call(
             self,
