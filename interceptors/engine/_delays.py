@@ -10,6 +10,11 @@ from . import _options as options
 
 __all__ = ["Backoff", "RandomDelay", "jittered"]
 
+DRAWS = random.Random()
+"""The library's own random numbers (jitter, a throttle's rejections, spread pushback), apart from the ``random``
+module's shared state: a user's seeded code (or a test framework) relies on that, and the library's threads would
+move it under its feet."""
+
 
 @dataclass(frozen=True, slots=True, init=False)
 class Backoff:
@@ -68,9 +73,9 @@ class Backoff:
         """The delay after failed attempt ``attempt`` with the backoff's own jitter; None when it has none (the
         RetryPolicy jitters :meth:`delay`)."""
         if self.full_jitter:
-            return random.uniform(0.0, self.delay(attempt))
+            return DRAWS.uniform(0.0, self.delay(attempt))
         if self.jitter_factor:
-            return self.delay(attempt) * random.uniform(1 - self.jitter_factor, 1 + self.jitter_factor)
+            return self.delay(attempt) * DRAWS.uniform(1 - self.jitter_factor, 1 + self.jitter_factor)
         return None
 
 
@@ -94,7 +99,7 @@ class RandomDelay:
         object.__setattr__(self, "maximum", hi)
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(self.minimum, self.maximum)
+        return DRAWS.uniform(self.minimum, self.maximum)
 
 
 def jittered(delay: float, *, factor: float, absolute: float, maximum: float | None) -> float:
@@ -104,4 +109,4 @@ def jittered(delay: float, *, factor: float, absolute: float, maximum: float | N
     if not spread:
         return delay
     high = delay + spread if maximum is None else min(delay + spread, maximum)
-    return random.uniform(max(delay - spread, 0.0), high)
+    return DRAWS.uniform(max(delay - spread, 0.0), high)

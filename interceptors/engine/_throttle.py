@@ -5,13 +5,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import random
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import _options as options
 from ._clock import Clock
+from ._delays import DRAWS
 from ._errors import RejectedError, ThrottledError
 from ._events import Throttled
 from ._execution import Execution, overdue
@@ -151,7 +151,7 @@ class AdaptiveThrottle(Policy):
             _tally=Tally(seconds, the_clock),  # requests, accepts
             _mix=None if ranks is None else Tally(seconds, the_clock, RANKS),
             _lock=threading.Lock(),
-            _random=random.random,
+            _random=DRAWS.random,
             _warned=False,
             _load=(0.0, -math.inf, None),
         )

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -24,6 +23,7 @@ from typing import Any, Protocol
 
 from ..engine import _options as options
 from ..engine._clock import Clock
+from ..engine._delays import DRAWS
 from ..engine._warn import warn
 
 __all__ = ["FleetStore", "FleetWarning"]
@@ -130,7 +130,7 @@ class FleetStore:
                 "caller) until the connection ends; pass socket_timeout to the client",
                 FleetWarning,
             )
-        self.id: str = f"{socket.gethostname()}:{os.getpid()}:{random.getrandbits(32):08x}"
+        self.id: str = f"{socket.gethostname()}:{os.getpid()}:{DRAWS.getrandbits(32):08x}"
         self._members: weakref.WeakSet[Member] = weakref.WeakSet()
         self._scripts: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -250,7 +250,7 @@ class FleetStore:
 
     def _failed(self, error: BaseException) -> None:
         self.failures += 1
-        delay = min(MAX_BACKOFF, 0.05 * 2 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
+        delay = min(MAX_BACKOFF, 0.05 * 2 ** min(self.failures, 10)) * DRAWS.uniform(0.5, 1.0)
         self._retry_at = self.clock.now() + delay
         if self.failures == 1:
             _log.warning("fleet store %s failed (%s); members decide locally until it answers", self.prefix, error)

@@ -10,7 +10,6 @@ Health checks (``grpc.health.v1.Health``) and server reflection are never refuse
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import grpc
 
 from ..engine import _options as options
 from ..engine._adaptive_limiter import AdaptiveLimiter, LimiterPermit
+from ..engine._delays import DRAWS
 from ..engine._events import Shed
 from ..engine._places import Places, wait_allowed
 from ..engine._priority import RANKS, Priorities, Priority
@@ -261,7 +261,7 @@ class _Shedding:
             return nothing_to_end
         delay = self.pushback
         if delay is None:
-            delay = self._latency * random.uniform(1 - SPREAD, 1 + SPREAD)
+            delay = self._latency * DRAWS.uniform(1 - SPREAD, 1 + SPREAD)
         milliseconds = max(math.ceil(delay * 1000), 1)
         places = self._places
         if why is None:

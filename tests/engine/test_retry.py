@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
+import random
 from collections import Counter
 from typing import Any
 
 import pytest
 
 from interceptors import (
+    AdaptiveThrottle,
     Backoff,
     CircuitBreaker,
     CircuitOpenError,
@@ -89,6 +92,20 @@ def test_a6_jitter_spreads_each_delay_by_a_share_after_the_cap(clock: FakeClock)
     assert min(by_retry[0]) < 0.09 and max(by_retry[0]) > 0.11  # spread over the whole share
     assert max(by_retry[3]) > 0.3  # past the cap: the jitter comes after it
     assert backoff.delay(4) == 0.3  # the schedule itself, before jitter
+
+
+def test_jitter_leaves_the_random_modules_state_alone(clock: FakeClock) -> None:
+    """The library draws its own random numbers: a user's seeded code, or a test framework's, sees the ``random``
+    module's state move only by what it draws itself (Hypothesis warned when a retry in another thread drew)."""
+    state = random.getstate()
+    for delay in (Backoff(0.1, 1, full_jitter=True), Backoff(0.1, 1, jitter_factor=0.2), Backoff(0.1, 1)):
+        with pytest.raises(RetriesExceededError):
+            Executor(RetryPolicy(max_attempts=3, delay=delay, clock=clock)).call(Calls())
+    throttle = AdaptiveThrottle(min_requests=1, clock=clock)
+    for _ in range(20):
+        with contextlib.suppress(Exception):
+            Executor(throttle).call(Calls())
+    assert len(clock.sleeps) == 6 and random.getstate() == state
 
 
 def test_a_backoff_jitters_one_way() -> None:
