@@ -86,7 +86,7 @@ def test_futures_in_flight_start_no_thread_each(aio_server: RemoteServer, hedged
             for future in futures:
                 assert future.result().id.startswith("f")
 
-        with PeakThreads(THREADS) as threads:
+        with PeakThreads() as threads:
             in_threads(thread)
         return threads.peak
 

@@ -43,16 +43,18 @@ def request(worker: int, call: int) -> Any:
 
 
 class PeakThreads:
-    """The most threads alive at once while it runs (sampled every 10 ms), less ``callers`` (the test's own)."""
+    """The most threads alive at once while it runs (sampled every 10 ms), other than the callers of
+    :func:`in_threads` and the sampler: what grpc, the library and the rest of the process run beside them."""
 
-    def __init__(self, callers: int = 0) -> None:
-        self.peak, self._callers = 0, callers + 1  # and the sampler
+    def __init__(self) -> None:
+        self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="peak-threads", daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
-            self.peak = max(self.peak, threading.active_count() - self._callers)
+            others = sum(1 for thread in threading.enumerate() if not thread.name.startswith(CALLER))
+            self.peak = max(self.peak, others - 1)
 
     def __enter__(self) -> PeakThreads:
         self._thread.start()
@@ -68,8 +70,19 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[int(q * (len(ordered) - 1))]
 
 
+CALLER = "caller-"
+
+
 def in_threads(work: Callable[[int], None]) -> None:
-    callers = [threading.Thread(target=work, args=(w,), name=f"caller-{w}") for w in range(THREADS)]
+    """``work(n)`` in each of :data:`THREADS` threads, all started before any begins (a loaded machine starts 64
+    threads slowly enough that the first would be done before the last began)."""
+    ready = threading.Barrier(THREADS)
+
+    def together(worker: int) -> None:
+        ready.wait(30)
+        work(worker)
+
+    callers = [threading.Thread(target=together, args=(w,), name=f"{CALLER}{w}") for w in range(THREADS)]
     for caller in callers:
         caller.start()
     for caller in callers:
@@ -191,9 +204,9 @@ def main(target: str) -> None:
         pb_grpc.ScriptedStub(resilient_channel(target, policy)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(interceptors.aio.resilient_channel, target, policy))),
     )
-    with PeakThreads(THREADS) as bare_threads:
+    with PeakThreads() as bare_threads:
         by_hand.load()
-    with PeakThreads(THREADS) as threads:
+    with PeakThreads() as threads:
         ours.load()
     by_hand_after = ByHand(by_hand.stub, by_hand.aio_stub)
     by_hand_after.load()
