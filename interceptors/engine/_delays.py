@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
 
@@ -11,9 +12,12 @@ from . import _options as options
 __all__ = ["Backoff", "RandomDelay", "jittered"]
 
 DRAWS = random.Random()
-"""The library's own random numbers (jitter, a throttle's rejections, spread pushback), apart from the ``random``
-module's shared state: a user's seeded code (or a test framework) relies on that, and the library's threads would
-move it under its feet."""
+"""The library's own random numbers (retry and breaker jitter, a throttle's rejections, spread pushback, a fleet
+store's backoff and member id), apart from the ``random`` module's shared state: a user's seeded code (or a test
+framework) relies on that, and the library's threads would move it under its feet. Seeded afresh in a forked child,
+as the ``random`` module is: forked workers must not all draw the same jitter."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=DRAWS.seed)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from interceptors import CircuitBreaker, CircuitOpenError, CircuitState, Executor
-from interceptors.engine import PLAIN
+from interceptors.engine import PLAIN, _delays
 from interceptors.events import CircuitRejected, CircuitStateChanged
 from interceptors.testing import FakeClock
 
@@ -60,8 +60,8 @@ def test_a_huge_multiplier_reaches_the_cap_without_overflow(clock: FakeClock) ->
     assert breaker.config.open_delay(None, PLAIN, 10**6) == (3600, False)  # a breaker that flapped for ever
 
 
-def test_jitter_moves_the_grown_delay(clock: FakeClock) -> None:
-    random.seed(7)
+def test_jitter_moves_the_grown_delay(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_delays, "DRAWS", random.Random(7))  # the library's draws, repeatable
     breaker = CircuitBreaker(
         failure_threshold=1, delay=1, delay_multiplier=2, max_delay=100, jitter_factor=0.5, clock=clock
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import queue
+import struct
 import threading
 import time
 
 import pytest
 
 from interceptors.engine import _workers
+from interceptors.engine._delays import DRAWS
 from interceptors.engine._timers import TIMERS
 from interceptors.engine._workers import Inbox, Workers
 
@@ -87,6 +89,7 @@ def test_idle_workers_end_and_new_ones_start(monkeypatch: pytest.MonkeyPatch) ->
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the test's own fork
 def test_a_forked_child_gets_workers_and_timers_of_its_own() -> None:
     """The parent's threads are not in a forked child: its pools and timer start afresh there (a job promised to an
     idle worker of the parent's, or a timer waiting for the parent's timer thread, would never run)."""
@@ -103,6 +106,28 @@ def test_a_forked_child_gets_workers_and_timers_of_its_own() -> None:
         os._exit(0 if done.wait(5) and fired.wait(5) else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # the test's own fork
+def test_forked_children_draw_jitter_of_their_own() -> None:
+    """The library's random numbers are seeded afresh in a forked child, as the ``random`` module's are: workers
+    forked from one parent (a pre-fork server) that retried in step would not spread their retries."""
+    read, write = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: writes its draw
+            os.write(write, struct.pack("d", DRAWS.random()))
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    draws = struct.unpack("2d", os.read(read, 16))
+    os.close(read)
+    os.close(write)
+    assert draws[0] != draws[1] and DRAWS.random() not in draws
 
 
 def test_a_timed_wait_on_an_inbox_ends_when_its_time_is_up() -> None:

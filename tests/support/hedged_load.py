@@ -75,19 +75,28 @@ CALLER = "caller-"
 
 def in_threads(work: Callable[[int], None]) -> None:
     """``work(n)`` in each of :data:`THREADS` threads, all started before any begins (a loaded machine starts 64
-    threads slowly enough that the first would be done before the last began)."""
-    ready = threading.Barrier(THREADS)
+    threads slowly enough that the first would be done before the last began); raises the first error of any."""
+    ready, failed = threading.Barrier(THREADS), []
 
     def together(worker: int) -> None:
-        ready.wait(30)
-        work(worker)
+        try:
+            ready.wait(30)
+            work(worker)
+        except BaseException as error:
+            failed.append(error)
 
     callers = [threading.Thread(target=together, args=(w,), name=f"{CALLER}{w}") for w in range(THREADS)]
-    for caller in callers:
-        caller.start()
+    try:
+        for caller in callers:
+            caller.start()
+    except BaseException:
+        ready.abort()  # the callers started go on at once (and fail) rather than wait for the others
+        raise
     for caller in callers:
         caller.join(30)
     assert not any(caller.is_alive() for caller in callers)
+    if failed:
+        raise failed[0]
 
 
 class Callers:
