@@ -27,42 +27,35 @@ def aio_server() -> Any:
     server.stop()
 
 
-@pytest.mark.timeout(300)  # the load up to three times, each ~20 s on a busy machine (a subprocess bounded at 120 s)
+@pytest.mark.timeout(300)  # the load ~20 s on a busy machine (a subprocess bounded at 120 s)
 def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_server: RemoteServer) -> None:
     """The sync and aio helpers share a fresh client process (the issue's load: 1 280 calls, 100 ms deadline, a tail
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
     starts at most 8 threads more than grpc does for the same load hedged by hand, with grpc's own futures and
-    tasks, and every call ends by its deadline + 50 ms. That load, run just before ours and just after, is the
-    yardstick: on two cores it keeps the process's one GIL so busy that some of its calls end later (~5 % past the
-    deadline + 50 ms, the slowest ~0.2 s), and ours may too, but their p99 no later than 1.5 x the worse of its two
-    + 50 ms (beside the suite's other workers a load's p99 moves by +-40 % from one second to the next),
-    and none hangs (past twice its slowest, or 1 s). With another test suite beside this one (p99 hedged by hand
-    past 0.2 s), every Python thread waits its turn for the GIL: the load runs again, up to three times, and if the
-    machine stays that busy the deadline is not judged."""
-    for _ in range(3):  # a busy moment (the suite's other workers at their peak) passes: the load runs again
-        ran = subprocess.run(
-            [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if ran.returncode != 0 and "StatusCode.CANCELLED" in ran.stderr:  # the same known defect, escaping a caller
-            pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
-        assert ran.returncode == 0, ran.stderr[-2000:]
-        seen = json.loads(ran.stdout.splitlines()[-1])
-        by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
-        assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
-        assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
-        assert "OK" in codes
-        assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
-        yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
-        if yardstick <= DEADLINE + 2 * LATE:
-            break
-    else:  # another suite beside this one: every Python thread waits its turn
-        pytest.skip(f"too busy a machine to judge the deadline: grpc hedged by hand ended its p99 at {yardstick:.3f} s")
+    tasks, and every call ends by its deadline + 50 ms, as far as the machine lets grpc's own calls do so. That
+    load, run just before ours and just after, is the yardstick: on two cores 128 callers keep the process's one
+    GIL so busy that grpc's own calls end later (its p99 0.17 to 0.48 s alone, 2026-12-07), and ours may too, but
+    their p99 no later than 1.5 x the worse of its two + 50 ms (a load's p99 moves by +-40 % from one second to
+    the next), and none hangs (past twice its slowest, or 1 s)."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if ran.returncode != 0 and "StatusCode.CANCELLED" in ran.stderr:  # the same known defect, escaping a caller
+        pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    seen = json.loads(ran.stdout.splitlines()[-1])
+    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
+    assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
+    assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
+    assert "OK" in codes
+    assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
+    yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
     cancelled = codes.count("CANCELLED")  # a known defect, open (README Known issues): judged apart, at the end
-    bound = max(DEADLINE + LATE, 1.5 * yardstick + LATE)  # the load by hand ran in other seconds: +-40 % beside workers
+    bound = max(DEADLINE + LATE, 1.5 * yardstick + LATE)  # the load by hand ran in other seconds: +-40 %
     assert quantile(ours, 0.99) <= bound, (yardstick, ours[-15:], seen["late"])
     slowest = max(max(latencies) for latencies in by_hand)
     # no call hangs: none past twice grpc's own slowest, nor past 1 s (ten deadlines: one CI run's slowest of 1 280,
