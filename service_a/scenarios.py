@@ -325,10 +325,12 @@ def run_fleet(store_url: str) -> dict[str, float]:
                 )
                 for _ in range(FLEET_REPLICAS)
             ]
+            started = time.monotonic()
             asyncio.run(_drive_all([f"127.0.0.1:{a.port}" for a in replicas]))
+            elapsed = time.monotonic() - started  # FLEET_SECONDS, and more on a busy machine: the rate is over it
             time.sleep(0.2)  # let the last access lines arrive
             served = sum(1 for r in b.access() if r.get("code") == "OK")
-            rates[policy] = served / FLEET_SECONDS
+            rates[policy] = served / max(elapsed, FLEET_SECONDS)
     return rates
 
 
