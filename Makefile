@@ -14,7 +14,7 @@ EXTRAS := status,otel,fleet
 PROTOS := $(shell find protos -name '*.proto' 2>/dev/null)
 GEN := protos/gen
 
-.PHONY: test lint typecheck docs pytest compiled proto demo bench bench-quick chaos soak clean matrix floors dist ops
+.PHONY: test lint typecheck docs pytest compiled proto demo bench bench-quick bench-compare chaos soak clean matrix floors dist ops
 
 test: proto
 	@# the static checks and the docs run beside the suite, which waits more than it computes: at the lowest
@@ -108,6 +108,11 @@ bench: proto
 
 bench-quick: proto
 	$(PY) -m bench.run --quick
+
+BEFORE ?= HEAD
+bench-compare: proto
+	@# the healthy path of the library at the git revision BEFORE beside the working tree's, in turns (bench/compare.py)
+	$(PY) -m bench.compare $(BEFORE)
 
 chaos: proto
 	$(PY) -m bench.chaos_run

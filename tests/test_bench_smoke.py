@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench import balance, engine, fleet, priorities, report, run, streams
+from bench import balance, compare, engine, fleet, priorities, report, run, streams
 from bench.approaches import Budget
 
 COMMITTED = Path(__file__).parents[1] / "bench" / "results"
@@ -96,3 +96,15 @@ def test_the_report_and_its_plots_are_written(tmp_path: Path) -> None:
     for plot in ("article_breaker_cdf.png", "outage_timeline.png", "frontier.png", "tail_cdf.png"):
         assert (tmp_path / plot).stat().st_size > 0
     assert "healthy path, sync" in report.console(results)
+
+
+@pytest.mark.timeout(300)  # two rounds of two versions, each a process of its own: ~10 s alone
+def test_a_revision_and_the_working_tree_are_measured_in_turns() -> None:
+    compared = compare.compare("HEAD", rounds=2, batches=1, calls=2)
+    written = compare.table(compared, "HEAD")
+    for flavour in ("sync", "aio"):
+        for path in compare.PATHS:
+            assert f"{flavour:4s} {path}" in written
+            for side in ("before", "after"):
+                low, high = compared[side][flavour][path]["range"]
+                assert 0 < low <= compared[side][flavour][path]["ratio"] <= high
