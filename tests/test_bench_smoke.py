@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -100,11 +101,28 @@ def test_the_report_and_its_plots_are_written(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(300)  # two rounds of two versions, each a process of its own: ~10 s alone
 def test_a_revision_and_the_working_tree_are_measured_in_turns() -> None:
+    worktrees = _worktrees()
     compared = compare.compare("HEAD", rounds=2, batches=1, calls=2)
+    assert _worktrees() == worktrees  # the revision's worktree is gone
+    root = Path(__file__).parents[1].resolve()
+    assert not Path(compared["before"]["version"]).resolve().is_relative_to(root)  # the revision's own code
+    assert Path(compared["after"]["version"]).resolve().is_relative_to(root)
     written = compare.table(compared, "HEAD")
     for flavour in ("sync", "aio"):
         for path in compare.PATHS:
             assert f"{flavour:4s} {path}" in written
-            for side in ("before", "after"):
+            for side in compare.SIDES:
                 low, high = compared[side][flavour][path]["range"]
                 assert 0 < low <= compared[side][flavour][path]["ratio"] <= high
+
+
+def test_an_unknown_revision_is_refused_before_anything_starts() -> None:
+    worktrees = _worktrees()
+    with pytest.raises(ValueError, match="no such revision: no-such-branch"):
+        compare.compare("no-such-branch")
+    assert _worktrees() == worktrees
+
+
+def _worktrees() -> str:
+    listed = subprocess.run(["git", "worktree", "list", "--porcelain"], capture_output=True, text=True, check=True)
+    return listed.stdout
