@@ -23,6 +23,7 @@ else:
     HAVE_REDRESS = True
 
 import interceptors.aio
+from bench.passthrough import AioPassThrough, PassThrough
 from interceptors import (
     AdaptiveThrottle,
     Backoff,
@@ -466,28 +467,14 @@ OURS_INTERCEPTED = Approach(
 # -- what grpc's own hooks cost, with nothing of ours -----------------------------------------------------------------
 
 
-class _PassThrough(grpc.UnaryUnaryClientInterceptor):
-    """An interceptor that only calls on: the floor of any interceptor on grpc's hooks."""
-
-    def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return continuation(client_call_details, request)
-
-
-class _AioPassThrough(grpc.aio.UnaryUnaryClientInterceptor):
-    """:class:`_PassThrough` for grpc.aio."""
-
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(client_call_details, request)
-
-
 def _intercepted_floor() -> tuple[Any, Any]:
     def sync(target: str, budget: Budget) -> Client:
-        channel = grpc.intercept_channel(grpc.insecure_channel(target, options=NO_RETRIES), _PassThrough())
+        channel = grpc.intercept_channel(grpc.insecure_channel(target, options=NO_RETRIES), PassThrough())
         hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
         return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
 
     async def aio(target: str, budget: Budget) -> Client:
-        channel = grpc.aio.insecure_channel(target, options=NO_RETRIES, interceptors=[_AioPassThrough()])
+        channel = grpc.aio.insecure_channel(target, options=NO_RETRIES, interceptors=[AioPassThrough()])
         hello = service_b_pb2_grpc.ServiceBStub(channel).Hello
         return Client(lambda: hello(REQUEST, timeout=budget.deadline), channel.close)
 

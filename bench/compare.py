@@ -32,6 +32,7 @@ from typing import Any
 import grpc
 
 from bench.backend import ROOT, Backend
+from bench.passthrough import AioPassThrough, PassThrough
 from bench.stats import BARE, Batch, measure, paired
 
 PATHS = (
@@ -135,14 +136,6 @@ def _one_version(root: str, target: str, batches: int, calls: int) -> dict[str, 
     def composed() -> tuple[Any, ...]:
         breaker = interceptors.CircuitBreaker(failure_threshold=5, delay=1.0)
         return interceptors.Fallback(), retry(), breaker, interceptors.Timeout(1.0)
-
-    class PassThrough(grpc.UnaryUnaryClientInterceptor):
-        def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            return continuation(details, request)
-
-    class AioPassThrough(grpc.aio.UnaryUnaryClientInterceptor):
-        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-            return await continuation(details, request)
 
     sync_channels: dict[str, Callable[[], Any]] = {
         BARE: lambda: grpc.insecure_channel(target, options=no_retries),

@@ -300,7 +300,8 @@ def test_a_hedge_and_its_attempt_are_events_of_the_callers_span(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with Client(path, server.target, HedgePolicy(delay=0.05), metrics=metrics) as client:
-        traced(client, provider.get_tracer("test"), Request(id="h", sleep_ms=1000, sleep_attempts=1))
+        # the first attempt sleeps past the call's whole time, so that the hedge answers, however loaded the machine
+        traced(client, provider.get_tracer("test"), Request(id="h", sleep_ms=10_000, sleep_attempts=1))
     (span,) = exporter.get_finished_spans()
     named = [(e.name, dict(e.attributes or {})) for e in span.events]
     assert ("resilience.hedge", 2) in [(name, a.get("grpc.attempt")) for name, a in named], named
