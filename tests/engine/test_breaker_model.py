@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, rule
@@ -198,3 +199,4 @@ class BreakerMachine(RuleBasedStateMachine):
 
 BreakerMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=60, deadline=None)
 test_breaker_matches_the_model = BreakerMachine.TestCase
+pytestmark = pytest.mark.timeout(300)  # 300 runs of 60 steps: ~6 s of CPU alone, a minute beside two suites
