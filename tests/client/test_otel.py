@@ -300,12 +300,14 @@ def test_a_hedge_and_its_attempt_are_events_of_the_callers_span(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with Client(path, server.target, HedgePolicy(delay=0.05), metrics=metrics) as client:
-        # the first attempt sleeps past the call's whole time, so that the hedge answers, however loaded the machine
+        # the first attempt to reach the server sleeps past the call's whole time: the other answers (on a loaded
+        # machine that may be the caller's own, when its hedge overtook it)
         traced(client, provider.get_tracer("test"), Request(id="h", sleep_ms=10_000, sleep_attempts=1))
     (span,) = exporter.get_finished_spans()
     named = [(e.name, dict(e.attributes or {})) for e in span.events]
     assert ("resilience.hedge", 2) in [(name, a.get("grpc.attempt")) for name, a in named], named
-    assert ("grpc.attempt", 2, "OK") in [(n, a.get("grpc.attempt"), a.get("grpc.status")) for n, a in named], named
+    ended = sorted((a.get("grpc.attempt"), a.get("grpc.status")) for n, a in named if n == "grpc.attempt")
+    assert ended in ([(1, "CANCELLED"), (2, "OK")], [(1, "OK"), (2, "CANCELLED")]), named
 
 
 @pytest.mark.parametrize("kind", ["sync", "aio"])
