@@ -148,7 +148,7 @@ def test_the_fallback_names_the_last_real_failure_and_that_time_ran_out(server: 
         out_of_time = client.unary(Request(id="t", fail_first=100), timeout=0.45)
         exhausted = client.unary(Request(id="r", fail_first=100), timeout=5)
     assert (out_of_time.reply.text, exhausted.reply.text) == ("fallback", "fallback")
-    # at 0 and 0.2 s (the first failure has 0.25 s to come back, even on a loaded machine); the next, at 0.6 s, would
+    # at 0 and 0.2 s (each failure has 0.25 s to come back, even on a loaded machine); the next, at 0.6 s, would
     # start past the deadline
     assert server.attempts("t") == 2
     assert [status_code_name(e) for e in events] == ["UNAVAILABLE", "UNAVAILABLE"]

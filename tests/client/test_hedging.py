@@ -42,11 +42,11 @@ def test_the_tail_is_cut_at_the_hedging_delay(server: ScriptedServer, path: str)
                 fast.append(outcome.elapsed)
         latencies.sort()
         # a slow call ends when its hedge, sent at 50 ms, answers as a fast call does: on a quiet machine within the
-        # issue's 100 ms; on a loaded one, where fast calls take tens of milliseconds, within the delay and twice
-        # the time of the slowest tenth of them (unhedged, it would take 1 s)
+        # issue's 100 ms; on a loaded one, where fast calls take tens of milliseconds, within the delay and twice the
+        # fast calls' p90 (unhedged, it would take 1 s)
         assert latencies[98] < max(0.1, 0.05 + 2 * sorted(fast)[80]), (latencies[-12:], sorted(fast)[80])
         attempts = sum(server.attempts(f"c{i}") for i in range(100))
-        assert attempts <= 115
+        assert attempts <= 115 + sum(t > 0.05 for t in fast)  # and a fast call that took past the delay is hedged
         slow_ids = {f"c{i}" for i in range(0, 100, 10)}
         wait_until(lambda: slow_ids <= server.recorder.cancelled, timeout=3)
 

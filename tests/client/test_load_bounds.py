@@ -52,7 +52,7 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
     assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
     if max(quantile(latencies, 0.5) for latencies in by_hand) <= DEADLINE:  # where most of grpc's own end in time
-        assert "OK" in codes, ours[:15]
+        assert "OK" in codes, seen["late"]
     assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
     yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
     cancelled = codes.count("CANCELLED")  # a known defect, open (README Known issues): judged apart, at the end
@@ -61,7 +61,7 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     slowest = max(max(latencies) for latencies in by_hand)
     # no call hangs: none past twice grpc's own slowest, nor past 1 s (ten deadlines: one CI run's slowest of 1 280,
     # beside other suites, was 0.46 s against grpc's 0.20 s, its p99 within bounds)
-    assert ours[-1] <= max(1.0, 2 * slowest), (slowest, ours[-5:])
+    assert ours[-1] <= max(1.0, 2 * slowest), (slowest, ours[-5:], seen["late"])
     if cancelled:
         pytest.xfail(
             f"known defect: {cancelled} hedged calls ended CANCELLED, asked by no one: {seen['late']}; how they "

@@ -475,7 +475,7 @@ def test_the_fleet_scenario_shares_bs_quota(valkey_url: str) -> None:
     from service_a.app import QUOTA
 
     rates = demo.run_fleet(valkey_url)
-    assert rates["fleet-quota"] <= QUOTA * 1.3, rates  # the quota, its burst (a tenth) and each replica's lease
+    assert QUOTA * 0.5 <= rates["fleet-quota"] <= QUOTA * 1.3, rates  # the quota, its burst and each lease
     # three replicas with a quota each: about three times as much, as far as a loaded machine lets the drive offer
     assert rates["quota"] >= 1.5 * rates["fleet-quota"], rates
 
