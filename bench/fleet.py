@@ -64,13 +64,14 @@ def replicas(
     threads: int = THREADS,
     count: int = REPLICAS,
 ) -> tuple[float, list[dict[str, Any]]]:
-    """Run ``count`` replica processes of ``threads`` callers from a common start; ``at(start)`` runs in this
-    process meanwhile (faults). Returns (start, each replica's result)."""
+    """Run ``count`` replica processes of ``threads`` callers from a common start, once every one has connected;
+    ``at(start)`` runs in this process meanwhile (faults). Returns (start, each replica's result)."""
     with tempfile.TemporaryDirectory() as directory:
-        start = time.monotonic() + 5  # every process imported and connected by then
         outs = [Path(directory, f"replica-{n}.json") for n in range(count)]
+        readies = [Path(directory, f"replica-{n}.ready") for n in range(count)]
+        go = Path(directory, "go")
         options = {"target": target, "url": url, "key": key, "policy": policy, "rate": RATE, "threads": threads}
-        options |= {"start": start, "seconds": seconds}
+        options |= {"seconds": seconds, "go": go}
         processes = [
             subprocess.Popen(
                 [
@@ -78,13 +79,24 @@ def replicas(
                     "-m",
                     "bench.fleet_replica",
                     *(f"--{k}={v}" for k, v in options.items()),
+                    f"--ready={ready}",
                     f"--out={out}",
                 ],
                 cwd=ROOT,
                 env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
             )
-            for out in outs
+            for out, ready in zip(outs, readies, strict=True)
         ]
+        waited = time.monotonic() + 60
+        while not all(ready.exists() for ready in readies):
+            if time.monotonic() > waited or any(process.poll() is not None for process in processes):
+                for process in processes:
+                    process.kill()
+                raise RuntimeError(f"the replicas of {policy} did not all connect")
+            time.sleep(0.01)
+        start = time.monotonic() + 0.1  # every replica waiting for it
+        go.with_suffix(".tmp").write_text(repr(start))
+        go.with_suffix(".tmp").rename(go)  # whole when it appears
         if at is not None:
             at(start)
         for process in processes:

@@ -45,6 +45,26 @@ def policy(args: argparse.Namespace, modes: list[tuple[float, str]]) -> Policy:
     return made
 
 
+def _connected(stub: Any, ready: Path, go: Path) -> float:
+    """One call answered (connected before the clock starts), ``ready`` written, then the start ``go`` holds."""
+    tried = time.monotonic() + 10
+    while time.monotonic() < tried:
+        try:
+            stub.Hello(REQUEST, timeout=2)
+            break
+        except RejectedError:  # a permit leased ahead may not be paid for yet (burst)
+            time.sleep(0.02)
+        except grpc.RpcError:  # the run will show it
+            break
+    ready.write_text("ready")
+    waited = time.monotonic() + 60
+    while not go.exists():
+        if time.monotonic() > waited:
+            raise SystemExit("no start came")
+        time.sleep(0.005)
+    return float(go.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--target", required=True)
@@ -53,7 +73,8 @@ def main() -> None:
     parser.add_argument("--policy", choices=("global", "local", "fleet-breaker", "breaker"), required=True)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--start", type=float, required=True, help="when to start calling (monotonic)")
+    parser.add_argument("--ready", type=Path, required=True, help="written once connected")
+    parser.add_argument("--go", type=Path, required=True, help="appears holding when to start calling (monotonic)")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--deadline", type=float, default=0.2)
     parser.add_argument("--out", type=Path, required=True)
@@ -63,16 +84,9 @@ def main() -> None:
     lock = threading.Lock()
     with resilient_channel(args.target, policy(args, modes)) as channel:
         stub = service_b_pb2_grpc.ServiceBStub(channel)
-        while time.monotonic() < args.start:  # connected before the clock starts, if the machine lets us
-            try:
-                stub.Hello(REQUEST, timeout=max(args.start - time.monotonic(), 0.01))
-                break
-            except RejectedError:  # a permit leased ahead may not be paid for yet (burst)
-                time.sleep(0.02)
-            except grpc.RpcError:  # too late: the run's faults have begun (a loaded machine imports slowly)
-                break
-        time.sleep(max(args.start - time.monotonic(), 0.0))
-        ends = args.start + args.seconds
+        start = _connected(stub, args.ready, args.go)
+        time.sleep(max(start - time.monotonic(), 0.0))
+        ends = start + args.seconds
 
         def work() -> None:
             mine: list[tuple[float, float, str]] = []

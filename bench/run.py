@@ -252,11 +252,12 @@ def _latency_summary(outcomes: list[dict[str, Any]], backend: Backend) -> dict[s
     }
 
 
-def article_breaker(calls: int = 150, workers: int = 10) -> dict[str, Any]:
-    """The article's breaker scenario: half the calls UNAVAILABLE with retry-after 1 s, half the rest 1 s slower."""
+def article_breaker(calls: int = 150, workers: int = 10, delay: float = 1.0) -> dict[str, Any]:
+    """The article's breaker scenario: half the calls UNAVAILABLE with retry-after ``delay`` s, half the rest
+    ``delay`` s slower."""
     results = {}
     for approach in UNDER_FAULTS:
-        with Backend(fail_rate=0.5, slow_rate=0.5, slow_delay=1.0, retry_after=1.0, seed=11) as backend:
+        with Backend(fail_rate=0.5, slow_rate=0.5, slow_delay=delay, retry_after=delay, seed=11) as backend:
             client = approach.sync(backend.target, Budget())
             outcomes = _outcomes(client, count=calls, workers=workers)
             client.close()

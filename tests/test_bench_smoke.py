@@ -84,7 +84,7 @@ def test_the_report_and_its_plots_are_written(tmp_path: Path) -> None:
         shutil.copy(path, tmp_path)
     results = run.run(
         {
-            "article_breaker": lambda: run.article_breaker(calls=6, workers=3),
+            "article_breaker": lambda: run.article_breaker(calls=6, workers=3, delay=0.1),
             "outage": lambda: run.outage(before=0.2, during=0.4, after=0.4, rate=20, workers=4),
         },
         tmp_path,
