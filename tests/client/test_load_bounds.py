@@ -32,11 +32,11 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     """The sync and aio helpers share a fresh client process (the issue's load: 1 280 calls, 100 ms deadline, a tail
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
     starts at most 8 threads more than grpc does for the same load hedged by hand, with grpc's own futures and
-    tasks, and every call ends by its deadline + 50 ms, as far as the machine lets grpc's own calls do so. That
-    load, run just before ours and just after, is the yardstick: on two cores 128 callers keep the process's one
-    GIL so busy that grpc's own calls end later (its p99 0.17 to 0.48 s alone, 2026-12-07), and ours may too, but
-    their p99 no later than 1.5 x the worse of its two + 50 ms (a load's p99 moves by +-40 % from one second to
-    the next), and none hangs (past twice its slowest, or 1 s)."""
+    tasks, and every call ends by its deadline + 50 ms, as far as the machine lets grpc's own calls do so. The
+    yardstick is that load by hand, run just before ours, and 8 threads and 8 tasks hedging by hand beside ours, in
+    the same seconds: on two cores 128 callers keep the process's one GIL so busy that grpc's own calls end later
+    (its p99 0.17 to 0.7 s alone, 2026-12-07), and ours may too, but their p99 no later than 1.5 x grpc's + 50 ms,
+    and none hangs (past twice grpc's slowest, or 1 s)."""
     ran = subprocess.run(
         [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
         cwd=ROOT,
@@ -48,7 +48,7 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
         pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout.splitlines()[-1])
-    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: before ours, and after
+    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: alone, then beside ours
     assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
     assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
     if max(quantile(latencies, 0.5) for latencies in by_hand) <= DEADLINE:  # where most of grpc's own end in time
@@ -56,11 +56,13 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     assert seen["threads_ours"] - seen["threads_by_hand"] <= 8, (seen["threads_by_hand"], seen["threads_ours"])
     yardstick = max(quantile(latencies, 0.99) for latencies in by_hand)
     cancelled = codes.count("CANCELLED")  # a known defect, open (README Known issues): judged apart, at the end
-    bound = max(DEADLINE + LATE, 1.5 * yardstick + LATE)  # the load by hand ran in other seconds: +-40 %
+    bound = max(DEADLINE + LATE, 1.5 * yardstick + LATE)  # a load's p99 moves by +-40 % from one second to the next
     assert quantile(ours, 0.99) <= bound, (yardstick, ours[-15:], seen["late"])
     slowest = max(max(latencies) for latencies in by_hand)
     # no call hangs: none past twice grpc's own slowest, nor past 1 s (ten deadlines: one CI run's slowest of 1 280,
-    # beside other suites, was 0.46 s against grpc's 0.20 s, its p99 within bounds)
+    # beside other suites, was 0.46 s against grpc's 0.20 s, its p99 within bounds); grpc's slowest beside ours
+    # shares ours' seconds (two suites of ten workers each once made our slowest 2.5 s against 1.0 s by hand, run
+    # before and after ours)
     assert ours[-1] <= max(1.0, 2 * slowest), (slowest, ours[-5:], seen["late"])
     if cancelled:
         pytest.xfail(

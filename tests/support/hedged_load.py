@@ -29,6 +29,9 @@ DEADLINE = 0.1
 LATE = 0.05
 """How far past its deadline a call may end."""
 DELAY = 0.05
+BESIDE = 8
+"""Threads and tasks that hedge by hand beside ours, in the same seconds: the yardstick of how late the machine lets
+a call end then."""
 
 
 def request(worker: int, call: int) -> Any:
@@ -73,19 +76,21 @@ def quantile(values: list[float], q: float) -> float:
 CALLER = "caller-"
 
 
-def in_threads(work: Callable[[int], None]) -> None:
-    """``work(n)`` in each of :data:`THREADS` threads, all started before any begins (a loaded machine starts 64
-    threads slowly enough that the first would be done before the last began); raises the first error of any."""
-    ready, failed = threading.Barrier(THREADS), []
+def in_threads(work: Callable[[int], None], beside: Callable[[int], None] | None = None) -> None:
+    """``work(n)`` in each of :data:`THREADS` threads (and ``beside(n)`` in :data:`BESIDE` more), all started before
+    any begins (a loaded machine starts 64 threads slowly enough that the first would be done before the last
+    began); raises the first error of any."""
+    works = [(work, n) for n in range(THREADS)] + ([(beside, n) for n in range(BESIDE)] if beside else [])
+    ready, failed = threading.Barrier(len(works)), []
 
-    def together(worker: int) -> None:
+    def together(work: Callable[[int], None], worker: int) -> None:
         try:
             ready.wait(30)
             work(worker)
         except BaseException as error:
             failed.append(error)
 
-    callers = [threading.Thread(target=together, args=(w,), name=f"{CALLER}{w}") for w in range(THREADS)]
+    callers = [threading.Thread(target=together, args=each, name=f"{CALLER}{n}") for n, each in enumerate(works)]
     try:
         for caller in callers:
             caller.start()
@@ -109,17 +114,19 @@ class Callers:
         self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
         self.odd: list[str] = []  # the first few calls that ended neither OK nor DEADLINE_EXCEEDED: who ended them
 
-    def load(self) -> None:
-        """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first)."""
-        self.stub.Unary(Request(id="warm"), timeout=10)
+    def load(self, beside: Callers | None = None) -> None:
+        """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first); and ``beside``'s
+        :data:`BESIDE` threads and tasks meanwhile."""
+        for callers in (self, beside) if beside else (self,):
+            callers.stub.Unary(Request(id="warm"), timeout=10)
+            AIO_LOOP.run(callers.warm())
+        tasks = [(self.task, TASKS)] + ([(beside.task, BESIDE)] if beside else [])
+        running = asyncio.run_coroutine_threadsafe(_all(tasks), AIO_LOOP.loop)
+        in_threads(self.thread, beside.thread if beside else None)
+        running.result(30)
 
-        async def warm() -> None:
-            await self.aio_stub.Unary(Request(id="warm"), timeout=10)
-
-        AIO_LOOP.run(warm())
-        tasks = asyncio.run_coroutine_threadsafe(_all(self.task, TASKS), AIO_LOOP.loop)
-        in_threads(self.thread)
-        tasks.result(30)
+    async def warm(self) -> None:
+        await self.aio_stub.Unary(Request(id="warm"), timeout=10)
 
     def thread(self, worker: int) -> None:
         for call in range(CALLS):
@@ -192,8 +199,8 @@ class ByHand(Callers):
         return grpc.StatusCode.OK
 
 
-async def _all(task: Callable[[int], Any], count: int) -> None:
-    await asyncio.gather(*(task(w) for w in range(count)))
+async def _all(tasks: list[tuple[Callable[[int], Any], int]]) -> None:
+    await asyncio.gather(*(task(n) for task, count in tasks for n in range(count)))
 
 
 async def _aio_channel(make: Callable[..., Any], *arguments: Any) -> Any:
@@ -201,9 +208,10 @@ async def _aio_channel(make: Callable[..., Any], *arguments: Any) -> Any:
 
 
 def main(target: str) -> None:
-    """The loads against ``target`` — by hand, ours, by hand again (so that the yardstick brackets ours, whatever
-    else the machine does meanwhile) — then a JSON object: each load's latencies, our codes, our late calls by
-    kind, and the most threads alive at once by hand and through ours."""
+    """The loads against ``target`` — by hand, then ours with a few callers by hand beside it (the yardstick of
+    what the machine lets a call do in the same seconds, whatever else it does) — then a JSON object: the latencies
+    by hand (alone, and beside ours), ours, our codes, our late calls by kind, and the most threads alive at once by
+    hand and through ours."""
     by_hand = ByHand(
         pb_grpc.ScriptedStub(grpc.insecure_channel(target)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(grpc.aio.insecure_channel, target))),
@@ -215,16 +223,15 @@ def main(target: str) -> None:
     )
     with PeakThreads() as bare_threads:
         by_hand.load()
+    beside = ByHand(by_hand.stub, by_hand.aio_stub)
     with PeakThreads() as threads:
-        ours.load()
-    by_hand_after = ByHand(by_hand.stub, by_hand.aio_stub)
-    by_hand_after.load()
+        ours.load(beside)
     report = {
-        "by_hand": [by_hand.latencies, by_hand_after.latencies],
+        "by_hand": [by_hand.latencies, beside.latencies],
         "ours": ours.latencies,
         "codes": [code.name for code in ours.codes],
         "odd": ours.odd,
-        "codes_by_hand": sorted({code.name for code in by_hand.codes + by_hand_after.codes}),
+        "codes_by_hand": sorted({code.name for code in by_hand.codes + beside.codes}),
         "late": [[*kind, count] for kind, count in ours.late.items()],
         "threads_by_hand": bare_threads.peak,
         "threads_ours": threads.peak,
