@@ -85,7 +85,8 @@ def _grown(calls: Any) -> int:
         gc.collect()
         before = tracemalloc.get_traced_memory()[0]
         calls(1)
-        looks, until = [], time.monotonic() + 5
+        looks: list[int] = []
+        until = time.monotonic() + 5
         while not looks or (min(looks) >= KEPT and time.monotonic() < until):
             gc.collect()
             looks.append(tracemalloc.get_traced_memory()[0] - before)

@@ -120,7 +120,8 @@ class Callers:
         for callers in (self, beside) if beside else (self,):
             callers.stub.Unary(Request(id="warm"), timeout=10)
             AIO_LOOP.run(callers.warm())
-        tasks = [(self.task, TASKS)] + ([(beside.task, BESIDE)] if beside else [])
+        tasks: list[tuple[Callable[[int], Any], int]] = [(self.task, TASKS)]
+        tasks += [(beside.task, BESIDE)] if beside else []
         running = asyncio.run_coroutine_threadsafe(_all(tasks), AIO_LOOP.loop)
         in_threads(self.thread, beside.thread if beside else None)
         running.result(30)
