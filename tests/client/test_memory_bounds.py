@@ -35,9 +35,10 @@ METHODS = 2 * CAP + 2 * TRACED
 would measure the same bound slower (20 000 took ~35 s of the suite's CPU)."""
 BURST = 500  # calls in flight at once
 KEPT = 512 << 10
-"""Bytes that :data:`TRACED` more method names may leave: a bound under half of what they left with the caps
-lifted, and above what grpc.aio's own set of the calls in flight keeps of its largest size (a set never shrinks:
-256 KiB once it held ~2 500 calls of a loaded machine's bursts)."""
+"""Bytes that :data:`TRACED` more method names may leave: under half of what they left with the caps lifted, and
+above what a loaded machine left twice on the aio path with 1 000 names, 256 KiB, the size of a set of 16 384 slots
+(grpc.aio's set of the calls in flight, which a quiet run saw grow by 32 KiB, is the likely one: a set never
+shrinks from its largest)."""
 
 
 @pytest.fixture(scope="module")
