@@ -48,7 +48,8 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
         pytest.xfail(f"known defect: a hedged call ended CANCELLED, asked by no one: {ran.stderr[-600:]}")
     assert ran.returncode == 0, ran.stderr[-2000:]
     seen = json.loads(ran.stdout.splitlines()[-1])
-    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]  # by hand: alone, then beside ours
+    # grpc's own: by hand alone, then by hand and plain beside ours
+    by_hand, ours, codes = seen["by_hand"], sorted(seen["ours"]), seen["codes"]
     assert len(ours) == len(codes) == (THREADS + TASKS) * CALLS
     assert set(codes) <= {"OK", "DEADLINE_EXCEEDED", "CANCELLED"}, seen["late"]
     if max(quantile(latencies, 0.5) for latencies in by_hand) <= DEADLINE:  # where most of grpc's own end in time
@@ -60,14 +61,15 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     assert quantile(ours, 0.99) <= bound, (yardstick, ours[-15:], seen["late"])
     slowest = max(max(latencies) for latencies in by_hand)
     # no call hangs: none past twice grpc's own slowest, nor past 1 s (ten deadlines: one CI run's slowest of 1 280,
-    # beside other suites, was 0.46 s against grpc's 0.20 s, its p99 within bounds); grpc's slowest beside ours
-    # shares ours' seconds (two suites of ten workers each once made our slowest 2.5 s against 1.0 s by hand, run
-    # before and after ours)
-    assert ours[-1] <= max(1.0, 2 * slowest), (slowest, ours[-5:], seen["late"])
+    # beside other suites, was 0.46 s against grpc's 0.20 s, its p99 within bounds). Starved harder (two suites of ten
+    # workers, or eight CPU burners), ours' slowest reach 1-2.5 s, the caller's own attempt of a sync call (a blocking
+    # call) returning that late, where grpc's plain calls beside end by 0.2-0.45 s and its calls hedged by hand by
+    # 0.4-1.0 s: an open defect (README Known issues), which make test's eight workers do not reach
+    assert ours[-1] <= max(1.0, 2 * slowest), (slowest, seen["slowest"], seen["late"])
     if cancelled:
         pytest.xfail(
-            f"known defect: {cancelled} hedged calls ended CANCELLED, asked by no one: {seen['late']}; how they "
-            f"ended: {seen['odd']}; grpc hedged by hand ended with {seen['codes_by_hand']}"
+            f"known: {cancelled} hedged calls ended CANCELLED, asked by no one (grpc's own calls in the same process, "
+            f"by hand and plain, ended with {seen['codes_by_hand']}): {seen['late']}; how they ended: {seen['odd']}"
         )
 
 

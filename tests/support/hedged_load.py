@@ -30,8 +30,8 @@ LATE = 0.05
 """How far past its deadline a call may end."""
 DELAY = 0.05
 BESIDE = 8
-"""Threads and tasks that hedge by hand beside ours, in the same seconds: the yardstick of how late the machine lets
-a call end then."""
+"""Threads and tasks of each yardstick beside ours (grpc's calls hedged by hand, and grpc's plain calls), in the same
+seconds: how late the machine lets grpc's own calls end then."""
 
 
 def request(worker: int, call: int) -> Any:
@@ -76,11 +76,11 @@ def quantile(values: list[float], q: float) -> float:
 CALLER = "caller-"
 
 
-def in_threads(work: Callable[[int], None], beside: Callable[[int], None] | None = None) -> None:
-    """``work(n)`` in each of :data:`THREADS` threads (and ``beside(n)`` in :data:`BESIDE` more), all started before
-    any begins (a loaded machine starts 64 threads slowly enough that the first would be done before the last
+def in_threads(work: Callable[[int], None], *beside: Callable[[int], None]) -> None:
+    """``work(n)`` in each of :data:`THREADS` threads (and each of ``beside`` in :data:`BESIDE` more), all started
+    before any begins (a loaded machine starts 64 threads slowly enough that the first would be done before the last
     began); raises the first error of any."""
-    works = [(work, n) for n in range(THREADS)] + ([(beside, n) for n in range(BESIDE)] if beside else [])
+    works = [(work, n) for n in range(THREADS)] + [(other, n) for other in beside for n in range(BESIDE)]
     ready, failed = threading.Barrier(len(works)), []
 
     def together(work: Callable[[int], None], worker: int) -> None:
@@ -113,17 +113,18 @@ class Callers:
         self.codes: list[grpc.StatusCode] = []
         self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
         self.odd: list[str] = []  # the first few calls that ended neither OK nor DEADLINE_EXCEEDED: who ended them
+        self.slowest: list[tuple[float, str, str, str]] = []  # the slowest few: latency, path, request, code
 
-    def load(self, beside: Callers | None = None) -> None:
-        """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first); and ``beside``'s
-        :data:`BESIDE` threads and tasks meanwhile."""
-        for callers in (self, beside) if beside else (self,):
+    def load(self, *beside: Callers) -> None:
+        """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first); and the
+        :data:`BESIDE` threads and tasks of each of ``beside`` meanwhile."""
+        for callers in (self, *beside):
             callers.stub.Unary(Request(id="warm"), timeout=10)
             AIO_LOOP.run(callers.warm())
         tasks: list[tuple[Callable[[int], Any], int]] = [(self.task, TASKS)]
-        tasks += [(beside.task, BESIDE)] if beside else []
+        tasks += [(other.task, BESIDE) for other in beside]
         running = asyncio.run_coroutine_threadsafe(_all(tasks), AIO_LOOP.loop)
-        in_threads(self.thread, beside.thread if beside else None)
+        in_threads(self.thread, *(other.thread for other in beside))
         running.result(30)
 
     async def warm(self) -> None:
@@ -158,7 +159,9 @@ class Callers:
             debug = error.debug_error_string() if hasattr(error, "debug_error_string") else ""
             self.odd.append(f"{path} {code.name} {error.details()!r} {debug}")
         if (latency > DEADLINE + LATE or code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)) and asked:
-            self.late[(path, f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}", code.name)] += 1
+            kind = f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}"
+            self.late[(path, kind, code.name)] += 1
+            self.slowest = sorted([*self.slowest, (round(latency, 3), path, kind, code.name)], reverse=True)[:5]
 
 
 class ByHand(Callers):
@@ -209,10 +212,10 @@ async def _aio_channel(make: Callable[..., Any], *arguments: Any) -> Any:
 
 
 def main(target: str) -> None:
-    """The loads against ``target`` — by hand, then ours with a few callers by hand beside it (the yardstick of
-    what the machine lets a call do in the same seconds, whatever else it does) — then a JSON object: the latencies
-    by hand (alone, and beside ours), ours, our codes, our late calls by kind, and the most threads alive at once by
-    hand and through ours."""
+    """The loads against ``target`` — by hand, then ours with a few callers beside it, by hand and plain (the
+    yardsticks of what the machine lets grpc's calls do in the same seconds, whatever else it does) — then a JSON
+    object: the latencies of grpc's calls (by hand alone, by hand beside ours, plain beside ours), ours, our codes,
+    our late calls by kind and the slowest, and the most threads alive at once by hand and through ours."""
     by_hand = ByHand(
         pb_grpc.ScriptedStub(grpc.insecure_channel(target)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(grpc.aio.insecure_channel, target))),
@@ -224,16 +227,17 @@ def main(target: str) -> None:
     )
     with PeakThreads() as bare_threads:
         by_hand.load()
-    beside = ByHand(by_hand.stub, by_hand.aio_stub)
+    beside, plain = ByHand(by_hand.stub, by_hand.aio_stub), Callers(by_hand.stub, by_hand.aio_stub)
     with PeakThreads() as threads:
-        ours.load(beside)
+        ours.load(beside, plain)
     report = {
-        "by_hand": [by_hand.latencies, beside.latencies],
+        "by_hand": [by_hand.latencies, beside.latencies, plain.latencies],
         "ours": ours.latencies,
         "codes": [code.name for code in ours.codes],
         "odd": ours.odd,
-        "codes_by_hand": sorted({code.name for code in by_hand.codes + beside.codes}),
+        "codes_by_hand": sorted({code.name for code in by_hand.codes + beside.codes + plain.codes}),
         "late": [[*kind, count] for kind, count in ours.late.items()],
+        "slowest": ours.slowest,
         "threads_by_hand": bare_threads.peak,
         "threads_ours": threads.peak,
     }
