@@ -61,7 +61,8 @@ WORKERS ?= 8
 # the suite waits more than it computes: in-tree on 2 cores, 8 workers 3 min 34 s (~155 % of the cores; a minute
 # under 100 %, every worker waiting on real time), 10 workers 3 min 17 s, 12 workers 3 min 3 s; but two suites at
 # once, as a developer runs them, with 10 workers each met the 64+64 hedged load's bound on its slowest call (2.5 s
-# against grpc's own 1.0 s), which two suites of 8 have not, and 12 each took longer than 8 (2026-12-07)
+# against grpc's own 1.0 s, twice: an open defect of hedged sync calls in a starved process, README Known issues),
+# which two suites of 8 have not, and 12 each took longer than 8 (2026-12-07)
 pytest: proto $(JS) compiled
 	$(BIN)/pytest -n $(WORKERS) --dist load --maxschedchunk 1 --durations=20
 
