@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,7 @@ class Backend:
         self._record_file = Path(self._dir.name, "record.json")
         self._faults = faults
         self._process, self.target = _start("bench.server", self._dir.name, record_file=self._record_file, **faults)
+        self._held: socket.socket | None = None
         self.calls: list[float] = []
         self.switches: list[tuple[float, str]] = []
 
@@ -70,6 +72,7 @@ class Backend:
         """SIGKILL: the process dies at once; the kernel resets its connections."""
         self._process.kill()
         self._process.wait(20)
+        self._hold()
 
     def pause(self, paused: bool) -> None:
         """SIGSTOP (True) or SIGCONT (False): the process freezes, its connections stay open and fill up."""
@@ -79,20 +82,46 @@ class Backend:
         """SIGTERM: a graceful stop (GOAWAY, then ``grace`` seconds for the calls in flight)."""
         self._process.terminate()
         self._process.wait(20)
+        self._hold()
 
     def restart(self) -> None:
-        """Start again on the same port (after :meth:`kill` or :meth:`stop`)."""
+        """Start again on the same port (after :meth:`kill` or :meth:`stop`), which it shares with the socket that
+        held it meanwhile, then let go of."""
         port = self.target.rpartition(":")[2]
         directory = Path(self._dir.name, f"restart-{time.monotonic_ns()}")
         directory.mkdir()
-        self._process, _ = _start(
-            "bench.server", str(directory), record_file=self._record_file, port=port, **self._faults
-        )
+        try:
+            self._process, _ = _start(
+                "bench.server", str(directory), record_file=self._record_file, port=port, **self._faults
+            )
+        finally:
+            self._let_go()
+
+    def _hold(self) -> None:
+        """Keep the port while no backend listens on it, so that no other process takes it meanwhile (two suites
+        at once bind ports all the time: one took it between a kill and the restart 0.5 s later): a socket bound to
+        it, not listening, that a restarted backend shares (SO_REUSEPORT)."""
+        held = socket.socket()
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the killed backend's closing connections
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            held.bind(("127.0.0.1", int(self.target.rpartition(":")[2])))
+        except OSError:  # taken already: the restart will say so
+            held.close()
+            return
+        self._let_go()
+        self._held = held
+
+    def _let_go(self) -> None:
+        if self._held is not None:
+            self._held.close()
+            self._held = None
 
     def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._let_go()
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGCONT)
             self._process.terminate()

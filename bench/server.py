@@ -50,7 +50,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.down:  # down from the start, saying nothing of when to come back
         faults = Faults(down=True, retry_after=None)
     recorder, injector = Recorder(), AioFaultInjection(faults)
-    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 0)]
+    # a port in use is an error, except a port to start again on, which the benchmark holds meanwhile and shares
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 1 if args.port else 0)]
     if args.max_connection_age_ms:  # a graceful GOAWAY on every connection that old
         options += [
             ("grpc.max_connection_age_ms", args.max_connection_age_ms),

@@ -4,8 +4,10 @@ No call hangs: each ends by its deadline; nothing but a grpc.RpcError reaches a 
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from demo.v1 import service_b_pb2, service_b_pb2_grpc
 
@@ -69,3 +71,17 @@ def test_a_graceful_stop_under_load_ends_calls_in_flight_cleanly(backend: Backen
     found = figures(during(load(channel), Run(), graceful_steps(backend)), CHAOS, lifted="restarted")
     assert found["exceptions"] == [] and found["within_deadline"], found
     assert found["recovered"] and found["answers_after_recovery"], found
+
+
+@pytest.mark.parametrize("end", ["kill", "stop"])
+def test_a_backend_down_keeps_its_port_until_it_starts_again(backend: Backend, end: str) -> None:
+    """Between a kill (or a stop) and the restart no other process may take the port: with two suites at once, one
+    did, and the restart failed ("Address already in use")."""
+    port = int(backend.target.rpartition(":")[2])
+    getattr(backend, end)()
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind(("127.0.0.1", port))
+    backend.restart()
+    with grpc.insecure_channel(backend.target) as channel:
+        answered = service_b_pb2_grpc.ServiceBStub(channel).Hello(HELLO, timeout=5, wait_for_ready=True)
+    assert answered.message
