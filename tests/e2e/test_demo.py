@@ -24,6 +24,8 @@ from service_a.app import FALLBACK_MESSAGE
 from service_a.client import Outcome, drive
 from service_a.scenarios import ROOT, Service, scraped
 
+from ..support.valkey import free_port
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -129,8 +131,8 @@ def test_composed_scenario_no_caller_waits_past_the_deadline(services: tuple[Ser
 
 
 def test_killing_b_falls_back_then_recovers_after_restart() -> None:
-    b = Service("service_b", "--port", "0")
-    port = b.port
+    port = free_port()  # B starts again on it: one no other process takes meanwhile
+    b = Service("service_b", "--port", str(port))
     a = Service("service_a", "--port", "0", "--service-b", f"127.0.0.1:{port}", "--policy", "composed")
     try:
         assert {o.result for o in call(a, 4, timeout=3)} == {"OK"}

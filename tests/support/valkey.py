@@ -4,6 +4,7 @@ started on a free port of 127.0.0.1 and stopped by the test; or the server ``RED
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,20 +36,30 @@ def binary() -> str:
 
 
 def free_port(*, bus: bool = False) -> int:
-    """A free port of 127.0.0.1; with ``bus``, one whose cluster bus port (+10 000) is free too."""
+    """A free port of 127.0.0.1 below the kernel's ephemeral range, so that a server stopped and started again on
+    it finds it free: no bind to port 0 and no outgoing connection of any process takes it meanwhile (two suites at
+    once bind ports and connect all the time; one took a backend's port between its kill and its restart), only a
+    bind to it by number; with ``bus``, one whose cluster bus port (+10 000) is free too."""
+    low = _EPHEMERAL_LOW - (10_000 if bus else 0)
     while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if not bus:
-            return port
-        if port + 10_000 < 65_536:
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port + 10_000))
-                except OSError:
-                    continue
-            return port
+        port = random.randrange(10_000, low)
+        try:
+            for each in (port, port + 10_000) if bus else (port,):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", each))
+        except OSError:
+            continue
+        return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # not Linux: IANA's range
+        return 49_152
+
+
+_EPHEMERAL_LOW = max(_ephemeral_low(), 25_000)
 
 
 class Valkey:
