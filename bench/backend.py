@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -85,28 +86,37 @@ class Backend:
         self._hold()
 
     def restart(self) -> None:
-        """Start again on the same port (after :meth:`kill` or :meth:`stop`), which it shares with the socket that
-        held it meanwhile, then let go of."""
+        """Start again on the same port (after :meth:`kill` or :meth:`stop`), sharing it with the socket that held
+        it meanwhile (see :meth:`_hold`), then letting go of that."""
+        if self._process.poll() is None:
+            raise RuntimeError("the backend is running: stop or kill it first")
+        shared = {"shared_port": 1} if self._held is not None else {}
         port = self.target.rpartition(":")[2]
         directory = Path(self._dir.name, f"restart-{time.monotonic_ns()}")
         directory.mkdir()
         try:
             self._process, _ = _start(
-                "bench.server", str(directory), record_file=self._record_file, port=port, **self._faults
+                "bench.server", str(directory), record_file=self._record_file, port=port, **shared, **self._faults
             )
         finally:
             self._let_go()
 
     def _hold(self) -> None:
-        """Keep the port while no backend listens on it, so that no other process takes it meanwhile (two suites
-        at once bind ports all the time: one took it between a kill and the restart 0.5 s later): a socket bound to
-        it, not listening, that a restarted backend shares (SO_REUSEPORT)."""
+        """Keep the port while no backend listens on it: a socket bound to it, not listening, which a restarted
+        backend shares (SO_REUSEPORT). No bind to port 0 and no outgoing connection takes the port meanwhile (two
+        suites at once do both all the time: one took it between a kill and the restart 0.5 s later); a bind to it
+        by number still may. Where a process listens on it already (it took the port as the backend died), nothing
+        is held, and the restart fails saying the port is in use."""
+        port = int(self.target.rpartition(":")[2])
         held = socket.socket()
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the killed backend's closing connections
-        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
-            held.bind(("127.0.0.1", int(self.target.rpartition(":")[2])))
-        except OSError:  # taken already: the restart will say so
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the dead backend's closing connections
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            held.bind(("127.0.0.1", port))
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) != errno.ECONNREFUSED:  # another's, sharing the port
+                    raise OSError(errno.EADDRINUSE, "a process listens on the port")
+        except OSError:
             held.close()
             return
         self._let_go()

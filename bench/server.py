@@ -50,8 +50,8 @@ async def main(args: argparse.Namespace) -> None:
     if args.down:  # down from the start, saying nothing of when to come back
         faults = Faults(down=True, retry_after=None)
     recorder, injector = Recorder(), AioFaultInjection(faults)
-    # a port in use is an error, except a port to start again on, which the benchmark holds meanwhile and shares
-    options: list[tuple[str, Any]] = [("grpc.so_reuseport", 1 if args.port else 0)]
+    # a port in use is an error, except one the benchmark held for this restart (bench.backend.Backend._hold)
+    options: list[tuple[str, Any]] = [("grpc.so_reuseport", args.shared_port)]
     if args.max_connection_age_ms:  # a graceful GOAWAY on every connection that old
         options += [
             ("grpc.max_connection_age_ms", args.max_connection_age_ms),
@@ -83,6 +83,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--record-file", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--shared-port", type=int, default=0, help="1: share --port with the socket holding it")
     parser.add_argument("--grace", type=float, default=0.0, help="seconds calls in flight get when stopped")
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail-rate", type=float, default=0.0)

@@ -75,13 +75,15 @@ def test_a_graceful_stop_under_load_ends_calls_in_flight_cleanly(backend: Backen
 
 @pytest.mark.parametrize("end", ["kill", "stop"])
 def test_a_backend_down_keeps_its_port_until_it_starts_again(backend: Backend, end: str) -> None:
-    """Between a kill (or a stop) and the restart no other process may take the port: with two suites at once, one
-    did, and the restart failed ("Address already in use")."""
+    """Between a kill (or a stop) and the restart, neither a bind to port 0 nor an outgoing connection may take the
+    port (with two suites at once, one did, and the restart failed: "Address already in use"): a plain bind to it
+    fails."""
     port = int(backend.target.rpartition(":")[2])
     getattr(backend, end)()
     with socket.socket() as other, pytest.raises(OSError, match="in use"):
         other.bind(("127.0.0.1", port))
     backend.restart()
+    assert backend._held is None  # let go of, once the backend listens again
     with grpc.insecure_channel(backend.target) as channel:
         answered = service_b_pb2_grpc.ServiceBStub(channel).Hello(HELLO, timeout=5, wait_for_ready=True)
     assert answered.message

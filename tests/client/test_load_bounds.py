@@ -33,10 +33,11 @@ def test_hedged_calls_from_64_threads_and_64_tasks_end_by_their_deadline(aio_ser
     of slow attempts that hedges answer or that run out of time; see :mod:`tests.support.hedged_load`): the library
     starts at most 8 threads more than grpc does for the same load hedged by hand, with grpc's own futures and
     tasks, and every call ends by its deadline + 50 ms, as far as the machine lets grpc's own calls do so. The
-    yardstick is that load by hand, run just before ours, and 8 threads and 8 tasks hedging by hand beside ours, in
-    the same seconds: on two cores 128 callers keep the process's one GIL so busy that grpc's own calls end later
-    (its p99 0.17 to 0.7 s alone, 2026-12-07), and ours may too, but their p99 no later than 1.5 x grpc's + 50 ms,
-    and none hangs (past twice grpc's slowest, or 1 s)."""
+    yardstick is that load by hand, run just before ours, and beside ours, in the same seconds, 8 threads and 8 tasks
+    hedging by hand and as many calling plainly (their channel's thread counts with ours): on two cores 128 callers
+    keep the process's one GIL so busy that grpc's own calls end later (its p99 0.17 to 0.7 s alone, 2026-12-07),
+    and ours may too, but their p99 no later than 1.5 x grpc's + 50 ms, and none hangs (past twice grpc's slowest,
+    or 1 s)."""
     ran = subprocess.run(
         [sys.executable, "-m", "tests.support.hedged_load", aio_server.target],
         cwd=ROOT,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
 import json
 import queue
 import sys
@@ -34,15 +35,16 @@ BESIDE = 8
 seconds: how late the machine lets grpc's own calls end then."""
 
 
-def request(worker: int, call: int) -> Any:
+def request(load: str, worker: int, call: int) -> Any:
     """A tail: one call in ten has a first attempt of 300 ms (past the deadline), which its hedge answers, one in
-    twenty has every attempt that slow and runs out of time; the others answer in 5 ms."""
-    slow = (worker + call) % 20
+    twenty has every attempt that slow and runs out of time; the others answer in 5 ms. Each load has ids of its
+    own: the server counts a call's attempts by its id, for as long as it runs."""
+    slow, named = (worker + call) % 20, f"{load}-{worker}-{call}"
     if slow in (0, 10):
-        return Request(id=f"{worker}-{call}", sleep_ms=300, sleep_attempts=1)
+        return Request(id=named, sleep_ms=300, sleep_attempts=1)
     if slow == 5:
-        return Request(id=f"{worker}-{call}", sleep_ms=300, sleep_attempts=3)
-    return Request(id=f"{worker}-{call}", sleep_ms=5)
+        return Request(id=named, sleep_ms=300, sleep_attempts=3)
+    return Request(id=named, sleep_ms=5)
 
 
 class PeakThreads:
@@ -105,15 +107,17 @@ def in_threads(work: Callable[[int], None], *beside: Callable[[int], None]) -> N
 
 
 class Callers:
-    """Threads and tasks calling through a sync and an aio stub, each call's latency and code noted."""
+    """Threads and tasks calling through a sync and an aio stub (the ``load`` named so), each call's latency and
+    code noted."""
 
-    def __init__(self, stub: Any, aio_stub: Any) -> None:
-        self.stub, self.aio_stub = stub, aio_stub
+    def __init__(self, load: str, stub: Any, aio_stub: Any) -> None:
+        self.name, self.stub, self.aio_stub = load, stub, aio_stub
         self.latencies: list[float] = []
         self.codes: list[grpc.StatusCode] = []
         self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
+        self.lates: list[tuple[float, str, str, str]] = []  # latency, path, request, code
         self.odd: list[str] = []  # the first few calls that ended neither OK nor DEADLINE_EXCEEDED: who ended them
-        self.slowest: list[tuple[float, str, str, str]] = []  # the slowest few: latency, path, request, code
+        self._lock = threading.Lock()
 
     def load(self, *beside: Callers) -> None:
         """64 threads and 64 tasks, each making its calls, all at once (the channels warmed first); and the
@@ -132,7 +136,7 @@ class Callers:
 
     def thread(self, worker: int) -> None:
         for call in range(CALLS):
-            started, asked = time.monotonic(), request(worker, call)
+            started, asked = time.monotonic(), request(self.name, worker, call)
             try:
                 self.stub.Unary(asked, timeout=DEADLINE)
                 self._ended(started, grpc.StatusCode.OK, "sync", asked)
@@ -141,7 +145,7 @@ class Callers:
 
     async def task(self, worker: int) -> None:
         for call in range(CALLS):
-            started, asked = time.monotonic(), request(THREADS + worker, call)
+            started, asked = time.monotonic(), request(self.name, THREADS + worker, call)
             try:
                 await self.aio_stub.Unary(asked, timeout=DEADLINE)
                 self._ended(started, grpc.StatusCode.OK, "aio", asked)
@@ -155,13 +159,15 @@ class Callers:
         self.latencies.append(latency)
         self.codes.append(code)
         expected = code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
-        if not expected and error is not None and len(self.odd) < 5:
-            debug = error.debug_error_string() if hasattr(error, "debug_error_string") else ""
-            self.odd.append(f"{path} {code.name} {error.details()!r} {debug}")
-        if (latency > DEADLINE + LATE or code not in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)) and asked:
-            kind = f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}"
+        if (latency <= DEADLINE + LATE and expected) or not asked:
+            return
+        kind = f"{asked.sleep_ms} ms x{asked.sleep_attempts or 'all'}"
+        with self._lock:  # from 64 threads and the loop
             self.late[(path, kind, code.name)] += 1
-            self.slowest = sorted([*self.slowest, (round(latency, 3), path, kind, code.name)], reverse=True)[:5]
+            self.lates.append((round(latency, 3), path, kind, code.name))
+            if not expected and error is not None and len(self.odd) < 5:
+                debug = error.debug_error_string() if hasattr(error, "debug_error_string") else ""
+                self.odd.append(f"{path} {code.name} {error.details()!r} {debug}")
 
 
 class ByHand(Callers):
@@ -171,12 +177,13 @@ class ByHand(Callers):
     def thread(self, worker: int) -> None:
         for call in range(CALLS):
             started, ended = time.monotonic(), queue.Queue[Any]()  # not SimpleQueue: see engine._workers.Inbox
-            calls = [self.stub.Unary.future(request(worker, call), timeout=DEADLINE)]
+            asked = request(self.name, worker, call)
+            calls = [self.stub.Unary.future(asked, timeout=DEADLINE)]
             calls[0].add_done_callback(ended.put)
             try:
                 first = ended.get(timeout=DELAY)
             except queue.Empty:
-                calls.append(self.stub.Unary.future(request(worker, call), timeout=DEADLINE - DELAY))
+                calls.append(self.stub.Unary.future(asked, timeout=DEADLINE - DELAY))
                 calls[1].add_done_callback(ended.put)
                 first = ended.get()
             for other in calls:
@@ -197,7 +204,7 @@ class ByHand(Callers):
 
     async def _call(self, worker: int, call: int, timeout: float) -> grpc.StatusCode:
         try:
-            await self.aio_stub.Unary(request(THREADS + worker, call), timeout=timeout)
+            await self.aio_stub.Unary(request(self.name, THREADS + worker, call), timeout=timeout)
         except grpc.RpcError as error:
             return error.code()
         return grpc.StatusCode.OK
@@ -217,17 +224,19 @@ def main(target: str) -> None:
     object: the latencies of grpc's calls (by hand alone, by hand beside ours, plain beside ours), ours, our codes,
     our late calls by kind and the slowest, and the most threads alive at once by hand and through ours."""
     by_hand = ByHand(
+        "by-hand",
         pb_grpc.ScriptedStub(grpc.insecure_channel(target)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(grpc.aio.insecure_channel, target))),
     )
     policy = HedgePolicy(delay=DELAY)
     ours = Callers(
+        "ours",
         pb_grpc.ScriptedStub(resilient_channel(target, policy)),
         pb_grpc.ScriptedStub(AIO_LOOP.run(_aio_channel(interceptors.aio.resilient_channel, target, policy))),
     )
     with PeakThreads() as bare_threads:
         by_hand.load()
-    beside, plain = ByHand(by_hand.stub, by_hand.aio_stub), Callers(by_hand.stub, by_hand.aio_stub)
+    beside, plain = ByHand("beside", by_hand.stub, by_hand.aio_stub), Callers("plain", by_hand.stub, by_hand.aio_stub)
     with PeakThreads() as threads:
         ours.load(beside, plain)
     report = {
@@ -237,7 +246,7 @@ def main(target: str) -> None:
         "odd": ours.odd,
         "codes_by_hand": sorted({code.name for code in by_hand.codes + beside.codes + plain.codes}),
         "late": [[*kind, count] for kind, count in ours.late.items()],
-        "slowest": ours.slowest,
+        "slowest": heapq.nlargest(5, ours.lates),
         "threads_by_hand": bare_threads.peak,
         "threads_ours": threads.peak,
     }
