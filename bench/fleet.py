@@ -87,21 +87,25 @@ def replicas(
             )
             for out, ready in zip(outs, readies, strict=True)
         ]
-        waited = time.monotonic() + 60
-        while not all(ready.exists() for ready in readies):
-            if time.monotonic() > waited or any(process.poll() is not None for process in processes):
-                for process in processes:
+        try:
+            waited = time.monotonic() + 60
+            while not all(ready.exists() for ready in readies):
+                if time.monotonic() > waited or any(process.poll() is not None for process in processes):
+                    raise RuntimeError(f"the replicas of {policy} did not all connect")
+                time.sleep(0.01)
+            start = time.monotonic() + 0.5  # every replica waiting for it, on a loaded machine too
+            go.with_suffix(".tmp").write_text(repr(start))
+            go.with_suffix(".tmp").rename(go)  # whole when it appears
+            if at is not None:
+                at(start)
+            for process in processes:
+                if process.wait(seconds + 60):
+                    raise RuntimeError(f"a replica of {policy} failed")
+        finally:
+            for process in processes:  # those left when something failed
+                if process.poll() is None:
                     process.kill()
-                raise RuntimeError(f"the replicas of {policy} did not all connect")
-            time.sleep(0.01)
-        start = time.monotonic() + 0.1  # every replica waiting for it
-        go.with_suffix(".tmp").write_text(repr(start))
-        go.with_suffix(".tmp").rename(go)  # whole when it appears
-        if at is not None:
-            at(start)
-        for process in processes:
-            if process.wait(seconds + 60):
-                raise RuntimeError(f"a replica of {policy} failed")
+                    process.wait()
         return start, [json.loads(out.read_text()) for out in outs]
 
 

@@ -46,7 +46,7 @@ def test_attempt_timeouts_inside_retry_bounded_by_the_caller_deadline(server: Sc
     """The issue's scenario scaled by 1/5: 0.2 s per attempt, a server sleeping 1 s, 0.5 s in all (each attempt
     reaches the server within its 0.2 s even beside two suites of six workers; 0.1 s did not)."""
     with Client(path, server.target, RetryPolicy(max_attempts=10, delay=0), Timeout(0.2)) as client:
-        client.unary(Request(id="warm"))  # connected: a first attempt that connects may not reach the server in time
+        client.unary(Request(id="warm"))  # a first call costs more than later ones: on a loaded machine, past its time
         started = time.monotonic()
         outcome = client.unary(Request(id="slow", sleep_ms=1000), timeout=0.5)
     assert outcome.code is DEADLINE_EXCEEDED

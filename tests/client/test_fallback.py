@@ -196,7 +196,7 @@ def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: Scripted
         Timeout(0.3),
     )
     with Client(path, server.target, *chain) as client:
-        client.unary(Request(id="warm"))  # connected: a first attempt that connects may not reach the server in time
+        client.unary(Request(id="warm"))  # a first call costs more than later ones: on a loaded machine, past its time
         outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
     assert outcome.error is None and outcome.reply.text == "cached", outcome
     wait_until(lambda: server.attempts("late") == 2)  # the retry was sent, with the caller's deadline less the reserve
@@ -210,7 +210,7 @@ def test_a_fallback_answers_the_callers_deadline_in_its_reserve(server: Scripted
 def test_a_fallback_without_a_reserve_leaves_the_callers_deadline_final(server: ScriptedServer, path: str) -> None:
     chain = (Fallback(message={"text": "cached"}, reserve=None), RetryPolicy(delay=0.01, jitter_factor=0), Timeout(0.3))
     with Client(path, server.target, *chain) as client:
-        client.unary(Request(id="warm"))  # connected: a first attempt that connects may not reach the server in time
+        client.unary(Request(id="warm"))  # a first call costs more than later ones: on a loaded machine, past its time
         outcome = client.unary(Request(id="late", sleep_ms=2000), timeout=0.6)
     assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
     wait_until(lambda: server.attempts("late") == 2)  # the retry, cut by the caller's deadline, was sent

@@ -93,7 +93,7 @@ def test_open_breaker_rejects_without_reaching_the_server_then_one_probe(server:
 @paths
 def test_deadline_exceeded_is_retried_only_while_time_is_left(server: ScriptedServer, path: str) -> None:
     with Client(path, server.target, RetryPolicy(max_attempts=5, delay=0), Timeout(0.1)) as client:
-        client.unary(Request(id="warm"))  # connected: a first attempt that connects may not reach the server in time
+        client.unary(Request(id="warm"))  # a first call costs more than later ones: on a loaded machine, past its time
         outcome = client.unary(Request(id="f", sleep_ms=150), timeout=0.25)
     assert outcome.code is grpc.StatusCode.DEADLINE_EXCEEDED
     # attempts at 0 and 0.1 s timed out (our Timeout) and were retried; a third gets the 0.05 s left of the

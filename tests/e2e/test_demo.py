@@ -24,7 +24,7 @@ from service_a.app import FALLBACK_MESSAGE
 from service_a.client import Outcome, drive
 from service_a.scenarios import ROOT, Service, scraped
 
-from ..support.valkey import free_port
+from ..support.ports import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

