@@ -233,13 +233,14 @@ def _markdown(results: dict[str, Any], plots: dict[str, str]) -> str:
     ]
 
     article = results["article_breaker"]
+    delay = _first(article).get("delay_s", 1.0)  # results recorded before it was a parameter: 1 s
     out += [
         "",
         "## 4a. The article's breaker scenario",
         "",
-        "Half the calls UNAVAILABLE with `retry-after: 1` (and `grpc-retry-pushback-ms: 1000`), half of the rest 1 s "
-        f"slower; {_first(article)['calls']} calls from {_first(article).get('workers', 6)} threads; attempts per call "
-        "= calls the backend saw / calls made.",
+        f"Half the calls UNAVAILABLE with `retry-after: {delay:g}` (and `grpc-retry-pushback-ms: {delay * 1000:.0f}`), "
+        f"half of the rest {delay:g} s slower; {_first(article)['calls']} calls from "
+        f"{_first(article).get('workers', 6)} threads; attempts per call = calls the backend saw / calls made.",
         "",
         "| approach | success | p50 | p99 | attempts per call | outcomes |",
         "|---|---|---|---|---|---|",

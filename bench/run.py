@@ -261,7 +261,7 @@ def article_breaker(calls: int = 150, workers: int = 10, delay: float = 1.0) -> 
             client = approach.sync(backend.target, Budget())
             outcomes = _outcomes(client, count=calls, workers=workers)
             client.close()
-        results[approach.name] = {**_latency_summary(outcomes, backend), "workers": workers}
+        results[approach.name] = {**_latency_summary(outcomes, backend), "workers": workers, "delay_s": delay}
     return results
 
 
