@@ -94,6 +94,7 @@ def test_the_report_and_its_plots_are_written(tmp_path: Path) -> None:
         assert heading in written
     for heading in ("## 7.", "## 8.", "## 9.", "## 10.", "## 11."):
         assert heading in written
+    assert "`retry-after: 0.1` (and `grpc-retry-pushback-ms: 100`), half of the rest 0.1 s slower" in written
     for plot in ("article_breaker_cdf.png", "outage_timeline.png", "frontier.png", "tail_cdf.png"):
         assert (tmp_path / plot).stat().st_size > 0
     assert "healthy path, sync" in report.console(results)
