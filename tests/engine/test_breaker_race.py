@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,6 +29,8 @@ from ..support.calls import Boom
 CAPACITY = 4
 GENERATION_SLOT = vars(CircuitStateMachine)["generation"]  # the slot's own descriptor
 SECONDS = 2.0
+LONGEST = 30.0
+"""Seconds more at most, on a loaded machine, until both paths have been exercised."""
 
 
 @pytest.fixture
@@ -67,8 +69,18 @@ class _YieldingSlot:
         self._slot.__set__(machine, value)
 
 
-def hammer(work: Any, threads: int = 8) -> None:
-    ends = time.monotonic() + SECONDS
+def hammer(work: Any, enough: Callable[[], bool], threads: int = 8) -> None:
+    """``work`` in ``threads`` threads at once for :data:`SECONDS`, then on in rounds of 0.5 s until ``enough()``
+    says both paths were exercised (a loaded machine runs fewer calls a second), for at most :data:`LONGEST` s."""
+    _round(work, threads, SECONDS)
+    longest = time.monotonic() + LONGEST
+    while not enough():
+        assert time.monotonic() < longest, f"both paths not exercised in {SECONDS + LONGEST:g} s"
+        _round(work, threads, 0.5)
+
+
+def _round(work: Any, threads: int, seconds: float) -> None:
+    ends = time.monotonic() + seconds
     errors: list[BaseException] = []
 
     def loop() -> None:
@@ -84,6 +96,11 @@ def hammer(work: Any, threads: int = 8) -> None:
     for worker in workers:
         worker.join()
     assert errors == []
+
+
+def exercised(states: Counter[CircuitState]) -> bool:
+    """Calls were admitted both half-open and closed, often enough that the race had its chances."""
+    return states[CircuitState.HALF_OPEN] > 100 and states[CircuitState.CLOSED] > 100
 
 
 def test_permits_are_admitted_only_by_states_that_admit(transitions: dict[int, CircuitState]) -> None:
@@ -109,11 +126,12 @@ def test_permits_are_admitted_only_by_states_that_admit(transitions: dict[int, C
         permit.record(Boom() if random.random() < 0.5 else None)
         assert breaker._machine._trials >= 0  # a trial slot freed that was never taken
 
-    hammer(work)
-    states = Counter(transitions[g] for g in admitted.elements())
-    assert states[CircuitState.OPEN] == 0
+    def states() -> Counter[CircuitState]:
+        return Counter(transitions[g] for g in admitted.elements())
+
+    hammer(work, lambda: exercised(states()))
+    assert states()[CircuitState.OPEN] == 0
     assert overfull == []
-    assert states[CircuitState.HALF_OPEN] > 100 and states[CircuitState.CLOSED] > 100  # both paths were exercised
     assert breaker._machine._trials >= 0
 
 
@@ -139,10 +157,8 @@ def test_the_chain_admits_only_by_states_that_admit(transitions: dict[int, Circu
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_circuit_state.CircuitStateMachine, "record", record)
-        hammer(work)
-    states = Counter(transitions[g] for g in recorded)
-    assert states[CircuitState.OPEN] == 0
-    assert states[CircuitState.HALF_OPEN] > 100 and states[CircuitState.CLOSED] > 100
+        hammer(work, lambda: exercised(Counter(transitions[g] for g in list(recorded))))
+    assert Counter(transitions[g] for g in recorded)[CircuitState.OPEN] == 0
 
 
 class _OpensWhenReadUnlocked:
